@@ -1,0 +1,544 @@
+"""The ``Durably`` facade: jobs, triggers, waiting, operator actions, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import BaseModel
+
+from .errors import (
+    InvalidStateError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    UnknownJobError,
+)
+from .events import EventEmitter, RunCancelEvent, RunRetryEvent, RunTriggerEvent
+from .jobs import JobDefinition
+from .store import database_url, open_store
+from .store.base import (
+    FINISHED_STATUSES,
+    Disposition,
+    Fire,
+    FireResult,
+    LogRecord,
+    NewRun,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    Store,
+)
+from .worker import Worker
+
+log = logging.getLogger("durably_sched")
+O = TypeVar("O")  # noqa: E741
+WAITER_POLL_INTERVAL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run as returned by a trigger: the stored record plus how the trigger was resolved."""
+
+    record: RunRecord
+    disposition: Disposition
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def status(self) -> RunStatus:
+        return self.record.status
+
+    @property
+    def job_name(self) -> str:
+        return self.record.job_name
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult(Generic[O]):
+    """What ``trigger_and_wait`` returns for a completed run."""
+
+    id: str
+    output: O
+    disposition: Disposition = "created"
+
+
+_Done = tuple[bool, Any]  # (completed in this process, value)
+
+
+class JobHandle(Generic[O]):
+    """``durably.jobs.<key>``: trigger a registered job."""
+
+    def __init__(self, durably: Durably, job: JobDefinition[Any, Any]) -> None:
+        self._durably = durably
+        self.job = job
+        self.name = job.name
+
+    async def trigger(
+        self,
+        input: Any = None,  # noqa: A002
+        *,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Run:
+        runs = await self._durably._trigger_many(
+            self.job, [input], idempotency_key, concurrency_key, labels
+        )
+        return runs[0]
+
+    async def batch_trigger(
+        self,
+        inputs: Iterable[Any],
+        *,
+        concurrency_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Run]:
+        """Trigger many runs in one write. Each item is an input, or a dict with ``input`` and options
+        (``idempotency_key``, ``concurrency_key``, ``labels``) when given as ``{"input": ..., ...}``
+        with ``options=True``; plain inputs are the common case."""
+        return await self._durably._trigger_many(self.job, list(inputs), None, concurrency_key, labels)
+
+    async def trigger_and_wait(
+        self,
+        input: Any = None,  # noqa: A002
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> RunResult[O]:
+        durably = self._durably
+        run_id = str(uuid.uuid4())
+        waiter = durably._add_waiter(run_id)
+        try:
+            runs = await durably._trigger_many(
+                self.job, [input], idempotency_key, concurrency_key, labels, run_ids=[run_id]
+            )
+            run = runs[0]
+            if run.id != run_id:  # idempotent: an existing run
+                durably._remove_waiter(run_id, waiter)
+                run_id = run.id
+                waiter = durably._add_waiter(run_id)
+                if run.record.is_finished:
+                    durably._resolve(run_id, None)
+            return await durably._await_result(self.job, run_id, waiter, timeout, run.disposition)
+        finally:
+            durably._remove_waiter(run_id, waiter)
+
+
+class _JobsNamespace:
+    def __init__(self) -> None:
+        self._handles: dict[str, JobHandle[Any]] = {}
+
+    def __getattr__(self, key: str) -> JobHandle[Any]:
+        try:
+            return self._handles[key]
+        except KeyError:
+            raise AttributeError(
+                f"no job registered as {key!r}; registered: {', '.join(sorted(self._handles)) or 'none'}"
+            ) from None
+
+    def __getitem__(self, key: str) -> JobHandle[Any]:
+        return self.__getattr__(key)
+
+    def __iter__(self) -> Any:
+        return iter(self._handles.items())
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+
+class Durably:
+    """One durably-sched instance: a store, registered jobs, a worker and the event emitter."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        polling_interval: float = 1.0,
+        heartbeat_interval: float = 5.0,
+        stale_threshold: float = 30.0,
+        max_concurrent_runs: int = 1,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.events = EventEmitter()
+        self.jobs = _JobsNamespace()
+        self._by_name: dict[str, JobDefinition[Any, Any]] = {}
+        self.polling_interval = polling_interval
+        self.worker = Worker(
+            self,
+            concurrency=max_concurrent_runs,
+            polling_interval=polling_interval,
+            heartbeat_interval=heartbeat_interval,
+            stale_threshold=stale_threshold,
+            worker_id=worker_id,
+        )
+        self.worker.on_run_finished = self._on_run_finished
+        self._waiters: dict[str, list[asyncio.Future[_Done]]] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._connected = False
+
+    # -- registration ------------------------------------------------------------------------
+    def register(
+        self, jobs: Mapping[str, JobDefinition[Any, Any]] | Iterable[JobDefinition[Any, Any]]
+    ) -> Self:
+        """Register jobs, as ``{"attribute": job}`` (then ``durably.jobs.attribute``) or a list."""
+        items = jobs.items() if isinstance(jobs, Mapping) else ((j.name, j) for j in jobs)
+        for key, job in items:
+            if not isinstance(job, JobDefinition):
+                raise TypeError(f"register: {key!r} is not a job made by define_job")
+            existing = self._by_name.get(job.name)
+            if existing is not None and existing is not job:
+                raise ValueError(f"two different jobs are named {job.name!r}")
+            self._by_name[job.name] = job
+            self.jobs._handles[key] = JobHandle(self, job)
+        return self
+
+    @property
+    def job_names(self) -> list[str]:
+        return list(self._by_name)
+
+    def job_by_name(self, name: str) -> JobDefinition[Any, Any]:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name)) or "none"
+            raise UnknownJobError(f"unknown job '{name}' (registered: {known})") from None
+
+    def job(self, name: str) -> JobHandle[Any]:
+        """The handle of a job by its name (as given to define_job)."""
+        job = self.job_by_name(name)
+        for handle in self.jobs._handles.values():
+            if handle.job is job:
+                return handle
+        raise UnknownJobError(name)  # pragma: no cover - register keeps both maps in step
+
+    def on(self, event_type: str, listener: Callable[[Any], Any]) -> Callable[[], None]:
+        """Subscribe to an event type (``"run:complete"``, ... or ``"*"``); returns unsubscribe."""
+        return self.events.on(event_type, listener)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open the database without migrating or starting the worker."""
+        if not self._connected:
+            await self.store.connect()
+            self._connected = True
+
+    async def migrate(self) -> int:
+        await self.connect()
+        return await self.store.migrate()
+
+    async def start(self, *, worker: bool = True) -> None:
+        await self.connect()
+        await self.store.check_schema()
+        self.store.set_wakeup(self.worker.wake)
+        if worker:
+            self.worker.start()
+
+    async def init(self) -> None:
+        """``migrate()`` then ``start()``."""
+        await self.migrate()
+        await self.start()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; give running steps ``grace`` seconds to checkpoint; release leases."""
+        await self.worker.stop(grace)
+
+    async def close(self) -> None:
+        await self.stop()
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        await self.events.drain()
+        if self._connected:
+            await self.store.close()
+            self._connected = False
+
+    async def __aenter__(self) -> Self:
+        await self.init()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- triggers ------------------------------------------------------------------------------
+    async def _trigger_many(
+        self,
+        job: JobDefinition[Any, Any],
+        inputs: Sequence[Any],
+        idempotency_key: str | None,
+        concurrency_key: str | None,
+        labels: Mapping[str, str] | None,
+        run_ids: Sequence[str] | None = None,
+    ) -> list[Run]:
+        label_map = _check_labels(labels)
+        new_runs = [
+            NewRun(
+                id=run_ids[i] if run_ids else str(uuid.uuid4()),
+                job_name=job.name,
+                input=job.validate_input(raw),
+                idempotency_key=idempotency_key,
+                concurrency_key=concurrency_key,
+                labels=label_map,
+            )
+            for i, raw in enumerate(inputs)
+        ]
+        if not new_runs:
+            return []
+        created = await self.store.create_runs(new_runs)
+        self._after_trigger([Run(record, disposition) for record, disposition in created])
+        return [Run(record, disposition) for record, disposition in created]
+
+    def _after_trigger(self, runs: Sequence[Run]) -> None:
+        if any(r.disposition == "created" for r in runs):
+            self.worker.wake()
+        if self.events.wants("run:trigger"):
+            for run in runs:
+                if run.disposition == "created":
+                    rec = run.record
+                    self.events.emit(
+                        RunTriggerEvent(run_id=rec.id, job_name=rec.job_name, labels=rec.labels, input=rec.input)
+                    )
+
+    async def trigger(
+        self,
+        job_name: str,
+        input: Any = None,  # noqa: A002
+        *,
+        idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Run:
+        """Trigger a job by its name (``durably.jobs.<key>.trigger`` is the usual way)."""
+        job = self.job_by_name(job_name)
+        runs = await self._trigger_many(job, [input], idempotency_key, concurrency_key, labels)
+        return runs[0]
+
+    async def fire(self, fire: Fire) -> FireResult:
+        """Handle one schedule fire time (used by the scheduler, slot triggers and backfills)."""
+        if fire.run is not None:
+            job = self.job_by_name(fire.run.job_name)
+            job.validate_input(fire.run.input)
+        result = await self.store.fire(fire)
+        if result.run is not None and result.outcome == "triggered":
+            self._after_trigger([Run(result.run, "created")])
+        return result
+
+    # -- waiting ---------------------------------------------------------------------------------
+    def _add_waiter(self, run_id: str) -> asyncio.Future[_Done]:
+        fut: asyncio.Future[_Done] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, []).append(fut)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_waiters(), name="durably-waiters")
+        return fut
+
+    def _remove_waiter(self, run_id: str, fut: asyncio.Future[_Done]) -> None:
+        waiters = self._waiters.get(run_id)
+        if waiters and fut in waiters:
+            waiters.remove(fut)
+            if not waiters:
+                del self._waiters[run_id]
+
+    def _resolve(self, run_id: str, value: _Done | None) -> None:
+        for fut in self._waiters.get(run_id, ()):
+            if not fut.done():
+                fut.set_result(value if value is not None else (False, None))
+
+    def resolve_waiters(self, run_id: str, *, value: Any = None, completed_here: bool = True) -> None:
+        """Called by the worker when a run of this process finished (no database round trip)."""
+        self._resolve(run_id, (True, value) if completed_here else None)
+
+    def _on_run_finished(self, run_id: str) -> None:
+        pass
+
+    async def _poll_waiters(self) -> None:
+        """Sees completions made by other processes, through the database."""
+        while self._waiters:
+            await asyncio.sleep(WAITER_POLL_INTERVAL)
+            ids = [run_id for run_id, futs in self._waiters.items() if any(not f.done() for f in futs)]
+            if not ids:
+                continue
+            try:
+                statuses = await self.store.get_run_statuses(ids)
+            except Exception as exc:
+                log.warning("could not poll run statuses: %s", exc)
+                continue
+            for run_id in ids:
+                status = statuses.get(run_id)
+                if status is None or status in FINISHED_STATUSES:
+                    self._resolve(run_id, None)
+
+    async def _await_result(
+        self,
+        job: JobDefinition[Any, Any],
+        run_id: str,
+        waiter: asyncio.Future[_Done],
+        timeout: float | None,
+        disposition: Disposition,
+    ) -> RunResult[Any]:
+        try:
+            here, value = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
+        if here:
+            return RunResult(id=run_id, output=value, disposition=disposition)
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"run {run_id} was deleted while waiting for it")
+        if record.status == "completed":
+            return RunResult(id=run_id, output=job.parse_output(record.output), disposition=disposition)
+        if record.status == "cancelled":
+            raise RunCancelledError(run_id)
+        raise RunFailedError(run_id, record.error, record.failed_step_name)
+
+    async def wait_for_run(self, run_id: str, timeout: float | None = None) -> RunRecord:
+        """Wait until a run (triggered anywhere) finishes; returns its final record."""
+        waiter = self._add_waiter(run_id)
+        try:
+            record = await self.get_run(run_id)
+            if record.is_finished:
+                return record
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
+            return await self.get_run(run_id)
+        finally:
+            self._remove_waiter(run_id, waiter)
+
+    # -- operator actions ------------------------------------------------------------------------
+    async def get_run(self, run_id: str) -> RunRecord:
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run with id '{run_id}'")
+        return record
+
+    async def get_runs(
+        self,
+        status: RunStatus | Sequence[RunStatus] | None = None,
+        job_name: str | None = None,
+        *,
+        schedule: str | None = None,
+        limit: int = 50,
+        before: datetime | None = None,
+    ) -> list[RunRecord]:
+        statuses: tuple[RunStatus, ...] = ()
+        if isinstance(status, str):
+            statuses = (status,)
+        elif status is not None:
+            statuses = tuple(status)
+        return await self.store.list_runs(
+            RunQuery(statuses=statuses, job_name=job_name, schedule=schedule, limit=limit, before_created=before)
+        )
+
+    async def get_failed_runs(self, limit: int = 50) -> list[RunRecord]:
+        return await self.get_runs(status="failed", limit=limit)
+
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        await self.get_run(run_id)
+        return await self.store.get_steps(run_id)
+
+    async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
+        return await self.store.get_logs(run_id, after_id, limit)
+
+    async def retry(self, run_id: str) -> RunRecord:
+        """A failed or cancelled run goes back to pending; it resumes after its last completed step."""
+        record = await self.store.retry_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run with id '{run_id}'")
+        if record.status != "pending" or record.error is not None:
+            raise InvalidStateError(
+                f"run {run_id} is {record.status}: only failed or cancelled runs can be retried"
+            )
+        self.worker.wake()
+        if self.events.wants("run:retry"):
+            self.events.emit(RunRetryEvent(run_id=run_id, job_name=record.job_name, labels=record.labels))
+        return record
+
+    async def retrigger(self, run_id: str) -> Run:
+        """A new run of the same job with the same input (and concurrency key and labels)."""
+        old = await self.get_run(run_id)
+        job = self.job_by_name(old.job_name)
+        runs = await self._trigger_many(job, [old.input], None, old.concurrency_key, old.labels)
+        return runs[0]
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        """Pending: cancelled at once. Running: finishes at most its current step, never completes."""
+        record = await self.store.cancel_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run with id '{run_id}'")
+        if record.status != "cancelled":
+            raise InvalidStateError(f"run {run_id} is already {record.status}; it cannot be cancelled")
+        entry = self.worker.active.get(run_id)
+        if entry is not None:
+            entry[0].cancelled = True
+        if self.events.wants("run:cancel"):
+            self.events.emit(RunCancelEvent(run_id=run_id, job_name=record.job_name, labels=record.labels))
+        self._resolve(run_id, None)
+        return record
+
+    async def delete_run(self, run_id: str) -> None:
+        if not await self.store.delete_run(run_id):
+            record = await self.get_run(run_id)
+            raise InvalidStateError(f"run {run_id} is {record.status}: cancel it before deleting it")
+
+    async def purge_runs(self, older_than: timedelta, batch_size: int = 500) -> int:
+        """Delete finished runs that completed more than ``older_than`` ago; returns how many."""
+        cutoff = datetime.now(UTC) - older_than
+        total = 0
+        while True:
+            n = await self.store.purge_runs(cutoff, batch_size)
+            total += n
+            if n < batch_size:
+                return total
+
+
+def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    if not labels:
+        return {}
+    out: dict[str, str] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"labels must map strings to strings (got {key!r}: {value!r})")
+        out[key] = value
+    return out
+
+
+def create_durably(
+    database: str | None = None,
+    *,
+    polling_interval: float = 1.0,
+    heartbeat_interval: float = 5.0,
+    stale_threshold: float = 30.0,
+    max_concurrent_runs: int = 1,
+    worker_id: str | None = None,
+) -> Durably:
+    """A Durably instance on ``database`` (default: $DURABLY_DATABASE_URL, else sqlite:///durably.db)."""
+    return Durably(
+        open_store(database_url(database)),
+        polling_interval=polling_interval,
+        heartbeat_interval=heartbeat_interval,
+        stale_threshold=stale_threshold,
+        max_concurrent_runs=max_concurrent_runs,
+        worker_id=worker_id,
+    )
+
+
+__all__ = ["Durably", "JobHandle", "Run", "RunResult", "create_durably"]
+_ = BaseModel

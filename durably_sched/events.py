@@ -1,0 +1,195 @@
+"""Typed events and the in-process emitter.
+
+Listeners are called synchronously in registration order; a listener that raises is logged and
+reported as ``worker:error`` but never breaks the worker or the other listeners. A listener may be
+a coroutine function: it is scheduled as a task on the running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .store.base import Progress
+
+log = logging.getLogger("durably_sched.events")
+
+EventType = Literal[
+    "run:trigger",
+    "run:start",
+    "run:complete",
+    "run:fail",
+    "run:cancel",
+    "run:retry",
+    "run:progress",
+    "step:start",
+    "step:complete",
+    "step:fail",
+    "log:write",
+    "worker:error",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    type: str
+    timestamp: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEvent(Event):
+    run_id: str
+    job_name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunTriggerEvent(RunEvent):
+    type: str = "run:trigger"
+    input: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStartEvent(RunEvent):
+    type: str = "run:start"
+    attempt: int = 1
+    resumed_steps: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunCompleteEvent(RunEvent):
+    type: str = "run:complete"
+    output: Any = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFailEvent(RunEvent):
+    type: str = "run:fail"
+    error: str = ""
+    failed_step_name: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunCancelEvent(RunEvent):
+    type: str = "run:cancel"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRetryEvent(RunEvent):
+    type: str = "run:retry"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunProgressEvent(RunEvent):
+    type: str = "run:progress"
+    progress: Progress = field(default_factory=lambda: Progress(0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStartEvent(RunEvent):
+    type: str = "step:start"
+    step_name: str = ""
+    step_index: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCompleteEvent(RunEvent):
+    type: str = "step:complete"
+    step_name: str = ""
+    step_index: int = 0
+    output: Any = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFailEvent(RunEvent):
+    type: str = "step:fail"
+    step_name: str = ""
+    step_index: int = 0
+    error: str = ""
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogWriteEvent(RunEvent):
+    type: str = "log:write"
+    step_name: str | None = None
+    level: str = "info"
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerErrorEvent(Event):
+    type: str = "worker:error"
+    error: str = ""
+    context: str = ""
+    run_id: str | None = None
+
+
+Listener = Callable[[Any], Any]
+
+
+class EventEmitter:
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Listener]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def on(self, event_type: str, listener: Listener) -> Callable[[], None]:
+        """Subscribe to one event type, or ``"*"`` for all. Returns a function that unsubscribes."""
+        if event_type != "*" and event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
+        self._listeners.setdefault(event_type, []).append(listener)
+
+        def unsubscribe() -> None:
+            listeners = self._listeners.get(event_type, [])
+            if listener in listeners:
+                listeners.remove(listener)
+
+        return unsubscribe
+
+    def wants(self, event_type: str) -> bool:
+        """Cheap check so hot paths build an event only when someone listens."""
+        return bool(self._listeners.get(event_type) or self._listeners.get("*"))
+
+    def emit(self, event: Event) -> None:
+        for listener in (*self._listeners.get(event.type, ()), *self._listeners.get("*", ())):
+            try:
+                result = listener(event)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._task_done)
+            except Exception as exc:
+                self._listener_failed(event, exc)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            assert exc is not None
+            log.error("async event listener failed: %r", exc)
+
+    def _listener_failed(self, event: Event, exc: Exception) -> None:
+        log.error("listener for %s raised %r", event.type, exc)
+        if event.type != "worker:error":
+            self.emit(
+                WorkerErrorEvent(
+                    error=f"{type(exc).__name__}: {exc}",
+                    context=f"listener for {event.type}",
+                    run_id=getattr(event, "run_id", None),
+                )
+            )
+
+    async def drain(self) -> None:
+        """Wait for async listeners still running (used on close)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

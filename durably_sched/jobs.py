@@ -1,0 +1,117 @@
+"""Job definitions: a name, optional pydantic input/output models and the async function to run."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .codec import encode_json_value
+from .errors import InputValidationError, StepError
+
+if TYPE_CHECKING:
+    from .step import Step
+
+I = TypeVar("I", bound=BaseModel)  # noqa: E741
+O = TypeVar("O", bound=BaseModel)  # noqa: E741
+JOB_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first failing field: ``field 'a.b': Input should be a valid integer``."""
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return str(exc).splitlines()[0]
+    first = errors[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    where = f"field '{loc}': " if loc else ""
+    return f"{where}{first.get('msg', 'invalid')}{more}"
+
+
+@dataclass(frozen=True, eq=False)
+class JobDefinition(Generic[I, O]):
+    """What ``define_job`` returns. Register it on a Durably instance to run it."""
+
+    name: str
+    run: Callable[[Step, Any], Awaitable[Any]]
+    input: type[I] | None = None
+    output: type[O] | None = None
+    description: str | None = None
+
+    def validate_input(self, raw: Any) -> dict[str, Any]:
+        """The stored (JSON) form of a trigger's input; raises InputValidationError."""
+        if self.input is None:
+            if raw is None:
+                return {}
+            if not isinstance(raw, Mapping):
+                raise InputValidationError(f"job '{self.name}': input must be a JSON object")
+            try:
+                encoded = encode_json_value(dict(raw))
+            except StepError as exc:
+                raise InputValidationError(f"job '{self.name}': input {exc}") from None
+            return encoded[1]  # type: ignore[no-any-return]
+        try:
+            model = raw if isinstance(raw, self.input) else self.input.model_validate(raw)
+        except ValidationError as exc:
+            raise InputValidationError(
+                f"job '{self.name}': invalid input: {describe_validation_error(exc)}"
+            ) from None
+        return model.model_dump(mode="json")
+
+    def parse_input(self, stored: dict[str, Any]) -> Any:
+        """The value handed to the job function: a model instance, or the dict."""
+        if self.input is None:
+            return stored
+        return self.input.model_validate(stored)
+
+    def validate_output(self, result: Any) -> tuple[Any, Any]:
+        """(value for listeners/waiters, stored JSON form); raises InputValidationError."""
+        if self.output is None:
+            if result is not None and not isinstance(result, Mapping | BaseModel):
+                raise InputValidationError(
+                    f"job '{self.name}' returned {type(result).__name__}; return a dict or define an output model"
+                )
+            if result is None:
+                return None, None
+            try:
+                _, stored = encode_json_value(result)
+            except StepError as exc:
+                raise InputValidationError(f"job '{self.name}' output {exc}") from None
+            return stored, stored
+        try:
+            model = result if isinstance(result, self.output) else self.output.model_validate(
+                result.model_dump() if isinstance(result, BaseModel) else result
+            )
+        except ValidationError as exc:
+            raise InputValidationError(
+                f"job '{self.name}' returned invalid output: {describe_validation_error(exc)}"
+            ) from None
+        return model, model.model_dump(mode="json")
+
+    def parse_output(self, stored: Any) -> Any:
+        if self.output is None or stored is None:
+            return stored
+        return self.output.model_validate(stored)
+
+
+def define_job(
+    *,
+    name: str,
+    run: Callable[[Step, Any], Awaitable[Any]],
+    input: type[I] | None = None,  # noqa: A002 - the public API names it so
+    output: type[O] | None = None,
+    description: str | None = None,
+) -> JobDefinition[I, O]:
+    """Define a job. ``run(step, payload)`` receives the validated input model (or a dict)."""
+    if not JOB_NAME.match(name):
+        raise ValueError(f"job name {name!r}: use letters, digits and _ . : -")
+    for label, model in (("input", input), ("output", output)):
+        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"job {name!r}: {label} must be a pydantic BaseModel subclass")
+    if not callable(run):
+        raise TypeError(f"job {name!r}: run must be an async function (step, payload)")
+    return JobDefinition(name=name, run=run, input=input, output=output, description=description)

@@ -1,0 +1,50 @@
+"""Pieces both backends share: migration files, JSON columns, time conversion."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def load_migrations(backend: str) -> list[tuple[int, str]]:
+    """(version, sql) for every ``NNNN_name.sql`` of the backend, in version order."""
+    folder = resources.files("durably_sched.store") / "migrations" / backend
+    found: list[tuple[int, str]] = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            found.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    found.sort()
+    if [v for v, _ in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"{backend} migrations are not numbered 1..N: {[v for v, _ in found]}")
+    if found[-1][0] != SCHEMA_VERSION:
+        raise RuntimeError(f"{backend} migrations end at {found[-1][0]}, code expects {SCHEMA_VERSION}")
+    return found
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for database columns."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def ms_to_dt(ms: int | None) -> datetime | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def dt_to_ms(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime: durably-sched needs timezone-aware times")
+    return round(dt.timestamp() * 1000)
+
+
+def newer_schema_message(found: int) -> str:
+    return (
+        f"database schema version {found} is newer than this durably-sched supports "
+        f"({SCHEMA_VERSION}); upgrade durably-sched"
+    )

@@ -1,0 +1,320 @@
+"""The store contract: what every backend (SQLite, PostgreSQL) provides, and its record types.
+
+Backend differences (claim query, upsert syntax, clocks, wake-ups) stay inside the backend modules.
+Values crossing this boundary are plain Python: JSON-able dicts for inputs/outputs, aware UTC
+datetimes for times. Leases are given as durations, never as absolute times, so each backend can
+use the clock it trusts (the local clock for one SQLite file, the database's clock for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "completed", "failed", "cancelled")
+FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
+Disposition = Literal["created", "idempotent"]
+FireOutcome = Literal["triggered", "deduplicated", "skipped", "missed", "disabled"]
+FIRE_OUTCOMES: tuple[FireOutcome, ...] = ("triggered", "deduplicated", "skipped", "missed", "disabled")
+WriteResult = Literal["ok", "cancelled", "lost"]
+"""Outcome of a fenced write: applied; applied but the run was cancelled meanwhile; rejected."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create. ``id`` is chosen by the caller so retries of an insert are harmless."""
+
+    id: str
+    job_name: str
+    input: dict[str, Any]
+    idempotency_key: str | None = None
+    concurrency_key: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    current: int
+    total: int | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    job_name: str
+    status: RunStatus
+    input: dict[str, Any]
+    output: Any
+    error: str | None
+    failed_step_name: str | None
+    idempotency_key: str | None
+    concurrency_key: str | None
+    labels: dict[str, str]
+    generation: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    progress: Progress | None
+    step_count: int
+    attempt: int
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    run_id: str
+    index: int
+    name: str
+    output_json: str
+    started_at: datetime
+    completed_at: datetime
+
+    @property
+    def duration(self) -> float:
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    id: int
+    run_id: str
+    step_name: str | None
+    level: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewLog:
+    level: str
+    message: str
+    step_name: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One completed step, written atomically with the run's step counter and pending logs."""
+
+    run_id: str
+    generation: int
+    index: int
+    name: str
+    output_json: str
+    started_at: datetime
+    completed_at: datetime
+    logs: Sequence[NewLog] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FireRecord:
+    schedule: str
+    fire_time: datetime
+    outcome: FireOutcome
+    run_id: str | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One fire time of a schedule, handled atomically: fire record + run + cursor.
+
+    ``run`` is None for outcomes without a run (missed, disabled). With ``skip_if_active`` the
+    fire time is recorded as skipped when a run of the schedule is pending or running.
+    ``advance_cursor`` is False for manual slot triggers and backfills, which must not move
+    the scheduler's cursor.
+    """
+
+    schedule: str
+    fire_time: datetime
+    run: NewRun | None
+    outcome_without_run: FireOutcome = "missed"
+    skip_if_active: bool = False
+    advance_cursor: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FireResult:
+    outcome: FireOutcome
+    run: RunRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    statuses: Sequence[RunStatus] = ()
+    job_name: str | None = None
+    schedule: str | None = None
+    limit: int = 50
+    before_created: datetime | None = None
+
+
+class Store(abc.ABC):
+    """The storage contract. One instance per process; safe for concurrent use from one loop."""
+
+    url: str
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open connections. Raises StoreError with a one-line reason when the database is unusable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def migrate(self) -> int:
+        """Bring the schema to the current version (idempotent, safe from several processes).
+
+        Returns the schema version. Raises SchemaVersionError for a database of a newer version.
+        """
+
+    @abc.abstractmethod
+    async def check_schema(self) -> None:
+        """Raise SchemaVersionError unless the schema is exactly the current version."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """A cheap round trip; raises StoreError when the database is unreachable."""
+
+    # -- runs: creation and queries ---------------------------------------------------------
+    @abc.abstractmethod
+    async def create_runs(self, runs: Sequence[NewRun]) -> list[tuple[RunRecord, Disposition]]:
+        """Insert runs; a run whose (job, idempotency key) exists returns the existing one."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    async def get_run_statuses(self, run_ids: Sequence[str]) -> dict[str, RunStatus]:
+        """Statuses of many runs in one query (used by waiters polling across processes)."""
+
+    @abc.abstractmethod
+    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching the query, newest first."""
+
+    @abc.abstractmethod
+    async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
+        """{(job_name, status): count}, for metrics and queue depth."""
+
+    @abc.abstractmethod
+    async def get_steps(self, run_id: str) -> list[StepRecord]: ...
+
+    @abc.abstractmethod
+    async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]: ...
+
+    # -- worker side: claims and fenced writes ------------------------------------------------
+    @abc.abstractmethod
+    async def claim(
+        self, worker_id: str, job_names: Sequence[str], limit: int, lease_seconds: float
+    ) -> list[RunRecord]:
+        """Atomically claim up to ``limit`` runnable runs of the given jobs, oldest first.
+
+        Runnable: pending, or running with an expired lease. A run with a concurrency key is
+        runnable only if no other run with that key holds a live lease and no older run with the
+        key is waiting. Claiming sets status running, the lease, and increments ``generation``
+        (the fencing token every later write by this holder is conditioned on).
+        """
+
+    @abc.abstractmethod
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, int]], lease_seconds: float
+    ) -> dict[str, WriteResult]:
+        """Extend the leases of (run id, generation) pairs; returns the outcome per run id."""
+
+    @abc.abstractmethod
+    async def checkpoint(self, cp: Checkpoint) -> WriteResult:
+        """Store a completed step (fenced); ``cancelled`` means stored, but stop after this step."""
+
+    @abc.abstractmethod
+    async def set_progress(
+        self, run_id: str, generation: int, progress: Progress, logs: Sequence[NewLog] = ()
+    ) -> WriteResult: ...
+
+    @abc.abstractmethod
+    async def append_logs(self, run_id: str, generation: int, logs: Sequence[NewLog]) -> WriteResult: ...
+
+    @abc.abstractmethod
+    async def complete_run(
+        self, run_id: str, generation: int, output: Any, logs: Sequence[NewLog] = ()
+    ) -> WriteResult:
+        """Mark completed (fenced on status running and generation)."""
+
+    @abc.abstractmethod
+    async def fail_run(
+        self,
+        run_id: str,
+        generation: int,
+        error: str,
+        failed_step_name: str | None,
+        logs: Sequence[NewLog] = (),
+    ) -> WriteResult: ...
+
+    @abc.abstractmethod
+    async def release_run(self, run_id: str, generation: int) -> WriteResult:
+        """Give a running run back (graceful stop): pending again, resumable by anyone at once."""
+
+    # -- operator actions ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def cancel_run(self, run_id: str) -> RunRecord | None:
+        """Pending or running → cancelled. Returns the run after the change (None if absent)."""
+
+    @abc.abstractmethod
+    async def retry_run(self, run_id: str) -> RunRecord | None:
+        """Failed or cancelled → pending, keeping completed steps. Returns the run (None if absent)."""
+
+    @abc.abstractmethod
+    async def delete_run(self, run_id: str) -> bool:
+        """Delete a run that is not running, with its steps and logs."""
+
+    @abc.abstractmethod
+    async def purge_runs(self, older_than: datetime, batch_size: int = 500) -> int:
+        """Delete up to ``batch_size`` finished runs completed before ``older_than``."""
+
+    # -- schedules ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get_cursors(self) -> dict[str, datetime]:
+        """The last fire time handled, per schedule."""
+
+    @abc.abstractmethod
+    async def fire(self, fire: Fire) -> FireResult:
+        """Handle one fire time atomically (see :class:`Fire`).
+
+        The fire record is the authority: when one exists for (schedule, fire time), the result is
+        ``deduplicated`` and no run is created, even if the run itself was purged since.
+        """
+
+    @abc.abstractmethod
+    async def list_fire_records(
+        self, schedule: str, limit: int = 50, before: datetime | None = None
+    ) -> list[FireRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def last_fire_records(self) -> dict[str, FireRecord]:
+        """The newest fire record of every schedule."""
+
+    @abc.abstractmethod
+    async def purge_fire_records(self, older_than: datetime, batch_size: int = 500) -> int: ...
+
+    # -- cross-process wake-ups ------------------------------------------------------------
+    def set_wakeup(self, callback: Callable[[], None]) -> None:
+        """Register a callback run (on the event loop) when another process may have made work.
+
+        Backends with notifications (PostgreSQL LISTEN/NOTIFY) call it; others rely on polling.
+        """
+        self._wakeup = callback
+
+    _wakeup: Callable[[], None] | None = None

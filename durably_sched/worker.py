@@ -1,0 +1,262 @@
+"""The worker: claims runs with leases, executes them, renews leases, stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import LeaseLostError, RunCancelledSignal, StoreError
+from .events import RunCompleteEvent, RunFailEvent, RunStartEvent, WorkerErrorEvent
+from .step import RunContext, Step
+from .store.base import RunRecord
+
+if TYPE_CHECKING:
+    from .durably import Durably
+
+log = logging.getLogger("durably_sched.worker")
+
+
+def make_worker_id() -> str:
+    """Host, pid and a random suffix: readable, and never reused after a restart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        durably: Durably,
+        *,
+        concurrency: int,
+        polling_interval: float,
+        heartbeat_interval: float,
+        stale_threshold: float,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("max_concurrent_runs must be at least 1")
+        if heartbeat_interval >= stale_threshold:
+            raise ValueError("heartbeat_interval must be shorter than stale_threshold")
+        self.durably = durably
+        self.concurrency = concurrency
+        self.polling_interval = polling_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.stale_threshold = stale_threshold
+        self.worker_id = worker_id or make_worker_id()
+        self.active: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.on_run_finished: Callable[[str], None] | None = None
+        self.last_claim_at = 0.0
+        self.lease_losses = 0
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stopping = False
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._claim_loop(), name="durably-worker")
+        self._heartbeat_task = loop.create_task(self._heartbeat_loop(), name="durably-heartbeat")
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let running steps finish for up to ``grace`` seconds; release the rest."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        tasks = [task for _, task in self.active.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        leftovers = list(self.active.values())
+        for ctx, task in leftovers:
+            ctx.lost = True  # nothing more from this holder once we give the run back
+            task.cancel()
+        if leftovers:
+            await asyncio.gather(*(task for _, task in leftovers), return_exceptions=True)
+            for ctx, _ in leftovers:
+                try:
+                    await self.durably.store.release_run(ctx.run_id, ctx.generation)
+                except Exception as exc:
+                    log.warning("could not release run %s: %s", ctx.run_id, exc)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        self._loop_task = self._heartbeat_task = None
+
+    # -- claiming ----------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        durably = self.durably
+        failures = 0
+        while not self._stopping:
+            free = self.concurrency - len(self.active)
+            claimed: list[RunRecord] = []
+            if free > 0:
+                self._wake.clear()
+                try:
+                    claimed = await durably.store.claim(
+                        self.worker_id, durably.job_names, free, self.stale_threshold
+                    )
+                    self.last_claim_at = time.monotonic()
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    self._report(exc, "claim")
+                    await self._sleep(min(self.polling_interval * 2**failures, 30.0))
+                    continue
+                for run in claimed:
+                    self._launch(run)
+            if free > 0 and len(claimed) == free:
+                continue  # there may be more work right away
+            await self._sleep(self.polling_interval)
+
+    async def _sleep(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _launch(self, run: RunRecord) -> None:
+        ctx = RunContext(run, self.durably.store, self.durably.events, {})
+        task = asyncio.get_running_loop().create_task(self._execute(ctx), name=f"durably-run-{run.id}")
+        self.active[run.id] = (ctx, task)
+
+    # -- leases ----------------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            if not self.active:
+                continue
+            contexts = {run_id: ctx for run_id, (ctx, _) in self.active.items() if not ctx.lost}
+            try:
+                results = await self.durably.store.renew_leases(
+                    [(run_id, ctx.generation) for run_id, ctx in contexts.items()], self.stale_threshold
+                )
+            except Exception as exc:
+                self._report(exc, "heartbeat")
+                continue
+            for run_id, outcome in results.items():
+                ctx = contexts[run_id]
+                if outcome == "lost":
+                    log.warning("lease of run %s was lost; stopping it", run_id, extra=ctx.log_extra)
+                    ctx.lost = True
+                    self.lease_losses += 1
+                    entry = self.active.get(run_id)
+                    if entry is not None:
+                        entry[1].cancel()
+                elif outcome == "cancelled":
+                    ctx.cancelled = True
+
+    # -- execution --------------------------------------------------------------------------------
+    async def _execute(self, ctx: RunContext) -> None:
+        run = ctx.run
+        try:
+            if run.step_count > 0:
+                steps = await self.durably.store.get_steps(run.id)
+                ctx.completed.update({s.name: s.output_json for s in steps})
+                ctx.next_index = len(steps)
+            await self._run_job(ctx)
+        except asyncio.CancelledError:
+            if not ctx.lost:
+                raise
+        except Exception as exc:
+            # The store failed under us: write nothing more; the lease expires and the run resumes.
+            self._report(exc, "execute", run.id)
+        finally:
+            await ctx.close()
+            self.active.pop(run.id, None)
+            self._wake.set()
+            if self.on_run_finished is not None:
+                self.on_run_finished(run.id)
+
+    async def _run_job(self, ctx: RunContext) -> None:
+        durably = self.durably
+        run = ctx.run
+        job = durably.job_by_name(run.job_name)
+        events = durably.events
+        log.debug("run started", extra=ctx.log_extra)
+        if events.wants("run:start"):
+            events.emit(
+                RunStartEvent(
+                    run_id=run.id, job_name=run.job_name, labels=run.labels,
+                    attempt=run.attempt, resumed_steps=len(ctx.completed),
+                )
+            )
+        started = time.perf_counter()
+        step = Step(ctx)
+        try:
+            payload = job.parse_input(run.input)
+            result = await job.run(step, payload)
+            ctx.ensure_active()
+            value, stored = job.validate_output(result)
+        except StoreError:
+            raise
+        except (LeaseLostError, RunCancelledSignal):
+            log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
+            if not ctx.lost and ctx.pending_logs:
+                await self._store_logs(ctx)
+            return
+        except Exception as exc:
+            await self._fail(ctx, exc, time.perf_counter() - started)
+            return
+        outcome = await durably.store.complete_run(run.id, ctx.generation, stored, ctx.take_logs())
+        if outcome != "ok":
+            log.info("run finished but was no longer held (%s); output dropped", outcome, extra=ctx.log_extra)
+            return
+        duration = time.perf_counter() - started
+        log.info("run completed in %.3fs", duration, extra=ctx.log_extra)
+        if events.wants("run:complete"):
+            events.emit(
+                RunCompleteEvent(
+                    run_id=run.id, job_name=run.job_name, labels=run.labels, output=value, duration=duration
+                )
+            )
+        durably.resolve_waiters(run.id, value=value)
+
+    async def _store_logs(self, ctx: RunContext) -> None:
+        try:
+            await self.durably.store.append_logs(ctx.run_id, ctx.generation, ctx.take_logs())
+        except Exception as exc:
+            self._report(exc, "logs", ctx.run_id)
+
+    async def _fail(self, ctx: RunContext, exc: BaseException, duration: float) -> None:
+        run = ctx.run
+        error = f"{type(exc).__name__}: {exc}"
+        step_name = ctx.failed_step
+        outcome = await self.durably.store.fail_run(run.id, ctx.generation, error, step_name, ctx.take_logs())
+        if outcome != "ok":
+            return
+        log.warning(
+            "run failed%s: %s", f" in step '{step_name}'" if step_name else "", error, extra=ctx.log_extra
+        )
+        events = self.durably.events
+        if events.wants("run:fail"):
+            events.emit(
+                RunFailEvent(
+                    run_id=run.id, job_name=run.job_name, labels=run.labels, error=error,
+                    failed_step_name=step_name, duration=duration,
+                )
+            )
+        self.durably.resolve_waiters(run.id)
+
+    def _report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
+        log.error("worker error during %s: %s", context, exc, extra={"run_id": run_id} if run_id else {})
+        self.durably.events.emit(
+            WorkerErrorEvent(error=f"{type(exc).__name__}: {exc}", context=context, run_id=run_id)
+        )
+
