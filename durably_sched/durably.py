@@ -380,9 +380,33 @@ class Durably:
                 log.warning("could not poll run statuses: %s", exc)
                 continue
             for run_id in ids:
-                status = statuses.get(run_id)
-                if status is None or status in FINISHED_STATUSES:
+                if statuses.get(run_id) in FINISHED_STATUSES:
                     self._resolve(run_id, None)
+
+    async def _wait_finished(
+        self, run_id: str, waiter: asyncio.Future[_Done], timeout: float | None
+    ) -> tuple[_Done, RunRecord | None]:
+        """Wait for a run to finish: (in-process completion, None) or (_, final record)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    done = await asyncio.wait_for(asyncio.shield(waiter), remaining)
+                except TimeoutError:
+                    raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
+                if done[0]:
+                    return done, None
+                record = await self.store.get_run(run_id)
+                if record is None:
+                    raise RunNotFoundError(f"run {run_id} was deleted while waiting for it")
+                if record.is_finished:
+                    return done, record
+                self._remove_waiter(run_id, waiter)  # woken early (e.g. retried): wait again
+                waiter = self._add_waiter(run_id)
+        finally:
+            self._remove_waiter(run_id, waiter)
 
     async def _await_result(
         self,
@@ -392,15 +416,9 @@ class Durably:
         timeout: float | None,
         disposition: Disposition,
     ) -> RunResult[Any]:
-        try:
-            here, value = await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
-        if here:
+        (here, value), record = await self._wait_finished(run_id, waiter, timeout)
+        if here or record is None:
             return RunResult(id=run_id, output=value, disposition=disposition)
-        record = await self.store.get_run(run_id)
-        if record is None:
-            raise RunNotFoundError(f"run {run_id} was deleted while waiting for it")
         if record.status == "completed":
             return RunResult(id=run_id, output=job.parse_output(record.output), disposition=disposition)
         if record.status == "cancelled":
@@ -414,11 +432,8 @@ class Durably:
             record = await self.get_run(run_id)
             if record.is_finished:
                 return record
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            except TimeoutError:
-                raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
-            return await self.get_run(run_id)
+            _, final = await self._wait_finished(run_id, waiter, timeout)
+            return final if final is not None else await self.get_run(run_id)
         finally:
             self._remove_waiter(run_id, waiter)
 

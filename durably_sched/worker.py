@@ -252,7 +252,7 @@ class Worker:
                     failed_step_name=step_name, duration=duration,
                 )
             )
-        self.durably.resolve_waiters(run.id)
+        self.durably.resolve_waiters(run.id, completed_here=False)
 
     def _report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
         log.error("worker error during %s: %s", context, exc, extra={"run_id": run_id} if run_id else {})

@@ -210,7 +210,7 @@ def _as_utc(value: datetime, what: str) -> datetime:
 
 
 def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
-    return instant.replace(tzinfo=_UTC).astimezone(tz).replace(tzinfo=None)
+    return instant.replace(tzinfo=_UTC).astimezone(tz).replace(tzinfo=None, fold=0)
 
 
 def _in_zone(instant: datetime, tz: ZoneInfo) -> datetime:
@@ -239,7 +239,7 @@ def _occurrences(wall: datetime, tz: ZoneInfo) -> tuple[datetime, datetime | Non
     (PEP 495). The two agree for an ordinary time; fold=0 is the earlier instant for a repeated time;
     and for a time inside a gap the two readings land on either side of the gap.
     """
-    first_offset = wall.replace(tzinfo=tz).utcoffset()
+    first_offset = wall.replace(tzinfo=tz, fold=0).utcoffset()
     second_offset = wall.replace(tzinfo=tz, fold=1).utcoffset()
     assert first_offset is not None and second_offset is not None  # a ZoneInfo always has one
     first = wall - first_offset
@@ -253,7 +253,7 @@ def _occurrences(wall: datetime, tz: ZoneInfo) -> tuple[datetime, datetime | Non
 
 def _instants(spec: CronSpec, wall: datetime, tz: ZoneInfo) -> tuple[datetime, datetime | None]:
     first, second = _occurrences(wall, tz)
-    return first, (None if spec.fixed_hour else second)
+    return first, second
 
 
 def _fold_length(wall: datetime, tz: ZoneInfo) -> timedelta | None:
@@ -264,7 +264,7 @@ def _fold_length(wall: datetime, tz: ZoneInfo) -> timedelta | None:
 
 def _generate(spec: CronSpec, tz: ZoneInfo, after: datetime, until: datetime | None) -> Iterator[datetime]:
     local = _in_zone(after, tz)
-    start = local.replace(tzinfo=None)
+    start = local.replace(tzinfo=None, fold=0)
     if local.fold == 0 and not spec.fixed_hour:
         # ``after`` may sit in the first pass of a fold: the wall times just before it come round again
         # and their second occurrences are still ahead. Start that much earlier on the wall clock.
@@ -279,7 +279,7 @@ def _generate(spec: CronSpec, tz: ZoneInfo, after: datetime, until: datetime | N
         second: datetime | None = None
         try:
             first, second = _instants(spec, walls.get_next(datetime), tz)
-        except (CroniterBadDateError, OverflowError):  # nothing within 50 years, or past year 9999
+        except (CroniterBadDateError, ValueError, OverflowError):  # none within 50 years / before 9999
             pass
         while pending and (first is None or pending[0] < first):
             instant = pending.popleft()
@@ -323,7 +323,7 @@ def latest_fire_time(spec: CronSpec, tz: ZoneInfo, at_or_before: datetime) -> da
     """The last fire time at or before ``at_or_before``; None if there is none (within 50 years)."""
     limit = _as_utc(at_or_before, "at_or_before").replace(microsecond=0)
     local = _in_zone(limit, tz)
-    start = local.replace(tzinfo=None)
+    start = local.replace(tzinfo=None, fold=0)
     if local.fold == 1:
         # ``limit`` is in the second pass of a fold: the wall times just after it were first passed
         # before it. Start that much later on the wall clock.
@@ -334,7 +334,7 @@ def latest_fire_time(spec: CronSpec, tz: ZoneInfo, at_or_before: datetime) -> da
     while True:
         try:
             wall: datetime = walls.get_prev(datetime)
-        except (CroniterBadDateError, OverflowError):  # nothing within 50 years, or before year 1
+        except (CroniterBadDateError, ValueError, OverflowError):  # none within 50 years / after year 1
             break
         if stop_at is not None and wall <= stop_at:
             break
