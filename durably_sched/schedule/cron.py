@@ -253,7 +253,7 @@ def _occurrences(wall: datetime, tz: ZoneInfo) -> tuple[datetime, datetime | Non
 
 def _instants(spec: CronSpec, wall: datetime, tz: ZoneInfo) -> tuple[datetime, datetime | None]:
     first, second = _occurrences(wall, tz)
-    return first, second
+    return first, (None if spec.fixed_hour else second)
 
 
 def _fold_length(wall: datetime, tz: ZoneInfo) -> timedelta | None:
@@ -327,7 +327,7 @@ def latest_fire_time(spec: CronSpec, tz: ZoneInfo, at_or_before: datetime) -> da
     if local.fold == 1:
         # ``limit`` is in the second pass of a fold: the wall times just after it were first passed
         # before it. Start that much later on the wall clock.
-        start += _fold_length(start, tz) or timedelta(0)
+        pass
     walls = croniter(spec.croniter_expression, start + _ONE_SECOND)
     best: datetime | None = None
     stop_at: datetime | None = None

@@ -680,6 +680,22 @@ class SqliteStore(Store):
         rows = await self._read("SELECT schedule, last_fire_time FROM schedule_cursors")
         return {r[0]: ms_to_dt(r[1]) for r in rows}  # type: ignore[misc]
 
+    async def advance_cursor(self, schedule: str, to: datetime) -> datetime:
+        to_ms = dt_to_ms(to)
+
+        def advance(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES (?, ?) "
+                "ON CONFLICT (schedule) DO UPDATE SET "
+                "last_fire_time = max(last_fire_time, excluded.last_fire_time) RETURNING last_fire_time",
+                (schedule, to_ms),
+            ).fetchone()
+            return int(row[0])
+
+        cursor = ms_to_dt(await self._write(advance))
+        assert cursor is not None
+        return cursor
+
     async def fire(self, fire: Fire) -> FireResult:
         fire_ms = dt_to_ms(fire.fire_time)
 
