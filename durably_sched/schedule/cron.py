@@ -327,7 +327,7 @@ def latest_fire_time(spec: CronSpec, tz: ZoneInfo, at_or_before: datetime) -> da
     if local.fold == 1:
         # ``limit`` is in the second pass of a fold: the wall times just after it were first passed
         # before it. Start that much later on the wall clock.
-        pass
+        start += _fold_length(start, tz) or timedelta(0)
     walls = croniter(spec.croniter_expression, start + _ONE_SECOND)
     best: datetime | None = None
     stop_at: datetime | None = None

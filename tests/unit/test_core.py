@@ -600,3 +600,15 @@ def test_define_job_rejects_bad_definitions() -> None:
         define_job(name="bad name", run=fn)
     with pytest.raises(TypeError, match="BaseModel"):
         define_job(name="x", input=dict, run=fn)  # type: ignore[arg-type]
+
+
+async def test_trigger_and_wait_in_process_does_not_wait_for_the_polling_interval(make: Any) -> None:
+    async def fn(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"v": await step.run("s", lambda: 1)}
+
+    # With a 60 s polling interval, only the in-process wake-up can make this finish in time.
+    durably = await make(define_job(name="fast", run=fn), polling_interval=60)
+    await asyncio.sleep(0.1)  # the worker is now idle in its long poll
+    for _ in range(3):
+        result = await durably.jobs.fast.trigger_and_wait({}, timeout=5)
+        assert result.output == {"v": 1}

@@ -1,0 +1,264 @@
+"""The scheduler on SQLite with an injected clock: exactly one run per fire time, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durably_sched import Durably, Step, create_durably, define_job
+from durably_sched.schedule.config import SchedulesConfig, parse_schedules
+from durably_sched.schedule.cron import parse_fire_key
+from durably_sched.schedule.scheduler import Scheduler
+
+
+async def report(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": True}
+
+
+REPORT = define_job(name="report", run=report)
+
+
+class FakeClock:
+    def __init__(self, start: datetime) -> None:
+        self.t = start
+
+    def now(self) -> datetime:
+        return self.t
+
+    def advance(self, **delta: float) -> None:
+        self.t += timedelta(**delta)
+
+
+def config(text: str) -> SchedulesConfig:
+    return parse_schedules(text, job_inputs={"report": None})
+
+
+@pytest.fixture
+async def durably(tmp_path: Path) -> AsyncIterator[Durably]:
+    d = create_durably(f"sqlite:///{tmp_path / 'sched.db'}", polling_interval=0.05).register([REPORT])
+    await d.migrate()
+    await d.start(worker=False)
+    yield d
+    await d.close()
+
+
+T0 = datetime(2026, 1, 5, 10, 0, 30, tzinfo=UTC)
+EVERY_MINUTE = """
+schedules:
+  minutely:
+    cron: "* * * * *"
+    job: report
+"""
+
+
+async def scheduled_keys(durably: Durably, name: str) -> list[str]:
+    runs = await durably.get_runs(schedule=name, limit=10_000)
+    return sorted(r.idempotency_key or "" for r in runs)
+
+
+async def outcomes(durably: Durably, name: str) -> dict[str, str]:
+    records = await durably.store.list_fire_records(name, limit=10_000)
+    return {r.fire_time.strftime("%H:%M"): r.outcome for r in records}
+
+
+async def test_each_fire_time_makes_one_run_with_the_fire_time_key(durably: Durably) -> None:
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(EVERY_MINUTE), clock=clock)
+    await scheduler.load()
+    assert await scheduler.tick() == []  # first seen: starts from now, nothing fired
+    clock.advance(minutes=1)
+    (fired,) = await scheduler.tick()
+    assert fired[2].outcome == "triggered"
+    run = fired[2].run
+    assert run is not None
+    assert run.idempotency_key == "schedule:minutely:2026-01-05T10:01:00Z"
+    assert run.labels == {"schedule": "minutely", "scheduled_for": "2026-01-05T10:01:00Z"}
+    assert run.concurrency_key == "schedule:minutely"  # overlap: queue is the default
+    assert await scheduler.tick() == []  # nothing new until the next minute
+
+
+async def test_several_schedulers_and_restarts_make_one_run_per_fire_time(durably: Durably) -> None:
+    clock = FakeClock(T0)
+    schedulers = [Scheduler(durably, config(EVERY_MINUTE), clock=clock) for _ in range(3)]
+    for s in schedulers:
+        await s.load()
+    for _ in range(5):
+        clock.advance(minutes=1)
+        await asyncio.gather(*(s.tick() for s in schedulers))
+    # A restarted scheduler reads the cursor and re-fires nothing.
+    restarted = Scheduler(durably, config(EVERY_MINUTE), clock=clock)
+    await restarted.load()
+    assert await restarted.tick() == []
+    keys = await scheduled_keys(durably, "minutely")
+    assert keys == [f"schedule:minutely:2026-01-05T10:0{m}:00Z" for m in range(1, 6)]
+    records = await durably.store.list_fire_records("minutely")
+    assert Counter(r.outcome for r in records) == {"triggered": 5}
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("all", {f"10:0{m}": "triggered" for m in range(1, 6)}),
+        ("latest", {**{f"10:0{m}": "missed" for m in range(1, 5)}, "10:05": "triggered"}),
+        ("none", {f"10:0{m}": "missed" for m in range(1, 6)}),
+    ],
+)
+async def test_catch_up_after_downtime_follows_the_policy(
+    durably: Durably, policy: str, expected: dict[str, str]
+) -> None:
+    text = EVERY_MINUTE + f"    catchup: {policy}\n"
+    clock = FakeClock(T0)
+    first = Scheduler(durably, config(text), clock=clock)
+    await first.load()
+    # Down from 10:00:30 until 10:05:40: five fire times missed.
+    clock.advance(minutes=5, seconds=10)
+    later = Scheduler(durably, config(text), clock=clock)
+    await later.load()
+    await later.tick()
+    assert await outcomes(durably, "minutely") == expected
+    runs = await durably.get_runs(schedule="minutely")
+    assert len(runs) == sum(v == "triggered" for v in expected.values())
+
+
+async def test_fire_times_outside_the_catch_up_window_are_recorded_missed(durably: Durably) -> None:
+    text = EVERY_MINUTE + "    catchup_window: 3m\n"
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(text), clock=clock)
+    await scheduler.load()
+    clock.advance(minutes=6)  # 10:06:30; window starts 10:03:30
+    fresh = Scheduler(durably, config(text), clock=clock)
+    await fresh.load()
+    await fresh.tick()
+    assert await outcomes(durably, "minutely") == {
+        "10:01": "missed", "10:02": "missed", "10:03": "missed",
+        "10:04": "triggered", "10:05": "triggered", "10:06": "triggered",
+    }
+
+
+async def test_clock_jump_forward_catches_up_and_jump_back_doubles_nothing(durably: Durably) -> None:
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(EVERY_MINUTE), clock=clock)
+    await scheduler.load()
+    clock.advance(minutes=1)
+    await scheduler.tick()
+    clock.advance(minutes=4)  # suspend/resume: the clock jumps past three fire times
+    await scheduler.tick()
+    clock.advance(minutes=-3)  # NTP steps the clock back
+    assert await scheduler.tick() == []
+    clock.advance(minutes=4)
+    await scheduler.tick()
+    keys = await scheduled_keys(durably, "minutely")
+    minutes = [parse_fire_key(k)[1].minute for k in keys]
+    assert minutes == [1, 2, 3, 4, 5, 6]
+
+
+async def test_overlap_skip_records_skipped_while_a_run_is_active(durably: Durably) -> None:
+    text = EVERY_MINUTE + "    overlap: skip\n"
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(text), clock=clock)
+    await scheduler.load()
+    clock.advance(minutes=1)
+    (first,) = await scheduler.tick()
+    assert first[2].run is not None and first[2].run.concurrency_key is None
+    clock.advance(minutes=1)
+    (second,) = await scheduler.tick()
+    assert second[2].outcome == "skipped" and second[2].run is None
+    await durably.cancel(first[2].run.id)  # no longer active
+    clock.advance(minutes=1)
+    (third,) = await scheduler.tick()
+    assert third[2].outcome == "triggered"
+
+
+async def test_overlap_allow_sets_no_concurrency_key(durably: Durably) -> None:
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(EVERY_MINUTE + "    overlap: allow\n"), clock=clock)
+    await scheduler.load()
+    clock.advance(minutes=2)
+    fired = await scheduler.tick()
+    assert [f[2].outcome for f in fired] == ["triggered", "triggered"]
+    assert all(f[2].run is not None and f[2].run.concurrency_key is None for f in fired)
+
+
+async def test_disabled_schedule_records_disabled_and_does_not_backfill_when_enabled(durably: Durably) -> None:
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(EVERY_MINUTE + "    enabled: false\n"), clock=clock)
+    await scheduler.load()
+    clock.advance(minutes=2)
+    await scheduler.tick()
+    await scheduler.reload(config(EVERY_MINUTE))
+    clock.advance(minutes=1)
+    await scheduler.tick()
+    assert await outcomes(durably, "minutely") == {"10:01": "disabled", "10:02": "disabled", "10:03": "triggered"}
+
+
+async def test_jitter_delays_the_trigger_but_not_the_key(durably: Durably) -> None:
+    text = EVERY_MINUTE + "    jitter: 50s\n"
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(text), clock=clock)
+    await scheduler.load()
+    due = scheduler.next_due()[0][0]
+    fire_time = datetime(2026, 1, 5, 10, 1, tzinfo=UTC)
+    assert fire_time <= due < fire_time + timedelta(seconds=50)
+    clock.t = due - timedelta(milliseconds=1)
+    assert await scheduler.tick() == []
+    clock.t = due
+    (fired,) = await scheduler.tick()
+    assert fired[2].run is not None
+    assert fired[2].run.idempotency_key == "schedule:minutely:2026-01-05T10:01:00Z"
+
+
+async def test_a_changed_cron_starts_from_now_instead_of_backfilling(durably: Durably) -> None:
+    daily = EVERY_MINUTE.replace('"* * * * *"', '"0 0 * * *"')
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(daily), clock=clock)
+    await scheduler.load()
+    clock.advance(minutes=3)
+    await scheduler.reload(config(EVERY_MINUTE))
+    assert await scheduler.tick() == []
+    clock.advance(minutes=1)
+    assert len(await scheduler.tick()) == 1
+
+
+async def test_dst_fall_back_fixed_hour_fires_once_through_the_scheduler(durably: Durably) -> None:
+    text = """
+schedules:
+  berlin:
+    cron: "30 2 * * *"
+    timezone: Europe/Berlin
+    job: report
+"""
+    clock = FakeClock(datetime(2026, 10, 24, 22, 0, tzinfo=UTC))  # Sunday 25 Oct 00:00 CEST
+    scheduler = Scheduler(durably, config(text), clock=clock)
+    await scheduler.load()
+    for _ in range(8):  # through both 02:30s (00:30Z and 01:30Z)
+        clock.advance(minutes=30)
+        await scheduler.tick()
+    assert await scheduled_keys(durably, "berlin") == ["schedule:berlin:2026-10-25T00:30:00Z"]
+
+
+async def test_the_real_loop_fires_a_per_second_schedule(durably: Durably) -> None:
+    text = """
+schedules:
+  fast:
+    cron: "* * * * * *"
+    job: report
+"""
+    scheduler = Scheduler(durably, config(text))
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(await scheduled_keys(durably, "fast")) < 3:
+            assert time.monotonic() < deadline, "the loop did not fire"
+            await asyncio.sleep(0.05)
+    finally:
+        await scheduler.stop()
+    keys = await scheduled_keys(durably, "fast")
+    seconds = [parse_fire_key(k)[1] for k in keys]
+    assert all(b - a == timedelta(seconds=1) for a, b in zip(seconds, seconds[1:], strict=False))
