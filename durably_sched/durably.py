@@ -86,15 +86,13 @@ class JobHandle(Generic[O]):
 
     async def trigger(
         self,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         *,
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> Run:
-        runs = await self._durably._trigger_many(
-            self.job, [input], idempotency_key, concurrency_key, labels
-        )
+        runs = await self._durably._trigger_many(self.job, [input], idempotency_key, concurrency_key, labels)
         return runs[0]
 
     async def batch_trigger(
@@ -111,7 +109,7 @@ class JobHandle(Generic[O]):
 
     async def trigger_and_wait(
         self,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         *,
         timeout: float | None = None,
         idempotency_key: str | None = None,
@@ -313,13 +311,15 @@ class Durably:
                 if run.disposition == "created":
                     rec = run.record
                     self.events.emit(
-                        RunTriggerEvent(run_id=rec.id, job_name=rec.job_name, labels=rec.labels, input=rec.input)
+                        RunTriggerEvent(
+                            run_id=rec.id, job_name=rec.job_name, labels=rec.labels, input=rec.input
+                        )
                     )
 
     async def trigger(
         self,
         job_name: str,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         *,
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
@@ -345,7 +345,9 @@ class Durably:
         fut: asyncio.Future[_Done] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(fut)
         if self._poller is None or self._poller.done():
-            self._poller = asyncio.get_running_loop().create_task(self._poll_waiters(), name="durably-waiters")
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll_waiters(), name="durably-waiters"
+            )
         return fut
 
     def _remove_waiter(self, run_id: str, fut: asyncio.Future[_Done]) -> None:
@@ -459,7 +461,9 @@ class Durably:
         elif status is not None:
             statuses = tuple(status)
         return await self.store.list_runs(
-            RunQuery(statuses=statuses, job_name=job_name, schedule=schedule, limit=limit, before_created=before)
+            RunQuery(
+                statuses=statuses, job_name=job_name, schedule=schedule, limit=limit, before_created=before
+            )
         )
 
     async def get_failed_runs(self, limit: int = 50) -> list[RunRecord]:

@@ -73,7 +73,8 @@ class JobDefinition(Generic[I, O]):
         if self.output is None:
             if result is not None and not isinstance(result, Mapping | BaseModel):
                 raise InputValidationError(
-                    f"job '{self.name}' returned {type(result).__name__}; return a dict or define an output model"
+                    f"job '{self.name}' returned {type(result).__name__}; "
+                    "return a dict or define an output model"
                 )
             if result is None:
                 return None, None
@@ -83,8 +84,12 @@ class JobDefinition(Generic[I, O]):
                 raise InputValidationError(f"job '{self.name}' output {exc}") from None
             return stored, stored
         try:
-            model = result if isinstance(result, self.output) else self.output.model_validate(
-                result.model_dump() if isinstance(result, BaseModel) else result
+            model = (
+                result
+                if isinstance(result, self.output)
+                else self.output.model_validate(
+                    result.model_dump() if isinstance(result, BaseModel) else result
+                )
             )
         except ValidationError as exc:
             raise InputValidationError(
@@ -102,7 +107,7 @@ def define_job(
     *,
     name: str,
     run: Callable[[Step, Any], Awaitable[Any]],
-    input: type[I] | None = None,  # noqa: A002 - the public API names it so
+    input: type[I] | None = None,
     output: type[O] | None = None,
     description: str | None = None,
 ) -> JobDefinition[I, O]:

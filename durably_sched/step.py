@@ -131,7 +131,9 @@ class StepLogger:
         ctx.schedule_log_flush()
         py_level = logging.getLevelName(level.upper())
         if isinstance(py_level, int) and run_log.isEnabledFor(py_level):
-            run_log.log(py_level, "%s", message, extra={**ctx.log_extra, "step": ctx.current_step, "data": clean})
+            run_log.log(
+                py_level, "%s", message, extra={**ctx.log_extra, "step": ctx.current_step, "data": clean}
+            )
         if ctx.events.wants("log:write"):
             ctx.events.emit(
                 LogWriteEvent(
@@ -194,7 +196,9 @@ class Step:
         if not isinstance(name, str) or not name:
             raise StepError("step name must be a non-empty string")
         if name in ctx.used_names:
-            raise StepError(f"step name '{name}' is used twice in run {ctx.run_id}; step names must be unique")
+            raise StepError(
+                f"step name '{name}' is used twice in run {ctx.run_id}; step names must be unique"
+            )
         ctx.used_names.add(name)
         stored = ctx.completed.get(name)
         if stored is not None:
@@ -206,8 +210,11 @@ class Step:
         if events.wants("step:start"):
             events.emit(
                 StepStartEvent(
-                    run_id=ctx.run_id, job_name=ctx.run.job_name, labels=ctx.run.labels,
-                    step_name=name, step_index=index,
+                    run_id=ctx.run_id,
+                    job_name=ctx.run.job_name,
+                    labels=ctx.run.labels,
+                    step_name=name,
+                    step_index=index,
                 )
             )
         started_wall = datetime.now(UTC)
@@ -229,8 +236,12 @@ class Step:
             if events.wants("step:fail"):
                 events.emit(
                     StepFailEvent(
-                        run_id=ctx.run_id, job_name=ctx.run.job_name, labels=ctx.run.labels,
-                        step_name=name, step_index=index, error=f"{type(exc).__name__}: {exc}",
+                        run_id=ctx.run_id,
+                        job_name=ctx.run.job_name,
+                        labels=ctx.run.labels,
+                        step_name=name,
+                        step_index=index,
+                        error=f"{type(exc).__name__}: {exc}",
                         duration=time.perf_counter() - started,
                     )
                 )
@@ -255,8 +266,13 @@ class Step:
         if events.wants("step:complete"):
             events.emit(
                 StepCompleteEvent(
-                    run_id=ctx.run_id, job_name=ctx.run.job_name, labels=ctx.run.labels,
-                    step_name=name, step_index=index, output=value, duration=duration,
+                    run_id=ctx.run_id,
+                    job_name=ctx.run.job_name,
+                    labels=ctx.run.labels,
+                    step_name=name,
+                    step_index=index,
+                    output=value,
+                    duration=duration,
                 )
             )
         return value
@@ -264,7 +280,9 @@ class Step:
     async def progress(self, current: int, total: int | None = None, message: str | None = None) -> None:
         """Report progress; stored with the run (other processes can show it) and emitted."""
         ctx = self._ctx
-        progress = Progress(current=int(current), total=None if total is None else int(total), message=message)
+        progress = Progress(
+            current=int(current), total=None if total is None else int(total), message=message
+        )
         result = await ctx.store.set_progress(ctx.run_id, ctx.generation, progress, ctx.take_logs())
         ctx.observe(result)
         if ctx.events.wants("run:progress"):

@@ -55,6 +55,8 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.on_run_finished: Callable[[str], None] | None = None
+        self.only_run_ids: frozenset[str] | None = None
+        """When set, claim only these runs (``trigger --here`` executes exactly the run it made)."""
         self.last_claim_at = 0.0
         self.lease_losses = 0
 
@@ -111,9 +113,15 @@ class Worker:
             if free > 0:
                 self._wake.clear()
                 try:
-                    claimed = await durably.store.claim(
-                        self.worker_id, durably.job_names, free, self.stale_threshold
-                    )
+                    if self.only_run_ids is None:
+                        claimed = await durably.store.claim(
+                            self.worker_id, durably.job_names, free, self.stale_threshold
+                        )
+                    else:
+                        claimed = await durably.store.claim(
+                            self.worker_id, durably.job_names, free, self.stale_threshold,
+                            run_ids=sorted(self.only_run_ids),
+                        )
                     self.last_claim_at = time.monotonic()
                     failures = 0
                 except Exception as exc:
@@ -193,8 +201,11 @@ class Worker:
         if events.wants("run:start"):
             events.emit(
                 RunStartEvent(
-                    run_id=run.id, job_name=run.job_name, labels=run.labels,
-                    attempt=run.attempt, resumed_steps=len(ctx.completed),
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    labels=run.labels,
+                    attempt=run.attempt,
+                    resumed_steps=len(ctx.completed),
                 )
             )
         started = time.perf_counter()
@@ -248,8 +259,12 @@ class Worker:
         if events.wants("run:fail"):
             events.emit(
                 RunFailEvent(
-                    run_id=run.id, job_name=run.job_name, labels=run.labels, error=error,
-                    failed_step_name=step_name, duration=duration,
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    labels=run.labels,
+                    error=error,
+                    failed_step_name=step_name,
+                    duration=duration,
                 )
             )
         self.durably.resolve_waiters(run.id, completed_here=False)
@@ -259,4 +274,3 @@ class Worker:
         self.durably.events.emit(
             WorkerErrorEvent(error=f"{type(exc).__name__}: {exc}", context=context, run_id=run_id)
         )
-

@@ -216,10 +216,12 @@ def _message(path: Path_, what: str, places: Mapping[Path_, _Place]) -> str:
     for depth in range(1, len(path) + 1):
         place = places.get(path[:depth])
         part = path[depth - 1]
-        if isinstance(part, int) and not isinstance(part, bool):
+        if place is not None:
+            parts.append(place.key_text)
+        elif isinstance(part, int) and not isinstance(part, bool):
             parts.append(f"[{part}]")
         else:
-            parts.append(place.key_text if place is not None else str(part))
+            parts.append(str(part))
     prefix = ""
     if len(parts) >= 2 and path[0] == "schedules":
         prefix = f"schedule '{parts[1]}': "
@@ -374,7 +376,10 @@ def _validation_problem(exc: ValidationError, doc: _Document, base: Path_) -> _P
         return doc.line((*base, *item[1]["loc"])), item[0]
 
     _, first = min(enumerate(errors), key=position)
-    return doc.problem((*base, *first["loc"]), _error_text(first))
+    loc, what = first["loc"], _error_text(first)
+    if loc and loc[-1] == "[key]":  # pydantic's marker for a mapping key that is itself invalid
+        loc, what = loc[:-1], f"invalid key: {what}"
+    return doc.problem((*base, *loc), what)
 
 
 def _check_keys(
@@ -414,6 +419,8 @@ def _build(
     doc: _Document, path: str, job_inputs: Mapping[str, type[BaseModel] | None] | None
 ) -> SchedulesConfig:
     top = doc.data
+    if top is None:  # '---' alone, or 'null'
+        raise _Problem("the file is empty; it needs a 'schedules' mapping", None)
     if not isinstance(top, dict):
         raise _Problem("expected a mapping with a 'schedules' key at the top level", doc.root_line)
     _check_keys(doc, top, (), _TOP_KEYS, "top")

@@ -81,9 +81,10 @@ _FIXED_HOUR = re.compile(r"\d+(?:,\d+)*", re.ASCII)
 class CronSpec:
     """A validated cron expression. Build it with :func:`parse_cron`.
 
-    ``expression`` is the text as written. ``fixed_hour`` says whether the hour field names fixed hours
-    (which decides how a repeated wall time is handled). ``croniter_expression`` is the same schedule in
-    croniter's own field order (minute hour day-of-month month day-of-week [second]).
+    ``expression`` is the text as written (without surrounding blanks). ``fixed_hour`` says whether
+    the hour field names fixed hours (which decides how a repeated wall time is handled).
+    ``croniter_expression`` is the same schedule in croniter's own field order (minute hour
+    day-of-month month day-of-week [second]).
     """
 
     expression: str
@@ -189,7 +190,7 @@ def parse_cron(expression: str) -> CronSpec:
         raise _invalid(expression, _explain_failure(names, fields, exc)) from None
     hour = fields[names.index("hour")]
     return CronSpec(
-        expression=expression,
+        expression=expression.strip(),
         has_seconds=len(fields) == 6,
         fixed_hour=_FIXED_HOUR.fullmatch(hour) is not None,
         croniter_expression=ordered,

@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -78,7 +78,10 @@ def make_fire(
     utc = fire_time.astimezone(UTC)
     if outcome_without_run is not None:
         return Fire(
-            schedule=entry.name, fire_time=utc, run=None, outcome_without_run=outcome_without_run,
+            schedule=entry.name,
+            fire_time=utc,
+            run=None,
+            outcome_without_run=outcome_without_run,
             advance_cursor=advance_cursor,
         )
     return Fire(
@@ -99,7 +102,7 @@ class _State:
     def next_fire(self) -> datetime:
         if not self.upcoming:
             after = self.cursor
-            self.upcoming.extend(_take(fire_times(self.entry.cron, self.entry.timezone, after), 4))
+            self.upcoming.extend(_take(_utc_fire_times(self.entry, after, None), 4))
         return self.upcoming[0]
 
     def due_at(self) -> datetime:
@@ -107,9 +110,15 @@ class _State:
         return fire + jitter_offset(self.entry.name, fire, self.entry.jitter)
 
 
-def _take(it: object, n: int) -> list[datetime]:
+def _utc_fire_times(entry: ScheduleEntry, after: datetime, until: datetime | None) -> Iterator[datetime]:
+    """Fire times as UTC datetimes: arithmetic and comparisons on zoned datetimes ignore ``fold``."""
+    for fire_time in fire_times(entry.cron, entry.timezone, after, until):
+        yield fire_time.astimezone(UTC)
+
+
+def _take(it: Iterator[datetime], n: int) -> list[datetime]:
     out: list[datetime] = []
-    for value in it:  # type: ignore[attr-defined]
+    for value in it:
         out.append(value)
         if len(out) >= n:
             break
@@ -239,24 +248,34 @@ class Scheduler:
             log.warning(
                 "schedule %s: fire times between %s and %s are older than the catch-up window "
                 "plus one day; they are not recorded one by one",
-                entry.name, start.isoformat(), floor.isoformat(),
+                entry.name,
+                start.isoformat(),
+                floor.isoformat(),
             )
             start = floor
         due: list[datetime] = []
-        for fire_time in fire_times(entry.cron, entry.timezone, start, now):
+        for fire_time in _utc_fire_times(entry, start, now):
             if fire_time + jitter_offset(entry.name, fire_time, entry.jitter) > now:
                 break
             due.append(fire_time)
         return due
 
-    def _notify(self, entry: ScheduleEntry, fire_time: datetime, result: FireResult, lateness: timedelta) -> None:
+    def _notify(
+        self, entry: ScheduleEntry, fire_time: datetime, result: FireResult, lateness: timedelta
+    ) -> None:
         run = result.run
         log.info(
             "schedule %s fire time %s: %s%s",
-            entry.name, fire_time.astimezone(UTC).isoformat(), result.outcome,
+            entry.name,
+            fire_time.astimezone(UTC).isoformat(),
+            result.outcome,
             f" (run {run.id})" if run is not None else "",
-            extra={"schedule": entry.name, "scheduled_for": fire_time.astimezone(UTC).isoformat(),
-                   "run_id": run.id if run else None, "job": entry.job},
+            extra={
+                "schedule": entry.name,
+                "scheduled_for": fire_time.astimezone(UTC).isoformat(),
+                "run_id": run.id if run else None,
+                "job": entry.job,
+            },
         )
         for listener in self.listeners:
             try:

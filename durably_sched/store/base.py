@@ -218,9 +218,18 @@ class Store(abc.ABC):
     # -- worker side: claims and fenced writes ------------------------------------------------
     @abc.abstractmethod
     async def claim(
-        self, worker_id: str, job_names: Sequence[str], limit: int, lease_seconds: float
+        self,
+        worker_id: str,
+        job_names: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        run_ids: Sequence[str] | None = None,
     ) -> list[RunRecord]:
         """Atomically claim up to ``limit`` runnable runs of the given jobs, oldest first.
+
+        With ``run_ids``, only runs with those ids are candidates (``trigger --here`` runs exactly
+        the run it triggered, never other pending runs of the same job).
 
         Runnable: pending, or running with an expired lease. A run with a concurrency key is
         runnable only if no other run with that key holds a live lease and no older run with the

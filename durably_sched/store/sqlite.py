@@ -111,7 +111,8 @@ def _fetch_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
 def _insert_logs(conn: sqlite3.Connection, run_id: str, logs: Sequence[NewLog]) -> None:
     if logs:
         conn.executemany(
-            "INSERT INTO logs (run_id, step_name, level, message, data, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO logs (run_id, step_name, level, message, data, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [
                 (run_id, lg.step_name, lg.level, lg.message, dumps(lg.data), dt_to_ms(lg.created_at))
                 for lg in logs
@@ -216,7 +217,7 @@ class SqliteStore(Store):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for fn, fut in self._pending:
+        for _fn, fut in self._pending:
             if not fut.done():
                 fut.set_exception(StoreError("store closed"))
         self._pending.clear()
@@ -249,7 +250,7 @@ class SqliteStore(Store):
             try:
                 # aiosqlite's public API hops to its thread once per statement; _execute runs
                 # one function there, so a whole batch costs a single hop.
-                results = await conn._execute(self._run_batch, conn._conn, fns)
+                results = await conn._execute(self._run_batch, conn._conn, fns)  # type: ignore[no-untyped-call]
             except asyncio.CancelledError:
                 for _, fut in batch:
                     if not fut.done():
@@ -436,11 +437,19 @@ class SqliteStore(Store):
 
     # -- claims and fenced writes -----------------------------------------------------------
     async def claim(
-        self, worker_id: str, job_names: Sequence[str], limit: int, lease_seconds: float
+        self,
+        worker_id: str,
+        job_names: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        run_ids: Sequence[str] | None = None,
     ) -> list[RunRecord]:
-        if limit <= 0 or not job_names:
+        if limit <= 0 or not job_names or (run_ids is not None and not run_ids):
             return []
         jobs = list(job_names)
+        only = list(run_ids) if run_ids is not None else []
+        only_clause = f"AND id IN ({','.join('?' * len(only))}) " if only else ""
         lease_ms = int(lease_seconds * 1000)
 
         def claim(conn: sqlite3.Connection) -> list[RunRecord]:
@@ -448,9 +457,9 @@ class SqliteStore(Store):
             marks = ",".join("?" * len(jobs))
             candidates = conn.execute(
                 f"SELECT seq, concurrency_key FROM runs WHERE status IN {ACTIVE} "
-                f"AND job_name IN ({marks}) AND (status = 'pending' OR lease_expires_at < ?) "
-                "ORDER BY seq",
-                [*jobs, now],
+                f"AND job_name IN ({marks}) {only_clause}"
+                "AND (status = 'pending' OR lease_expires_at < ?) ORDER BY seq",
+                [*jobs, *only, now],
             )
             claimed: list[RunRecord] = []
             keys_taken: set[str] = set()
@@ -641,9 +650,7 @@ class SqliteStore(Store):
 
     async def delete_run(self, run_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
-            gone = conn.execute(
-                "DELETE FROM runs WHERE id = ? AND status != 'running'", (run_id,)
-            ).rowcount
+            gone = conn.execute("DELETE FROM runs WHERE id = ? AND status != 'running'", (run_id,)).rowcount
             if gone:
                 conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
                 conn.execute("DELETE FROM logs WHERE run_id = ?", (run_id,))
@@ -718,10 +725,13 @@ class SqliteStore(Store):
             run_record: RunRecord | None = None
             if fire.run is None:
                 outcome = fire.outcome_without_run
-            elif fire.skip_if_active and conn.execute(
-                f"SELECT 1 FROM runs WHERE schedule_name = ? AND status IN {ACTIVE} LIMIT 1",
-                (fire.schedule,),
-            ).fetchone():
+            elif (
+                fire.skip_if_active
+                and conn.execute(
+                    f"SELECT 1 FROM runs WHERE schedule_name = ? AND status IN {ACTIVE} LIMIT 1",
+                    (fire.schedule,),
+                ).fetchone()
+            ):
                 outcome = "skipped"
             else:
                 run_record, disposition = _insert_run(conn, fire.run, now)

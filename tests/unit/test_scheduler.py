@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -137,8 +138,12 @@ async def test_fire_times_outside_the_catch_up_window_are_recorded_missed(durabl
     await fresh.load()
     await fresh.tick()
     assert await outcomes(durably, "minutely") == {
-        "10:01": "missed", "10:02": "missed", "10:03": "missed",
-        "10:04": "triggered", "10:05": "triggered", "10:06": "triggered",
+        "10:01": "missed",
+        "10:02": "missed",
+        "10:03": "missed",
+        "10:04": "triggered",
+        "10:05": "triggered",
+        "10:06": "triggered",
     }
 
 
@@ -186,7 +191,9 @@ async def test_overlap_allow_sets_no_concurrency_key(durably: Durably) -> None:
     assert all(f[2].run is not None and f[2].run.concurrency_key is None for f in fired)
 
 
-async def test_disabled_schedule_records_disabled_and_does_not_backfill_when_enabled(durably: Durably) -> None:
+async def test_disabled_schedule_records_disabled_and_does_not_backfill_when_enabled(
+    durably: Durably,
+) -> None:
     clock = FakeClock(T0)
     scheduler = Scheduler(durably, config(EVERY_MINUTE + "    enabled: false\n"), clock=clock)
     await scheduler.load()
@@ -195,7 +202,11 @@ async def test_disabled_schedule_records_disabled_and_does_not_backfill_when_ena
     await scheduler.reload(config(EVERY_MINUTE))
     clock.advance(minutes=1)
     await scheduler.tick()
-    assert await outcomes(durably, "minutely") == {"10:01": "disabled", "10:02": "disabled", "10:03": "triggered"}
+    assert await outcomes(durably, "minutely") == {
+        "10:01": "disabled",
+        "10:02": "disabled",
+        "10:03": "triggered",
+    }
 
 
 async def test_jitter_delays_the_trigger_but_not_the_key(durably: Durably) -> None:
@@ -261,4 +272,24 @@ schedules:
         await scheduler.stop()
     keys = await scheduled_keys(durably, "fast")
     seconds = [parse_fire_key(k)[1] for k in keys]
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(seconds, seconds[1:], strict=False))
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(seconds))
+
+
+async def test_hourly_schedule_fires_both_fall_back_hours_at_their_own_instants(durably: Durably) -> None:
+    text = """
+schedules:
+  hourly:
+    cron: "0 * * * *"
+    timezone: Europe/Berlin
+    job: report
+"""
+    clock = FakeClock(datetime(2026, 10, 24, 23, 30, tzinfo=UTC))  # 01:30 CEST
+    scheduler = Scheduler(durably, config(text), clock=clock)
+    await scheduler.load()
+    clock.advance(minutes=30)  # 00:00Z = the first 02:00 (CEST)
+    assert [f[1] for f in await scheduler.tick()] == [datetime(2026, 10, 25, 0, 0, tzinfo=UTC)]
+    # Not due again until the second 02:00 (CET), one real hour later.
+    clock.advance(minutes=59)
+    assert await scheduler.tick() == []
+    clock.advance(minutes=1)
+    assert [f[1] for f in await scheduler.tick()] == [datetime(2026, 10, 25, 1, 0, tzinfo=UTC)]

@@ -1,0 +1,86 @@
+"""Start and stop real `durably-sched serve` processes for system tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not met within {timeout}s")
+        time.sleep(0.05)
+
+
+class Serve:
+    """One `durably-sched serve` subprocess with its log file."""
+
+    def __init__(self, database: str, schedules: Path, workdir: Path, *extra: str, env: dict[str, str]) -> None:
+        self.database = database
+        self.schedules = schedules
+        self.workdir = workdir
+        self.extra = extra
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.generation = 0
+
+    def start(self) -> Serve:
+        self.generation += 1
+        log = self.workdir / f"serve-{id(self)}-{self.generation}.log"
+        self.log_path = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "durably_sched.cli",
+                "--database", self.database, "--jobs", "chaos_jobs", "--schedules", str(self.schedules),
+                "serve", *self.extra,
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env={**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}", **self.env},
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if hasattr(self, "log_path") else ""
