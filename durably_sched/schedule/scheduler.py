@@ -264,15 +264,16 @@ class Scheduler:
         self, entry: ScheduleEntry, fire_time: datetime, result: FireResult, lateness: timedelta
     ) -> None:
         run = result.run
+        scheduled_for = fire_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         log.info(
             "schedule %s fire time %s: %s%s",
             entry.name,
-            fire_time.astimezone(UTC).isoformat(),
+            scheduled_for,
             result.outcome,
             f" (run {run.id})" if run is not None else "",
             extra={
                 "schedule": entry.name,
-                "scheduled_for": fire_time.astimezone(UTC).isoformat(),
+                "scheduled_for": scheduled_for,
                 "run_id": run.id if run else None,
                 "job": entry.job,
             },

@@ -770,8 +770,8 @@ class SqliteStore(Store):
 
         def purge(conn: sqlite3.Connection) -> int:
             return conn.execute(
-                "DELETE FROM fire_records WHERE rowid IN (SELECT rowid FROM fire_records "
-                "WHERE fire_time < ? LIMIT ?)",
+                "DELETE FROM fire_records WHERE (schedule, fire_time) IN (SELECT schedule, fire_time "
+                "FROM fire_records WHERE fire_time < ? LIMIT ?)",
                 (cutoff, batch_size),
             ).rowcount
 

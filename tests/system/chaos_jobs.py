@@ -11,6 +11,8 @@ import os
 import time
 from typing import Any
 
+from pydantic import BaseModel
+
 from durably_sched import Step, define_job
 
 
@@ -57,3 +59,14 @@ async def chain(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
 
 tick_job = define_job(name="tick", run=tick)
 chain_job = define_job(name="chain", run=chain)
+
+
+class TypedIn(BaseModel):
+    count: int
+
+
+async def typed(step: Step, payload: TypedIn) -> dict[str, Any]:
+    return {"count": payload.count}
+
+
+typed_job = define_job(name="typed", input=TypedIn, run=typed)

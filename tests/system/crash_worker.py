@@ -47,7 +47,10 @@ chain_job = define_job(name="chain", run=chain)
 async def main() -> None:
     stale = float(os.environ.get("CRASH_WORKER_STALE", "1.0"))
     durably = create_durably(
-        sys.argv[1], polling_interval=0.05, heartbeat_interval=stale / 5, stale_threshold=stale,
+        sys.argv[1],
+        polling_interval=0.05,
+        heartbeat_interval=stale / 5,
+        stale_threshold=stale,
         max_concurrent_runs=4,
     ).register([chain_job])
     await durably.init()

@@ -48,7 +48,9 @@ def effect_lines(effects: Path) -> list[str]:
 
 @pytest.mark.system
 @pytest.mark.parametrize("kill_during_step", [0, 2, 4])
-def test_kill_9_mid_step_then_resume_runs_no_completed_step_twice(tmp_path: Path, kill_during_step: int) -> None:
+def test_kill_9_mid_step_then_resume_runs_no_completed_step_twice(
+    tmp_path: Path, kill_during_step: int
+) -> None:
     db_url = f"sqlite:///{tmp_path / 'crash.db'}"
     effects = tmp_path / "effects.log"
     steps = 5

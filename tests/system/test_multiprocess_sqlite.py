@@ -48,7 +48,10 @@ def test_four_triggering_and_three_working_processes_lose_and_double_nothing(tmp
                 deadline = asyncio.get_running_loop().time() + 120
                 while True:
                     runs = await durably.get_runs(limit=10_000)
-                    if all(r.status == "completed" for r in runs) or asyncio.get_running_loop().time() > deadline:
+                    if (
+                        all(r.status == "completed" for r in runs)
+                        or asyncio.get_running_loop().time() > deadline
+                    ):
                         return [(r.status, r.attempt) for r in runs] + [(r.id, 0) for r in runs]
                     await asyncio.sleep(0.2)
             finally:

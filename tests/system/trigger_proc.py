@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from durably_sched import create_durably
-
 from crash_worker import chain_job  # type: ignore[import-not-found]
+
+from durably_sched import create_durably
 
 
 async def main(url: str, count: int, prefix: str) -> None:

@@ -141,7 +141,11 @@ async def test_step_value_is_the_same_on_first_run_and_on_replay(make: Any) -> N
     assert len(seen) == 2
     assert seen[0] == seen[1]
     assert seen[0] == {
-        "item": {"when": "2026-03-29T01:30:00Z", "price": "12.30", "ref": "12345678-1234-5678-1234-567812345678"},
+        "item": {
+            "when": "2026-03-29T01:30:00Z",
+            "price": "12.30",
+            "ref": "12345678-1234-5678-1234-567812345678",
+        },
         "tuple": [1, 2],
         "when": "2026-03-29T01:30:00Z",
     }
@@ -244,7 +248,8 @@ async def test_output_model_comes_back_typed_and_dict_jobs_work(make: Any) -> No
         return {"echo": payload}
 
     durably = await make(
-        define_job(name="typed", input=ImageIn, output=ImageOut, run=typed), define_job(name="plain", run=plain)
+        define_job(name="typed", input=ImageIn, output=ImageOut, run=typed),
+        define_job(name="plain", run=plain),
     )
     res = await durably.jobs.typed.trigger_and_wait({"filename": "a.jpg"}, timeout=5)
     assert res.output == ImageOut(url="https://cdn/a.jpg")
@@ -439,8 +444,15 @@ async def test_events_are_typed_and_a_raising_listener_breaks_nothing(make: Any)
     assert res.output == ImageOut(url="x")
     types = [e.type for e in seen if e.type != "worker:error"]
     assert types == [
-        "run:trigger", "run:start", "step:start", "step:complete", "run:progress", "log:write",
-        "step:start", "step:complete", "run:complete",
+        "run:trigger",
+        "run:start",
+        "step:start",
+        "step:complete",
+        "run:progress",
+        "log:write",
+        "step:start",
+        "step:complete",
+        "run:complete",
     ]
     by_type = {e.type: e for e in seen}
     assert by_type["run:complete"].output == ImageOut(url="x") and by_type["run:complete"].duration > 0
@@ -502,7 +514,9 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(make: Any, db_url: st
     thief = SqliteStore(db_url)
     await thief.connect()
     try:
-        await thief._write(lambda c: c.execute("UPDATE runs SET lease_expires_at = 0 WHERE id = ?", (run.id,)))
+        await thief._write(
+            lambda c: c.execute("UPDATE runs SET lease_expires_at = 0 WHERE id = ?", (run.id,))
+        )
         (claimed,) = await thief.claim("thief", ["fence"], 1, 60)
         assert claimed.generation == 2
         proceed.set()
@@ -532,7 +546,10 @@ async def test_stale_run_is_reclaimed_and_resumes_after_last_step(make: Any, db_
     from durably_sched.store.base import Checkpoint
 
     now = dt.datetime.now(dt.UTC)
-    assert await durably.store.checkpoint(Checkpoint(run.id, claimed.generation, 0, "a", "null", now, now)) == "ok"
+    assert (
+        await durably.store.checkpoint(Checkpoint(run.id, claimed.generation, 0, "a", "null", now, now))
+        == "ok"
+    )
     await durably.start()
     record = await durably.wait_for_run(run.id, timeout=5)
     assert record.status == "completed" and record.generation == 2 and record.attempt == 2

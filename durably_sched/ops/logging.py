@@ -1,0 +1,186 @@
+"""Log lines for a service: one line per record, in text or JSON, with the run's identity on it.
+
+The code passes what identifies a run as ``extra`` on its log calls (``run_id``, ``job``, and for a
+scheduled run ``schedule`` and ``scheduled_for``; step logs add ``step`` and ``data``). Both formats
+render whichever of those a record carries, then any other ``extra`` given by job code::
+
+    2026-11-21T05:30:02.123+00:00 INFO durably_sched.worker run completed in 0.012s run_id=... job=report
+    {"ts": "2026-11-21T05:30:02.123+00:00", "level": "INFO", "logger": "durably_sched.worker",
+     "message": "run completed in 0.012s", "run_id": "...", "job": "report"}
+
+Text is key=value (logfmt style): values with spaces, quotes or ``=`` are JSON-quoted, ``data`` is
+flattened to ``data.<key>=<value>``, and line breaks inside the message are escaped so that one
+record stays one line (a traceback follows on its own lines). JSON is one object per line. In both,
+``scheduled_for`` is written as UTC with ``Z`` (the form of the run's label) whatever form the caller
+passed, so one search finds the scheduler's line about a fire time and the worker's lines about its run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "parse_level"]
+
+LogFormat = Literal["text", "json"]
+
+RUN_FIELDS = ("run_id", "job", "schedule", "scheduled_for", "step")
+"""Rendered first, in this order, when a record carries them; ``data`` follows."""
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+_STANDARD_ATTRS = frozenset(
+    {
+        *logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__,
+        "message",
+        "asctime",
+        "taskName",
+    }
+)
+_QUIET_LOGGERS = ("aiosqlite",)
+"""Libraries that log every statement at DEBUG: kept at INFO or above whatever the level is."""
+
+
+def parse_level(level: str) -> int:
+    """``"info"`` (any case) -> ``logging.INFO``; ValueError naming the accepted levels otherwise."""
+    number = _LEVELS.get(level.strip().lower()) if isinstance(level, str) else None
+    if number is None:
+        raise ValueError(f"invalid log level {level!r}: use one of debug, info, warning, error, critical")
+    return number
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+def _utc_text(value: Any) -> Any:
+    """A UTC instant (datetime or ISO text) as ``2026-11-21T02:00:00Z``, the form of the run labels."""
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        return value
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S" + (".%f" if utc.microsecond else "") + "Z")
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's structured fields: run fields first, then ``data``, then other extras."""
+    out: dict[str, Any] = {}
+    attrs = record.__dict__
+    for name in RUN_FIELDS:
+        value = attrs.get(name)
+        if value is not None:
+            out[name] = _utc_text(value) if name == "scheduled_for" else value
+    data = attrs.get("data")
+    if data is not None and data != {}:
+        out["data"] = data
+    for name in sorted(attrs.keys() - _STANDARD_ATTRS - out.keys() - {"data", *RUN_FIELDS}):
+        if not name.startswith("_") and attrs[name] is not None:
+            out[name] = attrs[name]
+    return out
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _logfmt_value(value: Any) -> str:
+    if isinstance(value, bool | int | float):
+        return _compact(value)
+    text = value if isinstance(value, str) else _compact(value)
+    if not text or any(ch.isspace() or ch in '"=\\' or not ch.isprintable() for ch in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+class TextFormatter(logging.Formatter):
+    """``<UTC time> <LEVEL> <logger> <message> key=value ...``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_timestamp(record), record.levelname, record.name, _one_line(record.getMessage())]
+        for key, value in _extras(record).items():
+            if key == "data" and isinstance(value, dict):
+                parts.extend(f"data.{k}={_logfmt_value(v)}" for k, v in value.items())
+            else:
+                parts.append(f"{key}={_logfmt_value(value)}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, the structured fields, exc_info."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            obj.setdefault(key, value)  # an extra never replaces ts/level/logger/message
+        if record.exc_info:
+            obj["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            obj["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (as logging.lastResort does)."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        logging.Handler.__init__(self, level)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # StreamHandler.setStream; the stream is always the current sys.stderr
+
+
+def configure_logging(fmt: LogFormat, level: str) -> None:
+    """Send all logging (durably-sched's and the jobs') to stderr in ``fmt`` at ``level`` and above.
+
+    Calling it again replaces the handler it installed before (never a second one); handlers
+    installed by others are left alone. Raises ValueError for an unknown format or level.
+    """
+    if fmt == "text":
+        formatter: logging.Formatter = TextFormatter()
+    elif fmt == "json":
+        formatter = JsonFormatter()
+    else:
+        raise ValueError(f"invalid log format {fmt!r}: use text or json")
+    number = parse_level(level)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    root.setLevel(number)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(number, logging.INFO))
+    logging.captureWarnings(True)

@@ -1,0 +1,275 @@
+"""Prometheus metrics for one durably-sched process.
+
+Two sources, kept apart in the names' help texts:
+
+* **this process**: counters and histograms fed by the Durably events of this process and by the
+  scheduler's fire-time listener (runs this worker finished, fire times this scheduler handled);
+  sum them over instances in PromQL.
+* **the database**: ``durably_runs`` and ``durably_queue_depth`` count rows through
+  ``store.count_runs_by_status()``, the same numbers in every instance; use ``max`` over instances,
+  not ``sum``. That query is async, so :meth:`Metrics.refresh` runs it (with a timeout and a short
+  cache, so scrapes of several Prometheus servers cost one query) and :meth:`Metrics.render` reads
+  the cached result. ``durably_database_up`` says whether the last query succeeded; when it did not,
+  the row counts are left out rather than shown stale.
+
+Every instance has its own :class:`CollectorRegistry` (never the global one), so tests and embedders
+can create several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .. import __version__
+from ..events import RunCancelEvent, RunCompleteEvent, RunFailEvent, StepCompleteEvent, WorkerErrorEvent
+from ..schedule.cron import jitter_offset
+from ..store.base import FINISHED_STATUSES, RUN_STATUSES, FireResult
+
+if TYPE_CHECKING:
+    from ..durably import Durably
+    from ..schedule.config import ScheduleEntry
+    from ..schedule.scheduler import Scheduler
+
+__all__ = ["Metrics"]
+
+log = logging.getLogger("durably_sched.ops.metrics")
+
+RUN_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600)
+"""Whole runs: from a no-op job (10 ms) to a six-hour batch."""
+STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+LATENESS_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600,
+)  # fmt: skip
+"""On time is milliseconds; a loop stall is seconds; catch-up after downtime is minutes or more."""
+
+
+class Metrics:
+    """The metrics of one process. ``render()`` after ``await refresh()``; ``close()`` detaches."""
+
+    content_type = CONTENT_TYPE_PLAIN_0_0_4
+    """Prometheus text format 0.0.4, understood by every Prometheus version."""
+
+    def __init__(
+        self,
+        durably: Durably,
+        scheduler: Scheduler | None,
+        registry: CollectorRegistry | None = None,
+        *,
+        cache_seconds: float = 1.0,
+        query_timeout: float = 2.0,
+    ) -> None:
+        self.durably = durably
+        self.scheduler = scheduler
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.cache_seconds = cache_seconds
+        self.query_timeout = query_timeout
+        r = self.registry
+
+        self.runs_finished = Counter(
+            "durably_runs_finished",
+            "Runs finished by this process (cancelled: cancelled through this process), by job and status.",
+            ["job", "status"],
+            registry=r,
+        )
+        self.run_duration = Histogram(
+            "durably_run_duration_seconds",
+            "Run execution time in this process (one attempt, from claim to completed or failed).",
+            ["job", "status"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "durably_step_duration_seconds",
+            "Execution time of completed steps in this process (replayed steps are not counted).",
+            ["job"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.fire_times = Counter(
+            "durably_fire_times",
+            "Fire times handled by this process's scheduler, by schedule and outcome "
+            "(triggered, deduplicated, skipped, missed, disabled).",
+            ["schedule", "outcome"],
+            registry=r,
+        )
+        self.lateness = Histogram(
+            "durably_scheduler_lateness_seconds",
+            "Time from a fire time's due time (fire time plus its jitter) to this scheduler handling it.",
+            ["schedule"],
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.worker_errors = Counter(
+            "durably_worker_errors",
+            "Errors reported by this process's worker (worker:error events), by where they happened.",
+            ["context"],
+            registry=r,
+        )
+        Info("durably_build", "durably-sched version and Python version.", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        r.register(_LiveCollector(self))
+        for make in (ProcessCollector, PlatformCollector, GCCollector):
+            make(registry=r)
+
+        self._counts: dict[tuple[str, str], int] | None = None
+        self._counts_at: float | None = None
+        self._database_up: bool | None = None
+        self._lock = asyncio.Lock()
+        self._known_jobs: set[str] = set()
+        for job in durably.job_names:
+            self._init_job(job)
+
+        on = durably.on
+        self._unsubscribe: list[Callable[[], None]] = [
+            on("run:complete", self._on_run_complete),
+            on("run:fail", self._on_run_fail),
+            on("run:cancel", self._on_run_cancel),
+            on("step:complete", self._on_step_complete),
+            on("worker:error", self._on_worker_error),
+        ]
+        if scheduler is not None:
+            scheduler.listeners.append(self._on_fire)
+
+    def close(self) -> None:
+        """Stop listening to events and to the scheduler (the registry keeps its values)."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        if self.scheduler is not None and self._on_fire in self.scheduler.listeners:
+            self.scheduler.listeners.remove(self._on_fire)
+
+    # -- event listeners (synchronous, on the loop) ---------------------------------------------------
+    def _init_job(self, job: str) -> None:
+        """Show zeros for a job before its first run, so rate() and absent() work from the start."""
+        if job not in self._known_jobs:
+            self._known_jobs.add(job)
+            for status in FINISHED_STATUSES:
+                self.runs_finished.labels(job, status)
+
+    def _finished(self, job: str, status: str, duration: float | None) -> None:
+        self._init_job(job)
+        self.runs_finished.labels(job, status).inc()
+        if duration is not None:
+            self.run_duration.labels(job, status).observe(duration)
+
+    def _on_run_complete(self, event: RunCompleteEvent) -> None:
+        self._finished(event.job_name, "completed", event.duration)
+
+    def _on_run_fail(self, event: RunFailEvent) -> None:
+        self._finished(event.job_name, "failed", event.duration)
+
+    def _on_run_cancel(self, event: RunCancelEvent) -> None:
+        self._finished(event.job_name, "cancelled", None)
+
+    def _on_step_complete(self, event: StepCompleteEvent) -> None:
+        self.step_duration.labels(event.job_name).observe(event.duration)
+
+    def _on_worker_error(self, event: WorkerErrorEvent) -> None:
+        self.worker_errors.labels(event.context or "unknown").inc()
+
+    def _on_fire(
+        self, entry: ScheduleEntry, fire_time: datetime, result: FireResult, lateness: timedelta
+    ) -> None:
+        self.fire_times.labels(entry.name, result.outcome).inc()
+        late = lateness - jitter_offset(entry.name, fire_time, entry.jitter)
+        self.lateness.labels(entry.name).observe(max(late.total_seconds(), 0.0))
+
+    # -- the database's numbers ---------------------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Re-read run counts from the store, unless read less than ``cache_seconds`` ago."""
+        if self._fresh():
+            return
+        async with self._lock:  # concurrent scrapes share one query
+            if self._fresh():
+                return
+            try:
+                counts = await asyncio.wait_for(self.durably.store.count_runs_by_status(), self.query_timeout)
+            except Exception as exc:
+                if self._database_up is not False:
+                    log.warning("metrics: cannot count runs in the database: %s", exc or type(exc).__name__)
+                self._counts, self._database_up = None, False
+            else:
+                if self._database_up is False:
+                    log.info("metrics: the database answers again")
+                self._counts, self._database_up = counts, True
+            self._counts_at = time.monotonic()
+
+    def _fresh(self) -> bool:
+        return self._counts_at is not None and time.monotonic() - self._counts_at < self.cache_seconds
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format (:attr:`content_type`)."""
+        return generate_latest(self.registry)
+
+    def _live(self) -> Iterable[Metric]:
+        """Metrics read at scrape time: process state and the cached database counts."""
+        worker = self.durably.worker
+        active = GaugeMetricFamily("durably_active_runs", "Runs executing in this process now.")
+        active.add_metric([], len(worker.active))
+        yield active
+        losses = CounterMetricFamily(
+            "durably_lease_losses",
+            "Runs this process stopped because another worker took over their lease.",
+        )
+        losses.add_metric([], worker.lease_losses)
+        yield losses
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler.last_tick_monotonic > 0:
+            age = GaugeMetricFamily(
+                "durably_scheduler_last_tick_age_seconds",
+                "Seconds since this process's scheduler loop last ticked.",
+            )
+            age.add_metric([], max(0.0, time.monotonic() - scheduler.last_tick_monotonic))
+            yield age
+        if self._database_up is not None:
+            up = GaugeMetricFamily(
+                "durably_database_up", "1 if the last count of runs in the database succeeded, else 0."
+            )
+            up.add_metric([], 1.0 if self._database_up else 0.0)
+            yield up
+        counts = self._counts
+        if counts is None:
+            return
+        runs = GaugeMetricFamily(
+            "durably_runs",
+            "Runs in the database by job and status, all processes (finished runs until purged).",
+            labels=["job", "status"],
+        )
+        jobs = sorted(self._known_jobs | set(self.durably.job_names) | {job for job, _ in counts})
+        for job in jobs:
+            for status in RUN_STATUSES:
+                runs.add_metric([job, status], counts.get((job, status), 0))
+        yield runs
+        depth = GaugeMetricFamily(
+            "durably_queue_depth", "Pending runs in the database (all jobs, all processes)."
+        )
+        depth.add_metric([], sum(n for (_, status), n in counts.items() if status == "pending"))
+        yield depth
+
+
+class _LiveCollector:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self._metrics._live()

@@ -1,0 +1,161 @@
+"""Retention: purge finished runs and old fire records in the background, in small batches.
+
+Every ``interval`` seconds (first right at :meth:`Retention.start`):
+
+1. **Runs**: finished runs (completed, failed, cancelled) that finished more than ``older_than`` ago
+   are deleted with their steps and logs, ``batch_size`` at a time, yielding to the event loop
+   between batches, until a batch comes back short. Pending and running runs are never touched.
+2. **Fire records**: the per-(schedule, fire time) records are deleted only when their fire time is
+   older than the *fire-record horizon*::
+
+       max(older_than, longest catchup_window of the current schedules + MISSED_LOOKBACK) + 1 day
+
+Why that horizon is enough for "exactly once per fire time" to survive purging:
+
+* ``Store.fire`` treats an existing fire record as the authority: the fire time is ``deduplicated``
+  and no run is created, even when the run it made has been purged. So a purged scheduled run
+  cannot come back while its fire record lives.
+* The scheduler never hands ``fire()`` a fire time older than ``now - catchup_window -
+  MISSED_LOOKBACK`` (``Scheduler._due_fire_times`` starts no earlier than that, whatever the
+  cursor says). A record older than the longest such window of the current schedules can
+  therefore never be consulted by a scheduler again; it only mattered while a catch-up could reach
+  its fire time. (Independently, a schedule's cursor only moves forward and is never purged, so a
+  scheduler does not even look at fire times at or before it.)
+* ``max(older_than, ...)``: a fire record lives at least as long as runs do, so the history of a
+  schedule (``schedules history``) never loses a record before its run.
+* The margin of one day covers clock differences between the hosts that run schedulers and this
+  one, and the time between a fire time and the moment its run finished.
+* A manual backfill of a slot older than the horizon is an explicit operator action and may
+  create a run for it; that is what it is for.
+
+Instances are expected to run the same schedules file: the horizon uses the schedules of this
+process at the time of each pass (``schedules()`` returns the current configuration, so a reload
+is taken into account). Without schedules (a worker-only process, ``schedules()`` returns None)
+fire records are left to a process that runs the scheduler.
+
+Failures are logged and retried at the next interval; they never stop the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from .._durations import format_duration
+from ..schedule.scheduler import MISSED_LOOKBACK
+
+if TYPE_CHECKING:
+    from ..durably import Durably
+    from ..schedule.config import SchedulesConfig
+
+__all__ = ["FIRE_RECORD_MARGIN", "PurgeResult", "Retention", "fire_record_horizon"]
+
+log = logging.getLogger("durably_sched.ops.retention")
+
+FIRE_RECORD_MARGIN = timedelta(days=1)
+
+
+def fire_record_horizon(older_than: timedelta, config: SchedulesConfig) -> timedelta:
+    """How old a fire time must be before its record may be deleted (see the module docstring)."""
+    longest = max((entry.catchup_window for entry in config.schedules.values()), default=timedelta(0))
+    return max(older_than, longest + MISSED_LOOKBACK) + FIRE_RECORD_MARGIN
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """What one pass deleted; None where that part was skipped or failed."""
+
+    runs: int | None
+    fire_records: int | None
+
+
+class Retention:
+    """The background purge of one process. ``start()`` on the loop, ``await stop()`` on shutdown."""
+
+    def __init__(
+        self,
+        durably: Durably,
+        older_than: timedelta,
+        schedules: Callable[[], SchedulesConfig | None],
+        *,
+        interval: float = 600.0,
+        batch_size: int = 500,
+    ) -> None:
+        if older_than <= timedelta(0):
+            raise ValueError("retention: older_than must be a positive duration")
+        if interval <= 0:
+            raise ValueError("retention: interval must be positive")
+        if batch_size < 1:
+            raise ValueError("retention: batch_size must be at least 1")
+        self.durably = durably
+        self.older_than = older_than
+        self.schedules = schedules
+        self.interval = interval
+        self.batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="durably-retention")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # a cancellation of stop() itself still propagates
+
+    async def _loop(self) -> None:
+        while True:
+            await self.run_once()
+            await asyncio.sleep(self.interval)
+
+    async def run_once(self) -> PurgeResult:
+        """One pass: purge runs, then fire records. Errors are logged, not raised."""
+        now = datetime.now(UTC)
+        store = self.durably.store
+        runs: int | None = None
+        records: int | None = None
+        cutoff = now - self.older_than
+        try:
+            runs = await self._in_batches(store.purge_runs, cutoff)
+        except Exception as exc:
+            log.error("retention: could not purge finished runs (next try in %.0fs): %s", self.interval, exc)
+        else:
+            if runs:
+                log.info("retention: purged %d finished runs that finished before %s", runs, _iso(cutoff))
+        try:
+            config = self.schedules()
+            if config is None:
+                log.debug("retention: no schedules in this process; fire records are left alone")
+            else:
+                horizon = fire_record_horizon(self.older_than, config)
+                records = await self._in_batches(store.purge_fire_records, now - horizon)
+                if records:
+                    log.info(
+                        "retention: purged %d fire records of fire times before %s (kept %s)",
+                        records, _iso(now - horizon), format_duration(horizon),
+                    )  # fmt: skip
+        except Exception as exc:
+            log.error("retention: could not purge fire records (next try in %.0fs): %s", self.interval, exc)
+        return PurgeResult(runs, records)
+
+    async def _in_batches(self, purge: Callable[[datetime, int], Awaitable[int]], cutoff: datetime) -> int:
+        total = 0
+        while True:
+            deleted = await purge(cutoff, self.batch_size)
+            total += deleted
+            if deleted < self.batch_size:
+                return total
+            await asyncio.sleep(0)  # let runs, probes and the scheduler in between batches
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="seconds")
