@@ -550,7 +550,7 @@ def create_durably(
 ) -> Durably:
     """A Durably instance on ``database`` (default: $DURABLY_DATABASE_URL, else sqlite:///durably.db)."""
     return Durably(
-        open_store(database_url(database)),
+        open_store(database_url(database), worker_concurrency=max_concurrent_runs),
         polling_interval=polling_interval,
         heartbeat_interval=heartbeat_interval,
         stale_threshold=stale_threshold,

@@ -297,13 +297,13 @@ class Store(abc.ABC):
     async def get_cursors(self) -> dict[str, datetime]:
         """The last fire time handled, per schedule."""
 
+    @abc.abstractmethod
     async def advance_cursor(self, schedule: str, to: datetime) -> datetime:
         """Move a schedule's cursor forward to ``to`` (never back); returns the cursor after.
 
         Used when a schedule is first seen (start from now, no backfill) and when its cron or time
         zone changes.
         """
-        raise NotImplementedError
 
     @abc.abstractmethod
     async def fire(self, fire: Fire) -> FireResult:

@@ -455,36 +455,44 @@ class SqliteStore(Store):
         def claim(conn: sqlite3.Connection) -> list[RunRecord]:
             now = _now_ms()
             marks = ",".join("?" * len(jobs))
-            candidates = conn.execute(
-                f"SELECT seq, concurrency_key FROM runs WHERE status IN {ACTIVE} "
+            # INDEXED BY: read only active runs, however much history the table holds (the planner
+            # would otherwise pick runs_job and walk every run the job ever had).
+            scan = (
+                f"SELECT seq, concurrency_key FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE} "
                 f"AND job_name IN ({marks}) {only_clause}"
-                "AND (status = 'pending' OR lease_expires_at < ?) ORDER BY seq",
-                [*jobs, *only, now],
+                "AND (status = 'pending' OR lease_expires_at < ?) AND seq > ? ORDER BY seq LIMIT 256"
             )
             claimed: list[RunRecord] = []
-            keys_taken: set[str] = set()
-            for seq, key in candidates.fetchmany(max(limit * 4, 64)):
-                if key is not None:
-                    if key in keys_taken:
-                        continue
-                    blocked = conn.execute(
-                        f"SELECT 1 FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE} "
-                        "AND seq != ? AND (seq < ? OR (status = 'running' AND lease_expires_at >= ?)) "
-                        "LIMIT 1",
-                        (key, seq, seq, now),
-                    ).fetchone()
-                    if blocked is not None:
-                        continue
-                    keys_taken.add(key)
-                row = conn.execute(
-                    "UPDATE runs SET status = 'running', generation = generation + 1, worker_id = ?, "
-                    "lease_expires_at = ?, started_at = COALESCE(started_at, ?), attempt = attempt + 1, "
-                    f"updated_at = ? WHERE seq = ? RETURNING {RUN_COLUMNS}",
-                    (worker_id, now + lease_ms, now, now, seq),
-                ).fetchone()
-                claimed.append(_run_from_row(row))
-                if len(claimed) >= limit:
+            keys_decided: set[str] = set()  # taken in this claim, or blocked
+            last_seq = 0
+            while len(claimed) < limit:
+                # Each page is read completely before any update (no update under a live cursor).
+                page = conn.execute(scan, [*jobs, *only, now, last_seq]).fetchall()
+                if not page:
                     break
+                for seq, key in page:
+                    last_seq = seq
+                    if key is not None:
+                        if key in keys_decided:
+                            continue
+                        keys_decided.add(key)
+                        blocked = conn.execute(
+                            f"SELECT 1 FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE} "
+                            "AND seq != ? AND (seq < ? OR (status = 'running' AND lease_expires_at >= ?)) "
+                            "LIMIT 1",
+                            (key, seq, seq, now),
+                        ).fetchone()
+                        if blocked is not None:
+                            continue
+                    row = conn.execute(
+                        "UPDATE runs SET status = 'running', generation = generation + 1, worker_id = ?, "
+                        "lease_expires_at = ?, started_at = COALESCE(started_at, ?), attempt = attempt + 1, "
+                        f"updated_at = ? WHERE seq = ? RETURNING {RUN_COLUMNS}",
+                        (worker_id, now + lease_ms, now, now, seq),
+                    ).fetchone()
+                    claimed.append(_run_from_row(row))
+                    if len(claimed) >= limit:
+                        break
             return claimed
 
         result: list[RunRecord] = await self._write(claim)
