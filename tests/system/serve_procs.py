@@ -75,10 +75,14 @@ class Serve:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def ready(self) -> bool:
+        return "serve started" in self.output()
+
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
+        """SIGTERM once serve has started (its signal handlers are installed); returns the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
+            wait_for(lambda: self.ready() or self.proc.poll() is not None, 30, "serve started")  # type: ignore[union-attr]
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 

@@ -112,8 +112,11 @@ def test_bad_input_gives_one_line_and_changes_nothing(case: Case, prepared: Path
     db.write_bytes(prepared.read_bytes())
     url = f"sqlite:///{db}"
     if case.database == "newer":
-        with sqlite3.connect(db) as conn:
-            conn.execute("PRAGMA user_version = 999")
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA user_version = 999")
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
     elif case.database == "corrupt":
         db.write_bytes(b"this is not a database, just text that fills a page " * 100)
     elif case.database is not None:

@@ -1,0 +1,108 @@
+"""The ``durably-sched`` command line: ``main`` is the console script (a click group)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+import click
+
+from .. import __version__
+from ..store import DEFAULT_DATABASE_URL
+from ._base import EXIT_CODES_HELP, CliGroup, Settings
+from .admin import healthcheck, migrate
+from .runs import runs
+from .schedules import schedules
+from .serve import serve
+from .trigger import trigger
+
+__all__ = ["main"]
+
+
+@click.group(
+    "durably-sched",
+    cls=CliGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=f"""\b
+Examples:
+  durably-sched serve                                   # scheduler + worker on ./durably.db
+  durably-sched trigger process-image --input '{{"filename": "cat.ppm"}}' --wait
+  durably-sched runs list --status failed
+  durably-sched schedules next
+
+{EXIT_CODES_HELP}""",
+)
+@click.option(
+    "--database",
+    envvar="DURABLY_DATABASE_URL",
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    metavar="URL",
+    help="sqlite:///path.db or postgresql://user@host:5432/db (env DURABLY_DATABASE_URL).",
+)
+@click.option(
+    "--jobs",
+    envvar="DURABLY_JOBS",
+    default="jobs",
+    show_default=True,
+    metavar="MODULE",
+    help="Module or package (imported from the current directory) defining the jobs (env DURABLY_JOBS).",
+)
+@click.option(
+    "--schedules",
+    envvar="DURABLY_SCHEDULES",
+    default="schedules.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The schedules file (env DURABLY_SCHEDULES).",
+)
+@click.version_option(__version__, "--version", prog_name="durably-sched")
+@click.pass_context
+def main(ctx: click.Context, database: str, jobs: str, schedules: str) -> None:
+    """durably-sched: cron schedules as durable, checkpointed jobs that run exactly once per fire time."""
+    source = ctx.get_parameter_source("schedules")
+    ctx.obj = Settings(
+        database=database,
+        jobs=jobs,
+        schedules=schedules,
+        schedules_explicit=source not in (None, click.core.ParameterSource.DEFAULT),
+    )
+    if ctx.invoked_subcommand != "serve":
+        ctx.call_on_close(_plain_logging())
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (click's test runner swaps it)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def _plain_logging() -> Callable[[], None]:
+    """Commands other than serve: warnings and errors only, one line each, on stderr.
+
+    Returns the function that puts logging back as it was (run when the command ends).
+    """
+    root = logging.getLogger()
+    level = root.level
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+    return restore
+
+
+for command in (serve, migrate, healthcheck, trigger, runs, schedules):
+    main.add_command(command)

@@ -1,0 +1,189 @@
+"""Human output (aligned tables, local times) and the ``--json`` shapes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console, RenderableType
+from rich.table import Table
+
+from ..store.base import FireRecord, LogRecord, Progress, RunRecord, StepRecord
+
+PIPE_WIDTH = 240  # tables written to a pipe are not wrapped at 80 columns
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console on the current stdout/stderr: no markup (user data may contain brackets)."""
+    stream = sys.stderr if stderr else sys.stdout
+    interactive = stream.isatty()
+    return Console(
+        file=stream,
+        markup=False,
+        highlight=False,
+        emoji=False,
+        width=None if interactive else PIPE_WIDTH,
+        soft_wrap=not interactive,
+    )
+
+
+def table(*columns: str, wrap: Sequence[str] = (), show_header: bool = True) -> Table:
+    """An aligned table without borders; only the ``wrap`` columns may wrap, the others never do."""
+    grid = Table(box=None, pad_edge=False, header_style="bold", show_edge=False, show_header=show_header)
+    for name in columns:
+        grid.add_column(name, no_wrap=name not in wrap, overflow="fold")
+    return grid
+
+
+def print_table(grid: RenderableType) -> None:
+    """Print a table (or any renderable) on stdout; plain text without trailing padding for pipes."""
+    out = console()
+    if out.is_terminal:
+        out.print(grid)
+        return
+    with out.capture() as captured:
+        out.print(grid)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# --- times ----------------------------------------------------------------------------------------
+
+
+def local_time(value: datetime | None) -> str:
+    """``2026-11-21 05:30:02+01:00`` in this machine's time zone ("-" for none)."""
+    if value is None:
+        return "-"
+    return value.astimezone().isoformat(sep=" ", timespec="seconds")
+
+
+def zone_time(value: datetime) -> str:
+    """A fire time in its schedule's zone: ``2026-03-29 03:00:00+02:00``."""
+    return value.isoformat(sep=" ", timespec="seconds")
+
+
+def utc_json(value: datetime | None) -> str | None:
+    """``2026-11-21T04:30:02.123Z``: what every ``--json`` time looks like."""
+    if value is None:
+        return None
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def seconds_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.3f}s" if seconds < 1 else f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def run_duration(run: RunRecord) -> float | None:
+    if run.started_at is None:
+        return None
+    end = run.completed_at or datetime.now(UTC)
+    return max(0.0, (end - run.started_at).total_seconds())
+
+
+def compact(value: Any, limit: int = 60) -> str:
+    """A JSON value on one line, shortened to ``limit`` characters."""
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def progress_text(progress: Progress | None) -> str:
+    if progress is None:
+        return "-"
+    amount = f"{progress.current}/{progress.total}" if progress.total is not None else str(progress.current)
+    return f"{amount} {progress.message}" if progress.message else amount
+
+
+# --- JSON shapes ------------------------------------------------------------------------------------
+
+
+def progress_json(progress: Progress | None) -> dict[str, Any] | None:
+    if progress is None:
+        return None
+    return {"current": progress.current, "total": progress.total, "message": progress.message}
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "job_name": run.job_name,
+        "status": run.status,
+        "idempotency_key": run.idempotency_key,
+        "concurrency_key": run.concurrency_key,
+        "labels": dict(run.labels),
+        "schedule": run.labels.get("schedule"),
+        "input": run.input,
+        "output": run.output,
+        "error": run.error,
+        "failed_step_name": run.failed_step_name,
+        "progress": progress_json(run.progress),
+        "attempt": run.attempt,
+        "step_count": run.step_count,
+        "worker_id": run.worker_id,
+        "created_at": utc_json(run.created_at),
+        "started_at": utc_json(run.started_at),
+        "completed_at": utc_json(run.completed_at),
+        "updated_at": utc_json(run.updated_at),
+        "duration": run_duration(run),
+    }
+
+
+def step_json(step: StepRecord) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "index": step.index,
+        "started_at": utc_json(step.started_at),
+        "completed_at": utc_json(step.completed_at),
+        "duration": step.duration,
+        "output": json.loads(step.output_json),
+    }
+
+
+def log_json(entry: LogRecord) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "created_at": utc_json(entry.created_at),
+        "level": entry.level,
+        "step_name": entry.step_name,
+        "message": entry.message,
+        "data": entry.data,
+    }
+
+
+def fire_json(record: FireRecord, key: str, run_status: str | None) -> dict[str, Any]:
+    return {
+        "schedule": record.schedule,
+        "fire_time": utc_json(record.fire_time),
+        "idempotency_key": key,
+        "outcome": record.outcome,
+        "run_id": record.run_id,
+        "run_status": run_status,
+        "recorded_at": utc_json(record.recorded_at),
+    }
+
+
+def log_line(entry: LogRecord) -> str:
+    step = f" [{entry.step_name}]" if entry.step_name else ""
+    data = f" {compact(entry.data, 120)}" if entry.data else ""
+    return f"{local_time(entry.created_at)} {entry.level.upper():<7}{step} {entry.message}{data}"

@@ -1,0 +1,195 @@
+"""Following a run from the database: a live progress bar, its logs, Ctrl-C, a timeout.
+
+Everything comes from the stored run (``get_run`` every POLL_INTERVAL), so it works the same whether
+the run executes in a ``serve`` process elsewhere or in this process (``trigger --here``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from ..durably import Durably
+from ..store.base import RunRecord
+from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, one_line
+from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text
+
+POLL_INTERVAL = 0.15
+Reason = Literal["finished", "interrupted", "timeout"]
+
+
+class Interrupts:
+    """While installed, the first SIGINT/SIGTERM sets :attr:`event`; the next one exits at once.
+
+    ``on_second`` is written to stderr before that immediate exit (``os._exit(128 + signal)``).
+    Outside the main thread (no signal handlers possible) it does nothing.
+    """
+
+    def __init__(self, on_second: str, on_first: Callable[[int], None] | None = None) -> None:
+        self.event = asyncio.Event()
+        self.on_second = on_second
+        self.on_first = on_first
+        self.count = 0
+        self._installed: list[int] = []
+
+    def _handle(self, signum: int) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.event.set()
+            if self.on_first is not None:
+                self.on_first(signum)
+            return
+        with contextlib.suppress(OSError):
+            os.write(2, f"\n{self.on_second}\n".encode())
+        os._exit(128 + signum)
+
+    @contextlib.contextmanager
+    def installed(self, *signals: int) -> Iterator[Interrupts]:
+        loop = asyncio.get_running_loop()
+        for signum in signals or (signal.SIGINT,):
+            try:
+                loop.add_signal_handler(signum, self._handle, signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+                continue
+            self._installed.append(signum)
+        try:
+            yield self
+        finally:
+            for signum in self._installed:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+            self._installed.clear()
+
+
+@dataclass
+class Followed:
+    record: RunRecord
+    reason: Reason
+
+
+async def follow_run(
+    durably: Durably,
+    run_id: str,
+    *,
+    interrupted: asyncio.Event,
+    show: bool = True,
+    timeout: float | None = None,
+) -> Followed:
+    """Poll the run until it finishes, ``interrupted`` is set or ``timeout`` passes.
+
+    With ``show``, logs are printed to stderr as they are stored, above a live progress bar when
+    stderr is a terminal.
+    """
+    err = console(stderr=True)
+    live = show and err.is_terminal
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_log = 0
+    record = await durably.get_run(run_id)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        console=err,
+        transient=True,
+        disable=not live,
+    )
+    with progress:
+        task = progress.add_task(f"{record.job_name} {record.id[:8]}", total=None, status="", message="")
+        while True:
+            if show:
+                for entry in await durably.get_logs(run_id, after_id=last_log):
+                    last_log = entry.id
+                    if live:
+                        progress.console.print(log_line(entry))
+                    else:
+                        click.echo(log_line(entry), err=True)
+            p = record.progress
+            progress.update(
+                task,
+                completed=p.current if p else 0,
+                total=p.total if p else None,
+                status=record.status,
+                message=(p.message or "") if p else "",
+            )
+            if record.is_finished:
+                return Followed(record, "finished")
+            wait = POLL_INTERVAL
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), wait)
+            if interrupted.is_set():
+                return Followed(await durably.get_run(run_id), "interrupted")
+            record = await durably.get_run(run_id)
+            if deadline is not None and time.monotonic() >= deadline and not record.is_finished:
+                return Followed(record, "timeout")
+
+
+def report(
+    followed: Followed, *, json_mode: bool, here: bool = False, extra: dict[str, Any] | None = None
+) -> int:
+    """Print how a followed run ended and return the exit code.
+
+    completed: the output on stdout, exit 0. failed/cancelled: the error on stderr, exit 1.
+    Interrupted (130) and timed out (124): a line saying the run continues.
+    """
+    record = followed.record
+    if json_mode:
+        echo_json({**(extra or {}), **_result_json(record)})
+    if followed.reason == "finished":
+        took = seconds_text(run_duration(record))
+        if record.status == "completed":
+            if not json_mode:
+                echo_json(record.output)
+                click.echo(f"run {record.id} completed in {took}", err=True)
+            return EXIT_OK
+        if not json_mode:
+            if record.status == "cancelled":
+                click.echo(f"error: run {record.id} was cancelled", err=True)
+            else:
+                step = f" in step '{record.failed_step_name}'" if record.failed_step_name else ""
+                click.echo(f"error: run {record.id} failed{step}: {one_line(record.error)}", err=True)
+        return EXIT_FAILURE
+    run = f"run {record.id}"
+    if here:
+        continues = f"{run} was released and resumes when a worker picks it up (durably-sched serve)"
+    else:
+        continues = f"{run} continues ({record.status}); follow it with: durably-sched runs watch {record.id}"
+    if followed.reason == "timeout":
+        click.echo(f"error: timed out waiting; {continues}", err=True)
+        return EXIT_TIMEOUT
+    click.echo(f"stopped waiting; {continues}", err=True)
+    return EXIT_INTERRUPTED
+
+
+def _result_json(record: RunRecord) -> dict[str, Any]:
+    full = run_json(record)
+    return {
+        "id": record.id,
+        "job_name": record.job_name,
+        "status": record.status,
+        "output": record.output,
+        "error": record.error,
+        "failed_step_name": record.failed_step_name,
+        "duration": full["duration"],
+    }

@@ -1,0 +1,278 @@
+"""``durably-sched runs ...``: list, inspect, follow and act on runs."""
+
+from __future__ import annotations
+
+import signal
+from datetime import timedelta
+from typing import Any
+
+import click
+from rich.console import Group
+from rich.text import Text
+
+from .._durations import format_duration
+from ..durably import Durably
+from ..store.base import RUN_STATUSES, LogRecord, RunRecord
+from ._base import DURATION, SECONDS, CliGroup, open_durably, settings
+from ._loader import load_jobs
+from ._output import (
+    compact,
+    echo_json,
+    local_time,
+    log_json,
+    print_table,
+    progress_text,
+    run_duration,
+    run_json,
+    seconds_text,
+    step_json,
+    table,
+)
+from ._wait import Interrupts, follow_run, report
+
+STATUS_STYLE = {
+    "pending": "yellow",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+@click.group("runs", cls=CliGroup)
+def runs() -> None:
+    """List and inspect runs; retry, retrigger, cancel, delete and purge them.
+
+    \b
+    Examples:
+      durably-sched runs list --status failed
+      durably-sched runs show 0b6e0c1e-...
+      durably-sched runs retry 0b6e0c1e-...
+    """
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+@runs.command(
+    "list",
+    epilog="""\b
+Examples:
+  durably-sched runs list
+  durably-sched runs list --status failed --status cancelled --limit 100
+  durably-sched runs list --schedule nightly-report --json""",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(RUN_STATUSES),
+    help="Only runs with this status (repeatable).",
+)
+@click.option("--job", metavar="NAME", help="Only runs of this job.")
+@click.option("--schedule", metavar="NAME", help="Only runs fired by this schedule.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+async def list_runs(
+    statuses: tuple[str, ...], job: str | None, schedule: str | None, limit: int, json_mode: bool
+) -> None:
+    """List runs, newest first."""
+    async with open_durably(settings().database) as durably:
+        found = await durably.get_runs(list(statuses) or None, job, schedule=schedule, limit=limit)  # type: ignore[arg-type]
+    if json_mode:
+        echo_json([run_json(run) for run in found])
+        return
+    if not found:
+        click.echo("no runs", err=True)
+        return
+    grid = table("ID", "JOB", "STATUS", "PROGRESS", "CREATED", "DURATION", "KEY", wrap=("KEY",))
+    for run in found:
+        grid.add_row(
+            run.id,
+            run.job_name,
+            _status(run.status),
+            progress_text(run.progress),
+            local_time(run.created_at),
+            seconds_text(run_duration(run)),
+            run.idempotency_key or "-",
+        )
+    print_table(grid)
+
+
+async def _all_logs(durably: Durably, run_id: str) -> list[LogRecord]:
+    logs: list[LogRecord] = []
+    while True:
+        page = await durably.get_logs(run_id, after_id=logs[-1].id if logs else 0, limit=1000)
+        logs.extend(page)
+        if len(page) < 1000:
+            return logs
+
+
+@runs.command(
+    "show",
+    epilog="""\b
+Examples:
+  durably-sched runs show 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11
+  durably-sched runs show 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11 --json | jq .steps""",
+)
+@click.argument("run_id")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON object.")
+async def show(run_id: str, json_mode: bool) -> None:
+    """Show a run: status, input, steps with durations, progress, output or error, logs."""
+    async with open_durably(settings().database) as durably:
+        run = await durably.get_run(run_id)
+        steps = await durably.get_steps(run_id)
+        logs = await _all_logs(durably, run_id)
+    if json_mode:
+        echo_json(
+            {**run_json(run), "steps": [step_json(s) for s in steps], "logs": [log_json(e) for e in logs]}
+        )
+        return
+    facts = table("", "", show_header=False, wrap=("",))
+    facts.columns[0].style = "bold"
+    rows: list[tuple[str, Any]] = [
+        ("run", run.id),
+        ("job", run.job_name),
+        ("status", _status(run.status)),
+        ("created", local_time(run.created_at)),
+        ("started", local_time(run.started_at)),
+        ("finished", local_time(run.completed_at)),
+        ("duration", seconds_text(run_duration(run))),
+        ("attempt", str(run.attempt)),
+    ]
+    if run.worker_id and run.status == "running":
+        rows.append(("worker", run.worker_id))
+    if run.idempotency_key:
+        rows.append(("idempotency key", run.idempotency_key))
+    if run.concurrency_key:
+        rows.append(("concurrency key", run.concurrency_key))
+    if run.labels:
+        rows.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(run.labels.items()))))
+    rows.append(("input", compact(run.input, 200)))
+    rows.append(("progress", progress_text(run.progress)))
+    if run.status == "completed":
+        rows.append(("output", compact(run.output, 500)))
+    if run.error:
+        step = f" (step '{run.failed_step_name}')" if run.failed_step_name else ""
+        rows.append(("error", Text(run.error + step, style="red")))
+    for name, value in rows:
+        facts.add_row(name, value)
+    parts: list[Any] = [facts]
+    if steps:
+        grid = table("#", "STEP", "STARTED", "DURATION", "OUTPUT", wrap=("OUTPUT",))
+        for record in steps:
+            grid.add_row(
+                str(record.index),
+                record.name,
+                local_time(record.started_at),
+                seconds_text(record.duration),
+                compact(step_json(record)["output"], 80),
+            )
+        parts += [Text(""), Text("steps", style="bold"), grid]
+    if logs:
+        grid = table("TIME", "LEVEL", "STEP", "MESSAGE", wrap=("MESSAGE",))
+        for entry in logs:
+            message = entry.message + (f" {compact(entry.data, 120)}" if entry.data else "")
+            grid.add_row(local_time(entry.created_at), entry.level, entry.step_name or "-", message)
+        parts += [Text(""), Text("logs", style="bold"), grid]
+    print_table(Group(*parts))
+
+
+@runs.command(
+    "watch",
+    epilog="""\b
+Example:
+  durably-sched runs watch 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11
+
+\b
+Exit 0 when the run completes (its output is printed), 1 when it fails or is
+cancelled, 124 on --timeout, 130 on Ctrl-C (the run continues).""",
+)
+@click.argument("run_id")
+@click.option("--timeout", type=SECONDS, metavar="SECONDS", help="Give up after this long (exit 124).")
+@click.option("--json", "json_mode", is_flag=True, help="No progress bar; one JSON object at the end.")
+async def watch(run_id: str, timeout: float | None, json_mode: bool) -> int:
+    """Follow a run live (progress bar and logs) until it ends."""
+    async with open_durably(settings().database) as durably:
+        interrupts = Interrupts(on_second="exiting")
+        with interrupts.installed(signal.SIGINT, signal.SIGTERM):
+            followed = await follow_run(
+                durably, run_id, interrupted=interrupts.event, show=not json_mode, timeout=timeout
+            )
+    return report(followed, json_mode=json_mode)
+
+
+def _done(run: RunRecord) -> str:
+    return f"{run.step_count} step{'s' if run.step_count != 1 else ''} done"
+
+
+@runs.command("retry", epilog="\b\nExample:\n  durably-sched runs retry 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11")
+@click.argument("run_id")
+async def retry(run_id: str) -> None:
+    """Put a failed or cancelled run back to pending; it resumes after its last completed step."""
+    async with open_durably(settings().database) as durably:
+        run = await durably.retry(run_id)
+    click.echo(f"run {run.id} is pending again ({_done(run)}; it resumes after the last one)")
+
+
+@runs.command(
+    "retrigger", epilog="\b\nExample:\n  durably-sched runs retrigger 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11"
+)
+@click.argument("run_id")
+async def retrigger(run_id: str) -> None:
+    """Start a new run of the same job with the same input, concurrency key and labels."""
+    jobs = load_jobs(settings().jobs)
+    async with open_durably(settings().database, jobs) as durably:
+        run = await durably.retrigger(run_id)
+    click.echo(f"run {run.id} created ({run.job_name}, retrigger of {run_id})")
+
+
+@runs.command(
+    "cancel", epilog="\b\nExample:\n  durably-sched runs cancel 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11"
+)
+@click.argument("run_id")
+async def cancel(run_id: str) -> None:
+    """Cancel a pending run, or stop a running one after its current step."""
+    async with open_durably(settings().database) as durably:
+        before = await durably.get_run(run_id)
+        if before.status == "cancelled":
+            click.echo(f"run {run_id} was already cancelled")
+            return
+        run = await durably.cancel(run_id)
+    note = " (it stops after its current step)" if before.status == "running" else ""
+    click.echo(f"run {run.id} cancelled{note}")
+
+
+@runs.command(
+    "delete", epilog="\b\nExample:\n  durably-sched runs delete 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11"
+)
+@click.argument("run_id")
+async def delete(run_id: str) -> None:
+    """Delete a run that is not running, with its steps and logs."""
+    async with open_durably(settings().database) as durably:
+        await durably.delete_run(run_id)
+    click.echo(f"run {run_id} deleted")
+
+
+@runs.command(
+    "purge",
+    epilog="""\b
+Examples:
+  durably-sched runs purge --older-than 30d
+  durably-sched runs purge --older-than 12h""",
+)
+@click.option(
+    "--older-than",
+    type=DURATION,
+    required=True,
+    metavar="DURATION",
+    help="Finished more than this long ago (30d, 12h, 90m).",
+)
+async def purge(older_than: timedelta) -> None:
+    """Delete finished runs (completed, failed, cancelled) that ended more than a while ago."""
+    async with open_durably(settings().database) as durably:
+        count = await durably.purge_runs(older_than)
+    click.echo(
+        f"purged {count} run{'s' if count != 1 else ''} finished more than {format_duration(older_than)} ago"
+    )

@@ -1,0 +1,387 @@
+"""``durably-sched schedules ...``: validate the file, show fire times and history, backfill."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from .._durations import format_duration
+from ..errors import ConfigError, StoreError
+from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
+from ..schedule.cron import fire_key, fire_times, next_fire_time
+from ..schedule.scheduler import make_fire
+from ..store.base import FireRecord, FireResult
+from ._base import TIME, CliError, CliGroup, in_zone, open_durably, settings, sqlite_path
+from ._loader import job_inputs, load_jobs
+from ._output import console, echo_json, local_time, print_table, table, utc_json, zone_time
+from .trigger import find_schedule
+
+BACKFILL_LIMIT = 10_000
+BACKFILL_BATCH = 200
+BACKFILL_ROWS_SHOWN = 200
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _load(with_jobs: bool) -> SchedulesConfig:
+    s = settings()
+    inputs = job_inputs(load_jobs(s.jobs)) if with_jobs else None
+    return load_schedules(s.schedules, inputs)
+
+
+@click.group("schedules", cls=CliGroup)
+def schedules() -> None:
+    """Check schedules.yaml, see upcoming fire times and history, backfill past fire times.
+
+    \b
+    Fire times are shown in each schedule's own time zone (with its UTC offset); naive
+    times given to --after/--at/--from/--to are read in the schedule's time zone too.
+
+    \b
+    Examples:
+      durably-sched schedules validate
+      durably-sched schedules next nightly-report --count 3
+    """
+
+
+@schedules.command(
+    "validate",
+    epilog="""\b
+Examples:
+  durably-sched schedules validate
+  durably-sched --jobs myapp.jobs schedules validate deploy/schedules.yaml
+
+\b
+Prints "ok: N schedules" and exits 0, or prints the first problem as
+FILE:LINE: message and exits 2. Never touches the database.""",
+)
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def validate(file: str | None) -> None:
+    """Check a schedules file (default: --schedules) against the registered jobs."""
+    s = settings()
+    path = file or s.schedules
+    jobs = load_jobs(s.jobs)
+    config = load_schedules(path, job_inputs(jobs))
+    click.echo(f"ok: {_plural(len(config.schedules), 'schedule')} in {path}")
+
+
+async def _last_records() -> tuple[dict[str, FireRecord], str | None]:
+    """The newest fire record per schedule, without ever creating a database."""
+    url = settings().database
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        return {}, None
+    try:
+        async with open_durably(url) as durably:
+            return await durably.store.last_fire_records(), None
+    except StoreError as exc:
+        return {}, str(exc)
+
+
+def _next(entry: ScheduleEntry, now: datetime) -> datetime | None:
+    try:
+        return next_fire_time(entry.cron, entry.timezone, now)
+    except ValueError:
+        return None
+
+
+@schedules.command(
+    "list",
+    epilog="""\b
+Examples:
+  durably-sched schedules list
+  durably-sched --schedules deploy/schedules.yaml schedules list --json""",
+)
+@click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+async def list_schedules(json_mode: bool) -> None:
+    """Every schedule: job, cron, time zone, next fire time and the last recorded outcome."""
+    config = _load(with_jobs=False)
+    last, problem = await _last_records()
+    if problem is not None:
+        click.echo(f"warning: last outcomes unavailable: {problem}", err=True)
+    now = datetime.now(UTC)
+    if json_mode:
+        items = []
+        for entry in config.schedules.values():
+            upcoming = _next(entry, now)
+            record = last.get(entry.name)
+            items.append(
+                {
+                    "name": entry.name,
+                    "job": entry.job,
+                    "cron": entry.cron.expression,
+                    "timezone": entry.timezone.key,
+                    "enabled": entry.enabled,
+                    "overlap": entry.overlap,
+                    "catchup": entry.catchup,
+                    "jitter": format_duration(entry.jitter),
+                    "next_fire_time": upcoming.isoformat() if upcoming else None,
+                    "last_fire_time": utc_json(record.fire_time) if record else None,
+                    "last_outcome": record.outcome if record else None,
+                    "last_run_id": record.run_id if record else None,
+                }
+            )
+        echo_json(items)
+        return
+    if not config.schedules:
+        click.echo(f"no schedules in {config.path}", err=True)
+        return
+    grid = table("NAME", "JOB", "CRON", "TIMEZONE", "NEXT FIRE TIME", "LAST OUTCOME", wrap=("LAST OUTCOME",))
+    for entry in config.schedules.values():
+        upcoming = _next(entry, now)
+        record = last.get(entry.name)
+        last_text = "-"
+        if record is not None:
+            last_text = f"{record.outcome} {local_time(record.fire_time)}"
+            if record.run_id:
+                last_text += f" (run {record.run_id})"
+        grid.add_row(
+            entry.name,
+            entry.job,
+            entry.cron.expression,
+            entry.timezone.key,
+            ("disabled" if not entry.enabled else zone_time(upcoming) if upcoming else "never"),
+            last_text,
+        )
+    print_table(grid)
+
+
+@schedules.command(
+    "next",
+    epilog="""\b
+Examples:
+  durably-sched schedules next
+  durably-sched schedules next nightly-report --count 10
+  durably-sched schedules next nightly-report --after 2026-10-24T12:00 --count 3 --json
+
+\b
+The DST policy applies: a wall time skipped by a spring-forward gap fires once, right
+after the gap; a repeated wall time fires once for fixed hours ("30 2 * * *") and at
+both occurrences for hourly-style fields ("*/15 * * * *").""",
+)
+@click.argument("name", required=False)
+@click.option("--count", type=click.IntRange(1, 100_000), default=5, show_default=True)
+@click.option("--after", type=TIME, help="Fire times after this time (exclusive; default now).")
+@click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+def next_times(name: str | None, count: int, after: datetime | None, json_mode: bool) -> None:
+    """The next fire times of a schedule (all schedules when NAME is omitted), with their keys."""
+    config = _load(with_jobs=False)
+    entries = (
+        [find_schedule(config.schedules, name, config.path)] if name else list(config.schedules.values())
+    )
+    rows: list[tuple[ScheduleEntry, datetime]] = []
+    for entry in entries:
+        start = in_zone(after, entry.timezone) if after is not None else datetime.now(UTC)
+        rows.extend(
+            (entry, t) for t in itertools.islice(fire_times(entry.cron, entry.timezone, start), count)
+        )
+    if json_mode:
+        echo_json(
+            [
+                {"schedule": e.name, "fire_time": t.isoformat(), "idempotency_key": fire_key(e.name, t)}
+                for e, t in rows
+            ]
+        )
+        return
+    if not rows:
+        click.echo("no fire times", err=True)
+        return
+    grid = table("SCHEDULE", "FIRE TIME", "IDEMPOTENCY KEY")
+    for entry, t in rows:
+        grid.add_row(entry.name, zone_time(t), fire_key(entry.name, t))
+    print_table(grid)
+
+
+@schedules.command(
+    "history",
+    epilog="""\b
+Examples:
+  durably-sched schedules history nightly-report
+  durably-sched schedules history thumbnails --limit 100 --json""",
+)
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+async def history(name: str, limit: int, json_mode: bool) -> None:
+    """Recorded fire times of a schedule, newest first: outcome and run."""
+    try:
+        config: SchedulesConfig | None = _load(with_jobs=False)
+    except ConfigError:
+        config = None  # history outlives the file: a removed schedule still has records
+    entry = config.schedules.get(name) if config is not None else None
+    async with open_durably(settings().database) as durably:
+        records = await durably.store.list_fire_records(name, limit=limit)
+        statuses = await durably.store.get_run_statuses([r.run_id for r in records if r.run_id])
+    if not records and entry is None:
+        where = f" in {config.path}" if config is not None else ""
+        raise CliError(f"unknown schedule '{name}': not defined{where} and no fire times recorded")
+    if json_mode:
+        echo_json(
+            [
+                {
+                    "schedule": r.schedule,
+                    "fire_time": _shown(r.fire_time, entry).isoformat(),
+                    "idempotency_key": fire_key(r.schedule, r.fire_time),
+                    "outcome": r.outcome,
+                    "run_id": r.run_id,
+                    "run_status": statuses.get(r.run_id) if r.run_id else None,
+                    "recorded_at": utc_json(r.recorded_at),
+                }
+                for r in records
+            ]
+        )
+        return
+    if not records:
+        click.echo(f"no fire times recorded for schedule '{name}' yet", err=True)
+        return
+    grid = table("FIRE TIME", "OUTCOME", "RUN", "STATUS", "RECORDED")
+    for r in records:
+        status = statuses.get(r.run_id, "purged") if r.run_id else "-"
+        grid.add_row(
+            zone_time(_shown(r.fire_time, entry)),
+            r.outcome,
+            r.run_id or "-",
+            status,
+            local_time(r.recorded_at),
+        )
+    print_table(grid)
+
+
+def _shown(t: datetime, entry: ScheduleEntry | None) -> datetime:
+    return t.astimezone(entry.timezone) if entry is not None else t.astimezone()
+
+
+@schedules.command(
+    "backfill",
+    epilog=f"""\b
+Examples:
+  durably-sched schedules backfill nightly-report --from 2026-05-01 --to 2026-05-07T23:59 --dry-run
+  durably-sched schedules backfill nightly-report --from 2026-05-01 --to 2026-05-07T23:59
+
+\b
+Every fire time in [--from, --to] is handled exactly like the scheduler would handle it,
+with the same key (schedule:<name>:<UTC fire time>): a fire time that already has a
+record (fired, skipped, missed) is left alone, so running a backfill twice, or while
+the scheduler runs, never makes a second run. The schedule's overlap policy applies
+(with overlap: skip, slots that come while a run of the schedule is active are recorded
+as skipped). The scheduler's cursor does not move. More than {BACKFILL_LIMIT:,} fire times,
+or a --to in the future, need --force.""",
+)
+@click.argument("name")
+@click.option("--from", "start", type=TIME, required=True, help="First time of the range (inclusive).")
+@click.option("--to", "end", type=TIME, required=True, help="Last time of the range (inclusive).")
+@click.option("--dry-run", is_flag=True, help="List the fire times and keys; write nothing.")
+@click.option(
+    "--force", is_flag=True, help=f"Allow more than {BACKFILL_LIMIT:,} fire times or a future --to."
+)
+@click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+async def backfill(
+    name: str, start: datetime, end: datetime, dry_run: bool, force: bool, json_mode: bool
+) -> None:
+    """Trigger every fire time of a schedule in a past range (runs missed while nothing ran)."""
+    s = settings()
+    jobs = load_jobs(s.jobs)
+    config = load_schedules(s.schedules, job_inputs(jobs))
+    entry = find_schedule(config.schedules, name, config.path)
+    zone = entry.timezone
+    first, last = in_zone(start, zone), in_zone(end, zone)
+    if last < first:
+        raise CliError(
+            f"--to {zone_time(last.astimezone(zone))} is before --from {zone_time(first.astimezone(zone))}"
+        )
+    if last > datetime.now(UTC) and not force:
+        raise CliError(
+            f"--to {zone_time(last.astimezone(zone))} is in the future; backfill past fire times (the "
+            "scheduler fires the rest), or pass --force"
+        )
+    found = fire_times(entry.cron, zone, first - timedelta(seconds=1), last)
+    times = [t for t in itertools.islice(found, None if force else BACKFILL_LIMIT + 1) if t >= first]
+    if len(times) > BACKFILL_LIMIT and not force:
+        raise CliError(
+            f"more than {BACKFILL_LIMIT:,} fire times of schedule '{name}' between {zone_time(first)} and "
+            f"{zone_time(last)}; narrow the range or pass --force"
+        )
+    if dry_run:
+        _show_plan(entry, times, json_mode)
+        return
+    results: list[FireResult] = []
+    async with open_durably(s.database, jobs) as durably:
+        err = console(stderr=True)
+        with Progress(
+            TextColumn(f"backfill {name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal or len(times) < 2 or json_mode,
+        ) as bar:
+            task = bar.add_task("", total=len(times))
+            for batch in _batches(times):
+                done = await asyncio.gather(
+                    *(durably.fire(make_fire(entry, t, advance_cursor=False)) for t in batch)
+                )
+                results.extend(done)
+                bar.advance(task, len(batch))
+    _show_results(entry, times, results, json_mode)
+
+
+def _batches(items: list[datetime]) -> list[list[datetime]]:
+    return [items[i : i + BACKFILL_BATCH] for i in range(0, len(items), BACKFILL_BATCH)]
+
+
+def _show_plan(entry: ScheduleEntry, times: list[datetime], json_mode: bool) -> None:
+    if json_mode:
+        echo_json(
+            [
+                {
+                    "schedule": entry.name,
+                    "fire_time": t.isoformat(),
+                    "idempotency_key": fire_key(entry.name, t),
+                }
+                for t in times
+            ]
+        )
+        return
+    grid = table("FIRE TIME", "IDEMPOTENCY KEY")
+    for t in times:
+        grid.add_row(zone_time(t), fire_key(entry.name, t))
+    if times:
+        print_table(grid)
+    click.echo(
+        f"dry run: {_plural(len(times), 'fire time')} of schedule '{entry.name}'; nothing written", err=True
+    )
+
+
+def _show_results(
+    entry: ScheduleEntry, times: list[datetime], results: list[FireResult], json_mode: bool
+) -> None:
+    rows: list[dict[str, Any]] = [
+        {
+            "schedule": entry.name,
+            "fire_time": t.isoformat(),
+            "idempotency_key": fire_key(entry.name, t),
+            "outcome": r.outcome,
+            "run_id": r.run.id if r.run else None,
+        }
+        for t, r in zip(times, results, strict=True)
+    ]
+    if json_mode:
+        echo_json(rows)
+        return
+    if 0 < len(rows) <= BACKFILL_ROWS_SHOWN:
+        grid = table("FIRE TIME", "OUTCOME", "RUN")
+        for t, row in zip(times, rows, strict=True):
+            grid.add_row(zone_time(t), row["outcome"], row["run_id"] or "-")
+        print_table(grid)
+    counts = Counter(row["outcome"] for row in rows)
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing to do"
+    click.echo(f"backfill {entry.name}: {_plural(len(rows), 'fire time')}: {summary}")
