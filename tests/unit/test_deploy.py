@@ -1003,11 +1003,18 @@ def test_k8s_migrates_before_serving() -> None:
     assert init == ["migrate"] or jobs, "run migrate in an init container or a Job"
 
 
-def test_k8s_schedules_come_from_the_configmap() -> None:
+def test_k8s_schedules_come_from_the_configmap(monkeypatch: pytest.MonkeyPatch) -> None:
     serve = k8s_serve_container()
     configmap = k8s_one("ConfigMap")
-    schedules = yaml.safe_load(configmap["data"]["schedules.yaml"])
-    assert isinstance(schedules, dict) and schedules, "the ConfigMap's schedules.yaml should be a mapping"
+    # The ConfigMap's schedules.yaml is a valid file for the example jobs the image ships.
+    from durably_sched.cli._loader import job_inputs, load_jobs
+    from durably_sched.schedule.config import parse_schedules
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    inputs = job_inputs(load_jobs("jobs"))
+    config = parse_schedules(configmap["data"]["schedules.yaml"], "configmap.yaml", job_inputs=inputs)
+    assert config.schedules, "the ConfigMap should carry at least one schedule"
 
     volumes = {v["name"]: v for v in k8s_pod_spec()["volumes"]}
     mounts = [
