@@ -119,7 +119,10 @@ class Worker:
                         )
                     else:
                         claimed = await durably.store.claim(
-                            self.worker_id, durably.job_names, free, self.stale_threshold,
+                            self.worker_id,
+                            durably.job_names,
+                            free,
+                            self.stale_threshold,
                             run_ids=sorted(self.only_run_ids),
                         )
                     self.last_claim_at = time.monotonic()

@@ -32,12 +32,15 @@ class ExactlyOnceReport:
         if self.missing:
             lines.append(f"missing runs for: {times(self.missing)}")
         if self.doubled:
-            lines.append("doubled: " + ", ".join(f"{t:%H:%M:%SZ}×{n}" for t, n in sorted(self.doubled.items())))
+            lines.append(
+                "doubled: " + ", ".join(f"{t:%H:%M:%SZ} x{n}" for t, n in sorted(self.doubled.items()))
+            )
         if self.unexpected:
             lines.append(f"runs for fire times outside the range: {times(self.unexpected)}")
         if self.not_completed:
             lines.append(
-                "not completed: " + ", ".join(f"{rid[:8]}={st}" for rid, st in list(self.not_completed.items())[:20])
+                "not completed: "
+                + ", ".join(f"{rid[:8]}={st}" for rid, st in list(self.not_completed.items())[:20])
             )
         return "; ".join(lines)
 

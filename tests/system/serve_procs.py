@@ -31,7 +31,9 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "con
 class Serve:
     """One `durably-sched serve` subprocess with its log file."""
 
-    def __init__(self, database: str, schedules: Path, workdir: Path, *extra: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, database: str, schedules: Path, workdir: Path, *extra: str, env: dict[str, str]
+    ) -> None:
         self.database = database
         self.schedules = schedules
         self.workdir = workdir
@@ -46,9 +48,17 @@ class Serve:
         self.log_path = log
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "durably_sched.cli",
-                "--database", self.database, "--jobs", "chaos_jobs", "--schedules", str(self.schedules),
-                "serve", *self.extra,
+                sys.executable,
+                "-m",
+                "durably_sched.cli",
+                "--database",
+                self.database,
+                "--jobs",
+                "chaos_jobs",
+                "--schedules",
+                str(self.schedules),
+                "serve",
+                *self.extra,
             ],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,

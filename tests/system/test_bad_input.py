@@ -52,8 +52,9 @@ CASES = [
     _schedules_case("yaml syntax", "schedules:\n  ok:\n    cron: [unclosed\n", "schedules.yaml:"),
     _schedules_case(
         "duplicate schedule",
-        GOOD + "  ok:\n    cron: \"* * * * *\"\n    job: chain\n    input: {steps: 1}\n",
-        "schedules.yaml:7", "ok",
+        GOOD + '  ok:\n    cron: "* * * * *"\n    job: chain\n    input: {steps: 1}\n',
+        "schedules.yaml:7",
+        "ok",
     ),
     _schedules_case("unknown key", GOOD + "    colour: blue\n", "schedules.yaml:7", "colour"),
     _schedules_case("61 minutes", GOOD.replace("*/5 * * * *", "61 * * * *"), "schedules.yaml:4", "cron"),
@@ -66,15 +67,21 @@ CASES = [
     _schedules_case(
         "input fails the model",
         GOOD.replace("job: chain", "job: typed").replace("input: {steps: 1}", "input: {count: many}"),
-        "schedules.yaml:6", "count",
+        "schedules.yaml:6",
+        "count",
     ),
     Case("trigger input not JSON", ["trigger", "chain", "--input", "{steps: 1"], ["--input", "JSON"]),
     Case("trigger input fails the model", ["trigger", "typed", "--input", '{"count": "x"}'], ["count"]),
     Case("trigger unknown job", ["trigger", "nope", "--input", "{}"], ["nope"]),
     Case("unknown run id", ["runs", "show", "no-such-run"], ["no-such-run"]),
     Case("retry unknown run", ["runs", "retry", "no-such-run"], ["no-such-run"]),
-    Case("database path not writable", ["migrate"], ["/proc/durably"], database="sqlite:////proc/durably/x.db",
-         exit_code=-1),
+    Case(
+        "database path not writable",
+        ["migrate"],
+        ["/proc/durably"],
+        database="sqlite:////proc/durably/x.db",
+        exit_code=-1,
+    ),
     Case("newer schema", ["runs", "list"], ["newer"], database="newer", exit_code=-1),
     Case("corrupt database", ["runs", "list"], ["corrupt"], database="corrupt", exit_code=-1),
 ]
@@ -96,7 +103,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = folder / "base.db"
 
     async def build() -> None:
-        async with create_durably(f"sqlite:///{db}", polling_interval=0.05).register([chain_job, tick_job]) as d:
+        async with create_durably(f"sqlite:///{db}", polling_interval=0.05).register(
+            [chain_job, tick_job]
+        ) as d:
             os.environ.setdefault("CHAOS_EFFECTS", str(folder / "effects.log"))
             await d.jobs.chain.trigger_and_wait({"steps": 1, "step_seconds": 0}, timeout=10)
 
@@ -125,8 +134,18 @@ def test_bad_input_gives_one_line_and_changes_nothing(case: Case, prepared: Path
     schedules.write_text(case.schedules if case.schedules is not None else GOOD)
     before = _digest(db)
     proc = subprocess.run(
-        [sys.executable, "-m", "durably_sched.cli", "--database", url, "--jobs", "chaos_jobs",
-         "--schedules", str(schedules), *case.args],
+        [
+            sys.executable,
+            "-m",
+            "durably_sched.cli",
+            "--database",
+            url,
+            "--jobs",
+            "chaos_jobs",
+            "--schedules",
+            str(schedules),
+            *case.args,
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,

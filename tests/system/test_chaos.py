@@ -27,7 +27,16 @@ from .serve_procs import Serve, wait_for
 
 pytestmark = pytest.mark.system
 SOAK_SECONDS = float(os.environ.get("DURABLY_SOAK_SECONDS", "0"))
-FAST = ["--polling-interval", "0.1", "--heartbeat-interval", "0.3", "--stale-threshold", "2", "--stop-grace", "2"]
+FAST = [
+    "--polling-interval",
+    "0.1",
+    "--heartbeat-interval",
+    "0.3",
+    "--stale-threshold",
+    "2",
+    "--stop-grace",
+    "2",
+]
 
 
 def run_async(coro: Any) -> Any:
@@ -81,7 +90,9 @@ def test_exactly_once_under_churn(database: str, tmp_path: Path) -> None:
     start = datetime.now(UTC).replace(microsecond=0)
     run_async(_prepare(database, "every-second", start))
     env = {"CHAOS_EFFECTS": str(effects)}
-    procs = [Serve(database, schedules, tmp_path, "--concurrency", "4", *FAST, env=env).start() for _ in range(3)]
+    procs = [
+        Serve(database, schedules, tmp_path, "--concurrency", "4", *FAST, env=env).start() for _ in range(3)
+    ]
     rng = random.Random(7)
     churn = SOAK_SECONDS or 24.0
     outage_at, outage_for = churn / 2, 4.0
@@ -108,7 +119,10 @@ def test_exactly_once_under_churn(database: str, tmp_path: Path) -> None:
         def drained() -> list[RunRecord] | None:
             runs = run_async(_all_runs(database))
             report = check_exactly_once(
-                [r for r in runs if _fire_time(r) <= last], "every-second", start + timedelta(seconds=1), last,
+                [r for r in runs if _fire_time(r) <= last],
+                "every-second",
+                start + timedelta(seconds=1),
+                last,
                 timedelta(seconds=1),
             )
             return runs if report.ok else None
@@ -118,7 +132,10 @@ def test_exactly_once_under_churn(database: str, tmp_path: Path) -> None:
         except AssertionError:
             runs = run_async(_all_runs(database))
             report = check_exactly_once(
-                [r for r in runs if _fire_time(r) <= last], "every-second", start + timedelta(seconds=1), last,
+                [r for r in runs if _fire_time(r) <= last],
+                "every-second",
+                start + timedelta(seconds=1),
+                last,
                 timedelta(seconds=1),
             )
             raise AssertionError(f"exactly-once violated after {kills} kills: {report}") from None
@@ -167,8 +184,10 @@ def test_kill_9_during_step_k_resumes_without_repeating_completed_steps(tmp_path
     run_id = run_async(_trigger_chain(database, 5, 0.4))
     first = Serve(database, schedules, tmp_path, *FAST, env=env).start()
     try:
-        wait_for(lambda: any(line.endswith(f"{run_id} step-{k} start") for line in effects_of(effects)),
-                 what=f"step {k} started")
+        wait_for(
+            lambda: any(line.endswith(f"{run_id} step-{k} start") for line in effects_of(effects)),
+            what=f"step {k} started",
+        )
         first.kill9()
     finally:
         first.kill9()
@@ -198,8 +217,10 @@ def test_a_stalled_worker_writes_nothing_after_its_lease_is_taken(tmp_path: Path
     stalled = Serve(database, schedules, tmp_path, *FAST, env=env).start()
     rescuer: Serve | None = None
     try:
-        wait_for(lambda: any(line.endswith(f"{run_id} step-1 start") for line in effects_of(effects)),
-                 what="step 1 started")
+        wait_for(
+            lambda: any(line.endswith(f"{run_id} step-1 start") for line in effects_of(effects)),
+            what="step 1 started",
+        )
         stalled.signal(signal.SIGSTOP)
         rescuer = Serve(database, schedules, tmp_path, *FAST, env=env).start()
         record, steps, logs = run_async(_final(database, run_id))
@@ -208,7 +229,10 @@ def test_a_stalled_worker_writes_nothing_after_its_lease_is_taken(tmp_path: Path
         stalled.signal(signal.SIGCONT)
         # The stalled process finishes its step (its side effect happens) and then must write nothing.
         wait_for(
-            lambda: sum(line.startswith(f"{stalled.pid} {run_id} step-1 done") for line in effects_of(effects)) == 1,
+            lambda: (
+                sum(line.startswith(f"{stalled.pid} {run_id} step-1 done") for line in effects_of(effects))
+                == 1
+            ),
             what="the stalled worker resumed",
         )
         time.sleep(1.0)  # give a wrong write every chance to land before checking

@@ -43,7 +43,11 @@ def test_serve_survives_terminated_connections(postgres_schema_url: str, tmp_pat
     schedules = tmp_path / "schedules.yaml"
     schedules.write_text("schedules: {}\n")
     serve = Serve(
-        postgres_schema_url, schedules, tmp_path, "--polling-interval", "0.2",
+        postgres_schema_url,
+        schedules,
+        tmp_path,
+        "--polling-interval",
+        "0.2",
         env={"CHAOS_EFFECTS": str(tmp_path / "fx")},
     ).start()
     try:

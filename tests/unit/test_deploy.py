@@ -108,6 +108,7 @@ def resolve_cli(argv: list[str] | tuple[str, ...], env: Mapping[str, str] | None
 def declared_envvars() -> set[str]:
     """Every environment variable a parameter of the CLI (any command) reads."""
     import click
+
     from durably_sched.cli import main
 
     found: set[str] = set()
