@@ -1,0 +1,270 @@
+"""Run the benchmark suite and write bench/results.json, bench/RESULTS.md and bench/results.png.
+
+    python -m bench.run --quick      # about 3 minutes
+    python -m bench.run              # the full suite, about 15 minutes
+
+Every measurement runs in a fresh child process (see bench/_util.py:run_child); durably-sched and
+DBOS alternate, repetition by repetition, so slow drift in machine load hits both sides alike.
+Figures are medians over the repetitions. See bench/README.md for what each benchmark does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import report
+from ._util import machine_info, run_child
+
+HERE = Path(__file__).resolve().parent
+
+SIZES = {
+    "quick": {
+        "durably": ["--steps", "2000", "--parallel-steps", "100", "--runs", "1000", "--latency", "300"],
+        "dbos": ["--steps", "500", "--parallel-steps", "10", "--runs", "300", "--latency", "100"],
+        "reps_core": 3,
+        "reps_other": 1,
+        "punctuality": ["--period", "60", "--duration", "20"],
+        "claim": ["--repeats", "100"],
+        "idle": ["--warmup", "5", "--window", "20"],
+        "postgres": ["--runs", "2000", "--rounds", "1", "--latency", "50"],
+    },
+    "full": {
+        "durably": ["--steps", "5000", "--parallel-steps", "200", "--runs", "3000", "--latency", "1000"],
+        "dbos": ["--steps", "1000", "--parallel-steps", "20", "--runs", "500", "--latency", "300"],
+        "reps_core": 5,
+        "reps_other": 3,
+        "punctuality": ["--period", "60", "--duration", "70"],
+        "claim": ["--repeats", "300"],
+        "idle": ["--warmup", "10", "--window", "60"],
+        "postgres": ["--runs", "5000", "--rounds", "3", "--latency", "200"],
+    },
+}
+BENCHMARKS = ("core", "punctuality", "claim", "idle", "postgres")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def run_core(cfg: dict[str, Any], profiles: list[str]) -> dict[str, Any]:
+    """Benchmarks 1-4 for each durability profile; sides and profiles alternate within a repetition."""
+    out: dict[str, Any] = {p: {"durably": [], "dbos": []} for p in profiles}
+    for rep in range(cfg["reps_core"]):
+        sides = ("durably", "dbos") if rep % 2 == 0 else ("dbos", "durably")
+        for profile in profiles:
+            for side in sides:
+                log(f"benchmarks 1-4, repetition {rep + 1}/{cfg['reps_core']}: {side}, synchronous={profile}")
+                if side == "durably":
+                    result = run_child("bench.durably_side", [*cfg["durably"], "--sync", profile], 600)
+                else:
+                    result = run_child("bench.dbos_side", [*cfg["dbos"], "--sync", profile], 900)
+                out[profile][side].append(result)
+    return out
+
+
+def run_repeated(name: str, module: str, args: list[str], reps: int, timeout: float) -> list[dict[str, Any]]:
+    out = []
+    for rep in range(reps):
+        log(f"{name}, repetition {rep + 1}/{reps}")
+        out.append(run_child(module, args, timeout))
+    return out
+
+
+def summarize_core(core: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    s: dict[str, Any] = {}
+    for side in ("durably", "dbos"):
+        reps = core[side]
+        s[side] = {
+            "steps_one_run": med([r["steps_one_run"]["rate"] for r in reps]),
+            "steps_parallel": med([r["steps_parallel"]["rate"] for r in reps]),
+            "runs_per_s": med([r["runs_per_s"]["rate"] for r in reps]),
+            "latency_p50_ms": med([r["latency_ms"]["p50"] for r in reps]),
+            "latency_p99_ms": med([r["latency_ms"]["p99"] for r in reps]),
+            "cpu_us_per_step": med(
+                [1e6 * r["steps_one_run"]["cpu_seconds"] / r["steps_one_run"]["count"] for r in reps]
+            ),
+            "journal_mode": reps[0].get("journal_mode"),
+            "synchronous": reps[0].get("synchronous"),
+        }
+    s["durably"]["runs_per_s_batch"] = med([r["runs_per_s_batch"]["rate"] for r in core["durably"]])
+    s["dbos"]["runs_per_s_direct"] = med([r["runs_per_s_direct"]["rate"] for r in core["dbos"]])
+    s["dbos"]["latency_direct_p50_ms"] = med([r["latency_ms_direct"]["p50"] for r in core["dbos"]])
+    s["dbos"]["latency_direct_p99_ms"] = med([r["latency_ms_direct"]["p99"] for r in core["dbos"]])
+    s["dbos"]["connections"] = sorted({c for r in core["dbos"] for c in r.get("connections", [])})
+    return s
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """Medians of the repetitions, per metric, in the shape report.py and results.json use."""
+    s: dict[str, Any] = {}
+    if raw.get("core"):
+        s["core"] = {profile: summarize_core(sides) for profile, sides in raw["core"].items()}
+    if raw.get("punctuality"):
+        reps = raw["punctuality"]
+        s["punctuality"] = {
+            "p50_ms": med([r["start_ms"]["p50"] for r in reps]),
+            "p99_ms": med([r["start_ms"]["p99"] for r in reps]),
+            "max_ms": med([r["start_ms"]["max"] for r in reps]),
+            "fire_recorded_p50_ms": med([r["fire_recorded_ms"]["p50"] for r in reps]),
+            "fire_recorded_p99_ms": med([r["fire_recorded_ms"]["p99"] for r in reps]),
+            "started_runs": sum(r["started_runs"] for r in reps),
+            "expected_runs": sum(r["expected_runs"] for r in reps),
+            "fires_per_second": reps[0]["fires_per_second"],
+        }
+    if raw.get("punctuality_stress"):
+        reps = raw["punctuality_stress"]
+        s["punctuality_stress"] = {
+            "p50_ms": med([r["start_ms"]["p50"] for r in reps]),
+            "p99_ms": med([r["start_ms"]["p99"] for r in reps]),
+            "fire_recorded_p50_ms": med([r["fire_recorded_ms"]["p50"] for r in reps]),
+            "fires_per_second": reps[0]["fires_per_second"],
+        }
+    if raw.get("claim"):
+        reps = raw["claim"]
+        sizes = [row["history"] for row in reps[0]["sizes"]]
+        s["claim"] = {
+            "sizes": sizes,
+            "claim_ms": [med([r["sizes"][i]["claim_ms_median"] for r in reps]) for i in range(len(sizes))],
+            "query_us": [
+                med([r["sizes"][i]["candidate_query_us_median"] for r in reps]) for i in range(len(sizes))
+            ],
+            "plan": reps[0]["sizes"][-1]["candidate_query_plan"],
+        }
+    if raw.get("idle"):
+        reps = raw["idle"]
+        s["idle"] = {
+            "rss_mb": med([r["rss_mb_max"] for r in reps]),
+            "cpu_percent": med([r["cpu_percent"] for r in reps]),
+            "measured": reps[0]["measured"],
+        }
+    if raw.get("postgres"):
+        reps = raw["postgres"]
+        if "skipped" in reps[0]:
+            s["postgres"] = {"skipped": reps[0]["skipped"]}
+        else:
+            s["postgres"] = {
+                "runs_per_s": med([x for r in reps for x in r["runs_per_s_rounds"]]),
+                "p50_ms": med([r["trigger_to_start_ms"]["p50"] for r in reps]),
+                "p99_ms": med([r["trigger_to_start_ms"]["p99"] for r in reps]),
+                "workers": reps[0]["workers"],
+                "server": reps[0]["server"],
+            }
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
+    parser.add_argument(
+        "--sync",
+        default="full,normal",
+        help="SQLite synchronous levels to compare at, comma-separated, the same on both sides, always with "
+        "WAL (default: full,normal; FULL is DBOS's own level, NORMAL durably-sched's default)",
+    )
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}"
+    )
+    parser.add_argument(
+        "--note", default="", help="a remark stored with the results (e.g. 'measured under load')"
+    )
+    parser.add_argument(
+        "--out", default=str(HERE), help="directory for results.json, RESULTS.md, results.png"
+    )
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    cfg = SIZES[mode]
+    only = [b.strip() for b in args.only.split(",") if b.strip()]
+    profiles = [p.strip().lower() for p in args.sync.split(",") if p.strip()]
+    if not profiles or set(profiles) - {"off", "normal", "full", "extra"}:
+        parser.error("--sync: use off, normal, full or extra, comma-separated")
+    unknown = set(only) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+
+    started = time.monotonic()
+    machine = machine_info()
+    load = machine["load_average_at_start"]
+    log(f"{mode} run on {machine['cpu_model']}, {machine['cores']} cores, load average {load}")
+    raw: dict[str, Any] = {}
+    if "core" in only:
+        raw["core"] = run_core(cfg, profiles)
+    if "punctuality" in only:
+        raw["punctuality"] = run_repeated(
+            "benchmark 5 (punctuality)",
+            "bench.punctuality",
+            cfg["punctuality"],
+            cfg["reps_other"],
+            600,
+        )
+        if mode == "full":
+            raw["punctuality_stress"] = run_repeated(
+                "benchmark 5 stress (100 fire times/s)",
+                "bench.punctuality",
+                ["--period", "10", "--duration", "30"],
+                1,
+                600,
+            )
+    if "claim" in only:
+        raw["claim"] = run_repeated(
+            "benchmark 6 (claim vs history)",
+            "bench.claim_history",
+            cfg["claim"],
+            cfg["reps_other"],
+            1800,
+        )
+    if "idle" in only:
+        raw["idle"] = run_repeated(
+            "benchmark 7 (idle serve)", "bench.idle", cfg["idle"], cfg["reps_other"], 600
+        )
+    if "postgres" in only:
+        raw["postgres"] = run_repeated("benchmark 8 (PostgreSQL)", "bench.postgres", cfg["postgres"], 1, 900)
+    machine["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+
+    results = {
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": mode,
+        "command": "python -m bench.run"
+        + (" --quick" if args.quick else "")
+        + (f" --sync {args.sync}" if args.sync != "full,normal" else ""),
+        "note": args.note,
+        "duration_seconds": round(time.monotonic() - started, 1),
+        "machine": machine,
+        "durability": report.durability(raw),
+        "repetitions": {"benchmarks_1_4": cfg["reps_core"], "benchmarks_5_7": cfg["reps_other"]},
+        "summary": summarize(raw),
+        "raw": raw,
+    }
+    results["metrics"] = report.metrics(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "RESULTS.md").write_text(report.markdown(results))
+    report.chart(results, out / "results.png")
+    log(
+        f"wrote {out / 'results.json'}, {out / 'RESULTS.md'}, {out / 'results.png'} "
+        f"in {results['duration_seconds']:.0f}s"
+    )
+    for m in results["metrics"]:
+        verdict = {True: "pass", False: "FAIL", None: "-"}[m["pass"]]
+        print(
+            f"{m['name']:<64} {report.fmt(m['durably'], m['unit']):>10} {m['unit']:<7} "
+            f"{report.fmt(m['dbos'], m['unit']):>8}  {verdict}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
