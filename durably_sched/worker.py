@@ -163,13 +163,14 @@ class Worker:
                 continue
             for run_id, outcome in results.items():
                 ctx = contexts[run_id]
+                entry = self.active.get(run_id)
+                if entry is None or entry[0] is not ctx:
+                    continue  # finished while the renewal was in flight: "lost" means completed
                 if outcome == "lost":
                     log.warning("lease of run %s was lost; stopping it", run_id, extra=ctx.log_extra)
                     ctx.lost = True
                     self.lease_losses += 1
-                    entry = self.active.get(run_id)
-                    if entry is not None:
-                        entry[1].cancel()
+                    entry[1].cancel()
                 elif outcome == "cancelled":
                     ctx.cancelled = True
 
@@ -189,11 +190,13 @@ class Worker:
             # The store failed under us: write nothing more; the lease expires and the run resumes.
             self._report(exc, "execute", run.id)
         finally:
-            await ctx.close()
-            self.active.pop(run.id, None)
+            # Free the slot first: a cancellation arriving during close() must not leak it.
+            if self.active.get(run.id, (None,))[0] is ctx:
+                del self.active[run.id]
             self._wake.set()
             if self.on_run_finished is not None:
                 self.on_run_finished(run.id)
+            await ctx.close()
 
     async def _run_job(self, ctx: RunContext) -> None:
         durably = self.durably

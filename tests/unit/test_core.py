@@ -629,3 +629,36 @@ async def test_trigger_and_wait_in_process_does_not_wait_for_the_polling_interva
     for _ in range(3):
         result = await durably.jobs.fast.trigger_and_wait({}, timeout=5)
         assert result.output == {"v": 1}
+
+
+async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
+    make: Any, db_url: str
+) -> None:
+    """Writes wait for a foreign write lock on aiosqlite's thread, not on the event loop."""
+
+    async def fn(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    durably = await make(define_job(name="locked", run=fn), start=False)
+    other = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        trigger = asyncio.create_task(durably.jobs.locked.trigger({}))
+        await asyncio.sleep(0.5)
+        assert not trigger.done()  # still waiting for the lock...
+        assert ticks >= 20  # ...while the loop kept running
+        other.execute("COMMIT")
+        run = await asyncio.wait_for(trigger, 5)
+        assert run.disposition == "created"
+    finally:
+        ticking.cancel()
+        other.close()

@@ -193,8 +193,7 @@ async def test_purge_uses_an_index(traced: Traced) -> None:
 
 # The three below pin what makes the cost independent of history, which "uses an index" alone does
 # not: an index on a column that finished runs share (job, status, schedule) is still an index, but
-# the query then walks every finished run with that value. The two marked strict xfail are not fixed
-# in the store yet; once they are, the run reports XPASS as a failure and the marker must go.
+# the query then walks every finished run with that value.
 async def test_claim_reads_only_active_runs(traced: Traced) -> None:
     await exercise(traced)
     for sql in traced.matching(CLAIM):
@@ -202,12 +201,6 @@ async def test_claim_reads_only_active_runs(traced: Traced) -> None:
         assert any("INDEX runs_active" in a for a in access), (sql, access)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="purge picks runs_status and sorts every finished run by completed_at for each batch; fix: "
-    "'FROM runs INDEXED BY runs_finished' in SqliteStore.purge_runs",
-)
 async def test_purge_walks_finished_runs_in_completion_order(traced: Traced) -> None:
     await exercise(traced)
     for sql in traced.matching(PURGE):
@@ -216,12 +209,6 @@ async def test_purge_walks_finished_runs_in_completion_order(traced: Traced) -> 
         assert not any("TEMP B-TREE" in a for a in access), (sql, access)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="the overlap=skip check picks runs_schedule and walks the schedule's whole history; fix: "
-    "'FROM runs INDEXED BY runs_schedule_active' in SqliteStore.fire",
-)
 async def test_skip_if_active_check_reads_only_active_runs(traced: Traced) -> None:
     await exercise(traced)
     for sql in traced.matching(SKIP_CHECK):

@@ -49,6 +49,8 @@ CREATE INDEX runs_schedule_active ON runs (schedule_name)
 CREATE INDEX runs_finished ON runs (completed_at) WHERE status IN ('completed', 'failed', 'cancelled');
 CREATE INDEX runs_status ON runs (status, seq);
 CREATE INDEX runs_job ON runs (job_name, seq);
+-- `runs list --job J --status S`: newest first without walking the job's other statuses.
+CREATE INDEX runs_job_status ON runs (job_name, status, seq);
 CREATE INDEX runs_schedule ON runs (schedule_name, seq) WHERE schedule_name IS NOT NULL;
 
 CREATE TABLE steps (

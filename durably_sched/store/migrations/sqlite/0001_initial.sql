@@ -38,6 +38,8 @@ CREATE INDEX runs_schedule_active ON runs (schedule_name)
 CREATE INDEX runs_finished ON runs (completed_at) WHERE status IN ('completed', 'failed', 'cancelled');
 CREATE INDEX runs_status ON runs (status, seq);
 CREATE INDEX runs_job ON runs (job_name, seq);
+-- `runs list --job J --status S`: newest first without walking the job's other statuses.
+CREATE INDEX runs_job_status ON runs (job_name, status, seq);
 CREATE INDEX runs_schedule ON runs (schedule_name, seq) WHERE schedule_name IS NOT NULL;
 
 CREATE TABLE steps (
@@ -74,4 +76,5 @@ CREATE TABLE fire_records (
     recorded_at INTEGER NOT NULL,
     PRIMARY KEY (schedule, fire_time)
 ) WITHOUT ROWID;
-CREATE INDEX fire_records_recorded ON fire_records (recorded_at);
+-- Retention deletes fire records by age.
+CREATE INDEX fire_records_fire_time ON fire_records (fire_time);
