@@ -769,7 +769,7 @@ class SqliteStore(Store):
                 fire.skip_if_active
                 and conn.execute(
                     f"SELECT 1 FROM runs INDEXED BY runs_schedule_active WHERE schedule_name = ? "
-                f"AND status IN {ACTIVE} LIMIT 1",
+                    f"AND status IN {ACTIVE} LIMIT 1",
                     (fire.schedule,),
                 ).fetchone()
             ):
