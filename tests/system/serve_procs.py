@@ -94,7 +94,15 @@ class Serve:
         if self.proc.poll() is None:
             wait_for(lambda: self.ready() or self.proc.poll() is not None, 30, "serve started")  # type: ignore[union-attr]
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(
+                f"serve pid {self.proc.pid} did not stop within {timeout}s of SIGTERM; log tail:\n"
+                + self.output()[-3000:]
+            ) from None
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if hasattr(self, "log_path") else ""

@@ -138,7 +138,10 @@ def test_exactly_once_under_churn(database: str, tmp_path: Path) -> None:
                 last,
                 timedelta(seconds=1),
             )
-            raise AssertionError(f"exactly-once violated after {kills} kills: {report}") from None
+            logs = "\n".join(line for p in procs for line in p.output().splitlines() if "ERROR" in line)
+            raise AssertionError(
+                f"exactly-once violated after {kills} kills: {report}\nerrors logged:\n{logs[-4000:]}"
+            ) from None
     finally:
         codes = [p.stop() for p in procs]
     assert codes == [0, 0, 0], [p.output()[-2000:] for p in procs]
