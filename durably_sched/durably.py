@@ -12,8 +12,6 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel
-
 from .errors import (
     InvalidStateError,
     RunCancelledError,
@@ -102,9 +100,8 @@ class JobHandle(Generic[O]):
         concurrency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> list[Run]:
-        """Trigger many runs in one write. Each item is an input, or a dict with ``input`` and options
-        (``idempotency_key``, ``concurrency_key``, ``labels``) when given as ``{"input": ..., ...}``
-        with ``options=True``; plain inputs are the common case."""
+        """Trigger one run per input in a single write (all validated first; nothing is stored if
+        any input is invalid). The runs share ``concurrency_key`` and ``labels``."""
         return await self._durably._trigger_many(self.job, list(inputs), None, concurrency_key, labels)
 
     async def trigger_and_wait(
@@ -183,7 +180,6 @@ class Durably:
             stale_threshold=stale_threshold,
             worker_id=worker_id,
         )
-        self.worker.on_run_finished = self._on_run_finished
         self._waiters: dict[str, list[asyncio.Future[_Done]]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._connected = False
@@ -299,9 +295,9 @@ class Durably:
         ]
         if not new_runs:
             return []
-        created = await self.store.create_runs(new_runs)
-        self._after_trigger([Run(record, disposition) for record, disposition in created])
-        return [Run(record, disposition) for record, disposition in created]
+        runs = [Run(record, disposition) for record, disposition in await self.store.create_runs(new_runs)]
+        self._after_trigger(runs)
+        return runs
 
     def _after_trigger(self, runs: Sequence[Run]) -> None:
         if any(r.disposition == "created" for r in runs):
@@ -365,9 +361,6 @@ class Durably:
     def resolve_waiters(self, run_id: str, *, value: Any = None, completed_here: bool = True) -> None:
         """Called by the worker when a run of this process finished (no database round trip)."""
         self._resolve(run_id, (True, value) if completed_here else None)
-
-    def _on_run_finished(self, run_id: str) -> None:
-        pass
 
     async def _poll_waiters(self) -> None:
         """Sees completions made by other processes, through the database."""
@@ -560,4 +553,3 @@ def create_durably(
 
 
 __all__ = ["Durably", "JobHandle", "Run", "RunResult", "create_durably"]
-_ = BaseModel

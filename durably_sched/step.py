@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -202,7 +203,7 @@ class Step:
         ctx.used_names.add(name)
         stored = ctx.completed.get(name)
         if stored is not None:
-            return _decode(stored)
+            return json.loads(stored)
         ctx.ensure_active()
         index = ctx.next_index
         ctx.next_index += 1
@@ -291,9 +292,3 @@ class Step:
                     run_id=ctx.run_id, job_name=ctx.run.job_name, labels=ctx.run.labels, progress=progress
                 )
             )
-
-
-def _decode(text: str) -> Any:
-    import json
-
-    return json.loads(text)

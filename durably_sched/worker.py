@@ -9,7 +9,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .errors import LeaseLostError, RunCancelledSignal, StoreError
@@ -54,7 +53,6 @@ class Worker:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self.on_run_finished: Callable[[str], None] | None = None
         self.only_run_ids: frozenset[str] | None = None
         """When set, claim only these runs (``trigger --here`` executes exactly the run it made)."""
         self.last_claim_at = 0.0
@@ -194,8 +192,6 @@ class Worker:
             if self.active.get(run.id, (None,))[0] is ctx:
                 del self.active[run.id]
             self._wake.set()
-            if self.on_run_finished is not None:
-                self.on_run_finished(run.id)
             await ctx.close()
 
     async def _run_job(self, ctx: RunContext) -> None:
