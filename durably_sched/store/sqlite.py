@@ -201,8 +201,7 @@ class SqliteStore(Store):
         )
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            rows = list(await conn.execute_fetchall("PRAGMA journal_mode = WAL"))
-            mode = rows[0] if rows else None
+            mode = await self._switch_to_wal(conn)
             if mode is None or str(mode[0]).lower() != "wal":
                 raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
             await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -215,6 +214,21 @@ class SqliteStore(Store):
             await conn.close()
             raise
         return conn
+
+    async def _switch_to_wal(self, conn: aiosqlite.Connection) -> Any:
+        """``PRAGMA journal_mode = WAL``, retried: when several processes open a new file at once,
+        SQLite answers "database is locked" at once instead of calling the busy handler."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                rows = list(await conn.execute_fetchall("PRAGMA journal_mode = WAL"))
+                return rows[0] if rows else None
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.1)
 
     def _explain(self, exc: BaseException) -> str:
         text = str(exc)

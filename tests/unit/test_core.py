@@ -32,6 +32,7 @@ from durably_sched import (
     define_job,
 )
 from durably_sched.store.sqlite import SqliteStore
+from tests.helpers import until
 
 
 class ImageIn(BaseModel):
@@ -41,20 +42,6 @@ class ImageIn(BaseModel):
 
 class ImageOut(BaseModel):
     url: str
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Wait for a condition with a deadline (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -662,3 +649,15 @@ async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
     finally:
         ticking.cancel()
         other.close()
+
+
+async def test_many_instances_creating_a_new_database_file_at_once(tmp_path: Path) -> None:
+    """Several processes starting on a fresh file race to switch it to WAL; none may fail."""
+    for attempt in range(25):
+        url = f"sqlite:///{tmp_path / f'fresh-{attempt}.db'}"
+        instances = [create_durably(url) for _ in range(4)]
+        try:
+            assert await asyncio.gather(*(d.migrate() for d in instances)) == [1, 1, 1, 1]
+        finally:
+            for d in instances:
+                await d.close()

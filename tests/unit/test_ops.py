@@ -30,6 +30,7 @@ from durably_sched.ops.retention import Retention, fire_record_horizon
 from durably_sched.schedule.config import SchedulesConfig, parse_schedules
 from durably_sched.schedule.scheduler import MISSED_LOOKBACK, Scheduler, make_fire
 from durably_sched.store.base import NewRun
+from tests.helpers import FakeClock, until
 
 # --- jobs and fixtures ----------------------------------------------------------------------------------
 
@@ -62,20 +63,6 @@ WAIT = define_job(name="wait", run=wait_gate)
 JOB_INPUTS: dict[str, Any] = {"work": None, "boom": None, "wait": None}
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
-    """Wait for a condition with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'x.db'}"
@@ -97,17 +84,6 @@ async def idle(db_url: str) -> AsyncIterator[Durably]:
     await d.start(worker=False)
     yield d
     await d.close()
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.t = start
-
-    def now(self) -> datetime:
-        return self.t
-
-    def advance(self, **delta: float) -> None:
-        self.t += timedelta(**delta)
 
 
 def schedules(text: str) -> SchedulesConfig:

@@ -17,6 +17,7 @@ from durably_sched import Durably, Step, create_durably, define_job
 from durably_sched.schedule.config import SchedulesConfig, parse_schedules
 from durably_sched.schedule.cron import parse_fire_key
 from durably_sched.schedule.scheduler import Scheduler
+from tests.helpers import FakeClock
 
 
 async def report(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
@@ -24,17 +25,6 @@ async def report(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 REPORT = define_job(name="report", run=report)
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.t = start
-
-    def now(self) -> datetime:
-        return self.t
-
-    def advance(self, **delta: float) -> None:
-        self.t += timedelta(**delta)
 
 
 def config(text: str) -> SchedulesConfig:
