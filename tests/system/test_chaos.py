@@ -31,9 +31,9 @@ FAST = [
     "--polling-interval",
     "0.1",
     "--heartbeat-interval",
-    "0.3",
+    "0.5",
     "--stale-threshold",
-    "2",
+    "4",
     "--stop-grace",
     "2",
 ]

@@ -20,7 +20,7 @@ from .crash_worker import chain_job
 HERE = Path(__file__).parent
 
 
-def start_worker(db_url: str, effects: Path, stale: float = 1.0) -> subprocess.Popen[str]:
+def start_worker(db_url: str, effects: Path, stale: float = 2.5) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "crash_worker.py"), db_url, str(effects)],
         stdout=subprocess.PIPE,
