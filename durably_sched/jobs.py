@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 from pydantic import BaseModel, ValidationError
+from typing_extensions import TypeVar
 
 from .codec import encode_json_value
 from .errors import InputValidationError, StepError
@@ -15,8 +16,9 @@ from .errors import InputValidationError, StepError
 if TYPE_CHECKING:
     from .step import Step
 
-I = TypeVar("I", bound=BaseModel)  # noqa: E741
-O = TypeVar("O", bound=BaseModel)  # noqa: E741
+# Defaults (PEP 696) let `define_job(name=..., run=...)` without models type-check as is.
+I = TypeVar("I", bound=BaseModel, default=BaseModel)  # noqa: E741
+O = TypeVar("O", bound=BaseModel, default=BaseModel)  # noqa: E741
 JOB_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 

@@ -22,7 +22,7 @@ from durably_sched import create_durably
 from durably_sched.store.base import RunRecord
 
 from .chaos_jobs import chain_job, tick_job
-from .invariants import check_exactly_once, steps_done_twice
+from .invariants import ExactlyOnceReport, check_exactly_once, steps_done_twice
 from .serve_procs import Serve, wait_for
 
 pytestmark = pytest.mark.system
@@ -116,31 +116,20 @@ def test_exactly_once_under_churn(database: str, tmp_path: Path) -> None:
             victim.start()
         last = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
 
-        def drained() -> list[RunRecord] | None:
+        def report() -> ExactlyOnceReport:
             runs = run_async(_all_runs(database))
-            report = check_exactly_once(
-                [r for r in runs if _fire_time(r) <= last],
-                "every-second",
-                start + timedelta(seconds=1),
-                last,
-                timedelta(seconds=1),
+            in_range = [r for r in runs if _fire_time(r) <= last]
+            return check_exactly_once(
+                in_range, "every-second", start + timedelta(seconds=1), last, timedelta(seconds=1)
             )
-            return runs if report.ok else None
 
         try:
-            wait_for(drained, timeout=90, what="all fire times run exactly once and completed")
+            wait_for(lambda: report().ok, timeout=90, what="all fire times run exactly once and completed")
         except AssertionError:
-            runs = run_async(_all_runs(database))
-            report = check_exactly_once(
-                [r for r in runs if _fire_time(r) <= last],
-                "every-second",
-                start + timedelta(seconds=1),
-                last,
-                timedelta(seconds=1),
-            )
+            final = report()
             logs = "\n".join(line for p in procs for line in p.output().splitlines() if "ERROR" in line)
             raise AssertionError(
-                f"exactly-once violated after {kills} kills: {report}\nerrors logged:\n{logs[-4000:]}"
+                f"exactly-once violated after {kills} kills: {final}\nerrors logged:\n{logs[-4000:]}"
             ) from None
     finally:
         codes = [p.stop() for p in procs]
