@@ -135,7 +135,10 @@ def test_exactly_once_under_churn(database: str, tmp_path: Path) -> None:
         codes = [p.stop() for p in procs]
     assert codes == [0, 0, 0], [p.output()[-2000:] for p in procs]
     runs = run_async(_all_runs(database))
-    assert all(r.status == "completed" for r in runs), [r.status for r in runs if r.status != "completed"]
+    # Fire times up to `last` were checked above. Later ones may have been caught by the final stop:
+    # a graceful stop gives them back as pending (no lease left behind), it never fails them.
+    leftover = [r.status for r in runs if r.status != "completed"]
+    assert set(leftover) <= {"pending"}, leftover
     assert kills >= 3
 
 
