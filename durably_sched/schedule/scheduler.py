@@ -19,9 +19,8 @@ import heapq
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -97,32 +96,23 @@ def make_fire(
 class _State:
     entry: ScheduleEntry
     cursor: datetime
-    upcoming: deque[datetime] = field(default_factory=deque)
-
-    def next_fire(self) -> datetime:
-        if not self.upcoming:
-            after = self.cursor
-            self.upcoming.extend(_take(_utc_fire_times(self.entry, after, None), 4))
-        return self.upcoming[0]
+    _due: datetime | None = None  # next fire time after the cursor, plus its jitter (cached)
 
     def due_at(self) -> datetime:
-        fire = self.next_fire()
-        return fire + jitter_offset(self.entry.name, fire, self.entry.jitter)
+        """When the next fire time after the cursor is due; computed once per cursor move."""
+        if self._due is None:
+            fire = next(_utc_fire_times(self.entry, self.cursor, None))
+            self._due = fire + jitter_offset(self.entry.name, fire, self.entry.jitter)
+        return self._due
+
+    def moved(self) -> None:
+        self._due = None
 
 
 def _utc_fire_times(entry: ScheduleEntry, after: datetime, until: datetime | None) -> Iterator[datetime]:
     """Fire times as UTC datetimes: arithmetic and comparisons on zoned datetimes ignore ``fold``."""
     for fire_time in fire_times(entry.cron, entry.timezone, after, until):
         yield fire_time.astimezone(UTC)
-
-
-def _take(it: Iterator[datetime], n: int) -> list[datetime]:
-    out: list[datetime] = []
-    for value in it:
-        out.append(value)
-        if len(out) >= n:
-            break
-    return out
 
 
 class Scheduler:
@@ -237,7 +227,7 @@ class Scheduler:
             lateness = now - fire_time
             self._notify(entry, fire_time, result, lateness)
             done.append((entry.name, fire_time, result))
-        state.upcoming.clear()
+        state.moved()
         return done
 
     def _due_fire_times(self, state: _State, now: datetime, window_start: datetime) -> list[datetime]:
