@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -329,8 +330,9 @@ class Durably:
     async def fire(self, fire: Fire) -> FireResult:
         """Handle one schedule fire time (used by the scheduler, slot triggers and backfills)."""
         if fire.run is not None:
-            job = self.job_by_name(fire.run.job_name)
-            job.validate_input(fire.run.input)
+            # Store the validated form, exactly as a direct trigger would (defaults filled in).
+            stored = self.job_by_name(fire.run.job_name).validate_input(fire.run.input)
+            fire = dataclasses.replace(fire, run=dataclasses.replace(fire.run, input=stored))
         result = await self.store.fire(fire)
         if result.run is not None and result.outcome == "triggered":
             self._after_trigger([Run(result.run, "created")])

@@ -283,3 +283,31 @@ schedules:
     assert await scheduler.tick() == []
     clock.advance(minutes=1)
     assert [f[1] for f in await scheduler.tick()] == [datetime(2026, 10, 25, 1, 0, tzinfo=UTC)]
+
+
+async def test_scheduled_runs_store_the_validated_input_like_a_direct_trigger(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    class Sized(BaseModel):
+        name: str
+        size: int = 3
+
+    async def sized(step: Step, payload: Sized) -> dict[str, Any]:
+        return {}
+
+    job = define_job(name="sized", input=Sized, run=sized)
+    d = create_durably(f"sqlite:///{tmp_path / 'v.db'}").register([job])
+    await d.migrate()
+    await d.start(worker=False)
+    try:
+        text = 'schedules:\n  s:\n    cron: "* * * * *"\n    job: sized\n    input: {name: a}\n'
+        clock = FakeClock(T0)
+        scheduler = Scheduler(d, parse_schedules(text, job_inputs={"sized": Sized}), clock=clock)
+        await scheduler.load()
+        clock.advance(minutes=1)
+        (fired,) = await scheduler.tick()
+        direct = await d.jobs.sized.trigger({"name": "a"})
+        assert fired[2].run is not None
+        assert fired[2].run.input == direct.record.input == {"name": "a", "size": 3}
+    finally:
+        await d.close()
