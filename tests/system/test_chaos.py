@@ -169,13 +169,17 @@ async def _final(url: str, run_id: str) -> tuple[RunRecord, list[Any], list[Any]
         await durably.close()
 
 
-@pytest.mark.parametrize("k", [0, 2, 4])
-def test_kill_9_during_step_k_resumes_without_repeating_completed_steps(tmp_path: Path, k: int) -> None:
-    database = f"sqlite:///{tmp_path / 'crash.db'}"
+def _worker_only(tmp_path: Path) -> tuple[str, Path, Path, dict[str, str]]:
+    """A SQLite database, an effects file, an empty schedules file and the serve environment."""
     effects = tmp_path / "effects.log"
     schedules = tmp_path / "schedules.yaml"
     schedules.write_text("schedules: {}\n")
-    env = {"CHAOS_EFFECTS": str(effects)}
+    return f"sqlite:///{tmp_path / 'chaos.db'}", effects, schedules, {"CHAOS_EFFECTS": str(effects)}
+
+
+@pytest.mark.parametrize("k", [0, 2, 4])
+def test_kill_9_during_step_k_resumes_without_repeating_completed_steps(tmp_path: Path, k: int) -> None:
+    database, effects, schedules, env = _worker_only(tmp_path)
     run_id = run_async(_trigger_chain(database, 5, 0.4))
     first = Serve(database, schedules, tmp_path, *FAST, env=env).start()
     try:
@@ -203,11 +207,7 @@ def test_kill_9_during_step_k_resumes_without_repeating_completed_steps(tmp_path
 
 def test_a_stalled_worker_writes_nothing_after_its_lease_is_taken(tmp_path: Path) -> None:
     """SIGSTOP a worker mid-step past the stale threshold; another completes the run; SIGCONT."""
-    database = f"sqlite:///{tmp_path / 'fence.db'}"
-    effects = tmp_path / "effects.log"
-    schedules = tmp_path / "schedules.yaml"
-    schedules.write_text("schedules: {}\n")
-    env = {"CHAOS_EFFECTS": str(effects)}
+    database, effects, schedules, env = _worker_only(tmp_path)
     run_id = run_async(_trigger_chain(database, 3, 1.0))
     stalled = Serve(database, schedules, tmp_path, *FAST, env=env).start()
     rescuer: Serve | None = None
