@@ -947,7 +947,7 @@ async def test_the_claim_query_reads_active_runs_through_an_index(
 
 
 async def _explain_postgres_claim(backend: Backend, store: Store) -> None:
-    from durably_sched.store.postgres import _CLAIM_CANDIDATES, _CLAIM_UPDATE
+    from durably_sched.store._pg_sql import CLAIM_CANDIDATES, CLAIM_UPDATE
 
     conn = await backend.admin()  # type: ignore[attr-defined]
     await conn.execute(
@@ -962,8 +962,8 @@ async def _explain_postgres_claim(backend: Backend, store: Store) -> None:
         for mode in ("force_custom_plan", "force_generic_plan"):
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
             for name, sql, args in (
-                ("candidates", _CLAIM_CANDIDATES.format(only=""), "(ARRAY['job'], 10)"),
-                ("update", _CLAIM_UPDATE, "(ARRAY[1, 2]::bigint[], 'w', 30.0)"),
+                ("candidates", CLAIM_CANDIDATES.format(only=""), "(ARRAY['job'], 10)"),
+                ("update", CLAIM_UPDATE, "(ARRAY[1, 2]::bigint[], 'w', 30.0)"),
             ):
                 await conn.execute(f"PREPARE {name} AS {sql}")
                 rows = await conn.fetch(f"EXPLAIN EXECUTE {name}{args}")
@@ -993,10 +993,10 @@ async def _explain_sqlite_claim(backend: Backend, store: Store) -> None:
     pending = await store.create_runs([new_run(ckey="k1" if i % 2 else None) for i in range(4)])
     # Capture the statements the claim really runs, then ask SQLite how it runs them.
     statements: list[str] = []
-    writer = store._writer_conn  # type: ignore[attr-defined]
-    await writer.set_trace_callback(statements.append)
+    writer = store.writer.connection  # type: ignore[attr-defined]
+    writer.set_trace_callback(statements.append)
     claimed = await store.claim("w", [JOB], 10, 30)
-    await writer.set_trace_callback(None)
+    writer.set_trace_callback(None)
     assert [r.id for r in claimed] == [pending[0][0].id, pending[1][0].id, pending[2][0].id]
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM runs" in s]
     assert reads, statements

@@ -93,7 +93,8 @@ async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
     seed_history(path, HISTORY)
     statements: list[str] = []
     # The store's own connections: every statement it prepares passes through these callbacks.
-    await store._writer_conn.set_trace_callback(statements.append)  # type: ignore[union-attr]
+    assert store.writer.connection is not None
+    store.writer.connection.set_trace_callback(statements.append)
     await store._reader.set_trace_callback(statements.append)  # type: ignore[union-attr]
     try:
         yield Traced(store, path, statements)
