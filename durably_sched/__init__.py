@@ -3,6 +3,7 @@
 from .durably import Durably, JobHandle, Run, RunResult, create_durably
 from .errors import (
     ConfigError,
+    DatabaseUrlError,
     DurablyError,
     InputValidationError,
     InvalidStateError,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "DatabaseUrlError",
     "Durably",
     "DurablyError",
     "InputValidationError",

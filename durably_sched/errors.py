@@ -70,6 +70,10 @@ class StoreError(DurablyError):
     """The database cannot be used (unreachable, not writable, corrupt, locked for too long)."""
 
 
+class DatabaseUrlError(StoreError):
+    """The database URL itself is wrong (its form, an unknown option): a usage error."""
+
+
 class SchemaVersionError(StoreError):
     """The database was created by a newer durably-sched, or its schema is not current."""
 

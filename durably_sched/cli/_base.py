@@ -233,13 +233,19 @@ async def open_durably(
     jobs: Mapping[str, JobDefinition[Any, Any]] | None = None,
     *,
     create: bool = False,
+    read_only: bool = False,
     **options: Any,
 ) -> AsyncIterator[Durably]:
     """A connected Durably (worker not started). Without ``create`` the database must exist and
-    have the current schema; with it, the schema is created or upgraded first."""
+    have the current schema; with it, the schema is created or upgraded first. ``read_only``
+    (commands that only look): a SQLite file is opened read-only, so it may sit where this user
+    cannot write."""
     if not create:
         require_existing_database(url)
-    durably = create_durably(url, **options)
+    if read_only:
+        durably = Durably(open_store(url, read_only=True), **options)
+    else:
+        durably = create_durably(url, **options)
     if jobs:
         durably.register(jobs)
     try:

@@ -78,7 +78,7 @@ async def list_runs(
     statuses: tuple[str, ...], job: str | None, schedule: str | None, limit: int, json_mode: bool
 ) -> None:
     """List runs, newest first."""
-    async with open_durably(settings().database) as durably:
+    async with open_durably(settings().database, read_only=True) as durably:
         found = await durably.get_runs(list(statuses) or None, job, schedule=schedule, limit=limit)  # type: ignore[arg-type]
     if json_mode:
         echo_json([run_json(run) for run in found])
@@ -120,7 +120,7 @@ Examples:
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object.")
 async def show(run_id: str, json_mode: bool) -> None:
     """Show a run: status, input, steps with durations, progress, output or error, logs."""
-    async with open_durably(settings().database) as durably:
+    async with open_durably(settings().database, read_only=True) as durably:
         run = await durably.get_run(run_id)
         steps = await durably.get_steps(run_id)
         logs = await _all_logs(durably, run_id)
@@ -194,7 +194,7 @@ cancelled, 124 on --timeout, 130 on Ctrl-C (the run continues).""",
 @click.option("--json", "json_mode", is_flag=True, help="No progress bar; one JSON object at the end.")
 async def watch(run_id: str, timeout: float | None, json_mode: bool) -> int:
     """Follow a run live (progress bar and logs) until it ends."""
-    async with open_durably(settings().database) as durably:
+    async with open_durably(settings().database, read_only=True) as durably:
         interrupts = Interrupts(on_second="exiting")
         with interrupts.installed(signal.SIGINT, signal.SIGTERM):
             followed = await follow_run(

@@ -81,7 +81,7 @@ async def _last_records() -> tuple[dict[str, FireRecord], str | None]:
     if path is not None and not os.path.exists(path):
         return {}, None
     try:
-        async with open_durably(url) as durably:
+        async with open_durably(url, read_only=True) as durably:
             return await durably.store.last_fire_records(), None
     except StoreError as exc:
         return {}, str(exc)
@@ -218,7 +218,7 @@ async def history(name: str, limit: int, json_mode: bool) -> None:
     except ConfigError:
         config = None  # history outlives the file: a removed schedule still has records
     entry = config.schedules.get(name) if config is not None else None
-    async with open_durably(settings().database) as durably:
+    async with open_durably(settings().database, read_only=True) as durably:
         records = await durably.store.list_fire_records(name, limit=limit)
         statuses = await durably.store.get_run_statuses([r.run_id for r in records if r.run_id])
     if not records and entry is None:

@@ -51,7 +51,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import SchemaVersionError, StoreError
+from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
 from ._pg_errors import describe, is_connection_error, is_transient
 from ._pg_listener import Listener
@@ -193,14 +193,14 @@ class PostgresStore(Store):
         self.url = url
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("postgres", "postgresql"):
-            raise StoreError(f"not a PostgreSQL URL: {self._redact(url)}")
+            raise DatabaseUrlError(f"not a PostgreSQL URL: {self._redact(url)}")
         keep: list[tuple[str, str]] = []
         schema = "public"
         pool_max: int | None = None
         query_host: str | None = None
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key not in URL_OPTIONS:
-                raise StoreError(
+                raise DatabaseUrlError(
                     f"database URL {self._redact(url)}: unknown option {key!r} "
                     f"(PostgreSQL URLs take: {', '.join(URL_OPTIONS)})"
                 )
@@ -212,7 +212,7 @@ class PostgresStore(Store):
                 except ValueError:
                     pool_max = 0
                 if pool_max < 1:
-                    raise StoreError(
+                    raise DatabaseUrlError(
                         f"database URL option pool_max must be a positive integer, not {value!r}"
                     )
             else:
@@ -220,7 +220,7 @@ class PostgresStore(Store):
                     query_host = value
                 keep.append((key, value))
         if not SCHEMA_NAME.match(schema):
-            raise StoreError(
+            raise DatabaseUrlError(
                 f"database URL option schema={schema!r} is not a plain identifier (letters, digits, _)"
             )
         self.schema = schema
@@ -233,7 +233,7 @@ class PostgresStore(Store):
         try:
             port = parts.port or int(os.environ.get("PGPORT", "5432"))
         except ValueError as exc:
-            raise StoreError(f"database URL {self._redact(url)} has an invalid port") from exc
+            raise DatabaseUrlError(f"database URL {self._redact(url)} has an invalid port") from exc
         self.user = unquote(parts.username) if parts.username else os.environ.get("PGUSER")
         self.database = unquote(parts.path.lstrip("/")) or os.environ.get("PGDATABASE") or self.user or "?"
         self.where = f"PostgreSQL at {host}:{port}, database '{self.database}'"

@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import aiosqlite
 
-from ..errors import SchemaVersionError, StoreError
+from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
 from ._common import SCHEMA_VERSION, dt_to_ms, dumps, load_migrations, ms_to_dt, newer_schema_message
 from ._sqlite_writer import WriteFn, Writer
 from .base import (
@@ -96,11 +96,11 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     """(file path, options) of a ``sqlite:`` URL; StoreError with the right form for a bad one."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "sqlite":
-        raise StoreError(f"not a SQLite URL: {url!r} (use {URL_FORMS})")
+        raise DatabaseUrlError(f"not a SQLite URL: {url!r} (use {URL_FORMS})")
     if parts.netloc:
         # "sqlite://durably.db": urlsplit reads durably.db as a host name.
         guess = parts.netloc + parts.path
-        raise StoreError(
+        raise DatabaseUrlError(
             f"database URL {url!r} has two slashes after 'sqlite:'; a relative path takes three "
             f"(sqlite:///{guess}) and an absolute path four (sqlite:////var/lib/durably/{os.path.basename(guess)})"
         )
@@ -110,11 +110,11 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     elif path.startswith("/"):
         path = path[1:]  # sqlite:///rel.db -> rel.db
     if not path or path.endswith("/"):
-        raise StoreError(f"database URL {url!r} names no file (use {URL_FORMS})")
+        raise DatabaseUrlError(f"database URL {url!r} names no file (use {URL_FORMS})")
     options: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key not in URL_OPTIONS:
-            raise StoreError(
+            raise DatabaseUrlError(
                 f"database URL {url!r}: unknown option {key!r} (SQLite URLs take: {', '.join(URL_OPTIONS)})"
             )
         options[key] = value
@@ -162,13 +162,13 @@ class SqliteStore(Store):
         self.path, options = parse_sqlite_url(url)
         self.synchronous = options.get("synchronous", "normal").upper()
         if self.synchronous not in SYNCHRONOUS_LEVELS:
-            raise StoreError(f"database URL {url!r}: synchronous must be off, normal, full or extra")
+            raise DatabaseUrlError(f"database URL {url!r}: synchronous must be off, normal, full or extra")
         try:
             self.busy_timeout = float(options.get("busy_timeout", busy_timeout))
         except ValueError:
             self.busy_timeout = -1.0
         if not self.busy_timeout >= 0:
-            raise StoreError(f"database URL {url!r}: busy_timeout must be a number of seconds")
+            raise DatabaseUrlError(f"database URL {url!r}: busy_timeout must be a number of seconds")
         self.read_only = read_only
         self.writer = Writer(
             self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout, explain=self._explain
@@ -214,15 +214,24 @@ class SqliteStore(Store):
     async def _open_read_only(self) -> aiosqlite.Connection:
         """``mode=ro``; in a directory we cannot write, a WAL database that no process has open (no
         -wal file) cannot create its -shm file: then it is read as immutable (nothing writes it)."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if os.access(self.path, os.W_OK) and os.access(directory, os.W_OK):
+            # Writable after all: a plain connection (that only reads) tidies the -wal and -shm
+            # files away when it closes last, which a mode=ro connection never does.
+            return await self._open_reader()
         base = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
+        conn = await aiosqlite.connect(base, uri=True, isolation_level=None, timeout=self.busy_timeout)
         try:
-            conn = await aiosqlite.connect(base, uri=True, isolation_level=None, timeout=self.busy_timeout)
             conn.row_factory = sqlite3.Row
             await conn.execute_fetchall("SELECT count(*) FROM sqlite_master")
             return conn
-        except sqlite3.OperationalError:
-            directory = os.path.dirname(os.path.abspath(self.path))
-            if os.access(directory, os.W_OK) or os.path.exists(self.path + "-wal"):
+        except BaseException as exc:
+            await conn.close()
+            if (
+                not isinstance(exc, sqlite3.OperationalError)
+                or os.access(directory, os.W_OK)
+                or os.path.exists(self.path + "-wal")
+            ):
                 raise
         conn = await aiosqlite.connect(base + "&immutable=1", uri=True, isolation_level=None)
         conn.row_factory = sqlite3.Row

@@ -18,8 +18,8 @@ from durably_sched.store import open_store
 from durably_sched.store._common import SCHEMA_VERSION
 from durably_sched.store.base import Checkpoint, RunQuery
 from durably_sched.store.postgres import PostgresStore
+from tests.backends import PostgresBackend
 
-from .conftest import PostgresBackend
 from .test_store_contract import checkpoint, claim_one, create, fire, log_line, new_run, now
 
 pytestmark = pytest.mark.postgres

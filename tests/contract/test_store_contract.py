@@ -29,8 +29,7 @@ from durably_sched.store.base import (
     RunRecord,
     Store,
 )
-
-from .conftest import Backend
+from tests.backends import Backend
 
 JOB = "job"
 

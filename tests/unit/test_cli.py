@@ -8,10 +8,12 @@ slot triggers and backfills never duplicate a fire time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sqlite3
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -27,6 +29,7 @@ from click.testing import CliRunner, Result
 from durably_sched.cli import main
 from durably_sched.cli._base import HttpAddress, HttpAddressType
 from durably_sched.cli._loader import load_jobs, registration_key
+from durably_sched.store._common import SCHEMA_VERSION
 
 JOBS_CORE = """
 from pydantic import BaseModel
@@ -481,6 +484,80 @@ def test_unwritable_database_path_is_one_line(project: Project, tmp_path: Path) 
         assert "not writable" in error_line(result)
 
 
+def test_sqlite_url_with_two_slashes_is_refused_with_the_right_forms(project: Project) -> None:
+    """``sqlite://durably.db`` reads "durably.db" as a host: refused, naming both correct forms."""
+    result = project.run("--database", "sqlite://durably.db", "runs", "list")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert "two slashes" in line and "sqlite:///durably.db" in line and "sqlite:////" in line
+    assert not (project.root / "durably.db").exists()
+
+
+def test_absolute_path_written_with_three_slashes_gets_a_hint(project: Project, tmp_path: Path) -> None:
+    """``sqlite:///tmp/x.db`` is the relative path tmp/x.db; when /tmp exists, say so."""
+    absolute = tmp_path / "abs.db"  # tmp_path exists; the same path relative to the cwd does not
+    relative_form = f"sqlite://{absolute}"  # three slashes in all: sqlite:/// + "tmp/..."
+    result = project.run("--database", relative_form, "migrate")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert "does not exist" in line and f"sqlite:///{absolute}" in line and "four slashes" in line
+
+
+def test_unknown_url_options_are_refused_with_the_known_ones(project: Project) -> None:
+    result = project.run("--database", f"sqlite:///{project.db}?journal=wal", "runs", "list")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert "unknown option 'journal'" in line and "busy_timeout, synchronous" in line
+    result = project.run("--database", "postgresql://u@h/db?poolmax=3", "runs", "list")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert "unknown option 'poolmax'" in line and "pool_max" in line and "sslmode" in line
+
+
+def test_pool_max_is_read_from_the_query_not_found_by_substring() -> None:
+    from durably_sched.store import open_store
+
+    assert open_store("postgresql://u@h/db?pool_max=3").max_size == 3  # type: ignore[attr-defined]
+    sneaky = open_store("postgresql://u@h/db?passfile=/etc/pool_max=1", worker_concurrency=20)
+    assert sneaky.max_size == 24  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _read_only_directory(path: Path) -> Iterator[None]:
+    """The directory and its files cannot be written, even by root (chattr +i), in the block."""
+    targets = [str(p) for p in (path, *path.iterdir())]
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", *targets], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not supported here (root writes anywhere otherwise)")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", *targets], check=True)
+    else:
+        for target in targets:
+            os.chmod(target, 0o555 if target == str(path) else 0o444)
+        try:
+            yield
+        finally:
+            for target in targets:
+                os.chmod(target, 0o755 if target == str(path) else 0o644)
+
+
+def test_read_only_commands_work_where_the_database_cannot_be_written(migrated: Project) -> None:
+    """An operator may look at a database they cannot change (e.g. one owned by the service)."""
+    run_id = migrated.json("trigger", "plain", "--json")["id"]
+    migrated.ok("schedules", "list")
+    with _read_only_directory(migrated.db.parent):
+        listed = migrated.ok("runs", "list")
+        assert run_id in listed.stdout
+        assert migrated.json("runs", "show", run_id, "--json")["id"] == run_id
+        assert "hourly" in migrated.ok("schedules", "list").stdout
+        migrated.ok("schedules", "history", "hourly")
+        changed = migrated.run("trigger", "plain")  # a write still fails, in one line
+        assert changed.exit_code == 1 and "not writable" in error_line(changed)
+    assert sorted(p.name for p in migrated.db.parent.iterdir()) == ["cli.db"]
+
+
 def test_unsupported_database_url(project: Project) -> None:
     result = project.run("--database", "mysql://x/y", "runs", "list")
     assert result.exit_code == 1
@@ -488,8 +565,8 @@ def test_unsupported_database_url(project: Project) -> None:
 
 
 def test_migrate_is_idempotent(project: Project) -> None:
-    assert "schema is at version 1" in project.ok("migrate").stdout
-    assert "schema is at version 1" in project.ok("migrate").stdout
+    assert f"schema is at version {SCHEMA_VERSION}" in project.ok("migrate").stdout
+    assert f"schema is at version {SCHEMA_VERSION}" in project.ok("migrate").stdout
 
 
 # --- schedules --------------------------------------------------------------------------------------
