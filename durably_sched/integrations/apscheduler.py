@@ -531,7 +531,7 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
     ) -> list[Any]:
         events: list[Any] = []
         for run_time in run_times:
-            if grace_seconds is not None:
+            if grace_seconds is not None and not isinstance(target, Exception):
                 late = datetime.now(UTC) - run_time
                 if late > timedelta(seconds=grace_seconds):
                     events.append(JobExecutionEvent(EVENT_JOB_MISSED, job_id, jobstore, run_time))
@@ -558,11 +558,13 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
                         traceback="".join(traceback.format_tb(exc.__traceback__)),
                     )
                 )
+                message = str(exc)
+                if not message.startswith("APScheduler job "):
+                    message = f"APScheduler job {job_id!r}: {message}"
                 log.error(
-                    "APScheduler job %r: fire time %s: no durable run: %s",
-                    job_id,
+                    "%s (fire time %s: no durable run)",
+                    message,
                     run_time.isoformat(),
-                    exc,
                     exc_info=not isinstance(exc, NotADurableJobError | ValueError | InputValidationError),
                 )
             else:
