@@ -394,12 +394,13 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
 
     async def drain(self) -> None:
         """Wait until every fire time submitted so far is stored as a durable run or reported as an
-        error (its APScheduler events dispatched)."""
-        waits = [
-            fut if isinstance(fut, asyncio.Future) else asyncio.wrap_future(fut) for fut in self._snapshot()
-        ]
-        if waits:
-            await asyncio.wait(waits)
+        error (its APScheduler events dispatched). Call it after ``scheduler.shutdown()`` and before
+        closing the Durably: the scheduler's shutdown, queued on the loop, runs first."""
+        await asyncio.sleep(0)  # callbacks AsyncIOScheduler queued on this loop (shutdown, wakeup)
+        while pending := self._snapshot():
+            await asyncio.wait(
+                [fut if isinstance(fut, asyncio.Future) else asyncio.wrap_future(fut) for fut in pending]
+            )
 
     def _snapshot(self) -> list[Any]:
         with self._pending_lock:
