@@ -246,7 +246,8 @@ def add_durable_job(
 
     ``trigger`` and ``trigger_args`` are APScheduler's (a trigger instance, or ``"cron"`` /
     ``"interval"`` / ``"date"`` with its arguments); ``id`` is required and must be the same in every
-    process, since it is part of each fire time's key. The other options are ``scheduler.add_job``'s.
+    process, since it is part of each fire time's key. ``input`` defaults to ``{}`` (the input
+    model's defaults). The other options are ``scheduler.add_job``'s.
     Everything is checked here, before anything is added: the job is a durable job, the input fits
     its model (it is stored in the validated JSON form), the trigger's fire times are the same in
     every process. Whether the job is registered on the executor's Durably is checked at
@@ -261,7 +262,7 @@ def add_durable_job(
     if overlap not in _OVERLAPS:
         raise ValueError(f"APScheduler job {id!r}: overlap must be 'queue' or 'allow', not {overlap!r}")
     try:
-        stored_input = definition.validate_input(input)
+        stored_input = definition.validate_input({} if input is None else input)
     except InputValidationError as exc:
         raise InputValidationError(f"APScheduler job {id!r}: {exc}") from None
     label_map = _user_labels(labels, id)
@@ -570,14 +571,19 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
                 )
             else:
                 events.append(JobExecutionEvent(EVENT_JOB_EXECUTED, job_id, jobstore, run_time, retval=run))
-                log.log(
-                    logging.INFO if run.disposition == "created" else logging.DEBUG,
-                    "APScheduler job %r: fire time %s: run %s of %s (%s)",
+                scheduled_for = run.record.labels.get(LABEL_SCHEDULED_FOR, "")
+                log.info(  # as the scheduler logs a fire time: every process, every outcome
+                    "APScheduler job %s fire time %s: %s (run %s)",
                     job_id,
-                    run_time.isoformat(),
+                    scheduled_for,
+                    "triggered" if run.disposition == "created" else "deduplicated",
                     run.id,
-                    run.job_name,
-                    run.disposition,
+                    extra={
+                        "run_id": run.id,
+                        "job": run.job_name,
+                        "scheduled_for": scheduled_for,
+                        LABEL_JOB: job_id,
+                    },
                 )
         return events
 

@@ -229,7 +229,10 @@ async def test_each_fire_time_becomes_one_pending_durable_run_with_key_labels_an
     assert recorder.of(EVENT_JOB_ERROR) == [] and recorder.of(EVENT_JOB_MISSED) == []
 
 
-async def test_a_fire_time_triggered_again_anywhere_is_the_existing_run(started: Callable[..., Any]) -> None:
+async def test_a_fire_time_triggered_again_anywhere_is_the_existing_run(
+    started: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "durably_sched.apscheduler")
     # Two schedulers, two executors, two Durably instances on one database: two processes in one.
     first = await started()
     second = await started()
@@ -250,6 +253,12 @@ async def test_a_fire_time_triggered_again_anywhere_is_the_existing_run(started:
     assert sorted(run.disposition for run in outcomes) == ["created", "idempotent", "idempotent"]
     assert len({run.id for run in outcomes}) == 1
     assert len(await first[0].get_runs(job_name="report")) == 1
+    # Every process logs every fire time, as the scheduler does: one line each, with the outcome.
+    when = t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [r.getMessage() for r in caplog.records if r.name == "durably_sched.apscheduler"] == [
+        f"APScheduler job nightly fire time {when}: {outcome} (run {outcomes[0].id})"
+        for outcome in ("triggered", "deduplicated", "deduplicated")
+    ]
 
 
 async def test_overlap_allow_gives_no_concurrency_key(started: Callable[..., Any]) -> None:
@@ -488,6 +497,18 @@ def test_a_durable_job_survives_a_job_store_that_pickles_jobs() -> None:
     assert restored.kwargs == job.kwargs
     durably = create_durably("sqlite:///unused.db").register([report_job])  # never connected
     assert DurablyExecutor(durably)._target(restored).job_name == "report"
+
+
+class DefaultsIn(BaseModel):
+    days: int = 7
+
+
+defaults_job = define_job(name="defaults", input=DefaultsIn, run=report)
+
+
+def test_input_defaults_to_the_input_models_defaults() -> None:
+    job = add_durable_job(_scheduler(), defaults_job, NEVER, id="weekly")
+    assert job.kwargs["input"] == {"days": 7}
 
 
 def test_durable_trigger_run_by_another_executor_says_so() -> None:
