@@ -438,7 +438,7 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
     def _stop_thread(self, grace: float | None, block: bool) -> None:
         loop, thread = self._loop, self._thread
         assert loop is not None and thread is not None
-        self._thread = None
+        self._thread = self._loop = None  # later submissions are refused: "shut down"
         closing = asyncio.run_coroutine_threadsafe(self._close_owned(grace), loop)
         closing.add_done_callback(lambda _: loop.call_soon_threadsafe(loop.stop))
         if not block:  # called on the loop thread itself: it stops once the Durably is closed
@@ -448,7 +448,6 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
         except Exception as exc:
             log.warning("DurablyExecutor %r: closing the Durably failed: %s", self._alias, exc)
         thread.join()
-        self._loop = None
 
     # -- submissions -----------------------------------------------------------------------------------
     def _target(self, job: Job) -> _Target:

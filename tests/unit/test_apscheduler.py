@@ -30,6 +30,7 @@ from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
@@ -680,3 +681,39 @@ def test_background_scheduler_start_reports_a_bad_database_in_one_line(
     assert "\n" not in str(caught.value)
     assert not scheduler.running
     assert {t.ident for t in threading.enumerate()} <= before  # the loop thread did not leak
+
+
+def test_blocking_scheduler_fires_and_a_listener_may_shut_it_down(sqlite_url: str) -> None:
+    """BlockingScheduler runs in the calling thread; a listener (called on the executor's loop
+    thread) that shuts the scheduler down must not wait for that very thread."""
+    durably = create_durably(sqlite_url).register([report_job])
+    scheduler = BlockingScheduler(executors={"durably": DurablyExecutor(durably, worker=False)}, timezone=UTC)
+    add_durable_job(
+        scheduler,
+        report_job,
+        CronTrigger(second="*", timezone=UTC),
+        id="tick",
+        input={"team": "a"},
+        misfire_grace_time=None,
+    )
+    executed: list[Any] = []
+
+    def on_executed(event: Any) -> None:
+        executed.append(event)
+        scheduler.shutdown()
+
+    scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
+    runner = threading.Thread(target=scheduler.start, name="blocking-scheduler")
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive(), "BlockingScheduler.start() did not return after shutdown"
+    for thread in threading.enumerate():
+        if thread.name == "durably-apscheduler-durably":
+            thread.join(30)
+            assert not thread.is_alive()
+    assert not durably.connected
+    runs = _read_runs(sqlite_url)
+    assert executed
+    assert {r.idempotency_key for r in runs} == {
+        apscheduler_key("tick", e.scheduled_run_time) for e in executed
+    }
