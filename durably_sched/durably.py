@@ -227,6 +227,11 @@ class Durably:
         return self.events.on(event_type, listener)
 
     # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Whether the database is open: after connect/migrate/start/init, until close."""
+        return self._connected
+
     async def connect(self) -> None:
         """Open the database without migrating or starting the worker."""
         if not self._connected:

@@ -31,6 +31,7 @@ __all__ = [
     "SCHEDULE_NAME_PATTERN",
     "CronSpec",
     "fire_key",
+    "fire_time_text",
     "fire_times",
     "is_fire_time",
     "jitter_offset",
@@ -364,6 +365,18 @@ def _utc_text(instant: datetime) -> str:
         f"{instant.year:04d}-{instant.month:02d}-{instant.day:02d}"
         f"T{instant.hour:02d}:{instant.minute:02d}:{instant.second:02d}Z"
     )
+
+
+def fire_time_text(fire_time: datetime) -> str:
+    """A fire time as keys write it: UTC, second precision, ``YYYY-MM-DDTHH:MM:SSZ``.
+
+    For keys made outside schedules.yaml (e.g. the APScheduler bridge). ``fire_time`` must be aware
+    and a whole second, as in :func:`fire_key`.
+    """
+    instant = _as_utc(fire_time, "fire_time")
+    if instant.microsecond:
+        raise ValueError(f"fire time {fire_time.isoformat()} is not a whole second")
+    return _utc_text(instant)
 
 
 def _check_name(schedule_name: str) -> None:
