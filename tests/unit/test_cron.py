@@ -7,12 +7,14 @@ fire time in UTC and parse back to it; jitter is the same in every process.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from itertools import islice
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -168,7 +170,7 @@ def test_croniter_reads_an_equal_range_as_the_whole_field() -> None:
 
 
 def test_day_of_month_and_day_of_week_together_mean_either() -> None:
-    # Vixie cron semantics, as croniter implements them: the 1st of the month OR any Monday.
+    # cron(8): both fields restricted, neither starting with *: the 1st of the month OR any Monday.
     got = fires("0 0 1 * MON", ZoneInfo("UTC"), utc(2024, 1, 1), utc(2024, 2, 29))
     assert [t.date().isoformat() for t in got] == [
         "2024-01-08",
@@ -968,3 +970,43 @@ def test_day_fields_equal_the_cron_model(expression: str, start: date, zone: str
     until = datetime.combine(last, datetime.max.time().replace(microsecond=0), tz)
     got = [t.replace(tzinfo=None) for t in fire_times(spec, tz, after, until)]
     assert got == list(reference.walls(start, last)), expression
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+ISSUE_EXAMPLES = {"0 0 */2 * 1", "0 0 */1 * 1", "0 0 15 * 0#3", "0 0 1 * 0#3", "0 * 2 * 7#5", "0 0 * * 5/1"}
+
+
+def readme_day_rule_rows() -> list[tuple[str, str, str]]:
+    """(cron, fires on, because) of the table under the README's "Day of month and day of week"."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index("### Day of month and day of week")
+    rows: list[tuple[str, str, str]] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        if line.startswith("| `"):
+            cron, fires_on, because = (cell.strip() for cell in line.strip("|").split("|"))
+            rows.append((cron.strip("`"), fires_on, because))
+    return rows
+
+
+def test_readme_day_rule_examples_are_what_the_scheduler_does() -> None:
+    rows = readme_day_rule_rows()
+    assert ISSUE_EXAMPLES <= {cron for cron, _, _ in rows}, "the README lost an example of the rule"
+    start = utc(2024, 1, 1) - timedelta(seconds=1)  # "from 2024-01-01 00:00", inclusive
+    for cron, fires_on, because in rows:
+        if fires_on == "refused":
+            with pytest.raises(ValueError) as caught:
+                parse_cron(cron)
+            for suggestion in re.findall(r"`([^`]+)`", because):  # the README's advice is the error's
+                assert f"'{suggestion}'" in str(caught.value), (cron, suggestion)
+            continue
+        listed = [day.strip() for day in fires_on.split(",")]
+        seen: list[str] = []
+        for t in fire_times(parse_cron(cron), ZoneInfo("UTC"), start):
+            day = t.date().isoformat()
+            if day not in seen:
+                seen.append(day)
+            if len(seen) == len(listed):
+                break
+        assert seen == listed, cron
