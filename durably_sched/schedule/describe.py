@@ -8,8 +8,9 @@ not follow the cron(8) rule that :mod:`durably_sched.schedule.cron` applies:
   six: a six-field expression is seconds-first for us, and cron-descriptor guesses the order of six
   fields from their content;
 * a day-of-week with a step or a list is passed as the days croniter reads (``*/2`` becomes
-  ``0,2,4,6``): cron-descriptor reads some steps as a weekly cadence ("every 2 weeks, only on
-  Friday"), which cron has no notion of, and repeats Sunday for ``0,7``;
+  ``0,2,4,6``): cron-descriptor reads some steps as a weekly cadence (``1-5/7``, which is Mondays,
+  is "every 7 weeks, Monday through Friday"), which cron has no notion of, and repeats Sunday for
+  ``0,7``;
 * when both day fields restrict the day, the day-of-month and the day-of-week parts are described
   separately and joined with "or" when either may match (both restricted without a leading ``*``)
   and "and only" when both must (cron-descriptor says "or" for ``*/2`` with ``1``, and nothing at all

@@ -69,13 +69,14 @@ def test_day_fields_are_joined_by_the_cron_rule(expression: str, description: st
 
 
 def test_weekday_steps_and_lists_are_the_days_croniter_reads() -> None:
-    # cron-descriptor alone calls 1-7/2 "every 2 days of the week, Monday through Sunday" and 0,7
-    # "Sunday and Sunday"; the days fired are these.
+    # cron-descriptor alone calls 1-7/2 "every 2 days of the week, Monday through Sunday", 1-5/7
+    # "every 7 weeks, Monday through Friday" and 0,7 "Sunday and Sunday"; the days fired are these.
     def text(expression: str) -> str:
         return describe_cron(parse_cron(expression))
 
     assert text("0 0 * * 1-7/2") == "At 00:00, only on Sunday, Monday, Wednesday, and Friday"
     assert text("0 0 * * */2") == "At 00:00, only on Sunday, Tuesday, Thursday, and Saturday"
+    assert text("0 0 * * 1-5/7") == "At 00:00, only on Monday"
     assert text("0 0 * * 0,7") == "At 00:00, only on Sunday"
 
 
