@@ -232,7 +232,7 @@ def parse_cron(expression: str) -> CronSpec:
         candidates = [_with_field(ordered_fields, _DOW, "*"), _with_field(ordered_fields, _DOM, "*")]
     walks: list[str] = []
     try:
-        croniter(ordered, _PROBE_START, day_or=False)  # the syntax of every field, in one place
+        # Every field is in at least one candidate, so this also checks the syntax of each.
         for candidate in candidates:
             # croniter checks some things only when it computes a date: ask it for one now. Under
             # the OR rule a side that never matches (31 February) adds no days; the other still fires.
