@@ -18,7 +18,7 @@ The day fields follow cron(8) (Vixie cron, cronie), not croniter's own rule: whe
 day-of-week field starts with ``*`` (``*``, ``*/2``; ``?`` counts as ``*``) a day must match both; only
 when both start otherwise does a day match either. croniter OR's whenever both fields expand to less
 than every day (so ``*/2`` with ``1`` is "odd days or Mondays" there, "odd Mondays" in cron) and
-intersects ``#`` and ``W`` with the other field. So croniter is only ever asked for intersections
+mishandles ``#`` and ``W`` next to a restricted other field. So croniter is only ever asked for intersections
 (``day_or=False``): an AND expression is one croniter walk, an OR expression is the union of two walks,
 one with each day field alone (the other set to ``*``), merged in time order. Which rule applies is
 decided from the text as written, exactly as cron decides it. ``N/step`` in the day-of-week field
@@ -197,8 +197,8 @@ def parse_cron(expression: str) -> CronSpec:
 
     Accepted: 5 fields (minute hour day-of-month month day-of-week), or 6 fields with the seconds field
     first; month and weekday names (JAN, MON); 0 and 7 for Sunday; the @hourly/@daily/@weekly/
-    @monthly/@yearly shortcuts; croniter's L, W, # and ? extensions. Raises ValueError naming what is
-    wrong.
+    @monthly/@yearly shortcuts; croniter's L, W, # and ? extensions. The day fields combine as in
+    cron(8) (see the module docstring). Raises ValueError naming what is wrong.
     """
     if not isinstance(expression, str):
         raise ValueError(f"cron expression must be a string, not {type(expression).__name__}")
