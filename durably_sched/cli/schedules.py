@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import textwrap
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
 
 from .._durations import format_duration
 from ..errors import ConfigError, StoreError
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
+from ..schedule.describe import describe_cron
 from ..schedule.scheduler import make_fire
 from ..store.base import FireRecord, FireResult
 from ._base import TIME, CliError, CliGroup, in_zone, open_durably, settings, sqlite_path
@@ -103,7 +106,7 @@ Examples:
 )
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
 async def list_schedules(json_mode: bool) -> None:
-    """Every schedule: job, cron, time zone, next fire time and the last recorded outcome."""
+    """Every schedule: job, cron and what it means, time zone, next fire time, last outcome."""
     config = _load(with_jobs=False)
     last, problem = await _last_records()
     if problem is not None:
@@ -119,6 +122,7 @@ async def list_schedules(json_mode: bool) -> None:
                     "name": entry.name,
                     "job": entry.job,
                     "cron": entry.cron.expression,
+                    "description": describe_cron(entry.cron),
                     "timezone": entry.timezone.key,
                     "enabled": entry.enabled,
                     "overlap": entry.overlap,
@@ -135,7 +139,8 @@ async def list_schedules(json_mode: bool) -> None:
     if not config.schedules:
         click.echo(f"no schedules in {config.path}", err=True)
         return
-    grid = table("NAME", "JOB", "CRON", "TIMEZONE", "NEXT FIRE TIME", "LAST OUTCOME", wrap=("LAST OUTCOME",))
+    # Every column one line (no wrapping), so each schedule's description can follow its row.
+    grid = table("NAME", "JOB", "CRON", "TIMEZONE", "NEXT FIRE TIME", "LAST OUTCOME")
     for entry in config.schedules.values():
         upcoming = _next(entry, now)
         record = last.get(entry.name)
@@ -152,7 +157,29 @@ async def list_schedules(json_mode: bool) -> None:
             ("disabled" if not entry.enabled else zone_time(upcoming) if upcoming else "never"),
             last_text,
         )
-    print_table(grid)
+    _print_with_descriptions(grid, [describe_cron(entry.cron) for entry in config.schedules.values()])
+
+
+def _print_with_descriptions(grid: Table, descriptions: list[str]) -> None:
+    """The table, each row followed by an indented line with its cron's description.
+
+    A description is too long for a column at 80 columns (it would wrap to a word per line), and rich
+    tables have no cell spanning several columns, so the lines go between the rendered rows.
+    """
+    out = console()
+    with out.capture() as captured:
+        out.print(grid)
+    header, *rows = captured.get().splitlines()
+    if len(rows) != len(descriptions):  # not one line per row after all: the table alone
+        print_table(grid)
+        return
+    width = out.width if out.is_terminal else None
+    click.echo(header.rstrip())
+    for row, description in zip(rows, descriptions, strict=True):
+        click.echo(row.rstrip())
+        lines = textwrap.wrap(description, width - 2) if width and width > 20 else [description]
+        for line in lines:
+            click.echo(click.style(f"  {line}", dim=True) if out.is_terminal else f"  {line}")
 
 
 @schedules.command(

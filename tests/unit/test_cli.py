@@ -751,6 +751,37 @@ def test_schedules_list_shows_next_and_last_outcome(migrated: Project) -> None:
     assert "triggered" in text
 
 
+def test_schedules_list_describes_each_cron(project: Project) -> None:
+    """Each row is followed by what its cron means, in words that follow the day-field rule."""
+    project.write(
+        "days.yaml",
+        """\
+        timezone: UTC
+        schedules:
+          hourly: {cron: "0 * * * *", job: plain}
+          odd-mondays: {cron: "0 0 */2 * MON", job: plain}
+          mid-month: {cron: "0 0 15 * 0#3", job: plain}
+          pulse: {cron: "*/10 * * * * *", job: plain}
+        """,
+    )
+    lines = project.ok("--schedules", "days.yaml", "schedules", "list").stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "JOB", "CRON"]
+    assert [line.split()[0] for line in lines[1::2]] == ["hourly", "odd-mondays", "mid-month", "pulse"]
+    assert lines[2::2] == [
+        "  Every hour",
+        "  At 00:00, every 2 days, and only on Monday",
+        "  At 00:00, on day 15 of the month, or on the third Sunday of the month",
+        "  Every 10 seconds",
+    ]
+    listed = project.json("--schedules", "days.yaml", "schedules", "list", "--json")
+    assert [(s["name"], s["description"]) for s in listed] == [
+        ("hourly", "Every hour"),
+        ("odd-mondays", "At 00:00, every 2 days, and only on Monday"),
+        ("mid-month", "At 00:00, on day 15 of the month, or on the third Sunday of the month"),
+        ("pulse", "Every 10 seconds"),
+    ]
+
+
 def test_history_of_an_unknown_schedule(migrated: Project) -> None:
     result = migrated.run("schedules", "history", "nope")
     assert result.exit_code == 2 and "unknown schedule 'nope'" in error_line(result)
