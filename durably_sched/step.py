@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._step_threads import SYNC_WAIT, run_sync
 from .codec import encode_json_value
 from .errors import LeaseLostError, RunCancelledSignal, StepError
 from .events import LogWriteEvent, RunProgressEvent, StepCompleteEvent, StepFailEvent, StepStartEvent
@@ -48,6 +49,9 @@ class RunContext:
         self.lost = False
         self.current_step: str | None = None
         self.failed_step: str | None = None
+        # How long the loop thread may wait in sync for this run's next sync step (see
+        # _step_threads): skipped after a sync step that took longer, until one is quick again.
+        self.sync_wait = SYNC_WAIT
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self.log_extra: dict[str, Any] = {"run_id": run.id, "job": run.job_name}
@@ -190,7 +194,8 @@ class Step:
     async def run(self, name: str, fn: Callable[[], T | Awaitable[T]]) -> Any:
         """Run ``fn`` once and checkpoint its result; on replay return the stored result.
 
-        ``fn`` may be sync (run in a thread) or async. The returned value is the decoded JSON form
+        ``fn`` may be sync (run on a step thread, never on the event loop's; see _step_threads) or
+        async. The returned value is the decoded JSON form
         of the result, the same on first execution and on replay.
         """
         ctx = self._ctx
@@ -225,7 +230,8 @@ class Step:
             if inspect.iscoroutinefunction(fn):
                 result: Any = await fn()
             else:
-                result = await asyncio.to_thread(fn)
+                result = await run_sync(fn, ctx.sync_wait)
+                ctx.sync_wait = SYNC_WAIT if time.perf_counter() - started <= SYNC_WAIT else 0.0
             if inspect.isawaitable(result):
                 result = await result
             try:
