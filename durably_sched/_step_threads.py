@@ -11,13 +11,14 @@ This module keeps the promise with less:
 
 * **Parked threads.** Each step thread waits on its own raw lock (``_thread.allocate_lock``, the
   cheapest wake-up CPython has); a call takes an idle thread, stores the function and releases the
-  lock. No work queue, no ``concurrent.futures.Future``.
+  lock. No work queue, no ``concurrent.futures.Future``. Idle threads are reused last-in first-out,
+  so the steps of one run keep landing on the same warm thread.
 * **A short synchronous wait.** The loop thread then waits on the thread's "done" lock for at most
-  ``wait`` seconds (the caller passes :data:`SYNC_WAIT`, 0.2 ms, or 0). A cheap function finishes
-  within it and its result is picked up without any self-pipe write or trip through the event
-  loop. The wait is bounded, releases the GIL while blocked, and the caller skips it after a call
-  that did not finish in time, so a slow function costs the loop at most one short wait and then
-  goes the ordinary way: the loop thread awaits a future that the step thread resolves with
+  ``wait`` seconds (:data:`SYNC_WAIT`, 0.2 ms, or 0). A cheap function finishes within it and its
+  result is picked up without any self-pipe write or trip through the event loop. The wait is
+  bounded and releases the GIL while blocked; :class:`SyncSteps` skips it for a run whose last
+  function was not quick, so a slow function costs the loop at most one short wait and then goes
+  the ordinary way: the loop thread awaits a future that the step thread resolves with
   ``call_soon_threadsafe``.
 
 Invariants:
@@ -47,11 +48,13 @@ import asyncio
 import contextvars
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+Outcome = tuple[Any, BaseException | None, float]  # result, exception raised, seconds fn ran
 
 SYNC_WAIT = 0.0002
 """Seconds the loop thread may block waiting for a sync step before awaiting it asynchronously."""
@@ -69,6 +72,7 @@ class _StepThread:
     __slots__ = (
         "_context",
         "_done",
+        "_elapsed",
         "_error",
         "_finished",
         "_fn",
@@ -93,6 +97,7 @@ class _StepThread:
         self._context: contextvars.Context | None = None
         self._result: Any = None
         self._error: BaseException | None = None
+        self._elapsed = 0.0
         self._finished = False
         self._future: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,14 +115,16 @@ class _StepThread:
             fn, context = self._fn, self._context
             assert fn is not None and context is not None
             self.running = True
+            started = time.perf_counter()
             try:
                 result, error = context.run(fn), None
             except BaseException as exc:  # handed to the caller, which re-raises it
                 result, error = None, exc
+            elapsed = time.perf_counter() - started
             self.running = False
             del fn, context
             with self._mutex:
-                self._result, self._error = result, error
+                self._result, self._error, self._elapsed = result, error, elapsed
                 del result, error
                 self._finished = True
                 future, loop = self._future, self._loop
@@ -132,49 +139,42 @@ class _StepThread:
             del future, loop
 
     # -- on the caller's loop thread -----------------------------------------------------------
-    def _take(self) -> tuple[Any, BaseException | None]:
+    def _take(self) -> Outcome:
         """The outcome of the finished call; the thread becomes idle."""
-        result, error = self._result, self._error
+        outcome = (self._result, self._error, self._elapsed)
         self._fn = self._context = self._result = self._error = None
         self._future = self._loop = None
         self._pool._release(self)
-        return result, error
+        return outcome
 
-    def _deliver(self, future: asyncio.Future[Any]) -> None:
-        result, error = self._take()
-        if future.done():  # the awaiting task was cancelled
-            return
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
+    def _deliver(self, future: asyncio.Future[Outcome]) -> None:
+        outcome = self._take()
+        if not future.done():  # else the awaiting task was cancelled
+            future.set_result(outcome)
 
-    async def call(self, fn: Callable[[], T], wait: float) -> T:
+    async def call(self, fn: Callable[[], Any], wait: float) -> Outcome:
         loop = asyncio.get_running_loop()
         self._fn, self._context, self._loop = fn, contextvars.copy_context(), loop
         self._finished, self._future = False, None
         self._go.release()
-        value: T
         if wait > 0 and self._done.acquire(True, wait):
-            value = _outcome(self._take())
-            return value
+            return self._take()
         with self._mutex:
             if self._finished:
                 self._done.acquire()  # released under the mutex: free at once
-                value = _outcome(self._take())
-                return value
-            future: asyncio.Future[T] = loop.create_future()
+                return self._take()
+            future: asyncio.Future[Outcome] = loop.create_future()
             self._future = future
         return await future
 
 
-def _outcome(outcome: tuple[Any, BaseException | None]) -> Any:
-    result, error = outcome
+def _unwrap(outcome: Outcome) -> Any:
+    result, error, _ = outcome
     if error is not None:
         try:
             raise error
         finally:
-            del error  # no reference cycle through the traceback
+            del error, outcome  # no reference cycle through the traceback
     return result
 
 
@@ -193,6 +193,11 @@ class StepThreadPool:
 
         The loop thread blocks for at most ``wait`` seconds; past that it awaits the result.
         """
+        value: T = _unwrap(await self.call(fn, wait))
+        return value
+
+    async def call(self, fn: Callable[[], Any], wait: float) -> Outcome:
+        """Like :meth:`run`, returning (result, exception or None, seconds ``fn`` ran)."""
         thread = self._acquire()
         if thread is None:
             thread = await self._wait_for_thread()
@@ -264,6 +269,28 @@ def _hand_over(pool: StepThreadPool, future: asyncio.Future[_StepThread], thread
 
 
 POOL = StepThreadPool()
+
+
+class SyncSteps:
+    """Runs the sync step functions of one run on :data:`POOL`, remembering whether they are quick.
+
+    The loop thread waits in sync (up to :data:`SYNC_WAIT`) only while this run's functions take
+    less than half of it on their thread; one that took longer turns the wait off until one is
+    quick again. A slow function therefore costs the loop at most one short wait in a row, and
+    the decision does not depend on how loaded the machine is (the function's own time on its
+    thread, not the hand-off, is what counts).
+    """
+
+    __slots__ = ("wait",)
+
+    def __init__(self) -> None:
+        self.wait = SYNC_WAIT
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        outcome = await POOL.call(fn, self.wait)
+        self.wait = SYNC_WAIT if outcome[2] <= SYNC_WAIT / 2 else 0.0
+        value: T = _unwrap(outcome)
+        return value
 
 
 async def run_sync(fn: Callable[[], T], wait: float = SYNC_WAIT) -> T:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._step_threads import SYNC_WAIT, run_sync
+from ._step_threads import SyncSteps
 from .codec import encode_json_value
 from .errors import LeaseLostError, RunCancelledSignal, StepError
 from .events import LogWriteEvent, RunProgressEvent, StepCompleteEvent, StepFailEvent, StepStartEvent
@@ -49,9 +49,7 @@ class RunContext:
         self.lost = False
         self.current_step: str | None = None
         self.failed_step: str | None = None
-        # How long the loop thread may wait in sync for this run's next sync step (see
-        # _step_threads): skipped after a sync step that took longer, until one is quick again.
-        self.sync_wait = SYNC_WAIT
+        self.sync_steps = SyncSteps()  # runs sync step functions off the loop thread
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self.log_extra: dict[str, Any] = {"run_id": run.id, "job": run.job_name}
@@ -230,8 +228,7 @@ class Step:
             if inspect.iscoroutinefunction(fn):
                 result: Any = await fn()
             else:
-                result = await run_sync(fn, ctx.sync_wait)
-                ctx.sync_wait = SYNC_WAIT if time.perf_counter() - started <= SYNC_WAIT else 0.0
+                result = await ctx.sync_steps.run(fn)
             if inspect.isawaitable(result):
                 result = await result
             try:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from durably_sched import Durably, RunFailedError, Step, create_durably, define_job
-from durably_sched._step_threads import POOL, SYNC_WAIT, StepThreadPool, busy_threads
+from durably_sched._step_threads import POOL, SYNC_WAIT, StepThreadPool, SyncSteps, busy_threads
 from durably_sched.store.sqlite import SqliteStore
 from tests.helpers import until
 
@@ -375,3 +375,15 @@ async def test_pool_passes_exceptions_with_their_traceback() -> None:
         with pytest.raises(RuntimeError, match="from the step") as info:
             await pool.run(inner, wait)
         assert info.traceback[-1].name == "inner"
+
+
+async def test_sync_steps_wait_in_sync_only_while_the_functions_are_quick() -> None:
+    runner = SyncSteps()
+    assert runner.wait == SYNC_WAIT
+    assert await runner.run(lambda: time.sleep(SYNC_WAIT * 5) or "slow") == "slow"
+    assert runner.wait == 0.0  # the next call goes straight to awaiting
+    assert await runner.run(lambda: "quick") == "quick"
+    assert runner.wait == SYNC_WAIT
+    with pytest.raises(ZeroDivisionError):
+        await runner.run(lambda: 1 / 0)
+    assert runner.wait == SYNC_WAIT
