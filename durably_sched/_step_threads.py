@@ -38,7 +38,7 @@ Invariants:
   :data:`IDLE_TIMEOUT` seconds.
 
 One pool serves every event loop of the process; its bookkeeping is guarded by one lock, and each
-call carries the loop that waits for it.
+call carries the loop that waits for it. A forked child starts with an empty pool.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import _thread
 import asyncio
 import contextvars
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -251,6 +252,11 @@ class StepThreadPool:
                 return
             self._idle.append(thread)
 
+    def _forget_threads(self) -> None:
+        """In a forked child: the parent's threads do not exist here; start afresh."""
+        self._lock = _thread.allocate_lock()
+        self._idle, self._all, self._waiters = [], set(), deque()
+
     def _retire(self, thread: _StepThread) -> bool:
         """Called by an idle thread that timed out: True if it may exit (nobody took it)."""
         with self._lock:
@@ -269,6 +275,7 @@ def _hand_over(pool: StepThreadPool, future: asyncio.Future[_StepThread], thread
 
 
 POOL = StepThreadPool()
+os.register_at_fork(after_in_child=POOL._forget_threads)
 
 
 class SyncSteps:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -387,3 +388,17 @@ async def test_sync_steps_wait_in_sync_only_while_the_functions_are_quick() -> N
     with pytest.raises(ZeroDivisionError):
         await runner.run(lambda: 1 / 0)
     assert runner.wait == SYNC_WAIT
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_step_threads_of_its_own() -> None:
+    assert asyncio.run(POOL.run(lambda: "parent")) == "parent"  # the pool has an idle thread now
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's idle thread does not exist here
+        code = 1
+        try:
+            code = 0 if asyncio.run(asyncio.wait_for(POOL.run(lambda: "child"), 10)) == "child" else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
