@@ -36,7 +36,9 @@ from ._util import emit
 
 CALLS = ("execute", "fetch", "fetchrow", "fetchval", "executemany")
 current_op: contextvars.ContextVar[str] = contextvars.ContextVar("current_op", default="(outside the store)")
-WRITE = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+# A statement that changes rows (so its commit waits for a WAL flush). ``FOR UPDATE`` alone does
+# not count: a claim that locks nothing writes nothing.
+WRITE = re.compile(r"\bINSERT\s+INTO\b|\bUPDATE\s+\w+(\s+\w+)?\s+SET\b|\bDELETE\s+FROM\b", re.IGNORECASE)
 
 
 class Trace:
