@@ -565,9 +565,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
             ax.plot([], [], color="black", linestyle="dashed", label="PostgreSQL one-row commits/s (asyncpg)")
             values.append(ref["commits_per_s"])
         ax.set_xticks(range(len(keys)), [name for _, name in keys], fontsize=10)
+        if not values:  # e.g. `--only sync` measures no latency
+            ax.text(0.5, 0.5, "not measured in this run", transform=ax.transAxes, ha="center", fontsize=11)
+            return
         ax.set_yscale("log")
-        if values:
-            ax.set_ylim(min(values) / 2.5, max(values) * (40 if ncol > 1 else 80))
+        ax.set_ylim(min(values) / 2.5, max(values) * (40 if ncol > 1 else 80))
         ax.legend(loc="upper left", fontsize=8.5, ncol=ncol)
         ax.grid(axis="y", alpha=0.3)
 

@@ -157,7 +157,7 @@ def test_latency_target_is_one_millisecond_on_postgres_and_two_on_sqlite() -> No
     assert pg["latency_p50_postgres"]["pass"] is False
 
 
-def test_a_sync_only_run_and_a_skipped_postgres_still_make_a_table() -> None:
+def test_a_sync_only_run_and_a_skipped_postgres_still_make_a_table_and_a_chart(tmp_path: Path) -> None:
     raw = {
         "core": {
             "full": {
@@ -173,6 +173,9 @@ def test_a_sync_only_run_and_a_skipped_postgres_still_make_a_table() -> None:
     text = report.markdown(results)
     skipped = f"Benchmarks 1{report.DASH}4 on PostgreSQL: skipped {report.DASH} PostgreSQL at postgresql://x"
     assert skipped in text
+    pytest.importorskip("matplotlib")
+    report.chart(results, tmp_path / "chart.png")  # panels without figures say so instead of failing
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
 
 
 def test_the_chart_draws_both_backends(tmp_path: Path) -> None:
