@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from .._durations import parse_duration
+from .._step_threads import busy_threads as busy_step_threads
 from ..durably import Durably, create_durably
 from ..errors import DurablyError, RunCancelledError, RunFailedError, StoreError
 from ..jobs import JobDefinition
@@ -80,12 +81,14 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 class StepThreads:
-    """The event loop's default executor, where sync steps run, so lingering steps can be found.
+    """Finds sync steps (and other ``to_thread`` work) still running at exit, and ends the process.
 
-    A sync step runs in a thread that cannot be cancelled. After a graceful stop whose grace it
-    outlived, its run has been released (another worker resumes it), but the interpreter would
-    wait for the thread before exiting. :meth:`exit_if_lingering` ends the process instead, which
-    also stops the abandoned step sooner.
+    Sync step functions run on the step threads of ``durably_sched._step_threads``; other blocking
+    work (``asyncio.to_thread``) runs in the loop's default executor, which :meth:`install` makes
+    this class's. A thread cannot be cancelled: after a graceful stop whose grace a step outlived,
+    its run has been released (another worker resumes it), but the interpreter would wait for an
+    executor thread before exiting, and the abandoned step would go on. :meth:`exit_if_lingering`
+    reports such threads and ends the process instead.
     """
 
     def __init__(self) -> None:
@@ -100,6 +103,7 @@ class StepThreads:
         deadline = time.monotonic() + settle
         while True:  # idle threads leave at once; busy ones are still in a step
             busy = [t for t in threading.enumerate() if t.name.startswith(self.prefix) and t.is_alive()]
+            busy += busy_step_threads()
             if not busy or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.02)

@@ -300,6 +300,8 @@ def test_sigterm_releases_a_run_whose_step_outlasts_the_grace(project: Project) 
     assert took < 4, f"stopping took {took:.1f}s with --stop-grace 1"
     (run,) = project.runs(f"id = '{run_id}'")
     assert run["status"] == "pending" and run["worker_id"] is None, "the lease was not released"
+    # The sync step still sleeping on its thread is found and reported, not silently cut off.
+    assert "1 step(s) still running after the graceful stop" in project.log(serve)
 
 
 def test_a_second_sigint_exits_at_once(project: Project) -> None:
