@@ -307,7 +307,7 @@ async def checkpoint_layers(url: str, n: int) -> dict[str, float]:
 
     import asyncpg
 
-    from durably_sched.store import postgres as pgmod
+    from durably_sched.store import _pg_sql as pgmod
     from durably_sched.store.base import Checkpoint, NewRun
     from durably_sched.store.postgres import PostgresStore
 
@@ -334,7 +334,7 @@ async def checkpoint_layers(url: str, n: int) -> dict[str, float]:
         await store.create_runs([NewRun(id="layers", job_name="j", input={})])
         (run,) = await store.claim("tracer", ["j"], 1, 600)
         now = dt.datetime.now(dt.UTC)
-        sql = getattr(pgmod, "_CHECKPOINT", None)
+        sql = getattr(pgmod, "CHECKPOINT", None)
         index = iter(range(10**9))
         await conn.execute(f"SET search_path TO {store.schema}")
         if sql is not None:  # the statement as the store sends it (found by name: skipped if renamed)
