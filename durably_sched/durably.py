@@ -9,17 +9,29 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from ._durations import parse_duration
 from .errors import (
+    InputValidationError,
+    InvalidArgumentError,
     InvalidStateError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
     UnknownJobError,
 )
-from .events import EventEmitter, RunCancelEvent, RunRetryEvent, RunTriggerEvent
-from .jobs import JobDefinition
+from .events import (
+    EventEmitter,
+    RunCancelEvent,
+    RunCoalescedEvent,
+    RunDeleteEvent,
+    RunRetryEvent,
+    RunTriggerEvent,
+)
+from .jobs import JobDefinition, describe_validation_error
 from .store import database_url, open_store
 from .store.base import (
     Disposition,
@@ -27,22 +39,29 @@ from .store.base import (
     FireResult,
     LogRecord,
     NewRun,
+    Progress,
     RunQuery,
     RunRecord,
     RunStatus,
     StepRecord,
     Store,
 )
-from .waiters import Waiters
+from .waiters import LogCallback, ProgressCallback, Waiters, follow_run_updates
 from .worker import Worker
 
 if TYPE_CHECKING:
     import asyncio
 
+    from .ops.retention import Retention
     from .waiters import Done
 
 log = logging.getLogger("durably_sched")
 O = TypeVar("O")  # noqa: E741
+
+Coalesce = Literal["skip"]
+COALESCE_MODES: tuple[str, ...] = ("skip",)
+SYSTEM_LABELS: frozenset[str] = frozenset({"schedule", "scheduled_for", "apscheduler_job"})
+"""Labels durably-sched sets itself on scheduled runs; a ``labels`` model need not declare them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +107,14 @@ class JobHandle(Generic[O]):
         *,
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
-        labels: Mapping[str, str] | None = None,
+        labels: Mapping[str, Any] | None = None,
+        coalesce: Coalesce | None = None,
     ) -> Run:
-        runs = await self._durably._trigger_many(self.job, [input], idempotency_key, concurrency_key, labels)
+        """A run of the job. With ``coalesce="skip"`` (needs ``concurrency_key``), a pending run of
+        this job and key that has not started yet is returned instead (disposition ``coalesced``)."""
+        runs = await self._durably._trigger_many(
+            self.job, [input], idempotency_key, concurrency_key, labels, coalesce=coalesce
+        )
         return runs[0]
 
     async def batch_trigger(
@@ -98,7 +122,7 @@ class JobHandle(Generic[O]):
         inputs: Iterable[Any],
         *,
         concurrency_key: str | None = None,
-        labels: Mapping[str, str] | None = None,
+        labels: Mapping[str, Any] | None = None,
     ) -> list[Run]:
         """Trigger one run per input in a single write (all validated first; nothing is stored if
         any input is invalid). The runs share ``concurrency_key`` and ``labels``."""
@@ -111,23 +135,38 @@ class JobHandle(Generic[O]):
         timeout: float | None = None,
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
-        labels: Mapping[str, str] | None = None,
+        labels: Mapping[str, Any] | None = None,
+        coalesce: Coalesce | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
     ) -> RunResult[O]:
+        """Trigger and wait for the output. ``on_progress``/``on_log`` as in
+        :meth:`Durably.wait_for_run` (for a new run: all of its progress and log lines)."""
         durably = self._durably
         waiters = durably.waiters
         run_id = str(uuid.uuid4())
         waiter = waiters.add(run_id)
         try:
             runs = await durably._trigger_many(
-                self.job, [input], idempotency_key, concurrency_key, labels, run_ids=[run_id]
+                self.job,
+                [input],
+                idempotency_key,
+                concurrency_key,
+                labels,
+                run_ids=[run_id],
+                coalesce=coalesce,
             )
             run = runs[0]
-            if run.id != run_id:  # idempotent: an existing run
+            if run.id != run_id:  # idempotent or coalesced: an existing run
                 waiters.remove(run_id, waiter)
                 run_id = run.id
                 waiter = waiters.add(run_id)
                 if run.record.is_finished:
                     waiters.resolve(run_id)
+            if on_progress is not None or on_log is not None:
+                after = 0 if run.disposition == "created" else await durably.store.last_log_id(run_id)
+                record = await durably._follow(run_id, waiter, timeout, on_progress, on_log, after)
+                return durably._result_of(self.job, record, run.disposition)
             return await durably._await_result(self.job, run_id, waiter, timeout, run.disposition)
         finally:
             waiters.remove(run_id, waiter)
@@ -167,12 +206,21 @@ class Durably:
         stale_threshold: float = 30.0,
         max_concurrent_runs: int = 1,
         worker_id: str | None = None,
+        labels: type[BaseModel] | None = None,
+        preserve_steps: bool = True,
+        retain_runs: str | timedelta | None = None,
     ) -> None:
+        if labels is not None and not (isinstance(labels, type) and issubclass(labels, BaseModel)):
+            raise InvalidArgumentError(f"labels: expected a pydantic BaseModel subclass, got {labels!r}")
+        retention_age = _retention_age(retain_runs)
         self.store = store
         self.events = EventEmitter()
         self.jobs = _JobsNamespace()
         self._by_name: dict[str, JobDefinition[Any, Any]] = {}
         self.polling_interval = polling_interval
+        self.labels_model = labels
+        """The pydantic model every trigger's labels are validated with (None: any str -> str)."""
+        self.preserve_steps = preserve_steps
         self.waiters = Waiters(store)
         self.worker = Worker(
             store=store,
@@ -184,7 +232,14 @@ class Durably:
             heartbeat_interval=heartbeat_interval,
             stale_threshold=stale_threshold,
             worker_id=worker_id,
+            keep_steps=preserve_steps,
         )
+        self.retention: Retention | None = None
+        """With ``retain_runs``: the purge of finished runs (``durably_sched.ops.retention``)."""
+        if retention_age is not None:
+            from .ops.retention import Retention
+
+            self.retention = Retention(self, retention_age)
         self._connected = False
 
     # -- registration ------------------------------------------------------------------------
@@ -243,11 +298,15 @@ class Durably:
         return await self.store.migrate()
 
     async def start(self, *, worker: bool = True) -> None:
+        """Check the schema and start the worker (unless ``worker=False``) and, with
+        ``retain_runs``, the background purge of finished runs."""
         await self.connect()
         await self.store.check_schema()
         self.store.set_wakeup(self.worker.wake)
         if worker:
             self.worker.start()
+        if self.retention is not None:
+            self.retention.start()
 
     async def init(self) -> None:
         """``migrate()`` then ``start()``."""
@@ -256,7 +315,59 @@ class Durably:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; give running steps ``grace`` seconds to checkpoint; release leases."""
+        if self.retention is not None:
+            await self.retention.stop()
         await self.worker.stop(grace)
+
+    # -- one-shot processing ---------------------------------------------------------------------
+    async def process_one(self, *, jobs: Sequence[str] | None = None) -> RunRecord | None:
+        """Claim one run that is claimable now, execute it here, and return its final record;
+        None when there was nothing to do. See :meth:`process_until_idle`."""
+        done = await self._process(1, jobs)
+        return done[0] if done else None
+
+    async def process_until_idle(
+        self, max_runs: int | None = None, *, jobs: Sequence[str] | None = None
+    ) -> list[RunRecord]:
+        """Execute runs here until none is claimable now; returns the final records of the runs it
+        executed, in claim order (``len()`` is how many).
+
+        For cron-style runners that cannot keep a worker running: up to ``max_concurrent_runs`` at
+        once, through the worker's own claims and execution (leases, heartbeats, fencing). Runs
+        that are not this call's work are not waited for: runs executing in other processes (under
+        live leases), runs of jobs not registered here (or not in ``jobs``), runs waiting for their
+        concurrency key behind a run executing elsewhere, runs claimable only later. A run claimed
+        here that another run of its key was waiting for lets that one go next, in this call.
+        ``max_runs`` stops claiming after that many. With ``retain_runs``, reaching idle also
+        purges expired runs (at most once per retention interval). ``stop()`` from another task
+        ends it early: running steps get the grace, then their runs are released.
+
+        Not while this instance's worker loop runs (``start()``): use ``start(worker=False)``.
+        """
+        if max_runs is not None and (type(max_runs) is not int or max_runs < 1):
+            raise InvalidArgumentError(f"max_runs: expected a positive integer or None, got {max_runs!r}")
+        done = await self._process(max_runs, jobs)
+        if (max_runs is None or len(done) < max_runs) and self.retention is not None:
+            await self.retention.run_if_due()
+        return done
+
+    async def _process(self, max_runs: int | None, jobs: Sequence[str] | None) -> list[RunRecord]:
+        if isinstance(jobs, str):
+            raise InvalidArgumentError(f"jobs: expected a list of job names, got the string {jobs!r}")
+        names = None if jobs is None else [self.job_by_name(name).name for name in jobs]
+        if self.worker.running:
+            raise InvalidStateError(
+                "this Durably's worker loop is running (start() started it): process runs one-shot "
+                "with start(worker=False), or let the worker do it"
+            )
+        if not self._connected:
+            await self.start(worker=False)
+        claimed = await self.worker.process(max_runs=max_runs, job_names=names)
+        final: list[RunRecord] = []
+        for run in claimed:
+            record = await self.store.get_run(run.id)
+            final.append(record if record is not None else run)
+        return final
 
     async def close(self) -> None:
         await self.stop()
@@ -282,10 +393,21 @@ class Durably:
         inputs: Sequence[Any],
         idempotency_key: str | None,
         concurrency_key: str | None,
-        labels: Mapping[str, str] | None,
+        labels: Mapping[str, Any] | None,
         run_ids: Sequence[str] | None = None,
+        coalesce: Coalesce | None = None,
     ) -> list[Run]:
-        label_map = _check_labels(labels)
+        if coalesce is not None:
+            if coalesce not in COALESCE_MODES:
+                raise InvalidArgumentError(
+                    f"coalesce: unknown mode {coalesce!r} (the mode is 'skip', or None to queue)"
+                )
+            if concurrency_key is None:
+                raise InvalidArgumentError(
+                    f"coalesce={coalesce!r} needs a concurrency_key: it joins the pending run of "
+                    f"job '{job.name}' with the same key"
+                )
+        label_map = self.validate_labels(labels)
         new_runs = [
             NewRun(
                 id=run_ids[i] if run_ids else str(uuid.uuid4()),
@@ -294,16 +416,17 @@ class Durably:
                 idempotency_key=idempotency_key,
                 concurrency_key=concurrency_key,
                 labels=label_map,
+                coalesce=coalesce is not None,
             )
             for i, raw in enumerate(inputs)
         ]
         if not new_runs:
             return []
         runs = [Run(record, disposition) for record, disposition in await self.store.create_runs(new_runs)]
-        self._after_trigger(runs)
+        self._after_trigger(runs, new_runs)
         return runs
 
-    def _after_trigger(self, runs: Sequence[Run]) -> None:
+    def _after_trigger(self, runs: Sequence[Run], asked: Sequence[NewRun] = ()) -> None:
         if any(r.disposition == "created" for r in runs):
             self.worker.wake()
         if self.events.wants("run:trigger"):
@@ -315,6 +438,53 @@ class Durably:
                             run_id=rec.id, job_name=rec.job_name, labels=rec.labels, input=rec.input
                         )
                     )
+        if self.events.wants("run:coalesced"):
+            for run, new in zip(runs, asked, strict=False):
+                if run.disposition == "coalesced":
+                    rec = run.record
+                    self.events.emit(
+                        RunCoalescedEvent(
+                            run_id=rec.id,
+                            job_name=rec.job_name,
+                            labels=rec.labels,
+                            skipped_input=new.input,
+                            skipped_labels=new.labels,
+                        )
+                    )
+
+    def validate_labels(self, labels: Mapping[str, Any] | None, *, where: str = "") -> dict[str, str]:
+        """The labels a trigger stores: checked against the ``labels`` model when there is one
+        (its defaults filled in), else as a plain str -> str mapping. Raises InputValidationError
+        naming the field. ``schedule``, ``scheduled_for`` and ``apscheduler_job`` (set by
+        durably-sched) pass through unless the model declares them."""
+        model = self.labels_model
+        if model is None:
+            return _check_labels(labels)
+        given = dict(labels or {})
+        for key in given:
+            if not isinstance(key, str):
+                raise InputValidationError(f"{where}labels: keys must be strings (got {key!r})")
+        declared = model.model_fields
+        system = {k: v for k, v in given.items() if k in SYSTEM_LABELS and k not in declared}
+        try:
+            parsed = model.model_validate({k: v for k, v in given.items() if k not in system})
+        except ValidationError as exc:
+            raise InputValidationError(
+                f"{where}labels: {describe_validation_error(exc)} ({model.__name__})"
+            ) from None
+        out: dict[str, str] = {}
+        for key, value in parsed.model_dump(mode="json", exclude_none=True).items():
+            if not isinstance(value, str):
+                raise InputValidationError(
+                    f"{where}labels: field '{key}' of {model.__name__} is {type(value).__name__} "
+                    f"{value!r}; label values are strings (declare the field as str)"
+                )
+            out[key] = value
+        for key, value in system.items():
+            if not isinstance(value, str):
+                raise InputValidationError(f"{where}labels: '{key}' must be a string (got {value!r})")
+            out[key] = value
+        return out
 
     async def trigger(
         self,
@@ -323,11 +493,14 @@ class Durably:
         *,
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
-        labels: Mapping[str, str] | None = None,
+        labels: Mapping[str, Any] | None = None,
+        coalesce: Coalesce | None = None,
     ) -> Run:
         """Trigger a job by its name (``durably.jobs.<key>.trigger`` is the usual way)."""
         job = self.job_by_name(job_name)
-        runs = await self._trigger_many(job, [input], idempotency_key, concurrency_key, labels)
+        runs = await self._trigger_many(
+            job, [input], idempotency_key, concurrency_key, labels, coalesce=coalesce
+        )
         return runs[0]
 
     async def fire(self, fire: Fire) -> FireResult:
@@ -335,7 +508,10 @@ class Durably:
         if fire.run is not None:
             # Store the validated form, exactly as a direct trigger would (defaults filled in).
             stored = self.job_by_name(fire.run.job_name).validate_input(fire.run.input)
-            fire = dataclasses.replace(fire, run=dataclasses.replace(fire.run, input=stored))
+            labels = fire.run.labels
+            if self.labels_model is not None:
+                labels = self.validate_labels(labels, where=f"schedule '{fire.schedule}': ")
+            fire = dataclasses.replace(fire, run=dataclasses.replace(fire.run, input=stored, labels=labels))
         result = await self.store.fire(fire)
         if result.run is not None and result.outcome == "triggered":
             self._after_trigger([Run(result.run, "created")])
@@ -357,23 +533,74 @@ class Durably:
         (here, value), record = await self.waiters.wait(run_id, waiter, timeout)
         if here or record is None:
             return RunResult(id=run_id, output=value, disposition=disposition)
-        if record.status == "completed":
-            return RunResult(id=run_id, output=job.parse_output(record.output), disposition=disposition)
-        if record.status == "cancelled":
-            raise RunCancelledError(run_id)
-        raise RunFailedError(run_id, record.error, record.failed_step_name)
+        return self._result_of(job, record, disposition)
 
-    async def wait_for_run(self, run_id: str, timeout: float | None = None) -> RunRecord:
-        """Wait until a run (triggered anywhere) finishes; returns its final record."""
+    def _result_of(
+        self, job: JobDefinition[Any, Any], record: RunRecord, disposition: Disposition
+    ) -> RunResult[Any]:
+        if record.status == "completed":
+            return RunResult(id=record.id, output=job.parse_output(record.output), disposition=disposition)
+        if record.status == "cancelled":
+            raise RunCancelledError(record.id)
+        raise RunFailedError(record.id, record.error, record.failed_step_name)
+
+    async def wait_for_run(
+        self,
+        run_id: str,
+        timeout: float | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_log: LogCallback | None = None,
+    ) -> RunRecord:
+        """Wait until a run (triggered anywhere, executing anywhere) finishes; returns its final
+        record, whatever its status. Raises TimeoutError after ``timeout`` seconds (the run goes on).
+
+        ``on_progress(progress)`` is called for every change of the run's progress and
+        ``on_log(log_record)`` for every log line stored, both from the moment of the call on (as in
+        the TypeScript library: no replay; ``get_run(...).progress`` and ``get_logs`` give what
+        was before), in order, once each. Either may be a coroutine function; an exception it
+        raises ends the wait and propagates.
+        """
         waiter = self.waiters.add(run_id)
         try:
             record = await self.get_run(run_id)
             if record.is_finished:
                 return record
+            if on_progress is not None or on_log is not None:
+                after = await self.store.last_log_id(run_id) if on_log is not None else 0
+                return await self._follow(
+                    run_id, waiter, timeout, on_progress, on_log, after, progress=record.progress
+                )
             _, final = await self.waiters.wait(run_id, waiter, timeout)
             return final if final is not None else await self.get_run(run_id)
         finally:
             self.waiters.remove(run_id, waiter)
+
+    async def _follow(
+        self,
+        run_id: str,
+        waiter: asyncio.Future[Done],
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        on_log: LogCallback | None,
+        after_log_id: int,
+        progress: Progress | None = None,
+    ) -> RunRecord:
+        import asyncio
+
+        try:
+            async with asyncio.timeout(timeout):
+                return await follow_run_updates(
+                    self.store,
+                    run_id,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                    after_log_id=after_log_id,
+                    progress=progress,
+                    woken=waiter,
+                )
+        except TimeoutError:
+            raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
 
     # -- operator actions ------------------------------------------------------------------------
     async def get_run(self, run_id: str) -> RunRecord:
@@ -388,9 +615,11 @@ class Durably:
         job_name: str | None = None,
         *,
         schedule: str | None = None,
+        labels: Mapping[str, str] | None = None,
         limit: int = 50,
         before: datetime | None = None,
     ) -> list[RunRecord]:
+        """Runs, newest first. ``labels``: only runs that carry every one of these labels."""
         statuses: tuple[RunStatus, ...] = ()
         if isinstance(status, str):
             statuses = (status,)
@@ -398,7 +627,12 @@ class Durably:
             statuses = tuple(status)
         return await self.store.list_runs(
             RunQuery(
-                statuses=statuses, job_name=job_name, schedule=schedule, limit=limit, before_created=before
+                statuses=statuses,
+                job_name=job_name,
+                schedule=schedule,
+                limit=limit,
+                before_created=before,
+                labels=_check_labels(labels),
             )
         )
 
@@ -447,9 +681,14 @@ class Durably:
         return record
 
     async def delete_run(self, run_id: str) -> None:
+        """Delete a run that is not running, with its steps and logs (event ``run:delete``)."""
+        wanted = self.events.wants("run:delete")
+        before = await self.store.get_run(run_id) if wanted else None
         if not await self.store.delete_run(run_id):
             record = await self.get_run(run_id)
             raise InvalidStateError(f"run {run_id} is {record.status}: cancel it before deleting it")
+        if before is not None:
+            self.events.emit(RunDeleteEvent(run_id=run_id, job_name=before.job_name, labels=before.labels))
 
     async def purge_runs(self, older_than: timedelta, batch_size: int = 500) -> int:
         """Delete finished runs that completed more than ``older_than`` ago; returns how many."""
@@ -460,6 +699,26 @@ class Durably:
             total += n
             if n < batch_size:
                 return total
+
+
+def _retention_age(value: str | timedelta | None) -> timedelta | None:
+    """``retain_runs``: a duration string (``"30d"``, ``"12h"``, ``"90m"``), a timedelta, or None."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        age = value
+    elif isinstance(value, str):
+        try:
+            age = parse_duration(value)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"retain_runs: {exc}") from None
+    else:
+        raise InvalidArgumentError(
+            f"retain_runs: expected a duration such as '30d' or a timedelta, got {value!r}"
+        )
+    if age <= timedelta(0):
+        raise InvalidArgumentError(f"retain_runs: must be longer than 0, got {value!r} (None keeps runs)")
+    return age
 
 
 def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -481,15 +740,28 @@ def create_durably(
     stale_threshold: float = 30.0,
     max_concurrent_runs: int = 1,
     worker_id: str | None = None,
+    labels: type[BaseModel] | None = None,
+    preserve_steps: bool = True,
+    retain_runs: str | timedelta | None = None,
 ) -> Durably:
-    """A Durably instance on ``database`` (default: $DURABLY_DATABASE_URL, else sqlite:///durably.db)."""
+    """A Durably instance on ``database`` (default: $DURABLY_DATABASE_URL, else sqlite:///durably.db).
+
+    ``labels``: a pydantic model every trigger's labels must satisfy. ``preserve_steps=False``:
+    the step rows of a run are deleted once it completes (failed and cancelled runs keep theirs, to
+    resume from on ``retry``). ``retain_runs="30d"``: finished runs older than that are purged
+    while the instance runs (``serve --retention`` is the same option).
+    """
+    store = open_store(database_url(database), worker_concurrency=max_concurrent_runs)
     return Durably(
-        open_store(database_url(database), worker_concurrency=max_concurrent_runs),
+        store,
         polling_interval=polling_interval,
         heartbeat_interval=heartbeat_interval,
         stale_threshold=stale_threshold,
         max_concurrent_runs=max_concurrent_runs,
         worker_id=worker_id,
+        labels=labels,
+        preserve_steps=preserve_steps,
+        retain_runs=retain_runs,
     )
 
 

@@ -31,6 +31,11 @@ class InputValidationError(DurablyError):
     """A job's input (at trigger time) or output (at completion) does not match its model."""
 
 
+class InvalidArgumentError(DurablyError, ValueError):
+    """An argument of a library call that makes no sense (``coalesce`` without a concurrency key,
+    an unknown mode, a malformed ``retain_runs``). The message names the argument."""
+
+
 class UnknownJobError(DurablyError):
     """A job name that is not registered."""
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from .store.base import Progress
@@ -21,11 +22,15 @@ log = logging.getLogger("durably_sched.events")
 
 EventType = Literal[
     "run:trigger",
+    "run:coalesced",
+    "run:leased",
+    "run:lease-renewed",
     "run:start",
     "run:complete",
     "run:fail",
     "run:cancel",
     "run:retry",
+    "run:delete",
     "run:progress",
     "step:start",
     "step:complete",
@@ -53,6 +58,38 @@ class RunEvent(Event):
 class RunTriggerEvent(RunEvent):
     type: str = "run:trigger"
     input: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunCoalescedEvent(RunEvent):
+    """A trigger with ``coalesce="skip"`` joined an existing pending run (``run_id``, whose
+    ``labels`` these are) instead of creating one; its own input and labels were not used."""
+
+    type: str = "run:coalesced"
+    skipped_input: dict[str, Any] = field(default_factory=dict)
+    skipped_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunLeasedEvent(RunEvent):
+    """This process's worker claimed the run: it holds the lease until ``lease_expires_at`` (the
+    store's clock: the database's for PostgreSQL), generation ``generation``."""
+
+    type: str = "run:leased"
+    input: dict[str, Any] = field(default_factory=dict)
+    worker_id: str = ""
+    lease_expires_at: datetime | None = None
+    generation: int = 0
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunLeaseRenewedEvent(RunEvent):
+    """A heartbeat extended the lease by ``lease_seconds`` from the moment the store wrote it."""
+
+    type: str = "run:lease-renewed"
+    worker_id: str = ""
+    lease_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +122,13 @@ class RunCancelEvent(RunEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRetryEvent(RunEvent):
     type: str = "run:retry"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunDeleteEvent(RunEvent):
+    """``delete_run`` removed the run with its steps and logs (purges by retention do not emit it)."""
+
+    type: str = "run:delete"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,19 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .errors import RunNotFoundError
-from .store.base import FINISHED_STATUSES, RunRecord, Store
+from .store.base import FINISHED_STATUSES, LogRecord, Progress, RunRecord, Store
 
-__all__ = ["Done", "Waiters"]
+__all__ = ["Done", "LogCallback", "ProgressCallback", "Waiters", "follow_run_updates"]
 
 log = logging.getLogger("durably_sched")
 
 POLL_INTERVAL = 0.05
 OUTAGE_LOG_EVERY = 30.0
+FOLLOW_INTERVAL = 0.1
+"""How often :func:`follow_run_updates` reads a run and its new log lines."""
+LOG_PAGE = 1000
+
+ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+LogCallback = Callable[[LogRecord], Awaitable[None] | None]
 
 Done = tuple[bool, Any]
 """(finished in this process, its output) — or (False, None): finished elsewhere, read the record."""
@@ -119,3 +127,54 @@ class Waiters:
                 waiter = self.add(run_id)
         finally:
             self.remove(run_id, waiter)
+
+
+async def follow_run_updates(
+    store: Store,
+    run_id: str,
+    *,
+    on_progress: ProgressCallback | None,
+    on_log: LogCallback | None,
+    after_log_id: int = 0,
+    progress: Progress | None = None,
+    woken: asyncio.Future[Any] | None = None,
+    interval: float = FOLLOW_INTERVAL,
+) -> RunRecord:
+    """Feed ``wait_for_run``'s callbacks until the run finishes; returns its final record.
+
+    ``on_log`` gets every log line stored after ``after_log_id``, in order, once each;
+    ``on_progress`` every stored progress that differs from the one before (``progress``: the value
+    already known). Polls the store -- the run, then its new log lines -- every ``interval``, or at
+    once when ``woken`` (this process's waiter of the run) resolves, so a run finished here is not
+    waited for. Reading the logs after the run means a finished run's last lines (stored with its
+    completion) are delivered before the function returns. This is the one function to swap for
+    the store-fed run subscription once it exists.
+    """
+    while True:
+        record = await store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"run {run_id} was deleted while waiting for it")
+        if on_log is not None:
+            while True:
+                page = await store.get_logs(run_id, after_log_id, LOG_PAGE)
+                for entry in page:
+                    after_log_id = entry.id
+                    await _call(on_log, entry)
+                if len(page) < LOG_PAGE:
+                    break
+        if record.progress is not None and record.progress != progress:
+            progress = record.progress
+            if on_progress is not None:
+                await _call(on_progress, progress)
+        if record.is_finished:
+            return record
+        if woken is not None and not woken.done():
+            await asyncio.wait([woken], timeout=interval)
+        else:
+            await asyncio.sleep(interval)
+
+
+async def _call(callback: Callable[[Any], Any], value: Any) -> None:
+    result = callback(value)
+    if inspect.isawaitable(result):
+        await result

@@ -15,12 +15,20 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import LeaseLostError, RunCancelledSignal, StoreError
-from .events import EventEmitter, RunCompleteEvent, RunFailEvent, RunStartEvent, WorkerErrorEvent
+from .events import (
+    EventEmitter,
+    RunCompleteEvent,
+    RunFailEvent,
+    RunLeasedEvent,
+    RunLeaseRenewedEvent,
+    RunStartEvent,
+    WorkerErrorEvent,
+)
 from .jobs import JobDefinition
 from .step import RunContext, Step
 from .store.base import RunRecord, Store
@@ -58,6 +66,7 @@ class Worker:
         heartbeat_interval: float,
         stale_threshold: float,
         worker_id: str | None = None,
+        keep_steps: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("max_concurrent_runs must be at least 1")
@@ -72,6 +81,8 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.stale_threshold = stale_threshold
         self.worker_id = worker_id or make_worker_id()
+        self.keep_steps = keep_steps
+        """False (``preserve_steps=False``): drop a run's step rows once it completed here."""
         self.active: dict[str, ActiveRun] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -166,10 +177,111 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _launch(self, run: RunRecord) -> None:
+    def _launch(self, run: RunRecord) -> asyncio.Task[None]:
         ctx = RunContext(run, self.store, self.events, {})
         task = asyncio.get_running_loop().create_task(self._execute(ctx), name=f"durably-run-{run.id}")
         self.active[run.id] = ActiveRun(ctx, task)
+        if self.events.wants("run:leased"):
+            self.events.emit(
+                RunLeasedEvent(
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    labels=run.labels,
+                    input=run.input,
+                    worker_id=self.worker_id,
+                    lease_expires_at=run.lease_expires_at,
+                    generation=run.generation,
+                    attempt=run.attempt,
+                )
+            )
+        return task
+
+    # -- one-shot processing ---------------------------------------------------------------------
+    async def process(
+        self, *, max_runs: int | None = None, job_names: Sequence[str] | None = None
+    ) -> list[RunRecord]:
+        """Claim and execute runs until none is claimable now; return the runs claimed, as claimed.
+
+        The claims and the execution are the claim loop's own (``store.claim``, :meth:`_launch`);
+        only the loop around them differs: up to ``concurrency`` runs at once, a new claim whenever
+        a slot frees (a finished run may unblock the next run of its concurrency key) or the worker
+        is woken, and a return -- instead of a poll -- once a claim finds nothing and no run
+        claimed here is still executing. "Idle" therefore means idle *for this worker now*: runs
+        held under another worker's live lease, runs of jobs not in ``job_names`` (default: every
+        registered job), runs waiting for their concurrency key behind a run executing elsewhere,
+        and runs not claimable before a later time are not waited for.
+
+        Ends early after ``max_runs`` claims (once those finished) or when :meth:`stop` is called
+        (which then gives the runs still executing their grace and releases them). Not while the
+        claim loop runs (:meth:`start`): both would compete for the same slots.
+        """
+        if self.running:
+            raise RuntimeError("the worker's claim loop is running; stop it before processing runs one-shot")
+        self._stopping = False
+        names = list(self.jobs) if job_names is None else list(job_names)
+        claimed_all: list[RunRecord] = []
+        mine: list[asyncio.Task[None]] = []
+        heartbeat = self._heartbeat_task
+        if heartbeat is None or heartbeat.done():
+            heartbeat = self._heartbeat_task = asyncio.get_running_loop().create_task(
+                self._heartbeat_loop(), name="durably-heartbeat"
+            )
+            owns_heartbeat = True
+        else:
+            owns_heartbeat = False
+        try:
+            while not self._stopping:
+                room = self.concurrency - len(self.active)
+                if max_runs is not None:
+                    room = min(room, max_runs - len(claimed_all))
+                claimed: list[RunRecord] = []
+                if room > 0:
+                    self._wake.clear()
+                    claimed = await self._claim_for_process(names, room)
+                    for run in claimed:
+                        mine.append(self._launch(run))
+                    claimed_all.extend(claimed)
+                busy = [task for task in mine if not task.done()]
+                if not busy and not claimed:
+                    break
+                if claimed and len(claimed) == room:
+                    continue  # there may be more right away
+                if busy:
+                    woken = asyncio.ensure_future(self._wake.wait())
+                    try:
+                        await asyncio.wait([*busy, woken], return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        woken.cancel()
+        finally:
+            if owns_heartbeat and self._heartbeat_task is heartbeat and not self.active:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+                self._heartbeat_task = None
+        return claimed_all
+
+    async def _claim_for_process(self, job_names: list[str], limit: int) -> list[RunRecord]:
+        """One claim that a cancellation of the caller cannot strand: runs it took after all are
+        given back at once (a run claimed by a commit nobody executes would otherwise wait for its
+        lease to expire)."""
+        claim = asyncio.ensure_future(
+            self.store.claim(
+                self.worker_id,
+                job_names,
+                limit,
+                self.stale_threshold,
+                run_ids=None if self.only_run_ids is None else sorted(self.only_run_ids),
+            )
+        )
+        try:
+            claimed = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                for run in await claim:
+                    await self.store.release_run(run.id, run.generation)
+            raise
+        self.last_claim_at = time.monotonic()
+        return claimed
 
     # -- leases ----------------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -185,11 +297,22 @@ class Worker:
             except Exception as exc:
                 self._report(exc, "heartbeat")
                 continue
+            renewed = self.events.wants("run:lease-renewed")
             for run_id, outcome in results.items():
                 ctx = contexts[run_id]
                 entry = self.active.get(run_id)
                 if entry is None or entry.ctx is not ctx:
                     continue  # finished while the renewal was in flight: "lost" means completed
+                if outcome == "ok" and renewed:
+                    self.events.emit(
+                        RunLeaseRenewedEvent(
+                            run_id=run_id,
+                            job_name=ctx.run.job_name,
+                            labels=ctx.run.labels,
+                            worker_id=self.worker_id,
+                            lease_seconds=self.stale_threshold,
+                        )
+                    )
                 if outcome == "lost":
                     log.warning("lease of run %s was lost; stopping it", run_id, extra=ctx.log_extra)
                     ctx.lost = True
@@ -267,6 +390,13 @@ class Worker:
             )
         if self.on_finished is not None:
             self.on_finished(run.id, True, value)
+        if not self.keep_steps:
+            # A second write, after the completion: a crash in between only leaves the steps to
+            # retention. delete_steps touches completed runs only.
+            try:
+                await self.store.delete_steps(run.id)
+            except Exception as exc:
+                self._report(exc, "delete steps", run.id)
 
     async def _store_logs(self, ctx: RunContext) -> None:
         try:

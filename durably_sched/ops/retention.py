@@ -34,12 +34,19 @@ is taken into account). Without schedules (a worker-only process, ``schedules()`
 fire records are left to a process that runs the scheduler.
 
 Failures are logged and retried at the next interval; they never stop the process.
+
+One code path for every way of asking for it: ``create_durably(retain_runs="30d")`` makes the
+Durably own a :class:`Retention` (``durably.retention``), which runs in the background from
+``start()`` to ``stop()``, and once more whenever ``process_until_idle()`` reaches idle (unless a
+pass finished less than ``interval`` ago; a pass in flight is waited for, never doubled).
+``serve --retention`` is that same option, with the schedules of the serve process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -80,7 +87,7 @@ class Retention:
         self,
         durably: Durably,
         older_than: timedelta,
-        schedules: Callable[[], SchedulesConfig | None],
+        schedules: Callable[[], SchedulesConfig | None] = lambda: None,
         *,
         interval: float = 600.0,
         batch_size: int = 500,
@@ -97,6 +104,9 @@ class Retention:
         self.interval = interval
         self.batch_size = batch_size
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.last_pass_at: float | None = None
+        """``time.monotonic()`` when the last pass ended (None before the first)."""
 
     @property
     def running(self) -> bool:
@@ -117,8 +127,25 @@ class Retention:
             await self.run_once()
             await asyncio.sleep(self.interval)
 
+    async def run_if_due(self) -> PurgeResult | None:
+        """A pass unless one ended less than ``interval`` ago (None then). A pass already under way
+        is waited for instead of starting a second one."""
+        if self._lock.locked():
+            async with self._lock:
+                return None
+        if self.last_pass_at is not None and time.monotonic() - self.last_pass_at < self.interval:
+            return None
+        return await self.run_once()
+
     async def run_once(self) -> PurgeResult:
         """One pass: purge runs, then fire records. Errors are logged, not raised."""
+        async with self._lock:
+            try:
+                return await self._pass()
+            finally:
+                self.last_pass_at = time.monotonic()
+
+    async def _pass(self) -> PurgeResult:
         now = datetime.now(UTC)
         store = self.durably.store
         runs: int | None = None

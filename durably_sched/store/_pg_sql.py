@@ -17,6 +17,7 @@ LOCK_NAMESPACE = 0x64757261
 MIGRATION_LOCK = 0  # (LOCK_NAMESPACE, 0): one migration at a time per database
 KEY_LOCK_NAMESPACE = LOCK_NAMESPACE + 1  # (.., hashtext(concurrency_key))
 SCHEDULE_LOCK_NAMESPACE = LOCK_NAMESPACE + 2  # (.., hashtext(schedule))
+COALESCE_LOCK_NAMESPACE = LOCK_NAMESPACE + 3  # (.., hashtext(job_name || US || concurrency_key))
 DEFAULT_POOL_MAX = 10
 CONNECT_TIMEOUT = 10.0
 LISTENER_CHECK_INTERVAL = 30.0
@@ -153,4 +154,18 @@ UPSERT_CURSOR = """
 INSERT INTO schedule_cursors AS c (schedule, last_fire_time) VALUES ($1, $2)
 ON CONFLICT (schedule) DO UPDATE SET last_fire_time = GREATEST(c.last_fire_time, EXCLUDED.last_fire_time)
 RETURNING last_fire_time
+"""
+
+# Coalescing triggers of one (job, concurrency key) take this transaction-level lock first, so the
+# look-up below and the insert that follows when it finds nothing are one step for every other
+# coalescing trigger of the key (under READ COMMITTED each statement after the lock sees what the
+# previous holder committed). Triggers without coalesce never take it.
+COALESCE_LOCK = f"SELECT pg_advisory_xact_lock({COALESCE_LOCK_NAMESPACE}, hashtext($1 || chr(31) || $2))"
+# The run a coalescing trigger joins: pending and never started (``started_at`` is set by the first
+# claim and kept), oldest first. $1 job name, $2 concurrency key.
+COALESCE_TARGET = f"""
+SELECT {RUN_SELECT} FROM runs
+WHERE concurrency_key = $2 AND status IN {ACTIVE_SQL} AND status = 'pending' AND job_name = $1
+  AND started_at IS NULL
+ORDER BY seq LIMIT 1
 """

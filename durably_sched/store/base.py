@@ -9,7 +9,7 @@ use the clock it trusts (the local clock for one SQLite file, the database's clo
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -17,7 +17,9 @@ from typing import Any, Literal
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "completed", "failed", "cancelled")
 FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
-Disposition = Literal["created", "idempotent"]
+Disposition = Literal["created", "idempotent", "coalesced"]
+"""How a trigger was resolved: a new run; the existing run of its idempotency key; or (with
+``coalesce``) the existing pending run of its job and concurrency key."""
 FireOutcome = Literal["triggered", "deduplicated", "skipped", "missed", "disabled"]
 FIRE_OUTCOMES: tuple[FireOutcome, ...] = ("triggered", "deduplicated", "skipped", "missed", "disabled")
 WriteResult = Literal["ok", "cancelled", "lost"]
@@ -26,7 +28,13 @@ WriteResult = Literal["ok", "cancelled", "lost"]
 
 @dataclass(frozen=True, slots=True)
 class NewRun:
-    """A run to create. ``id`` is chosen by the caller so retries of an insert are harmless."""
+    """A run to create. ``id`` is chosen by the caller so retries of an insert are harmless.
+
+    ``coalesce`` (with a ``concurrency_key``): if a run of the same job with the same key is pending
+    and has never started, return it (disposition ``coalesced``) instead of creating another. An
+    existing run of the idempotency key still comes first (``idempotent``). Decided inside the
+    insert's transaction, so concurrent coalescing triggers of one key make one run.
+    """
 
     id: str
     job_name: str
@@ -34,6 +42,7 @@ class NewRun:
     idempotency_key: str | None = None
     concurrency_key: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    coalesce: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,8 @@ class RunQuery:
     schedule: str | None = None
     limit: int = 50
     before_created: datetime | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Every one of these labels must be on the run with exactly this value."""
 
 
 class Store(abc.ABC):
@@ -214,6 +225,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]: ...
+
+    @abc.abstractmethod
+    async def last_log_id(self, run_id: str) -> int:
+        """The id of the run's newest log line (0 when it has none): where "logs from now on" start."""
 
     # -- worker side: claims and fenced writes ------------------------------------------------
     @abc.abstractmethod
@@ -287,6 +302,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_run(self, run_id: str) -> bool:
         """Delete a run that is not running, with its steps and logs."""
+
+    @abc.abstractmethod
+    async def delete_steps(self, run_id: str) -> int:
+        """Delete the step rows of a *completed* run (``preserve_steps=False``); returns how many.
+
+        Runs in any other status keep their steps (a failed or cancelled run resumes from them on
+        ``retry``), so a late call can never take checkpoints from a run that still needs them.
+        """
 
     @abc.abstractmethod
     async def purge_runs(self, older_than: datetime, batch_size: int = 500) -> int:

@@ -61,6 +61,8 @@ from ._pg_sql import (
     CHECKPOINT_REPLAYED,
     CLAIM_CANDIDATES,
     CLAIM_UPDATE,
+    COALESCE_LOCK,
+    COALESCE_TARGET,
     COMPLETE,
     CONNECT_TIMEOUT,
     DEFAULT_POOL_MAX,
@@ -308,7 +310,8 @@ class PostgresStore(Store):
           append_logs may store its log lines twice -- logs carry no client id to dedupe on;
           that is the one documented imprecision);
         * create_runs: ids are chosen by the caller and inserts tolerate conflicts; on replay a
-          conflict with a row that has *our* id means our first attempt committed: "created";
+          conflict with a row that has *our* id means our first attempt committed: "created"
+          (a coalescing trigger checks for a run with its id before looking for one to join);
         * checkpoint: the step row's key makes a replay insert nothing, which alone would say
           "lost"; on replay a step row written by our generation on a run we still hold is ours:
           "ok"/"cancelled" (steps record the writing generation for exactly this);
@@ -465,14 +468,46 @@ class PostgresStore(Store):
                 return run_from_row(rows[0])
         raise StoreError(f"could not insert or find run {run.id}")  # pragma: no cover
 
+    async def _insert_coalescing(self, conn: Any, run: NewRun, replay: bool) -> tuple[RunRecord, Disposition]:
+        """One coalescing trigger, inside the caller's transaction (see COALESCE_LOCK)."""
+        await conn.execute(COALESCE_LOCK, run.job_name, run.concurrency_key)
+        if replay:
+            mine = await self._fetch_run(conn, run.id)
+            if mine is not None:  # our first attempt committed the insert
+                return mine, "created"
+        if run.idempotency_key is not None:
+            row = await conn.fetchrow(
+                f"SELECT {RUN_SELECT} FROM runs WHERE job_name = $1 AND idempotency_key = $2",
+                run.job_name,
+                run.idempotency_key,
+            )
+            if row is not None:
+                return run_from_row(row), "idempotent"
+        row = await conn.fetchrow(COALESCE_TARGET, run.job_name, run.concurrency_key)
+        if row is not None:
+            return run_from_row(row), "coalesced"
+        [result] = await self._insert_runs(conn, [run], replay)
+        return result
+
     async def create_runs(self, runs: Sequence[NewRun]) -> list[tuple[RunRecord, Disposition]]:
         if not runs:
             return []
+        coalescing = any(r.coalesce and r.concurrency_key is not None for r in runs)
 
         async def insert(conn: Any, replay: bool) -> list[tuple[RunRecord, Disposition]]:
             return await self._insert_runs(conn, runs, replay)
 
-        return await self._run("create_runs", insert)
+        async def insert_in_order(conn: Any, replay: bool) -> list[tuple[RunRecord, Disposition]]:
+            out: list[tuple[RunRecord, Disposition]] = []
+            async with conn.transaction():
+                for run in runs:
+                    if run.coalesce and run.concurrency_key is not None:
+                        out.append(await self._insert_coalescing(conn, run, replay))
+                    else:
+                        out.extend(await self._insert_runs(conn, [run], replay))
+            return out
+
+        return await self._run("create_runs", insert_in_order if coalescing else insert)
 
     async def _fetch_run(self, conn: Any, run_id: str) -> RunRecord | None:
         row = await conn.fetchrow(f"SELECT {RUN_SELECT} FROM runs WHERE id = $1", run_id)
@@ -510,6 +545,8 @@ class PostgresStore(Store):
             where.append(f"schedule_name = {param(query.schedule)}")
         if query.before_created is not None:
             where.append(f"created_at < {param(_aware(query.before_created))}")
+        for key, value in query.labels.items():
+            where.append(f"labels ->> {param(key)} = {param(value)}")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {RUN_SELECT} FROM runs {clause} ORDER BY seq DESC LIMIT {param(query.limit)}"
 
@@ -547,6 +584,13 @@ class PostgresStore(Store):
             return [log_from_row(r) for r in rows]
 
         return await self._run("get_logs", read)
+
+    async def last_log_id(self, run_id: str) -> int:
+        async def read(conn: Any, replay: bool) -> int:
+            value = await conn.fetchval("SELECT max(id) FROM logs WHERE run_id = $1", run_id)
+            return int(value or 0)
+
+        return await self._run("last_log_id", read)
 
     # -- claims and fenced writes -----------------------------------------------------------------
     async def claim(
@@ -728,6 +772,17 @@ class PostgresStore(Store):
                 return True
 
         return await self._run("delete_run", delete)
+
+    async def delete_steps(self, run_id: str) -> int:
+        async def delete(conn: Any, replay: bool) -> int:
+            rows = await conn.fetch(
+                "DELETE FROM steps WHERE run_id = $1 AND EXISTS "
+                "(SELECT 1 FROM runs WHERE id = $1 AND status = 'completed') RETURNING 1",
+                run_id,
+            )
+            return len(rows)
+
+        return await self._run("delete_steps", delete)
 
     async def purge_runs(self, older_than: datetime, batch_size: int = 500) -> int:
         cutoff = _aware(older_than)

@@ -329,6 +329,13 @@ class SqliteStore(Store):
         if query.before_created is not None:
             where.append("created_at < ?")
             params.append(dt_to_ms(query.before_created))
+        for key, value in query.labels.items():
+            # json_each rather than a JSON path: any key works, quotes and dots included.
+            where.append(
+                "EXISTS (SELECT 1 FROM json_each(runs.labels) AS l "
+                "WHERE l.key = ? AND l.type = 'text' AND l.value = ?)"
+            )
+            params.extend((key, value))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._read(
             f"SELECT {RUN_SELECT} FROM runs {clause} ORDER BY seq DESC LIMIT ?", [*params, query.limit]
@@ -351,6 +358,10 @@ class SqliteStore(Store):
             (run_id, after_id, limit),
         )
         return [log_from_row(r, ms_to_dt) for r in rows]
+
+    async def last_log_id(self, run_id: str) -> int:
+        rows = await self._read("SELECT max(id) AS last FROM logs WHERE run_id = ?", (run_id,))
+        return int(rows[0]["last"] or 0)
 
     # -- claims and fenced writes -----------------------------------------------------------
     async def claim(
@@ -585,6 +596,17 @@ class SqliteStore(Store):
         result: bool = await self._write(delete, heavy=True)
         return result
 
+    async def delete_steps(self, run_id: str) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM steps WHERE run_id = ? AND EXISTS "
+                "(SELECT 1 FROM runs WHERE id = ? AND status = 'completed')",
+                (run_id, run_id),
+            ).rowcount
+
+        result: int = await self._write(delete)
+        return result
+
     async def purge_runs(self, older_than: datetime, batch_size: int = 500) -> int:
         cutoff = dt_to_ms(older_than)
 
@@ -706,7 +728,31 @@ class SqliteStore(Store):
         return result
 
 
+def _coalesce_target(conn: sqlite3.Connection, run: NewRun) -> tuple[RunRecord, Disposition] | None:
+    """For a coalescing trigger: the existing run it resolves to, if any (inside the insert's
+    ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock: no other process can create
+    a run between this read and the insert that follows when it finds nothing)."""
+    if run.idempotency_key is not None:
+        existing = conn.execute(
+            f"SELECT {RUN_SELECT} FROM runs WHERE job_name = ? AND idempotency_key = ?",
+            (run.job_name, run.idempotency_key),
+        ).fetchone()
+        if existing is not None:
+            return _run(existing), "idempotent"
+    pending = conn.execute(
+        f"SELECT {RUN_SELECT} FROM runs INDEXED BY runs_concurrency_active WHERE concurrency_key = ? "
+        f"AND status IN {ACTIVE_SQL} AND status = 'pending' AND job_name = ? AND started_at IS NULL "
+        "ORDER BY seq LIMIT 1",
+        (run.concurrency_key, run.job_name),
+    ).fetchone()
+    return None if pending is None else (_run(pending), "coalesced")
+
+
 def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRecord, Disposition]:
+    if run.coalesce and run.concurrency_key is not None:
+        target = _coalesce_target(conn, run)
+        if target is not None:
+            return target
     row = conn.execute(
         "INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, "
         "schedule_name, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) "
