@@ -241,17 +241,22 @@ class Worker:
                     for run in claimed:
                         mine.append(self._launch(run))
                     claimed_all.extend(claimed)
-                busy = [task for task in mine if not task.done()]
-                if not busy and not claimed:
-                    break
                 if claimed and len(claimed) == room:
                     continue  # there may be more right away
-                if busy:
-                    woken = asyncio.ensure_future(self._wake.wait())
-                    try:
-                        await asyncio.wait([*busy, woken], return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        woken.cancel()
+                busy = [task for task in mine if not task.done()]
+                if not busy:
+                    # Idle, unless a run finished (its key's next run may be claimable now) or a
+                    # run was made while the claim was in flight: both set the wake-up.
+                    if room > 0 and self._wake.is_set():
+                        continue
+                    break
+                if room <= 0:
+                    self._wake.clear()  # nothing to claim until a run of ours finishes
+                woken = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([*busy, woken], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
         finally:
             if owns_heartbeat and self._heartbeat_task is heartbeat and not self.active:
                 heartbeat.cancel()
