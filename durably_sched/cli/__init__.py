@@ -16,6 +16,7 @@ from .runs import runs
 from .schedules import schedules
 from .serve import serve
 from .trigger import trigger
+from .work import work
 
 __all__ = ["main"]
 
@@ -27,6 +28,7 @@ __all__ = ["main"]
     epilog=f"""\b
 Examples:
   durably-sched serve                                   # scheduler + worker on ./durably.db
+  durably-sched serve --once                            # fire what is due, work until idle, exit
   durably-sched trigger process-image --input '{{"filename": "cat.ppm"}}' --wait
   durably-sched runs list --status failed
   durably-sched schedules next
@@ -69,7 +71,7 @@ def main(ctx: click.Context, database: str, jobs: str, schedules: str) -> None:
         schedules=schedules,
         schedules_explicit=source not in (None, click.core.ParameterSource.DEFAULT),
     )
-    if ctx.invoked_subcommand != "serve":
+    if ctx.invoked_subcommand not in ("serve", "work"):
         ctx.call_on_close(_plain_logging())
 
 
@@ -104,5 +106,5 @@ def _plain_logging() -> Callable[[], None]:
     return restore
 
 
-for command in (serve, migrate, healthcheck, trigger, runs, schedules):
+for command in (serve, work, migrate, healthcheck, trigger, runs, schedules):
     main.add_command(command)

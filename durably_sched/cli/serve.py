@@ -141,13 +141,15 @@ class Server:
                 stale_threshold=opts.stale_threshold,
                 max_concurrent_runs=opts.concurrency,
                 worker_id=opts.worker_id,
+                retain_runs=opts.retention,  # the library's retention: runs from start() to stop()
             )
         except ValueError as exc:  # e.g. heartbeat interval not shorter than the stale threshold
             raise CliError(f"serve: {exc}") from None
         durably.register(jobs)
+        if durably.retention is not None:
+            durably.retention.schedules = lambda: self.config  # fire records: this process's schedules
         http_server: Any = None
         metrics: Any = None
-        retention: Any = None
         try:
             await durably.migrate()
             await durably.start(worker=opts.worker)
@@ -160,9 +162,8 @@ class Server:
                     )
                 )
             http_server, metrics = await self._start_http(durably)
-            retention = self._start_retention(durably)
             where = HttpAddress(http_server.host or "0.0.0.0", http_server.port) if http_server else None
-            self._log_started(durably, jobs, str(where) if where else None, retention is not None)
+            self._log_started(durably, jobs, str(where) if where else None, durably.retention is not None)
             await self.stop_requested.wait()
             log.info("stopping: running steps get up to %ss to checkpoint", f"{opts.stop_grace:g}")
         finally:
@@ -173,8 +174,6 @@ class Server:
                     await task
             if self.scheduler is not None:
                 await self.scheduler.stop()
-            if retention is not None:
-                await retention.stop()
             await durably.stop(grace=opts.stop_grace)
             if http_server is not None:
                 await http_server.close()
@@ -206,16 +205,6 @@ class Server:
             metrics.close()
             raise CliError(f"--http {address}: cannot listen: {exc.strerror or exc}", EXIT_FAILURE) from None
         return server, metrics
-
-    def _start_retention(self, durably: Durably) -> Any:
-        older_than = self.options.retention
-        if older_than is None:
-            return None
-        from ..ops.retention import Retention
-
-        retention = Retention(durably, older_than, lambda: self.config)
-        retention.start()
-        return retention
 
     def _log_started(
         self, durably: Durably, jobs: dict[str, JobDefinition[Any, Any]], http: str | None, retention: bool
@@ -362,6 +351,23 @@ once), exit 0. A second signal exits at once."""
     help="Purge finished runs older than this ('off' keeps them).",
 )
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Handle the fire times due now, work until no run is claimable, then exit (cron-style runners).",
+)
+@click.option(
+    "--max-runs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --once: claim at most N runs.",
+)
+@click.option(
+    "--max-seconds",
+    type=SECONDS,
+    metavar="SECONDS",
+    help="With --once: stop claiming after this long (running steps then get --stop-grace).",
+)
 async def serve(
     no_scheduler: bool,
     no_worker: bool,
@@ -375,11 +381,49 @@ async def serve(
     stop_grace: float,
     retention: timedelta | None,
     worker_id: str | None,
+    once: bool,
+    max_runs: int | None,
+    max_seconds: float | None,
 ) -> int:
     """Run the scheduler and a worker until stopped (or one role with --no-scheduler/--no-worker)."""
-    configure_logging(log_format, log_level.upper())
     if no_scheduler and no_worker:
+        if once:
+            raise CliError("serve --once with --no-scheduler and --no-worker together leaves nothing to do")
         raise CliError("--no-scheduler and --no-worker together leave nothing to do")
+    if not once:
+        for flag, value in (("--max-runs", max_runs), ("--max-seconds", max_seconds)):
+            if value is not None:
+                raise CliError(f"{flag} only applies with --once")
+    elif http is not None:
+        source = click.get_current_context().get_parameter_source("http")
+        if source is not click.core.ParameterSource.ENVIRONMENT:
+            raise CliError("--http does not apply with --once (the process exits when its work is done)")
+        http = None  # DURABLY_HTTP set for the long-running serve of the same image: not for --once
+    if max_seconds is not None and max_seconds <= 0:
+        raise CliError("--max-seconds must be longer than 0")
+    configure_logging(log_format, log_level.upper())
+    if once:
+        from .once import OneShotOptions, run_one_shot
+
+        threads = StepThreads()
+        threads.install()
+        code = await run_one_shot(
+            settings(),
+            OneShotOptions(
+                scheduler=not no_scheduler,
+                worker=not no_worker,
+                concurrency=concurrency,
+                heartbeat_interval=heartbeat_interval,
+                stale_threshold=stale_threshold,
+                stop_grace=stop_grace,
+                retention=retention,
+                worker_id=worker_id,
+                max_runs=max_runs,
+                max_seconds=max_seconds,
+            ),
+        )
+        await threads.exit_if_lingering(code)
+        return code
     if polling_interval <= 0:
         raise CliError("--polling-interval must be longer than 0")
     options = ServeOptions(

@@ -121,6 +121,7 @@ Examples:
   durably-sched trigger many-steps --input '{"count": 50}' --wait
   durably-sched trigger many-steps --wait --here          # run it in this process
   durably-sched trigger nightly-report --idempotency-key report-2026-05-01 --json
+  durably-sched trigger many-steps --concurrency-key batch --coalesce skip   # at most one waiting
   durably-sched trigger --schedule nightly-report --at 2026-05-01T02:00 --wait
 
 \b
@@ -147,6 +148,12 @@ at once). Without --input the input is {}.
     "--idempotency-key", metavar="KEY", help="A second trigger with this key returns the first run."
 )
 @click.option("--concurrency-key", metavar="KEY", help="Runs with the same key run one at a time, in order.")
+@click.option(
+    "--coalesce",
+    type=click.Choice(["skip"]),
+    help="With --concurrency-key: join the key's pending run of this job that has not started yet, "
+    "instead of queuing another.",
+)
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable).")
 @click.option("--schedule", "schedule_name", metavar="NAME", help="Trigger a slot of this schedule instead.")
 @click.option("--at", type=TIME, help="With --schedule: the fire time (default: the most recent one).")
@@ -164,6 +171,7 @@ async def trigger(
     input_file: str | None,
     idempotency_key: str | None,
     concurrency_key: str | None,
+    coalesce: str | None,
     labels: tuple[str, ...],
     schedule_name: str | None,
     at: datetime | None,
@@ -189,6 +197,7 @@ async def trigger(
                 ("--input-file", input_file),
                 ("--idempotency-key", idempotency_key),
                 ("--concurrency-key", concurrency_key),
+                ("--coalesce", coalesce),
                 ("--label", labels or None),
             )
             if value is not None
@@ -198,6 +207,10 @@ async def trigger(
                 f"{', '.join(used)} cannot be used with --schedule (a slot runs with the schedule's own "
                 "input, key and labels)"
             )
+    elif coalesce is not None and concurrency_key is None:
+        raise CliError(
+            "--coalesce skip needs --concurrency-key (it joins the pending run of the job with that key)"
+        )
     # Everything the user gave is checked before the database is opened.
     payload = read_input(input_text, input_file)
     label_map = parse_labels(labels)
@@ -234,6 +247,7 @@ async def trigger(
                     idempotency_key=idempotency_key,
                     concurrency_key=concurrency_key,
                     labels=label_map,
+                    coalesce="skip" if coalesce else None,
                 )
                 record = run.record
                 extra = {"disposition": run.disposition}
@@ -269,6 +283,11 @@ def _interrupts(here: bool) -> Interrupts:
 def _say_triggered(record: RunRecord, disposition: str, wait: bool) -> None:
     if disposition == "created":
         line = f"run {record.id} created ({record.job_name})"
+    elif disposition == "coalesced":
+        line = (
+            f"run {record.id} is already pending for concurrency key '{record.concurrency_key}' "
+            f"({record.job_name}); this trigger joined it (coalesced)"
+        )
     else:
         line = (
             f"run {record.id} already exists for idempotency key '{record.idempotency_key}' "

@@ -79,6 +79,27 @@ CASES = [
     Case("trigger input not JSON", ["trigger", "chain", "--input", "{steps: 1"], ["--input", "JSON"]),
     Case("trigger input fails the model", ["trigger", "typed", "--input", '{"count": "x"}'], ["count"]),
     Case("trigger unknown job", ["trigger", "nope", "--input", "{}"], ["nope"]),
+    Case(
+        "trigger coalesce without a concurrency key",
+        ["trigger", "chain", "--input", '{"steps": 1}', "--coalesce", "skip"],
+        ["--coalesce", "--concurrency-key"],
+    ),
+    Case(
+        "trigger unknown coalesce mode",
+        ["trigger", "chain", "--input", '{"steps": 1}', "--concurrency-key", "k", "--coalesce", "merge"],
+        ["--coalesce", "'merge'"],
+    ),
+    Case(
+        "serve --once with both roles off",
+        ["serve", "--once", "--no-scheduler", "--no-worker"],
+        ["--once", "--no-scheduler", "--no-worker"],
+    ),
+    Case("serve --max-runs without --once", ["serve", "--max-runs", "3"], ["--max-runs", "--once"]),
+    Case("serve --once --max-runs 0", ["serve", "--once", "--max-runs", "0"], ["--max-runs"]),
+    Case("serve --once --max-seconds 0", ["serve", "--once", "--max-seconds", "0"], ["--max-seconds"]),
+    Case("serve --once --http", ["serve", "--once", "--http", "127.0.0.1:0"], ["--http", "--once"]),
+    Case("work without --until-idle", ["work"], ["--until-idle"]),
+    Case("work --job unknown", ["work", "--until-idle", "--job", "nope"], ["--job nope", "unknown job"]),
     Case("unknown run id", ["runs", "show", "no-such-run"], ["no-such-run"]),
     Case("retry unknown run", ["runs", "retry", "no-such-run"], ["no-such-run"]),
     Case(

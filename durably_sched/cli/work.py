@@ -1,0 +1,138 @@
+"""``durably-sched work --until-idle``: only the worker half of ``serve --once``."""
+
+from __future__ import annotations
+
+import click
+
+from ._base import SECONDS, CliCommand, CliError, StepThreads, settings
+from .once import OneShotOptions, run_one_shot
+from .serve import LOG_LEVELS, configure_logging
+
+EPILOG = """\b
+Examples:
+  durably-sched work --until-idle
+  durably-sched work --until-idle --job nightly-report --max-seconds 15m
+  durably-sched --database postgresql://durably@db/durably work --until-idle --concurrency 8
+
+\b
+Executes runs that are claimable now -- up to --concurrency at once, through the same
+leases and checkpoints as serve -- and exits when none is left for it: 0, or 1 naming
+the runs it executed that failed. Runs executing in other processes, runs of jobs it
+does not have (or not named by --job), runs waiting for their concurrency key behind a
+run executing elsewhere and runs claimable only later are not waited for. SIGTERM or
+--max-seconds: no new claims, running steps get --stop-grace, their runs are released
+for the next invocation or any worker. Fire times are not handled: serve --once does
+both, serve --no-scheduler keeps a worker running."""
+
+
+@click.command("work", cls=CliCommand, epilog=EPILOG)
+@click.option(
+    "--until-idle",
+    is_flag=True,
+    help="Exit once no run is claimable by this process (required: the one mode of `work`).",
+)
+@click.option(
+    "--job",
+    "jobs",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of this job (repeatable). Default: every job found in --jobs.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    envvar="DURABLY_CONCURRENCY",
+    help="Runs executed at the same time.",
+)
+@click.option("--max-runs", type=click.IntRange(min=1), metavar="N", help="Claim at most N runs.")
+@click.option(
+    "--max-seconds",
+    type=SECONDS,
+    metavar="SECONDS",
+    help="Stop claiming after this long (running steps then get --stop-grace).",
+)
+@click.option(
+    "--stop-grace",
+    type=SECONDS,
+    default=25.0,
+    show_default=True,
+    envvar="DURABLY_STOP_GRACE",
+    metavar="SECONDS",
+    help="On SIGTERM or --max-seconds, how long running steps may take before their runs are released.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=SECONDS,
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often leases of running runs are renewed.",
+)
+@click.option(
+    "--stale-threshold",
+    type=SECONDS,
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Lease length: a run not renewed for this long is resumed by another worker.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="DURABLY_LOG_FORMAT",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    envvar="DURABLY_LOG_LEVEL",
+)
+@click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
+async def work(
+    until_idle: bool,
+    jobs: tuple[str, ...],
+    concurrency: int,
+    max_runs: int | None,
+    max_seconds: float | None,
+    stop_grace: float,
+    heartbeat_interval: float,
+    stale_threshold: float,
+    log_format: str,
+    log_level: str,
+    worker_id: str | None,
+) -> int:
+    """Execute the runs claimable now, then exit (--until-idle)."""
+    if not until_idle:
+        raise CliError(
+            "work needs --until-idle (run until no run is claimable, then exit); "
+            "`durably-sched serve --no-scheduler` keeps a worker running"
+        )
+    if max_seconds is not None and max_seconds <= 0:
+        raise CliError("--max-seconds must be longer than 0")
+    configure_logging(log_format, log_level.upper())
+    threads = StepThreads()
+    threads.install()
+    code = await run_one_shot(
+        settings(),
+        OneShotOptions(
+            scheduler=False,
+            worker=True,
+            concurrency=concurrency,
+            heartbeat_interval=heartbeat_interval,
+            stale_threshold=stale_threshold,
+            stop_grace=stop_grace,
+            retention=None,
+            worker_id=worker_id,
+            max_runs=max_runs,
+            max_seconds=max_seconds,
+            jobs=tuple(dict.fromkeys(jobs)),
+            command="work --until-idle",
+        ),
+    )
+    await threads.exit_if_lingering(code)
+    return code
