@@ -11,6 +11,7 @@ without running anything. A flag that this version does not know fails the test.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -29,10 +31,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SYSTEMD_UNIT = DEPLOY / "systemd" / "durably-sched.service"
+SYSTEMD_ONCE = DEPLOY / "systemd" / "durably-sched-once.service"
+SYSTEMD_TIMER = DEPLOY / "systemd" / "durably-sched-once.timer"
 SYSTEMD_ENV_EXAMPLE = DEPLOY / "systemd" / "env.example"
 DOCKERFILE = DEPLOY / "container" / "Dockerfile"
 COMPOSE = DEPLOY / "container" / "compose.yaml"
 K8S = DEPLOY / "kubernetes"
+K8S_CRONJOB = K8S / "cronjob.yaml"
 README = DEPLOY / "README.md"
 
 PROGRAM = "durably-sched"
@@ -336,8 +341,8 @@ def load_yaml_documents(path: Path) -> list[Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def unit() -> dict[str, dict[str, list[str]]]:
-    return parse_unit(SYSTEMD_UNIT.read_text(encoding="utf-8"))
+def unit(path: Path = SYSTEMD_UNIT) -> dict[str, dict[str, list[str]]]:
+    return parse_unit(path.read_text(encoding="utf-8"))
 
 
 def unit_value(section: str, key: str) -> str:
@@ -346,9 +351,9 @@ def unit_value(section: str, key: str) -> str:
     return values[-1]
 
 
-def unit_env() -> dict[str, str]:
+def unit_env(path: Path = SYSTEMD_UNIT) -> dict[str, str]:
     env: dict[str, str] = {}
-    for value in unit().get("Service", {}).get("Environment", []):
+    for value in unit(path).get("Service", {}).get("Environment", []):
         for assignment in shlex.split(value):
             key, _, val = assignment.partition("=")
             env[key] = val
@@ -447,6 +452,17 @@ def k8s_argv(container: Mapping[str, Any]) -> list[str]:
     return [str(token) for token in [*entrypoint, *cmd]]
 
 
+def k8s_cronjob() -> dict[str, Any]:
+    (doc,) = [d for d in load_yaml_documents(K8S_CRONJOB) if isinstance(d, dict) and "kind" in d]
+    assert doc["kind"] == "CronJob"
+    return doc
+
+
+def k8s_cronjob_pod() -> dict[str, Any]:
+    spec: dict[str, Any] = k8s_cronjob()["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return spec
+
+
 def k8s_secret_example() -> dict[str, Any]:
     return k8s_one("Secret")
 
@@ -507,13 +523,13 @@ class Invocation:
 def collect_invocations() -> list[Invocation]:
     found: list[Invocation] = []
 
-    service = unit().get("Service", {})
-    for key, values in service.items():
-        if key.startswith("Exec"):
-            for value in values:
-                argv = unit_command(value)
-                assert is_program(argv[0]), f"{key}= runs {argv[0]}, not {PROGRAM}"
-                found.append(Invocation(f"systemd {key}", tuple(argv), only_durably(unit_env())))
+    for label, path in (("systemd", SYSTEMD_UNIT), ("systemd-once", SYSTEMD_ONCE)):
+        for key, values in unit(path).get("Service", {}).items():
+            if key.startswith("Exec"):
+                for value in values:
+                    argv = unit_command(value)
+                    assert is_program(argv[0]), f"{path.name}: {key}= runs {argv[0]}, not {PROGRAM}"
+                    found.append(Invocation(f"{label} {key}", tuple(argv), only_durably(unit_env(path))))
 
     stage = final_stage(dockerfile())
     image_env = only_durably(dockerfile_env(stage))
@@ -535,6 +551,9 @@ def collect_invocations() -> list[Invocation]:
 
     for container in k8s_our_containers():
         found.append(Invocation(f"k8s {container['name']}", tuple(k8s_argv(container)), k8s_env(container)))
+    for container in k8s_cronjob_pod()["containers"]:
+        argv, env = tuple(k8s_argv(container)), k8s_env(container)
+        found.append(Invocation(f"k8s cronjob {container['name']}", argv, env))
 
     for i, argv in enumerate(readme_commands()):
         found.append(Invocation(f"README #{i + 1}", tuple(argv)))
@@ -548,6 +567,8 @@ def test_every_format_contributes_commands() -> None:
     """Guards the collector itself: if a file's commands stopped being found, nothing would be checked."""
     sources = [inv.source for inv in INVOCATIONS]
     assert sum(s.startswith("systemd ") for s in sources) >= 2  # migrate + serve
+    assert sum(s.startswith("systemd-once ") for s in sources) == 1  # serve --once
+    assert sum(s.startswith("k8s cronjob ") for s in sources) == 1
     assert sum(s.startswith("Dockerfile ") for s in sources) == 2
     assert sum(s.startswith("compose ") for s in sources) >= 3  # migrate + two serve
     assert sum(s.startswith("k8s ") for s in sources) >= 2  # migrate + serve
@@ -947,8 +968,13 @@ def test_kustomization_lists_the_manifests() -> None:
     resources = kustomization["resources"]
     for resource in resources:
         assert (K8S / resource).is_file(), f"kustomization lists missing {resource}"
-    # Everything except the kustomization and the example Secret (kept out on purpose).
-    expected = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    # Everything except the kustomization, the example Secret (kept out on purpose) and the
+    # CronJob (the one-shot alternative to the Deployment, swapped in by hand).
+    expected = {p.name for p in K8S.glob("*.yaml")} - {
+        "kustomization.yaml",
+        "secret.example.yaml",
+        "cronjob.yaml",
+    }
     assert set(resources) == expected
     assert "secret.example.yaml" not in resources
 
@@ -1055,3 +1081,226 @@ def _no_durably_env_leaks() -> Iterator[None]:
     before = {k: v for k, v in os.environ.items() if k.startswith("DURABLY_")}
     yield
     assert {k: v for k, v in os.environ.items() if k.startswith("DURABLY_")} == before
+
+
+# --------------------------------------------------------------------------------------------
+# One-shot: the systemd timer + oneshot service, the Kubernetes CronJob
+# --------------------------------------------------------------------------------------------
+
+ONCE_SHARED_WITH_SERVICE = ("DynamicUser", "User", "Group", "StateDirectory", "WorkingDirectory")
+HARDENING = (
+    "NoNewPrivileges",
+    "ProtectSystem",
+    "ProtectHome",
+    "PrivateTmp",
+    "PrivateDevices",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectClock",
+    "ProtectHostname",
+    "ProtectProc",
+    "RestrictNamespaces",
+    "RestrictRealtime",
+    "RestrictSUIDSGID",
+    "RemoveIPC",
+    "LockPersonality",
+    "MemoryDenyWriteExecute",
+    "CapabilityBoundingSet",
+    "AmbientCapabilities",
+    "RestrictAddressFamilies",
+    "SystemCallArchitectures",
+    "SystemCallFilter",
+    "SystemCallErrorNumber",
+)
+
+
+def once_argv() -> list[str]:
+    (start,) = unit(SYSTEMD_ONCE)["Service"]["ExecStart"]
+    return unit_command(start)
+
+
+def test_systemd_once_is_a_oneshot_serve_once_started_by_the_timer_only() -> None:
+    service = unit(SYSTEMD_ONCE)["Service"]
+    assert service["Type"] == ["oneshot"]
+    argv = once_argv()
+    assert resolve_cli(argv, unit_env(SYSTEMD_ONCE)) == ["serve"] and "--once" in argv
+    assert argv[0] == unit_command(unit_value("Service", "ExecStart"))[0], "the same installation"
+    assert service.get("Restart", ["no"])[-1] == "no", "a failed run must not restart the invocation"
+    assert "Install" not in unit(SYSTEMD_ONCE), "the timer starts it; enabling the service is a mistake"
+
+
+def test_systemd_once_timeouts_cover_max_seconds_and_the_stop_grace() -> None:
+    service = unit(SYSTEMD_ONCE)["Service"]
+    argv = once_argv()
+    max_seconds = float(option_value(argv, "--max-seconds") or "inf")
+    assert max_seconds < float("inf"), "bound the invocation with --max-seconds"
+    # A oneshot's whole run counts against TimeoutStartSec; at it systemd sends SIGTERM.
+    assert systemd_seconds(service["TimeoutStartSec"][-1]) > max_seconds + stop_grace(argv)
+    assert service["KillSignal"] == ["SIGTERM"]
+    assert systemd_seconds(service["TimeoutStopSec"][-1]) > stop_grace(argv)
+
+
+def test_systemd_once_shares_user_state_and_settings_with_the_service() -> None:
+    once, main = unit(SYSTEMD_ONCE)["Service"], unit()["Service"]
+    for key in ONCE_SHARED_WITH_SERVICE:
+        assert once[key] == main[key], key
+    assert once["EnvironmentFile"] == main["EnvironmentFile"]
+    assert unit_env(SYSTEMD_ONCE) == unit_env()
+
+
+def test_systemd_once_is_hardened_like_the_service() -> None:
+    once, main = unit(SYSTEMD_ONCE)["Service"], unit()["Service"]
+    for key in HARDENING:
+        assert key in main, f"{key} is not in {SYSTEMD_UNIT.name}: update HARDENING"
+        assert once.get(key) == main[key], key
+
+
+def _timer_elapses(exe: str, spec: str, count: int) -> list[datetime]:
+    result = subprocess.run(
+        [exe, "calendar", f"--iterations={count}", spec],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TZ": "UTC"},
+    )
+    assert result.returncode == 0, f"OnCalendar={spec} is not valid: {result.stderr}"
+    found = re.findall(
+        r"(?:Next elapse|Iter\. #\d+): \w{3} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", result.stdout
+    )
+    return [datetime.fromisoformat(t) for t in found]
+
+
+def test_systemd_timer_starts_the_once_service_before_it_could_overlap() -> None:
+    timer = unit(SYSTEMD_TIMER)
+    assert timer["Timer"]["Unit"] == [SYSTEMD_ONCE.name]
+    assert timer["Timer"]["Persistent"] == ["true"], "catch up after the machine was off"
+    assert timer["Install"]["WantedBy"] == ["timers.target"]
+    (spec,) = timer["Timer"]["OnCalendar"]
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze is not installed")
+    elapses = _timer_elapses(exe, spec, 4)
+    assert len(elapses) == 4, f"cannot read the elapse times of OnCalendar={spec}"
+    period = min((b - a).total_seconds() for a, b in itertools.pairwise(elapses))
+    argv = once_argv()
+    assert float(option_value(argv, "--max-seconds") or "inf") + stop_grace(argv) < period
+
+
+def test_systemd_once_and_timer_verify(tmp_path: Path) -> None:
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze is not installed")
+    true = shutil.which("true")
+    assert true is not None
+    control = tmp_path / "control" / "durably-sched-control.service"
+    control.parent.mkdir()
+    control.write_text(f"[Service]\nType=oneshot\nExecStart={true}\n", encoding="utf-8")
+    probe = _systemd_verify(exe, control)
+    if probe.returncode != 0 or probe.stdout.strip() or probe.stderr.strip():
+        pytest.skip(f"systemd-analyze verify does not work here: {(probe.stderr or probe.stdout).strip()}")
+    folder = tmp_path / "units"
+    folder.mkdir()
+    program = once_argv()[0]
+    for source in (SYSTEMD_ONCE, SYSTEMD_TIMER):
+        (folder / source.name).write_text(source.read_text(encoding="utf-8").replace(program, true))
+    for name in (SYSTEMD_ONCE.name, SYSTEMD_TIMER.name):
+        result = _systemd_verify(exe, folder / name)
+        output = "\n".join(
+            line for line in (result.stdout + result.stderr).splitlines() if "durably-sched-once" in line
+        )
+        assert result.returncode == 0 and not output, f"{name}:\n{result.stderr}{result.stdout}"
+
+
+def test_systemd_once_security_exposure(tmp_path: Path) -> None:
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze is not installed")
+    true = shutil.which("true")
+    assert true is not None
+    copy = tmp_path / SYSTEMD_ONCE.name
+    copy.write_text(SYSTEMD_ONCE.read_text(encoding="utf-8").replace(once_argv()[0], true))
+    result = subprocess.run(
+        [exe, "security", "--offline=true", "--no-pager", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout + result.stderr)
+    if match is None:
+        pytest.skip(f"systemd-analyze security --offline does not work here: {result.stderr.strip()}")
+    assert float(match.group(1)) <= 2.0, f"hardening regressed:\n{result.stdout}"
+
+
+def test_k8s_cronjob_overlaps_safely_and_reports_a_failure_once() -> None:
+    spec = k8s_cronjob()["spec"]
+    # Allow: overlapping invocations share the work; fire-time keys and leases keep it exactly-once.
+    assert spec["concurrencyPolicy"] == "Allow"
+    assert spec.get("startingDeadlineSeconds", 0) > 0
+    assert spec.get("suspend", False) is False
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0, "a pod retry would hide the failed run behind a green Job"
+    assert k8s_cronjob_pod()["restartPolicy"] == "Never"
+
+
+def test_k8s_cronjob_runs_serve_once_within_its_deadlines() -> None:
+    from durably_sched.schedule.cron import fire_times, parse_cron
+
+    (container,) = k8s_cronjob_pod()["containers"]
+    argv = k8s_argv(container)
+    assert resolve_cli(argv, k8s_env(container)) == ["serve"] and "--once" in argv
+    max_seconds = float(option_value(argv, "--max-seconds") or "inf")
+    grace = stop_grace(argv)
+    job = k8s_cronjob()["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] > max_seconds + grace
+    assert k8s_cronjob_pod()["terminationGracePeriodSeconds"] > grace
+    # Each invocation ends (at --max-seconds plus the grace) before the next one starts.
+    from zoneinfo import ZoneInfo
+
+    spec = parse_cron(k8s_cronjob()["spec"]["schedule"])
+    zone = ZoneInfo(k8s_cronjob()["spec"].get("timeZone", "Etc/UTC"))
+    start = datetime(2030, 1, 1, tzinfo=zone)
+    times = list(fire_times(spec, zone, start, start + timedelta(days=1)))
+    period = min((b - a).total_seconds() for a, b in itertools.pairwise(times))
+    assert max_seconds + grace < period
+
+
+def test_k8s_cronjob_uses_the_deployments_image_secret_schedules_and_security() -> None:
+    pod = k8s_cronjob_pod()
+    (container,) = pod["containers"]
+    assert container["image"] == k8s_serve_container()["image"]
+    secret = k8s_secret_example()
+    (item,) = [e for e in container["env"] if e["name"] == "DURABLY_DATABASE_URL"]
+    ref = item["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (secret["metadata"]["name"], "database-url")
+    configmap = k8s_one("ConfigMap")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [
+        m
+        for m in container["volumeMounts"]
+        if volumes[m["name"]].get("configMap", {}).get("name") == configmap["metadata"]["name"]
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DURABLY_SCHEDULES"] == f"{mount['mountPath']}/schedules.yaml"
+    context = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    assert context.get("runAsNonRoot") is True and context.get("runAsUser", 1) != 0
+    assert context.get("readOnlyRootFilesystem") is True
+    assert context.get("allowPrivilegeEscalation") is False
+    assert container.get("resources", {}).get("requests")
+    # Its pods are not the Deployment's: the Service and the PodDisruptionBudget never select them.
+    labels = k8s_cronjob()["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert not k8s_one("Service")["spec"]["selector"].items() <= labels.items()
+    assert not k8s_one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_kustomization_can_swap_the_deployment_for_the_cronjob() -> None:
+    (kustomization,) = load_yaml_documents(K8S / "kustomization.yaml")
+    swapped = [
+        r for r in kustomization["resources"] if r not in ("deployment.yaml", "service.yaml", "pdb.yaml")
+    ]
+    swapped.append("cronjob.yaml")
+    kinds = sorted(doc["kind"] for name in swapped for doc in load_yaml_documents(K8S / name))
+    assert kinds == ["ConfigMap", "CronJob"]
+    assert "cronjob.yaml" in (K8S / "kustomization.yaml").read_text(), "say how to swap it in"
