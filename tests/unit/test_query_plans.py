@@ -215,3 +215,20 @@ async def test_skip_if_active_check_reads_only_active_runs(traced: Traced) -> No
     for sql in traced.matching(SKIP_CHECK):
         access = traced.runs_access(sql)
         assert any("INDEX runs_schedule_active" in a for a in access), (sql, access)
+
+
+COALESCE = rf"^SELECT id, job_name, .* {RUNS} concurrency_key = .* AND started_at IS NULL"
+
+
+async def test_coalescing_looks_up_only_active_runs_of_its_key(traced: Traced) -> None:
+    """A coalescing trigger's look-up of the run to join costs the same with any history."""
+    import dataclasses
+
+    base = NewRun(id="", job_name="report", input={}, concurrency_key="tenant-9", coalesce=True)
+    first = await traced.store.create_runs([dataclasses.replace(base, id=str(uuid.uuid4()))])
+    again = await traced.store.create_runs([dataclasses.replace(base, id=str(uuid.uuid4()))])
+    assert [d for _, d in first + again] == ["created", "coalesced"]
+    for sql in traced.matching(COALESCE):
+        access = traced.runs_access(sql)
+        assert any("INDEX runs_concurrency_active" in a for a in access), (sql, access)
+        assert not any("TEMP B-TREE" in a for a in access), (sql, access)
