@@ -347,7 +347,8 @@ class Durably:
         if max_runs is not None and (type(max_runs) is not int or max_runs < 1):
             raise InvalidArgumentError(f"max_runs: expected a positive integer or None, got {max_runs!r}")
         done = await self._process(max_runs, jobs)
-        if (max_runs is None or len(done) < max_runs) and self.retention is not None:
+        idle = (max_runs is None or len(done) < max_runs) and not self.worker.stopping
+        if idle and self.retention is not None:
             await self.retention.run_if_due()
         return done
 

@@ -97,6 +97,11 @@ class Worker:
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()
 
+    @property
+    def stopping(self) -> bool:
+        """:meth:`stop` was called (and no start or one-shot processing since)."""
+        return self._stopping
+
     def wake(self) -> None:
         self._wake.set()
 
