@@ -225,7 +225,7 @@ class Worker:
         self._stopping = False
         names = list(self.jobs) if job_names is None else list(job_names)
         claimed_all: list[RunRecord] = []
-        mine: list[asyncio.Task[None]] = []
+        mine: list[asyncio.Task[None]] = []  # the runs claimed here that are still executing
         heartbeat = self._heartbeat_task
         if heartbeat is None or heartbeat.done():
             heartbeat = self._heartbeat_task = asyncio.get_running_loop().create_task(
@@ -248,7 +248,7 @@ class Worker:
                     claimed_all.extend(claimed)
                 if claimed and len(claimed) == room:
                     continue  # there may be more right away
-                busy = [task for task in mine if not task.done()]
+                busy = mine = [task for task in mine if not task.done()]
                 if not busy:
                     # Idle, unless a run finished (its key's next run may be claimable now) or a
                     # run was made while the claim was in flight: both set the wake-up.
