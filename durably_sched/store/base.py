@@ -9,7 +9,7 @@ use the clock it trusts (the local clock for one SQLite file, the database's clo
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -154,11 +154,52 @@ class FireResult:
 
 @dataclass(frozen=True, slots=True)
 class RunQuery:
+    """Which runs to list, newest (highest creation order) first. Every filter given must hold.
+
+    ``job_name`` and ``job_names`` both restrict the job (a run must match both when both are
+    given); ``statuses`` and ``job_names`` match any of their values; ``labels`` must all be on the
+    run. ``created_after`` is inclusive, ``before_created`` exclusive. ``cursor`` continues after
+    the last run of a previous page (:attr:`RunPage.next_cursor`); it is opaque.
+    """
+
     statuses: Sequence[RunStatus] = ()
     job_name: str | None = None
     schedule: str | None = None
     limit: int = 50
     before_created: datetime | None = None
+    job_names: Sequence[str] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    created_after: datetime | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of :meth:`Store.list_runs_page`; ``next_cursor`` is None on the last page."""
+
+    runs: list[RunRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunChanges:
+    """What :meth:`Store.poll_run_changes` found (the run feed's view of the runs table).
+
+    ``active``: pending and running runs (newest first, at most the limit asked for); ``created``:
+    runs created after the ``after_seq`` given, in creation order; ``finished``: runs that finished
+    at or after the time given, in completion order. ``last_seq`` is where the next poll continues
+    (the creation-order position of the last run in ``created``, or of the newest run when polled
+    without ``after_seq``).
+    """
+
+    active: list[RunRecord]
+    created: list[RunRecord]
+    finished: list[RunRecord]
+    last_seq: int
+
+
+COUNT_CAP = 10_000
+"""``count_runs`` stops counting here: "10,000+" is what a page needs, at any history size."""
 
 
 class Store(abc.ABC):
@@ -204,6 +245,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching the query, newest first."""
+
+    @abc.abstractmethod
+    async def list_runs_page(self, query: RunQuery) -> RunPage:
+        """Like :meth:`list_runs`, with a cursor for the next page. Every filter reads an index:
+        a label filter the labels index, job/status filters their indexes (one index walk per
+        job/status pair, merged), ``created_after`` the creation-time index; the cost of a page does
+        not grow with the history the table holds."""
+
+    @abc.abstractmethod
+    async def count_runs(self, query: RunQuery, cap: int = COUNT_CAP) -> tuple[int, bool]:
+        """(count, capped): how many runs match (cursor and limit ignored), counting at most
+        ``cap``; ``capped`` is True when there are more."""
+
+    @abc.abstractmethod
+    async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        """The runs with these ids that exist, in one query."""
+
+    @abc.abstractmethod
+    async def poll_run_changes(
+        self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
+    ) -> RunChanges:
+        """One poll of the run feed (see :class:`RunChanges`), on indexes only: active runs through
+        the partial index of active runs, new runs by creation order, finished ones through the
+        index of finished runs. ``after_seq`` None: nothing is returned in ``created``, only the
+        current position; ``finished_since`` None: nothing in ``finished``."""
 
     @abc.abstractmethod
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:

@@ -54,8 +54,10 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import SchemaVersionError, StoreError
+from . import _runs_query
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
 from .base import (
+    COUNT_CAP,
     Checkpoint,
     Disposition,
     Fire,
@@ -66,6 +68,8 @@ from .base import (
     NewLog,
     NewRun,
     Progress,
+    RunChanges,
+    RunPage,
     RunQuery,
     RunRecord,
     RunStatus,
@@ -116,7 +120,10 @@ WITH ins AS (
                               schedule_name, ord)
     ORDER BY n.ord
     ON CONFLICT DO NOTHING
-    RETURNING {RUN_COLUMNS}
+    RETURNING seq, {RUN_COLUMNS}
+), lab AS (
+    INSERT INTO run_labels (key, value, seq)
+    SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l
 )
 SELECT {RUN_COLUMNS}, {NOTIFY} FROM ins
 """
@@ -669,28 +676,77 @@ class PostgresStore(Store):
         return await self._run("get_run_statuses", read)
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        where: list[str] = []
-        params: list[Any] = []
+        return (await self.list_runs_page(query)).runs
 
-        def param(value: Any) -> str:
-            params.append(value)
-            return f"${len(params)}"
+    async def list_runs_page(self, query: RunQuery) -> RunPage:
+        built = _runs_query.page_sql(query, RUN_COLUMNS, "postgres", _aware)
+        if built is None:
+            return RunPage([], None)
+        sql, params = built
 
-        if query.statuses:
-            where.append(f"status = ANY({param(list(query.statuses))}::text[])")
-        if query.job_name is not None:
-            where.append(f"job_name = {param(query.job_name)}")
-        if query.schedule is not None:
-            where.append(f"schedule_name = {param(query.schedule)}")
-        if query.before_created is not None:
-            where.append(f"created_at < {param(_aware(query.before_created))}")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        sql = f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT {param(query.limit)}"
-
-        async def read(conn: Any, replay: bool) -> list[RunRecord]:
-            return [_run_from_row(r) for r in await conn.fetch(sql, *params)]
+        async def read(conn: Any, replay: bool) -> RunPage:
+            rows = await conn.fetch(sql, *params)
+            return RunPage(
+                [_run_from_row(r, 1) for r in rows[: query.limit]], _runs_query.next_cursor(rows, query.limit)
+            )
 
         return await self._run("list_runs", read)
+
+    async def count_runs(self, query: RunQuery, cap: int = COUNT_CAP) -> tuple[int, bool]:
+        built = _runs_query.count_sql(query, "postgres", _aware, cap)
+        if built is None:
+            return 0, False
+        sql, params = built
+
+        async def read(conn: Any, replay: bool) -> int:
+            return int(await conn.fetchval(sql, *params))
+
+        count = await self._run("count_runs", read)
+        return min(count, cap), count > cap
+
+    async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        if not run_ids:
+            return {}
+
+        async def read(conn: Any, replay: bool) -> dict[str, RunRecord]:
+            rows = await conn.fetch(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1::text[])", list(run_ids)
+            )
+            return {r[0]: _run_from_row(r) for r in rows}
+
+        return await self._run("get_runs_by_id", read)
+
+    async def poll_run_changes(
+        self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
+    ) -> RunChanges:
+        async def read(conn: Any, replay: bool) -> RunChanges:
+            active = await conn.fetch(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN {ACTIVE} ORDER BY seq DESC LIMIT $1",
+                active_limit,
+            )
+            created: list[Any] = []
+            if after_seq is None:
+                last_seq = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM runs"))
+            else:
+                created = await conn.fetch(
+                    f"SELECT seq, {RUN_COLUMNS} FROM runs WHERE seq > $1 ORDER BY seq LIMIT 500", after_seq
+                )
+                last_seq = int(created[-1][0]) if created else after_seq
+            finished: list[Any] = []
+            if finished_since is not None:
+                finished = await conn.fetch(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN {FINISHED} AND completed_at >= $1 "
+                    "ORDER BY completed_at LIMIT 500",
+                    _aware(finished_since),
+                )
+            return RunChanges(
+                active=[_run_from_row(r) for r in active],
+                created=[_run_from_row(r, 1) for r in created],
+                finished=[_run_from_row(r) for r in finished],
+                last_seq=last_seq,
+            )
+
+        return await self._run("poll_run_changes", read)
 
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         async def read(conn: Any, replay: bool) -> dict[tuple[str, str], int]:
@@ -913,7 +969,9 @@ class PostgresStore(Store):
                     return False
                 await conn.execute(
                     "WITH s AS (DELETE FROM steps WHERE run_id = $1), "
-                    "l AS (DELETE FROM logs WHERE run_id = $1) DELETE FROM runs WHERE id = $1",
+                    "l AS (DELETE FROM logs WHERE run_id = $1), "
+                    "b AS (DELETE FROM run_labels WHERE seq IN (SELECT seq FROM runs WHERE id = $1)) "
+                    "DELETE FROM runs WHERE id = $1",
                     run_id,
                 )
                 return True
@@ -938,7 +996,9 @@ class PostgresStore(Store):
                     return 0
                 await conn.execute(
                     "WITH s AS (DELETE FROM steps WHERE run_id = ANY($1::text[])), "
-                    "l AS (DELETE FROM logs WHERE run_id = ANY($1::text[])) "
+                    "l AS (DELETE FROM logs WHERE run_id = ANY($1::text[])), "
+                    "b AS (DELETE FROM run_labels WHERE seq IN "
+                    "(SELECT seq FROM runs WHERE id = ANY($1::text[]))) "
                     "DELETE FROM runs WHERE id = ANY($1::text[])",
                     ids,
                 )

@@ -37,8 +37,10 @@ from urllib.parse import parse_qs, urlsplit
 import aiosqlite
 
 from ..errors import SchemaVersionError, StoreError
+from . import _runs_query
 from ._common import SCHEMA_VERSION, dt_to_ms, dumps, load_migrations, ms_to_dt, newer_schema_message
 from .base import (
+    COUNT_CAP,
     Checkpoint,
     Disposition,
     Fire,
@@ -48,6 +50,8 @@ from .base import (
     NewLog,
     NewRun,
     Progress,
+    RunChanges,
+    RunPage,
     RunQuery,
     RunRecord,
     RunStatus,
@@ -420,25 +424,62 @@ class SqliteStore(Store):
         return {r[0]: r[1] for r in rows}
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if query.statuses:
-            where.append(f"status IN ({','.join('?' * len(query.statuses))})")
-            params.extend(query.statuses)
-        if query.job_name is not None:
-            where.append("job_name = ?")
-            params.append(query.job_name)
-        if query.schedule is not None:
-            where.append("schedule_name = ?")
-            params.append(query.schedule)
-        if query.before_created is not None:
-            where.append("created_at < ?")
-            params.append(dt_to_ms(query.before_created))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._read(
-            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ?", [*params, query.limit]
+        return (await self.list_runs_page(query)).runs
+
+    async def list_runs_page(self, query: RunQuery) -> RunPage:
+        built = _runs_query.page_sql(query, RUN_COLUMNS, "sqlite", dt_to_ms)
+        if built is None:
+            return RunPage([], None)
+        rows = await self._read(*built)
+        return RunPage(
+            [_run_from_row(r[1:]) for r in rows[: query.limit]], _runs_query.next_cursor(rows, query.limit)
         )
-        return [_run_from_row(r) for r in rows]
+
+    async def count_runs(self, query: RunQuery, cap: int = COUNT_CAP) -> tuple[int, bool]:
+        built = _runs_query.count_sql(query, "sqlite", dt_to_ms, cap)
+        if built is None:
+            return 0, False
+        count = int((await self._read(*built))[0][0])
+        return min(count, cap), count > cap
+
+    async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        if not run_ids:
+            return {}
+        marks = ",".join("?" * len(run_ids))
+        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})", list(run_ids))
+        return {r[0]: _run_from_row(r) for r in rows}
+
+    async def poll_run_changes(
+        self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
+    ) -> RunChanges:
+        active = await self._read(
+            f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE} "
+            "ORDER BY seq DESC LIMIT ?",
+            (active_limit,),
+        )
+        created: list[Any] = []
+        if after_seq is None:
+            rows = await self._read("SELECT max(seq) FROM runs")
+            last_seq = int(rows[0][0] or 0)
+        else:
+            created = await self._read(
+                f"SELECT seq, {RUN_COLUMNS} FROM runs WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, 500)
+            )
+            last_seq = int(created[-1][0]) if created else after_seq
+        finished: list[Any] = []
+        if finished_since is not None:
+            finished = await self._read(
+                f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_finished "
+                "WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at >= ? "
+                "ORDER BY completed_at LIMIT 500",
+                (dt_to_ms(finished_since),),
+            )
+        return RunChanges(
+            active=[_run_from_row(r) for r in active],
+            created=[_run_from_row(r[1:]) for r in created],
+            finished=[_run_from_row(r) for r in finished],
+            last_seq=last_seq,
+        )
 
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         rows = await self._read("SELECT job_name, status, count(*) FROM runs GROUP BY job_name, status")
@@ -703,6 +744,11 @@ class SqliteStore(Store):
 
     async def delete_run(self, run_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "DELETE FROM run_labels WHERE seq IN "
+                "(SELECT seq FROM runs WHERE id = ? AND status != 'running')",
+                (run_id,),
+            )
             gone = conn.execute("DELETE FROM runs WHERE id = ? AND status != 'running'", (run_id,)).rowcount
             if gone:
                 conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
@@ -728,6 +774,9 @@ class SqliteStore(Store):
             if not ids:
                 return 0
             marks = ",".join("?" * len(ids))
+            conn.execute(
+                f"DELETE FROM run_labels WHERE seq IN (SELECT seq FROM runs WHERE id IN ({marks}))", ids
+            )
             conn.execute(f"DELETE FROM steps WHERE run_id IN ({marks})", ids)
             conn.execute(f"DELETE FROM logs WHERE run_id IN ({marks})", ids)
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
@@ -877,6 +926,12 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRec
         ),
     ).fetchone()
     if row is not None:
+        if run.labels:
+            conn.execute(
+                "INSERT INTO run_labels (key, value, seq) "
+                "SELECT j.key, j.value, r.seq FROM runs r, json_each(r.labels) j WHERE r.id = ?",
+                (run.id,),
+            )
         return _run_from_row(row), "created"
     existing = conn.execute(
         f"SELECT {RUN_COLUMNS} FROM runs WHERE job_name = ? AND idempotency_key = ?",

@@ -304,7 +304,7 @@ async def test_concurrent_migrations_from_many_stores_end_at_the_current_version
     )
     assert version == str(SCHEMA_VERSION)
     tables = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = $1", schema)
-    assert tables == 6  # runs, steps, logs, schedule_cursors, fire_records, durably_meta
+    assert tables == 7  # runs, run_labels, steps, logs, schedule_cursors, fire_records, durably_meta
 
 
 async def test_using_an_unmigrated_schema_says_to_migrate(pg: PostgresBackend) -> None:
