@@ -21,6 +21,7 @@ from .errors import (
     UnknownJobError,
 )
 from .events import EventEmitter, RunCancelEvent, RunRetryEvent, RunTriggerEvent
+from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition
 from .store import database_url, open_store
 from .store.base import (
@@ -184,6 +185,7 @@ class Durably:
         self._waiters: dict[str, list[asyncio.Future[_Done]]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._connected = False
+        self._feed: RunFeed | None = None
 
     # -- registration ------------------------------------------------------------------------
     def register(
@@ -253,6 +255,9 @@ class Durably:
 
     async def close(self) -> None:
         await self.stop()
+        if self._feed is not None:
+            await self._feed.close()
+            self._feed = None
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -433,6 +438,32 @@ class Durably:
             return final if final is not None else await self.get_run(run_id)
         finally:
             self._remove_waiter(run_id, waiter)
+
+    # -- live events from the store (any process) ---------------------------------------------------
+    @property
+    def feed(self) -> RunFeed:
+        """The shared poller behind :meth:`subscribe` and :meth:`subscribe_runs` (one per instance)."""
+        if self._feed is None:
+            self._feed = RunFeed(self.store)
+        return self._feed
+
+    def subscribe(
+        self, run_id: str, *, since: RunRecord | None = None, after_log_id: int | None = None
+    ) -> RunSubscription:
+        """Events of one run, wherever it executes, read from the store; the iterator ends with
+        the run's ``run:complete``, ``run:fail``, ``run:cancel`` (or ``run:delete``) event::
+
+            async for event in durably.subscribe(run.id):
+                print(event.type)
+
+        Raises RunNotFoundError (from the iterator) for an unknown run. See durably_sched.feed for
+        the events and how they map to the in-process ones.
+        """
+        return self.feed.subscribe(run_id, since=since, after_log_id=after_log_id)
+
+    def subscribe_runs(self) -> RunListSubscription:
+        """Changes of the run list (new runs, status, step counts and progress), from any process."""
+        return self.feed.subscribe_runs()
 
     # -- operator actions ------------------------------------------------------------------------
     async def get_run(self, run_id: str) -> RunRecord:
