@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -14,17 +13,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .._durations import format_duration
 from ..errors import ConfigError, StoreError
+from ..schedule import manual
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
-from ..schedule.scheduler import make_fire
 from ..store.base import FireRecord, FireResult
 from ._base import TIME, CliError, CliGroup, in_zone, open_durably, settings, sqlite_path
 from ._loader import job_inputs, load_jobs
 from ._output import console, echo_json, local_time, print_table, table, utc_json, zone_time
 from .trigger import find_schedule
 
-BACKFILL_LIMIT = 10_000
-BACKFILL_BATCH = 200
+BACKFILL_LIMIT = manual.BACKFILL_LIMIT
 BACKFILL_ROWS_SHOWN = 200
 
 
@@ -292,24 +290,10 @@ async def backfill(
     jobs = load_jobs(s.jobs)
     config = load_schedules(s.schedules, job_inputs(jobs))
     entry = find_schedule(config.schedules, name, config.path)
-    zone = entry.timezone
-    first, last = in_zone(start, zone), in_zone(end, zone)
-    if last < first:
-        raise CliError(
-            f"--to {zone_time(last.astimezone(zone))} is before --from {zone_time(first.astimezone(zone))}"
-        )
-    if last > datetime.now(UTC) and not force:
-        raise CliError(
-            f"--to {zone_time(last.astimezone(zone))} is in the future; backfill past fire times (the "
-            "scheduler fires the rest), or pass --force"
-        )
-    found = fire_times(entry.cron, zone, first - timedelta(seconds=1), last)
-    times = [t for t in itertools.islice(found, None if force else BACKFILL_LIMIT + 1) if t >= first]
-    if len(times) > BACKFILL_LIMIT and not force:
-        raise CliError(
-            f"more than {BACKFILL_LIMIT:,} fire times of schedule '{name}' between {zone_time(first)} and "
-            f"{zone_time(last)}; narrow the range or pass --force"
-        )
+    try:
+        times = manual.backfill_times(entry, start, end, force=force, names=("--from", "--to", "--force"))
+    except manual.ScheduleActionError as exc:
+        raise CliError(exc.message) from None
     if dry_run:
         _show_plan(entry, times, json_mode)
         return
@@ -325,17 +309,8 @@ async def backfill(
             disable=not err.is_terminal or len(times) < 2 or json_mode,
         ) as bar:
             task = bar.add_task("", total=len(times))
-            for batch in _batches(times):
-                done = await asyncio.gather(
-                    *(durably.fire(make_fire(entry, t, advance_cursor=False)) for t in batch)
-                )
-                results.extend(done)
-                bar.advance(task, len(batch))
+            results = await manual.backfill(durably, entry, times, on_batch=lambda n: bar.advance(task, n))
     _show_results(entry, times, results, json_mode)
-
-
-def _batches(items: list[datetime]) -> list[list[datetime]]:
-    return [items[i : i + BACKFILL_BATCH] for i in range(0, len(items), BACKFILL_BATCH)]
 
 
 def _show_plan(entry: ScheduleEntry, times: list[datetime], json_mode: bool) -> None:

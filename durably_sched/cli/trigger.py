@@ -6,16 +6,15 @@ import contextlib
 import json
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
 
 from ..durably import Durably
 from ..jobs import JobDefinition
+from ..schedule import manual
 from ..schedule.config import ScheduleEntry, load_schedules
-from ..schedule.cron import fire_key, is_fire_time, latest_fire_time, next_fire_time
-from ..schedule.scheduler import make_fire
 from ..store.base import RunRecord
 from ._base import (
     EXIT_FAILURE,
@@ -25,7 +24,6 @@ from ._base import (
     CliCommand,
     CliError,
     StepThreads,
-    in_zone,
     open_durably,
     settings,
 )
@@ -92,27 +90,10 @@ def find_schedule(entries: dict[str, ScheduleEntry], name: str, path: str) -> Sc
 
 def slot_time(entry: ScheduleEntry, at: datetime | None) -> datetime:
     """The fire time to trigger: ``at`` (which must be a fire time) or the latest one until now."""
-    spec, zone = entry.cron, entry.timezone
-    if at is None:
-        latest = latest_fire_time(spec, zone, datetime.now(UTC))
-        if latest is None:
-            raise CliError(f"schedule '{entry.name}' ({spec.expression}) has no fire time before now")
-        return latest
-    when = in_zone(at, zone)
-    if when.microsecond == 0 and is_fire_time(spec, zone, when):
-        return when.astimezone(zone)
-    before = latest_fire_time(spec, zone, when)
     try:
-        after: datetime | None = next_fire_time(spec, zone, when)
-    except ValueError:
-        after = None
-    nearest = ", ".join(
-        f"{label} {zone_time(t)}" for label, t in (("before:", before), ("after:", after)) if t is not None
-    )
-    raise CliError(
-        f"--at {zone_time(when.astimezone(zone))} is not a fire time of schedule '{entry.name}' "
-        f"('{spec.expression}' in {zone.key}); nearest {nearest or 'none'}"
-    )
+        return manual.slot_time(entry, at, name="--at")
+    except manual.ScheduleActionError as exc:
+        raise CliError(exc.message) from None
 
 
 EPILOG = """\b
@@ -282,8 +263,8 @@ async def _fire_slot(
     durably: Durably, entry: ScheduleEntry, fire_time: datetime, *, json_mode: bool, wait: bool
 ) -> tuple[RunRecord | None, dict[str, Any]]:
     """Fire one slot and say what happened; returns the slot's run (None when it has none)."""
-    result = await durably.fire(make_fire(entry, fire_time, advance_cursor=False))
-    key = fire_key(entry.name, fire_time)
+    fired = await manual.trigger_slot(durably, entry, fire_time)
+    result, key = fired.result, fired.key
     run = result.run
     extra: dict[str, Any] = {
         "schedule": entry.name,
@@ -312,10 +293,7 @@ async def _fire_slot(
     elif run is not None:
         text = f"{slot}: deduplicated, already handled by run {run.id} ({run.status})"
     else:
-        records = await durably.store.list_fire_records(
-            entry.name, limit=1, before=fire_time + timedelta(seconds=1)
-        )
-        known = records[0].outcome if records and records[0].fire_time == fire_time else None
+        known = fired.recorded
         text = f"{slot}: deduplicated, already handled ({f'recorded as {known}' if known else 'no run'})"
     # While waiting, stdout is kept for the run's output.
     click.echo(text, err=wait and run is not None)

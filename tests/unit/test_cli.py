@@ -27,6 +27,7 @@ from click.testing import CliRunner, Result
 from durably_sched.cli import main
 from durably_sched.cli._base import HttpAddress, HttpAddressType
 from durably_sched.cli._loader import load_jobs, registration_key
+from durably_sched.store._common import SCHEMA_VERSION
 
 JOBS_CORE = """
 from pydantic import BaseModel
@@ -488,8 +489,8 @@ def test_unsupported_database_url(project: Project) -> None:
 
 
 def test_migrate_is_idempotent(project: Project) -> None:
-    assert "schema is at version 1" in project.ok("migrate").stdout
-    assert "schema is at version 1" in project.ok("migrate").stdout
+    assert f"schema is at version {SCHEMA_VERSION}" in project.ok("migrate").stdout
+    assert f"schema is at version {SCHEMA_VERSION}" in project.ok("migrate").stdout
 
 
 # --- schedules --------------------------------------------------------------------------------------
