@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -55,6 +56,9 @@ class ServeOptions:
     stop_grace: float
     retention: timedelta | None
     worker_id: str | None
+    http_token: str | None = None
+    http_read_token: str | None = None
+    http_metrics: str = "auto"
 
 
 def configure_logging(fmt: str, level: str) -> None:
@@ -161,7 +165,7 @@ class Server:
                 )
             http_server, metrics = await self._start_http(durably)
             retention = self._start_retention(durably)
-            where = HttpAddress(http_server.host or "0.0.0.0", http_server.port) if http_server else None
+            where = HttpAddress(opts.http.host, http_server.port) if http_server and opts.http else None
             self._log_started(durably, jobs, str(where) if where else None, retention is not None)
             await self.stop_requested.wait()
             log.info("stopping: running steps get up to %ss to checkpoint", f"{opts.stop_grace:g}")
@@ -185,26 +189,40 @@ class Server:
         return EXIT_OK
 
     async def _start_http(self, durably: Durably) -> tuple[Any, Any]:
-        """The /healthz, /readyz and /metrics server and its metrics, when --http is given."""
-        address = self.options.http
+        """The web app (dashboard, API, /healthz, /readyz, /metrics) and its metrics, with --http."""
+        opts = self.options
+        address = opts.http
         if address is None:
             return None, None
-        from ..ops.http import start_http_server
         from ..ops.metrics import Metrics
+        from ..web import create_app
+        from ..web.server import start_server
 
         metrics = Metrics(durably, self.scheduler)
+        loopback = is_loopback(address.host)
+        app = create_app(
+            durably,
+            schedules=lambda: self.config,
+            scheduler=self.scheduler,
+            token=opts.http_token,
+            read_token=opts.http_read_token,
+            metrics=metrics,
+            metrics_public={"auto": loopback, "open": True, "token": False}[opts.http_metrics],
+            worker=opts.worker,
+            allowed_hosts=[address.host] if opts.http_token is None else None,
+        )
         try:
-            server = await start_http_server(
-                address.host,
-                address.port,
-                durably=durably,
-                scheduler=self.scheduler,
-                metrics=metrics,
-                worker=self.options.worker,
-            )
+            server = await start_server(app, address.host, address.port)
         except OSError as exc:
             metrics.close()
             raise CliError(f"--http {address}: cannot listen: {exc.strerror or exc}", EXIT_FAILURE) from None
+        shown = f"[{address.host}]" if ":" in address.host else address.host
+        log.info(
+            "serving the dashboard, /api, /healthz, /readyz and /metrics on http://%s:%d%s",
+            shown,
+            server.port,
+            " (token required)" if opts.http_token else "",
+        )
         return server, metrics
 
     def _start_retention(self, durably: Durably) -> Any:
@@ -240,6 +258,60 @@ class Server:
             opts.concurrency,
             http or "off",
             _duration_text(opts.retention) if retention and opts.retention is not None else "off",
+        )
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; a wildcard (0.0.0.0, ::) or any other address is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def read_token(flag: str, path: str | None, env: str) -> str | None:
+    """The token from ``flag``'s file (first line, stripped), else from the environment variable."""
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"{flag}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        where = f"{flag} {path}"
+    else:
+        text = os.environ.get(env, "").strip()
+        if not text:
+            return None
+        where = env
+    if not text:
+        raise CliError(f"{where}: the token is empty")
+    if len(text) < MIN_TOKEN_LENGTH or any(c.isspace() for c in text):
+        raise CliError(
+            f"{where}: a token must be at least {MIN_TOKEN_LENGTH} characters without spaces "
+            "(e.g. the output of `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return text
+
+
+def check_http_security(address: HttpAddress | None, token: str | None, read_only: str | None) -> None:
+    if address is None:
+        if token or read_only:
+            raise CliError("--http-token-file / --http-read-token-file need --http HOST:PORT")
+        return
+    if read_only is not None and token is None:
+        raise CliError("--http-read-token-file needs --http-token-file (or DURABLY_HTTP_TOKEN) as well")
+    if read_only is not None and read_only == token:
+        raise CliError("the read-only token must differ from the full-access token")
+    if token is None and not is_loopback(address.host):
+        raise CliError(
+            f"--http {address}: not a loopback address, so the dashboard and API would be open to the "
+            "network; give a token with --http-token-file FILE or DURABLY_HTTP_TOKEN (every request must "
+            "then carry it), or bind 127.0.0.1"
         )
 
 
@@ -327,7 +399,8 @@ once), exit 0. A second signal exits at once."""
     type=HTTP_ADDRESS,
     envvar="DURABLY_HTTP",
     metavar="HOST:PORT",
-    help="Serve /healthz, /readyz and /metrics here (PORT or :PORT bind 127.0.0.1). Default: off.",
+    help="Serve the dashboard, the API, /healthz, /readyz and /metrics here (PORT or :PORT bind "
+    "127.0.0.1; any other address needs a token). Default: off.",
 )
 @click.option(
     "--log-format",
@@ -362,6 +435,28 @@ once), exit 0. A second signal exits at once."""
     help="Purge finished runs older than this ('off' keeps them).",
 )
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
+@click.option(
+    "--http-token-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A file holding the token every dashboard and API request must carry (env DURABLY_HTTP_TOKEN "
+    "holds the token itself). Required for a non-loopback --http.",
+)
+@click.option(
+    "--http-read-token-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A file holding a read-only token: it sees everything, changes nothing "
+    "(env DURABLY_HTTP_READ_TOKEN holds the token itself).",
+)
+@click.option(
+    "--http-metrics",
+    type=click.Choice(["auto", "open", "token"]),
+    default="auto",
+    show_default=True,
+    envvar="DURABLY_HTTP_METRICS",
+    help="/metrics without the token (open), behind it (token), or open on loopback only (auto).",
+)
 async def serve(
     no_scheduler: bool,
     no_worker: bool,
@@ -375,6 +470,9 @@ async def serve(
     stop_grace: float,
     retention: timedelta | None,
     worker_id: str | None,
+    http_token_file: str | None,
+    http_read_token_file: str | None,
+    http_metrics: str,
 ) -> int:
     """Run the scheduler and a worker until stopped (or one role with --no-scheduler/--no-worker)."""
     configure_logging(log_format, log_level.upper())
@@ -382,6 +480,9 @@ async def serve(
         raise CliError("--no-scheduler and --no-worker together leave nothing to do")
     if polling_interval <= 0:
         raise CliError("--polling-interval must be longer than 0")
+    token = read_token("--http-token-file", http_token_file, "DURABLY_HTTP_TOKEN")
+    read_only = read_token("--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN")
+    check_http_security(http, token, read_only)
     options = ServeOptions(
         scheduler=not no_scheduler,
         worker=not no_worker,
@@ -393,6 +494,9 @@ async def serve(
         stop_grace=stop_grace,
         retention=retention,
         worker_id=worker_id,
+        http_token=token,
+        http_read_token=read_only,
+        http_metrics=http_metrics,
     )
     threads = StepThreads()
     threads.install()

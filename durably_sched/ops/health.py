@@ -43,6 +43,7 @@ LAG_INTERVAL = 0.5
 MAX_LOOP_LAG = 5.0
 """Event-loop lag, in seconds, above which liveness fails."""
 
+
 class LoopLagWatcher:
     """A task that wakes every :data:`LAG_INTERVAL` seconds and records how late it was woken."""
 
