@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -237,9 +238,10 @@ async def trigger_job(request: Request) -> Response:
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
         raise ApiError(400, "bad_request", "labels must be an object of strings")
+    payload = body.get("input")
     run = await durably.trigger(
         name,
-        body.get("input"),
+        {} if payload is None else payload,  # no input: an empty object, so models with defaults work
         idempotency_key=_optional_str(body, "idempotency_key"),
         concurrency_key=_optional_str(body, "concurrency_key"),
         labels=labels,
@@ -398,6 +400,8 @@ async def run_events(request: Request) -> Response:
     first = [sse("run:snapshot", snapshot, last_log if last_log else None)]
     if record.is_finished:
         return _stream_response(_stream(ctx, _empty(), first, lambda _: None))
+    if len(steps) != record.step_count:  # steps written between the two reads: they are in the snapshot
+        record = dataclasses.replace(record, step_count=len(steps))
     subscription = durably.subscribe(run_id, since=record, after_log_id=last_log)
     counter = itertools.count()
 

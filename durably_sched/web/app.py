@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -151,6 +152,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(_RootMarker)],
         exception_handlers={HTTPException: http_error, Exception: unexpected_error},
     )
     app.state.durably_web = ctx
@@ -204,8 +206,26 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 # -- errors ------------------------------------------------------------------------------------------
+def app_root(request: Request) -> str:
+    """Where this app is mounted ("" at the top), also inside its own /api mount."""
+    scope = request.scope
+    return str(scope.get("durably_root", scope.get("root_path", "")))
+
+
+class _RootMarker:
+    """Records the app's mount point before routing (the /api mount changes ``root_path``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope["durably_root"] = scope.get("root_path", "")
+        await self.app(scope, receive, send)
+
+
 def _is_api(request: Request) -> bool:
-    root = request.scope.get("root_path", "")
+    root = app_root(request)
     path = request.url.path
     return path.startswith(root + "/api/") or path == root + "/api"
 

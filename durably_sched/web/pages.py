@@ -19,7 +19,7 @@ from ..schedule.cron import fire_key, fire_times
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
 from . import _json
 from .api import ApiError, run_query, schedule_json
-from .app import context
+from .app import app_root, context
 from .auth import SESSION_COOKIE, SESSION_SECONDS, safe_next
 
 _env = jinja2.Environment(
@@ -60,7 +60,7 @@ _env.filters["pretty"] = _pretty
 
 def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
     ctx = context(request)
-    root = request.scope.get("root_path", "")
+    root = app_root(request)
     html = _env.get_template(template).render(
         root=root,
         csrf=ctx.auth.csrf_token(request),
@@ -82,7 +82,7 @@ def page(handler: Any) -> Any:
         if problem is not None:
             return PlainTextResponse(problem + "\n", 403)
         if ctx.auth.role(request) is None:
-            root = request.scope.get("root_path", "")
+            root = app_root(request)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"{root}/login?next={quote(target)}", 303)
         try:
@@ -268,7 +268,7 @@ def form_fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
 # -- login -------------------------------------------------------------------------------------------
 async def login(request: Request) -> Response:
     ctx = context(request)
-    root = request.scope.get("root_path", "")
+    root = app_root(request)
     problem = ctx.auth.host_problem(request)
     if problem is not None:
         return PlainTextResponse(problem + "\n", 403)
@@ -300,7 +300,7 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     ctx = context(request)
-    root = request.scope.get("root_path", "")
+    root = app_root(request)
     cross = ctx.auth.cross_site_problem(request, "POST")
     if cross is not None:
         return PlainTextResponse(cross + "\n", 403)
