@@ -197,7 +197,7 @@ def run_query(request: Request) -> RunQuery:
     return RunQuery(
         statuses=tuple(statuses),  # type: ignore[arg-type]
         job_names=jobs,
-        job_name="\0" if conflicting else None,
+        job_name="" if conflicting else None,  # no job is named "": nothing matches
         schedule=params.get("schedule") or None,
         labels=labels,
         created_after=parse_time(after, "created_after") if after else None,
