@@ -86,6 +86,7 @@ __all__ = [
     "RunListSubscription",
     "RunReleaseEvent",
     "RunSubscription",
+    "StoredLogWriteEvent",
 ]
 
 log = logging.getLogger("durably_sched.feed")
@@ -113,6 +114,14 @@ class RunDeleteEvent(RunEvent):
     """The run was deleted (or purged) while subscribed."""
 
     type: str = "run:delete"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredLogWriteEvent(LogWriteEvent):
+    """``log:write`` as the feed reads it: with the stored log's id and time."""
+
+    log_id: int = 0
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

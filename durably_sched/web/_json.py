@@ -103,5 +103,7 @@ def event(value: Event) -> dict[str, Any]:
         item = getattr(value, name)
         if isinstance(item, Progress):
             item = progress(item)
+        elif isinstance(item, datetime):
+            item = utc(item)
         out[name] = item
     return out

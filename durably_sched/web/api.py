@@ -30,7 +30,7 @@ from ..errors import (
     StoreError,
     UnknownJobError,
 )
-from ..feed import FeedDroppedEvent, RunListEvent
+from ..feed import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
 from ..schedule import manual
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key, fire_times
@@ -333,11 +333,11 @@ async def _stream(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.stream_seconds
     closing = asyncio.ensure_future(ctx.closing.wait())
+    pending: asyncio.Future[Any] | None = None
     try:
         yield "retry: 1000\n\n"
         for frame in first:
             yield frame
-        pending: asyncio.Future[Any] | None = None
         while not ctx.closing.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -360,12 +360,12 @@ async def _stream(
                     yield rendered
             elif not done:
                 yield ": ping\n\n"
+    finally:
+        closing.cancel()
         if pending is not None:
             pending.cancel()
             with contextlib.suppress(BaseException):
-                await pending
-    finally:
-        closing.cancel()
+                await pending  # retrieves its end (StopAsyncIteration, cancellation) so none is left unread
         close = getattr(source, "close", None)
         if close is not None:
             await close()
@@ -410,6 +410,8 @@ async def run_events(request: Request) -> Response:
         next(counter)
         if isinstance(event, FeedDroppedEvent):
             return sse("feed:dropped", data)
+        if isinstance(event, StoredLogWriteEvent):
+            return sse(event.type, data, event.log_id)
         return sse(event.type, data)
 
     return _stream_response(_stream(ctx, subscription, first, render))

@@ -276,36 +276,70 @@
       field("progress-text").textContent = p.current + (p.total ? "/" + p.total : "") + (p.message ? " · " + p.message : "");
     };
     const setStatus = (status) => { statusBadge(field("status"), status); runBox.dataset.status = status; };
+    let runStarted = null;
+    const renderSteps = (list) => {
+      if (!list.length) return;
+      const start = runStarted ? new Date(runStarted).getTime() : new Date(list[0].started_at).getTime();
+      const end = Math.max(Date.now(), ...list.map((s) => new Date(s.completed_at).getTime()));
+      const span = Math.max(1, end - start);
+      steps.replaceChildren(...list.map((s) => {
+        const offset = Math.max(0, (new Date(s.started_at).getTime() - start) / span * 100);
+        const width = Math.max(0.5, s.duration * 1000 / span * 100);
+        const bar = el("span", { class: "bar", style: `margin-left: ${offset.toFixed(2)}%; width: ${width.toFixed(2)}%` });
+        return el("tr", {}, [
+          el("td", { text: String(s.index) }), el("td", { class: "mono", text: s.name }),
+          el("td", { class: "timeline" }, [bar]), el("td", { text: duration(s.duration) }),
+          el("td", { class: "mono small clip", text: JSON.stringify(s.output) }),
+        ]);
+      }));
+      field("step-count").textContent = list.length;
+    };
+    const logRow = (e, when) => el("tr", { class: "level-" + e.level }, [
+      el("td", { text: localText(when, true) }), el("td", { text: e.level }),
+      el("td", { class: "mono", text: e.step_name || "–" }),
+      el("td", { text: e.message + (e.data && Object.keys(e.data).length ? " " + JSON.stringify(e.data) : "") }),
+    ]);
+    let stepsTimer = null;
+    const reloadSteps = () => {  // step events carry no stored times: read the steps, at most ~3/s
+      if (stepsTimer) return;
+      stepsTimer = setTimeout(() => {
+        stepsTimer = null;
+        api("GET", `/runs/${runId}/steps`).then((d) => renderSteps(d.steps)).catch(() => {});
+      }, 300);
+    };
     source.addEventListener("run:snapshot", (event) => {
       const data = JSON.parse(event.data);
+      runStarted = data.run.started_at;
       setStatus(data.run.status);
       setProgress(data.run.progress);
+      renderSteps(data.steps);
+      if (data.logs.length) {
+        if (!event.lastEventId || logs.querySelector("tr.empty")) logs.replaceChildren();
+        const shown = new Set([...logs.querySelectorAll("tr[data-log-id]")].map((r) => r.dataset.logId));
+        for (const e of data.logs) {
+          if (shown.has(String(e.id))) continue;
+          const row = logRow(e, new Date(e.created_at));
+          row.dataset.logId = String(e.id);
+          logs.append(row);
+        }
+      }
       if (TERMINAL.includes(data.run.status)) source.close();
     });
     source.addEventListener("run:progress", (event) => setProgress(JSON.parse(event.data).progress));
-    source.addEventListener("run:start", (event) => { setStatus("running"); field("attempt").textContent = JSON.parse(event.data).attempt; });
+    source.addEventListener("run:start", (event) => {
+      setStatus("running");
+      field("attempt").textContent = JSON.parse(event.data).attempt;
+    });
     source.addEventListener("run:release", () => setStatus("pending"));
     source.addEventListener("run:retry", () => setStatus("pending"));
-    source.addEventListener("step:complete", (event) => {
-      const s = JSON.parse(event.data);
-      const empty = steps.querySelector("tr.empty");
-      if (empty) empty.remove();
-      steps.append(el("tr", {}, [
-        el("td", { text: String(s.step_index) }), el("td", { class: "mono", text: s.step_name }),
-        el("td", { class: "timeline" }), el("td", { text: duration(s.duration) }),
-        el("td", { class: "mono small clip", text: JSON.stringify(s.output) }),
-      ]));
-      field("step-count").textContent = steps.querySelectorAll("tr:not(.empty)").length;
-    });
+    source.addEventListener("step:complete", reloadSteps);
     source.addEventListener("log:write", (event) => {
       const e = JSON.parse(event.data);
       const empty = logs.querySelector("tr.empty");
       if (empty) empty.remove();
-      logs.append(el("tr", { class: "level-" + e.level }, [
-        el("td", { text: localText(new Date(e.timestamp * 1000), true) }), el("td", { text: e.level }),
-        el("td", { class: "mono", text: e.step_name || "–" }),
-        el("td", { text: e.message + (e.data && Object.keys(e.data).length ? " " + JSON.stringify(e.data) : "") }),
-      ]));
+      const row = logRow(e, e.created_at ? new Date(e.created_at) : new Date(e.timestamp * 1000));
+      if (event.lastEventId) row.dataset.logId = event.lastEventId;
+      logs.append(row);
     });
     const finish = (status) => () => {
       setStatus(status);
