@@ -93,6 +93,7 @@ log = logging.getLogger("durably_sched.feed")
 
 POLL_INTERVAL = 0.1
 QUEUE_LIMIT = 1000
+LOG_PAGE = 500
 ACTIVE_LIMIT = 500
 SAFETY_POLL_EVERY = 10
 """Ticks between reads of a subscribed run's logs even when its row looks unchanged (``updated_at``
@@ -392,6 +393,7 @@ class RunFeed:
         ids = list(self._runs)
         records = await self.store.get_runs_by_id(ids)
         safety = self._ticks % SAFETY_POLL_EVERY == 0
+        work: list[tuple[RunRecord, list[RunSubscription]]] = []
         for run_id in ids:
             subs = [s for s in self._runs.get(run_id, []) if not s._done]
             if not subs:
@@ -416,15 +418,44 @@ class RunFeed:
             changed = [
                 s for s in subs if not s._done and (safety or _signature(s.last) != _signature(record))
             ]
-            if not changed:
-                continue
-            steps: list[StepRecord] = []
-            if any(s.last is not None and record.step_count > s.last.step_count for s in changed):
-                steps = await self.store.get_steps(run_id)
-            logs = await self._logs_after(run_id, min(s.last_log_id or 0 for s in changed))
+            if changed:
+                work.append((record, changed))
+        if not work:
+            return
+        # One query for the new steps and one for the new logs of every changed run.
+        step_positions: dict[str, int] = {}
+        log_positions: dict[str, int] = {}
+        for record, changed in work:
+            behind = [
+                s.last.step_count
+                for s in changed
+                if s.last is not None and record.step_count > s.last.step_count
+            ]
+            if behind:
+                step_positions[record.id] = min(behind)
+            log_positions[record.id] = min(s.last_log_id or 0 for s in changed)
+        steps, logs = await asyncio.gather(
+            self.store.get_steps_since(step_positions), self._logs_since(log_positions)
+        )
+        for record, changed in work:
             for sub in changed:
-                for event in _run_events(sub, record, steps, logs):
+                for event in _run_events(sub, record, steps.get(record.id, []), logs.get(record.id, [])):
                     sub._put(event)
+
+    async def _logs_since(self, positions: dict[str, int]) -> dict[str, list[LogRecord]]:
+        """New logs of many runs; a run with more than a page is read on (up to the queue's size)."""
+        found = await self.store.get_logs_since(positions, limit=LOG_PAGE)
+        more = {run_id: logs[-1].id for run_id, logs in found.items() if len(logs) >= LOG_PAGE}
+        while more:
+            page = await self.store.get_logs_since(more, limit=LOG_PAGE)
+            for run_id, logs in page.items():
+                found[run_id] += logs
+            more = {
+                run_id: logs[-1].id
+                for run_id, logs in page.items()
+                if len(logs) >= LOG_PAGE and len(found[run_id]) < QUEUE_LIMIT
+            }
+        return found
 
     async def _last_log_id(self, run_id: str) -> int:
         last = 0
@@ -433,14 +464,6 @@ class RunFeed:
             if not page:
                 return last
             last = page[-1].id
-
-    async def _logs_after(self, run_id: str, after: int) -> list[LogRecord]:
-        out: list[LogRecord] = []
-        while True:
-            page = await self.store.get_logs(run_id, after_id=out[-1].id if out else after, limit=1000)
-            out += page
-            if len(page) < 1000 or len(out) >= QUEUE_LIMIT:
-                return out
 
     async def _tick_list(self) -> None:
         state = self._list_state
@@ -602,7 +625,7 @@ def _run_events(
     timed: list[tuple[datetime, int, Event]] = []
     if record.step_count > old.step_count:
         for step in steps:
-            if step.index >= old.step_count:
+            if old.step_count <= step.index < record.step_count:  # newer ones: next tick, with their row
                 timed.append(
                     (
                         step.completed_at,

@@ -263,6 +263,18 @@ class Store(abc.ABC):
         """The runs with these ids that exist, in one query."""
 
     @abc.abstractmethod
+    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
+        """For many runs in one query: the steps of each run whose index is at least the position
+        given ({run id: index}), in index order. Runs without such steps are left out."""
+
+    @abc.abstractmethod
+    async def get_logs_since(
+        self, positions: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[LogRecord]]:
+        """For many runs in one query: up to ``limit`` logs of each run after the log id given
+        ({run id: log id}), in id order. Runs without such logs are left out."""
+
+    @abc.abstractmethod
     async def poll_run_changes(
         self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
     ) -> RunChanges:

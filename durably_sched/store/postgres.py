@@ -46,7 +46,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -715,6 +715,68 @@ class PostgresStore(Store):
             return {r[0]: _run_from_row(r) for r in rows}
 
         return await self._run("get_runs_by_id", read)
+
+    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
+        if not positions:
+            return {}
+
+        async def read(conn: Any, replay: bool) -> dict[str, list[StepRecord]]:
+            rows = await conn.fetch(
+                "SELECT s.run_id, s.name, s.idx, s.output, s.started_at, s.completed_at "
+                "FROM unnest($1::text[], $2::integer[]) AS p(run_id, idx) "
+                "JOIN steps s ON s.run_id = p.run_id AND s.idx >= p.idx ORDER BY s.run_id, s.idx",
+                list(positions),
+                list(positions.values()),
+            )
+            out: dict[str, list[StepRecord]] = {}
+            for r in rows:
+                out.setdefault(r[0], []).append(
+                    StepRecord(
+                        run_id=r[0],
+                        index=r[2],
+                        name=r[1],
+                        output_json=r[3],
+                        started_at=r[4],
+                        completed_at=r[5],
+                    )
+                )
+            return out
+
+        return await self._run("get_steps_since", read)
+
+    async def get_logs_since(
+        self, positions: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[LogRecord]]:
+        if not positions:
+            return {}
+
+        async def read(conn: Any, replay: bool) -> dict[str, list[LogRecord]]:
+            rows = await conn.fetch(
+                "SELECT x.id, p.run_id, x.step_name, x.level, x.message, x.data, x.created_at "
+                "FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) CROSS JOIN LATERAL ("
+                "SELECT l.id, l.step_name, l.level, l.message, l.data, l.created_at FROM logs l "
+                "WHERE l.run_id = p.run_id AND l.id > p.after ORDER BY l.id LIMIT $3) AS x "
+                "ORDER BY p.run_id, x.id",
+                list(positions),
+                list(positions.values()),
+                limit,
+            )
+            out: dict[str, list[LogRecord]] = {}
+            for r in rows:
+                out.setdefault(r[1], []).append(
+                    LogRecord(
+                        id=r[0],
+                        run_id=r[1],
+                        step_name=r[2],
+                        level=r[3],
+                        message=r[4],
+                        data=json.loads(r[5]),
+                        created_at=r[6],
+                    )
+                )
+            return out
+
+        return await self._run("get_logs_since", read)
 
     async def poll_run_changes(
         self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500

@@ -29,7 +29,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -448,6 +448,59 @@ class SqliteStore(Store):
         marks = ",".join("?" * len(run_ids))
         rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})", list(run_ids))
         return {r[0]: _run_from_row(r) for r in rows}
+
+    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
+        if not positions:
+            return {}
+        parts = " UNION ALL ".join(
+            "SELECT run_id, name, idx, output, started_at, completed_at FROM steps "
+            "WHERE run_id = ? AND idx >= ?"
+            for _ in positions
+        )
+        params = [value for item in positions.items() for value in item]
+        out: dict[str, list[StepRecord]] = {}
+        for r in await self._read(parts, params):
+            out.setdefault(r[0], []).append(
+                StepRecord(
+                    run_id=r[0],
+                    index=r[2],
+                    name=r[1],
+                    output_json=r[3],
+                    started_at=ms_to_dt(r[4]),  # type: ignore[arg-type]
+                    completed_at=ms_to_dt(r[5]),  # type: ignore[arg-type]
+                )
+            )
+        for steps in out.values():
+            steps.sort(key=lambda step: step.index)
+        return out
+
+    async def get_logs_since(
+        self, positions: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[LogRecord]]:
+        if not positions:
+            return {}
+        parts = " UNION ALL ".join(
+            "SELECT * FROM (SELECT id, run_id, step_name, level, message, data, created_at FROM logs "
+            "WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?)"
+            for _ in positions
+        )
+        params = [value for run_id, after in positions.items() for value in (run_id, after, limit)]
+        out: dict[str, list[LogRecord]] = {}
+        for r in await self._read(parts, params):
+            out.setdefault(r[1], []).append(
+                LogRecord(
+                    id=r[0],
+                    run_id=r[1],
+                    step_name=r[2],
+                    level=r[3],
+                    message=r[4],
+                    data=json.loads(r[5]),
+                    created_at=ms_to_dt(r[6]),  # type: ignore[arg-type]
+                )
+            )
+        for logs in out.values():
+            logs.sort(key=lambda entry: entry.id)
+        return out
 
     async def poll_run_changes(
         self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500

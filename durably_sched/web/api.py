@@ -422,6 +422,9 @@ async def _empty() -> AsyncIterator[Any]:
     yield  # pragma: no cover
 
 
+_LIST_FRAMES: dict[int, tuple[RunListEvent, str]] = {}
+
+
 @endpoint()
 async def list_events(request: Request) -> Response:
     """The run list: one event per changed run (its latest state), at most one per run per 100 ms."""
@@ -429,11 +432,20 @@ async def list_events(request: Request) -> Response:
     subscription = ctx.durably.subscribe_runs()
 
     def render(event: RunListEvent) -> str | None:
+        # The feed hands the same event to every list subscriber: encode it once for all of them.
+        cached = _LIST_FRAMES.get(id(event))
+        if cached is not None and cached[0] is event:
+            return cached[1]
         if event.type == "feed:reset":
-            return sse("feed:reset", {})
-        if event.run is None:
-            return sse(event.type, {"id": event.run_id})
-        return sse(event.type, {"run": _json.run(event.run)})
+            frame = sse("feed:reset", {})
+        elif event.run is None:
+            frame = sse(event.type, {"id": event.run_id})
+        else:
+            frame = sse(event.type, {"run": _json.run(event.run)})
+        if len(_LIST_FRAMES) >= 4096:
+            _LIST_FRAMES.clear()
+        _LIST_FRAMES[id(event)] = (event, frame)
+        return frame
 
     return _stream_response(_stream(ctx, subscription, [], render))
 
