@@ -34,6 +34,7 @@ SIZES = {
         "claim": ["--repeats", "100"],
         "idle": ["--warmup", "5", "--window", "20"],
         "postgres": ["--runs", "2000", "--rounds", "1", "--latency", "50"],
+        "web": ["--steps", "200", "--reps", "1", "--history", "200000", "--repeats", "100"],
     },
     "full": {
         "durably": ["--steps", "5000", "--parallel-steps", "200", "--runs", "3000", "--latency", "1000"],
@@ -44,9 +45,10 @@ SIZES = {
         "claim": ["--repeats", "300"],
         "idle": ["--warmup", "10", "--window", "60"],
         "postgres": ["--runs", "5000", "--rounds", "3", "--latency", "200"],
+        "web": ["--steps", "300", "--reps", "3", "--history", "1000000", "--repeats", "200"],
     },
 }
-BENCHMARKS = ("core", "punctuality", "claim", "idle", "postgres")
+BENCHMARKS = ("core", "punctuality", "claim", "idle", "postgres", "web")
 
 
 def log(message: str) -> None:
@@ -160,6 +162,15 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
                 "workers": reps[0]["workers"],
                 "server": reps[0]["server"],
             }
+    if raw.get("web"):
+        web = raw["web"][0]
+        s["web"] = {
+            "sse": {
+                kind: {k: v for k, v in figures.items() if k != "rounds"}
+                for kind, figures in web["sse"].items()
+            },
+            "lists": web["lists"],
+        }
     return s
 
 
@@ -231,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "postgres" in only:
         raw["postgres"] = run_repeated("benchmark 8 (PostgreSQL)", "bench.postgres", cfg["postgres"], 1, 900)
+    if "web" in only:
+        raw["web"] = run_repeated(
+            "benchmark 9 (web: live streams, run lists)", "bench.web", cfg["web"], 1, 3600
+        )
     machine["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
 
     results = {

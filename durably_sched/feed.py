@@ -93,6 +93,7 @@ log = logging.getLogger("durably_sched.feed")
 
 POLL_INTERVAL = 0.1
 QUEUE_LIMIT = 1000
+BUSY_FACTOR = 4.0
 LOG_PAGE = 500
 ACTIVE_LIMIT = 500
 SAFETY_POLL_EVERY = 10
@@ -188,6 +189,17 @@ class RunSubscription(AsyncIterator[Event]):
             self._ready.clear()
             await self._ready.wait()
 
+    def ready_now(self) -> list[Event]:
+        """The events already queued (after one from ``__anext__``), without waiting: a consumer that
+        writes to a network sends them together."""
+        out: list[Event] = []
+        if self._dropped:
+            out.append(FeedDroppedEvent(dropped=self._dropped, run_id=self.run_id))
+            self._dropped = 0
+        out += self._items
+        self._items.clear()
+        return out
+
     async def close(self) -> None:
         self._done = True
         self._items.clear()
@@ -248,6 +260,14 @@ class RunListSubscription(AsyncIterator[RunListEvent]):
                 raise StopAsyncIteration
             self._ready.clear()
             await self._ready.wait()
+
+    def ready_now(self) -> list[RunListEvent]:
+        """The changes already queued, without waiting (see :meth:`RunSubscription.ready_now`)."""
+        out = [RunListEvent("feed:reset", None, None)] if self._reset else []
+        self._reset = False
+        out += self._items.values()
+        self._items.clear()
+        return out
 
     async def close(self) -> None:
         self._done = True
@@ -379,19 +399,27 @@ class RunFeed:
                     self._last_error_log = time.monotonic()
                     log.warning("run feed could not read the store (retrying): %s", exc)
             self.polls += 1
-            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+            # A tick that took long (a busy database or loop) is followed by a longer pause, so the
+            # feed never takes more than about 1 / (1 + BUSY_FACTOR) of the time from the worker.
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(self.interval - elapsed, elapsed * BUSY_FACTOR))
 
     # -- one tick --------------------------------------------------------------------------------
     async def _tick(self) -> None:
         self._ticks += 1
-        if self._runs:
-            await self._tick_runs()
+        seen: dict[str, RunRecord] = {}
         if self._lists:
-            await self._tick_list()
+            seen = await self._tick_list()
+        if self._runs:
+            await self._tick_runs(seen)
 
-    async def _tick_runs(self) -> None:
+    async def _tick_runs(self, seen: dict[str, RunRecord]) -> None:
+        """``seen``: rows the run-list poll of this tick already read (not read again)."""
         ids = list(self._runs)
-        records = await self.store.get_runs_by_id(ids)
+        missing = [run_id for run_id in ids if run_id not in seen]
+        records = {run_id: seen[run_id] for run_id in ids if run_id in seen}
+        if missing:
+            records.update(await self.store.get_runs_by_id(missing))
         safety = self._ticks % SAFETY_POLL_EVERY == 0
         work: list[tuple[RunRecord, list[RunSubscription]]] = []
         for run_id in ids:
@@ -465,7 +493,7 @@ class RunFeed:
                 return last
             last = page[-1].id
 
-    async def _tick_list(self) -> None:
+    async def _tick_list(self) -> dict[str, RunRecord]:
         state = self._list_state
         since = None if state.watermark is None else state.watermark - FINISHED_LOOKBACK
         changes = await self.store.poll_run_changes(
@@ -521,11 +549,14 @@ class RunFeed:
         cutoff = time.monotonic() - 4 * FINISHED_LOOKBACK.total_seconds()
         for key in [k for k, at in state.finished_seen.items() if at < cutoff]:
             del state.finished_seen[key]
+        read = {r.id: r for r in (*changes.active, *changes.created, *changes.finished)}
+        read.update(found)
         if first:
-            return  # the baseline: changes from now on
+            return read  # the baseline: changes from now on
         for sub in list(self._lists):
             for event in events:
                 sub._put(event)
+        return read
 
 
 def _signature(record: RunRecord | None) -> tuple[Any, ...]:

@@ -99,11 +99,19 @@ def _walk(
     where: list[str] = []
     order = "r.seq"
     if kind == "label":
-        source = "run_labels l CROSS JOIN runs r" if sqlite else "run_labels l JOIN runs r ON r.seq = l.seq"
         where += [f"l.key = {sql.p(equal['key'])}", f"l.value = {sql.p(equal['value'])}"]
-        if sqlite:
-            where.append("r.seq = l.seq")
         order = "l.seq"
+        only_label = (
+            jobs is None and not query.statuses and query.schedule is None and len(query.labels) == 1
+            and query.created_after is None and query.before_created is None
+        )  # fmt: skip
+        if select == "r.seq" and only_label:  # a count of one label: the labels index alone
+            source, select = "run_labels l", "l.seq"
+        elif sqlite:
+            source = "run_labels l CROSS JOIN runs r"
+            where.append("r.seq = l.seq")
+        else:
+            source = "run_labels l JOIN runs r ON r.seq = l.seq"
     elif kind == "schedule":
         source = "runs AS r INDEXED BY runs_schedule" if sqlite else "runs r"
         where.append(f"r.schedule_name = {sql.p(equal['schedule_name'])}")

@@ -60,6 +60,26 @@ def run(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def run_summary(record: RunRecord) -> dict[str, Any]:
+    """A run as the run-list stream sends it: the list's columns, without input, output and labels
+    (sent to every list subscriber on every change, so kept small)."""
+    return {
+        "id": record.id,
+        "job_name": record.job_name,
+        "status": record.status,
+        "schedule": record.labels.get("schedule"),
+        "idempotency_key": record.idempotency_key,
+        "progress": progress(record.progress),
+        "attempt": record.attempt,
+        "step_count": record.step_count,
+        "error": record.error[:200] if record.error else None,
+        "created_at": utc(record.created_at),
+        "started_at": utc(record.started_at),
+        "completed_at": utc(record.completed_at),
+        "duration": duration(record),
+    }
+
+
 def step(record: StepRecord) -> dict[str, Any]:
     return {
         "name": record.name,

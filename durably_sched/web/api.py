@@ -355,9 +355,12 @@ async def _stream(
                     item = future.result()
                 except StopAsyncIteration:
                     break
-                rendered = render(item)
-                if rendered is not None:
-                    yield rendered
+                # Everything else already queued goes out in the same write: one send per poll of
+                # the feed, however many events it found.
+                items = [item, *getattr(source, "ready_now", list)()]
+                frames = [f for f in map(render, items) if f is not None]
+                if frames:
+                    yield "".join(frames)
             elif not done:
                 yield ": ping\n\n"
     finally:
@@ -427,7 +430,8 @@ _LIST_FRAMES: dict[int, tuple[RunListEvent, str]] = {}
 
 @endpoint()
 async def list_events(request: Request) -> Response:
-    """The run list: one event per changed run (its latest state), at most one per run per 100 ms."""
+    """The run list: one event per changed run (its latest state as a list row, see
+    ``_json.run_summary``), at most one per run per 100 ms."""
     ctx = context(request)
     subscription = ctx.durably.subscribe_runs()
 
@@ -441,7 +445,7 @@ async def list_events(request: Request) -> Response:
         elif event.run is None:
             frame = sse(event.type, {"id": event.run_id})
         else:
-            frame = sse(event.type, {"run": _json.run(event.run)})
+            frame = sse(event.type, {"run": _json.run_summary(event.run)})
         if len(_LIST_FRAMES) >= 4096:
             _LIST_FRAMES.clear()
         _LIST_FRAMES[id(event)] = (event, frame)
