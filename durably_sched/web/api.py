@@ -9,7 +9,6 @@ schedule) rejects, 503 the database cannot be used. Nothing a client sends produ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -332,8 +331,9 @@ async def _stream(
     ends with the source, when the app closes, or after ``ctx.stream_seconds``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.stream_seconds
-    closing = asyncio.ensure_future(ctx.closing.wait())
-    pending: asyncio.Future[Any] | None = None
+    end = getattr(source, "_end", None)
+    if end is not None:
+        ctx.streams.add(end)  # close_streams() ends the source, which ends this loop
     try:
         yield "retry: 1000\n\n"
         for frame in first:
@@ -342,33 +342,23 @@ async def _stream(
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            if pending is None:
-                pending = asyncio.ensure_future(source.__anext__())
-            done, _ = await asyncio.wait(
-                {pending, closing},
-                timeout=min(HEARTBEAT_SECONDS, remaining),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if pending in done:
-                future, pending = pending, None
-                try:
-                    item = future.result()
-                except StopAsyncIteration:
-                    break
-                # Everything else already queued goes out in the same write: one send per poll of
-                # the feed, however many events it found.
-                items = [item, *getattr(source, "ready_now", list)()]
-                frames = [f for f in map(render, items) if f is not None]
-                if frames:
-                    yield "".join(frames)
-            elif not done:
+            try:
+                async with asyncio.timeout(min(HEARTBEAT_SECONDS, remaining)):
+                    item = await source.__anext__()
+            except TimeoutError:
                 yield ": ping\n\n"
+                continue
+            except StopAsyncIteration:
+                break
+            # Everything else already queued goes out in the same write: one send per poll of the
+            # feed, however many events it found.
+            items = [item, *getattr(source, "ready_now", list)()]
+            frames = [f for f in map(render, items) if f is not None]
+            if frames:
+                yield "".join(frames)
     finally:
-        closing.cancel()
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending  # retrieves its end (StopAsyncIteration, cancellation) so none is left unread
+        if end is not None:
+            ctx.streams.discard(end)
         close = getattr(source, "close", None)
         if close is not None:
             await close()

@@ -65,6 +65,8 @@ class WebContext:
     scheduler_source: Any = None
     stream_seconds: float = STREAM_SECONDS
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    streams: set[Callable[[], None]] = field(default_factory=set)
+    """The ``_end`` of every live stream's source, called by :func:`close_streams`."""
     title: str = "durably-sched"
 
     def schedules(self) -> SchedulesConfig | None:
@@ -97,6 +99,8 @@ def close_streams(app: Any) -> None:
     state = getattr(getattr(app, "state", None), "durably_web", None)
     if isinstance(state, WebContext):
         state.closing.set()
+        for end in list(state.streams):
+            end()
 
 
 def create_app(
