@@ -133,6 +133,7 @@ def test_an_operators_day(served: tuple[str, Path], browser: Any) -> None:
 
     # Trigger a multi-step job from its form and watch the progress bar advance without a reload.
     page.goto(base + "/jobs")
+    shot(page, work, "jobs")
     form = page.locator('form[data-trigger-job="many-steps"]')
     form.locator('input[name="count"]').fill("40")
     form.locator('input[name="step_seconds"]').fill("0.1")
