@@ -8,6 +8,7 @@ many subscribers share one poller; a slow subscriber cannot grow memory without 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -94,10 +95,9 @@ async def test_a_run_executed_elsewhere_streams_its_steps_logs_progress_and_end(
     assert [e.data for e in logs] == [{"i": 0}, {"i": 1}, {"i": 2}]  # type: ignore[attr-defined]
     progress = [e for e in got if isinstance(e, RunProgressEvent)]
     assert progress and progress[-1].progress.current == 3 and progress[-1].progress.total == 3
-    assert all(a.progress.current < b.progress.current for a, b in zip(progress, progress[1:]))
+    assert all(a.progress.current < b.progress.current for a, b in itertools.pairwise(progress))
     assert got[-1].output == {"done": 3}  # type: ignore[attr-defined]
-    # Each step's event comes after the log line written before it was checkpointed... and every
-    # step and log arrives exactly once.
+    # Every step and every log line arrives exactly once.
     assert len(steps) == 3 and len(logs) == 3
 
 

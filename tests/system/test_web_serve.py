@@ -185,7 +185,10 @@ def test_serve_refuses_an_open_network_bind(
 ) -> None:
     (workdir / "token.txt").write_text("a-long-enough-token-123\n")
     result = subprocess.run(
-        [sys.executable, "-m", "durably_sched.cli", "--database", f"sqlite:///{workdir / 'x.db'}", "--jobs", "webjobs", "serve", *args],
+        [
+            sys.executable, "-m", "durably_sched.cli", "--database", f"sqlite:///{workdir / 'x.db'}",
+            "--jobs", "webjobs", "serve", *args,
+        ],
         cwd=workdir, env={**env_for(workdir), **env}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr

@@ -387,7 +387,7 @@ async def test_process_state_metrics(durably: Durably) -> None:
     await until(lambda: value(samples(one), "durably_active_runs") == 0, what="run finished")
 
 
-# --- HTTP (the web app's probes, served by uvicorn on this loop) ---------------------------------------------
+# --- HTTP (the web app's probes, served by uvicorn on this loop) --------------------------------------------
 # Transport-specific checks of the former hand-written server (its 400/431/505 for each malformed
 # head, the 408 for a silent client) now belong to uvicorn/h11; what remains is that malformed
 # requests get a 4xx and never stop the server, and that a silent client does not hold it up.

@@ -357,7 +357,7 @@ async def test_a_skipped_tick_is_in_the_history(idle: Durably) -> None:
         assert [r["outcome"] for r in records] == ["skipped", "triggered"]
 
 
-# -- access rules -----------------------------------------------------------------------------------------------
+# -- access rules --------------------------------------------------------------------------------------------
 async def test_tokens_roles_sessions_and_cross_site_requests(idle: Durably) -> None:
     async with client(idle, token=TOKEN, read_token=READ) as http:
         assert (await http.get("/healthz")).status_code == 200  # probes stay open
@@ -463,7 +463,7 @@ def _meta(html: str, name: str) -> str:
     return html[start : html.index('"', start)]
 
 
-# -- live streams over a real server ------------------------------------------------------------------------------
+# -- live streams over a real server -------------------------------------------------------------------------
 async def test_streams_of_a_run_and_of_the_run_list(working: Durably) -> None:
     app = create_app(working, schedules=config(), stream_seconds=30)
     server = await start_server(app, "127.0.0.1", 0)
