@@ -78,6 +78,9 @@ class WebServer:
             quiet.setLevel(logging.WARNING)  # start/stop chatter; serve logs its own lines
         server = _LoopServer(config)
         self._server = server
+        state = getattr(getattr(self.app, "state", None), "durably_web", None)
+        if state is not None:
+            state.health.watcher.start()  # /healthz and the lag metric from the first second
         self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="durably-http")
         while not server.started:
             if self._task.done():
@@ -94,6 +97,9 @@ class WebServer:
             return
         close_streams(self.app)
         server.should_exit = True
+        state = getattr(getattr(self.app, "state", None), "durably_web", None)
+        if state is not None:
+            await state.health.watcher.stop()
         try:
             await asyncio.wait_for(asyncio.shield(task), GRACEFUL_SECONDS + 5)
         except TimeoutError:

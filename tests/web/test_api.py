@@ -531,3 +531,27 @@ async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str
         elif line == "" and kind:
             yield kind, json.loads(data)
             kind, data = "", ""
+
+
+async def test_pages_answer_bad_input_with_a_page_not_a_500(idle: Durably) -> None:
+    async with client(idle) as http:
+        for path, status in [
+            ("/", 200),
+            ("/runs", 200),
+            ("/jobs", 200),
+            ("/schedules/hourly", 200),
+            ("/runs?status=bogus", 400),
+            ("/runs?limit=0", 400),
+            ("/runs?cursor=x", 400),
+            ("/runs/nope", 404),
+            ("/schedules/nope", 404),
+            ("/schedules/hourly?before=yesterday", 400),
+            ("/nothing", 404),
+        ]:
+            page = await http.get(path)
+            assert page.status_code == status, (path, page.text[:300])
+        page = await http.get("/runs")
+        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self' covers it
+        assert page.headers["x-frame-options"] == "DENY"
+        assert '<script src="/static/app.js"' in page.text and "<script>" not in page.text
+        assert (await http.get("/static/app.js")).status_code == 200
