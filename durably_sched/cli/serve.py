@@ -274,8 +274,8 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def read_token(flag: str, path: str | None, env: str) -> str | None:
-    """The token from ``flag``'s file (first line, stripped), else from the environment variable."""
+def read_token(flag: str, path: str | None, env: str, env_value: str | None) -> str | None:
+    """The token from ``flag``'s file (stripped), else from the environment variable's value."""
     if path is not None:
         try:
             with open(path, encoding="utf-8") as fh:
@@ -284,7 +284,7 @@ def read_token(flag: str, path: str | None, env: str) -> str | None:
             raise CliError(f"{flag}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
         where = f"{flag} {path}"
     else:
-        text = os.environ.get(env, "").strip()
+        text = (env_value or "").strip()
         if not text:
             return None
         where = env
@@ -449,6 +449,10 @@ once), exit 0. A second signal exits at once."""
     help="A file holding a read-only token: it sees everything, changes nothing "
     "(env DURABLY_HTTP_READ_TOKEN holds the token itself).",
 )
+@click.option("--http-token", envvar="DURABLY_HTTP_TOKEN", hidden=True, help="Only from the environment.")
+@click.option(
+    "--http-read-token", envvar="DURABLY_HTTP_READ_TOKEN", hidden=True, help="Only from the environment."
+)
 @click.option(
     "--http-metrics",
     type=click.Choice(["auto", "open", "token"]),
@@ -472,6 +476,8 @@ async def serve(
     worker_id: str | None,
     http_token_file: str | None,
     http_read_token_file: str | None,
+    http_token: str | None,
+    http_read_token: str | None,
     http_metrics: str,
 ) -> int:
     """Run the scheduler and a worker until stopped (or one role with --no-scheduler/--no-worker)."""
@@ -480,8 +486,17 @@ async def serve(
         raise CliError("--no-scheduler and --no-worker together leave nothing to do")
     if polling_interval <= 0:
         raise CliError("--polling-interval must be longer than 0")
-    token = read_token("--http-token-file", http_token_file, "DURABLY_HTTP_TOKEN")
-    read_only = read_token("--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN")
+    ctx = click.get_current_context()
+    for name, env in (("http_token", "DURABLY_HTTP_TOKEN"), ("http_read_token", "DURABLY_HTTP_READ_TOKEN")):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise CliError(
+                f"--{name.replace('_', '-')}: a token on the command line shows in process lists and shell "
+                f"history; put it in a file (--{name.replace('_', '-')}-file) or in {env}"
+            )
+    token = read_token("--http-token-file", http_token_file, "DURABLY_HTTP_TOKEN", http_token)
+    read_only = read_token(
+        "--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN", http_read_token
+    )
     check_http_security(http, token, read_only)
     options = ServeOptions(
         scheduler=not no_scheduler,
