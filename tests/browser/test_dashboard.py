@@ -94,7 +94,9 @@ def browser(served: tuple[str, Path]) -> Iterator[Any]:
             headless=True,
             args=FLAGS,
             viewport={"width": 1400, "height": 900},
+            bypass_csp=True,  # for the test's own wait_for_function predicates; the app's scripts are files
         )
+        context.strict = p.chromium  # for a second, CSP-enforcing context in the test
         try:
             yield context
         finally:
@@ -128,7 +130,7 @@ def test_an_operators_day(served: tuple[str, Path], browser: Any) -> None:
     rows = page.locator("table.schedules tbody tr")
     names = [rows.nth(i).get_attribute("data-schedule") for i in range(rows.count())]
     assert names[:4] == ["nightly-report", "thumbnails", "batch", "pulse"]
-    nightly = page.locator('tr[data-schedule="nightly-report"] time')
+    nightly = page.locator('tr[data-schedule="nightly-report"] td:nth-child(4) time')
     assert re.match(r"\d{4}-\d\d-\d\d 02:00:00\+0[12]:00 · your time ", nightly.inner_text())
 
     # Trigger a multi-step job from its form and watch the progress bar advance without a reload.
@@ -186,3 +188,21 @@ def test_an_operators_day(served: tuple[str, Path], browser: Any) -> None:
     shot(page, work, "schedule")
     page.goto(base + "/")
     shot(page, work, "dashboard")
+
+    # The pages' own scripts run under the Content-Security-Policy (the context above bypasses it
+    # for the test's predicates): same session, a browser that enforces it, no console errors.
+    strict = browser.strict.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    try:
+        checked = strict.new_context()
+        checked.add_cookies(browser.cookies())
+        errors: list[str] = []
+        view = checked.new_page()
+        view.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        view.on("pageerror", lambda exc: errors.append(str(exc)))
+        for path in ("/runs", run_url.removeprefix(base), "/schedules/slow", "/jobs", "/"):
+            view.goto(base + path)
+            view.wait_for_timeout(300)  # let app.js run and its streams connect
+        assert "your time" in view.content()  # app.js ran on the dashboard
+        assert not errors, errors
+    finally:
+        strict.close()
