@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import SchemaVersionError, StoreError
-from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
+from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message, prefix_upper_bound
 from .base import (
     Checkpoint,
     Disposition,
@@ -235,6 +235,19 @@ _FIRE_COLUMNS = "schedule, fire_time, outcome, run_id, recorded_at"
 
 
 # -- row conversion ----------------------------------------------------------------------------------
+def find_run_ids_query(prefix: str, limit: int) -> tuple[str, list[Any]]:
+    """The statement of :meth:`PostgresStore.find_run_ids` and its arguments.
+
+    ``~>=~`` and ``~<~`` compare in code point order whatever the database's collation, and are what
+    the runs_id_prefix index (text_pattern_ops, migration 2) answers; a range or LIKE on ``id`` with
+    the ordinary operators would need the "C" collation to use an index.
+    """
+    upper = prefix_upper_bound(prefix)
+    bound = "AND id ~<~ $3 " if upper is not None else ""
+    sql = f"SELECT id FROM runs WHERE id ~>=~ $1 {bound}ORDER BY id USING ~<~ LIMIT $2"
+    return sql, [prefix, limit, upper] if upper is not None else [prefix, limit]
+
+
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -691,6 +704,15 @@ class PostgresStore(Store):
             return [_run_from_row(r) for r in await conn.fetch(sql, *params)]
 
         return await self._run("list_runs", read)
+
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        sql, args = find_run_ids_query(prefix, limit)
+
+        async def read(conn: Any, replay: bool) -> list[str]:
+            rows = await conn.fetch(sql, *args)
+            return [r[0] for r in rows if r[0].startswith(prefix)]
+
+        return await self._run("find_run_ids", read)
 
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         async def read(conn: Any, replay: bool) -> dict[tuple[str, str], int]:
