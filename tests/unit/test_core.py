@@ -31,6 +31,7 @@ from durably_sched import (
     create_durably,
     define_job,
 )
+from durably_sched.store._common import SCHEMA_VERSION
 from durably_sched.store.sqlite import SqliteStore
 from tests.helpers import until
 
@@ -570,8 +571,8 @@ async def test_stop_releases_leases_so_another_worker_resumes_at_once(make: Any)
 async def test_migrate_is_idempotent_and_newer_schema_is_refused(db_url: str) -> None:
     durably = create_durably(db_url)
     try:
-        assert await durably.migrate() == 1
-        assert await durably.migrate() == 1
+        assert await durably.migrate() == SCHEMA_VERSION
+        assert await durably.migrate() == SCHEMA_VERSION
     finally:
         await durably.close()
     path = db_url.removeprefix("sqlite:///")
@@ -590,7 +591,7 @@ async def test_migrate_is_idempotent_and_newer_schema_is_refused(db_url: str) ->
 async def test_concurrent_migrations_from_two_instances(db_url: str) -> None:
     a, b = create_durably(db_url), create_durably(db_url)
     try:
-        assert await asyncio.gather(a.migrate(), b.migrate()) == [1, 1]
+        assert await asyncio.gather(a.migrate(), b.migrate()) == [SCHEMA_VERSION] * 2
     finally:
         await a.close()
         await b.close()
@@ -657,7 +658,7 @@ async def test_many_instances_creating_a_new_database_file_at_once(tmp_path: Pat
         url = f"sqlite:///{tmp_path / f'fresh-{attempt}.db'}"
         instances = [create_durably(url) for _ in range(4)]
         try:
-            assert await asyncio.gather(*(d.migrate() for d in instances)) == [1, 1, 1, 1]
+            assert await asyncio.gather(*(d.migrate() for d in instances)) == [SCHEMA_VERSION] * 4
         finally:
             for d in instances:
                 await d.close()
