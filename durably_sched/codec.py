@@ -6,8 +6,9 @@ before it, :func:`_prepare` applies the rules for what JSON has no form for, so 
 changed silently:
 
 * ``str``, ``int``, ``bool``, ``None``, finite ``float``: as they are.
-* ``list``, ``tuple``, generators: lists. ``set``, ``frozenset``: lists, sorted when the items can
-  be compared (so the stored form does not depend on hash order), else in iteration order.
+* ``list``, ``tuple``, ``range``, generators and other iterators: lists. ``set``, ``frozenset``:
+  lists, sorted when the items can be compared (so the stored form does not depend on hash order),
+  else in iteration order.
 * ``dict``: keys must be ``str``; ``int``, ``float`` and ``bool`` keys become their JSON text
   (``1`` -> ``"1"``, ``True`` -> ``"true"``). Other keys (``None``, tuples, objects) are refused:
   their text would be Python's, not a value anyone could read back.
@@ -98,6 +99,8 @@ def _prepare(value: Any, depth: int, bytes_ok: bool) -> Any:
         return _prepare_mapping(value, depth, bytes_ok)
     if kind is list or kind is tuple or isinstance(value, list | tuple):
         return _prepare_sequence(value, depth, bytes_ok)
+    if kind is range:
+        return list(value)
     if isinstance(value, _BYTES):
         if bytes_ok:
             return value

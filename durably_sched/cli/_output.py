@@ -133,6 +133,13 @@ def compact(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def progress_count(progress: Progress | None) -> str:
+    """``3/20`` (or ``3``): for tables."""
+    if progress is None:
+        return "-"
+    return f"{progress.current}/{progress.total}" if progress.total is not None else str(progress.current)
+
+
 def progress_text(progress: Progress | None) -> str:
     if progress is None:
         return "-"
@@ -208,7 +215,13 @@ def fire_json(record: FireRecord, key: str, run_status: str | None) -> dict[str,
     }
 
 
+def data_text(data: dict[str, Any], limit: int = 120) -> str:
+    """A log entry's data as ``key=value`` pairs, as the serve log writes them."""
+    return compact(" ".join(f"{k}={compact(v, limit)}" for k, v in data.items()), limit)
+
+
 def log_line(entry: LogRecord) -> str:
-    step = f" [{entry.step_name}]" if entry.step_name else ""
-    data = f" {compact(entry.data, 120)}" if entry.data else ""
-    return f"{show_time(entry.created_at)} {entry.level.upper():<7}{step} {entry.message}{data}"
+    """A run's stored log entry, as `--wait` and `runs watch` print it: like a serve log line."""
+    step = f" {entry.step_name}:" if entry.step_name else ""
+    data = f" {data_text(entry.data)}" if entry.data else ""
+    return f"{show_time(entry.created_at)} {entry.level.upper():<5}{step} {entry.message}{data}"

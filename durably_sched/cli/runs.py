@@ -25,9 +25,11 @@ from ._base import (
 from ._loader import load_jobs
 from ._output import (
     compact,
+    data_text,
     echo_json,
     log_json,
     print_table,
+    progress_count,
     progress_text,
     run_json,
     seconds_text,
@@ -124,7 +126,7 @@ async def list_runs(
             run.id[:8],
             run.job_name,
             _status(run.status),
-            progress_text(run.progress),
+            progress_count(run.progress),
             show_time(run.created_at),
             total_text(run),
             run.idempotency_key or "-",
@@ -213,7 +215,7 @@ async def show(run_id: str, json_mode: bool) -> None:
     if logs:
         grid = table("TIME", "LEVEL", "STEP", "MESSAGE", wrap=("MESSAGE",))
         for entry in logs:
-            message = entry.message + (f" {compact(entry.data, 120)}" if entry.data else "")
+            message = entry.message + (f" {data_text(entry.data)}" if entry.data else "")
             grid.add_row(show_time(entry.created_at), entry.level, entry.step_name or "-", message)
         parts += [Text(""), Text("logs", style="bold"), grid]
     print_table(Group(*parts))
@@ -272,7 +274,9 @@ durably.retry) is how a failed run runs again.
 
 {WAIT_HELP}
 
-{RUN_ID_HELP}""",
+{RUN_ID_HELP}
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("run_id")
 @wait_options
@@ -312,7 +316,9 @@ concurrency key and labels; the original run is left as it is.
 
 {WAIT_HELP}
 
-{RUN_ID_HELP}""",
+{RUN_ID_HELP}
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("run_id")
 @wait_options

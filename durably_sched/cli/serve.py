@@ -229,38 +229,27 @@ class Server:
     def _log_started(
         self, durably: Durably, jobs: dict[str, JobDefinition[Any, Any]], http: str | None, retention: bool
     ) -> None:
-        """A few short lines (one per topic) rather than one that wraps three times; the last one
+        """A few short lines, one per topic, rather than one that wraps three times; the last one
         says the process is up."""
         opts = self.options
-        kept = _duration_text(opts.retention) if retention and opts.retention is not None else "off"
-        log.info(
-            "database %s, worker id %s, http %s, retention %s",
-            redact_url(self.cli.database),
-            durably.worker.worker_id,
-            http or "off",
-            kept,
-        )
         names = ", ".join(sorted(job.name for job in jobs.values())) or "none"
         log.info("%s from '%s': %s", _count(len(jobs), "job"), self.cli.jobs, names)
-        first = ""
         if self.config is not None:
             entries = self.config.schedules
-            log.info(
-                "%s from %s%s",
-                _count(len(entries), "schedule"),
-                self.cli.schedules,
-                f": {', '.join(entries)}" if entries else "",
-            )
-            upcoming = _first_fire(self.config)
-            if upcoming is not None:
-                first = f"; first fire time: {upcoming[0]} at {_local(upcoming[1])}"
+            listed = f": {', '.join(entries)}" if entries else ""
+            log.info("%s from %s%s", _count(len(entries), "schedule"), self.cli.schedules, listed)
+        kept = _duration_text(opts.retention) if retention and opts.retention is not None else "off"
+        log.info("database %s, retention %s, http %s", redact_url(self.cli.database), kept, http or "off")
+        upcoming = _first_fire(self.config) if self.config is not None else None
+        if upcoming is not None:
+            log.info("next fire time: %s at %s", upcoming[0], _local(upcoming[1]))
         if opts.scheduler and opts.worker:
-            roles = f"scheduler + worker (concurrency {opts.concurrency})"
+            roles = f"scheduler + worker ({opts.concurrency} runs at a time)"
         elif opts.worker:
-            roles = f"worker only (concurrency {opts.concurrency})"
+            roles = f"worker only ({opts.concurrency} runs at a time)"
         else:
             roles = "scheduler only"
-        log.info("serve started: %s%s", roles, first)
+        log.info("serve started: %s, worker id %s", roles, durably.worker.worker_id)
 
 
 def _first_fire(config: SchedulesConfig) -> tuple[str, datetime] | None:
@@ -280,7 +269,14 @@ def _first_fire(config: SchedulesConfig) -> tuple[str, datetime] | None:
 
 
 def _local(moment: datetime) -> str:
-    zoned = moment.astimezone(UTC) if settings().utc else moment.astimezone()
+    """In the log's zone; the time alone when it is today."""
+    zoned, now = (
+        (moment.astimezone(UTC), datetime.now(UTC))
+        if settings().utc
+        else (moment.astimezone(), datetime.now().astimezone())
+    )
+    if zoned.date() == now.date():
+        return zoned.timetz().isoformat(timespec="seconds")
     return zoned.isoformat(sep=" ", timespec="seconds")
 
 

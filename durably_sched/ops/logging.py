@@ -13,10 +13,9 @@ Text is meant to be read at a terminal, 80-120 columns wide: the time to the sec
 zone (this machine's zone, or UTC with ``utc=True``; the offset always written), the level, then the
 run it is about as ``<job> <first 8 characters of the run id>`` (what ``runs show`` accepts) and, for
 a scheduled run, ``[<schedule> <fire time>]``, then the message. durably-sched's own logger names are
-left out (the message says what happened); other loggers are named. ``data`` and other extras follow
-as ``key=value`` (values with spaces, quotes or ``=`` JSON-quoted, ``data`` flattened to
-``data.<key>=<value>``). Line breaks inside the message are escaped so one record stays one line (a
-traceback follows on its own lines).
+left out (the message says what happened); other loggers are named. A step log's data and other
+extras follow as ``key=value`` (values with spaces, quotes or ``=`` JSON-quoted). Line breaks inside
+the message are escaped so one record stays one line (a traceback follows on its own lines).
 
 JSON is one object per line with every field whole: ``ts`` in UTC with milliseconds, the full
 ``run_id``, and ``scheduled_for`` as UTC with ``Z`` (the form of the run's label) whatever form the
@@ -158,8 +157,8 @@ class TextFormatter(logging.Formatter):
             f"{about}: {_one_line(record.getMessage())}" if about else _one_line(record.getMessage()),
         ]
         for key, value in fields.items():
-            if key == "data" and isinstance(value, dict):
-                parts.extend(f"data.{k}={_logfmt_value(v)}" for k, v in value.items())
+            if key == "data" and isinstance(value, dict):  # a step log's own fields, unprefixed
+                parts.extend(f"{k}={_logfmt_value(v)}" for k, v in value.items())
             else:
                 parts.append(f"{key}={_logfmt_value(value)}")
         line = " ".join(parts)

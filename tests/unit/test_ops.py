@@ -176,8 +176,8 @@ async def test_text_log_lines_name_the_run_and_its_schedule(
 
     # A job's own step log: step name and data fields, values with spaces quoted.
     (step_line,) = [line for line in lines_with(err, " added ") if manual.id[:8] in line]
-    assert f"INFO  work {manual.id[:8]} add: added data.result=2 " in step_line
-    assert 'data.note="two words"' in step_line
+    assert f"INFO  work {manual.id[:8]} add: added result=2 " in step_line
+    assert 'note="two words"' in step_line
 
 
 async def test_text_log_times_follow_the_machines_zone_unless_utc(
@@ -261,7 +261,7 @@ def test_text_format_keeps_one_record_on_one_line() -> None:
     record.__dict__.update(run_id="r1", job="j", step=None, data={"path": "a b", "n": 1}, custom="v")
     line = TextFormatter().format(record)
     assert "\n" not in line
-    assert line.endswith('ERROR myapp.db j r1: bad\\ninput x data.path="a b" data.n=1 custom=v')
+    assert line.endswith('ERROR myapp.db j r1: bad\\ninput x path="a b" n=1 custom=v')
     try:
         raise ValueError("inner")
     except ValueError:
