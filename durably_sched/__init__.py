@@ -2,6 +2,7 @@
 
 from .durably import Durably, JobHandle, Run, RunResult, create_durably
 from .errors import (
+    AmbiguousRunIdError,
     ConfigError,
     DatabaseUrlError,
     DurablyError,
@@ -22,6 +23,7 @@ from .store.base import LogRecord, Progress, RunRecord, StepRecord
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousRunIdError",
     "ConfigError",
     "DatabaseUrlError",
     "Durably",

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from .errors import (
+    AmbiguousRunIdError,
     InvalidStateError,
     RunCancelledError,
     RunFailedError,
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("durably_sched")
 O = TypeVar("O")  # noqa: E741
+MIN_RUN_ID_PREFIX = 6
+"""The shortest run id prefix :meth:`Durably.resolve_run_id` accepts (tables show 8 characters)."""
+RUN_ID_CANDIDATES_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +380,33 @@ class Durably:
             self.waiters.remove(run_id, waiter)
 
     # -- operator actions ------------------------------------------------------------------------
+    async def resolve_run_id(self, run_id: str) -> str:
+        """The full id of the run that ``run_id`` names: the id itself, or a unique prefix of it
+        at least ``MIN_RUN_ID_PREFIX`` characters long (``33fc6f80`` as tables and logs show it).
+
+        Raises RunNotFoundError (no such run, or a prefix too short) or AmbiguousRunIdError
+        (several runs start with it; the message lists them).
+        """
+        text = run_id.strip()
+        found = await self.store.find_run_ids(text, RUN_ID_CANDIDATES_SHOWN + 1) if text else []
+        if text in found:
+            return text  # a whole id, even if a longer id happens to start with it
+        if len(text) < MIN_RUN_ID_PREFIX:
+            raise RunNotFoundError(
+                f"no run with id '{text}' (a short id needs at least {MIN_RUN_ID_PREFIX} characters)"
+            )
+        if not found:
+            raise RunNotFoundError(f"no run with id or id prefix '{text}'")
+        if len(found) == 1:
+            return found[0]
+        shown = ", ".join(found[:RUN_ID_CANDIDATES_SHOWN])
+        count = f"{RUN_ID_CANDIDATES_SHOWN}+" if len(found) > RUN_ID_CANDIDATES_SHOWN else str(len(found))
+        more = ", ..." if len(found) > RUN_ID_CANDIDATES_SHOWN else ""
+        raise AmbiguousRunIdError(
+            f"run id prefix '{text}' matches {count} runs: {shown}{more}; give more characters",
+            found[:RUN_ID_CANDIDATES_SHOWN],
+        )
+
     async def get_run(self, run_id: str) -> RunRecord:
         record = await self.store.get_run(run_id)
         if record is None:

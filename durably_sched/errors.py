@@ -39,6 +39,14 @@ class RunNotFoundError(DurablyError):
     """A run id that does not exist."""
 
 
+class AmbiguousRunIdError(DurablyError):
+    """A short run id (an id prefix) that more than one run starts with; ``candidates`` lists some."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
 class InvalidStateError(DurablyError):
     """An operation that the run's current status does not allow (e.g. retry of a completed run)."""
 

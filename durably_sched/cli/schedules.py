@@ -15,15 +15,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from .._durations import format_duration
+from ..durably import Durably
 from ..errors import ConfigError, StoreError
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
 from ..schedule.describe import describe_cron
 from ..schedule.scheduler import make_fire
-from ..store.base import FireRecord, FireResult
-from ._base import TIME, CliError, CliGroup, in_zone, open_durably, settings, sqlite_path
+from ..store.base import FireRecord, FireResult, RunStatus
+from ._base import (
+    TIME,
+    TIME_RULE_HELP,
+    CliError,
+    CliGroup,
+    in_display_zone,
+    open_durably,
+    settings,
+    sqlite_path,
+    utc_option,
+)
 from ._loader import job_inputs, load_jobs
-from ._output import console, echo_json, local_time, print_table, table, utc_json, zone_time
+from ._output import console, echo_json, print_table, show_time, table, utc_json, zone_json
 from .trigger import find_schedule
 
 BACKFILL_LIMIT = 10_000
@@ -46,13 +57,16 @@ def schedules() -> None:
     """Check schedules.yaml, see upcoming fire times and history, backfill past fire times.
 
     \b
-    Fire times are shown in each schedule's own time zone (with its UTC offset); naive
-    times given to --after/--at/--from/--to are read in the schedule's time zone too.
+    Cron expressions are evaluated on each schedule's own clock (its timezone); the
+    fire times are then shown like every time: in this machine's time zone with the
+    UTC offset, or in UTC with --utc. Times typed without an offset (--after, --from,
+    --to) are read in that same display zone.
 
     \b
     Examples:
       durably-sched schedules validate
       durably-sched schedules next nightly-report --count 3
+      TZ=Europe/Berlin durably-sched schedules next nightly-report   # on Berlin's clock
     """
 
 
@@ -99,12 +113,15 @@ def _next(entry: ScheduleEntry, now: datetime) -> datetime | None:
 
 @schedules.command(
     "list",
-    epilog="""\b
+    epilog=f"""\b
 Examples:
   durably-sched schedules list
-  durably-sched --schedules deploy/schedules.yaml schedules list --json""",
+  durably-sched --schedules deploy/schedules.yaml schedules list --json
+
+{TIME_RULE_HELP}""",
 )
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 async def list_schedules(json_mode: bool) -> None:
     """Every schedule: job, cron and what it means, time zone, next fire time, last outcome."""
     config = _load(with_jobs=False)
@@ -128,7 +145,8 @@ async def list_schedules(json_mode: bool) -> None:
                     "overlap": entry.overlap,
                     "catchup": entry.catchup,
                     "jitter": format_duration(entry.jitter),
-                    "next_fire_time": upcoming.isoformat() if upcoming else None,
+                    "next_fire_time": utc_json(upcoming),
+                    "next_fire_time_in_zone": zone_json(upcoming, entry.timezone),
                     "last_fire_time": utc_json(record.fire_time) if record else None,
                     "last_outcome": record.outcome if record else None,
                     "last_run_id": record.run_id if record else None,
@@ -146,15 +164,15 @@ async def list_schedules(json_mode: bool) -> None:
         record = last.get(entry.name)
         last_text = "-"
         if record is not None:
-            last_text = f"{record.outcome} {local_time(record.fire_time)}"
+            last_text = f"{record.outcome} {show_time(record.fire_time)}"
             if record.run_id:
-                last_text += f" (run {record.run_id})"
+                last_text += f" (run {record.run_id[:8]})"
         grid.add_row(
             entry.name,
             entry.job,
             entry.cron.expression,
             entry.timezone.key,
-            ("disabled" if not entry.enabled else zone_time(upcoming) if upcoming else "never"),
+            ("disabled" if not entry.enabled else show_time(upcoming) if upcoming else "never"),
             last_text,
         )
     _print_with_descriptions(grid, [describe_cron(entry.cron) for entry in config.schedules.values()])
@@ -184,21 +202,26 @@ def _print_with_descriptions(grid: Table, descriptions: list[str]) -> None:
 
 @schedules.command(
     "next",
-    epilog="""\b
+    epilog=f"""\b
 Examples:
   durably-sched schedules next
   durably-sched schedules next nightly-report --count 10
   durably-sched schedules next nightly-report --after 2026-10-24T12:00 --count 3 --json
+  TZ=Europe/Berlin durably-sched schedules next nightly-report   # on Berlin's clock
 
 \b
 The DST policy applies: a wall time skipped by a spring-forward gap fires once, right
 after the gap; a repeated wall time fires once for fixed hours ("30 2 * * *") and at
-both occurrences for hourly-style fields ("*/15 * * * *").""",
+both occurrences for hourly-style fields ("*/15 * * * *"). --json gives each fire time
+in UTC (fire_time) and on the schedule's own clock (fire_time_in_zone).
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("name", required=False)
 @click.option("--count", type=click.IntRange(1, 100_000), default=5, show_default=True)
 @click.option("--after", type=TIME, help="Fire times after this time (exclusive; default now).")
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 def next_times(name: str | None, count: int, after: datetime | None, json_mode: bool) -> None:
     """The next fire times of a schedule (all schedules when NAME is omitted), with their keys."""
     config = _load(with_jobs=False)
@@ -207,14 +230,19 @@ def next_times(name: str | None, count: int, after: datetime | None, json_mode: 
     )
     rows: list[tuple[ScheduleEntry, datetime]] = []
     for entry in entries:
-        start = in_zone(after, entry.timezone) if after is not None else datetime.now(UTC)
+        start = in_display_zone(after) if after is not None else datetime.now(UTC)
         rows.extend(
             (entry, t) for t in itertools.islice(fire_times(entry.cron, entry.timezone, start), count)
         )
     if json_mode:
         echo_json(
             [
-                {"schedule": e.name, "fire_time": t.isoformat(), "idempotency_key": fire_key(e.name, t)}
+                {
+                    "schedule": e.name,
+                    "fire_time": utc_json(t),
+                    "fire_time_in_zone": zone_json(t, e.timezone),
+                    "idempotency_key": fire_key(e.name, t),
+                }
                 for e, t in rows
             ]
         )
@@ -224,20 +252,23 @@ def next_times(name: str | None, count: int, after: datetime | None, json_mode: 
         return
     grid = table("SCHEDULE", "FIRE TIME", "IDEMPOTENCY KEY")
     for entry, t in rows:
-        grid.add_row(entry.name, zone_time(t), fire_key(entry.name, t))
+        grid.add_row(entry.name, show_time(t), fire_key(entry.name, t))
     print_table(grid)
 
 
 @schedules.command(
     "history",
-    epilog="""\b
+    epilog=f"""\b
 Examples:
   durably-sched schedules history nightly-report
-  durably-sched schedules history thumbnails --limit 100 --json""",
+  durably-sched schedules history thumbnails --limit 100 --json
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("name")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 async def history(name: str, limit: int, json_mode: bool) -> None:
     """Recorded fire times of a schedule, newest first: outcome and run."""
     try:
@@ -252,20 +283,7 @@ async def history(name: str, limit: int, json_mode: bool) -> None:
         where = f" in {config.path}" if config is not None else ""
         raise CliError(f"unknown schedule '{name}': not defined{where} and no fire times recorded")
     if json_mode:
-        echo_json(
-            [
-                {
-                    "schedule": r.schedule,
-                    "fire_time": _shown(r.fire_time, entry).isoformat(),
-                    "idempotency_key": fire_key(r.schedule, r.fire_time),
-                    "outcome": r.outcome,
-                    "run_id": r.run_id,
-                    "run_status": statuses.get(r.run_id) if r.run_id else None,
-                    "recorded_at": utc_json(r.recorded_at),
-                }
-                for r in records
-            ]
-        )
+        echo_json([fire_json(r, statuses.get(r.run_id) if r.run_id else None, entry) for r in records])
         return
     if not records:
         click.echo(f"no fire times recorded for schedule '{name}' yet", err=True)
@@ -274,17 +292,28 @@ async def history(name: str, limit: int, json_mode: bool) -> None:
     for r in records:
         status = statuses.get(r.run_id, "purged") if r.run_id else "-"
         grid.add_row(
-            zone_time(_shown(r.fire_time, entry)),
+            show_time(r.fire_time),
             r.outcome,
-            r.run_id or "-",
+            r.run_id[:8] if r.run_id else "-",
             status,
-            local_time(r.recorded_at),
+            show_time(r.recorded_at),
         )
     print_table(grid)
 
 
-def _shown(t: datetime, entry: ScheduleEntry | None) -> datetime:
-    return t.astimezone(entry.timezone) if entry is not None else t.astimezone()
+def fire_json(record: FireRecord, run_status: str | None, entry: ScheduleEntry | None) -> dict[str, Any]:
+    """A recorded fire time in --json (history, backfill): times in UTC, and on the schedule's
+    clock when the schedule is still in the file."""
+    return {
+        "schedule": record.schedule,
+        "fire_time": utc_json(record.fire_time),
+        "fire_time_in_zone": zone_json(record.fire_time, entry.timezone) if entry is not None else None,
+        "idempotency_key": fire_key(record.schedule, record.fire_time),
+        "outcome": record.outcome,
+        "run_id": record.run_id,
+        "run_status": run_status,
+        "recorded_at": utc_json(record.recorded_at),
+    }
 
 
 @schedules.command(
@@ -301,16 +330,31 @@ record (fired, skipped, missed) is left alone, so running a backfill twice, or w
 the scheduler runs, never makes a second run. The schedule's overlap policy applies
 (with overlap: skip, slots that come while a run of the schedule is active are recorded
 as skipped). The scheduler's cursor does not move. More than {BACKFILL_LIMIT:,} fire times,
-or a --to in the future, need --force.""",
+or a --to in the future, need --force.
+
+\b
+--dry-run writes nothing: it lists each fire time with what a backfill would do, from
+the records already stored: "trigger" (no record yet) or "deduplicate" (recorded, with
+its outcome and run).
+
+\b
+--from and --to without an offset are read in this machine's time zone (UTC with --utc);
+a date alone means its midnight. The fire times themselves come from the schedule's cron
+on its own clock (its timezone).
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("name")
 @click.option("--from", "start", type=TIME, required=True, help="First time of the range (inclusive).")
 @click.option("--to", "end", type=TIME, required=True, help="Last time of the range (inclusive).")
-@click.option("--dry-run", is_flag=True, help="List the fire times and keys; write nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="List the fire times, what a backfill would do with each; write nothing."
+)
 @click.option(
     "--force", is_flag=True, help=f"Allow more than {BACKFILL_LIMIT:,} fire times or a future --to."
 )
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 async def backfill(
     name: str, start: datetime, end: datetime, dry_run: bool, force: bool, json_mode: bool
 ) -> None:
@@ -320,25 +364,24 @@ async def backfill(
     config = load_schedules(s.schedules, job_inputs(jobs))
     entry = find_schedule(config.schedules, name, config.path)
     zone = entry.timezone
-    first, last = in_zone(start, zone), in_zone(end, zone)
+    first, last = in_display_zone(start), in_display_zone(end)
     if last < first:
-        raise CliError(
-            f"--to {zone_time(last.astimezone(zone))} is before --from {zone_time(first.astimezone(zone))}"
-        )
+        raise CliError(f"--to {show_time(last)} is before --from {show_time(first)}")
     if last > datetime.now(UTC) and not force:
         raise CliError(
-            f"--to {zone_time(last.astimezone(zone))} is in the future; backfill past fire times (the "
+            f"--to {show_time(last)} is in the future; backfill past fire times (the "
             "scheduler fires the rest), or pass --force"
         )
     found = fire_times(entry.cron, zone, first - timedelta(seconds=1), last)
     times = [t for t in itertools.islice(found, None if force else BACKFILL_LIMIT + 1) if t >= first]
     if len(times) > BACKFILL_LIMIT and not force:
         raise CliError(
-            f"more than {BACKFILL_LIMIT:,} fire times of schedule '{name}' between {zone_time(first)} and "
-            f"{zone_time(last)}; narrow the range or pass --force"
+            f"more than {BACKFILL_LIMIT:,} fire times of schedule '{name}' between {show_time(first)} and "
+            f"{show_time(last)}; narrow the range or pass --force"
         )
     if dry_run:
-        _show_plan(entry, times, json_mode)
+        recorded, statuses = await _recorded(entry, first, last, len(times))
+        _show_plan(entry, times, recorded, statuses, json_mode)
         return
     results: list[FireResult] = []
     async with open_durably(s.database, jobs) as durably:
@@ -365,26 +408,91 @@ def _batches(items: list[datetime]) -> list[list[datetime]]:
     return [items[i : i + BACKFILL_BATCH] for i in range(0, len(items), BACKFILL_BATCH)]
 
 
-def _show_plan(entry: ScheduleEntry, times: list[datetime], json_mode: bool) -> None:
-    if json_mode:
-        echo_json(
-            [
-                {
-                    "schedule": entry.name,
-                    "fire_time": t.isoformat(),
-                    "idempotency_key": fire_key(entry.name, t),
-                }
-                for t in times
-            ]
-        )
-        return
-    grid = table("FIRE TIME", "IDEMPOTENCY KEY")
+async def _records_between(
+    durably: Durably, schedule: str, first: datetime, last: datetime, expected: int
+) -> dict[datetime, FireRecord]:
+    """The fire records of ``schedule`` in [first, last]: one read of ``expected + 1`` records (the
+    newest first, from ``last`` down), more pages only if the range holds more records than fire
+    times (records of an earlier cron of the same schedule)."""
+    found: dict[datetime, FireRecord] = {}
+    before = last + timedelta(milliseconds=1)
+    page_size = max(expected + 1, 2)
+    while True:
+        page = await durably.store.list_fire_records(schedule, limit=page_size, before=before)
+        for record in page:
+            if record.fire_time < first:
+                return found
+            found[record.fire_time] = record
+        if len(page) < page_size:
+            return found
+        before = page[-1].fire_time
+
+
+async def _recorded(
+    entry: ScheduleEntry, first: datetime, last: datetime, expected: int
+) -> tuple[dict[datetime, FireRecord], dict[str, RunStatus]]:
+    """What is already recorded in the range, and the statuses of those runs; nothing when the
+    database does not exist yet (a dry run never creates it)."""
+    url = settings().database
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        return {}, {}
+    async with open_durably(url) as durably:
+        recorded = await _records_between(durably, entry.name, first, last, expected)
+        run_ids = sorted({r.run_id for r in recorded.values() if r.run_id})
+        statuses = await durably.store.get_run_statuses(run_ids)
+    return recorded, statuses
+
+
+def _show_plan(
+    entry: ScheduleEntry,
+    times: list[datetime],
+    recorded: dict[datetime, FireRecord],
+    statuses: dict[str, RunStatus],
+    json_mode: bool,
+) -> None:
+    items: list[dict[str, Any]] = []
     for t in times:
-        grid.add_row(zone_time(t), fire_key(entry.name, t))
+        record = recorded.get(t.astimezone(UTC))
+        run_id = record.run_id if record is not None else None
+        items.append(
+            {
+                "schedule": entry.name,
+                "fire_time": utc_json(t),
+                "fire_time_in_zone": zone_json(t, entry.timezone),
+                "idempotency_key": fire_key(entry.name, t),
+                "action": "trigger" if record is None else "deduplicate",
+                "recorded_outcome": record.outcome if record is not None else None,
+                "run_id": run_id,
+                "run_status": (statuses.get(run_id, "purged") if run_id else None),
+            }
+        )
+    if json_mode:
+        echo_json(items)
+        return
+    grid = table("FIRE TIME", "WOULD", "RECORDED", "RUN", "IDEMPOTENCY KEY")
+    for t, item in zip(times, items, strict=True):
+        run = f"{item['run_id'][:8]} ({item['run_status']})" if item["run_id"] else "-"
+        grid.add_row(
+            show_time(t), item["action"], item["recorded_outcome"] or "-", run, item["idempotency_key"]
+        )
     if times:
         print_table(grid)
+    new = sum(1 for item in items if item["action"] == "trigger")
+    known = len(items) - new
+    parts = [f"{new} would be triggered"]
+    if known:
+        parts.append(f"{known} already recorded (deduplicated)")
+    note = (
+        "; with overlap: skip, a fire time that comes while a run of the schedule is active is recorded "
+        "as skipped instead"
+        if new and entry.overlap == "skip"
+        else ""
+    )
     click.echo(
-        f"dry run: {_plural(len(times), 'fire time')} of schedule '{entry.name}'; nothing written", err=True
+        f"dry run: {_plural(len(times), 'fire time')} of schedule '{entry.name}': {', '.join(parts)}"
+        f"{note}; nothing written",
+        err=True,
     )
 
 
@@ -394,7 +502,8 @@ def _show_results(
     rows: list[dict[str, Any]] = [
         {
             "schedule": entry.name,
-            "fire_time": t.isoformat(),
+            "fire_time": utc_json(t),
+            "fire_time_in_zone": zone_json(t, entry.timezone),
             "idempotency_key": fire_key(entry.name, t),
             "outcome": r.outcome,
             "run_id": r.run.id if r.run else None,
@@ -407,7 +516,7 @@ def _show_results(
     if 0 < len(rows) <= BACKFILL_ROWS_SHOWN:
         grid = table("FIRE TIME", "OUTCOME", "RUN")
         for t, row in zip(times, rows, strict=True):
-            grid.add_row(zone_time(t), row["outcome"], row["run_id"] or "-")
+            grid.add_row(show_time(t), row["outcome"], row["run_id"][:8] if row["run_id"] else "-")
         print_table(grid)
     counts = Counter(row["outcome"] for row in rows)
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing to do"

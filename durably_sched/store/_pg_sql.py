@@ -7,7 +7,9 @@ Names, statuses and column lists shared with the SQLite store come from :mod:`.r
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from ._common import prefix_upper_bound
 from .rows import ACTIVE_SQL, HELD_SQL, RUN_COLUMNS, columns
 
 CHANNEL = "durably_sched_runs"
@@ -154,3 +156,16 @@ INSERT INTO schedule_cursors AS c (schedule, last_fire_time) VALUES ($1, $2)
 ON CONFLICT (schedule) DO UPDATE SET last_fire_time = GREATEST(c.last_fire_time, EXCLUDED.last_fire_time)
 RETURNING last_fire_time
 """
+
+
+def find_run_ids_query(prefix: str, limit: int) -> tuple[str, list[Any]]:
+    """The statement of :meth:`PostgresStore.find_run_ids` and its arguments.
+
+    ``~>=~`` and ``~<~`` compare in code point order whatever the database's collation, and are what
+    the runs_id_prefix index (text_pattern_ops) answers; a range or LIKE on ``id`` with the ordinary
+    operators would need the "C" collation to use an index.
+    """
+    upper = prefix_upper_bound(prefix)
+    bound = "AND id ~<~ $3 " if upper is not None else ""
+    sql = f"SELECT id FROM runs WHERE id ~>=~ $1 {bound}ORDER BY id USING ~<~ LIMIT $2"
+    return sql, [prefix, limit, upper] if upper is not None else [prefix, limit]

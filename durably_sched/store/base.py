@@ -206,6 +206,13 @@ class Store(abc.ABC):
         """Runs matching the query, newest first."""
 
     @abc.abstractmethod
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        """Ids of runs that start with ``prefix`` (case-sensitive), in id order, at most ``limit``.
+
+        One indexed range read whatever the table's size (short ids typed at the CLI).
+        """
+
+    @abc.abstractmethod
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         """{(job_name, status): count}, for metrics and queue depth."""
 

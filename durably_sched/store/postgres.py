@@ -76,6 +76,7 @@ from ._pg_sql import (
     SCHEMA_NAME,
     SET_PROGRESS,
     UPSERT_CURSOR,
+    find_run_ids_query,
 )
 from .base import (
     Checkpoint,
@@ -517,6 +518,15 @@ class PostgresStore(Store):
             return [run_from_row(r) for r in await conn.fetch(sql, *params)]
 
         return await self._run("list_runs", read)
+
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        sql, args = find_run_ids_query(prefix, limit)
+
+        async def read(conn: Any, replay: bool) -> list[str]:
+            rows = await conn.fetch(sql, *args)
+            return [r["id"] for r in rows if r["id"].startswith(prefix)]
+
+        return await self._run("find_run_ids", read)
 
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         async def read(conn: Any, replay: bool) -> dict[tuple[str, str], int]:

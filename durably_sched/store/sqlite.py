@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import aiosqlite
 
 from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
-from ._common import SCHEMA_VERSION, dt_to_ms, dumps, load_migrations, ms_to_dt, newer_schema_message
+from ._common import SCHEMA_VERSION, dt_to_ms, dumps, load_migrations, ms_to_dt, newer_schema_message, prefix_upper_bound
 from ._sqlite_writer import WriteFn, Writer
 from .base import (
     Checkpoint,
@@ -334,6 +334,18 @@ class SqliteStore(Store):
             f"SELECT {RUN_SELECT} FROM runs {clause} ORDER BY seq DESC LIMIT ?", [*params, query.limit]
         )
         return [_run(r) for r in rows]
+
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        # A range on the id's unique index (BINARY collation = code point order), not LIKE, which
+        # is case-insensitive in SQLite and would not use the index.
+        upper = prefix_upper_bound(prefix)
+        if upper is None:
+            sql, params = "SELECT id FROM runs WHERE id >= ? ORDER BY id LIMIT ?", [prefix, limit]
+        else:
+            sql = "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+            params = [prefix, upper, limit]
+        rows = await self._read(sql, params)
+        return [r["id"] for r in rows if r["id"].startswith(prefix)]
 
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         rows = await self._read("SELECT job_name, status, count(*) AS n FROM runs GROUP BY job_name, status")

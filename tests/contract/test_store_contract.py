@@ -149,6 +149,40 @@ async def test_ping(store: Store) -> None:
     await store.ping()
 
 
+async def test_a_database_of_the_previous_version_upgrades_in_place_with_nothing_lost(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a user upgrading from the previous release relies on: `migrate` (or `serve`) brings the
+    existing database to this version, and every run, step, log, fire record and cursor is there."""
+    import importlib
+
+    module = importlib.import_module(f"durably_sched.store.{backend.name}")
+    previous = SCHEMA_VERSION - 1
+    real = module.load_migrations
+    with monkeypatch.context() as old_release:
+        old_release.setattr(module, "SCHEMA_VERSION", previous)
+        old_release.setattr(module, "load_migrations", lambda name: real(name)[:previous])
+        old = await backend.open_store()
+        assert await old.migrate() == previous
+        run = await create(old, key="k", labels={"schedule": "s"})
+        [claimed] = await old.claim("w1", [JOB], 1, 30)
+        await old.checkpoint(checkpoint(claimed, "first", logs=[log_line("kept")]))
+        await old.complete_run(run.id, claimed.generation, {"done": True})
+        await old.fire(fire("s", 1))
+        await old.advance_cursor("s", slot(1))
+        await old.close()
+    new = await backend.open_store(migrate=False)
+    assert await new.migrate() == SCHEMA_VERSION
+    await new.check_schema()
+    kept = await new.get_run(run.id)
+    assert kept is not None and kept.status == "completed" and kept.output == {"done": True}
+    assert [s.name for s in await new.get_steps(run.id)] == ["first"]
+    assert [entry.message for entry in await new.get_logs(run.id)] == ["kept"]
+    assert [r.fire_time for r in await new.list_fire_records("s")] == [slot(1)]
+    assert (await new.get_cursors())["s"] == slot(1)
+    assert await new.find_run_ids(run.id[:8], 5) == [run.id]
+
+
 # -- creating runs ---------------------------------------------------------------------------------
 
 
@@ -266,6 +300,27 @@ async def test_list_runs_filters_newest_first(store: Store) -> None:
     cut = nightly[2].created_at
     older = await store.list_runs(RunQuery(before_created=cut))
     assert [r.id for r in older] == [r.id for r in everything if r.created_at < cut]
+
+
+async def test_find_run_ids_by_prefix(store: Store) -> None:
+    """Short ids (`runs show 33fc6f80`): every id starting with the prefix, in id order, up to the
+    limit; a prefix is matched literally and case-sensitively (no LIKE wildcards)."""
+    ids = ["33fc6f80-aaaa", "33fc6f80-bbbb", "33fc6f9a-cccc", "33FC6F80-dddd", "33fc6f8", "3%_x", "3a_y"]
+    await store.create_runs([new_run(run_id=i) for i in ids])
+    assert await store.find_run_ids("33fc6f80", 10) == ["33fc6f80-aaaa", "33fc6f80-bbbb"]
+    assert await store.find_run_ids("33fc6f80", 1) == ["33fc6f80-aaaa"]
+    assert await store.find_run_ids("33fc6f", 10) == [
+        "33fc6f8",
+        "33fc6f80-aaaa",
+        "33fc6f80-bbbb",
+        "33fc6f9a-cccc",
+    ]
+    assert await store.find_run_ids("33FC6F", 10) == ["33FC6F80-dddd"]
+    assert await store.find_run_ids("33fc6f80-bbbb", 10) == ["33fc6f80-bbbb"]  # a whole id
+    assert await store.find_run_ids("3%", 10) == ["3%_x"]
+    assert await store.find_run_ids("3_", 10) == []
+    assert await store.find_run_ids("nothing", 10) == []
+    assert await store.find_run_ids("\U0010ffff", 10) == []  # no upper bound: reads to the end
 
 
 async def test_count_runs_by_status(store: Store) -> None:
