@@ -36,7 +36,15 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import aiosqlite
 
 from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
-from ._common import SCHEMA_VERSION, dt_to_ms, dumps, load_migrations, ms_to_dt, newer_schema_message, prefix_upper_bound
+from ._common import (
+    SCHEMA_VERSION,
+    dt_to_ms,
+    dumps,
+    load_migrations,
+    ms_to_dt,
+    newer_schema_message,
+    prefix_upper_bound,
+)
 from ._sqlite_writer import WriteFn, Writer
 from .base import (
     Checkpoint,

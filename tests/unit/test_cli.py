@@ -549,7 +549,7 @@ def test_read_only_commands_work_where_the_database_cannot_be_written(migrated: 
     migrated.ok("schedules", "list")
     with _read_only_directory(migrated.db.parent):
         listed = migrated.ok("runs", "list")
-        assert run_id in listed.stdout
+        assert run_id[:8] in listed.stdout
         assert migrated.json("runs", "show", run_id, "--json")["id"] == run_id
         assert "hourly" in migrated.ok("schedules", "list").stdout
         migrated.ok("schedules", "history", "hourly")
