@@ -1,10 +1,13 @@
 """Benchmarks 1-4 for durably-sched, in one fresh process (``python -m bench.durably_side ...``).
 
-1. checkpointed no-op steps/s in one run
+1. checkpointed no-op steps/s in one run (``async def`` step functions)
+1s. the same with sync step functions: ``step.run(name, lambda: i)``
 2. the same with many runs at once (aggregate steps/s)
 3. one-step runs/s, trigger -> completed (concurrent ``trigger_and_wait`` calls; and ``batch_trigger``)
-4. ``trigger_and_wait`` latency of a one-step run, one call at a time
+4. ``trigger_and_wait`` latency of a one-step run, one call at a time (and the sequential runs/s)
 
+On SQLite (a file in a temporary directory, WAL, ``--sync`` level) by default; with
+``--postgres URL`` on a database created for this process on that server and dropped afterwards.
 The shapes match bench/dbos_side.py call for call. Prints one result line (see bench/_util.py).
 """
 
@@ -17,7 +20,10 @@ from typing import Any
 
 from durably_sched import Step, create_durably, define_job
 
+from ._pg import fresh_database, server_settings
 from ._util import emit, percentile, scratch_dir
+
+BENCHMARKS = ("1", "1s", "2", "3", "4")
 
 
 async def noop() -> None:
@@ -25,8 +31,12 @@ async def noop() -> None:
 
 
 async def many(step: Step, p: dict[str, Any]) -> dict[str, Any]:
-    for i in range(p["n"]):
-        await step.run(f"s{i}", noop)
+    if p.get("sync"):
+        for i in range(p["n"]):
+            await step.run(f"s{i}", lambda i=i: i)
+    else:
+        for i in range(p["n"]):
+            await step.run(f"s{i}", noop)
     return {}
 
 
@@ -38,20 +48,40 @@ def _rate(count: int, seconds: float, cpu: float) -> dict[str, float]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.postgres:
+        async with fresh_database(args.postgres, "bench_durably") as url:
+            return await measure(args, url)
     tmp = scratch_dir("bench-durably-")
-    url = f"sqlite:///{tmp / 'bench.db'}?synchronous={args.sync}"
-    out: dict[str, Any] = {"database_url": url.replace(str(tmp), "<tmp>")}
+    return await measure(args, f"sqlite:///{tmp / 'bench.db'}?synchronous={args.sync}", str(tmp))
+
+
+async def measure(args: argparse.Namespace, url: str, tmp: str | None = None) -> dict[str, Any]:
+    which = set(args.benchmarks.split(","))
+    out: dict[str, Any] = {"database_url": url.replace(tmp, "<tmp>") if tmp else url}
     async with create_durably(url, max_concurrent_runs=args.concurrency).register([JOB]) as durably:
         job = durably.job("many")
-        rows = await durably.store._read("PRAGMA journal_mode")  # type: ignore[attr-defined]
-        out["journal_mode"] = rows[0][0]
-        out["synchronous"] = args.sync.upper()
+        if args.postgres:
+            out["backend"] = "postgres"
+            out["server"] = await server_settings(durably.store._pool)  # type: ignore[attr-defined]
+            out["synchronous_commit"] = out["server"]["synchronous_commit"]
+        else:
+            rows = await durably.store._read("PRAGMA journal_mode")  # type: ignore[attr-defined]
+            out["backend"] = "sqlite"
+            out["journal_mode"] = rows[0][0]
+            out["synchronous"] = args.sync.upper()
 
-        # 1. steps/s in one run
-        await job.trigger_and_wait({"n": 100})  # warm-up
-        c0, t0 = time.process_time(), time.perf_counter()
-        await job.trigger_and_wait({"n": args.steps})
-        out["steps_one_run"] = _rate(args.steps, time.perf_counter() - t0, time.process_time() - c0)
+        # 1. steps/s in one run; 1s. the same with sync step functions
+        for key, sync in (("1", False), ("1s", True)):
+            if key not in which:
+                continue
+            await job.trigger_and_wait({"n": 100, "sync": sync})  # warm-up
+            c0, t0 = time.process_time(), time.perf_counter()
+            await job.trigger_and_wait({"n": args.steps, "sync": sync})
+            out["steps_one_run_sync" if sync else "steps_one_run"] = _rate(
+                args.steps, time.perf_counter() - t0, time.process_time() - c0
+            )
+        if "2" not in which and "3" not in which and "4" not in which:
+            return out
 
         # 2. steps/s with N runs at once
         c0, t0 = time.process_time(), time.perf_counter()
@@ -79,10 +109,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(20):
             await job.trigger_and_wait({"n": 1})
         samples = []
+        c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(args.latency):
-            t0 = time.perf_counter()
+            t1 = time.perf_counter()
             await job.trigger_and_wait({"n": 1})
-            samples.append((time.perf_counter() - t0) * 1000)
+            samples.append((time.perf_counter() - t1) * 1000)
+        out["sequential_runs_per_s"] = _rate(len(samples), time.perf_counter() - t0, time.process_time() - c0)
         out["latency_ms"] = {
             "count": len(samples),
             "p50": percentile(samples, 0.5),
@@ -94,7 +126,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sync", default="full", choices=["off", "normal", "full", "extra"])
+    parser.add_argument(
+        "--sync", default="full", choices=["off", "normal", "full", "extra"], help="SQLite synchronous level"
+    )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on PostgreSQL: a fresh database on this server (created and dropped here)",
+    )
+    parser.add_argument(
+        "--benchmarks",
+        default="1,2,3,4",
+        help=f"comma-separated subset of {','.join(BENCHMARKS)} (2-4 always run together)",
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--parallel-runs", type=int, default=50)

@@ -6,6 +6,10 @@
 Every measurement runs in a fresh child process (see bench/_util.py:run_child); durably-sched and
 DBOS alternate, repetition by repetition, so slow drift in machine load hits both sides alike.
 Figures are medians over the repetitions. See bench/README.md for what each benchmark does.
+
+Benchmarks (``--only``): ``core`` (1-4 and 1s on SQLite), ``sync`` (1 and 1s on SQLite alone),
+``core-pg`` (1-4 on PostgreSQL, and the server's one-row-commit rate), ``punctuality``, ``claim``,
+``idle``, ``postgres`` (8: several worker processes).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report
+from ._pg import default_url
 from ._util import machine_info, run_child
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +39,11 @@ SIZES = {
         "claim": ["--repeats", "100"],
         "idle": ["--warmup", "5", "--window", "20"],
         "postgres": ["--runs", "2000", "--rounds", "1", "--latency", "50"],
+        "sync_steps": {"durably": ["--steps", "2000"], "dbos": ["--steps", "500"]},
+        "pg_durably": ["--steps", "1000", "--parallel-steps", "20", "--runs", "300", "--latency", "200"],
+        "pg_dbos": ["--steps", "200", "--parallel-steps", "4", "--runs", "60", "--latency", "50"],
+        "pg_commit": ["--commits", "2000", "--round-trips", "2000"],
+        "reps_pg": 3,
         "web": ["--steps", "200", "--reps", "1", "--history", "200000", "--repeats", "100"],
     },
     "full": {
@@ -45,10 +55,15 @@ SIZES = {
         "claim": ["--repeats", "300"],
         "idle": ["--warmup", "10", "--window", "60"],
         "postgres": ["--runs", "5000", "--rounds", "3", "--latency", "200"],
+        "sync_steps": {"durably": ["--steps", "5000"], "dbos": ["--steps", "1000"]},
+        "pg_durably": ["--steps", "3000", "--parallel-steps", "100", "--runs", "1500", "--latency", "1000"],
+        "pg_dbos": ["--steps", "500", "--parallel-steps", "10", "--runs", "300", "--latency", "300"],
+        "pg_commit": ["--commits", "5000", "--round-trips", "5000"],
+        "reps_pg": 5,
         "web": ["--steps", "300", "--reps", "3", "--history", "1000000", "--repeats", "200"],
     },
 }
-BENCHMARKS = ("core", "punctuality", "claim", "idle", "postgres", "web")
+BENCHMARKS = ("core", "sync", "core-pg", "punctuality", "claim", "idle", "postgres", "web")
 
 
 def log(message: str) -> None:
@@ -59,19 +74,49 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def run_core(cfg: dict[str, Any], profiles: list[str]) -> dict[str, Any]:
-    """Benchmarks 1-4 for each durability profile; sides and profiles alternate within a repetition."""
+def run_core(cfg: dict[str, Any], profiles: list[str], sync_only: bool) -> dict[str, Any]:
+    """Benchmarks 1-4 and 1s on SQLite for each durability profile; sides and profiles alternate
+    within a repetition. With ``sync_only``, benchmarks 1 and 1s alone."""
     out: dict[str, Any] = {p: {"durably": [], "dbos": []} for p in profiles}
+    what = "benchmarks 1 and 1s" if sync_only else "benchmarks 1-4 and 1s"
     for rep in range(cfg["reps_core"]):
         sides = ("durably", "dbos") if rep % 2 == 0 else ("dbos", "durably")
         for profile in profiles:
             for side in sides:
-                log(f"benchmarks 1-4, repetition {rep + 1}/{cfg['reps_core']}: {side}, synchronous={profile}")
-                if side == "durably":
-                    result = run_child("bench.durably_side", [*cfg["durably"], "--sync", profile], 600)
+                log(f"{what}, repetition {rep + 1}/{cfg['reps_core']}: {side}, synchronous={profile}")
+                module = "bench.durably_side" if side == "durably" else "bench.dbos_side"
+                if sync_only:  # benchmark 1's size for both 1 and 1s
+                    args = [*cfg["sync_steps"][side], "--benchmarks", "1,1s"]
                 else:
-                    result = run_child("bench.dbos_side", [*cfg["dbos"], "--sync", profile], 900)
+                    args = [*cfg[side], "--benchmarks", "1,1s,2,3,4"]
+                result = run_child(module, [*args, "--sync", profile], 600 if side == "durably" else 900)
                 out[profile][side].append(result)
+    return out
+
+
+def run_core_pg(cfg: dict[str, Any], url: str) -> dict[str, Any]:
+    """Benchmarks 1-4 on PostgreSQL, both libraries on the same server, each repetition and side in a
+    fresh database; the server's one-row-commit rate is measured in the same rotation."""
+    out: dict[str, Any] = {"durably": [], "dbos": [], "commit": []}
+    first = run_child("bench.pg_commit", [*cfg["pg_commit"], "--postgres", url], 300)
+    if "skipped" in first:
+        log(f"PostgreSQL benchmarks skipped: {first['skipped']}")
+        return {"skipped": first["skipped"]}
+    rotations = (("durably", "dbos", "commit"), ("dbos", "commit", "durably"), ("commit", "durably", "dbos"))
+    for rep in range(cfg["reps_pg"]):
+        for side in rotations[rep % 3]:
+            log(f"benchmarks 1-4 on PostgreSQL, repetition {rep + 1}/{cfg['reps_pg']}: {side}")
+            if side == "commit":
+                result = (
+                    first
+                    if rep == 0
+                    else run_child("bench.pg_commit", [*cfg["pg_commit"], "--postgres", url], 300)
+                )
+            elif side == "durably":
+                result = run_child("bench.durably_side", [*cfg["pg_durably"], "--postgres", url], 900)
+            else:
+                result = run_child("bench.dbos_side", [*cfg["pg_dbos"], "--postgres", url], 1200)
+            out[side].append(result)
     return out
 
 
@@ -87,23 +132,40 @@ def summarize_core(core: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     s: dict[str, Any] = {}
     for side in ("durably", "dbos"):
         reps = core[side]
-        s[side] = {
-            "steps_one_run": med([r["steps_one_run"]["rate"] for r in reps]),
-            "steps_parallel": med([r["steps_parallel"]["rate"] for r in reps]),
-            "runs_per_s": med([r["runs_per_s"]["rate"] for r in reps]),
-            "latency_p50_ms": med([r["latency_ms"]["p50"] for r in reps]),
-            "latency_p99_ms": med([r["latency_ms"]["p99"] for r in reps]),
-            "cpu_us_per_step": med(
+        one = {"steps_one_run", "steps_one_run_sync"} & set(reps[0])
+        s[side] = {key: med([r[key]["rate"] for r in reps]) for key in one}
+        if "steps_one_run" in one:
+            s[side]["cpu_us_per_step"] = med(
                 [1e6 * r["steps_one_run"]["cpu_seconds"] / r["steps_one_run"]["count"] for r in reps]
-            ),
-            "journal_mode": reps[0].get("journal_mode"),
-            "synchronous": reps[0].get("synchronous"),
-        }
-    s["durably"]["runs_per_s_batch"] = med([r["runs_per_s_batch"]["rate"] for r in core["durably"]])
-    s["dbos"]["runs_per_s_direct"] = med([r["runs_per_s_direct"]["rate"] for r in core["dbos"]])
-    s["dbos"]["latency_direct_p50_ms"] = med([r["latency_ms_direct"]["p50"] for r in core["dbos"]])
-    s["dbos"]["latency_direct_p99_ms"] = med([r["latency_ms_direct"]["p99"] for r in core["dbos"]])
-    s["dbos"]["connections"] = sorted({c for r in core["dbos"] for c in r.get("connections", [])})
+            )
+        if "steps_one_run_sync" in one:
+            s[side]["cpu_us_per_sync_step"] = med(
+                [
+                    1e6 * r["steps_one_run_sync"]["cpu_seconds"] / r["steps_one_run_sync"]["count"]
+                    for r in reps
+                ]
+            )
+        for key in ("journal_mode", "synchronous", "synchronous_commit", "backend"):
+            if key in reps[0]:
+                s[side][key] = reps[0][key]
+        s[side]["connections"] = sorted({c for r in reps for c in r.get("connections", [])})
+        if "runs_per_s" not in reps[0]:
+            continue
+        s[side].update(
+            {
+                "steps_parallel": med([r["steps_parallel"]["rate"] for r in reps]),
+                "runs_per_s": med([r["runs_per_s"]["rate"] for r in reps]),
+                "sequential_runs_per_s": med([r["sequential_runs_per_s"]["rate"] for r in reps]),
+                "latency_p50_ms": med([r["latency_ms"]["p50"] for r in reps]),
+                "latency_p99_ms": med([r["latency_ms"]["p99"] for r in reps]),
+            }
+        )
+    if "runs_per_s" in s["durably"]:
+        s["durably"]["runs_per_s_batch"] = med([r["runs_per_s_batch"]["rate"] for r in core["durably"]])
+    if "runs_per_s" in s["dbos"]:
+        s["dbos"]["runs_per_s_direct"] = med([r["runs_per_s_direct"]["rate"] for r in core["dbos"]])
+        s["dbos"]["latency_direct_p50_ms"] = med([r["latency_ms_direct"]["p50"] for r in core["dbos"]])
+        s["dbos"]["latency_direct_p99_ms"] = med([r["latency_ms_direct"]["p99"] for r in core["dbos"]])
     return s
 
 
@@ -112,6 +174,16 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     s: dict[str, Any] = {}
     if raw.get("core"):
         s["core"] = {profile: summarize_core(sides) for profile, sides in raw["core"].items()}
+    pg = raw.get("core_pg")
+    if pg and "skipped" in pg:
+        s["core_pg"] = {"skipped": pg["skipped"]}
+    elif pg:
+        s.setdefault("core", {})["postgres"] = summarize_core(pg)
+        s["pg_commit"] = {
+            "commits_per_s": med([r["commits"]["rate"] for r in pg["commit"]]),
+            "round_trip_us": med([r["round_trips"]["us_each"] for r in pg["commit"]]),
+            "server": pg["commit"][0]["server"],
+        }
     if raw.get("punctuality"):
         reps = raw["punctuality"]
         s["punctuality"] = {
@@ -189,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}"
     )
     parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=default_url(),
+        help="a database on the PostgreSQL server for core-pg and postgres (default: $BENCH_POSTGRES_URL "
+        "or postgresql://postgres@127.0.0.1:5432/test); core-pg creates a fresh database per measurement",
+    )
+    parser.add_argument(
         "--note", default="", help="a remark stored with the results (e.g. 'measured under load')"
     )
     parser.add_argument(
@@ -210,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     load = machine["load_average_at_start"]
     log(f"{mode} run on {machine['cpu_model']}, {machine['cores']} cores, load average {load}")
     raw: dict[str, Any] = {}
-    if "core" in only:
-        raw["core"] = run_core(cfg, profiles)
+    if "core" in only or "sync" in only:
+        raw["core"] = run_core(cfg, profiles, sync_only="core" not in only)
+    if "core-pg" in only:
+        raw["core_pg"] = run_core_pg(cfg, args.postgres)
     if "punctuality" in only:
         raw["punctuality"] = run_repeated(
             "benchmark 5 (punctuality)",
@@ -241,7 +322,13 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark 7 (idle serve)", "bench.idle", cfg["idle"], cfg["reps_other"], 600
         )
     if "postgres" in only:
-        raw["postgres"] = run_repeated("benchmark 8 (PostgreSQL)", "bench.postgres", cfg["postgres"], 1, 900)
+        raw["postgres"] = run_repeated(
+            "benchmark 8 (PostgreSQL)",
+            "bench.postgres",
+            [*cfg["postgres"], "--database", args.postgres],
+            1,
+            900,
+        )
     if "web" in only:
         raw["web"] = run_repeated(
             "benchmark 9 (web: live streams, run lists)", "bench.web", cfg["web"], 1, 3600
@@ -258,7 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         "duration_seconds": round(time.monotonic() - started, 1),
         "machine": machine,
         "durability": report.durability(raw),
-        "repetitions": {"benchmarks_1_4": cfg["reps_core"], "benchmarks_5_7": cfg["reps_other"]},
+        "repetitions": {
+            "benchmarks_1_4": cfg["reps_core"],
+            "benchmarks_1_4_postgres": cfg["reps_pg"],
+            "benchmarks_5_7": cfg["reps_other"],
+        },
         "summary": summarize(raw),
         "raw": raw,
     }

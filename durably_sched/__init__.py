@@ -2,7 +2,9 @@
 
 from .durably import Durably, JobHandle, Run, RunResult, create_durably
 from .errors import (
+    AmbiguousRunIdError,
     ConfigError,
+    DatabaseUrlError,
     DurablyError,
     InputValidationError,
     InvalidStateError,
@@ -21,7 +23,9 @@ from .store.base import LogRecord, Progress, RunRecord, StepRecord
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousRunIdError",
     "ConfigError",
+    "DatabaseUrlError",
     "Durably",
     "DurablyError",
     "InputValidationError",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 import uuid
@@ -11,9 +9,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from .errors import (
+    AmbiguousRunIdError,
     InvalidStateError,
     RunCancelledError,
     RunFailedError,
@@ -25,7 +24,6 @@ from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition
 from .store import database_url, open_store
 from .store.base import (
-    FINISHED_STATUSES,
     Disposition,
     Fire,
     FireResult,
@@ -37,11 +35,19 @@ from .store.base import (
     StepRecord,
     Store,
 )
+from .waiters import Waiters
 from .worker import Worker
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .waiters import Done
 
 log = logging.getLogger("durably_sched")
 O = TypeVar("O")  # noqa: E741
-WAITER_POLL_INTERVAL = 0.05
+MIN_RUN_ID_PREFIX = 6
+"""The shortest run id prefix :meth:`Durably.resolve_run_id` accepts (tables show 8 characters)."""
+RUN_ID_CANDIDATES_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +77,6 @@ class RunResult(Generic[O]):
     id: str
     output: O
     disposition: Disposition = "created"
-
-
-_Done = tuple[bool, Any]  # (completed in this process, value)
 
 
 class JobHandle(Generic[O]):
@@ -116,22 +119,23 @@ class JobHandle(Generic[O]):
         labels: Mapping[str, str] | None = None,
     ) -> RunResult[O]:
         durably = self._durably
+        waiters = durably.waiters
         run_id = str(uuid.uuid4())
-        waiter = durably._add_waiter(run_id)
+        waiter = waiters.add(run_id)
         try:
             runs = await durably._trigger_many(
                 self.job, [input], idempotency_key, concurrency_key, labels, run_ids=[run_id]
             )
             run = runs[0]
             if run.id != run_id:  # idempotent: an existing run
-                durably._remove_waiter(run_id, waiter)
+                waiters.remove(run_id, waiter)
                 run_id = run.id
-                waiter = durably._add_waiter(run_id)
+                waiter = waiters.add(run_id)
                 if run.record.is_finished:
-                    durably._resolve(run_id, None)
+                    waiters.resolve(run_id)
             return await durably._await_result(self.job, run_id, waiter, timeout, run.disposition)
         finally:
-            durably._remove_waiter(run_id, waiter)
+            waiters.remove(run_id, waiter)
 
 
 class _JobsNamespace:
@@ -174,16 +178,18 @@ class Durably:
         self.jobs = _JobsNamespace()
         self._by_name: dict[str, JobDefinition[Any, Any]] = {}
         self.polling_interval = polling_interval
+        self.waiters = Waiters(store)
         self.worker = Worker(
-            self,
+            store=store,
+            events=self.events,
+            jobs=self._by_name,
+            on_finished=self._finished_here,
             concurrency=max_concurrent_runs,
             polling_interval=polling_interval,
             heartbeat_interval=heartbeat_interval,
             stale_threshold=stale_threshold,
             worker_id=worker_id,
         )
-        self._waiters: dict[str, list[asyncio.Future[_Done]]] = {}
-        self._poller: asyncio.Task[None] | None = None
         self._connected = False
         self._feed: RunFeed | None = None
 
@@ -227,6 +233,11 @@ class Durably:
         return self.events.on(event_type, listener)
 
     # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Whether the database is open: after connect/migrate/start/init, until close."""
+        return self._connected
+
     async def connect(self) -> None:
         """Open the database without migrating or starting the worker."""
         if not self._connected:
@@ -258,11 +269,7 @@ class Durably:
         if self._feed is not None:
             await self._feed.close()
             self._feed = None
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await self.waiters.close()
         await self.events.drain()
         if self._connected:
             await self.store.close()
@@ -344,81 +351,19 @@ class Durably:
         return result
 
     # -- waiting ---------------------------------------------------------------------------------
-    def _add_waiter(self, run_id: str) -> asyncio.Future[_Done]:
-        fut: asyncio.Future[_Done] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(run_id, []).append(fut)
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.get_running_loop().create_task(
-                self._poll_waiters(), name="durably-waiters"
-            )
-        return fut
-
-    def _remove_waiter(self, run_id: str, fut: asyncio.Future[_Done]) -> None:
-        waiters = self._waiters.get(run_id)
-        if waiters and fut in waiters:
-            waiters.remove(fut)
-            if not waiters:
-                del self._waiters[run_id]
-
-    def _resolve(self, run_id: str, value: _Done | None) -> None:
-        for fut in self._waiters.get(run_id, ()):
-            if not fut.done():
-                fut.set_result(value if value is not None else (False, None))
-
-    def resolve_waiters(self, run_id: str, *, value: Any = None, completed_here: bool = True) -> None:
-        """Called by the worker when a run of this process finished (no database round trip)."""
-        self._resolve(run_id, (True, value) if completed_here else None)
-
-    async def _poll_waiters(self) -> None:
-        """Sees completions made by other processes, through the database."""
-        while self._waiters:
-            await asyncio.sleep(WAITER_POLL_INTERVAL)
-            ids = [run_id for run_id, futs in self._waiters.items() if any(not f.done() for f in futs)]
-            if not ids:
-                continue
-            try:
-                statuses = await self.store.get_run_statuses(ids)
-            except Exception as exc:
-                log.warning("could not poll run statuses: %s", exc)
-                continue
-            for run_id in ids:
-                if statuses.get(run_id) in FINISHED_STATUSES:
-                    self._resolve(run_id, None)
-
-    async def _wait_finished(
-        self, run_id: str, waiter: asyncio.Future[_Done], timeout: float | None
-    ) -> tuple[_Done, RunRecord | None]:
-        """Wait for a run to finish: (in-process completion, None) or (_, final record)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        try:
-            while True:
-                remaining = None if deadline is None else max(0.0, deadline - loop.time())
-                try:
-                    done = await asyncio.wait_for(asyncio.shield(waiter), remaining)
-                except TimeoutError:
-                    raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
-                if done[0]:
-                    return done, None
-                record = await self.store.get_run(run_id)
-                if record is None:
-                    raise RunNotFoundError(f"run {run_id} was deleted while waiting for it")
-                if record.is_finished:
-                    return done, record
-                self._remove_waiter(run_id, waiter)  # woken early (e.g. retried): wait again
-                waiter = self._add_waiter(run_id)
-        finally:
-            self._remove_waiter(run_id, waiter)
+    def _finished_here(self, run_id: str, completed: bool, output: Any) -> None:
+        """The worker finished a run: wake its waiters without a database round trip."""
+        self.waiters.resolve(run_id, (True, output) if completed else None)
 
     async def _await_result(
         self,
         job: JobDefinition[Any, Any],
         run_id: str,
-        waiter: asyncio.Future[_Done],
+        waiter: asyncio.Future[Done],
         timeout: float | None,
         disposition: Disposition,
     ) -> RunResult[Any]:
-        (here, value), record = await self._wait_finished(run_id, waiter, timeout)
+        (here, value), record = await self.waiters.wait(run_id, waiter, timeout)
         if here or record is None:
             return RunResult(id=run_id, output=value, disposition=disposition)
         if record.status == "completed":
@@ -429,15 +374,15 @@ class Durably:
 
     async def wait_for_run(self, run_id: str, timeout: float | None = None) -> RunRecord:
         """Wait until a run (triggered anywhere) finishes; returns its final record."""
-        waiter = self._add_waiter(run_id)
+        waiter = self.waiters.add(run_id)
         try:
             record = await self.get_run(run_id)
             if record.is_finished:
                 return record
-            _, final = await self._wait_finished(run_id, waiter, timeout)
+            _, final = await self.waiters.wait(run_id, waiter, timeout)
             return final if final is not None else await self.get_run(run_id)
         finally:
-            self._remove_waiter(run_id, waiter)
+            self.waiters.remove(run_id, waiter)
 
     # -- live events from the store (any process) ---------------------------------------------------
     @property
@@ -466,6 +411,33 @@ class Durably:
         return self.feed.subscribe_runs()
 
     # -- operator actions ------------------------------------------------------------------------
+    async def resolve_run_id(self, run_id: str) -> str:
+        """The full id of the run that ``run_id`` names: the id itself, or a unique prefix of it
+        at least ``MIN_RUN_ID_PREFIX`` characters long (``33fc6f80`` as tables and logs show it).
+
+        Raises RunNotFoundError (no such run, or a prefix too short) or AmbiguousRunIdError
+        (several runs start with it; the message lists them).
+        """
+        text = run_id.strip()
+        found = await self.store.find_run_ids(text, RUN_ID_CANDIDATES_SHOWN + 1) if text else []
+        if text in found:
+            return text  # a whole id, even if a longer id happens to start with it
+        if len(text) < MIN_RUN_ID_PREFIX:
+            raise RunNotFoundError(
+                f"no run with id '{text}' (a short id needs at least {MIN_RUN_ID_PREFIX} characters)"
+            )
+        if not found:
+            raise RunNotFoundError(f"no run with id or id prefix '{text}'")
+        if len(found) == 1:
+            return found[0]
+        shown = ", ".join(found[:RUN_ID_CANDIDATES_SHOWN])
+        count = f"{RUN_ID_CANDIDATES_SHOWN}+" if len(found) > RUN_ID_CANDIDATES_SHOWN else str(len(found))
+        more = ", ..." if len(found) > RUN_ID_CANDIDATES_SHOWN else ""
+        raise AmbiguousRunIdError(
+            f"run id prefix '{text}' matches {count} runs: {shown}{more}; give more characters",
+            found[:RUN_ID_CANDIDATES_SHOWN],
+        )
+
     async def get_run(self, run_id: str) -> RunRecord:
         record = await self.store.get_run(run_id)
         if record is None:
@@ -530,12 +502,10 @@ class Durably:
             raise RunNotFoundError(f"no run with id '{run_id}'")
         if record.status != "cancelled":
             raise InvalidStateError(f"run {run_id} is already {record.status}; it cannot be cancelled")
-        entry = self.worker.active.get(run_id)
-        if entry is not None:
-            entry[0].cancelled = True
+        self.worker.mark_cancelled(run_id)
         if self.events.wants("run:cancel"):
             self.events.emit(RunCancelEvent(run_id=run_id, job_name=record.job_name, labels=record.labels))
-        self._resolve(run_id, None)
+        self.waiters.resolve(run_id)
         return record
 
     async def delete_run(self, run_id: str) -> None:

@@ -39,6 +39,14 @@ class RunNotFoundError(DurablyError):
     """A run id that does not exist."""
 
 
+class AmbiguousRunIdError(DurablyError):
+    """A short run id (an id prefix) that more than one run starts with; ``candidates`` lists some."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
 class InvalidStateError(DurablyError):
     """An operation that the run's current status does not allow (e.g. retry of a completed run)."""
 
@@ -68,6 +76,10 @@ class RunCancelledError(DurablyError):
 
 class StoreError(DurablyError):
     """The database cannot be used (unreachable, not writable, corrupt, locked for too long)."""
+
+
+class DatabaseUrlError(StoreError):
+    """The database URL itself is wrong (its form, an unknown option): a usage error."""
 
 
 class SchemaVersionError(StoreError):

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._step_threads import SyncSteps
 from .codec import encode_json_value
 from .errors import LeaseLostError, RunCancelledSignal, StepError
 from .events import LogWriteEvent, RunProgressEvent, StepCompleteEvent, StepFailEvent, StepStartEvent
@@ -48,6 +49,7 @@ class RunContext:
         self.lost = False
         self.current_step: str | None = None
         self.failed_step: str | None = None
+        self.sync_steps = SyncSteps()  # runs sync step functions off the loop thread
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self.log_extra: dict[str, Any] = {"run_id": run.id, "job": run.job_name}
@@ -190,7 +192,8 @@ class Step:
     async def run(self, name: str, fn: Callable[[], T | Awaitable[T]]) -> Any:
         """Run ``fn`` once and checkpoint its result; on replay return the stored result.
 
-        ``fn`` may be sync (run in a thread) or async. The returned value is the decoded JSON form
+        ``fn`` may be sync (run on a step thread, never on the event loop's; see _step_threads) or
+        async. The returned value is the decoded JSON form
         of the result, the same on first execution and on replay.
         """
         ctx = self._ctx
@@ -225,7 +228,7 @@ class Step:
             if inspect.iscoroutinefunction(fn):
                 result: Any = await fn()
             else:
-                result = await asyncio.to_thread(fn)
+                result = await ctx.sync_steps.run(fn)
             if inspect.isawaitable(result):
                 result = await result
             try:

@@ -1,4 +1,10 @@
-"""The worker: claims runs with leases, executes them, renews leases, stops gracefully."""
+"""The worker: claims runs with leases, executes them, renews leases, stops gracefully.
+
+It is given what it needs and nothing more (as the TypeScript library's runtime is given its
+storage, event emitter and clock): the store, the event emitter, the registered jobs (a live
+mapping: jobs registered later are claimed from the next claim on) and a callback for runs that
+finished here. It knows nothing about the facade that created it.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,31 @@ import os
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from .errors import LeaseLostError, RunCancelledSignal, StoreError
-from .events import RunCompleteEvent, RunFailEvent, RunStartEvent, WorkerErrorEvent
+from .events import EventEmitter, RunCompleteEvent, RunFailEvent, RunStartEvent, WorkerErrorEvent
+from .jobs import JobDefinition
 from .step import RunContext, Step
-from .store.base import RunRecord
-
-if TYPE_CHECKING:
-    from .durably import Durably
+from .store.base import RunRecord, Store
 
 log = logging.getLogger("durably_sched.worker")
+
+FinishedCallback = Callable[[str, bool, Any], None]
+"""``(run_id, completed, output)``: called when a run this worker executed finished: completed here
+(with its output value), or failed (``completed`` False, output None)."""
+
+
+def _took(run: RunRecord, attempt_seconds: float) -> str:
+    """How long a completed run took: this attempt (claim to completion), and for a resumed or
+    retried run also the total since its first start, so the two are never confused."""
+    if run.attempt <= 1 or run.started_at is None:
+        return f"{attempt_seconds:.3f}s"
+    total = (datetime.now(UTC) - run.started_at).total_seconds()
+    return f"{attempt_seconds:.3f}s this attempt (attempt {run.attempt}; {total:.1f}s since the first start)"
 
 
 def make_worker_id() -> str:
@@ -27,11 +47,22 @@ def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+@dataclass(slots=True)
+class ActiveRun:
+    """A run this worker holds: the state of its claimed generation and the task executing it."""
+
+    ctx: RunContext
+    task: asyncio.Task[None]
+
+
 class Worker:
     def __init__(
         self,
-        durably: Durably,
         *,
+        store: Store,
+        events: EventEmitter,
+        jobs: Mapping[str, JobDefinition[Any, Any]],
+        on_finished: FinishedCallback | None = None,
         concurrency: int,
         polling_interval: float,
         heartbeat_interval: float,
@@ -42,13 +73,16 @@ class Worker:
             raise ValueError("max_concurrent_runs must be at least 1")
         if heartbeat_interval >= stale_threshold:
             raise ValueError("heartbeat_interval must be shorter than stale_threshold")
-        self.durably = durably
+        self.store = store
+        self.events = events
+        self.jobs = jobs
+        self.on_finished = on_finished
         self.concurrency = concurrency
         self.polling_interval = polling_interval
         self.heartbeat_interval = heartbeat_interval
         self.stale_threshold = stale_threshold
         self.worker_id = worker_id or make_worker_id()
-        self.active: dict[str, tuple[RunContext, asyncio.Task[None]]] = {}
+        self.active: dict[str, ActiveRun] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -64,6 +98,14 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def mark_cancelled(self, run_id: str) -> bool:
+        """The run was cancelled (by an operator): start no further step. False if not held here."""
+        entry = self.active.get(run_id)
+        if entry is None:
+            return False
+        entry.ctx.cancelled = True
+        return True
 
     def start(self) -> None:
         if self.running:
@@ -81,18 +123,18 @@ class Worker:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        tasks = [task for _, task in self.active.values()]
+        tasks = [entry.task for entry in self.active.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
         leftovers = list(self.active.values())
-        for ctx, task in leftovers:
-            ctx.lost = True  # nothing more from this holder once we give the run back
-            task.cancel()
+        for entry in leftovers:
+            entry.ctx.lost = True  # nothing more from this holder once we give the run back
+            entry.task.cancel()
         if leftovers:
-            await asyncio.gather(*(task for _, task in leftovers), return_exceptions=True)
-            for ctx, _ in leftovers:
+            await asyncio.gather(*(entry.task for entry in leftovers), return_exceptions=True)
+            for ctx in (entry.ctx for entry in leftovers):
                 try:
-                    await self.durably.store.release_run(ctx.run_id, ctx.generation)
+                    await self.store.release_run(ctx.run_id, ctx.generation)
                 except Exception as exc:
                     log.warning("could not release run %s: %s", ctx.run_id, exc)
         if self._heartbeat_task is not None:
@@ -103,7 +145,6 @@ class Worker:
 
     # -- claiming ----------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
-        durably = self.durably
         failures = 0
         while not self._stopping:
             free = self.concurrency - len(self.active)
@@ -111,18 +152,13 @@ class Worker:
             if free > 0:
                 self._wake.clear()
                 try:
-                    if self.only_run_ids is None:
-                        claimed = await durably.store.claim(
-                            self.worker_id, durably.job_names, free, self.stale_threshold
-                        )
-                    else:
-                        claimed = await durably.store.claim(
-                            self.worker_id,
-                            durably.job_names,
-                            free,
-                            self.stale_threshold,
-                            run_ids=sorted(self.only_run_ids),
-                        )
+                    claimed = await self.store.claim(
+                        self.worker_id,
+                        list(self.jobs),
+                        free,
+                        self.stale_threshold,
+                        run_ids=None if self.only_run_ids is None else sorted(self.only_run_ids),
+                    )
                     self.last_claim_at = time.monotonic()
                     failures = 0
                 except Exception as exc:
@@ -141,9 +177,9 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _launch(self, run: RunRecord) -> None:
-        ctx = RunContext(run, self.durably.store, self.durably.events, {})
+        ctx = RunContext(run, self.store, self.events, {})
         task = asyncio.get_running_loop().create_task(self._execute(ctx), name=f"durably-run-{run.id}")
-        self.active[run.id] = (ctx, task)
+        self.active[run.id] = ActiveRun(ctx, task)
 
     # -- leases ----------------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -151,9 +187,9 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             if not self.active:
                 continue
-            contexts = {run_id: ctx for run_id, (ctx, _) in self.active.items() if not ctx.lost}
+            contexts = {run_id: e.ctx for run_id, e in self.active.items() if not e.ctx.lost}
             try:
-                results = await self.durably.store.renew_leases(
+                results = await self.store.renew_leases(
                     [(run_id, ctx.generation) for run_id, ctx in contexts.items()], self.stale_threshold
                 )
             except Exception as exc:
@@ -162,13 +198,13 @@ class Worker:
             for run_id, outcome in results.items():
                 ctx = contexts[run_id]
                 entry = self.active.get(run_id)
-                if entry is None or entry[0] is not ctx:
+                if entry is None or entry.ctx is not ctx:
                     continue  # finished while the renewal was in flight: "lost" means completed
                 if outcome == "lost":
-                    log.warning("lease of run %s was lost; stopping it", run_id, extra=ctx.log_extra)
+                    log.warning("lease lost; stopping the run", extra=ctx.log_extra)
                     ctx.lost = True
                     self.lease_losses += 1
-                    entry[1].cancel()
+                    entry.task.cancel()
                 elif outcome == "cancelled":
                     ctx.cancelled = True
 
@@ -177,7 +213,7 @@ class Worker:
         run = ctx.run
         try:
             if run.step_count > 0:
-                steps = await self.durably.store.get_steps(run.id)
+                steps = await self.store.get_steps(run.id)
                 ctx.completed.update({s.name: s.output_json for s in steps})
                 ctx.next_index = len(steps)
             await self._run_job(ctx)
@@ -189,16 +225,16 @@ class Worker:
             self._report(exc, "execute", run.id)
         finally:
             # Free the slot first: a cancellation arriving during close() must not leak it.
-            if self.active.get(run.id, (None,))[0] is ctx:
+            entry = self.active.get(run.id)
+            if entry is not None and entry.ctx is ctx:
                 del self.active[run.id]
             self._wake.set()
             await ctx.close()
 
     async def _run_job(self, ctx: RunContext) -> None:
-        durably = self.durably
         run = ctx.run
-        job = durably.job_by_name(run.job_name)
-        events = durably.events
+        job = self.jobs[run.job_name]  # claims ask only for registered jobs
+        events = self.events
         log.debug("run started", extra=ctx.log_extra)
         if events.wants("run:start"):
             events.emit(
@@ -227,23 +263,24 @@ class Worker:
         except Exception as exc:
             await self._fail(ctx, exc, time.perf_counter() - started)
             return
-        outcome = await durably.store.complete_run(run.id, ctx.generation, stored, ctx.take_logs())
+        outcome = await self.store.complete_run(run.id, ctx.generation, stored, ctx.take_logs())
         if outcome != "ok":
             log.info("run finished but was no longer held (%s); output dropped", outcome, extra=ctx.log_extra)
             return
         duration = time.perf_counter() - started
-        log.info("run completed in %.3fs", duration, extra=ctx.log_extra)
+        log.info("run completed in %s", _took(run, duration), extra=ctx.log_extra)
         if events.wants("run:complete"):
             events.emit(
                 RunCompleteEvent(
                     run_id=run.id, job_name=run.job_name, labels=run.labels, output=value, duration=duration
                 )
             )
-        durably.resolve_waiters(run.id, value=value)
+        if self.on_finished is not None:
+            self.on_finished(run.id, True, value)
 
     async def _store_logs(self, ctx: RunContext) -> None:
         try:
-            await self.durably.store.append_logs(ctx.run_id, ctx.generation, ctx.take_logs())
+            await self.store.append_logs(ctx.run_id, ctx.generation, ctx.take_logs())
         except Exception as exc:
             self._report(exc, "logs", ctx.run_id)
 
@@ -251,13 +288,13 @@ class Worker:
         run = ctx.run
         error = f"{type(exc).__name__}: {exc}"
         step_name = ctx.failed_step
-        outcome = await self.durably.store.fail_run(run.id, ctx.generation, error, step_name, ctx.take_logs())
+        outcome = await self.store.fail_run(run.id, ctx.generation, error, step_name, ctx.take_logs())
         if outcome != "ok":
             return
         log.warning(
             "run failed%s: %s", f" in step '{step_name}'" if step_name else "", error, extra=ctx.log_extra
         )
-        events = self.durably.events
+        events = self.events
         if events.wants("run:fail"):
             events.emit(
                 RunFailEvent(
@@ -269,10 +306,11 @@ class Worker:
                     duration=duration,
                 )
             )
-        self.durably.resolve_waiters(run.id, completed_here=False)
+        if self.on_finished is not None:
+            self.on_finished(run.id, False, None)
 
     def _report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
         log.error("worker error during %s: %s", context, exc, extra={"run_id": run_id} if run_id else {})
-        self.durably.events.emit(
+        self.events.emit(
             WorkerErrorEvent(error=f"{type(exc).__name__}: {exc}", context=context, run_id=run_id)
         )

@@ -13,10 +13,13 @@ import asyncio
 import concurrent.futures
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.backends import Backend, PostgresBackend, SqliteBackend
 
 POSTGRES_URL_ENV = "DURABLY_TEST_POSTGRES_URL"
 REQUIRE_POSTGRES_ENV = "DURABLY_REQUIRE_POSTGRES"
@@ -83,3 +86,18 @@ def postgres_schema_url(postgres_url: str) -> str:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     separator = "&" if "?" in postgres_url else "?"
     return f"{postgres_url}{separator}schema={schema}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """An empty database of the backend the test is parametrized with (see tests/backends.py)."""
+    made: Backend
+    if request.param == "sqlite":
+        made = SqliteBackend(tmp_path)
+    else:
+        # Requested lazily so SQLite runs never touch (or skip on) the PostgreSQL fixture.
+        made = PostgresBackend(request.getfixturevalue("postgres_url"))
+    try:
+        yield made
+    finally:
+        await made.close()

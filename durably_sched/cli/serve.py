@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -19,6 +19,7 @@ from ..durably import Durably, create_durably
 from ..errors import ConfigError
 from ..jobs import JobDefinition
 from ..schedule.config import SchedulesConfig, load_schedules
+from ..schedule.cron import next_fire_time
 from ..schedule.scheduler import Scheduler
 from ._base import (
     EXIT_FAILURE,
@@ -26,6 +27,7 @@ from ._base import (
     HTTP_ADDRESS,
     RETENTION,
     SECONDS,
+    TIME_RULE_HELP,
     CliCommand,
     CliError,
     HttpAddress,
@@ -33,6 +35,7 @@ from ._base import (
     StepThreads,
     redact_url,
     settings,
+    utc_option,
 )
 from ._loader import job_inputs, load_jobs
 from ._wait import Interrupts
@@ -61,11 +64,15 @@ class ServeOptions:
     http_metrics: str = "auto"
 
 
-def configure_logging(fmt: str, level: str) -> None:
+def configure_logging(fmt: str, level: str, *, utc: bool = False) -> None:
     """Logging for serve (text or JSON lines on stderr), set up by durably_sched.ops.logging."""
     from ..ops.logging import configure_logging as configure
 
-    configure(fmt, level)  # type: ignore[arg-type]
+    configure(fmt, level, utc=utc)  # type: ignore[arg-type]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:
@@ -114,7 +121,9 @@ class Server:
                 config = await asyncio.to_thread(load_schedules, path, inputs)
             except ConfigError as exc:
                 kept = len(self.config.schedules) if self.config is not None else 0
-                log.error("schedules not reloaded (keeping the %d loaded before): %s", kept, exc)
+                log.error(
+                    "schedules not reloaded (keeping the %s loaded before): %s", _count(kept, "schedule"), exc
+                )
                 continue
             try:
                 await scheduler.reload(config)
@@ -238,27 +247,55 @@ class Server:
     def _log_started(
         self, durably: Durably, jobs: dict[str, JobDefinition[Any, Any]], http: str | None, retention: bool
     ) -> None:
+        """A few short lines, one per topic, rather than one that wraps three times; the last one
+        says the process is up."""
         opts = self.options
-        roles = "+".join(role for role, on in (("scheduler", opts.scheduler), ("worker", opts.worker)) if on)
         names = ", ".join(sorted(job.name for job in jobs.values())) or "none"
-        schedules = (
-            f"{len(self.config.schedules)} schedules from {self.cli.schedules}"
-            if self.config is not None
-            else "scheduler off"
-        )
-        log.info(
-            "durably-sched serve started: database %s, jobs '%s' (%s), %s, roles %s, worker id %s, "
-            "concurrency %d, http %s, retention %s",
-            redact_url(self.cli.database),
-            self.cli.jobs,
-            names,
-            schedules,
-            roles,
-            durably.worker.worker_id,
-            opts.concurrency,
-            http or "off",
-            _duration_text(opts.retention) if retention and opts.retention is not None else "off",
-        )
+        log.info("%s from '%s': %s", _count(len(jobs), "job"), self.cli.jobs, names)
+        if self.config is not None:
+            entries = self.config.schedules
+            listed = f": {', '.join(entries)}" if entries else ""
+            log.info("%s from %s%s", _count(len(entries), "schedule"), self.cli.schedules, listed)
+        kept = _duration_text(opts.retention) if retention and opts.retention is not None else "off"
+        log.info("database %s, retention %s, http %s", redact_url(self.cli.database), kept, http or "off")
+        upcoming = _first_fire(self.config) if self.config is not None else None
+        if upcoming is not None:
+            log.info("next fire time: %s at %s", upcoming[0], _local(upcoming[1]))
+        if opts.scheduler and opts.worker:
+            roles = f"scheduler + worker ({opts.concurrency} runs at a time)"
+        elif opts.worker:
+            roles = f"worker only ({opts.concurrency} runs at a time)"
+        else:
+            roles = "scheduler only"
+        log.info("serve started: %s, worker id %s", roles, durably.worker.worker_id)
+
+
+def _first_fire(config: SchedulesConfig) -> tuple[str, datetime] | None:
+    """The enabled schedule that fires first from now, and when (jitter aside)."""
+    now = datetime.now(UTC)
+    best: tuple[str, datetime] | None = None
+    for entry in config.schedules.values():
+        if not entry.enabled:
+            continue
+        try:
+            at = next_fire_time(entry.cron, entry.timezone, now)
+        except ValueError:
+            continue
+        if best is None or at < best[1]:
+            best = (entry.name, at)
+    return best
+
+
+def _local(moment: datetime) -> str:
+    """In the log's zone; the time alone when it is today."""
+    zoned, now = (
+        (moment.astimezone(UTC), datetime.now(UTC))
+        if settings().utc
+        else (moment.astimezone(), datetime.now().astimezone())
+    )
+    if zoned.date() == now.date():
+        return zoned.timetz().isoformat(timespec="seconds")
+    return zoned.isoformat(sep=" ", timespec="seconds")
 
 
 MIN_TOKEN_LENGTH = 16
@@ -338,7 +375,8 @@ async def _serve(cli: Settings, options: ServeOptions) -> int:
         return await Server(cli, options, interrupts.event).run()
 
 
-EPILOG = """\b
+EPILOG = (
+    """\b
 Examples:
   durably-sched serve
   durably-sched serve --concurrency 8 --http 127.0.0.1:9464
@@ -356,7 +394,22 @@ it changes; an invalid version is logged and the last good one stays in force.
 \b
 SIGTERM or SIGINT: stop firing and claiming, give running steps --stop-grace to finish and
 checkpoint, release the leases of runs still unfinished (another process resumes them at
-once), exit 0. A second signal exits at once."""
+once), exit 0. A second signal exits at once.
+
+\b
+Job code is imported once, at start: after changing a job, restart serve (runs in
+flight resume after their last completed step). schedules.yaml needs no restart.
+
+\b
+Log times: the text log (for a terminal) writes times to the second in this machine's
+time zone with the UTC offset, or in UTC with --utc, like every other command; the JSON
+log always writes UTC with milliseconds, for log collectors. The text log shows a run
+as <job> <first 8 characters of its id> (what `runs show` accepts); JSON has every
+field whole.
+
+"""
+    + TIME_RULE_HELP
+)
 
 
 @click.command("serve", cls=CliCommand, epilog=EPILOG)
@@ -461,6 +514,7 @@ once), exit 0. A second signal exits at once."""
     envvar="DURABLY_HTTP_METRICS",
     help="/metrics without the token (open), behind it (token), or open on loopback only (auto).",
 )
+@utc_option
 async def serve(
     no_scheduler: bool,
     no_worker: bool,
@@ -481,7 +535,7 @@ async def serve(
     http_metrics: str,
 ) -> int:
     """Run the scheduler and a worker until stopped (or one role with --no-scheduler/--no-worker)."""
-    configure_logging(log_format, log_level.upper())
+    configure_logging(log_format, log_level.upper(), utc=settings().utc)
     if no_scheduler and no_worker:
         raise CliError("--no-scheduler and --no-worker together leave nothing to do")
     if polling_interval <= 0:

@@ -5,8 +5,8 @@ Every problem raises :class:`~durably_sched.errors.ConfigError` whose text is on
     <file>:<line>: schedule '<name>': <field>: <what is wrong>
 
 with the parts that do not apply left out. The line is the line of the offending key or value, found
-from the YAML node tree (PyYAML's composed nodes carry their positions). PyYAML keeps the last of two
-equal keys without a word, so duplicate keys are looked for here, in every mapping.
+in the position index that ``_yaml_index`` builds from PyYAML's node tree (which also rejects
+duplicate keys, at every level).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from zoneinfo import ZoneInfo
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,6 +33,7 @@ from pydantic_core import ErrorDetails
 
 from .._durations import format_duration, parse_duration
 from ..errors import ConfigError
+from ._yaml_index import Document, Path_, Problem, read_document
 from .cron import SCHEDULE_NAME_PATTERN, CronSpec, parse_cron
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
 
 _UTC = ZoneInfo("UTC")
 _SCHEDULE_NAME = re.compile(SCHEDULE_NAME_PATTERN, re.ASCII)
-_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 # --- field types ------------------------------------------------------------------------------------
@@ -188,162 +186,6 @@ _HINTS = {
 }
 
 
-# --- where things are in the file ---------------------------------------------------------------------
-
-Path_ = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class _Place:
-    key_text: str  # the key as written (``on``, where the document holds True)
-    key_line: int
-    value_line: int
-    nested: bool  # the value is a mapping or a sequence
-
-
-class _Problem(Exception):
-    """Raised while reading the document; turned into a ConfigError with the file's path."""
-
-    def __init__(self, message: str, line: int | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-
-
-def _message(path: Path_, what: str, places: Mapping[Path_, _Place]) -> str:
-    """``schedule '<name>': <field>: <what>`` for a path of keys from the document root."""
-    parts: list[str] = []
-    for depth in range(1, len(path) + 1):
-        place = places.get(path[:depth])
-        part = path[depth - 1]
-        if place is not None:
-            parts.append(place.key_text)
-        elif isinstance(part, int) and not isinstance(part, bool):
-            parts.append(f"[{part}]")
-        else:
-            parts.append(str(part))
-    prefix = ""
-    if len(parts) >= 2 and path[0] == "schedules":
-        prefix = f"schedule '{parts[1]}': "
-        parts = parts[2:]
-    field = ""
-    for part in parts:
-        field += part if not field or part.startswith("[") else f".{part}"
-    return f"{prefix}{field}: {what}" if field else f"{prefix}{what}"
-
-
-def _key_of(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    """A mapping key as the constructed document will hold it (its text when it cannot be a key)."""
-    if isinstance(node, yaml.ScalarNode):
-        try:
-            key = loader.construct_object(node)
-            hash(key)
-        except (yaml.YAMLError, TypeError):
-            return node.value
-        return key
-    return ("<complex key>", node.start_mark.line)
-
-
-def _index_nodes(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, places: dict[Path_, _Place]) -> None:
-    """Record where every key and value is, and reject duplicate keys (at every level)."""
-    if isinstance(node, yaml.MappingNode):
-        first_lines: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:  # '<<: *anchor'; explicit keys may override merged ones
-                continue
-            key = _key_of(loader, key_node)
-            line = key_node.start_mark.line + 1
-            if key in first_lines:
-                first = first_lines[key]
-                if path == ("schedules",):
-                    what = f"duplicate schedule name (first defined on line {first})"
-                else:
-                    what = f"duplicate key (first on line {first})"
-                raise _Problem(_message((*path, key), what, places), line)
-            first_lines[key] = line
-            places[(*path, key)] = _Place(
-                key_text=key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key),
-                key_line=line,
-                value_line=value_node.start_mark.line + 1,
-                nested=isinstance(value_node, yaml.MappingNode | yaml.SequenceNode),
-            )
-            _index_nodes(loader, value_node, (*path, key), places)
-    elif isinstance(node, yaml.SequenceNode):
-        for position, item in enumerate(node.value):
-            line = item.start_mark.line + 1
-            places[(*path, position)] = _Place(
-                key_text=f"[{position}]",
-                key_line=line,
-                value_line=line,
-                nested=isinstance(item, yaml.MappingNode | yaml.SequenceNode),
-            )
-            _index_nodes(loader, item, (*path, position), places)
-
-
-class _Document:
-    """The constructed YAML data plus the position of every key and value in it."""
-
-    def __init__(self, data: Any, places: dict[Path_, _Place], root_line: int) -> None:
-        self.data = data
-        self.places = places
-        self.root_line = root_line
-
-    def line(self, path: Path_, *, key: bool = False) -> int:
-        """The line of the value at ``path`` (of its key if asked, or if the value is nested).
-
-        A path that is not in the file (a missing field, a key merged in with '<<') falls back to the
-        nearest parent's key.
-        """
-        while path:
-            place = self.places.get(path)
-            if place is not None:
-                return place.key_line if key or place.nested else place.value_line
-            path = path[:-1]
-            key = True
-        return self.root_line
-
-    def text(self, path: Path_) -> str:
-        """The last key of ``path`` as written in the file."""
-        place = self.places.get(path)
-        return place.key_text if place is not None else str(path[-1])
-
-    def problem(self, path: Path_, what: str, *, key: bool = False) -> _Problem:
-        return _Problem(_message(path, what, self.places), self.line(path, key=key))
-
-
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> _Problem:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        what = exc.problem or exc.context or "cannot be parsed"
-        if exc.problem and exc.context:
-            what = f"{exc.problem} ({exc.context})"
-        return _Problem(f"invalid YAML: {what}", None if mark is None else mark.line + 1)
-    if isinstance(exc, yaml.reader.ReaderError):
-        line = text[: exc.position].count("\n") + 1
-        return _Problem(f"invalid YAML: {exc.reason} (character {exc.character!r})", line)
-    return _Problem(f"invalid YAML: {exc}", None)  # pragma: no cover - PyYAML raises the two above
-
-
-def _read_document(text: str) -> _Document:
-    try:
-        loader = yaml.SafeLoader(text)
-    except yaml.YAMLError as exc:
-        raise _yaml_problem(exc, text) from None
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            raise _Problem("the file is empty; it needs a 'schedules' mapping", None)
-        places: dict[Path_, _Place] = {}
-        # Index before constructing: construction applies '<<' merges to the node tree itself.
-        _index_nodes(loader, root, (), places)
-        data = loader.construct_document(root)
-    except yaml.YAMLError as exc:
-        raise _yaml_problem(exc, text) from None
-    finally:
-        loader.dispose()
-    return _Document(data, places, root.start_mark.line + 1)
-
-
 # --- validation -------------------------------------------------------------------------------------
 
 
@@ -368,7 +210,7 @@ def _error_text(error: ErrorDetails) -> str:
     return f"{error['msg']} (got {got})" if got is not None else error["msg"]
 
 
-def _validation_problem(exc: ValidationError, doc: _Document, base: Path_) -> _Problem:
+def _validation_problem(exc: ValidationError, doc: Document, base: Path_) -> Problem:
     """The error that comes first in the file (pydantic's order among errors on one line)."""
     errors = exc.errors(include_url=False)
 
@@ -383,7 +225,7 @@ def _validation_problem(exc: ValidationError, doc: _Document, base: Path_) -> _P
 
 
 def _check_keys(
-    doc: _Document, raw: Mapping[Any, Any], path: Path_, allowed: tuple[str, ...], kind: str
+    doc: Document, raw: Mapping[Any, Any], path: Path_, allowed: tuple[str, ...], kind: str
 ) -> None:
     for key in raw:
         if key in allowed:
@@ -392,7 +234,7 @@ def _check_keys(
         raise doc.problem((*path, key), f"unknown key ({hint})", key=True)
 
 
-def _mapping(doc: _Document, value: Any, path: Path_, what: str) -> dict[Any, Any]:
+def _mapping(doc: Document, value: Any, path: Path_, what: str) -> dict[Any, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -401,7 +243,7 @@ def _mapping(doc: _Document, value: Any, path: Path_, what: str) -> dict[Any, An
 
 
 def _check_job(
-    doc: _Document, entry: ScheduleEntry, path: Path_, job_inputs: Mapping[str, type[BaseModel] | None]
+    doc: Document, entry: ScheduleEntry, path: Path_, job_inputs: Mapping[str, type[BaseModel] | None]
 ) -> None:
     if entry.job not in job_inputs:
         known = ", ".join(sorted(job_inputs)) or "none are registered"
@@ -416,13 +258,13 @@ def _check_job(
 
 
 def _build(
-    doc: _Document, path: str, job_inputs: Mapping[str, type[BaseModel] | None] | None
+    doc: Document, path: str, job_inputs: Mapping[str, type[BaseModel] | None] | None
 ) -> SchedulesConfig:
     top = doc.data
     if top is None:  # '---' alone, or 'null'
-        raise _Problem("the file is empty; it needs a 'schedules' mapping", None)
+        raise Problem("the file is empty; it needs a 'schedules' mapping", None)
     if not isinstance(top, dict):
-        raise _Problem("expected a mapping with a 'schedules' key at the top level", doc.root_line)
+        raise Problem("expected a mapping with a 'schedules' key at the top level", doc.root_line)
     _check_keys(doc, top, (), _TOP_KEYS, "top")
 
     zone = _UTC
@@ -440,7 +282,7 @@ def _build(
         raise _validation_problem(exc, doc, ("defaults",)) from None
 
     if "schedules" not in top:
-        raise _Problem(
+        raise Problem(
             "missing 'schedules' (a mapping of schedule names to entries; {} for none)", doc.root_line
         )
     schedules = _mapping(doc, top["schedules"], ("schedules",), "a mapping of schedule names to entries")
@@ -478,7 +320,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-def _fail(problem: _Problem, path: str) -> NoReturn:
+def _fail(problem: Problem, path: str) -> NoReturn:
     raise ConfigError(_one_line(problem.message), path=_one_line(path), line=problem.line) from None
 
 
@@ -493,8 +335,8 @@ def parse_schedules(
     unknown job names are errors and each ``input`` is validated against its job's model.
     """
     try:
-        return _build(_read_document(text), path, job_inputs)
-    except _Problem as problem:
+        return _build(read_document(text), path, job_inputs)
+    except Problem as problem:
         _fail(problem, path)
 
 

@@ -13,6 +13,17 @@ matching wall time into real instants:
 
 Fire times are then merged into one strictly increasing sequence of instants. Keys name a fire time in
 UTC at second precision, so they never depend on the zone, the offset or the moment they are computed.
+
+The day fields follow cron(8) (Vixie cron, cronie), not croniter's own rule: when the day-of-month or the
+day-of-week field starts with ``*`` (``*``, ``*/2``; ``?`` counts as ``*``) a day must match both; only
+when both start otherwise does a day match either. croniter OR's whenever both fields expand to less
+than every day (so ``*/2`` with ``1`` is "odd days or Mondays" there, "odd Mondays" in cron) and
+mishandles ``#`` and ``W`` next to a restricted other field. So croniter is only ever asked for intersections
+(``day_or=False``): an AND expression is one croniter walk, an OR expression is the union of two walks,
+one with each day field alone (the other set to ``*``), merged in time order. Which rule applies is
+decided from the text as written, exactly as cron decides it. ``N/step`` in the day-of-week field
+(``5/1``) is refused: cronie rejects it, croniter stops it at Saturday and others at Sunday, so it has
+no one meaning.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
@@ -31,6 +43,7 @@ __all__ = [
     "SCHEDULE_NAME_PATTERN",
     "CronSpec",
     "fire_key",
+    "fire_time_text",
     "fire_times",
     "is_fire_time",
     "jitter_offset",
@@ -75,6 +88,12 @@ _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _HASHED = re.compile(r"[hr](?:\(\d+-\d+\))?(?:/\d+)?", re.ASCII | re.IGNORECASE)
 _RANGE = re.compile(r"([^-/]+)-([^-/]+)(?:/\d+)?", re.ASCII)
 _FIXED_HOUR = re.compile(r"\d+(?:,\d+)*", re.ASCII)
+_START_STEP = re.compile(r"([0-9]+|[A-Za-z]+)/([0-9]+)", re.ASCII)
+# Positions in croniter's field order (minute hour day-of-month month day-of-week [second]).
+_DOM: Final = 2
+_DOW: Final = 4
+# Errors croniter raises when a walk runs out: nothing within 50 years, or past year 9999 / before year 1.
+_EXHAUSTED = (CroniterBadDateError, ValueError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -84,13 +103,18 @@ class CronSpec:
     ``expression`` is the text as written (without surrounding blanks). ``fixed_hour`` says whether
     the hour field names fixed hours (which decides how a repeated wall time is handled).
     ``croniter_expression`` is the same schedule in croniter's own field order (minute hour
-    day-of-month month day-of-week [second]).
+    day-of-month month day-of-week [second]), shortcuts expanded. ``days_or`` is True when a day
+    matches if *either* day field does (both restricted without a leading ``*``), False when it must
+    match both. ``walks`` are the croniter expressions whose union is the schedule, each read with
+    ``day_or=False``; never hand ``croniter_expression`` to croniter alone, its day rule differs.
     """
 
     expression: str
     has_seconds: bool
     fixed_hour: bool
     croniter_expression: str
+    days_or: bool
+    walks: tuple[str, ...]
 
 
 def _invalid(expression: str, reason: str) -> ValueError:
@@ -110,7 +134,8 @@ def _symbol_value(token: str, field: str) -> int | None:
 
 
 def _check_field(expression: str, field: str, text: str) -> None:
-    """Reject the croniter extras whose meaning would surprise: hashed/random values, equal ranges."""
+    """Reject the croniter extras whose meaning would surprise: hashed/random values, equal ranges,
+    a day-of-week start with a step and no end."""
     for item in text.split(","):
         if _HASHED.fullmatch(item):
             raise _invalid(
@@ -118,6 +143,9 @@ def _check_field(expression: str, field: str, text: str) -> None:
                 f"{field} field '{text}': hashed (H) and random (R) values are not supported, "
                 "fire times must be the same in every process",
             )
+        start_step = _START_STEP.fullmatch(item) if field == "day-of-week" else None
+        if start_step is not None and _symbol_value(start_step.group(1), field) is not None:
+            raise _invalid(expression, _start_step_problem(field, text, item, *start_step.groups()))
         bounds = _RANGE.fullmatch(item)
         if bounds is None:
             continue
@@ -129,6 +157,23 @@ def _check_field(expression: str, field: str, text: str) -> None:
                 f"{field} field '{text}': the range '{item}' starts and ends at the same value "
                 f"(croniter would read it as the whole field); write '{bounds.group(1)}'",
             )
+
+
+def _start_step_problem(field: str, text: str, item: str, start: str, step: str) -> str:
+    """Why day-of-week ``N/step`` is refused, with the day lists each reading would mean."""
+    problem = (
+        f"{field} field '{text}': '{item}' is a step with no end (cron(8) refuses it; other crons "
+        "stop it at Saturday or at Sunday)"
+    )
+    first = _symbol_value(start, field)
+    if first is None or first > 7 or int(step) == 0:  # croniter's own message would be less clear
+        return problem
+    readings = [
+        f"'{','.join(str(day) for day in range(first, end + 1, int(step)))}' (through {name})"
+        for end, name in ((7, "Sunday"), (6, "Saturday"))
+        if first <= end
+    ]
+    return f"{problem}; write the days: {' or '.join(readings)}"
 
 
 def _explain_failure(names: tuple[str, ...], fields: list[str], exc: Exception) -> str:
@@ -153,8 +198,8 @@ def parse_cron(expression: str) -> CronSpec:
 
     Accepted: 5 fields (minute hour day-of-month month day-of-week), or 6 fields with the seconds field
     first; month and weekday names (JAN, MON); 0 and 7 for Sunday; the @hourly/@daily/@weekly/
-    @monthly/@yearly shortcuts; croniter's L, W, # and ? extensions. Raises ValueError naming what is
-    wrong.
+    @monthly/@yearly shortcuts; croniter's L, W, # and ? extensions. The day fields combine as in
+    cron(8) (see the module docstring). Raises ValueError naming what is wrong.
     """
     if not isinstance(expression, str):
         raise ValueError(f"cron expression must be a string, not {type(expression).__name__}")
@@ -180,21 +225,87 @@ def parse_cron(expression: str) -> CronSpec:
         )
     for name, field_text in zip(names, fields, strict=True):
         _check_field(expression, name, field_text)
-    ordered = " ".join(_to_croniter_order(fields))
+    ordered_fields = _to_croniter_order(fields)
+    ordered = " ".join(ordered_fields)
+    days_or = not _starts_with_star(ordered_fields[_DOM]) and not _starts_with_star(ordered_fields[_DOW])
+    candidates = [ordered]
+    if days_or:
+        candidates = [_with_field(ordered_fields, _DOW, "*"), _with_field(ordered_fields, _DOM, "*")]
+    walks: list[str] = []
     try:
-        # croniter checks some things only when it computes a date: ask it for one now.
-        croniter(ordered, _PROBE_START).get_next(datetime)
-    except CroniterBadDateError:
-        raise _invalid(expression, "no date ever matches it (like 30 February)") from None
+        # Every field is in at least one candidate, so this also checks the syntax of each.
+        for candidate in candidates:
+            # croniter checks some things only when it computes a date: ask it for one now. Under
+            # the OR rule a side that never matches (31 February) adds no days; the other still fires.
+            try:
+                croniter(candidate, _PROBE_START, day_or=False).get_next(datetime)
+            except CroniterBadDateError:
+                continue
+            walks.append(candidate)
     except Exception as exc:
         raise _invalid(expression, _explain_failure(names, fields, exc)) from None
+    if not walks:
+        raise _invalid(expression, "no date ever matches it (like 30 February)")
     hour = fields[names.index("hour")]
     return CronSpec(
         expression=expression.strip(),
         has_seconds=len(fields) == 6,
         fixed_hour=_FIXED_HOUR.fullmatch(hour) is not None,
         croniter_expression=ordered,
+        days_or=days_or,
+        walks=tuple(walks),
     )
+
+
+def _starts_with_star(field_text: str) -> bool:
+    """cron(8)'s test for an unrestricted day field: the first character, as written. ``?`` (which
+    croniter reads as ``*``, "no particular day" in Quartz) counts as ``*``."""
+    return field_text[:1] in ("*", "?")
+
+
+def _with_field(fields: list[str], index: int, text: str) -> str:
+    return " ".join(text if i == index else field for i, field in enumerate(fields))
+
+
+class _Walls:
+    """Matching wall times of a spec, one direction per instance: the union of its croniter walks.
+
+    Each walk is read with ``day_or=False`` (croniter intersects the day fields). An OR expression has
+    two walks; their next (or previous) wall times are merged, a time both produce counted once.
+    Raises ``CroniterBadDateError`` (or croniter's ValueError/OverflowError at the ends of the
+    calendar) when no walk has a further time, as croniter does.
+    """
+
+    __slots__ = ("_heads", "_single", "_walkers")
+
+    def __init__(self, spec: CronSpec, start: datetime) -> None:
+        self._walkers: list[croniter | None] = [croniter(walk, start, day_or=False) for walk in spec.walks]
+        self._single = self._walkers[0] if len(self._walkers) == 1 else None
+        self._heads: list[datetime | None] = [None] * len(self._walkers)
+
+    def get_next(self) -> datetime:
+        return self._step(backwards=False)
+
+    def get_prev(self) -> datetime:
+        return self._step(backwards=True)
+
+    def _step(self, backwards: bool) -> datetime:
+        single = self._single
+        if single is not None:
+            found: datetime = single.get_prev(datetime) if backwards else single.get_next(datetime)
+            return found
+        for index, walker in enumerate(self._walkers):
+            if self._heads[index] is None and walker is not None:
+                try:
+                    self._heads[index] = walker.get_prev(datetime) if backwards else walker.get_next(datetime)
+                except _EXHAUSTED:
+                    self._walkers[index] = None
+        heads = [head for head in self._heads if head is not None]
+        if not heads:
+            raise CroniterBadDateError("no further date matches")
+        best = max(heads) if backwards else min(heads)
+        self._heads = [None if head == best else head for head in self._heads]
+        return best
 
 
 # --- instants of wall-clock times ------------------------------------------------------------------
@@ -270,7 +381,7 @@ def _generate(spec: CronSpec, tz: ZoneInfo, after: datetime, until: datetime | N
         # ``after`` may sit in the first pass of a fold: the wall times just before it come round again
         # and their second occurrences are still ahead. Start that much earlier on the wall clock.
         start -= _fold_length(start, tz) or timedelta(0)
-    walls = croniter(spec.croniter_expression, start)
+    walls = _Walls(spec, start)
     # Second occurrences of repeated wall times come after later wall times' first occurrences, so
     # they wait here until a first occurrence passes them. They are increasing among themselves.
     pending: deque[datetime] = deque()
@@ -279,8 +390,8 @@ def _generate(spec: CronSpec, tz: ZoneInfo, after: datetime, until: datetime | N
         first: datetime | None = None
         second: datetime | None = None
         try:
-            first, second = _instants(spec, walls.get_next(datetime), tz)
-        except (CroniterBadDateError, ValueError, OverflowError):  # none within 50 years / before 9999
+            first, second = _instants(spec, walls.get_next(), tz)
+        except _EXHAUSTED:  # none within 50 years / before 9999
             pass
         while pending and (first is None or pending[0] < first):
             instant = pending.popleft()
@@ -329,13 +440,13 @@ def latest_fire_time(spec: CronSpec, tz: ZoneInfo, at_or_before: datetime) -> da
         # ``limit`` is in the second pass of a fold: the wall times just after it were first passed
         # before it. Start that much later on the wall clock.
         start += _fold_length(start, tz) or timedelta(0)
-    walls = croniter(spec.croniter_expression, start + _ONE_SECOND)
+    walls = _Walls(spec, start + _ONE_SECOND)
     best: datetime | None = None
     stop_at: datetime | None = None
     while True:
         try:
-            wall: datetime = walls.get_prev(datetime)
-        except (CroniterBadDateError, ValueError, OverflowError):  # none within 50 years / after year 1
+            wall = walls.get_prev()
+        except _EXHAUSTED:  # none within 50 years / after year 1
             break
         if stop_at is not None and wall <= stop_at:
             break
@@ -364,6 +475,18 @@ def _utc_text(instant: datetime) -> str:
         f"{instant.year:04d}-{instant.month:02d}-{instant.day:02d}"
         f"T{instant.hour:02d}:{instant.minute:02d}:{instant.second:02d}Z"
     )
+
+
+def fire_time_text(fire_time: datetime) -> str:
+    """A fire time as keys write it: UTC, second precision, ``YYYY-MM-DDTHH:MM:SSZ``.
+
+    For keys made outside schedules.yaml (e.g. the APScheduler bridge). ``fire_time`` must be aware
+    and a whole second, as in :func:`fire_key`.
+    """
+    instant = _as_utc(fire_time, "fire_time")
+    if instant.microsecond:
+        raise ValueError(f"fire time {fire_time.isoformat()} is not a whole second")
+    return _utc_text(instant)
 
 
 def _check_name(schedule_name: str) -> None:

@@ -67,11 +67,17 @@ def _aware(value: datetime, entry: ScheduleEntry) -> datetime:
 
 
 def slot_time(
-    entry: ScheduleEntry, at: datetime | None, *, now: datetime | None = None, name: str = "at"
+    entry: ScheduleEntry,
+    at: datetime | None,
+    *,
+    now: datetime | None = None,
+    name: str = "at",
+    show: Callable[[datetime], str] = zone_time,
 ) -> datetime:
     """The fire time to trigger: ``at`` (which must be a fire time) or the latest one until now.
 
-    ``name`` is how the caller's user spells the argument (``--at``), used in the error message."""
+    A naive ``at`` is a wall time in the schedule's zone. ``name`` is how the caller's user spells
+    the argument (``--at``) and ``show`` how it shows times, both for the error message."""
     spec, zone = entry.cron, entry.timezone
     if at is None:
         latest = latest_fire_time(spec, zone, now or datetime.now(UTC))
@@ -89,10 +95,10 @@ def slot_time(
     except ValueError:
         after = None
     nearest = ", ".join(
-        f"{label} {zone_time(t)}" for label, t in (("before:", before), ("after:", after)) if t is not None
+        f"{label} {show(t)}" for label, t in (("before:", before), ("after:", after)) if t is not None
     )
     raise ScheduleActionError(
-        f"{name} {zone_time(when.astimezone(zone))} is not a fire time of schedule '{entry.name}' "
+        f"{name} {show(when.astimezone(zone))} is not a fire time of schedule '{entry.name}' "
         f"('{spec.expression}' in {zone.key}); nearest {nearest or 'none'}",
         "at",
     )
@@ -135,6 +141,7 @@ def backfill_times(
     now: datetime | None = None,
     limit: int = BACKFILL_LIMIT,
     names: tuple[str, str, str] = ("from", "to", "force"),
+    show: Callable[[datetime], str] = zone_time,
 ) -> list[datetime]:
     """Every fire time of ``entry`` in [start, end] (naive times in the schedule's zone).
 
@@ -147,13 +154,12 @@ def backfill_times(
     first, last = _aware(start, entry), _aware(end, entry)
     if last < first:
         raise ScheduleActionError(
-            f"{to_name} {zone_time(last.astimezone(zone))} is before {from_name} "
-            f"{zone_time(first.astimezone(zone))}",
+            f"{to_name} {show(last.astimezone(zone))} is before {from_name} {show(first.astimezone(zone))}",
             "to",
         )
     if last > (now or datetime.now(UTC)) and not force:
         raise ScheduleActionError(
-            f"{to_name} {zone_time(last.astimezone(zone))} is in the future; backfill past fire times (the "
+            f"{to_name} {show(last.astimezone(zone))} is in the future; backfill past fire times (the "
             f"scheduler fires the rest), or pass {force_name}",
             "to",
         )
@@ -161,8 +167,8 @@ def backfill_times(
     times = [t for t in itertools.islice(found, None if force else limit + 1) if t >= first]
     if len(times) > limit and not force:
         raise ScheduleActionError(
-            f"more than {limit:,} fire times of schedule '{entry.name}' between {zone_time(first)} and "
-            f"{zone_time(last)}; narrow the range or pass {force_name}",
+            f"more than {limit:,} fire times of schedule '{entry.name}' between {show(first)} and "
+            f"{show(last)}; narrow the range or pass {force_name}",
         )
     return times
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+from .._durations import format_duration
 from ..store.base import Fire, FireOutcome, FireResult, NewRun
 from .config import ScheduleEntry, SchedulesConfig
 from .cron import fire_key, fire_times, jitter_offset
@@ -150,11 +151,12 @@ class Scheduler:
         self._loaded = True
 
     async def reload(self, config: SchedulesConfig) -> None:
-        """Apply a new configuration without a restart."""
+        """Apply a new configuration without a restart; logs which schedules changed."""
+        changes = describe_changes(self.config, config)
         self.config = config
         await self.load()
         self._wake.set()
-        log.info("schedules reloaded: %d schedules from %s", len(config.schedules), config.path)
+        log.info("schedules reloaded from %s: %s", config.path, changes)
 
     # -- the loop ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -255,12 +257,11 @@ class Scheduler:
     ) -> None:
         run = result.run
         scheduled_for = fire_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # The run, schedule and fire time are fields of the record (the text log shows them in
+        # front of the message, the JSON log as keys): the message says only what happened.
         log.info(
-            "schedule %s fire time %s: %s%s",
-            entry.name,
-            scheduled_for,
-            result.outcome,
-            f" (run {run.id})" if run is not None else "",
+            "%s",
+            _outcome_text(entry, result, lateness),
             extra={
                 "schedule": entry.name,
                 "scheduled_for": scheduled_for,
@@ -298,8 +299,60 @@ def _plan(
     return [(t, None if t in chosen else "missed") for t in due]
 
 
+def _outcome_text(entry: ScheduleEntry, result: FireResult, lateness: timedelta) -> str:
+    """What a fire time came to, in a few words: ``fired: run triggered (2h03m late, catch-up)``."""
+    outcome = result.outcome
+    if outcome == "triggered":
+        late = f" ({format_duration(_whole(lateness))} late, catch-up)" if lateness > MISFIRE_GRACE else ""
+        return f"fired: run triggered{late}"
+    if outcome == "deduplicated":
+        status = f" ({result.run.status})" if result.run is not None else ""
+        return f"fired: deduplicated, this fire time already has its run{status}"
+    if outcome == "skipped":
+        return "fired: skipped, a run of the schedule is still active (overlap: skip)"
+    if outcome == "disabled":
+        return "not run: the schedule is disabled"
+    if lateness > entry.catchup_window:
+        return f"missed: older than the catch-up window ({format_duration(entry.catchup_window)})"
+    return f"missed: catch-up {entry.catchup} does not run it"
+
+
+def _whole(delta: timedelta) -> timedelta:
+    return timedelta(seconds=round(delta.total_seconds()))
+
+
+_COMPARED = frozenset(ScheduleEntry.model_fields) - {"name", "line"}
+
+
+def describe_changes(old: SchedulesConfig, new: SchedulesConfig) -> str:
+    """``added a, b; removed c; changed d (cron, input); 4 schedules`` (moved lines are no change)."""
+    before, after = old.schedules, new.schedules
+    added = [name for name in after if name not in before]
+    removed = [name for name in before if name not in after]
+    changed = []
+    for name, entry in after.items():
+        previous = before.get(name)
+        if previous is None:
+            continue
+        fields = [
+            f
+            for f in ScheduleEntry.model_fields
+            if f in _COMPARED and getattr(previous, f) != getattr(entry, f)
+        ]
+        if fields:
+            changed.append(f"{name} ({', '.join(fields)})")
+    parts = [
+        f"{verb} {', '.join(names)}"
+        for verb, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    ]
+    count = len(after)
+    total = f"{count} schedule{'' if count == 1 else 's'}"
+    return f"{'; '.join(parts)}; {total}" if parts else f"no schedule changed; {total}"
+
+
 def _whole_second(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(microsecond=0)
 
 
-__all__ = ["Clock", "Scheduler", "SystemClock", "make_fire", "scheduled_run"]
+__all__ = ["Clock", "Scheduler", "SystemClock", "describe_changes", "make_fire", "scheduled_run"]

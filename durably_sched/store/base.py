@@ -247,6 +247,13 @@ class Store(abc.ABC):
         """Runs matching the query, newest first."""
 
     @abc.abstractmethod
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        """Ids of runs that start with ``prefix`` (case-sensitive), in id order, at most ``limit``.
+
+        One indexed range read whatever the table's size (short ids typed at the CLI).
+        """
+
+    @abc.abstractmethod
     async def list_runs_page(self, query: RunQuery) -> RunPage:
         """Like :meth:`list_runs`, with a cursor for the next page. Every filter reads an index:
         a label filter the labels index, job/status filters their indexes (one index walk per

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -53,9 +51,34 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import SchemaVersionError, StoreError
+from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
 from . import _runs_query
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
+from ._pg_errors import describe, is_connection_error, is_transient
+from ._pg_listener import Listener
+from ._pg_sql import (
+    APPEND_LOGS,
+    CHECKPOINT,
+    CHECKPOINT_REPLAYED,
+    CLAIM_CANDIDATES,
+    CLAIM_UPDATE,
+    COMPLETE,
+    CONNECT_TIMEOUT,
+    DEFAULT_POOL_MAX,
+    FAIL,
+    INSERT_RUNS,
+    LOCK_NAMESPACE,
+    MIGRATION_LOCK,
+    NOTIFY,
+    RELEASE,
+    RENEW,
+    RUN_SELECT,
+    SCHEDULE_LOCK_NAMESPACE,
+    SCHEMA_NAME,
+    SET_PROGRESS,
+    UPSERT_CURSOR,
+    find_run_ids_query,
+)
 from .base import (
     COUNT_CAP,
     Checkpoint,
@@ -77,212 +100,52 @@ from .base import (
     Store,
     WriteResult,
 )
+from .rows import (
+    ACTIVE_SQL,
+    FINISHED_SQL,
+    FIRE_COLUMNS,
+    LOG_COLUMNS,
+    STEP_COLUMNS,
+    check_schema_version,
+    columns,
+    fence_result,
+    fire_from_row,
+    log_from_row,
+    run_from_row,
+    step_from_row,
+)
 
 log = logging.getLogger("durably_sched.store.postgres")
 T = TypeVar("T")
+URL_OPTIONS = (
+    # durably-sched's own, removed before the DSN goes to asyncpg
+    "schema",
+    "pool_max",
+    # what asyncpg reads from the query string of a DSN
+    "host",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "database",
+    "passfile",
+    "service",
+    "sslmode",
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
+    "sslcrl",
+    "sslpassword",
+    "sslnegotiation",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "target_session_attrs",
+    "krbsrvname",
+    "gsslib",
+)
+"""Query options a PostgreSQL URL may carry. Anything else is refused: asyncpg would send it to the
+server as a session setting, where a typo only surfaces as an obscure error at connect time."""
 Op = Callable[[Any, bool], Awaitable[T]]  # (connection, replay) -> result
-
-CHANNEL = "durably_sched_runs"
-# Advisory locks use the two-int form: (namespace, key). The namespace keeps them apart from other
-# applications' locks on the same database ("dura" in ASCII).
-LOCK_NAMESPACE = 0x64757261
-MIGRATION_LOCK = 0  # (LOCK_NAMESPACE, 0): one migration at a time per database
-KEY_LOCK_NAMESPACE = LOCK_NAMESPACE + 1  # (.., hashtext(concurrency_key))
-SCHEDULE_LOCK_NAMESPACE = LOCK_NAMESPACE + 2  # (.., hashtext(schedule))
-DEFAULT_POOL_MAX = 10
-CONNECT_TIMEOUT = 10.0
-LISTENER_CHECK_INTERVAL = 30.0
-SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-
-ACTIVE = "('pending', 'running')"
-FINISHED = "('completed', 'failed', 'cancelled')"
-RUN_COLUMNS = (
-    "id, job_name, status, input, output, error, failed_step_name, idempotency_key, concurrency_key, "
-    "labels, generation, worker_id, lease_expires_at, progress_current, progress_total, "
-    "progress_message, step_count, attempt, created_at, started_at, completed_at, updated_at"
-)
-NOTIFY = f"pg_notify('{CHANNEL}', job_name)"
-
-# -- SQL -------------------------------------------------------------------------------------------
-# Logs travel as five parallel arrays; WITH ORDINALITY keeps their order in the id sequence.
-_LOGS_FROM = (
-    "unnest($3::text[], $4::text[], $5::text[], $6::json[], $7::timestamptz[]) "
-    "WITH ORDINALITY AS l(step_name, level, message, data, created_at, ord)"
-)
-
-_INSERT_RUNS = f"""
-WITH ins AS (
-    INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, schedule_name)
-    SELECT n.id, n.job_name, 'pending', n.input, n.idempotency_key, n.concurrency_key, n.labels,
-           n.schedule_name
-    FROM unnest($1::text[], $2::text[], $3::json[], $4::text[], $5::text[], $6::json[], $7::text[])
-         WITH ORDINALITY AS n(id, job_name, input, idempotency_key, concurrency_key, labels,
-                              schedule_name, ord)
-    ORDER BY n.ord
-    ON CONFLICT DO NOTHING
-    RETURNING seq, {RUN_COLUMNS}
-), lab AS (
-    INSERT INTO run_labels (key, value, seq)
-    SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l
-)
-SELECT {RUN_COLUMNS}, {NOTIFY} FROM ins
-"""
-
-# A keyed run is blocked by another active run of its key that is older, or that holds a live
-# lease (same rule as sqlite.py). ``r`` is the candidate.
-_KEY_BLOCKED = f"""
-    SELECT 1 FROM runs o
-    WHERE o.concurrency_key = r.concurrency_key AND o.concurrency_key IS NOT NULL
-      AND o.status IN {ACTIVE} AND o.seq <> r.seq
-      AND (o.seq < r.seq OR (o.status = 'running' AND o.lease_expires_at >= now()))
-"""
-
-_CLAIM_CANDIDATES = f"""
-WITH c AS MATERIALIZED (
-    SELECT r.seq, r.concurrency_key FROM runs r
-    WHERE r.status IN {ACTIVE} AND r.job_name = ANY($1::text[]) {{only}}
-      AND (r.status = 'pending' OR r.lease_expires_at < now())
-      AND (r.concurrency_key IS NULL OR NOT EXISTS ({_KEY_BLOCKED}))
-    ORDER BY r.seq
-    LIMIT $2
-    FOR UPDATE OF r SKIP LOCKED
-)
-SELECT seq, concurrency_key IS NULL
-            OR pg_try_advisory_xact_lock({KEY_LOCK_NAMESPACE}, hashtext(concurrency_key))
-FROM c ORDER BY seq
-"""
-
-_CLAIM_UPDATE = f"""
-UPDATE runs r SET status = 'running', generation = r.generation + 1, worker_id = $2,
-    lease_expires_at = clock_timestamp() + make_interval(secs => $3),
-    started_at = COALESCE(r.started_at, now()), attempt = r.attempt + 1, updated_at = now()
-WHERE r.seq = ANY($1::bigint[]) AND r.status IN {ACTIVE}
-  AND (r.status = 'pending' OR r.lease_expires_at < now())
-  AND (r.concurrency_key IS NULL OR NOT EXISTS ({_KEY_BLOCKED}))
-RETURNING r.seq, {", ".join("r." + c.strip() for c in RUN_COLUMNS.split(","))}
-"""
-
-_CHECKPOINT = f"""
-WITH run AS (
-    SELECT id FROM runs
-    WHERE id = $1 AND generation = $2 AND status IN ('running', 'cancelled')
-    FOR UPDATE
-), step AS (
-    INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
-    SELECT run.id, $8::text, $9::integer, $10::text, $11::timestamptz, $12::timestamptz, $2 FROM run
-    ON CONFLICT DO NOTHING
-    RETURNING run_id
-), upd AS (
-    UPDATE runs SET step_count = step_count + 1, updated_at = now()
-    WHERE id = (SELECT run_id FROM step)
-    RETURNING status
-), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM {_LOGS_FROM}
-    WHERE EXISTS (SELECT 1 FROM upd)
-    ORDER BY l.ord
-)
-SELECT status FROM upd
-"""
-
-_CHECKPOINT_REPLAYED = """
-SELECT r.status FROM runs r JOIN steps s ON s.run_id = r.id
-WHERE r.id = $1 AND r.generation = $2 AND r.status IN ('running', 'cancelled')
-  AND s.name = $3 AND s.generation = $2
-"""
-
-
-def _fenced_sql(assignments: str, statuses: str, notify: bool = False) -> str:
-    return f"""
-WITH upd AS (
-    UPDATE runs SET {assignments}, updated_at = now()
-    WHERE id = $1 AND generation = $2 AND status IN {statuses}
-    RETURNING status, job_name
-), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM {_LOGS_FROM}
-    WHERE EXISTS (SELECT 1 FROM upd)
-    ORDER BY l.ord
-)
-SELECT status{", " + NOTIFY if notify else ""} FROM upd
-"""
-
-
-_HELD = "('running', 'cancelled')"
-_SET_PROGRESS = _fenced_sql("progress_current = $8, progress_total = $9, progress_message = $10", _HELD)
-_APPEND_LOGS = _fenced_sql("generation = generation", _HELD)
-_COMPLETE = _fenced_sql(
-    "status = 'completed', output = $8::json, completed_at = now(), lease_expires_at = NULL, "
-    "error = NULL, failed_step_name = NULL",
-    "('running')",
-)
-_FAIL = _fenced_sql(
-    "status = 'failed', error = $8, failed_step_name = $9, completed_at = now(), lease_expires_at = NULL",
-    "('running')",
-)
-_RELEASE = _fenced_sql(
-    "status = 'pending', worker_id = NULL, lease_expires_at = NULL", "('running')", notify=True
-)
-
-_RENEW = """
-UPDATE runs r SET lease_expires_at = CASE WHEN r.status = 'running'
-        THEN clock_timestamp() + make_interval(secs => $3) ELSE r.lease_expires_at END
-FROM unnest($1::text[], $2::bigint[]) AS l(id, generation)
-WHERE r.id = l.id AND r.generation = l.generation AND r.status IN ('running', 'cancelled')
-RETURNING r.id, r.status
-"""
-
-_UPSERT_CURSOR = """
-INSERT INTO schedule_cursors AS c (schedule, last_fire_time) VALUES ($1, $2)
-ON CONFLICT (schedule) DO UPDATE SET last_fire_time = GREATEST(c.last_fire_time, EXCLUDED.last_fire_time)
-RETURNING last_fire_time
-"""
-
-_FIRE_COLUMNS = "schedule, fire_time, outcome, run_id, recorded_at"
-
-
-# -- row conversion ----------------------------------------------------------------------------------
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _run_from_row(row: Sequence[Any], offset: int = 0) -> RunRecord:
-    r = row[offset:] if offset else row
-    progress = None
-    if r[13] is not None:
-        progress = Progress(current=r[13], total=r[14], message=r[15])
-    return RunRecord(
-        id=r[0],
-        job_name=r[1],
-        status=r[2],
-        input=json.loads(r[3]),
-        output=_loads(r[4]),
-        error=r[5],
-        failed_step_name=r[6],
-        idempotency_key=r[7],
-        concurrency_key=r[8],
-        labels=json.loads(r[9]),
-        generation=r[10],
-        worker_id=r[11],
-        lease_expires_at=r[12],
-        progress=progress,
-        step_count=r[16],
-        attempt=r[17],
-        created_at=r[18],
-        started_at=r[19],
-        completed_at=r[20],
-        updated_at=r[21],
-    )
-
-
-def _fire_from_row(row: Sequence[Any]) -> FireRecord:
-    return FireRecord(schedule=row[0], fire_time=row[1], outcome=row[2], run_id=row[3], recorded_at=row[4])
-
-
-def _fence_result(status: str | None) -> WriteResult:
-    if status is None:
-        return "lost"
-    return "cancelled" if status == "cancelled" else "ok"
 
 
 def _aware(dt: datetime) -> datetime:
@@ -308,44 +171,8 @@ def _log_arrays(logs: Sequence[NewLog]) -> list[list[Any]]:
     ]
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    """The connection is gone or unusable: retry on another one."""
-    if isinstance(
-        exc,
-        (
-            asyncpg.PostgresConnectionError,  # class 08, incl. "connection was closed in the middle"
-            asyncpg.CannotConnectNowError,  # 57P03: starting up / shutting down
-            asyncpg.AdminShutdownError,  # 57P01: pg_terminate_backend, fast shutdown
-            asyncpg.CrashShutdownError,  # 57P02
-            asyncpg.TooManyConnectionsError,  # 53300
-            # A FATAL message that arrived while the connection sat idle in the pool (the server
-            # terminated it) leaves asyncpg's protocol in a state where the next query fails with
-            # "cannot switch to state ...", before anything is sent.
-            asyncpg.InternalClientError,
-            ConnectionError,
-            OSError,
-        ),
-    ):
-        return True
-    if isinstance(exc, asyncpg.InterfaceError):
-        # "connection is closed", or a proxy the pool detached because its connection died.
-        text = str(exc)
-        return "connection" in text and ("closed" in text or "released back to the pool" in text)
-    return False
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Worth running again: a lost connection, or a transaction the server rolled back."""
-    return _is_connection_error(exc) or isinstance(
-        exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _status(row: Any) -> WriteResult:
+    return fence_result(None if row is None else row["status"])
 
 
 async def _keep_session(conn: Any) -> None:
@@ -371,12 +198,17 @@ class PostgresStore(Store):
         self.url = url
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("postgres", "postgresql"):
-            raise StoreError(f"not a PostgreSQL URL: {self._redact(url)}")
+            raise DatabaseUrlError(f"not a PostgreSQL URL: {self._redact(url)}")
         keep: list[tuple[str, str]] = []
         schema = "public"
         pool_max: int | None = None
         query_host: str | None = None
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in URL_OPTIONS:
+                raise DatabaseUrlError(
+                    f"database URL {self._redact(url)}: unknown option {key!r} "
+                    f"(PostgreSQL URLs take: {', '.join(URL_OPTIONS)})"
+                )
             if key == "schema":
                 schema = value
             elif key == "pool_max":
@@ -385,7 +217,7 @@ class PostgresStore(Store):
                 except ValueError:
                     pool_max = 0
                 if pool_max < 1:
-                    raise StoreError(
+                    raise DatabaseUrlError(
                         f"database URL option pool_max must be a positive integer, not {value!r}"
                     )
             else:
@@ -393,7 +225,7 @@ class PostgresStore(Store):
                     query_host = value
                 keep.append((key, value))
         if not SCHEMA_NAME.match(schema):
-            raise StoreError(
+            raise DatabaseUrlError(
                 f"database URL option schema={schema!r} is not a plain identifier (letters, digits, _)"
             )
         self.schema = schema
@@ -406,14 +238,13 @@ class PostgresStore(Store):
         try:
             port = parts.port or int(os.environ.get("PGPORT", "5432"))
         except ValueError as exc:
-            raise StoreError(f"database URL {self._redact(url)} has an invalid port") from exc
+            raise DatabaseUrlError(f"database URL {self._redact(url)} has an invalid port") from exc
         self.user = unquote(parts.username) if parts.username else os.environ.get("PGUSER")
         self.database = unquote(parts.path.lstrip("/")) or os.environ.get("PGDATABASE") or self.user or "?"
         self.where = f"PostgreSQL at {host}:{port}, database '{self.database}'"
         self._password = unquote(parts.password) if parts.password else None
         self._pool: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._listener_task: asyncio.Task[None] | None = None
+        self._listener = Listener(self._dsn, self._server_settings(), self.where, lambda: self._wakeup)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _server_settings(self) -> dict[str, str]:
@@ -422,7 +253,6 @@ class PostgresStore(Store):
     async def connect(self) -> None:
         if self._pool is not None:
             return
-        self._loop = asyncio.get_running_loop()
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
@@ -435,7 +265,7 @@ class PostgresStore(Store):
         except Exception as exc:
             raise self._connect_error(exc) from None
         if self._wakeup is not None:
-            self._start_listener()
+            self._listener.start(asyncio.get_running_loop())
 
     def _connect_error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, asyncpg.InvalidCatalogNameError):
@@ -449,7 +279,7 @@ class PostgresStore(Store):
         elif isinstance(exc, OSError):
             reason = exc.strerror or str(exc) or type(exc).__name__
         else:
-            reason = _describe(exc)
+            reason = describe(exc)
         return StoreError(self._redact(f"cannot connect to {self.where}: {reason}"))
 
     def _redact(self, text: str) -> str:
@@ -457,7 +287,7 @@ class PostgresStore(Store):
         return text.replace(password, "***") if password else text
 
     async def close(self) -> None:
-        await self._stop_listener()
+        await self._listener.stop()
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -468,7 +298,7 @@ class PostgresStore(Store):
     def set_wakeup(self, callback: Callable[[], None]) -> None:
         super().set_wakeup(callback)
         if self._pool is not None:
-            self._start_listener()
+            self._listener.start(asyncio.get_running_loop())
 
     # -- the retry loop -------------------------------------------------------------------------
     async def _run(self, what: str, op: Op[T], *, budget: float | None = None) -> T:
@@ -509,7 +339,7 @@ class PostgresStore(Store):
                     try:
                         return await op(conn, attempt > 0)
                     except Exception as exc:
-                        if _is_connection_error(exc):
+                        if is_connection_error(exc):
                             # Never hand a broken connection back to the pool. (A connection that
                             # closed has already been detached from its proxy: nothing to do.)
                             with contextlib.suppress(asyncpg.InterfaceError):
@@ -519,12 +349,12 @@ class PostgresStore(Store):
             except Exception as exc:
                 if isinstance(exc, asyncpg.InterfaceError) and "pool is clos" in str(exc):
                     raise StoreError("store is closed") from None
-                if isinstance(exc, asyncpg.PostgresError) and not _is_transient(exc):
+                if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
                     hint = ""
                     if isinstance(exc, (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError)):
                         hint = " (is the schema migrated? run `durably-sched migrate`)"
-                    raise StoreError(f"{what} on {self.where} failed: {_describe(exc)}{hint}") from exc
-                if not _is_transient(exc):
+                    raise StoreError(f"{what} on {self.where} failed: {describe(exc)}{hint}") from exc
+                if not is_transient(exc):
                     raise
                 now = time.monotonic()
                 if deadline is None:
@@ -532,9 +362,9 @@ class PostgresStore(Store):
                 if now + delay > deadline:
                     raise StoreError(
                         f"{what}: lost {self.where} and could not get it back "
-                        f"within {self.retry_timeout if budget is None else budget:.0f}s: {_describe(exc)}"
+                        f"within {self.retry_timeout if budget is None else budget:.0f}s: {describe(exc)}"
                     ) from None
-                log.warning("%s failed (%s); retrying in %.2fs", what, _describe(exc), delay)
+                log.warning("%s failed (%s); retrying in %.2fs", what, describe(exc), delay)
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
                 delay = min(delay * 2, 2.0)
                 attempt += 1
@@ -578,13 +408,7 @@ class PostgresStore(Store):
         async def read(conn: Any, replay: bool) -> int:
             return await self._version(conn)
 
-        found = await self._run("check_schema", read)
-        if found > SCHEMA_VERSION:
-            raise SchemaVersionError(newer_schema_message(found))
-        if found < SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"database schema version {found} is older than {SCHEMA_VERSION}: run `durably-sched migrate`"
-            )
+        check_schema_version(await self._run("check_schema", read))
 
     async def ping(self) -> None:
         async def one(conn: Any, replay: bool) -> None:
@@ -597,7 +421,7 @@ class PostgresStore(Store):
         self, conn: Any, runs: Sequence[NewRun], replay: bool
     ) -> list[tuple[RunRecord, Disposition]]:
         rows = await conn.fetch(
-            _INSERT_RUNS,
+            INSERT_RUNS,
             [r.id for r in runs],
             [r.job_name for r in runs],
             [dumps(r.input) for r in runs],
@@ -606,7 +430,7 @@ class PostgresStore(Store):
             [dumps(r.labels) for r in runs],
             [r.labels.get("schedule") for r in runs],
         )
-        created = {row[0]: _run_from_row(row) for row in rows}
+        created = {row["id"]: run_from_row(row) for row in rows}
         out: list[tuple[RunRecord, Disposition]] = []
         for run in runs:
             record = created.pop(run.id, None)
@@ -623,17 +447,17 @@ class PostgresStore(Store):
             row = None
             if run.idempotency_key is not None:
                 row = await conn.fetchrow(
-                    f"SELECT {RUN_COLUMNS} FROM runs WHERE job_name = $1 AND idempotency_key = $2",
+                    f"SELECT {RUN_SELECT} FROM runs WHERE job_name = $1 AND idempotency_key = $2",
                     run.job_name,
                     run.idempotency_key,
                 )
             if row is None:  # the conflict was on the run id itself
-                row = await conn.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run.id)
+                row = await conn.fetchrow(f"SELECT {RUN_SELECT} FROM runs WHERE id = $1", run.id)
             if row is not None:
-                return _run_from_row(row)
+                return run_from_row(row)
             # The conflicting row was deleted (purged) meanwhile: try the insert once more.
             rows = await conn.fetch(
-                _INSERT_RUNS,
+                INSERT_RUNS,
                 [run.id],
                 [run.job_name],
                 [dumps(run.input)],
@@ -643,7 +467,7 @@ class PostgresStore(Store):
                 [run.labels.get("schedule")],
             )
             if rows:
-                return _run_from_row(rows[0])
+                return run_from_row(rows[0])
         raise StoreError(f"could not insert or find run {run.id}")  # pragma: no cover
 
     async def create_runs(self, runs: Sequence[NewRun]) -> list[tuple[RunRecord, Disposition]]:
@@ -656,8 +480,8 @@ class PostgresStore(Store):
         return await self._run("create_runs", insert)
 
     async def _fetch_run(self, conn: Any, run_id: str) -> RunRecord | None:
-        row = await conn.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1", run_id)
-        return None if row is None else _run_from_row(row)
+        row = await conn.fetchrow(f"SELECT {RUN_SELECT} FROM runs WHERE id = $1", run_id)
+        return None if row is None else run_from_row(row)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         async def read(conn: Any, replay: bool) -> RunRecord | None:
@@ -671,7 +495,7 @@ class PostgresStore(Store):
 
         async def read(conn: Any, replay: bool) -> dict[str, RunStatus]:
             rows = await conn.fetch("SELECT id, status FROM runs WHERE id = ANY($1::text[])", list(run_ids))
-            return {r[0]: r[1] for r in rows}
+            return {r["id"]: r["status"] for r in rows}
 
         return await self._run("get_run_statuses", read)
 
@@ -679,7 +503,7 @@ class PostgresStore(Store):
         return (await self.list_runs_page(query)).runs
 
     async def list_runs_page(self, query: RunQuery) -> RunPage:
-        built = _runs_query.page_sql(query, RUN_COLUMNS, "postgres", _aware)
+        built = _runs_query.page_sql(query, RUN_SELECT, "postgres", _aware)
         if built is None:
             return RunPage([], None)
         sql, params = built
@@ -687,7 +511,7 @@ class PostgresStore(Store):
         async def read(conn: Any, replay: bool) -> RunPage:
             rows = await conn.fetch(sql, *params)
             return RunPage(
-                [_run_from_row(r, 1) for r in rows[: query.limit]], _runs_query.next_cursor(rows, query.limit)
+                [run_from_row(r) for r in rows[: query.limit]], _runs_query.next_cursor(rows, query.limit)
             )
 
         return await self._run("list_runs", read)
@@ -710,9 +534,9 @@ class PostgresStore(Store):
 
         async def read(conn: Any, replay: bool) -> dict[str, RunRecord]:
             rows = await conn.fetch(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1::text[])", list(run_ids)
+                f"SELECT {RUN_SELECT} FROM runs WHERE id = ANY($1::text[])", list(run_ids)
             )
-            return {r[0]: _run_from_row(r) for r in rows}
+            return {r["id"]: run_from_row(r) for r in rows}
 
         return await self._run("get_runs_by_id", read)
 
@@ -722,7 +546,7 @@ class PostgresStore(Store):
 
         async def read(conn: Any, replay: bool) -> dict[str, list[StepRecord]]:
             rows = await conn.fetch(
-                "SELECT s.run_id, s.name, s.idx, s.output, s.started_at, s.completed_at "
+                f"SELECT {columns(STEP_COLUMNS, 's.')} "
                 "FROM unnest($1::text[], $2::integer[]) AS p(run_id, idx) "
                 "JOIN steps s ON s.run_id = p.run_id AND s.idx >= p.idx ORDER BY s.run_id, s.idx",
                 list(positions),
@@ -730,16 +554,7 @@ class PostgresStore(Store):
             )
             out: dict[str, list[StepRecord]] = {}
             for r in rows:
-                out.setdefault(r[0], []).append(
-                    StepRecord(
-                        run_id=r[0],
-                        index=r[2],
-                        name=r[1],
-                        output_json=r[3],
-                        started_at=r[4],
-                        completed_at=r[5],
-                    )
-                )
+                out.setdefault(r["run_id"], []).append(step_from_row(r))
             return out
 
         return await self._run("get_steps_since", read)
@@ -752,28 +567,18 @@ class PostgresStore(Store):
 
         async def read(conn: Any, replay: bool) -> dict[str, list[LogRecord]]:
             rows = await conn.fetch(
-                "SELECT x.id, p.run_id, x.step_name, x.level, x.message, x.data, x.created_at "
-                "FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) CROSS JOIN LATERAL ("
-                "SELECT l.id, l.step_name, l.level, l.message, l.data, l.created_at FROM logs l "
+                f"SELECT {columns(LOG_COLUMNS, 'x.')} "
+                "FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) "
+                f"CROSS JOIN LATERAL (SELECT {columns(LOG_COLUMNS)} FROM logs l "
                 "WHERE l.run_id = p.run_id AND l.id > p.after ORDER BY l.id LIMIT $3) AS x "
-                "ORDER BY p.run_id, x.id",
+                "ORDER BY x.run_id, x.id",
                 list(positions),
                 list(positions.values()),
                 limit,
             )
             out: dict[str, list[LogRecord]] = {}
             for r in rows:
-                out.setdefault(r[1], []).append(
-                    LogRecord(
-                        id=r[0],
-                        run_id=r[1],
-                        step_name=r[2],
-                        level=r[3],
-                        message=r[4],
-                        data=json.loads(r[5]),
-                        created_at=r[6],
-                    )
-                )
+                out.setdefault(r["run_id"], []).append(log_from_row(r))
             return out
 
         return await self._run("get_logs_since", read)
@@ -783,7 +588,7 @@ class PostgresStore(Store):
     ) -> RunChanges:
         async def read(conn: Any, replay: bool) -> RunChanges:
             active = await conn.fetch(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN {ACTIVE} ORDER BY seq DESC LIMIT $1",
+                f"SELECT {RUN_SELECT} FROM runs WHERE status IN {ACTIVE_SQL} ORDER BY seq DESC LIMIT $1",
                 active_limit,
             )
             created: list[Any] = []
@@ -791,69 +596,61 @@ class PostgresStore(Store):
                 last_seq = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM runs"))
             else:
                 created = await conn.fetch(
-                    f"SELECT seq, {RUN_COLUMNS} FROM runs WHERE seq > $1 ORDER BY seq LIMIT 500", after_seq
+                    f"SELECT seq, {RUN_SELECT} FROM runs WHERE seq > $1 ORDER BY seq LIMIT 500", after_seq
                 )
-                last_seq = int(created[-1][0]) if created else after_seq
+                last_seq = int(created[-1]["seq"]) if created else after_seq
             finished: list[Any] = []
             if finished_since is not None:
                 finished = await conn.fetch(
-                    f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN {FINISHED} AND completed_at >= $1 "
+                    f"SELECT {RUN_SELECT} FROM runs WHERE status IN {FINISHED_SQL} AND completed_at >= $1 "
                     "ORDER BY completed_at LIMIT 500",
                     _aware(finished_since),
                 )
             return RunChanges(
-                active=[_run_from_row(r) for r in active],
-                created=[_run_from_row(r, 1) for r in created],
-                finished=[_run_from_row(r) for r in finished],
+                active=[run_from_row(r) for r in active],
+                created=[run_from_row(r) for r in created],
+                finished=[run_from_row(r) for r in finished],
                 last_seq=last_seq,
             )
 
         return await self._run("poll_run_changes", read)
 
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        sql, args = find_run_ids_query(prefix, limit)
+
+        async def read(conn: Any, replay: bool) -> list[str]:
+            rows = await conn.fetch(sql, *args)
+            return [r["id"] for r in rows if r["id"].startswith(prefix)]
+
+        return await self._run("find_run_ids", read)
+
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         async def read(conn: Any, replay: bool) -> dict[tuple[str, str], int]:
-            rows = await conn.fetch("SELECT job_name, status, count(*) FROM runs GROUP BY job_name, status")
-            return {(r[0], r[1]): r[2] for r in rows}
+            rows = await conn.fetch(
+                "SELECT job_name, status, count(*) AS n FROM runs GROUP BY job_name, status"
+            )
+            return {(r["job_name"], r["status"]): r["n"] for r in rows}
 
         return await self._run("count_runs_by_status", read)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         async def read(conn: Any, replay: bool) -> list[StepRecord]:
             rows = await conn.fetch(
-                "SELECT name, idx, output, started_at, completed_at FROM steps "
-                "WHERE run_id = $1 ORDER BY idx",
-                run_id,
+                f"SELECT {columns(STEP_COLUMNS)} FROM steps WHERE run_id = $1 ORDER BY idx", run_id
             )
-            return [
-                StepRecord(
-                    run_id=run_id, index=r[1], name=r[0], output_json=r[2], started_at=r[3], completed_at=r[4]
-                )
-                for r in rows
-            ]
+            return [step_from_row(r) for r in rows]
 
         return await self._run("get_steps", read)
 
     async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
         async def read(conn: Any, replay: bool) -> list[LogRecord]:
             rows = await conn.fetch(
-                "SELECT id, step_name, level, message, data, created_at FROM logs "
-                "WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                f"SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3",
                 run_id,
                 after_id,
                 limit,
             )
-            return [
-                LogRecord(
-                    id=r[0],
-                    run_id=run_id,
-                    step_name=r[1],
-                    level=r[2],
-                    message=r[3],
-                    data=json.loads(r[4]),
-                    created_at=r[5],
-                )
-                for r in rows
-            ]
+            return [log_from_row(r) for r in rows]
 
         return await self._run("get_logs", read)
 
@@ -884,18 +681,18 @@ class PostgresStore(Store):
             return []
         jobs = list(job_names)
         only = list(run_ids) if run_ids is not None else None
-        candidates_sql = _CLAIM_CANDIDATES.format(only="AND r.id = ANY($3::text[])" if only else "")
+        candidates_sql = CLAIM_CANDIDATES.format(only="AND r.id = ANY($3::text[])" if only else "")
         args: list[Any] = [jobs, limit] + ([only] if only else [])
 
         async def claim(conn: Any, replay: bool) -> list[RunRecord]:
             async with conn.transaction():
                 rows = await conn.fetch(candidates_sql, *args)
-                seqs = [r[0] for r in rows if r[1]]
+                seqs = [r["seq"] for r in rows if r["free"]]
                 if not seqs:
                     return []
-                claimed = await conn.fetch(_CLAIM_UPDATE, seqs, worker_id, float(lease_seconds))
-            claimed = sorted(claimed, key=lambda r: r[0])
-            return [_run_from_row(r, 1) for r in claimed]
+                claimed = await conn.fetch(CLAIM_UPDATE, seqs, worker_id, float(lease_seconds))
+            claimed = sorted(claimed, key=lambda r: r["seq"])
+            return [run_from_row(r) for r in claimed]
 
         return await self._run("claim", claim)
 
@@ -907,9 +704,9 @@ class PostgresStore(Store):
 
         async def renew(conn: Any, replay: bool) -> dict[str, WriteResult]:
             rows = await conn.fetch(
-                _RENEW, [r for r, _ in leases], [g for _, g in leases], float(lease_seconds)
+                RENEW, [r for r, _ in leases], [g for _, g in leases], float(lease_seconds)
             )
-            found = {r[0]: _fence_result(r[1]) for r in rows}
+            found = {r["id"]: fence_result(r["status"]) for r in rows}
             return {run_id: found.get(run_id, "lost") for run_id, _ in leases}
 
         return await self._run("renew_leases", renew)
@@ -927,10 +724,10 @@ class PostgresStore(Store):
         )
 
         async def write(conn: Any, replay: bool) -> WriteResult:
-            status = await conn.fetchval(_CHECKPOINT, *args)
+            status = await conn.fetchval(CHECKPOINT, *args)
             if status is None and replay:
-                status = await conn.fetchval(_CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
-            return _fence_result(status)
+                status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
+            return fence_result(status)
 
         return await self._run("checkpoint", write)
 
@@ -954,7 +751,7 @@ class PostgresStore(Store):
                 )
                 if status == replayed_status:
                     return "ok"
-            return _fence_result(None if row is None else row[0])
+            return _status(row)
 
         return await self._run(what, write)
 
@@ -963,7 +760,7 @@ class PostgresStore(Store):
     ) -> WriteResult:
         return await self._fenced(
             "set_progress",
-            _SET_PROGRESS,
+            SET_PROGRESS,
             run_id,
             generation,
             logs,
@@ -971,13 +768,13 @@ class PostgresStore(Store):
         )
 
     async def append_logs(self, run_id: str, generation: int, logs: Sequence[NewLog]) -> WriteResult:
-        return await self._fenced("append_logs", _APPEND_LOGS, run_id, generation, logs)
+        return await self._fenced("append_logs", APPEND_LOGS, run_id, generation, logs)
 
     async def complete_run(
         self, run_id: str, generation: int, output: Any, logs: Sequence[NewLog] = ()
     ) -> WriteResult:
         return await self._fenced(
-            "complete_run", _COMPLETE, run_id, generation, logs, (dumps(output),), "completed"
+            "complete_run", COMPLETE, run_id, generation, logs, (dumps(output),), "completed"
         )
 
     async def fail_run(
@@ -989,21 +786,21 @@ class PostgresStore(Store):
         logs: Sequence[NewLog] = (),
     ) -> WriteResult:
         return await self._fenced(
-            "fail_run", _FAIL, run_id, generation, logs, (_text(error), failed_step_name), "failed"
+            "fail_run", FAIL, run_id, generation, logs, (_text(error), failed_step_name), "failed"
         )
 
     async def release_run(self, run_id: str, generation: int) -> WriteResult:
-        return await self._fenced("release_run", _RELEASE, run_id, generation, (), (), "pending")
+        return await self._fenced("release_run", RELEASE, run_id, generation, (), (), "pending")
 
     # -- operator actions ----------------------------------------------------------------------------
     async def cancel_run(self, run_id: str) -> RunRecord | None:
         async def cancel(conn: Any, replay: bool) -> RunRecord | None:
             row = await conn.fetchrow(
                 "UPDATE runs SET status = 'cancelled', completed_at = now(), updated_at = now() "
-                f"WHERE id = $1 AND status IN {ACTIVE} RETURNING {RUN_COLUMNS}",
+                f"WHERE id = $1 AND status IN {ACTIVE_SQL} RETURNING {RUN_SELECT}",
                 run_id,
             )
-            return _run_from_row(row) if row is not None else await self._fetch_run(conn, run_id)
+            return run_from_row(row) if row is not None else await self._fetch_run(conn, run_id)
 
         return await self._run("cancel_run", cancel)
 
@@ -1012,10 +809,10 @@ class PostgresStore(Store):
             row = await conn.fetchrow(
                 "UPDATE runs SET status = 'pending', error = NULL, failed_step_name = NULL, "
                 "completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, updated_at = now() "
-                f"WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {RUN_COLUMNS}, {NOTIFY}",
+                f"WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {RUN_SELECT}, {NOTIFY}",
                 run_id,
             )
-            return _run_from_row(row) if row is not None else await self._fetch_run(conn, run_id)
+            return run_from_row(row) if row is not None else await self._fetch_run(conn, run_id)
 
         return await self._run("retry_run", retry)
 
@@ -1046,9 +843,9 @@ class PostgresStore(Store):
         async def purge(conn: Any, replay: bool) -> int:
             async with conn.transaction():
                 ids = [
-                    r[0]
+                    r["id"]
                     for r in await conn.fetch(
-                        f"SELECT id FROM runs WHERE status IN {FINISHED} AND completed_at < $1 "
+                        f"SELECT id FROM runs WHERE status IN {FINISHED_SQL} AND completed_at < $1 "
                         "ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED",
                         cutoff,
                         batch_size,
@@ -1072,7 +869,7 @@ class PostgresStore(Store):
     async def get_cursors(self) -> dict[str, datetime]:
         async def read(conn: Any, replay: bool) -> dict[str, datetime]:
             rows = await conn.fetch("SELECT schedule, last_fire_time FROM schedule_cursors")
-            return {r[0]: r[1] for r in rows}
+            return {r["schedule"]: r["last_fire_time"] for r in rows}
 
         return await self._run("get_cursors", read)
 
@@ -1080,7 +877,7 @@ class PostgresStore(Store):
         when = _aware(to)
 
         async def advance(conn: Any, replay: bool) -> datetime:
-            value: datetime = await conn.fetchval(_UPSERT_CURSOR, schedule, when)
+            value: datetime = await conn.fetchval(UPSERT_CURSOR, schedule, when)
             return value
 
         return await self._run("advance_cursor", advance)
@@ -1097,7 +894,7 @@ class PostgresStore(Store):
                     "SELECT pg_advisory_xact_lock($1, hashtext($2))", SCHEDULE_LOCK_NAMESPACE, fire.schedule
                 )
                 if fire.advance_cursor:
-                    await conn.execute(_UPSERT_CURSOR, *key)
+                    await conn.execute(UPSERT_CURSOR, *key)
                 # The fire record is the authority: its primary key serialises concurrent fires of
                 # one slot (a second insert waits for the first transaction, then does nothing).
                 first: FireOutcome = fire.outcome_without_run if fire.run is None else "triggered"
@@ -1112,20 +909,20 @@ class PostgresStore(Store):
                         "SELECT outcome, run_id FROM fire_records WHERE schedule = $1 AND fire_time = $2",
                         *key,
                     )
-                    run_id = existing[1] if existing is not None else None
+                    run_id = existing["run_id"] if existing is not None else None
                     run = await self._fetch_run(conn, run_id) if run_id else None
                     if (
                         replay
                         and fire.run is not None
                         and run_id == fire.run.id
-                        and existing[0] == "triggered"
+                        and existing["outcome"] == "triggered"
                     ):
                         return FireResult("triggered", run)  # our own first attempt committed
                     return FireResult("deduplicated", run)
                 if fire.run is None:
                     return FireResult(first, None)
                 if fire.skip_if_active and await conn.fetchval(
-                    f"SELECT true FROM runs WHERE schedule_name = $1 AND status IN {ACTIVE} LIMIT 1",
+                    f"SELECT true FROM runs WHERE schedule_name = $1 AND status IN {ACTIVE_SQL} LIMIT 1",
                     fire.schedule,
                 ):
                     await conn.execute(
@@ -1152,30 +949,30 @@ class PostgresStore(Store):
         async def read(conn: Any, replay: bool) -> list[FireRecord]:
             if before is None:
                 rows = await conn.fetch(
-                    f"SELECT {_FIRE_COLUMNS} FROM fire_records WHERE schedule = $1 "
+                    f"SELECT {columns(FIRE_COLUMNS)} FROM fire_records WHERE schedule = $1 "
                     "ORDER BY fire_time DESC LIMIT $2",
                     schedule,
                     limit,
                 )
             else:
                 rows = await conn.fetch(
-                    f"SELECT {_FIRE_COLUMNS} FROM fire_records WHERE schedule = $1 AND fire_time < $3 "
-                    "ORDER BY fire_time DESC LIMIT $2",
+                    f"SELECT {columns(FIRE_COLUMNS)} FROM fire_records "
+                    "WHERE schedule = $1 AND fire_time < $3 ORDER BY fire_time DESC LIMIT $2",
                     schedule,
                     limit,
                     _aware(before),
                 )
-            return [_fire_from_row(r) for r in rows]
+            return [fire_from_row(r) for r in rows]
 
         return await self._run("list_fire_records", read)
 
     async def last_fire_records(self) -> dict[str, FireRecord]:
         async def read(conn: Any, replay: bool) -> dict[str, FireRecord]:
             rows = await conn.fetch(
-                f"SELECT DISTINCT ON (schedule) {_FIRE_COLUMNS} FROM fire_records "
+                f"SELECT DISTINCT ON (schedule) {columns(FIRE_COLUMNS)} FROM fire_records "
                 "ORDER BY schedule, fire_time DESC"
             )
-            return {r[0]: _fire_from_row(r) for r in rows}
+            return {r["schedule"]: fire_from_row(r) for r in rows}
 
         return await self._run("last_fire_records", read)
 
@@ -1192,68 +989,3 @@ class PostgresStore(Store):
             return len(rows)
 
         return await self._run("purge_fire_records", purge)
-
-    # -- LISTEN/NOTIFY ---------------------------------------------------------------------------------
-    def _start_listener(self) -> None:
-        if self._listener_task is None or self._listener_task.done():
-            loop = self._loop or asyncio.get_running_loop()
-            self._listener_task = loop.create_task(self._listen_forever(), name="durably-pg-listener")
-
-    async def _stop_listener(self) -> None:
-        task, self._listener_task = self._listener_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def _notified(self, *_: Any) -> None:
-        # asyncpg calls listeners on the connection's loop; hop through call_soon_threadsafe anyway
-        # so a callback registered from elsewhere always runs on the store's loop.
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._call_wakeup)
-
-    def _call_wakeup(self) -> None:
-        callback = self._wakeup
-        if callback is not None:
-            try:
-                callback()
-            except Exception:
-                log.exception("wake-up callback failed")
-
-    async def _listen_forever(self) -> None:
-        """Keep one LISTEN connection open; reconnect with backoff whenever it is lost."""
-        delay = 0.1
-        while True:
-            conn: Any = None
-            try:
-                conn = await asyncpg.connect(
-                    self._dsn, server_settings=self._server_settings(), timeout=CONNECT_TIMEOUT
-                )
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._notified)
-                delay = 0.1
-                # Notifications sent while we were not listening are gone: look for work once.
-                self._call_wakeup()
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(lost.wait(), LISTENER_CHECK_INTERVAL)
-                    except TimeoutError:
-                        # A half-open TCP connection never reports termination: probe it.
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), 10.0)
-                log.warning("notification listener lost its connection to %s; reconnecting", self.where)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "notification listener on %s failed (%s); retrying in %.1fs",
-                    self.where,
-                    _describe(exc),
-                    delay,
-                )
-            finally:
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            await asyncio.sleep(delay * (0.75 + random.random() / 2))
-            delay = min(delay * 2, 5.0)

@@ -1,44 +1,52 @@
-"""SQLite store on aiosqlite: the embedded default.
+"""SQLite store: the embedded default. One file, several processes on one host.
 
 Concurrency model, per process:
 
-* one **writer** connection. Every write is a small synchronous function of a ``sqlite3.Connection``;
-  writes queued while the previous batch was committing are run together in one ``BEGIN IMMEDIATE``
-  transaction, each inside its own savepoint, in **one** hop to aiosqlite's connection thread. Runs
-  executing at the same time therefore share commits (group commit), and a checkpoint costs one
-  thread hop instead of one per statement.
-* one **reader** connection for queries (WAL readers never block the writer).
+* one **writer** (``_sqlite_writer.Writer``): every write is a small synchronous function of a
+  ``sqlite3.Connection``; writes queued while the previous batch was committing run together in one
+  ``BEGIN IMMEDIATE`` transaction (group commit), on the event loop when that costs less than a
+  thread hop, on the writer's thread when it could block;
+* one **reader** connection (aiosqlite) for queries: WAL readers never block the writer.
 
 Across processes SQLite's file lock serialises writers. ``BEGIN IMMEDIATE`` takes the write lock up
-front, so a read-then-write transaction never fails half-way with SQLITE_BUSY; the busy timeout plus
-a retry loop with backoff keep "database is locked" from reaching users.
+front, so a read-then-write transaction never fails half-way with SQLITE_BUSY; the writer's retry
+loop with backoff keeps "database is locked" from reaching users.
 
 Durability: WAL with ``synchronous=NORMAL`` by default. A committed transaction survives a crash of
 the process (kill -9); a power cut or OS crash may lose the last transactions before the WAL is
 synced, never corrupting the file. ``?synchronous=full`` in the URL makes every commit durable at
 the cost of an fsync per commit.
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; options ``synchronous``
+(off, normal, full, extra) and ``busy_timeout`` (seconds). A read-only store (``read_only=True``,
+used by commands that only look) opens the file with ``mode=ro`` and never creates or changes it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
 import os
-import random
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import aiosqlite
 
-from ..errors import SchemaVersionError, StoreError
+from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
 from . import _runs_query
-from ._common import SCHEMA_VERSION, dt_to_ms, dumps, load_migrations, ms_to_dt, newer_schema_message
+from ._common import (
+    SCHEMA_VERSION,
+    dt_to_ms,
+    dumps,
+    load_migrations,
+    ms_to_dt,
+    newer_schema_message,
+    prefix_upper_bound,
+)
+from ._sqlite_writer import WriteFn, Writer
 from .base import (
     COUNT_CAP,
     Checkpoint,
@@ -59,57 +67,70 @@ from .base import (
     Store,
     WriteResult,
 )
+from .rows import (
+    ACTIVE_SQL,
+    FINISHED_SQL,
+    FIRE_COLUMNS,
+    HELD_SQL,
+    LOG_COLUMNS,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    check_schema_version,
+    columns,
+    fence_result,
+    fire_from_row,
+    log_from_row,
+    run_from_row,
+    step_from_row,
+)
 
 log = logging.getLogger("durably_sched.store.sqlite")
-T = TypeVar("T")
-WriteFn = Callable[[sqlite3.Connection], Any]
 
-RUN_COLUMNS = (
-    "id, job_name, status, input, output, error, failed_step_name, idempotency_key, concurrency_key, "
-    "labels, generation, worker_id, lease_expires_at, progress_current, progress_total, "
-    "progress_message, step_count, attempt, created_at, started_at, completed_at, updated_at"
-)
-ACTIVE = "('pending', 'running')"
+RUN_SELECT = columns(RUN_COLUMNS)
+URL_OPTIONS = ("busy_timeout", "synchronous")
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _run_from_row(row: Sequence[Any]) -> RunRecord:
-    progress = None
-    if row[13] is not None:
-        progress = Progress(current=row[13], total=row[14], message=row[15])
-    created = ms_to_dt(row[18])
-    updated = ms_to_dt(row[21])
-    assert created is not None and updated is not None
-    return RunRecord(
-        id=row[0],
-        job_name=row[1],
-        status=row[2],
-        input=json.loads(row[3]),
-        output=None if row[4] is None else json.loads(row[4]),
-        error=row[5],
-        failed_step_name=row[6],
-        idempotency_key=row[7],
-        concurrency_key=row[8],
-        labels=json.loads(row[9]),
-        generation=row[10],
-        worker_id=row[11],
-        lease_expires_at=ms_to_dt(row[12]),
-        progress=progress,
-        step_count=row[16],
-        attempt=row[17],
-        created_at=created,
-        started_at=ms_to_dt(row[19]),
-        completed_at=ms_to_dt(row[20]),
-        updated_at=updated,
-    )
+def _run(row: Any) -> RunRecord:
+    return run_from_row(row, ms_to_dt)
 
 
-def _fetch_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
-    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return None if row is None else _run_from_row(row)
+def _fence(row: Any) -> WriteResult:
+    return fence_result(None if row is None else row["status"])
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """(file path, options) of a ``sqlite:`` URL; StoreError with the right form for a bad one."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise DatabaseUrlError(f"not a SQLite URL: {url!r} (use {URL_FORMS})")
+    if parts.netloc:
+        # "sqlite://durably.db": urlsplit reads durably.db as a host name.
+        guess = parts.netloc + parts.path
+        raise DatabaseUrlError(
+            f"database URL {url!r} has two slashes after 'sqlite:'; a relative path takes three "
+            f"(sqlite:///{guess}) and an absolute path four (sqlite:////var/lib/durably/{os.path.basename(guess)})"
+        )
+    path = parts.path
+    if path.startswith("//"):
+        path = path[1:]  # sqlite:////abs.db -> /abs.db
+    elif path.startswith("/"):
+        path = path[1:]  # sqlite:///rel.db -> rel.db
+    if not path or path.endswith("/"):
+        raise DatabaseUrlError(f"database URL {url!r} names no file (use {URL_FORMS})")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in URL_OPTIONS:
+            raise DatabaseUrlError(
+                f"database URL {url!r}: unknown option {key!r} (SQLite URLs take: {', '.join(URL_OPTIONS)})"
+            )
+        options[key] = value
+    return path, options
 
 
 def _insert_logs(conn: sqlite3.Connection, run_id: str, logs: Sequence[NewLog]) -> None:
@@ -122,13 +143,6 @@ def _insert_logs(conn: sqlite3.Connection, run_id: str, logs: Sequence[NewLog]) 
                 for lg in logs
             ],
         )
-
-
-def _is_busy(exc: BaseException) -> bool:
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 
 
 def _split_sql(script: str) -> list[str]:
@@ -147,224 +161,125 @@ def _split_sql(script: str) -> list[str]:
     return statements
 
 
+def _fetch_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+    row = conn.execute(f"SELECT {RUN_SELECT} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return None if row is None else _run(row)
+
+
 class SqliteStore(Store):
     """Store on one SQLite file. URL: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 60.0) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 60.0, read_only: bool = False) -> None:
         self.url = url
-        parts = urlsplit(url)
-        path = parts.path
-        if parts.netloc:  # sqlite://host/... is not a thing; treat "sqlite://x.db" leniently
-            path = parts.netloc + path
-        if path.startswith("/") and not path.startswith("//"):
-            path = path[1:]  # sqlite:///rel.db -> rel.db
-        elif path.startswith("//"):
-            path = path[1:]  # sqlite:////abs.db -> /abs.db
-        if not path:
-            raise StoreError(f"database URL {url!r} names no file")
-        self.path = path
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self.path, options = parse_sqlite_url(url)
         self.synchronous = options.get("synchronous", "normal").upper()
-        if self.synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise StoreError(f"database URL {url!r}: synchronous must be off, normal, full or extra")
-        self.busy_timeout = float(options.get("busy_timeout", busy_timeout))
-        # Without fsync on commit (WAL + NORMAL/OFF) a commit is a few microseconds of memory work:
-        # cheaper on the event loop than a hop to aiosqlite's thread. With FULL, commits fsync and
-        # stay on the thread.
-        self.inline_writes = self.synchronous in ("OFF", "NORMAL")
-        self._writer_conn: aiosqlite.Connection | None = None
+        if self.synchronous not in SYNCHRONOUS_LEVELS:
+            raise DatabaseUrlError(f"database URL {url!r}: synchronous must be off, normal, full or extra")
+        try:
+            self.busy_timeout = float(options.get("busy_timeout", busy_timeout))
+        except ValueError:
+            self.busy_timeout = -1.0
+        if not self.busy_timeout >= 0:
+            raise DatabaseUrlError(f"database URL {url!r}: busy_timeout must be a number of seconds")
+        self.read_only = read_only
+        self.writer = Writer(
+            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout, explain=self._explain
+        )
         self._reader: aiosqlite.Connection | None = None
-        self._pending: list[tuple[WriteFn, asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
-        self._writer_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def connect(self) -> None:
-        if self._writer_conn is not None:
+        if self._reader is not None:
             return
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
-            raise StoreError(f"cannot open database {self.path}: directory {directory} does not exist")
+            hint = ""
+            if not os.path.isabs(self.path) and os.path.isdir(os.path.dirname("/" + self.path)):
+                hint = f" (an absolute path needs four slashes: sqlite:////{self.path})"
+            raise StoreError(f"cannot open database {self.path}: directory {directory} does not exist{hint}")
+        if self.read_only and not os.path.exists(self.path):
+            raise StoreError(f"database file {self.path} does not exist")
         try:
-            self._writer_conn = await self._open(writer=True)
-            self._reader = await self._open(writer=False)
+            if self.read_only:
+                self._reader = await self._open_read_only()
+            else:
+                await self.writer.open()
+                self._reader = await self._open_reader()
             # The first real read tells a corrupt or foreign file from a database.
             await self._reader.execute_fetchall("SELECT count(*) FROM sqlite_master")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
             await self.close()
-            raise StoreError(f"cannot open database {self.path}: {self._explain(exc)}") from None
-        self._writer_task = asyncio.get_running_loop().create_task(
-            self._write_loop(), name="durably-sqlite-writer"
-        )
+            reason = str(exc) if isinstance(exc, StoreError) else self._explain(exc)
+            raise StoreError(f"cannot open database {self.path}: {reason}") from None
 
-    async def _open(self, *, writer: bool) -> aiosqlite.Connection:
-        # After set-up the writer waits for locks in its own retry loop (on aiosqlite's thread),
-        # never inside SQLite, so an inline attempt on the event loop never blocks on another process.
-        conn = await aiosqlite.connect(
-            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=not writer
-        )
+    async def _open_reader(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
         try:
+            conn.row_factory = sqlite3.Row
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = await self._switch_to_wal(conn)
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode})")
             await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            if writer:
-                await conn.execute("PRAGMA busy_timeout = 0")
-                if self.inline_writes:
-                    # Checkpoints (which fsync) run on the connection thread, see _write_loop.
-                    await conn.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             await conn.close()
             raise
         return conn
 
-    async def _switch_to_wal(self, conn: aiosqlite.Connection) -> Any:
-        """``PRAGMA journal_mode = WAL``, retried: when several processes open a new file at once,
-        SQLite answers "database is locked" at once instead of calling the busy handler."""
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.005
-        while True:
-            try:
-                rows = list(await conn.execute_fetchall("PRAGMA journal_mode = WAL"))
-                return rows[0] if rows else None
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.1)
+    async def _open_read_only(self) -> aiosqlite.Connection:
+        """``mode=ro``; in a directory we cannot write, a WAL database that no process has open (no
+        -wal file) cannot create its -shm file: then it is read as immutable (nothing writes it)."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if os.access(self.path, os.W_OK) and os.access(directory, os.W_OK):
+            # Writable after all: a plain connection (that only reads) tidies the -wal and -shm
+            # files away when it closes last, which a mode=ro connection never does.
+            return await self._open_reader()
+        base = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
+        conn = await aiosqlite.connect(base, uri=True, isolation_level=None, timeout=self.busy_timeout)
+        try:
+            conn.row_factory = sqlite3.Row
+            await conn.execute_fetchall("SELECT count(*) FROM sqlite_master")
+            return conn
+        except BaseException as exc:
+            await conn.close()
+            if (
+                not isinstance(exc, sqlite3.OperationalError)
+                or os.access(directory, os.W_OK)
+                or os.path.exists(self.path + "-wal")
+            ):
+                raise
+        conn = await aiosqlite.connect(base + "&immutable=1", uri=True, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        return conn
 
     def _explain(self, exc: BaseException) -> str:
         text = str(exc)
         if "not a database" in text or "malformed" in text:
             return "the file is not a SQLite database or is corrupt"
+        if "disk is full" in text or "disk I/O error" in text:
+            return f"the disk holding {self.path} is full or failing ({text})"
         if "unable to open" in text or "readonly" in text or "read-only" in text:
             return "the file or its directory is not writable"
         return text
 
     async def close(self) -> None:
-        task, self._writer_task = self._writer_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for _fn, fut in self._pending:
-            if not fut.done():
-                fut.set_exception(StoreError("store closed"))
-        self._pending.clear()
-        for name in ("_writer_conn", "_reader"):
-            conn = getattr(self, name)
-            setattr(self, name, None)
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
-
-    # -- the writer: group commit on aiosqlite's thread -----------------------------------
-    async def _write(self, fn: WriteFn) -> Any:
-        if self._writer_task is None:
-            raise StoreError("store is not connected")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, fut))
-        self._wake.set()
-        return await fut
-
-    async def _write_loop(self) -> None:
-        conn = self._writer_conn
-        assert conn is not None
-        raw: sqlite3.Connection = conn._conn
-        commits = 0
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            fns = [fn for fn, _ in batch]
+        await self.writer.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
             try:
-                results = self._run_batch(raw, fns, wait=False) if self.inline_writes else None
-                if results is None:
-                    # Locked by another process (or FULL durability): run the batch on aiosqlite's
-                    # thread, where waiting for the lock does not block the loop. aiosqlite's public
-                    # API hops once per statement; _execute runs one function there, so a whole batch
-                    # costs a single hop.
-                    results = await conn._execute(self._run_batch, raw, fns)  # type: ignore[no-untyped-call]
-                commits += 1
-                if self.inline_writes and commits % CHECKPOINT_EVERY == 0:
-                    await conn._execute(_checkpoint, raw)  # type: ignore[no-untyped-call]
-            except asyncio.CancelledError:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(StoreError("store closed"))
-                raise
-            except BaseException as exc:  # the transaction as a whole failed
-                error = exc if isinstance(exc, StoreError) else StoreError(self._explain(exc))
-                results = [(False, error)] * len(batch)
-            for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+                await reader.close()
+            except Exception as exc:  # closing a connection whose file went away
+                log.debug("closing the reader failed: %r", exc)
 
-    def _run_batch(
-        self, conn: sqlite3.Connection, fns: list[WriteFn], wait: bool = True
-    ) -> list[tuple[bool, Any]] | None:
-        """One IMMEDIATE transaction, one savepoint per write.
-
-        ``wait=False`` (on the event loop): returns None at once if another connection holds the
-        write lock. ``wait=True`` (on the connection thread): retries with backoff up to the busy
-        timeout.
-        """
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.002
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if not wait and _is_busy(exc):
-                    return None
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    if _is_busy(exc):
-                        raise StoreError(
-                            f"database {self.path} stayed locked for {self.busy_timeout:.0f}s"
-                        ) from None
-                    raise
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.1)
-        results: list[tuple[bool, Any]] = []
-        try:
-            single = len(fns) == 1
-            for fn in fns:
-                if single:
-                    try:
-                        results.append((True, fn(conn)))
-                    except Exception as exc:
-                        conn.execute("ROLLBACK")
-                        return [(False, exc)]
-                    continue
-                conn.execute("SAVEPOINT w")
-                try:
-                    value = fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
-                    results.append((False, exc))
-                else:
-                    conn.execute("RELEASE w")
-                    results.append((True, value))
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return results
+    async def _write(self, fn: WriteFn, *, heavy: bool = False) -> Any:
+        if self.read_only:
+            raise StoreError(f"database {self.path} was opened read-only")
+        return await self.writer.write(fn, heavy=heavy)
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         if self._reader is None:
             raise StoreError("store is not connected")
-        return list(await self._reader.execute_fetchall(sql, params))
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"reading {self.path} failed: {self._explain(exc)}") from None
 
     # -- schema -----------------------------------------------------------------------------
     async def migrate(self) -> int:
@@ -381,59 +296,45 @@ class SqliteStore(Store):
                     conn.execute(f"PRAGMA user_version = {version}")
             return SCHEMA_VERSION
 
-        result: int = await self._write(apply)
+        result: int = await self._write(apply, heavy=True)
         return result
 
     async def check_schema(self) -> None:
         rows = await self._read("PRAGMA user_version")
-        found = rows[0][0]
-        if found > SCHEMA_VERSION:
-            raise SchemaVersionError(newer_schema_message(found))
-        if found < SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"database schema version {found} is older than {SCHEMA_VERSION}: run `durably-sched migrate`"
-            )
+        check_schema_version(rows[0][0])
 
     async def ping(self) -> None:
-        try:
-            await self._read("SELECT 1")
-        except sqlite3.Error as exc:
-            raise StoreError(self._explain(exc)) from None
+        await self._read("SELECT 1")
 
     # -- runs --------------------------------------------------------------------------------
     async def create_runs(self, runs: Sequence[NewRun]) -> list[tuple[RunRecord, Disposition]]:
         def insert(conn: sqlite3.Connection) -> list[tuple[RunRecord, Disposition]]:
             now = _now_ms()
-            out: list[tuple[RunRecord, Disposition]] = []
-            for run in runs:
-                out.append(_insert_run(conn, run, now))
-            return out
+            return [_insert_run(conn, run, now) for run in runs]
 
         result: list[tuple[RunRecord, Disposition]] = await self._write(insert)
         return result
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        return _run_from_row(rows[0]) if rows else None
+        rows = await self._read(f"SELECT {RUN_SELECT} FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
 
     async def get_run_statuses(self, run_ids: Sequence[str]) -> dict[str, RunStatus]:
         if not run_ids:
             return {}
         marks = ",".join("?" * len(run_ids))
         rows = await self._read(f"SELECT id, status FROM runs WHERE id IN ({marks})", list(run_ids))
-        return {r[0]: r[1] for r in rows}
+        return {r["id"]: r["status"] for r in rows}
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         return (await self.list_runs_page(query)).runs
 
     async def list_runs_page(self, query: RunQuery) -> RunPage:
-        built = _runs_query.page_sql(query, RUN_COLUMNS, "sqlite", dt_to_ms)
+        built = _runs_query.page_sql(query, RUN_SELECT, "sqlite", dt_to_ms)
         if built is None:
             return RunPage([], None)
         rows = await self._read(*built)
-        return RunPage(
-            [_run_from_row(r[1:]) for r in rows[: query.limit]], _runs_query.next_cursor(rows, query.limit)
-        )
+        return RunPage([_run(r) for r in rows[: query.limit]], _runs_query.next_cursor(rows, query.limit))
 
     async def count_runs(self, query: RunQuery, cap: int = COUNT_CAP) -> tuple[int, bool]:
         built = _runs_query.count_sql(query, "sqlite", dt_to_ms, cap)
@@ -446,30 +347,18 @@ class SqliteStore(Store):
         if not run_ids:
             return {}
         marks = ",".join("?" * len(run_ids))
-        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})", list(run_ids))
-        return {r[0]: _run_from_row(r) for r in rows}
+        rows = await self._read(f"SELECT {RUN_SELECT} FROM runs WHERE id IN ({marks})", list(run_ids))
+        return {r["id"]: _run(r) for r in rows}
 
     async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
         if not positions:
             return {}
-        parts = " UNION ALL ".join(
-            "SELECT run_id, name, idx, output, started_at, completed_at FROM steps "
-            "WHERE run_id = ? AND idx >= ?"
-            for _ in positions
+        sql = " UNION ALL ".join(
+            f"SELECT {columns(STEP_COLUMNS)} FROM steps WHERE run_id = ? AND idx >= ?" for _ in positions
         )
-        params = [value for item in positions.items() for value in item]
         out: dict[str, list[StepRecord]] = {}
-        for r in await self._read(parts, params):
-            out.setdefault(r[0], []).append(
-                StepRecord(
-                    run_id=r[0],
-                    index=r[2],
-                    name=r[1],
-                    output_json=r[3],
-                    started_at=ms_to_dt(r[4]),  # type: ignore[arg-type]
-                    completed_at=ms_to_dt(r[5]),  # type: ignore[arg-type]
-                )
-            )
+        for r in await self._read(sql, [value for item in positions.items() for value in item]):
+            out.setdefault(r["run_id"], []).append(step_from_row(r, ms_to_dt))
         for steps in out.values():
             steps.sort(key=lambda step: step.index)
         return out
@@ -479,25 +368,15 @@ class SqliteStore(Store):
     ) -> dict[str, list[LogRecord]]:
         if not positions:
             return {}
-        parts = " UNION ALL ".join(
-            "SELECT * FROM (SELECT id, run_id, step_name, level, message, data, created_at FROM logs "
-            "WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?)"
+        sql = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = ? AND id > ? "
+            "ORDER BY id LIMIT ?)"
             for _ in positions
         )
         params = [value for run_id, after in positions.items() for value in (run_id, after, limit)]
         out: dict[str, list[LogRecord]] = {}
-        for r in await self._read(parts, params):
-            out.setdefault(r[1], []).append(
-                LogRecord(
-                    id=r[0],
-                    run_id=r[1],
-                    step_name=r[2],
-                    level=r[3],
-                    message=r[4],
-                    data=json.loads(r[5]),
-                    created_at=ms_to_dt(r[6]),  # type: ignore[arg-type]
-                )
-            )
+        for r in await self._read(sql, params):
+            out.setdefault(r["run_id"], []).append(log_from_row(r, ms_to_dt))
         for logs in out.values():
             logs.sort(key=lambda entry: entry.id)
         return out
@@ -506,73 +385,61 @@ class SqliteStore(Store):
         self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
     ) -> RunChanges:
         active = await self._read(
-            f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE} "
+            f"SELECT {RUN_SELECT} FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE_SQL} "
             "ORDER BY seq DESC LIMIT ?",
             (active_limit,),
         )
         created: list[Any] = []
         if after_seq is None:
-            rows = await self._read("SELECT max(seq) FROM runs")
-            last_seq = int(rows[0][0] or 0)
+            rows = await self._read("SELECT max(seq) AS last FROM runs")
+            last_seq = int(rows[0]["last"] or 0)
         else:
             created = await self._read(
-                f"SELECT seq, {RUN_COLUMNS} FROM runs WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, 500)
+                f"SELECT seq, {RUN_SELECT} FROM runs WHERE seq > ? ORDER BY seq LIMIT 500", (after_seq,)
             )
-            last_seq = int(created[-1][0]) if created else after_seq
+            last_seq = int(created[-1]["seq"]) if created else after_seq
         finished: list[Any] = []
         if finished_since is not None:
             finished = await self._read(
-                f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_finished "
-                "WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at >= ? "
-                "ORDER BY completed_at LIMIT 500",
+                f"SELECT {RUN_SELECT} FROM runs INDEXED BY runs_finished WHERE status IN {FINISHED_SQL} "
+                "AND completed_at >= ? ORDER BY completed_at LIMIT 500",
                 (dt_to_ms(finished_since),),
             )
         return RunChanges(
-            active=[_run_from_row(r) for r in active],
-            created=[_run_from_row(r[1:]) for r in created],
-            finished=[_run_from_row(r) for r in finished],
+            active=[_run(r) for r in active],
+            created=[_run(r) for r in created],
+            finished=[_run(r) for r in finished],
             last_seq=last_seq,
         )
 
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        # A range on the id's unique index (BINARY collation = code point order), not LIKE, which
+        # is case-insensitive in SQLite and would not use the index.
+        upper = prefix_upper_bound(prefix)
+        if upper is None:
+            sql, params = "SELECT id FROM runs WHERE id >= ? ORDER BY id LIMIT ?", [prefix, limit]
+        else:
+            sql = "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+            params = [prefix, upper, limit]
+        rows = await self._read(sql, params)
+        return [r["id"] for r in rows if r["id"].startswith(prefix)]
+
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
-        rows = await self._read("SELECT job_name, status, count(*) FROM runs GROUP BY job_name, status")
-        return {(r[0], r[1]): r[2] for r in rows}
+        rows = await self._read("SELECT job_name, status, count(*) AS n FROM runs GROUP BY job_name, status")
+        return {(r["job_name"], r["status"]): r["n"] for r in rows}
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         rows = await self._read(
-            "SELECT name, idx, output, started_at, completed_at FROM steps WHERE run_id = ? ORDER BY idx",
-            (run_id,),
+            f"SELECT {columns(STEP_COLUMNS)} FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)
         )
-        return [
-            StepRecord(
-                run_id=run_id,
-                index=r[1],
-                name=r[0],
-                output_json=r[2],
-                started_at=ms_to_dt(r[3]),  # type: ignore[arg-type]
-                completed_at=ms_to_dt(r[4]),  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
+        return [step_from_row(r, ms_to_dt) for r in rows]
 
     async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
         rows = await self._read(
-            "SELECT id, step_name, level, message, data, created_at FROM logs "
-            "WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
+            f"SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
             (run_id, after_id, limit),
         )
-        return [
-            LogRecord(
-                id=r[0],
-                run_id=run_id,
-                step_name=r[1],
-                level=r[2],
-                message=r[3],
-                data=json.loads(r[4]),
-                created_at=ms_to_dt(r[5]),  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
+        return [log_from_row(r, ms_to_dt) for r in rows]
 
     # -- claims and fenced writes -----------------------------------------------------------
     async def claim(
@@ -590,17 +457,17 @@ class SqliteStore(Store):
         only = list(run_ids) if run_ids is not None else []
         only_clause = f"AND id IN ({','.join('?' * len(only))}) " if only else ""
         lease_ms = int(lease_seconds * 1000)
+        marks = ",".join("?" * len(jobs))
+        # INDEXED BY: read only active runs, however much history the table holds (the planner
+        # would otherwise pick runs_job and walk every run the job ever had).
+        scan = (
+            f"SELECT seq, concurrency_key FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE_SQL} "
+            f"AND job_name IN ({marks}) {only_clause}"
+            "AND (status = 'pending' OR lease_expires_at < ?) AND seq > ? ORDER BY seq LIMIT 256"
+        )
 
         def claim(conn: sqlite3.Connection) -> list[RunRecord]:
             now = _now_ms()
-            marks = ",".join("?" * len(jobs))
-            # INDEXED BY: read only active runs, however much history the table holds (the planner
-            # would otherwise pick runs_job and walk every run the job ever had).
-            scan = (
-                f"SELECT seq, concurrency_key FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE} "
-                f"AND job_name IN ({marks}) {only_clause}"
-                "AND (status = 'pending' OR lease_expires_at < ?) AND seq > ? ORDER BY seq LIMIT 256"
-            )
             claimed: list[RunRecord] = []
             keys_decided: set[str] = set()  # taken in this claim, or blocked
             last_seq = 0
@@ -609,14 +476,15 @@ class SqliteStore(Store):
                 page = conn.execute(scan, [*jobs, *only, now, last_seq]).fetchall()
                 if not page:
                     break
-                for seq, key in page:
+                for candidate in page:
+                    seq, key = candidate["seq"], candidate["concurrency_key"]
                     last_seq = seq
                     if key is not None:
                         if key in keys_decided:
                             continue
                         keys_decided.add(key)
                         blocked = conn.execute(
-                            f"SELECT 1 FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE} "
+                            f"SELECT 1 FROM runs WHERE concurrency_key = ? AND status IN {ACTIVE_SQL} "
                             "AND seq != ? AND (seq < ? OR (status = 'running' AND lease_expires_at >= ?)) "
                             "LIMIT 1",
                             (key, seq, seq, now),
@@ -626,10 +494,10 @@ class SqliteStore(Store):
                     row = conn.execute(
                         "UPDATE runs SET status = 'running', generation = generation + 1, worker_id = ?, "
                         "lease_expires_at = ?, started_at = COALESCE(started_at, ?), attempt = attempt + 1, "
-                        f"updated_at = ? WHERE seq = ? RETURNING {RUN_COLUMNS}",
+                        f"updated_at = ? WHERE seq = ? RETURNING {RUN_SELECT}",
                         (worker_id, now + lease_ms, now, now, seq),
                     ).fetchone()
-                    claimed.append(_run_from_row(row))
+                    claimed.append(_run(row))
                     if len(claimed) >= limit:
                         break
             return claimed
@@ -651,10 +519,10 @@ class SqliteStore(Store):
                 row = conn.execute(
                     "UPDATE runs SET lease_expires_at = CASE WHEN status = 'running' THEN ? "
                     "ELSE lease_expires_at END WHERE id = ? AND generation = ? "
-                    "AND status IN ('running', 'cancelled') RETURNING status",
+                    f"AND status IN {HELD_SQL} RETURNING status",
                     (now + lease_ms, run_id, generation),
                 ).fetchone()
-                out[run_id] = _fence_result(row)
+                out[run_id] = _fence(row)
             return out
 
         result: dict[str, WriteResult] = await self._write(renew)
@@ -666,7 +534,7 @@ class SqliteStore(Store):
             inserted = conn.execute(
                 "INSERT INTO steps (run_id, name, idx, output, started_at, completed_at) "
                 "SELECT ?, ?, ?, ?, ?, ? FROM runs WHERE id = ? AND generation = ? "
-                "AND status IN ('running', 'cancelled') ON CONFLICT DO NOTHING",
+                f"AND status IN {HELD_SQL} ON CONFLICT DO NOTHING",
                 (
                     cp.run_id,
                     cp.name,
@@ -685,7 +553,7 @@ class SqliteStore(Store):
                 (now, cp.run_id),
             ).fetchone()
             _insert_logs(conn, cp.run_id, cp.logs)
-            return _fence_result(row)
+            return _fence(row)
 
         result: WriteResult = await self._write(write)
         return result
@@ -697,7 +565,7 @@ class SqliteStore(Store):
         assignments: str,
         params: Sequence[Any],
         logs: Sequence[NewLog],
-        statuses: str = "('running', 'cancelled')",
+        statuses: str = HELD_SQL,
     ) -> WriteResult:
         def write(conn: sqlite3.Connection) -> WriteResult:
             now = _now_ms()
@@ -708,7 +576,7 @@ class SqliteStore(Store):
             ).fetchone()
             if row is not None:
                 _insert_logs(conn, run_id, logs)
-            return _fence_result(row)
+            return _fence(row)
 
         result: WriteResult = await self._write(write)
         return result
@@ -773,7 +641,7 @@ class SqliteStore(Store):
             now = _now_ms()
             conn.execute(
                 f"UPDATE runs SET status = 'cancelled', completed_at = ?, updated_at = ? "
-                f"WHERE id = ? AND status IN {ACTIVE}",
+                f"WHERE id = ? AND status IN {ACTIVE_SQL}",
                 (now, now, run_id),
             )
             return _fetch_run(conn, run_id)
@@ -808,7 +676,7 @@ class SqliteStore(Store):
                 conn.execute("DELETE FROM logs WHERE run_id = ?", (run_id,))
             return bool(gone)
 
-        result: bool = await self._write(delete)
+        result: bool = await self._write(delete, heavy=True)
         return result
 
     async def purge_runs(self, older_than: datetime, batch_size: int = 500) -> int:
@@ -816,10 +684,9 @@ class SqliteStore(Store):
 
         def purge(conn: sqlite3.Connection) -> int:
             ids = [
-                r[0]
+                r["id"]
                 for r in conn.execute(
-                    "SELECT id FROM runs INDEXED BY runs_finished "
-                    "WHERE status IN ('completed', 'failed', 'cancelled') "
+                    f"SELECT id FROM runs INDEXED BY runs_finished WHERE status IN {FINISHED_SQL} "
                     "AND completed_at < ? ORDER BY completed_at LIMIT ?",
                     (cutoff, batch_size),
                 )
@@ -835,13 +702,13 @@ class SqliteStore(Store):
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
             return len(ids)
 
-        result: int = await self._write(purge)
+        result: int = await self._write(purge, heavy=True)
         return result
 
     # -- schedules ------------------------------------------------------------------------
     async def get_cursors(self) -> dict[str, datetime]:
         rows = await self._read("SELECT schedule, last_fire_time FROM schedule_cursors")
-        return {r[0]: ms_to_dt(r[1]) for r in rows}  # type: ignore[misc]
+        return {r["schedule"]: ms_to_dt(r["last_fire_time"]) for r in rows}  # type: ignore[misc]
 
     async def advance_cursor(self, schedule: str, to: datetime) -> datetime:
         to_ms = dt_to_ms(to)
@@ -853,7 +720,7 @@ class SqliteStore(Store):
                 "last_fire_time = max(last_fire_time, excluded.last_fire_time) RETURNING last_fire_time",
                 (schedule, to_ms),
             ).fetchone()
-            return int(row[0])
+            return int(row["last_fire_time"])
 
         cursor = ms_to_dt(await self._write(advance))
         assert cursor is not None
@@ -876,8 +743,8 @@ class SqliteStore(Store):
                 (fire.schedule, fire_ms),
             ).fetchone()
             if existing is not None:
-                run = _fetch_run(conn, existing[0]) if existing[0] else None
-                return FireResult("deduplicated", run)
+                run_id = existing["run_id"]
+                return FireResult("deduplicated", _fetch_run(conn, run_id) if run_id else None)
             run_record: RunRecord | None = None
             if fire.run is None:
                 outcome = fire.outcome_without_run
@@ -885,7 +752,7 @@ class SqliteStore(Store):
                 fire.skip_if_active
                 and conn.execute(
                     f"SELECT 1 FROM runs INDEXED BY runs_schedule_active WHERE schedule_name = ? "
-                    f"AND status IN {ACTIVE} LIMIT 1",
+                    f"AND status IN {ACTIVE_SQL} LIMIT 1",
                     (fire.schedule,),
                 ).fetchone()
             ):
@@ -908,19 +775,19 @@ class SqliteStore(Store):
     ) -> list[FireRecord]:
         bound = dt_to_ms(before) if before is not None else 2**62
         rows = await self._read(
-            "SELECT schedule, fire_time, outcome, run_id, recorded_at FROM fire_records "
+            f"SELECT {columns(FIRE_COLUMNS)} FROM fire_records "
             "WHERE schedule = ? AND fire_time < ? ORDER BY fire_time DESC LIMIT ?",
             (schedule, bound, limit),
         )
-        return [_fire_from_row(r) for r in rows]
+        return [fire_from_row(r, ms_to_dt) for r in rows]
 
     async def last_fire_records(self) -> dict[str, FireRecord]:
         rows = await self._read(
-            "SELECT f.schedule, f.fire_time, f.outcome, f.run_id, f.recorded_at FROM fire_records f "
+            f"SELECT {columns(FIRE_COLUMNS, 'f.')} FROM fire_records f "
             "JOIN (SELECT schedule, max(fire_time) AS t FROM fire_records GROUP BY schedule) m "
             "ON m.schedule = f.schedule AND m.t = f.fire_time"
         )
-        return {r[0]: _fire_from_row(r) for r in rows}
+        return {r["schedule"]: fire_from_row(r, ms_to_dt) for r in rows}
 
     async def purge_fire_records(self, older_than: datetime, batch_size: int = 500) -> int:
         cutoff = dt_to_ms(older_than)
@@ -932,32 +799,16 @@ class SqliteStore(Store):
                 (cutoff, batch_size),
             ).rowcount
 
-        result: int = await self._write(purge)
+        result: int = await self._write(purge, heavy=True)
         return result
 
 
-CHECKPOINT_EVERY = 200
-"""With inline writes the writer's auto-checkpoint is off; it checkpoints (PASSIVE) on its thread
-after this many commits instead, so the WAL stays small without fsyncs on the event loop."""
-
-
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
-def _fence_result(row: Sequence[Any] | None) -> WriteResult:
-    if row is None:
-        return "lost"
-    return "cancelled" if row[0] == "cancelled" else "ok"
-
-
-def _fire_from_row(row: Sequence[Any]) -> FireRecord:
-    return FireRecord(
-        schedule=row[0],
-        fire_time=ms_to_dt(row[1]),  # type: ignore[arg-type]
-        outcome=row[2],
-        run_id=row[3],
-        recorded_at=ms_to_dt(row[4]),  # type: ignore[arg-type]
+def _index_labels(conn: sqlite3.Connection, run_id: str) -> None:
+    """The labels index of run lists: written when a run is created, never by checkpoints."""
+    conn.execute(
+        "INSERT INTO run_labels (key, value, seq) "
+        "SELECT j.key, j.value, r.seq FROM runs r, json_each(r.labels) j WHERE r.id = ?",
+        (run_id,),
     )
 
 
@@ -965,7 +816,7 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRec
     row = conn.execute(
         "INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, "
         "schedule_name, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) "
-        f"ON CONFLICT DO NOTHING RETURNING {RUN_COLUMNS}",
+        f"ON CONFLICT DO NOTHING RETURNING {RUN_SELECT}",
         (
             run.id,
             run.job_name,
@@ -980,16 +831,15 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRec
     ).fetchone()
     if row is not None:
         if run.labels:
-            conn.execute(
-                "INSERT INTO run_labels (key, value, seq) "
-                "SELECT j.key, j.value, r.seq FROM runs r, json_each(r.labels) j WHERE r.id = ?",
-                (run.id,),
-            )
-        return _run_from_row(row), "created"
+            _index_labels(conn, run.id)
+        return _run(row), "created"
     existing = conn.execute(
-        f"SELECT {RUN_COLUMNS} FROM runs WHERE job_name = ? AND idempotency_key = ?",
+        f"SELECT {RUN_SELECT} FROM runs WHERE job_name = ? AND idempotency_key = ?",
         (run.job_name, run.idempotency_key),
     ).fetchone()
     if existing is None:  # the conflict was on the run id itself
-        existing = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run.id,)).fetchone()
-    return _run_from_row(existing), "idempotent"
+        existing = conn.execute(f"SELECT {RUN_SELECT} FROM runs WHERE id = ?", (run.id,)).fetchone()
+    return _run(existing), "idempotent"
+
+
+__all__ = ["SqliteStore", "parse_sqlite_url"]

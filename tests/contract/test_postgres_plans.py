@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 import pytest
 
 from durably_sched.store import _runs_query
+from durably_sched.store._pg_sql import RUN_SELECT
 from durably_sched.store.base import RunQuery
-from durably_sched.store.postgres import RUN_COLUMNS, PostgresStore, _aware
-
-from .conftest import PostgresBackend
+from durably_sched.store.postgres import PostgresStore, _aware
+from tests.backends import PostgresBackend
 
 pytestmark = pytest.mark.postgres
 
@@ -63,7 +63,7 @@ async def test_pages_and_counts_read_indexes(pg: PostgresBackend, name: str) -> 
     await conn.execute("ANALYZE")
     query = QUERIES[name]
     built = [
-        _runs_query.page_sql(query, RUN_COLUMNS, "postgres", _aware),
+        _runs_query.page_sql(query, RUN_SELECT, "postgres", _aware),
         _runs_query.count_sql(query, "postgres", _aware, 10_000),
     ]
     async with conn.transaction():

@@ -16,8 +16,8 @@ import pytest
 
 from durably_sched.store._common import SCHEMA_VERSION
 from durably_sched.store.base import NewRun, RunQuery, RunRecord, Store
+from tests.backends import Backend, PostgresBackend, SqliteBackend
 
-from .conftest import Backend, PostgresBackend, SqliteBackend
 from .test_store_contract import checkpoint, claim_one, create
 
 

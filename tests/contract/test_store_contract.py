@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import textwrap
 import uuid
@@ -29,8 +30,7 @@ from durably_sched.store.base import (
     RunRecord,
     Store,
 )
-
-from .conftest import Backend
+from tests.backends import Backend
 
 JOB = "job"
 
@@ -150,6 +150,49 @@ async def test_ping(store: Store) -> None:
     await store.ping()
 
 
+async def test_a_database_of_the_previous_version_upgrades_in_place_with_nothing_lost(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a user upgrading from the previous release relies on: `migrate` (or `serve`) brings the
+    existing database to this version, and every run, step, log, fire record and cursor is there."""
+    import importlib
+
+    module = importlib.import_module(f"durably_sched.store.{backend.name}")
+    previous = SCHEMA_VERSION - 1
+    real = module.load_migrations
+    with monkeypatch.context() as old_release:
+        old_release.setattr(module, "SCHEMA_VERSION", previous)
+        old_release.setattr(module, "load_migrations", lambda name: real(name)[:previous])
+        # The previous release wrote no labels index (migration 3 adds it and indexes old runs).
+        if backend.name == "sqlite":
+            old_release.setattr(module, "_index_labels", lambda conn, run_id: None)
+        else:
+            without = re.sub(r"\), lab AS \(.*?\n\)\n", ")\n", module.INSERT_RUNS, flags=re.S)
+            old_release.setattr(module, "INSERT_RUNS", without.replace("RETURNING seq, ", "RETURNING "))
+        old = await backend.open_store()
+        assert await old.migrate() == previous
+        run = await create(old, key="k", labels={"schedule": "s"})
+        [claimed] = await old.claim("w1", [JOB], 1, 30)
+        await old.checkpoint(checkpoint(claimed, "first", logs=[log_line("kept")]))
+        await old.complete_run(run.id, claimed.generation, {"done": True})
+        await old.fire(fire("s", 1))
+        await old.advance_cursor("s", slot(1))
+        await old.close()
+    new = await backend.open_store(migrate=False)
+    assert await new.migrate() == SCHEMA_VERSION
+    await new.check_schema()
+    kept = await new.get_run(run.id)
+    assert kept is not None and kept.status == "completed" and kept.output == {"done": True}
+    assert [s.name for s in await new.get_steps(run.id)] == ["first"]
+    assert [entry.message for entry in await new.get_logs(run.id)] == ["kept"]
+    assert [r.fire_time for r in await new.list_fire_records("s")] == [slot(1)]
+    assert (await new.get_cursors())["s"] == slot(1)
+    assert await new.find_run_ids(run.id[:8], 5) == [run.id]
+    assert run.id in [
+        r.id for r in await new.list_runs(RunQuery(labels={"schedule": "s"}))
+    ]  # indexed on upgrade
+
+
 # -- creating runs ---------------------------------------------------------------------------------
 
 
@@ -267,6 +310,27 @@ async def test_list_runs_filters_newest_first(store: Store) -> None:
     cut = nightly[2].created_at
     older = await store.list_runs(RunQuery(before_created=cut))
     assert [r.id for r in older] == [r.id for r in everything if r.created_at < cut]
+
+
+async def test_find_run_ids_by_prefix(store: Store) -> None:
+    """Short ids (`runs show 33fc6f80`): every id starting with the prefix, in id order, up to the
+    limit; a prefix is matched literally and case-sensitively (no LIKE wildcards)."""
+    ids = ["33fc6f80-aaaa", "33fc6f80-bbbb", "33fc6f9a-cccc", "33FC6F80-dddd", "33fc6f8", "3%_x", "3a_y"]
+    await store.create_runs([new_run(run_id=i) for i in ids])
+    assert await store.find_run_ids("33fc6f80", 10) == ["33fc6f80-aaaa", "33fc6f80-bbbb"]
+    assert await store.find_run_ids("33fc6f80", 1) == ["33fc6f80-aaaa"]
+    assert await store.find_run_ids("33fc6f", 10) == [
+        "33fc6f8",
+        "33fc6f80-aaaa",
+        "33fc6f80-bbbb",
+        "33fc6f9a-cccc",
+    ]
+    assert await store.find_run_ids("33FC6F", 10) == ["33FC6F80-dddd"]
+    assert await store.find_run_ids("33fc6f80-bbbb", 10) == ["33fc6f80-bbbb"]  # a whole id
+    assert await store.find_run_ids("3%", 10) == ["3%_x"]
+    assert await store.find_run_ids("3_", 10) == []
+    assert await store.find_run_ids("nothing", 10) == []
+    assert await store.find_run_ids("\U0010ffff", 10) == []  # no upper bound: reads to the end
 
 
 async def test_count_runs_by_status(store: Store) -> None:
@@ -947,7 +1011,7 @@ async def test_the_claim_query_reads_active_runs_through_an_index(
 
 
 async def _explain_postgres_claim(backend: Backend, store: Store) -> None:
-    from durably_sched.store.postgres import _CLAIM_CANDIDATES, _CLAIM_UPDATE
+    from durably_sched.store._pg_sql import CLAIM_CANDIDATES, CLAIM_UPDATE
 
     conn = await backend.admin()  # type: ignore[attr-defined]
     await conn.execute(
@@ -962,8 +1026,8 @@ async def _explain_postgres_claim(backend: Backend, store: Store) -> None:
         for mode in ("force_custom_plan", "force_generic_plan"):
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
             for name, sql, args in (
-                ("candidates", _CLAIM_CANDIDATES.format(only=""), "(ARRAY['job'], 10)"),
-                ("update", _CLAIM_UPDATE, "(ARRAY[1, 2]::bigint[], 'w', 30.0)"),
+                ("candidates", CLAIM_CANDIDATES.format(only=""), "(ARRAY['job'], 10)"),
+                ("update", CLAIM_UPDATE, "(ARRAY[1, 2]::bigint[], 'w', 30.0)"),
             ):
                 await conn.execute(f"PREPARE {name} AS {sql}")
                 rows = await conn.fetch(f"EXPLAIN EXECUTE {name}{args}")
@@ -993,10 +1057,10 @@ async def _explain_sqlite_claim(backend: Backend, store: Store) -> None:
     pending = await store.create_runs([new_run(ckey="k1" if i % 2 else None) for i in range(4)])
     # Capture the statements the claim really runs, then ask SQLite how it runs them.
     statements: list[str] = []
-    writer = store._writer_conn  # type: ignore[attr-defined]
-    await writer.set_trace_callback(statements.append)
+    writer = store.writer.connection  # type: ignore[attr-defined]
+    writer.set_trace_callback(statements.append)
     claimed = await store.claim("w", [JOB], 10, 30)
-    await writer.set_trace_callback(None)
+    writer.set_trace_callback(None)
     assert [r.id for r in claimed] == [pending[0][0].id, pending[1][0].id, pending[2][0].id]
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM runs" in s]
     assert reads, statements

@@ -60,6 +60,12 @@ CASES = [
     _schedules_case("61 minutes", GOOD.replace("*/5 * * * *", "61 * * * *"), "schedules.yaml:4", "cron"),
     _schedules_case("4 fields", GOOD.replace("*/5 * * * *", "* * * *"), "schedules.yaml:4", "cron"),
     _schedules_case("7 fields", GOOD.replace("*/5 * * * *", "0 0 0 * * * *"), "schedules.yaml:4", "cron"),
+    _schedules_case(
+        "weekday start with a step",
+        GOOD.replace("*/5 * * * *", "0 9 * * 5/1"),
+        "schedules.yaml:4",
+        "day-of-week field '5/1'",
+    ),
     _schedules_case("unknown job", GOOD.replace("job: chain", "job: nope"), "schedules.yaml:5", "nope"),
     _schedules_case(
         "unknown timezone", GOOD + "    timezone: Mars/Olympus\n", "schedules.yaml:7", "Mars/Olympus"

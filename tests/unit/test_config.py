@@ -421,6 +421,7 @@ def test_unknown_keys_are_errors(text: str, line: int, expected: str) -> None:
         ("* * * *", "4 fields"),
         ("0 0 1 1 * 2030 0", "7 fields"),
         ("0 0 30 2 *", "no date ever matches"),
+        ("0 0 * * 5/1", "day-of-week field '5/1': '5/1' is a step with no end"),
     ],
 )
 def test_bad_cron_is_reported_on_its_line(cron: str, detail: str) -> None:

@@ -1,6 +1,9 @@
-"""The durable core on SQLite, in one process: what job authors rely on.
+"""The durable core in one process, on SQLite and on PostgreSQL: what job authors rely on.
 
-Crash and multi-process behaviour is in tests/system; the store contract in tests/contract.
+Every test that takes ``db_url`` (or ``make``) runs once per backend (the ``backend`` fixture of
+tests/conftest.py); the few that are about SQLite itself (its file lock, creating a new file) use
+``sqlite_url``. Crash and multi-process behaviour is in tests/system; the store contract in
+tests/contract.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from durably_sched import (
     define_job,
 )
 from durably_sched.store._common import SCHEMA_VERSION
-from durably_sched.store.sqlite import SqliteStore
+from tests.backends import Backend
 from tests.helpers import until
 
 
@@ -46,7 +49,12 @@ class ImageOut(BaseModel):
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
+def db_url(backend: Backend) -> str:
+    return backend.url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'core.db'}"
 
 
@@ -479,7 +487,7 @@ async def test_failure_events_name_the_step(make: Any) -> None:
 # -- leases and fencing ------------------------------------------------------------------------------------
 
 
-async def test_a_worker_that_lost_its_lease_writes_nothing(make: Any, db_url: str) -> None:
+async def test_a_worker_that_lost_its_lease_writes_nothing(make: Any, backend: Backend) -> None:
     """A holder whose lease expired and was taken over cannot checkpoint, log or complete."""
     entered = asyncio.Event()
     proceed = asyncio.Event()
@@ -499,12 +507,9 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(make: Any, db_url: st
     run = await stale.jobs.fence.trigger({})
     await until(entered.is_set)
     # Another worker takes the run as if the lease had expired.
-    thief = SqliteStore(db_url)
-    await thief.connect()
+    thief = await backend.open_store(migrate=False)
     try:
-        await thief._write(
-            lambda c: c.execute("UPDATE runs SET lease_expires_at = 0 WHERE id = ?", (run.id,))
-        )
+        await backend.expire_lease(run.id)
         (claimed,) = await thief.claim("thief", ["fence"], 1, 60)
         assert claimed.generation == 2
         proceed.set()
@@ -568,16 +573,14 @@ async def test_stop_releases_leases_so_another_worker_resumes_at_once(make: Any)
 # -- schema ---------------------------------------------------------------------------------------------
 
 
-async def test_migrate_is_idempotent_and_newer_schema_is_refused(db_url: str) -> None:
+async def test_migrate_is_idempotent_and_newer_schema_is_refused(db_url: str, backend: Backend) -> None:
     durably = create_durably(db_url)
     try:
         assert await durably.migrate() == SCHEMA_VERSION
         assert await durably.migrate() == SCHEMA_VERSION
     finally:
         await durably.close()
-    path = db_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 99")
+    await backend.set_schema_version(99)
     durably = create_durably(db_url)
     try:
         with pytest.raises(SchemaVersionError, match="newer than this durably-sched supports"):
@@ -619,16 +622,15 @@ async def test_trigger_and_wait_in_process_does_not_wait_for_the_polling_interva
         assert result.output == {"v": 1}
 
 
-async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
-    make: Any, db_url: str
-) -> None:
-    """Writes wait for a foreign write lock on aiosqlite's thread, not on the event loop."""
+async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(sqlite_url: str) -> None:
+    """SQLite: writes wait for a foreign write lock on the writer's thread, not on the event loop."""
 
     async def fn(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    durably = await make(define_job(name="locked", run=fn), start=False)
-    other = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    durably = create_durably(sqlite_url).register([define_job(name="locked", run=fn)])
+    await durably.migrate()
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
     ticks = 0
 
@@ -650,6 +652,43 @@ async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
     finally:
         ticking.cancel()
         other.close()
+        await durably.close()
+
+
+async def test_heavy_writes_run_on_the_writer_thread_not_on_the_event_loop(sqlite_url: str) -> None:
+    """SQLite: a purge of many runs (here 100 runs with 20,000 log rows) never runs on the loop,
+    where it would stall every other run, heartbeat and the scheduler while it deletes."""
+    durably = create_durably(sqlite_url)
+    await durably.migrate()
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO runs (id, job_name, status, input, created_at, completed_at, updated_at) "
+            "VALUES (?, 'old', 'completed', '{}', 0, 0, 0)",
+            [(f"r{i}",) for i in range(100)],
+        )
+        conn.executemany(
+            "INSERT INTO logs (run_id, level, message, data, created_at) VALUES (?, 'info', 'x', '{}', 0)",
+            [(f"r{i % 100}",) for i in range(20_000)],
+        )
+    loop_thread = threading.get_ident()
+    threads: dict[str, set[int]] = {}
+    writer = durably.store.writer.connection  # type: ignore[attr-defined]
+
+    def trace(sql: str) -> None:
+        verb = " ".join(sql.split()[:3])
+        threads.setdefault(verb, set()).add(threading.get_ident())
+
+    writer.set_trace_callback(trace)
+    try:
+        assert await durably.purge_runs(dt.timedelta(0)) == 100
+        await durably.store.advance_cursor("s", dt.datetime.now(dt.UTC))  # a light write: inline
+    finally:
+        writer.set_trace_callback(None)
+        await durably.close()
+    assert threads["DELETE FROM logs"] and loop_thread not in threads["DELETE FROM logs"]
+    cursor_writes = {t for verb, ids in threads.items() if "schedule_cursors" in verb for t in ids}
+    assert cursor_writes == {loop_thread}
 
 
 async def test_many_instances_creating_a_new_database_file_at_once(tmp_path: Path) -> None:

@@ -7,12 +7,14 @@ fire time in UTC and parse back to it; jitter is the same in every process.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from itertools import islice
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,6 +33,8 @@ from durably_sched.schedule.cron import (
     parse_cron,
     parse_fire_key,
 )
+
+from .cron_model import model
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -166,7 +170,7 @@ def test_croniter_reads_an_equal_range_as_the_whole_field() -> None:
 
 
 def test_day_of_month_and_day_of_week_together_mean_either() -> None:
-    # Vixie cron semantics, as croniter implements them: the 1st of the month OR any Monday.
+    # cron(8): both fields restricted, neither starting with *: the 1st of the month OR any Monday.
     got = fires("0 0 1 * MON", ZoneInfo("UTC"), utc(2024, 1, 1), utc(2024, 2, 29))
     assert [t.date().isoformat() for t in got] == [
         "2024-01-08",
@@ -521,7 +525,7 @@ ZONES = [
     "Asia/Tehran",  # DST until 2022
     "Africa/Casablanca",  # goes back an hour for Ramadan
 ]
-# Expressions the brute-force reference below can evaluate (plain numbers, lists, ranges, steps).
+# Expressions on which croniter's own matching agrees with cron(8) (plain numbers, lists, ranges, steps).
 PLAIN_EXPRESSIONS = [
     "0 * * * *",
     "30 * * * *",
@@ -544,6 +548,22 @@ PLAIN_EXPRESSIONS = [
     "30 0 0 * * *",
 ]
 EXTRA_EXPRESSIONS = ["0 3 L * *", "30 1 * * 5#2", "0 2 15W * *", "@hourly", "@daily"]
+# Day fields where croniter's own rule is not cron's (the issue's examples among them): a leading *
+# AND's the two fields, both restricted without one OR's them, also with #, L and W.
+DAY_EXPRESSIONS = [
+    "0 0 */2 * 1",
+    "30 2 */1 * 1",
+    "0 0 15 * 0#3",
+    "0 0 1 * 0#3",
+    "0 * 2 * 7#5",
+    "30 1 1,15 * 1-5",
+    "0 2 1 * */2",
+    "0 3 L * 5",
+    "15 2 ? * 0",
+    "*/30 * 1-31 * 1",
+    "0 2 15W * 1",
+    "30 2 */3 * 5#2",
+]
 
 
 @cache
@@ -616,29 +636,8 @@ def scenarios(draw: st.DrawFn, expressions: list[str], aim: bool = True) -> tupl
 
 
 def matcher(spec: CronSpec) -> Callable[[datetime], bool]:
-    """Whether a wall time matches, straight from croniter's expansion of the fields."""
-    expanded, nth = croniter.expand(spec.croniter_expression)
-    assert not nth
-    sets = [None if field == ["*"] else set(field) for field in expanded]
-    assert all(s is None or all(isinstance(v, int) for v in s) for s in sets)
-    minutes, hours, days, months, weekdays = sets[:5]
-    seconds = sets[5] if len(sets) == 6 else {0}
-    either_day = days is not None and weekdays is not None
-
-    def matches(wall: datetime) -> bool:
-        if seconds is not None and wall.second not in seconds:
-            return False
-        if minutes is not None and wall.minute not in minutes:
-            return False
-        if hours is not None and wall.hour not in hours:
-            return False
-        if months is not None and wall.month not in months:
-            return False
-        day_ok = days is None or wall.day in days
-        weekday_ok = weekdays is None or wall.isoweekday() % 7 in weekdays
-        return (day_ok or weekday_ok) if either_day else (day_ok and weekday_ok)
-
-    return matches
+    """Whether a wall time matches, by the test's own cron(8) model (tests/unit/cron_model.py)."""
+    return model(spec.expression).matches
 
 
 def reference_fire_times(spec: CronSpec, tz: ZoneInfo, after: datetime, until: datetime) -> list[datetime]:
@@ -649,10 +648,7 @@ def reference_fire_times(spec: CronSpec, tz: ZoneInfo, after: datetime, until: d
     fires.
     """
     matches = matcher(spec)
-    expanded, _ = croniter.expand(spec.croniter_expression)
-    seconds = sorted(expanded[5]) if len(expanded) == 6 and expanded[5] != ["*"] else [0]
-    if len(expanded) == 6 and expanded[5] == ["*"]:
-        seconds = list(range(60))
+    seconds = sorted(model(spec.expression).seconds)
     minute = timedelta(minutes=1)
     t = after.astimezone(UTC).replace(second=0, microsecond=0)
     previous_wall = (t - minute).astimezone(tz).replace(tzinfo=None)
@@ -676,7 +672,8 @@ def reference_fire_times(spec: CronSpec, tz: ZoneInfo, after: datetime, until: d
 
 
 def test_reference_matcher_agrees_with_croniter() -> None:
-    """The test's own matcher is only trusted because it agrees with croniter on plain wall times."""
+    """The test's own model agrees with croniter wherever croniter's day rule is cron's: on these plain
+    expressions (where the day fields are not both restricted, or both are without a leading *)."""
     for expression in PLAIN_EXPRESSIONS:
         spec = parse_cron(expression)
         matches = matcher(spec)
@@ -693,7 +690,7 @@ def test_reference_matcher_agrees_with_croniter() -> None:
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(PLAIN_EXPRESSIONS + EXTRA_EXPRESSIONS))
+@given(scenarios(PLAIN_EXPRESSIONS + EXTRA_EXPRESSIONS + DAY_EXPRESSIONS))
 def test_fire_time_invariants(scenario: tuple[str, ZoneInfo, datetime]) -> None:
     expression, tz, after = scenario
     spec = parse_cron(expression)
@@ -715,16 +712,17 @@ def test_fire_time_invariants(scenario: tuple[str, ZoneInfo, datetime]) -> None:
     if spec.fixed_hour:
         slots = Counter(t.replace(tzinfo=None) for t in got)
         assert max(slots.values(), default=0) <= 1, "a fixed-hour wall time fires at most once"
+    matches = matcher(spec)
     for t in got:
         wall = t.replace(tzinfo=None, fold=0)
-        if croniter.match(spec.croniter_expression, wall):
+        if matches(wall):
             continue
         # Otherwise it must be the documented gap shift: the clock jumped forward to this instant,
         # and a wall time that the jump skipped matches.
         before = (t.astimezone(UTC) - timedelta(seconds=1)).astimezone(tz).replace(tzinfo=None)
         assert wall - before > timedelta(seconds=1), f"{t} does not match {expression}"
-        skipped = croniter(spec.croniter_expression, before).get_next(datetime)
-        assert skipped < wall, f"{t} does not match {expression} and no skipped time does"
+        skipped = (before + timedelta(seconds=s) for s in range(1, int((wall - before).total_seconds())))
+        assert any(matches(w) for w in skipped), f"{t} does not match {expression} and no skipped time does"
     # Resuming from any fire time continues the same sequence (how a scheduler's cursor works).
     if len(got) >= 2:
         middle = len(got) // 2
@@ -737,7 +735,7 @@ def test_fire_time_invariants(scenario: tuple[str, ZoneInfo, datetime]) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(PLAIN_EXPRESSIONS))
+@given(scenarios(PLAIN_EXPRESSIONS + EXTRA_EXPRESSIONS + DAY_EXPRESSIONS))
 def test_fire_times_equal_the_brute_force_policy(scenario: tuple[str, ZoneInfo, datetime]) -> None:
     expression, tz, after = scenario
     spec = parse_cron(expression)
@@ -760,3 +758,255 @@ def test_latest_fire_time_is_the_last_fire_time_at_or_before(
     else:
         latest = instant(latest_fire_time(spec, tz, probe))
         assert latest is not None and latest <= (after - timedelta(days=2)).astimezone(UTC)
+
+
+# --- day of month and day of week: cron(8)'s rule ----------------------------------------------------
+# cron(8) (Vixie cron, cronie): when either day field starts with * (also */n, *,n; ? counts as *) a day
+# must match both fields; when both are restricted without a leading *, a day matches either.
+
+
+def dates(expression: str, after: datetime, count: int) -> list[str]:
+    """The first ``count`` fire dates (UTC) strictly after ``after``."""
+    times = islice(fire_times(parse_cron(expression), ZoneInfo("UTC"), after), count)
+    return [t.date().isoformat() for t in times]
+
+
+def test_a_stepped_day_of_month_with_a_weekday_means_both() -> None:
+    # */2 starts with *: Mondays that are odd days of the month (croniter alone: odd days OR Mondays).
+    assert dates("0 0 */2 * 1", utc(2024, 1, 1), 5) == [
+        "2024-01-15",
+        "2024-01-29",
+        "2024-02-05",
+        "2024-02-19",
+        "2024-03-11",
+    ]
+    # */1 is every day: Mondays only (croniter alone: every day).
+    assert dates("0 0 */1 * 1", utc(2024, 1, 1), 3) == ["2024-01-08", "2024-01-15", "2024-01-22"]
+    # The same with the star on the other side: the 1st when it is a Sunday, Tuesday, Thursday or Saturday.
+    assert dates("0 0 1 * */2", utc(2024, 1, 1), 3) == ["2024-02-01", "2024-06-01", "2024-08-01"]
+    # ? reads as *, and a list that starts with * is starred too.
+    assert dates("0 0 ? * 1", utc(2024, 1, 1), 2) == ["2024-01-08", "2024-01-15"]
+    assert dates("0 0 *,15 * 1", utc(2024, 1, 1), 2) == ["2024-01-08", "2024-01-15"]
+
+
+def test_two_restricted_day_fields_mean_either() -> None:
+    # A full range is still "restricted" as written: 1-31 OR Mondays is every day.
+    assert dates("0 0 1-31 * 1", utc(2024, 1, 1), 3) == ["2024-01-02", "2024-01-03", "2024-01-04"]
+    assert dates("0 0 1,15 * 5", utc(2024, 2, 1), 4) == [
+        "2024-02-02",
+        "2024-02-09",
+        "2024-02-15",
+        "2024-02-16",
+    ]
+    # A side that never matches adds nothing; the other still fires (cron fires on February's Mondays).
+    assert dates("0 0 31 2 1", utc(2024, 1, 1), 2) == ["2024-02-05", "2024-02-12"]
+
+
+def test_nth_weekday_with_a_day_of_month_means_either() -> None:
+    # 0#3 does not start with *: the 15th OR the third Sunday (croniter alone: both at once).
+    assert dates("0 0 15 * 0#3", utc(2024, 1, 1), 4) == [
+        "2024-01-15",
+        "2024-01-21",
+        "2024-02-15",
+        "2024-02-18",
+    ]
+    # Never both on one day, yet they match many days: no longer refused as "no date ever matches".
+    assert dates("0 0 1 * 0#3", utc(2024, 1, 1), 4) == [
+        "2024-01-21",
+        "2024-02-01",
+        "2024-02-18",
+        "2024-03-01",
+    ]
+    hours = list(islice(fire_times(parse_cron("0 * 2 * 7#5"), ZoneInfo("UTC"), utc(2024, 1, 1)), 100))
+    assert len(hours) == 100 and all(t.minute == 0 for t in hours)
+    assert sorted({t.date().isoformat() for t in hours}) == [
+        "2024-01-02",
+        "2024-02-02",
+        "2024-03-02",
+        "2024-03-31",  # the fifth Sunday of March 2024
+        "2024-04-02",
+    ]
+    # With a starred day of month the two are AND'ed: the second Friday (as before).
+    assert dates("0 9 * * 5#2", utc(2024, 1, 1), 2) == ["2024-01-12", "2024-02-09"]
+    assert dates("0 9 */2 * 5#2", utc(2024, 1, 1), 3) == ["2024-02-09", "2024-08-09", "2024-09-13"]
+
+
+def test_last_day_and_nearest_weekday_follow_the_rule() -> None:
+    assert dates("0 0 L * 5", utc(2024, 1, 25), 3) == ["2024-01-26", "2024-01-31", "2024-02-02"]
+    assert dates("0 0 15W * 1", utc(2024, 2, 11), 3) == ["2024-02-12", "2024-02-15", "2024-02-19"]
+
+
+@pytest.mark.parametrize("field", ["5/1", "7/2", "FRI/2", "1/2", "0/1", "1-5,6/1"])
+def test_day_of_week_start_with_a_step_is_refused(field: str) -> None:
+    """cronie refuses ``N/step``; croniter ends it at Saturday (5/1 = Fri, Sat), other crons at Sunday.
+    One meaning per expression: refused, with the day lists of both readings to choose from."""
+    with pytest.raises(ValueError, match="cron expression") as caught:
+        parse_cron(f"0 0 * * {field}")
+    message = str(caught.value)
+    assert f"day-of-week field '{field}'" in message
+    assert "step with no end" in message
+    assert "\n" not in message
+
+
+def test_start_step_refusal_offers_both_readings() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_cron("0 0 * * 5/1")
+    assert str(caught.value).endswith("write the days: '5,6,7' (through Sunday) or '5,6' (through Saturday)")
+    with pytest.raises(ValueError) as caught:
+        parse_cron("0 0 * * 7/2")
+    assert str(caught.value).endswith("write the days: '7' (through Sunday)")
+    # Both suggestions mean what they say.
+    assert dates("0 0 * * 5,6,7", utc(2024, 1, 1), 3) == ["2024-01-05", "2024-01-06", "2024-01-07"]
+    assert dates("0 0 * * 7", utc(2024, 1, 1), 2) == ["2024-01-07", "2024-01-14"]
+
+
+def test_start_with_a_step_stays_allowed_outside_the_day_of_week() -> None:
+    """Elsewhere the field's end is not in doubt: 5/15 minutes is 5,20,35,50; 1/2 days is odd days."""
+    assert [
+        t.minute for t in fires("5/15 0 * * *", ZoneInfo("UTC"), utc(2024, 1, 1), utc(2024, 1, 1, 1))
+    ] == [
+        5,
+        20,
+        35,
+        50,
+    ]
+    assert dates("0 0 1/10 * *", utc(2024, 1, 1), 4) == [
+        "2024-01-11",
+        "2024-01-21",
+        "2024-01-31",
+        "2024-02-01",
+    ]
+
+
+def test_croniter_alone_reads_the_day_fields_otherwise() -> None:
+    """Why the rule is applied on top of croniter: croniter's own reading of the issue's examples."""
+    for expression in ["0 0 */2 * 1", "0 0 */1 * 1", "0 0 15 * 0#3", "0 0 1 * 5"]:
+        walker = croniter(expression, datetime(2024, 1, 1))
+        alone = [walker.get_next(datetime).date().isoformat() for _ in range(6)]
+        ours = dates(expression, utc(2024, 1, 1), 6)
+        if expression == "0 0 1 * 5":  # both restricted, plain numbers: croniter's OR is cron's
+            assert alone == ours
+        else:
+            assert alone != ours, expression
+    assert croniter("0 0 * * 5/1", datetime(2024, 1, 6)).get_next(datetime) == datetime(
+        2024, 1, 12
+    )  # no Sunday
+
+
+def test_spec_records_which_rule_applies() -> None:
+    assert parse_cron("0 0 1 * MON").days_or
+    assert parse_cron("0 0 15 * 0#3").days_or
+    assert not parse_cron("0 0 */2 * 1").days_or
+    assert not parse_cron("0 0 * * 1").days_or
+    assert not parse_cron("@weekly").days_or
+    assert len(parse_cron("0 0 1 * MON").walks) == 2
+    assert len(parse_cron("0 0 31 2 MON").walks) == 1  # the 31st of February adds nothing
+
+
+# Day fields for the property below: every form the rule distinguishes (a leading *, ?, a full range
+# written out, lists, ranges, steps, names, Sunday as 0 and 7, wrap-around ranges, L, W, #).
+DOM_ITEMS = st.one_of(
+    st.integers(1, 31).map(str),
+    st.tuples(st.integers(1, 30), st.integers(1, 30)).map(
+        lambda p: f"{p[0]}-{p[0] + 1 + p[1] % (31 - p[0])}"
+    ),
+    st.tuples(st.integers(1, 29), st.integers(1, 9)).map(lambda p: f"{p[0]}-31/{p[1]}"),
+    st.tuples(st.integers(1, 28), st.integers(2, 9)).map(lambda p: f"{p[0]}/{p[1]}"),
+)
+DAY_OF_MONTH = st.one_of(
+    st.just("*"),
+    st.just("?"),
+    st.just("1-31"),
+    st.integers(1, 10).map(lambda n: f"*/{n}"),
+    st.integers(1, 31).map(lambda n: f"*,{n}"),
+    st.lists(DOM_ITEMS, min_size=1, max_size=3).map(",".join),
+    st.just("L"),
+    st.integers(1, 28).map(lambda n: f"{n}W"),
+)
+DOW_ITEMS = st.one_of(
+    st.integers(0, 7).map(str),
+    st.sampled_from(["SUN", "mon", "Fri", "SAT"]),
+    st.tuples(st.integers(0, 6), st.integers(1, 7)).map(lambda p: f"{p[0]}-{p[0] + 1 + p[1] % (7 - p[0])}"),
+    st.tuples(st.integers(0, 5), st.integers(2, 4)).map(lambda p: f"{p[0]}-7/{p[1]}"),
+    st.sampled_from(["MON-FRI", "FRI-SUN", "5-0", "6-1", "SAT-MON", "0-7", "1-7", "0-6"]),
+)
+DAY_OF_WEEK = st.one_of(
+    st.just("*"),
+    st.just("?"),
+    st.integers(1, 7).map(lambda n: f"*/{n}"),
+    st.integers(0, 7).map(lambda n: f"*,{n}"),
+    st.lists(DOW_ITEMS, min_size=1, max_size=3).map(",".join),
+    st.tuples(st.integers(0, 7), st.integers(1, 5)).map(lambda p: f"{p[0]}#{p[1]}"),
+)
+MONTHS = st.sampled_from(["*", "*", "*", "2", "1-6", "2,4,6,9,11", "*/3", "FEB,AUG", "4"])
+
+
+@st.composite
+def day_expressions(draw: st.DrawFn) -> str:
+    minute, hour = draw(st.integers(0, 59)), draw(st.sampled_from(["0", "7", "23", "6,18"]))
+    return f"{minute} {hour} {draw(DAY_OF_MONTH)} {draw(MONTHS)} {draw(DAY_OF_WEEK)}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    day_expressions(),
+    st.dates(date(2020, 1, 1), date(2035, 12, 31)),
+    st.sampled_from(["UTC", "Asia/Kolkata"]),
+)
+def test_day_fields_equal_the_cron_model(expression: str, start: date, zone: str) -> None:
+    """Over 400 days (no DST here: the policy is tested above), fire times are exactly the wall times
+    the independent cron(8) model names, day by day. An expression is refused only when the model finds
+    no date at all in 28 years (the calendar's cycle)."""
+    tz = ZoneInfo(zone)
+    reference = model(expression)
+    try:
+        spec = parse_cron(expression)
+    except ValueError as exc:
+        assert "no date ever matches" in str(exc), str(exc)
+        assert next(reference.walls(date(2000, 1, 1), date(2028, 12, 31)), None) is None, expression
+        return
+    last = start + timedelta(days=400)
+    after = datetime.combine(start, datetime.min.time(), tz) - timedelta(seconds=1)
+    until = datetime.combine(last, datetime.max.time().replace(microsecond=0), tz)
+    got = [t.replace(tzinfo=None) for t in fire_times(spec, tz, after, until)]
+    assert got == list(reference.walls(start, last)), expression
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+ISSUE_EXAMPLES = {"0 0 */2 * 1", "0 0 */1 * 1", "0 0 15 * 0#3", "0 0 1 * 0#3", "0 * 2 * 7#5", "0 0 * * 5/1"}
+
+
+def readme_day_rule_rows() -> list[tuple[str, str, str]]:
+    """(cron, fires on, because) of the table under the README's "Day of month and day of week"."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index("### Day of month and day of week")
+    rows: list[tuple[str, str, str]] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        if line.startswith("| `"):
+            cron, fires_on, because = (cell.strip() for cell in line.strip("|").split("|"))
+            rows.append((cron.strip("`"), fires_on, because))
+    return rows
+
+
+def test_readme_day_rule_examples_are_what_the_scheduler_does() -> None:
+    rows = readme_day_rule_rows()
+    assert ISSUE_EXAMPLES <= {cron for cron, _, _ in rows}, "the README lost an example of the rule"
+    start = utc(2024, 1, 1) - timedelta(seconds=1)  # "from 2024-01-01 00:00", inclusive
+    for cron, fires_on, because in rows:
+        if fires_on == "refused":
+            with pytest.raises(ValueError) as caught:
+                parse_cron(cron)
+            for suggestion in re.findall(r"`([^`]+)`", because):  # the README's advice is the error's
+                assert f"'{suggestion}'" in str(caught.value), (cron, suggestion)
+            continue
+        listed = [day.strip() for day in fires_on.split(",")]
+        seen: list[str] = []
+        for t in fire_times(parse_cron(cron), ZoneInfo("UTC"), start):
+            day = t.date().isoformat()
+            if day not in seen:
+                seen.append(day)
+            if len(seen) == len(listed):
+                break
+        assert seen == listed, cron

@@ -146,7 +146,7 @@ class Stderr:
 async def test_text_log_lines_name_the_run_and_its_schedule(
     durably: Durably, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
-    configure_logging("text", "info")
+    configure_logging("text", "info", utc=True)
     manual = await durably.jobs.work.trigger_and_wait({"n": 1}, timeout=5)
     clock = FakeClock(datetime(2026, 11, 21, 1, 59, 30, tzinfo=UTC))
     scheduler = Scheduler(durably, NIGHTLY, clock=clock)
@@ -155,29 +155,60 @@ async def test_text_log_lines_name_the_run_and_its_schedule(
     ((_, _, result),) = await scheduler.tick()
     assert result.run is not None
     stderr = Stderr(capsys)
-    await stderr.wait_for("run completed in", manual.id)
-    err = await stderr.wait_for("run completed in", result.run.id)
+    await stderr.wait_for("run completed in", manual.id[:8])
+    err = await stderr.wait_for("run completed in", result.run.id[:8])
 
-    (done,) = [line for line in lines_with(err, "run completed in") if manual.id in line]
-    # 2026-11-21T05:30:02.123+00:00 INFO durably_sched.worker run completed in 0.012s run_id=... job=work
-    stamp, level, logger, *rest = done.split(" ")
-    assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0) and len(stamp) == 29
-    assert (level, logger) == ("INFO", "durably_sched.worker")
-    assert f"run_id={manual.id}" in rest and "job=work" in rest
-    assert not any(part.startswith("schedule=") for part in rest)  # not a scheduled run
+    (done,) = [line for line in lines_with(err, "run completed in") if manual.id[:8] in line]
+    # 2026-11-21 05:30:02+00:00 INFO  work 0b6e0c1e: run completed in 0.012s
+    day, clock_time, level, job, short_id, *rest = done.split()
+    stamp = datetime.fromisoformat(f"{day} {clock_time}")
+    assert stamp.utcoffset() == timedelta(0) and abs(stamp - datetime.now(UTC)) < timedelta(minutes=5)
+    assert (level, job, short_id) == ("INFO", "work", f"{manual.id[:8]}:")
+    assert " ".join(rest).startswith("run completed in ") and "[" not in done  # not a scheduled run
+    assert manual.id not in done  # the whole id is for --log-format json and `runs show`
 
-    # The scheduler's line about the fire time and the worker's line about the run carry the same
-    # run id, schedule and fire time (in one form: UTC with Z), so one grep finds both.
-    identity = f"run_id={result.run.id} job=work schedule=nightly scheduled_for=2026-11-21T02:00:00Z"
-    (fired,) = lines_with(err, "schedule nightly fire time")
-    assert "INFO durably_sched.scheduler" in fired and fired.endswith(identity)
-    (scheduled,) = [line for line in lines_with(err, "run completed in") if result.run.id in line]
-    assert scheduled.endswith(identity)
+    # The scheduler's line about the fire time and the worker's line about its run start with the
+    # same run, schedule and fire time, so one search for the short id finds both; the fire line
+    # names the run once.
+    identity = f"work {result.run.id[:8]} [nightly 2026-11-21 02:00:00+00:00]: "
+    (fired,) = lines_with(err, "fired:")
+    assert identity + "fired: run triggered" in fired and fired.count(result.run.id[:8]) == 1
+    assert "durably_sched" not in fired and len(fired) <= 130, fired  # a catch-up line, with dates
+    (scheduled,) = [line for line in lines_with(err, "run completed in") if result.run.id[:8] in line]
+    assert identity + "run completed in" in scheduled and len(scheduled) <= 120, scheduled
 
     # A job's own step log: step name and data fields, values with spaces quoted.
-    (step_line,) = [line for line in lines_with(err, " added ") if manual.id in line]
-    assert "INFO durably_sched.run added" in step_line
-    assert 'step=add data.result=2 data.note="two words"' in step_line
+    (step_line,) = [line for line in lines_with(err, " added ") if manual.id[:8] in line]
+    assert f"INFO  work {manual.id[:8]} add: added result=2 " in step_line
+    assert 'note="two words"' in step_line
+
+
+async def test_text_log_times_follow_the_machines_zone_unless_utc(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    """The serve log follows the CLI's rule: this machine's zone (TZ) with the offset, UTC with
+    --utc; the fire time of a scheduled run is shown in the same zone, its date only when it is
+    not the line's date."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        record = logging.LogRecord("durably_sched.scheduler", logging.INFO, __file__, 1, "fired", (), None)
+        record.created = datetime(2026, 7, 1, 12, 0, 5, tzinfo=UTC).timestamp()
+        record.__dict__.update(
+            run_id="0b6e0c1e-aaaa", job="j", schedule="s", scheduled_for="2026-07-01T12:00:00Z"
+        )
+        assert (
+            TextFormatter().format(record)
+            == "2026-07-01 08:00:05-04:00 INFO  j 0b6e0c1e [s 08:00:00-04:00]: fired"
+        )
+        assert TextFormatter(utc=True).format(record) == (
+            "2026-07-01 12:00:05+00:00 INFO  j 0b6e0c1e [s 12:00:00+00:00]: fired"
+        )
+        record.__dict__["scheduled_for"] = "2026-06-30T12:00:00Z"  # a catch-up: another day
+        assert "[s 2026-06-30 08:00:00-04:00]" in TextFormatter().format(record)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 async def test_json_log_lines_are_objects_with_the_structured_fields(
@@ -229,13 +260,11 @@ def test_configure_logging_validates_and_does_not_stack_handlers(
 
 
 def test_text_format_keeps_one_record_on_one_line() -> None:
-    record = logging.LogRecord("durably_sched.run", logging.ERROR, __file__, 1, "bad\ninput %s", ("x",), None)
+    record = logging.LogRecord("myapp.db", logging.ERROR, __file__, 1, "bad\ninput %s", ("x",), None)
     record.__dict__.update(run_id="r1", job="j", step=None, data={"path": "a b", "n": 1}, custom="v")
     line = TextFormatter().format(record)
     assert "\n" not in line
-    assert line.endswith(
-        'ERROR durably_sched.run bad\\ninput x run_id=r1 job=j data.path="a b" data.n=1 custom=v'
-    )
+    assert line.endswith('ERROR myapp.db j r1: bad\\ninput x path="a b" n=1 custom=v')
     try:
         raise ValueError("inner")
     except ValueError:

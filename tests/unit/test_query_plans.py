@@ -93,7 +93,8 @@ async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
     seed_history(path, HISTORY)
     statements: list[str] = []
     # The store's own connections: every statement it prepares passes through these callbacks.
-    await store._writer_conn.set_trace_callback(statements.append)  # type: ignore[union-attr]
+    assert store.writer.connection is not None
+    store.writer.connection.set_trace_callback(statements.append)
     await store._reader.set_trace_callback(statements.append)  # type: ignore[union-attr]
     try:
         yield Traced(store, path, statements)
@@ -122,6 +123,7 @@ async def exercise(t: Traced) -> None:
     await store.list_runs(RunQuery(statuses=("failed",)))
     await store.list_runs(RunQuery(job_name="report"))
     await store.list_runs(RunQuery(schedule="nightly-3"))
+    assert str(uuid.UUID(int=7)) in await store.find_run_ids(str(uuid.UUID(int=7))[:30], 11)
     await store.purge_runs(datetime(2024, 1, 1, tzinfo=UTC) + timedelta(milliseconds=HISTORY // 2), 100)
     await store.fire(
         Fire(
@@ -149,6 +151,7 @@ KEY_CHECK = rf"^SELECT 1 {RUNS} concurrency_key = "
 LIST_BY = r"^SELECT r\.seq AS seq, r\.id, .* FROM runs AS r INDEXED BY \w+ WHERE r\.{} = "
 PURGE = rf"^SELECT id {RUNS} status IN \('completed', 'failed', 'cancelled'\)"
 SKIP_CHECK = rf"^SELECT 1 {RUNS} schedule_name = "
+PREFIX = rf"^SELECT id {RUNS} id >= "
 
 
 async def test_no_statement_reads_the_whole_runs_table(traced: Traced) -> None:
@@ -215,6 +218,14 @@ async def test_skip_if_active_check_reads_only_active_runs(traced: Traced) -> No
     for sql in traced.matching(SKIP_CHECK):
         access = traced.runs_access(sql)
         assert any("INDEX runs_schedule_active" in a for a in access), (sql, access)
+
+
+async def test_a_run_id_prefix_is_a_range_of_the_id_index(traced: Traced) -> None:
+    """`runs show 33fc6f80`: one search of the unique id index, never a scan, and no sort."""
+    await exercise(traced)
+    for sql in traced.matching(PREFIX):
+        access = traced.runs_access(sql)
+        assert access and all(a.startswith("SEARCH runs USING COVERING INDEX") for a in access), (sql, access)
 
 
 # --- the run list of the HTTP API and dashboard: every filter, paging and the capped total ---------------

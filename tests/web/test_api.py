@@ -24,7 +24,7 @@ from durably_sched.store import open_store
 from durably_sched.web import create_app
 from durably_sched.web.auth import SESSION_COOKIE
 from durably_sched.web.server import start_server
-from tests.contract.conftest import Backend
+from tests.backends import Backend
 from tests.helpers import until
 
 TOKEN = "admin-token-0123456789"

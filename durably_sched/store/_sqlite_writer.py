@@ -1,0 +1,269 @@
+"""The SQLite store's writer: one connection per process, group commit, on the loop when it is free.
+
+Every write is a small synchronous function of a ``sqlite3.Connection``. Writes queued while the
+previous batch was committing run together in one ``BEGIN IMMEDIATE`` transaction, each inside its
+own savepoint (one failing write does not fail the others), so runs executing at the same time share
+commits.
+
+Where a batch runs:
+
+* **on the event loop**, when the durability level does not fsync on commit (WAL with
+  ``synchronous=NORMAL`` or ``OFF``) and the write lock is free at once: a commit is then a few
+  microseconds of memory work, cheaper than a hop to another thread;
+* **on the writer thread** otherwise: when another process holds the write lock (waiting for it must
+  not block the loop), with ``synchronous=FULL`` (every commit fsyncs), and for *heavy* writes
+  (migrations, purges and deletes, which may touch many thousands of rows) that would stall the loop
+  for many milliseconds. WAL checkpoints (which fsync) also run there, every :data:`CHECKPOINT_EVERY`
+  commits.
+
+The thread is a one-worker ``ThreadPoolExecutor`` owned by the writer; the same connection is used
+from both places, never at the same time (the loop waits for each thread batch before it starts the
+next batch). This replaces aiosqlite for the writer: aiosqlite's public API hops to its thread once
+per statement, and running a whole batch in one hop needed its private ``_execute``/``_conn``; a
+stdlib executor does the same with public APIs only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import StoreError
+
+__all__ = ["CHECKPOINT_EVERY", "WriteFn", "Writer", "is_busy", "switch_to_wal"]
+
+WriteFn = Callable[[sqlite3.Connection], Any]
+CHECKPOINT_EVERY = 200
+"""With inline writes the connection's auto-checkpoint is off; the writer checkpoints (PASSIVE) on
+its thread after this many commits instead, so the WAL stays small without fsyncs on the loop."""
+
+
+def is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``, retried: when several processes open a new file at once,
+    SQLite answers "database is locked" at once instead of calling the busy handler. Blocking:
+    call it off the event loop."""
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.005
+    while True:
+        try:
+            row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            return str(row[0]).lower() if row is not None else ""
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)
+
+
+@dataclass(slots=True)
+class _Write:
+    fn: WriteFn
+    heavy: bool
+    future: asyncio.Future[Any]
+
+
+class Writer:
+    """The group-commit writer of one :class:`~durably_sched.store.sqlite.SqliteStore`."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str,
+        busy_timeout: float,
+        explain: Callable[[BaseException], str],
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._explain = explain
+        # Without fsync on commit (WAL + NORMAL/OFF) a commit is cheaper on the loop than a hop.
+        self.inline = synchronous in ("OFF", "NORMAL")
+        self.connection: sqlite3.Connection | None = None
+        """The raw connection (for tests that trace statements); None until opened."""
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[_Write] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the connection on the writer thread (WAL, pragmas) and start the write loop.
+
+        Raises ``sqlite3.Error`` / StoreError as the caller's connect() explains them.
+        """
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="durably-sqlite-writer")
+        try:
+            self.connection = await self._on_thread(self._connect)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="durably-sqlite-writer")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = switch_to_wal(conn, self.busy_timeout)
+            if mode != "wal":
+                raise StoreError(f"cannot switch {self.path} to WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # From here on the writer waits for locks in its own retry loop (on the thread), never
+            # inside SQLite, so an inline attempt on the event loop never blocks on another process.
+            conn.execute("PRAGMA busy_timeout = 0")
+            if self.inline:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run on the thread
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for write in self._pending:
+            if not write.future.done():
+                write.future.set_exception(StoreError("store closed"))
+        self._pending.clear()
+        conn, self.connection = self.connection, None
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            if conn is not None:
+                # Queued behind a batch still running on the thread, if any.
+                with contextlib.suppress(Exception):
+                    await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            executor.shutdown(wait=False)
+
+    async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def write(self, fn: WriteFn, *, heavy: bool = False) -> Any:
+        """Run ``fn(conn)`` in the next group commit and return its result (or raise its error).
+
+        ``heavy``: the write may touch many rows; its batch runs on the writer thread.
+        """
+        if self._task is None:
+            raise StoreError("store is not connected")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(fn, heavy, future))
+        self._wake.set()
+        return await future
+
+    async def _loop(self) -> None:
+        conn = self.connection
+        assert conn is not None
+        commits = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            fns = [w.fn for w in batch]
+            try:
+                results = None
+                if self.inline and not any(w.heavy for w in batch):
+                    results = self._run_batch(conn, fns, wait=False)
+                if results is None:
+                    # Locked by another process, FULL durability or a heavy write: on the thread,
+                    # where waiting for the lock and long transactions do not block the loop.
+                    results = await self._on_thread(self._run_batch, conn, fns)
+                commits += 1
+                if self.inline and commits % CHECKPOINT_EVERY == 0:
+                    await self._on_thread(_checkpoint, conn)
+            except asyncio.CancelledError:
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(StoreError("store closed"))
+                raise
+            except BaseException as exc:  # the transaction as a whole failed
+                error = exc if isinstance(exc, StoreError) else StoreError(self._explain(exc))
+                results = [(False, error)] * len(batch)
+            for w, (ok, value) in zip(batch, results, strict=True):
+                if w.future.done():
+                    continue
+                if ok:
+                    w.future.set_result(value)
+                elif isinstance(value, sqlite3.Error):  # disk full, read-only file, corruption...
+                    w.future.set_exception(StoreError(self._explain(value)))
+                else:
+                    w.future.set_exception(value)
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, fns: list[WriteFn], wait: bool = True
+    ) -> list[tuple[bool, Any]] | None:
+        """One IMMEDIATE transaction, one savepoint per write.
+
+        ``wait=False`` (on the event loop): returns None at once if another connection holds the
+        write lock. ``wait=True`` (on the thread): retries with backoff up to the busy timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.002
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not wait and is_busy(exc):
+                    return None
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    if is_busy(exc):
+                        raise StoreError(
+                            f"database {self.path} stayed locked for {self.busy_timeout:.0f}s"
+                        ) from None
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.1)
+        results: list[tuple[bool, Any]] = []
+        try:
+            if len(fns) == 1:
+                try:
+                    results.append((True, fns[0](conn)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    return [(False, exc)]
+            else:
+                for fn in fns:
+                    conn.execute("SAVEPOINT w")
+                    try:
+                        value = fn(conn)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO w")
+                        conn.execute("RELEASE w")
+                        results.append((False, exc))
+                    else:
+                        conn.execute("RELEASE w")
+                        results.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -1,0 +1,182 @@
+"""What both backends share about rows: column lists, row -> record mapping, status rules.
+
+Rows are read **by column name** (``sqlite3.Row`` and ``asyncpg.Record`` both support
+``row["name"]``), so adding a column to a table or to a SELECT list cannot shift what another
+column means. The two backends differ in how they store times: SQLite keeps integer milliseconds
+since the epoch, PostgreSQL ``timestamptz``; each mapping function takes the converter (``time``)
+that turns a stored time into an aware UTC datetime.
+
+The SQL itself stays in the backends: their concurrency designs differ on purpose (group commit on
+one SQLite writer vs. ``SKIP LOCKED`` claims and advisory locks on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ..errors import SchemaVersionError
+from ._common import SCHEMA_VERSION, newer_schema_message
+from .base import (
+    FINISHED_STATUSES,
+    FireRecord,
+    LogRecord,
+    Progress,
+    RunRecord,
+    StepRecord,
+    WriteResult,
+)
+
+__all__ = [
+    "ACTIVE_SQL",
+    "FINISHED_SQL",
+    "FIRE_COLUMNS",
+    "HELD_SQL",
+    "LOG_COLUMNS",
+    "RUN_COLUMNS",
+    "STEP_COLUMNS",
+    "check_schema_version",
+    "columns",
+    "fence_result",
+    "fire_from_row",
+    "log_from_row",
+    "run_from_row",
+    "step_from_row",
+]
+
+Row = Mapping[str, Any]
+TimeFn = Callable[[Any], datetime | None]
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "id",
+    "job_name",
+    "status",
+    "input",
+    "output",
+    "error",
+    "failed_step_name",
+    "idempotency_key",
+    "concurrency_key",
+    "labels",
+    "generation",
+    "worker_id",
+    "lease_expires_at",
+    "progress_current",
+    "progress_total",
+    "progress_message",
+    "step_count",
+    "attempt",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "updated_at",
+)
+STEP_COLUMNS: tuple[str, ...] = ("run_id", "name", "idx", "output", "started_at", "completed_at")
+LOG_COLUMNS: tuple[str, ...] = ("id", "run_id", "step_name", "level", "message", "data", "created_at")
+FIRE_COLUMNS: tuple[str, ...] = ("schedule", "fire_time", "outcome", "run_id", "recorded_at")
+
+ACTIVE_SQL = "('pending', 'running')"
+"""Statuses of runs that are not finished (the partial indexes are defined on exactly this list)."""
+FINISHED_SQL = "(" + ", ".join(f"'{s}'" for s in FINISHED_STATUSES) + ")"
+HELD_SQL = "('running', 'cancelled')"
+"""Statuses in which the holder of a generation may still write (a cancelled run may checkpoint
+the step it was executing, never complete)."""
+
+
+def columns(names: tuple[str, ...], prefix: str = "") -> str:
+    """``id, job_name, ...`` (or ``r.id, r.job_name, ...``) for a SELECT or RETURNING list."""
+    return ", ".join(prefix + name for name in names)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _required(value: datetime | None, column: str) -> datetime:
+    if value is None:  # pragma: no cover - NOT NULL columns
+        raise ValueError(f"column {column} is NULL")
+    return value
+
+
+def run_from_row(row: Row, time: TimeFn = _same) -> RunRecord:
+    current = row["progress_current"]
+    progress = (
+        None
+        if current is None
+        else Progress(current=current, total=row["progress_total"], message=row["progress_message"])
+    )
+    output = row["output"]
+    return RunRecord(
+        id=row["id"],
+        job_name=row["job_name"],
+        status=row["status"],
+        input=json.loads(row["input"]),
+        output=None if output is None else json.loads(output),
+        error=row["error"],
+        failed_step_name=row["failed_step_name"],
+        idempotency_key=row["idempotency_key"],
+        concurrency_key=row["concurrency_key"],
+        labels=json.loads(row["labels"]),
+        generation=row["generation"],
+        worker_id=row["worker_id"],
+        lease_expires_at=time(row["lease_expires_at"]),
+        progress=progress,
+        step_count=row["step_count"],
+        attempt=row["attempt"],
+        created_at=_required(time(row["created_at"]), "created_at"),
+        started_at=time(row["started_at"]),
+        completed_at=time(row["completed_at"]),
+        updated_at=_required(time(row["updated_at"]), "updated_at"),
+    )
+
+
+def step_from_row(row: Row, time: TimeFn = _same) -> StepRecord:
+    return StepRecord(
+        run_id=row["run_id"],
+        index=row["idx"],
+        name=row["name"],
+        output_json=row["output"],
+        started_at=_required(time(row["started_at"]), "started_at"),
+        completed_at=_required(time(row["completed_at"]), "completed_at"),
+    )
+
+
+def log_from_row(row: Row, time: TimeFn = _same) -> LogRecord:
+    return LogRecord(
+        id=row["id"],
+        run_id=row["run_id"],
+        step_name=row["step_name"],
+        level=row["level"],
+        message=row["message"],
+        data=json.loads(row["data"]),
+        created_at=_required(time(row["created_at"]), "created_at"),
+    )
+
+
+def fire_from_row(row: Row, time: TimeFn = _same) -> FireRecord:
+    return FireRecord(
+        schedule=row["schedule"],
+        fire_time=_required(time(row["fire_time"]), "fire_time"),
+        outcome=row["outcome"],
+        run_id=row["run_id"],
+        recorded_at=_required(time(row["recorded_at"]), "recorded_at"),
+    )
+
+
+def fence_result(status: str | None) -> WriteResult:
+    """The outcome of a fenced write from the status it returned (None: no row matched)."""
+    if status is None:
+        return "lost"
+    return "cancelled" if status == "cancelled" else "ok"
+
+
+def check_schema_version(found: int) -> None:
+    """Raise SchemaVersionError unless ``found`` is exactly the version this code needs."""
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(newer_schema_message(found))
+    if found < SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database schema version {found} is older than {SCHEMA_VERSION}: run `durably-sched migrate`"
+        )
