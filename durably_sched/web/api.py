@@ -33,6 +33,7 @@ from ..feed import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
 from ..schedule import manual
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key, fire_times
+from ..schedule.describe import describe_cron
 from ..store.base import RUN_STATUSES, RunQuery
 from . import _json
 from .app import WebContext, context
@@ -471,7 +472,7 @@ async def schedule_json(ctx: WebContext, entry: ScheduleEntry, now: datetime) ->
         "name": entry.name,
         "job": entry.job,
         "cron": entry.cron.expression,
-        "description": None,  # a human description of the cron (describe_cron) comes with issue 13
+        "description": describe_cron(entry.cron),
         "timezone": entry.timezone.key,
         "enabled": entry.enabled,
         "paused": None,  # pause/resume (issue 13) is not there yet

@@ -279,6 +279,7 @@ async def test_schedules_slots_and_backfill(idle: Durably) -> None:
         items = {s["name"]: s for s in (await http.get("/api/schedules")).json()["schedules"]}
         hourly = items["hourly"]
         assert hourly["cron"] == "0 * * * *" and hourly["timezone"] == "UTC" and hourly["paused"] is None
+        assert hourly["description"] == "Every hour"
         times = [datetime.fromisoformat(t["utc"].replace("Z", "+00:00")) for t in hourly["next_fire_times"]]
         assert len(times) == 3 and all(t.minute == 0 and t > datetime.now(UTC) for t in times)
         assert times[1] - times[0] == timedelta(hours=1) and hourly["last"] is None
