@@ -6,10 +6,12 @@ from .errors import (
     DatabaseUrlError,
     DurablyError,
     InputValidationError,
+    InvalidArgumentError,
     InvalidStateError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     SchemaVersionError,
     StepError,
     StoreError,
@@ -17,7 +19,7 @@ from .errors import (
 )
 from .jobs import JobDefinition, define_job
 from .step import Step
-from .store.base import LogRecord, Progress, RunRecord, StepRecord
+from .store.base import LogRecord, Progress, RunRecord, ScheduleState, StepRecord
 
 __version__ = "0.1.0"
 
@@ -27,6 +29,7 @@ __all__ = [
     "Durably",
     "DurablyError",
     "InputValidationError",
+    "InvalidArgumentError",
     "InvalidStateError",
     "JobDefinition",
     "JobHandle",
@@ -38,6 +41,8 @@ __all__ = [
     "RunNotFoundError",
     "RunRecord",
     "RunResult",
+    "ScheduleNotFoundError",
+    "ScheduleState",
     "SchemaVersionError",
     "Step",
     "StepError",
