@@ -190,6 +190,13 @@ class Metrics:
             for status in FINISHED_STATUSES:
                 self.runs_finished.labels(job, status)
 
+    def _init_schedules(self) -> None:
+        """A zero for each schedule's missed fire times, so the first miss is an increase that
+        ``increase()`` (and the DurablyScheduleMissedFireTimes alert) can see."""
+        if self.scheduler is not None:
+            for name in self.scheduler.config.schedules:
+                self.fire_times.labels(name, "missed")
+
     def _finished(self, job: str, status: str, duration: float | None) -> None:
         self._init_job(job)
         self.runs_finished.labels(job, status).inc()
@@ -227,6 +234,7 @@ class Metrics:
     # -- the database's numbers ---------------------------------------------------------------------------
     async def refresh(self) -> None:
         """Re-read run counts from the store, unless read less than ``cache_seconds`` ago."""
+        self._init_schedules()
         if self._fresh():
             return
         async with self._lock:  # concurrent scrapes share one query

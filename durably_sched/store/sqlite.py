@@ -780,8 +780,8 @@ class SqliteStore(Store):
 
     async def last_run_times(self) -> dict[str, datetime]:
         rows = await self._read(
-            "SELECT c.schedule, (SELECT r.created_at FROM runs r WHERE r.schedule_name = c.schedule "
-            "ORDER BY r.seq DESC LIMIT 1) AS created_at FROM schedule_cursors c"
+            "SELECT c.schedule, (SELECT runs.created_at FROM runs WHERE runs.schedule_name = c.schedule "
+            "ORDER BY runs.seq DESC LIMIT 1) AS created_at FROM schedule_cursors c"
         )
         return {r["schedule"]: ms_to_dt(r["created_at"]) for r in rows if r["created_at"] is not None}  # type: ignore[misc]
 
