@@ -568,13 +568,17 @@ class Durably:
                     "resume_schedule(catchup=True) needs the schedules in use: call use_schedules(config)"
                 )
             raise self._unknown(name)
+        if (
+            entry is None
+            and self._schedules is not None
+            and await self.store.get_schedule_state(name) is None
+        ):
+            raise self._unknown(name)  # not defined, and never paused: nothing to write
         clock = self.schedule_clock
         change = await self.store.resume_schedule(
             name, by=actor, at=clock.now() if clock is not None else None
         )
         if change is None:
-            if self._schedules is not None and entry is None:
-                raise self._unknown(name)
             return ResumeResult(state=None, changed=False)
         state = change.state
         caught: list[tuple[datetime, FireResult]] = []

@@ -68,16 +68,15 @@ def _load_lenient() -> tuple[SchedulesConfig | None, ConfigError | None]:
         return None, exc
 
 
-async def _check_known(
-    durably: Durably, name: str, config: SchedulesConfig | None, problem: Exception | None
-) -> None:
-    """A name must be defined in the schedules file; when the file cannot be read (an emergency
-    pause while it is being edited), one the database knows (it has a cursor) is accepted."""
-    if config is not None:
-        if name not in config.schedules:
-            known = ", ".join(sorted(config.schedules)) or "none"
-            raise CliError(f"unknown schedule '{name}' in {config.path} (defined: {known})")
-        return
+def _check_defined(name: str, config: SchedulesConfig) -> None:
+    if name not in config.schedules:
+        known = ", ".join(sorted(config.schedules)) or "none"
+        raise CliError(f"unknown schedule '{name}' in {config.path} (defined: {known})")
+
+
+async def _check_known_to_database(durably: Durably, name: str, problem: Exception | None) -> None:
+    """When the schedules file cannot be read (an emergency pause while it is being edited), a
+    schedule the database knows (it has a cursor) may still be paused."""
     if name not in await durably.store.get_cursors():
         raise CliError(
             f"unknown schedule '{name}': the database has no schedule of that name and the schedules "
@@ -109,9 +108,13 @@ async def pause(name: str, reason: str | None, by: str | None, json_mode: bool) 
     """Pause a schedule in every scheduler process until it is resumed."""
     text, actor = check_reason(reason), check_actor(by)
     config, problem = _load_lenient()
-    entry: ScheduleEntry | None = config.schedules.get(name) if config is not None else None
+    entry: ScheduleEntry | None = None
+    if config is not None:
+        _check_defined(name, config)
+        entry = config.schedules[name]
     async with open_durably(settings().database) as durably:
-        await _check_known(durably, name, config, problem)
+        if config is None:
+            await _check_known_to_database(durably, name, problem)
         change = await durably.pause_schedule(name, reason=text, by=actor)
     state = change.state
     if json_mode:
@@ -164,10 +167,10 @@ async def resume(name: str, catchup: bool, by: str | None, json_mode: bool) -> N
             durably.use_schedules(config)
         result = await durably.resume_schedule(name, catchup=catchup, by=actor)
         paused_left = await _paused_left(durably, name, result) if not catchup else 0
-    if result.state is None:
-        where = f" in {config.path}" if config is not None else f" (and {problem})"
-        raise CliError(f"unknown schedule '{name}': not defined{where} and never paused", EXIT_USAGE)
     entry = config.schedules.get(name) if config is not None else None
+    if result.state is None and entry is None:
+        where = f" in {config.path}" if config is not None else f" ({problem})"
+        raise CliError(f"unknown schedule '{name}': not defined{where} and never paused", EXIT_USAGE)
     if json_mode:
         echo_json(
             {
@@ -200,7 +203,9 @@ def _show_resume(
     name: str, result: ResumeResult, entry: ScheduleEntry | None, catchup: bool, paused_left: int
 ) -> None:
     state = result.state
-    assert state is not None
+    if state is None:  # defined, but never paused
+        click.echo(f"schedule '{name}' is not paused; nothing to resume")
+        return
     if result.changed:
         since = f" (it was {pause_text(state)})"
         upcoming = ""
