@@ -106,12 +106,12 @@ def _state_lines(state: ScheduleState | None) -> list[str]:
     if state is None:
         return []
     lines = [pause_text(state)] if state.paused else []
-    if state.consecutive_failures:
+    if state.consecutive_failures and not (state.paused and state.auto_paused):  # its reason says it
         count = state.consecutive_failures
+        last = f" (last: run {state.last_failed_run_id})" if state.last_failed_run_id else ""
+        success = local_time(state.last_success_at) if state.last_success_at else "never"
         lines.append(
-            f"{count} consecutive failed run{'s' if count != 1 else ''}"
-            + (f", the last {state.last_failed_run_id}" if state.last_failed_run_id else "")
-            + f"; last success {local_time(state.last_success_at)}"
+            f"{count} consecutive failed run{'s' if count != 1 else ''}{last}; last success: {success}"
         )
     return lines
 

@@ -44,7 +44,7 @@ __all__ = [
     "default_actor",
 ]
 
-AUTO_PAUSE_BY = "durably-sched (pause_after_failures)"
+AUTO_PAUSE_BY = "pause_after_failures"
 """``paused_by`` of an automatic pause."""
 MAX_REASON = 500
 MAX_BY = 200

@@ -301,7 +301,7 @@ class Scheduler:
     async def _auto_pause(self, entry: ScheduleEntry, state: ScheduleState, limit: int) -> None:
         store = self.durably.store
         failures = state.failures_since_resume
-        reason = f"{failures} consecutive failed runs (pause_after_failures: {limit})"
+        reason = f"{failures} consecutive failed runs"
         if state.last_failed_run_id is not None:
             last = await store.get_run(state.last_failed_run_id)
             error = (last.error or "").splitlines()[0][:200] if last is not None and last.error else ""
@@ -314,8 +314,10 @@ class Scheduler:
         if not change.changed:
             return  # another scheduler paused it first, or a run completed meanwhile
         log.warning(
-            "schedule %s paused automatically: %s; resume it with `durably-sched schedules resume %s`",
+            "schedule %s paused automatically (pause_after_failures: %d): %s; "
+            "resume it with `durably-sched schedules resume %s`",
             entry.name,
+            limit,
             reason,
             entry.name,
             extra={"schedule": entry.name, "job": entry.job},
