@@ -568,6 +568,8 @@ class Durably:
                     "resume_schedule(catchup=True) needs the schedules in use: call use_schedules(config)"
                 )
             raise self._unknown(name)
+        if catchup and entry is not None:
+            self.job_by_name(entry.job)  # before resuming: a catch-up that cannot run is refused whole
         if (
             entry is None
             and self._schedules is not None

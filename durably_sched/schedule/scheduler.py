@@ -275,7 +275,13 @@ class Scheduler:
         for name in paused.keys() - self._paused.keys():
             if name in self._states:
                 log.info("schedule %s paused (%s)", name, _pause_text(paused[name]), extra={"schedule": name})
-        resumed = [name for name in self._paused.keys() - paused.keys() if name in self._states]
+        # Resumed since the last tick, or resumed and paused again (another pause began): either way
+        # a resume moved the cursor.
+        resumed = [
+            name
+            for name, before in self._paused.items()
+            if name in self._states and (name not in paused or paused[name].paused_at != before.paused_at)
+        ]
         self._paused = paused
         if resumed:
             # The resume moved each cursor past the paused span: never fire that span from here.
@@ -286,11 +292,17 @@ class Scheduler:
                 if cursor is not None and cursor > state.cursor:
                     state.cursor = cursor
                     state.moved()
-                log.info(
-                    "schedule %s resumed: it fires again from its next fire time",
-                    name,
-                    extra={"schedule": name},
-                )
+                if name in paused:
+                    text = _pause_text(paused[name])
+                    log.info(
+                        "schedule %s resumed and paused again (%s)", name, text, extra={"schedule": name}
+                    )
+                else:
+                    log.info(
+                        "schedule %s resumed: it fires again from its next fire time",
+                        name,
+                        extra={"schedule": name},
+                    )
         for name, row in found.items():
             entry = self._states[name].entry if name in self._states else None
             limit = entry.pause_after_failures if entry is not None else None

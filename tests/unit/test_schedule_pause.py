@@ -27,6 +27,7 @@ from durably_sched import (
     InvalidArgumentError,
     ScheduleNotFoundError,
     Step,
+    UnknownJobError,
     create_durably,
     define_job,
 )
@@ -257,6 +258,38 @@ async def test_a_scheduler_that_sees_a_resume_late_does_not_fire_the_paused_span
     clock.advance(minutes=1)
     await scheduler.tick()
     assert await runs_for(durably, "minutely") == [iso(at(clock, 4))]
+
+
+async def test_a_resume_and_a_new_pause_between_two_ticks_do_not_fire_the_first_pause(
+    instances: Instances,
+) -> None:
+    clock = Clock()
+    durably = await instances(clock=clock)
+    scheduler = Scheduler(durably, config(EVERY_MINUTE), clock=clock)
+    await scheduler.load()
+    await durably.pause_schedule("minutely", reason="first")
+    await scheduler.tick()
+    clock.advance(minutes=3)  # :03:30; the loop was stalled through the whole next bit
+    await durably.resume_schedule("minutely")
+    clock.advance(seconds=10)
+    await durably.pause_schedule("minutely", reason="second")
+    clock.advance(minutes=1)  # :04:40
+    await scheduler.tick()
+    assert await runs_for(durably, "minutely") == []
+    assert list((await outcomes(durably, "minutely")).values()) == ["paused"]  # :04, in the second pause
+
+
+async def test_a_catch_up_whose_job_is_not_registered_is_refused_before_resuming(
+    instances: Instances,
+) -> None:
+    durably = await instances()
+    text = 'schedules:\n  other:\n    cron: "* * * * *"\n    job: elsewhere\n'
+    durably.use_schedules(parse_schedules(text, job_inputs={"elsewhere": None}))
+    await durably.pause_schedule("other")
+    with pytest.raises(UnknownJobError, match="elsewhere"):
+        await durably.resume_schedule("other", catchup=True)
+    state = await durably.get_schedule_state("other")
+    assert state is not None and state.paused  # still paused: nothing was half done
 
 
 @pytest.mark.parametrize(
