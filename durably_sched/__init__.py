@@ -7,10 +7,12 @@ from .errors import (
     DatabaseUrlError,
     DurablyError,
     InputValidationError,
+    InvalidArgumentError,
     InvalidStateError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     SchemaVersionError,
     StepError,
     StoreError,
@@ -18,7 +20,7 @@ from .errors import (
 )
 from .jobs import JobDefinition, define_job
 from .step import Step
-from .store.base import LogRecord, Progress, RunRecord, StepRecord
+from .store.base import LogRecord, Progress, RunRecord, ScheduleState, StepRecord
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ __all__ = [
     "Durably",
     "DurablyError",
     "InputValidationError",
+    "InvalidArgumentError",
     "InvalidStateError",
     "JobDefinition",
     "JobHandle",
@@ -40,6 +43,8 @@ __all__ = [
     "RunNotFoundError",
     "RunRecord",
     "RunResult",
+    "ScheduleNotFoundError",
+    "ScheduleState",
     "SchemaVersionError",
     "Step",
     "StepError",

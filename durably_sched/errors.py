@@ -47,6 +47,14 @@ class AmbiguousRunIdError(DurablyError):
         self.candidates = candidates
 
 
+class ScheduleNotFoundError(DurablyError):
+    """A schedule name that is not defined (in the schedules in use) and not known to the database."""
+
+
+class InvalidArgumentError(DurablyError, ValueError):
+    """An argument of a library call is invalid; the message names the argument."""
+
+
 class InvalidStateError(DurablyError):
     """An operation that the run's current status does not allow (e.g. retry of a completed run)."""
 

@@ -32,6 +32,9 @@ EventType = Literal[
     "step:fail",
     "log:write",
     "worker:error",
+    "schedule:pause",
+    "schedule:resume",
+    "schedule:auto-pause",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
@@ -133,6 +136,39 @@ class WorkerErrorEvent(Event):
     error: str = ""
     context: str = ""
     run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleEvent(Event):
+    """A schedule's run-time state changed through this process (pause, resume, automatic pause)."""
+
+    schedule: str
+    by: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulePauseEvent(ScheduleEvent):
+    type: str = "schedule:pause"
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleResumeEvent(ScheduleEvent):
+    type: str = "schedule:resume"
+    paused_since: float | None = None
+    """When the pause that ended began (Unix time)."""
+    caught_up: int = 0
+    """Paused fire times that ``catchup=True`` turned into runs."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleAutoPauseEvent(ScheduleEvent):
+    """A scheduler of this process paused the schedule after ``failures`` consecutive failed runs."""
+
+    type: str = "schedule:auto-pause"
+    reason: str = ""
+    failures: int = 0
+    last_failed_run_id: str | None = None
 
 
 Listener = Callable[[Any], Any]

@@ -20,7 +20,7 @@ from ..schedule import manual
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
 from ..schedule.describe import describe_cron
-from ..store.base import FireRecord, FireResult, RunStatus
+from ..store.base import FireRecord, FireResult, RunStatus, ScheduleState
 from ._base import (
     TIME,
     TIME_RULE_HELP,
@@ -34,6 +34,7 @@ from ._base import (
 )
 from ._loader import job_inputs, load_jobs
 from ._output import console, echo_json, print_table, show_time, table, utc_json, zone_json
+from .schedule_pause import pause, pause_text, resume, state_json
 from .trigger import find_schedule
 
 BACKFILL_LIMIT = manual.BACKFILL_LIMIT
@@ -65,6 +66,7 @@ def schedules() -> None:
       durably-sched schedules validate
       durably-sched schedules next nightly-report --count 3
       TZ=Europe/Berlin durably-sched schedules next nightly-report   # on Berlin's clock
+      durably-sched schedules pause nightly-report --reason "warehouse migration"
     """
 
 
@@ -89,17 +91,41 @@ def validate(file: str | None) -> None:
     click.echo(f"ok: {_plural(len(config.schedules), 'schedule')} in {path}")
 
 
-async def _last_records() -> tuple[dict[str, FireRecord], str | None]:
-    """The newest fire record per schedule, without ever creating a database."""
+async def _last_records() -> tuple[dict[str, FireRecord], dict[str, ScheduleState], str | None]:
+    """The newest fire record and the run-time state per schedule, without ever creating a database."""
     url = settings().database
     path = sqlite_path(url)
     if path is not None and not os.path.exists(path):
-        return {}, None
+        return {}, {}, None
     try:
         async with open_durably(url, read_only=True) as durably:
-            return await durably.store.last_fire_records(), None
+            return await durably.store.last_fire_records(), await durably.get_schedule_states(), None
     except StoreError as exc:
-        return {}, str(exc)
+        return {}, {}, str(exc)
+
+
+def _state_word(entry: ScheduleEntry, state: ScheduleState | None) -> str:
+    """The STATE column: active, paused, auto-paused, disabled (in the file), or both."""
+    paused = state is not None and state.paused
+    word = ("auto-paused" if state is not None and state.auto_paused else "paused") if paused else ""
+    if not entry.enabled:
+        return f"disabled, {word}" if word else "disabled"
+    return word or "active"
+
+
+def _state_lines(state: ScheduleState | None) -> list[str]:
+    """What a schedule's state says beyond its word: who paused it and why; failures."""
+    if state is None:
+        return []
+    lines = [pause_text(state)] if state.paused else []
+    if state.consecutive_failures and not (state.paused and state.auto_paused):  # its reason says it
+        count = state.consecutive_failures
+        last = f" (last: run {state.last_failed_run_id})" if state.last_failed_run_id else ""
+        success = show_time(state.last_success_at) if state.last_success_at else "never"
+        lines.append(
+            f"{count} consecutive failed run{'s' if count != 1 else ''}{last}; last success: {success}"
+        )
+    return lines
 
 
 def _next(entry: ScheduleEntry, now: datetime) -> datetime | None:
@@ -123,7 +149,7 @@ Examples:
 async def list_schedules(json_mode: bool) -> None:
     """Every schedule: job, cron and what it means, time zone, next fire time, last outcome."""
     config = _load(with_jobs=False)
-    last, problem = await _last_records()
+    last, states, problem = await _last_records()
     if problem is not None:
         click.echo(f"warning: last outcomes unavailable: {problem}", err=True)
     now = datetime.now(UTC)
@@ -148,6 +174,7 @@ async def list_schedules(json_mode: bool) -> None:
                     "last_fire_time": utc_json(record.fire_time) if record else None,
                     "last_outcome": record.outcome if record else None,
                     "last_run_id": record.run_id if record else None,
+                    **state_json(states.get(entry.name)),
                 }
             )
         echo_json(items)
@@ -156,7 +183,7 @@ async def list_schedules(json_mode: bool) -> None:
         click.echo(f"no schedules in {config.path}", err=True)
         return
     # Every column one line (no wrapping), so each schedule's description can follow its row.
-    grid = table("NAME", "JOB", "CRON", "TIMEZONE", "NEXT FIRE TIME", "LAST OUTCOME")
+    grid = table("NAME", "JOB", "CRON", "TIMEZONE", "STATE", "NEXT FIRE TIME", "LAST OUTCOME")
     for entry in config.schedules.values():
         upcoming = _next(entry, now)
         record = last.get(entry.name)
@@ -170,14 +197,28 @@ async def list_schedules(json_mode: bool) -> None:
             entry.job,
             entry.cron.expression,
             entry.timezone.key,
+            _state_word(entry, states.get(entry.name)),
             ("disabled" if not entry.enabled else show_time(upcoming) if upcoming else "never"),
             last_text,
         )
-    _print_with_descriptions(grid, [describe_cron(entry.cron) for entry in config.schedules.values()])
+    _print_with_descriptions(
+        grid,
+        [
+            [describe_cron(entry.cron), *_state_lines(states.get(entry.name))]
+            for entry in config.schedules.values()
+        ],
+    )
+    gone = sorted(name for name, state in states.items() if state.paused and name not in config.schedules)
+    for name in gone:
+        click.echo(
+            f"note: schedule '{name}' is paused in the database but not defined in {config.path} "
+            f"(`durably-sched schedules resume {name}` clears it)",
+            err=True,
+        )
 
 
-def _print_with_descriptions(grid: Table, descriptions: list[str]) -> None:
-    """The table, each row followed by an indented line with its cron's description.
+def _print_with_descriptions(grid: Table, descriptions: list[list[str]]) -> None:
+    """The table, each row followed by indented lines: its cron's description, then its state.
 
     A description is too long for a column at 80 columns (it would wrap to a word per line), and rich
     tables have no cell spanning several columns, so the lines go between the rendered rows.
@@ -191,11 +232,12 @@ def _print_with_descriptions(grid: Table, descriptions: list[str]) -> None:
         return
     width = out.width if out.is_terminal else None
     click.echo(header.rstrip())
-    for row, description in zip(rows, descriptions, strict=True):
+    for row, texts in zip(rows, descriptions, strict=True):
         click.echo(row.rstrip())
-        lines = textwrap.wrap(description, width - 2) if width and width > 20 else [description]
-        for line in lines:
-            click.echo(click.style(f"  {line}", dim=True) if out.is_terminal else f"  {line}")
+        for description in texts:
+            lines = textwrap.wrap(description, width - 2) if width and width > 20 else [description]
+            for line in lines:
+                click.echo(click.style(f"  {line}", dim=True) if out.is_terminal else f"  {line}")
 
 
 @schedules.command(
@@ -501,3 +543,8 @@ def _show_results(
     counts = Counter(row["outcome"] for row in rows)
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing to do"
     click.echo(f"backfill {entry.name}: {_plural(len(rows), 'fire time')}: {summary}")
+
+
+# Pause and resume live in their own module (schedule_pause.py); they are commands of this group.
+schedules.add_command(pause)
+schedules.add_command(resume)

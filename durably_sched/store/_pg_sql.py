@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from ._common import prefix_upper_bound
-from .rows import ACTIVE_SQL, HELD_SQL, RUN_COLUMNS, columns
+from .rows import ACTIVE_SQL, HELD_SQL, RUN_COLUMNS, STATE_COLUMNS, columns
 
 CHANNEL = "durably_sched_runs"
 # Advisory locks use the two-int form: (namespace, key). The namespace keeps them apart from other
@@ -25,6 +25,7 @@ LISTENER_CHECK_INTERVAL = 30.0
 SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 RUN_SELECT = columns(RUN_COLUMNS)
+STATE_SELECT = columns(STATE_COLUMNS)
 NOTIFY = f"pg_notify('{CHANNEL}', job_name)"
 
 # Logs travel as five parallel arrays; WITH ORDINALITY keeps their order in the id sequence.
@@ -172,3 +173,26 @@ def find_run_ids_query(prefix: str, limit: int) -> tuple[str, list[Any]]:
     bound = "AND id ~<~ $3 " if upper is not None else ""
     sql = f"SELECT id FROM runs WHERE id ~>=~ $1 {bound}ORDER BY id USING ~<~ LIMIT $2"
     return sql, [prefix, limit, upper] if upper is not None else [prefix, limit]
+
+
+# $1 schedule, $2 by, $3 reason, $4 auto, $5 failures since the last resume needed (0: any), $6 the
+# moment of the pause (NULL: now()). Runs
+# after an insert of the schedule's row (if missing), in the same transaction. Returns the row after
+# the pause, or nothing if it is paused already (or, for an automatic pause, has too few failures).
+PAUSE_SCHEDULE = f"""
+UPDATE schedule_states SET paused = true,
+    paused_at = CASE WHEN $4 THEN coalesce(last_failure_at, $6::timestamptz, now())
+                     ELSE coalesce($6::timestamptz, now()) END,
+    paused_by = $2, pause_reason = $3, auto_paused = $4, updated_at = now()
+WHERE schedule = $1 AND NOT paused AND consecutive_failures - failures_at_resume >= $5
+RETURNING {STATE_SELECT}
+"""
+
+# $1 schedule, $2 by, $3 the moment of the resume (NULL: now()). The row after the resume, or
+# nothing if the schedule was not paused.
+RESUME_SCHEDULE = f"""
+UPDATE schedule_states SET paused = false, resumed_at = coalesce($3::timestamptz, now()), resumed_by = $2,
+    failures_at_resume = consecutive_failures, updated_at = now()
+WHERE schedule = $1 AND paused
+RETURNING {STATE_SELECT}
+"""

@@ -18,8 +18,15 @@ RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "completed", "failed", "cancelled")
 FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
 Disposition = Literal["created", "idempotent"]
-FireOutcome = Literal["triggered", "deduplicated", "skipped", "missed", "disabled"]
-FIRE_OUTCOMES: tuple[FireOutcome, ...] = ("triggered", "deduplicated", "skipped", "missed", "disabled")
+FireOutcome = Literal["triggered", "deduplicated", "skipped", "missed", "disabled", "paused"]
+FIRE_OUTCOMES: tuple[FireOutcome, ...] = (
+    "triggered",
+    "deduplicated",
+    "skipped",
+    "missed",
+    "disabled",
+    "paused",
+)
 WriteResult = Literal["ok", "cancelled", "lost"]
 """Outcome of a fenced write: applied; applied but the run was cancelled meanwhile; rejected."""
 
@@ -132,10 +139,12 @@ class FireRecord:
 class Fire:
     """One fire time of a schedule, handled atomically: fire record + run + cursor.
 
-    ``run`` is None for outcomes without a run (missed, disabled). With ``skip_if_active`` the
-    fire time is recorded as skipped when a run of the schedule is pending or running.
+    ``run`` is None for outcomes without a run (missed, disabled, paused). With ``skip_if_active``
+    the fire time is recorded as skipped when a run of the schedule is pending or running.
     ``advance_cursor`` is False for manual slot triggers and backfills, which must not move
-    the scheduler's cursor.
+    the scheduler's cursor. With ``replace_paused`` (catch-up on resume) a fire time recorded as
+    ``paused`` is handled again, as if it had no record, in the same atomic way; any other
+    record still makes it ``deduplicated``.
     """
 
     schedule: str
@@ -144,6 +153,46 @@ class Fire:
     outcome_without_run: FireOutcome = "missed"
     skip_if_active: bool = False
     advance_cursor: bool = True
+    replace_paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """The run-time state of a schedule, shared by every process through the database.
+
+    ``paused_*`` describe the current pause while ``paused`` is true, else the last one (None if
+    never paused). The failure fields are kept by the database itself, in the transaction that
+    finishes a run of the schedule: a completed run resets ``consecutive_failures`` to 0, a
+    failed one adds 1; cancelled runs change nothing. ``failures_at_resume`` is the count when the
+    schedule was last resumed, so an automatic pause counts only failures after a resume.
+    """
+
+    schedule: str
+    paused: bool
+    paused_at: datetime | None
+    paused_by: str | None
+    pause_reason: str | None
+    auto_paused: bool
+    resumed_at: datetime | None
+    resumed_by: str | None
+    consecutive_failures: int
+    failures_at_resume: int
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    last_failed_run_id: str | None
+    updated_at: datetime
+
+    @property
+    def failures_since_resume(self) -> int:
+        return max(0, self.consecutive_failures - self.failures_at_resume)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """What a pause or resume did: the state after it, and whether it changed anything."""
+
+    state: ScheduleState
+    changed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +459,52 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def purge_fire_records(self, older_than: datetime, batch_size: int = 500) -> int: ...
+
+    # -- schedule states (pause/resume, failure counts) -------------------------------------
+    @abc.abstractmethod
+    async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
+        """Every schedule's state row; with ``attention_only``, only paused or failing schedules
+        (what a scheduler reads once per tick, through an index that holds only those)."""
+
+    @abc.abstractmethod
+    async def get_schedule_state(self, schedule: str) -> ScheduleState | None: ...
+
+    @abc.abstractmethod
+    async def pause_schedule(
+        self,
+        schedule: str,
+        *,
+        reason: str | None,
+        by: str,
+        auto: bool = False,
+        min_failures: int | None = None,
+        at: datetime | None = None,
+    ) -> StateChange:
+        """Pause a schedule unless it is paused already (then nothing changes).
+
+        ``at`` is the moment of the pause (default: the store's clock, as for leases).
+
+        With ``min_failures`` (automatic pause) it pauses only if the schedule has at least that many
+        failures since its last resume, checked in the same statement, so a run completed meanwhile
+        prevents the pause. An automatic pause counts from the failure that caused it (``paused_at``
+        is that run's completion): fire times after it are paused, whenever a scheduler gets to them.
+        """
+
+    @abc.abstractmethod
+    async def resume_schedule(
+        self, schedule: str, *, by: str, at: datetime | None = None
+    ) -> StateChange | None:
+        """Resume a paused schedule (at ``at``, default: the store's clock); None if it has no state row.
+
+        In the same transaction the schedule's cursor moves to now (never back), so fire times of
+        the paused span that no scheduler handled while it was paused are never caught up later
+        behind the operator's back.
+        """
+
+    @abc.abstractmethod
+    async def last_run_times(self) -> dict[str, datetime]:
+        """For every schedule with a cursor: when its newest stored run was created (index lookups,
+        one per schedule; schedules with no stored run are left out)."""
 
     # -- cross-process wake-ups ------------------------------------------------------------
     def set_wakeup(self, callback: Callable[[], None]) -> None:

@@ -70,12 +70,15 @@ from ._pg_sql import (
     LOCK_NAMESPACE,
     MIGRATION_LOCK,
     NOTIFY,
+    PAUSE_SCHEDULE,
     RELEASE,
     RENEW,
+    RESUME_SCHEDULE,
     RUN_SELECT,
     SCHEDULE_LOCK_NAMESPACE,
     SCHEMA_NAME,
     SET_PROGRESS,
+    STATE_SELECT,
     UPSERT_CURSOR,
     find_run_ids_query,
 )
@@ -96,6 +99,8 @@ from .base import (
     RunQuery,
     RunRecord,
     RunStatus,
+    ScheduleState,
+    StateChange,
     StepRecord,
     Store,
     WriteResult,
@@ -112,6 +117,7 @@ from .rows import (
     fire_from_row,
     log_from_row,
     run_from_row,
+    state_from_row,
     step_from_row,
 )
 
@@ -904,6 +910,14 @@ class PostgresStore(Store):
                     *key,
                     first,
                 )
+                if not inserted and fire.replace_paused:
+                    # Catch-up on resume: a paused record is handled again as if it were new.
+                    inserted = await conn.fetchval(
+                        "UPDATE fire_records SET outcome = $3, run_id = NULL, recorded_at = now() "
+                        "WHERE schedule = $1 AND fire_time = $2 AND outcome = 'paused' RETURNING true",
+                        *key,
+                        first,
+                    )
                 if not inserted:
                     existing = await conn.fetchrow(
                         "SELECT outcome, run_id FROM fire_records WHERE schedule = $1 AND fire_time = $2",
@@ -989,3 +1003,88 @@ class PostgresStore(Store):
             return len(rows)
 
         return await self._run("purge_fire_records", purge)
+
+    # -- schedule states ----------------------------------------------------------------------------
+    async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
+        where = " WHERE paused OR consecutive_failures > 0" if attention_only else ""
+
+        async def read(conn: Any, replay: bool) -> dict[str, ScheduleState]:
+            rows = await conn.fetch(f"SELECT {STATE_SELECT} FROM schedule_states{where}")
+            return {r["schedule"]: state_from_row(r) for r in rows}
+
+        return await self._run("get_schedule_states", read)
+
+    async def get_schedule_state(self, schedule: str) -> ScheduleState | None:
+        async def read(conn: Any, replay: bool) -> ScheduleState | None:
+            row = await conn.fetchrow(
+                f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = $1", schedule
+            )
+            return None if row is None else state_from_row(row)
+
+        return await self._run("get_schedule_state", read)
+
+    async def pause_schedule(
+        self,
+        schedule: str,
+        *,
+        reason: str | None,
+        by: str,
+        auto: bool = False,
+        min_failures: int | None = None,
+        at: datetime | None = None,
+    ) -> StateChange:
+        when = None if at is None else _aware(at)
+
+        async def pause(conn: Any, replay: bool) -> StateChange:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO schedule_states (schedule) VALUES ($1) ON CONFLICT DO NOTHING", schedule
+                )
+                row = await conn.fetchrow(
+                    PAUSE_SCHEDULE, schedule, by, _text(reason), auto, min_failures or 0, when
+                )
+                if row is not None:
+                    return StateChange(state_from_row(row), True)
+                found = await conn.fetchrow(
+                    f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = $1", schedule
+                )
+            # Not changed: paused already or, for an automatic pause, too few failures. On replay, a
+            # pause with our author and reason is our own first attempt, committed unheard.
+            state = state_from_row(found)
+            mine = replay and state.paused and state.paused_by == by and state.pause_reason == _text(reason)
+            return StateChange(state, mine)
+
+        return await self._run("pause_schedule", pause)
+
+    async def resume_schedule(
+        self, schedule: str, *, by: str, at: datetime | None = None
+    ) -> StateChange | None:
+        when = None if at is None else _aware(at)
+
+        async def resume(conn: Any, replay: bool) -> StateChange | None:
+            async with conn.transaction():
+                row = await conn.fetchrow(RESUME_SCHEDULE, schedule, by, when)
+                if row is not None:
+                    await conn.execute(UPSERT_CURSOR, schedule, row["resumed_at"])
+                    return StateChange(state_from_row(row), True)
+                found = await conn.fetchrow(
+                    f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = $1", schedule
+                )
+            if found is None:
+                return None
+            state = state_from_row(found)
+            # On replay, a resume by us that committed unheard reads as "not paused": it was ours.
+            mine = replay and state.resumed_by == by
+            return StateChange(state, mine)
+
+        return await self._run("resume_schedule", resume)
+
+    async def last_run_times(self) -> dict[str, datetime]:
+        async def read(conn: Any, replay: bool) -> dict[str, datetime]:
+            rows = await conn.fetch(
+                "SELECT c.schedule, (SELECT runs.created_at FROM runs WHERE runs.schedule_name = c.schedule "
+                "ORDER BY runs.seq DESC LIMIT 1) AS created_at FROM schedule_cursors c"
+            )
+            return {r["schedule"]: r["created_at"] for r in rows if r["created_at"] is not None}
+
+        return await self._run("last_run_times", read)

@@ -63,6 +63,8 @@ from .base import (
     RunQuery,
     RunRecord,
     RunStatus,
+    ScheduleState,
+    StateChange,
     StepRecord,
     Store,
     WriteResult,
@@ -74,6 +76,7 @@ from .rows import (
     HELD_SQL,
     LOG_COLUMNS,
     RUN_COLUMNS,
+    STATE_COLUMNS,
     STEP_COLUMNS,
     check_schema_version,
     columns,
@@ -81,12 +84,14 @@ from .rows import (
     fire_from_row,
     log_from_row,
     run_from_row,
+    state_from_row,
     step_from_row,
 )
 
 log = logging.getLogger("durably_sched.store.sqlite")
 
 RUN_SELECT = columns(RUN_COLUMNS)
+STATE_SELECT = columns(STATE_COLUMNS)
 URL_OPTIONS = ("busy_timeout", "synchronous")
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
@@ -739,10 +744,10 @@ class SqliteStore(Store):
                     (fire.schedule, fire_ms),
                 )
             existing = conn.execute(
-                "SELECT run_id FROM fire_records WHERE schedule = ? AND fire_time = ?",
+                "SELECT outcome, run_id FROM fire_records WHERE schedule = ? AND fire_time = ?",
                 (fire.schedule, fire_ms),
             ).fetchone()
-            if existing is not None:
+            if existing is not None and not (fire.replace_paused and existing["outcome"] == "paused"):
                 run_id = existing["run_id"]
                 return FireResult("deduplicated", _fetch_run(conn, run_id) if run_id else None)
             run_record: RunRecord | None = None
@@ -762,9 +767,10 @@ class SqliteStore(Store):
                 outcome = "triggered" if disposition == "created" else "deduplicated"
             conn.execute(
                 "INSERT INTO fire_records (schedule, fire_time, outcome, run_id, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (schedule, fire_time) DO UPDATE SET "
+                "outcome = excluded.outcome, run_id = excluded.run_id, recorded_at = excluded.recorded_at",
                 (fire.schedule, fire_ms, outcome, run_record.id if run_record else None, now),
-            )
+            )  # a conflict only for a paused record being replaced (checked above, same transaction)
             return FireResult(outcome, run_record)
 
         result: FireResult = await self._write(handle)
@@ -801,6 +807,86 @@ class SqliteStore(Store):
 
         result: int = await self._write(purge, heavy=True)
         return result
+
+    # -- schedule states ----------------------------------------------------------------------------
+    async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
+        where = " WHERE paused = 1 OR consecutive_failures > 0" if attention_only else ""
+        rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states{where}")
+        return {r["schedule"]: state_from_row(r, ms_to_dt) for r in rows}
+
+    async def get_schedule_state(self, schedule: str) -> ScheduleState | None:
+        rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ?", (schedule,))
+        return state_from_row(rows[0], ms_to_dt) if rows else None
+
+    async def pause_schedule(
+        self,
+        schedule: str,
+        *,
+        reason: str | None,
+        by: str,
+        auto: bool = False,
+        min_failures: int | None = None,
+        at: datetime | None = None,
+    ) -> StateChange:
+        def pause(conn: sqlite3.Connection) -> StateChange:
+            now = _now_ms() if at is None else dt_to_ms(at)
+            conn.execute(
+                "INSERT INTO schedule_states (schedule, updated_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (schedule, now),
+            )
+            row = conn.execute(
+                "UPDATE schedule_states SET paused = 1, "
+                "paused_at = CASE WHEN ? THEN coalesce(last_failure_at, ?) ELSE ? END, "
+                "paused_by = ?, pause_reason = ?, auto_paused = ?, updated_at = ? "
+                "WHERE schedule = ? AND paused = 0 AND consecutive_failures - failures_at_resume >= ? "
+                f"RETURNING {STATE_SELECT}",
+                (int(auto), now, now, by, reason, int(auto), now, schedule, min_failures or 0),
+            ).fetchone()
+            changed = row is not None
+            if row is None:
+                row = _fetch_state(conn, schedule)
+            return StateChange(state_from_row(row, ms_to_dt), changed)
+
+        result: StateChange = await self._write(pause)
+        return result
+
+    async def resume_schedule(
+        self, schedule: str, *, by: str, at: datetime | None = None
+    ) -> StateChange | None:
+        def resume(conn: sqlite3.Connection) -> StateChange | None:
+            now = _now_ms() if at is None else dt_to_ms(at)
+            row = conn.execute(
+                "UPDATE schedule_states SET paused = 0, resumed_at = ?, resumed_by = ?, "
+                "failures_at_resume = consecutive_failures, updated_at = ? WHERE schedule = ? AND paused = 1 "
+                f"RETURNING {STATE_SELECT}",
+                (now, by, now, schedule),
+            ).fetchone()
+            if row is None:
+                row = _fetch_state(conn, schedule)
+                return None if row is None else StateChange(state_from_row(row, ms_to_dt), False)
+            conn.execute(
+                "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES (?, ?) "
+                "ON CONFLICT (schedule) DO UPDATE SET "
+                "last_fire_time = max(last_fire_time, excluded.last_fire_time)",
+                (schedule, now),
+            )
+            return StateChange(state_from_row(row, ms_to_dt), True)
+
+        result: StateChange | None = await self._write(resume)
+        return result
+
+    async def last_run_times(self) -> dict[str, datetime]:
+        rows = await self._read(
+            "SELECT c.schedule, (SELECT runs.created_at FROM runs WHERE runs.schedule_name = c.schedule "
+            "ORDER BY runs.seq DESC LIMIT 1) AS created_at FROM schedule_cursors c"
+        )
+        return {r["schedule"]: ms_to_dt(r["created_at"]) for r in rows if r["created_at"] is not None}  # type: ignore[misc]
+
+
+def _fetch_state(conn: sqlite3.Connection, schedule: str) -> Any:
+    return conn.execute(
+        f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ?", (schedule,)
+    ).fetchone()
 
 
 def _index_labels(conn: sqlite3.Connection, run_id: str) -> None:

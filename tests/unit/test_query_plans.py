@@ -133,6 +133,9 @@ async def exercise(t: Traced) -> None:
             skip_if_active=True,
         )
     )
+    # Per tick and per metrics scrape: the paused and failing schedules, the newest run per schedule.
+    await store.get_schedule_states(attention_only=True)
+    await store.last_run_times()
 
 
 def uses_index(access: list[str]) -> bool:
@@ -297,3 +300,27 @@ async def test_an_unfiltered_page_and_total_walk_the_primary_key_and_stop_early(
     assert (total, capped) == (1000, True)
     for sql in traced.matching(LIST_WALK):
         assert re.search(r"ORDER BY r\.seq DESC LIMIT \d+(\) AS c0\))?$", sql), sql
+
+
+LAST_RUN = r"^SELECT c.schedule, \(SELECT runs.created_at FROM runs WHERE runs.schedule_name = "
+ATTENTION = r"^SELECT schedule, paused, .* FROM schedule_states WHERE paused = 1 OR consecutive_failures > 0"
+
+
+async def test_the_newest_run_of_each_schedule_is_one_index_lookup(traced: Traced) -> None:
+    """Metrics read it at every scrape: a walk back from the newest run, never the schedule's history."""
+    await exercise(traced)
+    for sql in traced.matching(LAST_RUN):
+        access = traced.runs_access(sql)
+        assert any("INDEX runs_schedule (schedule_name=?)" in a for a in access), (sql, access)
+        assert not any("TEMP B-TREE" in a for a in access), (sql, access)
+
+
+async def test_the_per_tick_state_read_uses_the_index_of_paused_and_failing_schedules(traced: Traced) -> None:
+    await exercise(traced)
+    [sql] = traced.matching(ATTENTION)
+    conn = sqlite3.connect(traced.path)
+    try:
+        details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    finally:
+        conn.close()
+    assert details == ["SCAN schedule_states USING INDEX schedule_states_attention"], details
