@@ -20,7 +20,7 @@ import pytest
 
 from durably_sched import SchemaVersionError, Step, create_durably, define_job
 from durably_sched.store._common import SCHEMA_VERSION
-from durably_sched.store.base import Fire, NewRun, Store
+from durably_sched.store.base import Fire, NewRun, RunQuery, Store
 from tests.backends import Backend, PostgresBackend, SqliteBackend
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
@@ -101,6 +101,14 @@ async def test_a_release_database_upgrades_with_every_record_intact(backend: Bac
     await store.check_schema()
     assert await store.migrate() == SCHEMA_VERSION  # idempotent on an upgraded database
     assert await reads(store, expected["ids"]) == expected
+    # What later migrations index for old rows: run-id prefixes and labels.
+    ids = expected["ids"]
+    assert await store.find_run_ids(ids["pending"], 5) == [ids["pending"]]
+    assert len(await store.find_run_ids(ids["pending"][:24], 10)) == len(ids)
+    by_label = await store.list_runs(RunQuery(labels={"source": "api"}))
+    assert [r.id for r in by_label] == [ids["pending"]]
+    scheduled = await store.list_runs(RunQuery(labels={"schedule": "nightly"}))
+    assert [r.id for r in scheduled] == [ids["scheduled"]]
 
 
 async def test_old_runs_still_behave_after_the_upgrade(backend: Backend) -> None:
