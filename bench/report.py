@@ -322,6 +322,32 @@ def metrics(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "pg_latency_p99", "8b. PostgreSQL trigger → start in another process, p99", "ms", pg["p99_ms"]
             )
         )
+    web = s.get("web")
+    if web:
+        for kind, sse in web["sse"].items():
+            label = "no-op steps" if not sse["step_ms"] else f"{sse['step_ms']:g} ms steps"
+            out.append(
+                _metric(
+                    f"web_sse_drop_{kind}",
+                    f"9a. Worker steps/s drop with 100 live streams ({sse['runs']} runs, {label})",
+                    "%",
+                    sse["drop_percent"],
+                    target="≤ 10 %",
+                    passed=sse["drop_percent"] <= 10,
+                )
+            )
+        lists = web["lists"]
+        for page in ("first_page", "job_and_status", "label", "next_page"):
+            out.append(
+                _metric(
+                    f"web_list_{page}",
+                    f"9b. GET /api/runs {page.replace('_', ' ')}, {lists['history']:,} runs, p99",
+                    "ms",
+                    lists[page]["p99_ms"],
+                    target="≤ 50 ms",
+                    passed=lists[page]["p99_ms"] <= 50,
+                )
+            )
     return out
 
 

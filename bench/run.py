@@ -44,6 +44,7 @@ SIZES = {
         "pg_dbos": ["--steps", "200", "--parallel-steps", "4", "--runs", "60", "--latency", "50"],
         "pg_commit": ["--commits", "2000", "--round-trips", "2000"],
         "reps_pg": 3,
+        "web": ["--steps", "200", "--reps", "1", "--history", "200000", "--repeats", "100"],
     },
     "full": {
         "durably": ["--steps", "5000", "--parallel-steps", "200", "--runs", "3000", "--latency", "1000"],
@@ -59,9 +60,10 @@ SIZES = {
         "pg_dbos": ["--steps", "500", "--parallel-steps", "10", "--runs", "300", "--latency", "300"],
         "pg_commit": ["--commits", "5000", "--round-trips", "5000"],
         "reps_pg": 5,
+        "web": ["--steps", "300", "--reps", "3", "--history", "1000000", "--repeats", "200"],
     },
 }
-BENCHMARKS = ("core", "sync", "core-pg", "punctuality", "claim", "idle", "postgres")
+BENCHMARKS = ("core", "sync", "core-pg", "punctuality", "claim", "idle", "postgres", "web")
 
 
 def log(message: str) -> None:
@@ -232,6 +234,15 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
                 "workers": reps[0]["workers"],
                 "server": reps[0]["server"],
             }
+    if raw.get("web"):
+        web = raw["web"][0]
+        s["web"] = {
+            "sse": {
+                kind: {k: v for k, v in figures.items() if k != "rounds"}
+                for kind, figures in web["sse"].items()
+            },
+            "lists": web["lists"],
+        }
     return s
 
 
@@ -317,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             [*cfg["postgres"], "--database", args.postgres],
             1,
             900,
+        )
+    if "web" in only:
+        raw["web"] = run_repeated(
+            "benchmark 9 (web: live streams, run lists)", "bench.web", cfg["web"], 1, 3600
         )
     machine["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
 

@@ -2,6 +2,7 @@
 
 from .durably import Durably, JobHandle, Run, RunResult, create_durably
 from .errors import (
+    AmbiguousRunIdError,
     ConfigError,
     DatabaseUrlError,
     DurablyError,
@@ -11,6 +12,7 @@ from .errors import (
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     SchemaVersionError,
     StepError,
     StoreError,
@@ -18,11 +20,12 @@ from .errors import (
 )
 from .jobs import JobDefinition, define_job
 from .step import Step
-from .store.base import LogRecord, Progress, RunRecord, StepRecord
+from .store.base import LogRecord, Progress, RunRecord, ScheduleState, StepRecord
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousRunIdError",
     "ConfigError",
     "DatabaseUrlError",
     "Durably",
@@ -40,6 +43,8 @@ __all__ = [
     "RunNotFoundError",
     "RunRecord",
     "RunResult",
+    "ScheduleNotFoundError",
+    "ScheduleState",
     "SchemaVersionError",
     "Step",
     "StepError",

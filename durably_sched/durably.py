@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,12 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from ._durations import parse_duration
 from .errors import (
+    AmbiguousRunIdError,
     InputValidationError,
     InvalidArgumentError,
     InvalidStateError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     UnknownJobError,
 )
 from .events import (
@@ -30,7 +34,10 @@ from .events import (
     RunDeleteEvent,
     RunRetryEvent,
     RunTriggerEvent,
+    SchedulePauseEvent,
+    ScheduleResumeEvent,
 )
+from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition, describe_validation_error
 from .store import database_url, open_store
 from .store.base import (
@@ -43,6 +50,8 @@ from .store.base import (
     RunQuery,
     RunRecord,
     RunStatus,
+    ScheduleState,
+    StateChange,
     StepRecord,
     Store,
 )
@@ -50,13 +59,17 @@ from .waiters import LogCallback, ProgressCallback, Waiters, follow_run_updates
 from .worker import Worker
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .ops.retention import Retention
+    from .schedule.config import ScheduleEntry, SchedulesConfig
+    from .schedule.pausing import ResumeResult
+    from .schedule.scheduler import Clock
     from .waiters import Done
 
 log = logging.getLogger("durably_sched")
 O = TypeVar("O")  # noqa: E741
+MIN_RUN_ID_PREFIX = 6
+"""The shortest run id prefix :meth:`Durably.resolve_run_id` accepts (tables show 8 characters)."""
+RUN_ID_CANDIDATES_SHOWN = 10
 
 Coalesce = Literal["skip"]
 COALESCE_MODES: tuple[str, ...] = ("skip",)
@@ -241,6 +254,11 @@ class Durably:
 
             self.retention = Retention(self, retention_age)
         self._connected = False
+        self._feed: RunFeed | None = None
+        self._schedules: SchedulesConfig | None = None
+        self.schedule_clock: Clock | None = None
+        """Where pause and resume times and the catch-up window's "now" come from. None (default):
+        the store's clock (PostgreSQL's, or this host's for SQLite). Tests give the scheduler's."""
 
     # -- registration ------------------------------------------------------------------------
     def register(
@@ -363,15 +381,21 @@ class Durably:
             )
         if not self._connected:
             await self.start(worker=False)
-        claimed = await self.worker.process(max_runs=max_runs, job_names=names)
-        final: list[RunRecord] = []
-        for run in claimed:
-            record = await self.store.get_run(run.id)
-            final.append(record if record is not None else run)
-        return final
+        return await self.final_records(await self.worker.process(max_runs=max_runs, job_names=names))
+
+    async def final_records(self, runs: Sequence[RunRecord]) -> list[RunRecord]:
+        """The runs as stored now, in the order given, 500 per query; a run deleted since comes
+        back as given."""
+        found: dict[str, RunRecord] = {}
+        for i in range(0, len(runs), 500):
+            found.update(await self.store.get_runs_by_id([run.id for run in runs[i : i + 500]]))
+        return [found.get(run.id, run) for run in runs]
 
     async def close(self) -> None:
         await self.stop()
+        if self._feed is not None:
+            await self._feed.close()
+            self._feed = None
         await self.waiters.close()
         await self.events.drain()
         if self._connected:
@@ -587,8 +611,6 @@ class Durably:
         after_log_id: int,
         progress: Progress | None = None,
     ) -> RunRecord:
-        import asyncio
-
         try:
             async with asyncio.timeout(timeout):
                 return await follow_run_updates(
@@ -603,7 +625,60 @@ class Durably:
         except TimeoutError:
             raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
 
+    # -- live events from the store (any process) ---------------------------------------------------
+    @property
+    def feed(self) -> RunFeed:
+        """The shared poller behind :meth:`subscribe` and :meth:`subscribe_runs` (one per instance)."""
+        if self._feed is None:
+            self._feed = RunFeed(self.store)
+        return self._feed
+
+    def subscribe(
+        self, run_id: str, *, since: RunRecord | None = None, after_log_id: int | None = None
+    ) -> RunSubscription:
+        """Events of one run, wherever it executes, read from the store; the iterator ends with
+        the run's ``run:complete``, ``run:fail``, ``run:cancel`` (or ``run:delete``) event::
+
+            async for event in durably.subscribe(run.id):
+                print(event.type)
+
+        Raises RunNotFoundError (from the iterator) for an unknown run. See durably_sched.feed for
+        the events and how they map to the in-process ones.
+        """
+        return self.feed.subscribe(run_id, since=since, after_log_id=after_log_id)
+
+    def subscribe_runs(self) -> RunListSubscription:
+        """Changes of the run list (new runs, status, step counts and progress), from any process."""
+        return self.feed.subscribe_runs()
+
     # -- operator actions ------------------------------------------------------------------------
+    async def resolve_run_id(self, run_id: str) -> str:
+        """The full id of the run that ``run_id`` names: the id itself, or a unique prefix of it
+        at least ``MIN_RUN_ID_PREFIX`` characters long (``33fc6f80`` as tables and logs show it).
+
+        Raises RunNotFoundError (no such run, or a prefix too short) or AmbiguousRunIdError
+        (several runs start with it; the message lists them).
+        """
+        text = run_id.strip()
+        found = await self.store.find_run_ids(text, RUN_ID_CANDIDATES_SHOWN + 1) if text else []
+        if text in found:
+            return text  # a whole id, even if a longer id happens to start with it
+        if len(text) < MIN_RUN_ID_PREFIX:
+            raise RunNotFoundError(
+                f"no run with id '{text}' (a short id needs at least {MIN_RUN_ID_PREFIX} characters)"
+            )
+        if not found:
+            raise RunNotFoundError(f"no run with id or id prefix '{text}'")
+        if len(found) == 1:
+            return found[0]
+        shown = ", ".join(found[:RUN_ID_CANDIDATES_SHOWN])
+        count = f"{RUN_ID_CANDIDATES_SHOWN}+" if len(found) > RUN_ID_CANDIDATES_SHOWN else str(len(found))
+        more = ", ..." if len(found) > RUN_ID_CANDIDATES_SHOWN else ""
+        raise AmbiguousRunIdError(
+            f"run id prefix '{text}' matches {count} runs: {shown}{more}; give more characters",
+            found[:RUN_ID_CANDIDATES_SHOWN],
+        )
+
     async def get_run(self, run_id: str) -> RunRecord:
         record = await self.store.get_run(run_id)
         if record is None:
@@ -700,6 +775,145 @@ class Durably:
             total += n
             if n < batch_size:
                 return total
+
+    # -- schedules at run time ---------------------------------------------------------------------
+    @property
+    def schedules(self) -> SchedulesConfig | None:
+        """The schedules in use (see :meth:`use_schedules`), or None."""
+        return self._schedules
+
+    def use_schedules(self, config: SchedulesConfig | None) -> None:
+        """Tell this instance which schedules are in use (a :class:`Scheduler` does so itself).
+
+        With them, :meth:`pause_schedule` refuses names that are not defined, and
+        :meth:`resume_schedule` can catch up (it needs each schedule's cron and catch-up policy).
+        """
+        self._schedules = config
+
+    def _defined(self, name: str) -> ScheduleEntry | None:
+        from .schedule.cron import SCHEDULE_NAME_PATTERN
+
+        if not isinstance(name, str) or not re.fullmatch(SCHEDULE_NAME_PATTERN, name, re.ASCII):
+            raise ScheduleNotFoundError(f"unknown schedule {name!r}: not a schedule name")
+        return None if self._schedules is None else self._schedules.schedules.get(name)
+
+    def _unknown(self, name: str) -> ScheduleNotFoundError:
+        config = self._schedules
+        known = ", ".join(sorted(config.schedules)) if config is not None else ""
+        where = f" in {config.path}" if config is not None else ""
+        return ScheduleNotFoundError(
+            f"unknown schedule '{name}': not defined{where} (defined: {known or 'none'})"
+        )
+
+    async def get_schedule_states(self) -> dict[str, ScheduleState]:
+        """The run-time state of every schedule the database knows (paused, failure counts)."""
+        return await self.store.get_schedule_states()
+
+    async def get_schedule_state(self, name: str) -> ScheduleState | None:
+        """One schedule's state; None if it was never paused and no run of it finished."""
+        return await self.store.get_schedule_state(name)
+
+    async def pause_schedule(
+        self, name: str, *, reason: str | None = None, by: str | None = None
+    ) -> StateChange:
+        """Pause a schedule in every process: its fire times are recorded ``paused`` from the next tick.
+
+        ``by`` defaults to ``user@host`` of this process. Pausing a paused schedule changes nothing
+        (``changed`` is False and the state shows the pause in force). With schedules in use
+        (:meth:`use_schedules`) a name that is not defined raises :class:`ScheduleNotFoundError`.
+        """
+        from .schedule.pausing import check_actor, check_reason
+
+        if self._defined(name) is None and self._schedules is not None:
+            raise self._unknown(name)
+        text, actor = check_reason(reason), check_actor(by)
+        clock = self.schedule_clock
+        change = await self.store.pause_schedule(
+            name, reason=text, by=actor, at=clock.now() if clock is not None else None
+        )
+        if change.changed:
+            log.info(
+                "schedule %s paused by %s%s",
+                name,
+                actor,
+                f": {text}" if text else "",
+                extra={"schedule": name},
+            )
+            if self.events.wants("schedule:pause"):
+                self.events.emit(SchedulePauseEvent(schedule=name, by=actor, reason=text))
+        return change
+
+    async def resume_schedule(
+        self, name: str, *, catchup: bool = False, by: str | None = None
+    ) -> ResumeResult:
+        """Resume a paused schedule: it fires again from its next fire time.
+
+        Nothing of the paused span is caught up unless ``catchup`` is True: then the schedule's
+        catch-up policy and window apply to the fire times from the pause to the resume (the current
+        pause, or the last one if the schedule is no longer paused, so a catch-up interrupted by a
+        crash can be asked for again without doubling anything). Catching up needs the schedule's
+        definition (:meth:`use_schedules`) and its job registered here.
+        """
+        from .schedule.pausing import ResumeResult, catchup_fire_times, check_actor
+        from .schedule.scheduler import make_fire
+
+        entry = self._defined(name)
+        actor = check_actor(by)
+        if catchup and entry is None:
+            if self._schedules is None:
+                raise InvalidArgumentError(
+                    "resume_schedule(catchup=True) needs the schedules in use: call use_schedules(config)"
+                )
+            raise self._unknown(name)
+        if catchup and entry is not None:
+            self.job_by_name(entry.job)  # before resuming: a catch-up that cannot run is refused whole
+        if (
+            entry is None
+            and self._schedules is not None
+            and await self.store.get_schedule_state(name) is None
+        ):
+            raise self._unknown(name)  # not defined, and never paused: nothing to write
+        clock = self.schedule_clock
+        change = await self.store.resume_schedule(
+            name, by=actor, at=clock.now() if clock is not None else None
+        )
+        if change is None:
+            return ResumeResult(state=None, changed=False)
+        state = change.state
+        caught: list[tuple[datetime, FireResult]] = []
+        if catchup and entry is not None and not state.paused and state.paused_at and state.resumed_at:
+            now = clock.now() if clock is not None else datetime.now(UTC)
+            times = catchup_fire_times(entry, state.paused_at, state.resumed_at, now)
+            for start in range(0, len(times), 200):
+                batch = times[start : start + 200]
+                results = await asyncio.gather(
+                    *(
+                        self.fire(make_fire(entry, t, advance_cursor=False, replace_paused=True))
+                        for t in batch
+                    )
+                )
+                caught.extend(zip(batch, results, strict=True))
+        if change.changed:
+            log.info(
+                "schedule %s resumed by %s%s",
+                name,
+                actor,
+                f"; {sum(r.outcome == 'triggered' for _, r in caught)} paused fire times caught up"
+                if catchup
+                else "",
+                extra={"schedule": name},
+            )
+        if (change.changed or caught) and self.events.wants("schedule:resume"):
+            since = state.paused_at.timestamp() if state.paused_at else None
+            self.events.emit(
+                ScheduleResumeEvent(
+                    schedule=name,
+                    by=actor,
+                    paused_since=since,
+                    caught_up=sum(r.outcome == "triggered" for _, r in caught),
+                )
+            )
+        return ResumeResult(state=state, changed=change.changed, caught_up=caught)
 
 
 def _retention_age(value: str | timedelta | None) -> timedelta | None:

@@ -31,17 +31,28 @@ class InputValidationError(DurablyError):
     """A job's input (at trigger time) or output (at completion) does not match its model."""
 
 
-class InvalidArgumentError(DurablyError, ValueError):
-    """An argument of a library call that makes no sense (``coalesce`` without a concurrency key,
-    an unknown mode, a malformed ``retain_runs``). The message names the argument."""
-
-
 class UnknownJobError(DurablyError):
     """A job name that is not registered."""
 
 
 class RunNotFoundError(DurablyError):
     """A run id that does not exist."""
+
+
+class AmbiguousRunIdError(DurablyError):
+    """A short run id (an id prefix) that more than one run starts with; ``candidates`` lists some."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class ScheduleNotFoundError(DurablyError):
+    """A schedule name that is not defined (in the schedules in use) and not known to the database."""
+
+
+class InvalidArgumentError(DurablyError, ValueError):
+    """An argument of a library call is invalid; the message names the argument."""
 
 
 class InvalidStateError(DurablyError):

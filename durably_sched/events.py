@@ -37,6 +37,9 @@ EventType = Literal[
     "step:fail",
     "log:write",
     "worker:error",
+    "schedule:pause",
+    "schedule:resume",
+    "schedule:auto-pause",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
@@ -126,7 +129,9 @@ class RunRetryEvent(RunEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunDeleteEvent(RunEvent):
-    """``delete_run`` removed the run with its steps and logs (purges by retention do not emit it)."""
+    """The run is gone with its steps and logs. In process: ``delete_run`` removed it (purges by
+    retention do not emit it). From the run feed (``subscribe``): its row vanished, by a delete or
+    a purge anywhere."""
 
     type: str = "run:delete"
 
@@ -177,6 +182,39 @@ class WorkerErrorEvent(Event):
     error: str = ""
     context: str = ""
     run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleEvent(Event):
+    """A schedule's run-time state changed through this process (pause, resume, automatic pause)."""
+
+    schedule: str
+    by: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulePauseEvent(ScheduleEvent):
+    type: str = "schedule:pause"
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleResumeEvent(ScheduleEvent):
+    type: str = "schedule:resume"
+    paused_since: float | None = None
+    """When the pause that ended began (Unix time)."""
+    caught_up: int = 0
+    """Paused fire times that ``catchup=True`` turned into runs."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleAutoPauseEvent(ScheduleEvent):
+    """A scheduler of this process paused the schedule after ``failures`` consecutive failed runs."""
+
+    type: str = "schedule:auto-pause"
+    reason: str = ""
+    failures: int = 0
+    last_failed_run_id: str | None = None
 
 
 Listener = Callable[[Any], Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -113,7 +114,12 @@ def define_job(
     output: type[O] | None = None,
     description: str | None = None,
 ) -> JobDefinition[I, O]:
-    """Define a job. ``run(step, payload)`` receives the validated input model (or a dict)."""
+    """Define a job. ``run(step, payload)`` receives the validated input model (or a dict).
+
+    ``run`` must be an ``async def`` function; a plain (sync) function is refused here, with a
+    TypeError saying so, rather than failing at its first run. Blocking code belongs in steps:
+    ``await step.run("name", sync_function)`` runs it in a thread and checkpoints its result.
+    """
     if not JOB_NAME.match(name):
         raise ValueError(f"job name {name!r}: use letters, digits and _ . : -")
     for label, model in (("input", input), ("output", output)):
@@ -121,4 +127,26 @@ def define_job(
             raise TypeError(f"job {name!r}: {label} must be a pydantic BaseModel subclass")
     if not callable(run):
         raise TypeError(f"job {name!r}: run must be an async function (step, payload)")
+    if not _is_async(run):
+        what = getattr(run, "__qualname__", None) or type(run).__name__
+        raise TypeError(
+            f"job {name!r}: run must be an async function (async def {_plain_name(run)}(step, payload)), "
+            f"but {what} is a plain function; sync work goes inside a step: "
+            "await step.run('name', sync_function) runs it in a thread"
+        )
     return JobDefinition(name=name, run=run, input=input, output=output, description=description)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """``async def`` functions, partials and wrappers of them, and objects with ``async __call__``.
+
+    A plain function is refused even if it happens to return an awaitable (a lambda calling an async
+    function): whether it does cannot be known before it runs, and the job would fail only then.
+    """
+    candidates = [fn, inspect.unwrap(fn), getattr(fn, "__call__", None)]  # noqa: B004
+    return any(c is not None and inspect.iscoroutinefunction(c) for c in candidates)
+
+
+def _plain_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", "run")
+    return name if name.isidentifier() else "run"

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import LeaseLostError, RunCancelledSignal, StoreError
@@ -38,6 +39,15 @@ log = logging.getLogger("durably_sched.worker")
 FinishedCallback = Callable[[str, bool, Any], None]
 """``(run_id, completed, output)``: called when a run this worker executed finished: completed here
 (with its output value), or failed (``completed`` False, output None)."""
+
+
+def _took(run: RunRecord, attempt_seconds: float) -> str:
+    """How long a completed run took: this attempt (claim to completion), and for a resumed or
+    retried run also the total since its first start, so the two are never confused."""
+    if run.attempt <= 1 or run.started_at is None:
+        return f"{attempt_seconds:.3f}s"
+    total = (datetime.now(UTC) - run.started_at).total_seconds()
+    return f"{attempt_seconds:.3f}s this attempt (attempt {run.attempt}; {total:.1f}s since the first start)"
 
 
 def make_worker_id() -> str:
@@ -324,7 +334,7 @@ class Worker:
                         )
                     )
                 if outcome == "lost":
-                    log.warning("lease of run %s was lost; stopping it", run_id, extra=ctx.log_extra)
+                    log.warning("lease lost; stopping the run", extra=ctx.log_extra)
                     ctx.lost = True
                     self.lease_losses += 1
                     entry.task.cancel()
@@ -391,7 +401,7 @@ class Worker:
             log.info("run finished but was no longer held (%s); output dropped", outcome, extra=ctx.log_extra)
             return
         duration = time.perf_counter() - started
-        log.info("run completed in %.3fs", duration, extra=ctx.log_extra)
+        log.info("run completed in %s", _took(run, duration), extra=ctx.log_extra)
         if events.wants("run:complete"):
             events.emit(
                 RunCompleteEvent(

@@ -1,7 +1,11 @@
 """``many-steps``: ``count`` small checkpointed steps with progress after each.
 
-Useful to watch progress (``durably-sched trigger many-steps --wait``) and to see a run resume
-after its last completed step when the process is killed midway.
+Useful to watch progress and to see a run resume after its last completed step when the process is
+killed midway. Each step takes ``step_seconds`` (default 0: the steps are instant), so::
+
+    durably-sched trigger many-steps --input '{"count": 20, "step_seconds": 0.25}' --wait
+
+shows a progress bar for about 5 seconds.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from durably_sched import Step, define_job
 
 
 class BatchIn(BaseModel):
-    count: int = Field(default=20, ge=0, le=10_000)
-    step_seconds: float = Field(default=0.0, ge=0, le=60)
+    count: int = Field(default=20, ge=0, le=10_000, description="How many steps.")
+    step_seconds: float = Field(default=0.0, ge=0, le=60, description="How long each step takes.")
 
 
 class BatchOut(BaseModel):

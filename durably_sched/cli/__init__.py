@@ -10,7 +10,7 @@ import click
 
 from .. import __version__
 from ..store import DEFAULT_DATABASE_URL
-from ._base import EXIT_CODES_HELP, CliGroup, Settings
+from ._base import EXIT_CODES_HELP, TIME_RULE_HELP, CliGroup, Settings
 from .admin import healthcheck, migrate
 from .runs import runs
 from .schedules import schedules
@@ -32,6 +32,9 @@ Examples:
   durably-sched trigger process-image --input '{{"filename": "cat.ppm"}}' --wait
   durably-sched runs list --status failed
   durably-sched schedules next
+  durably-sched --utc runs list                         # times in UTC
+
+{TIME_RULE_HELP}
 
 {EXIT_CODES_HELP}""",
 )
@@ -60,9 +63,15 @@ Examples:
     metavar="FILE",
     help="The schedules file (env DURABLY_SCHEDULES).",
 )
+@click.option(
+    "--utc",
+    is_flag=True,
+    envvar="DURABLY_UTC",
+    help="Show and read times in UTC instead of this machine's time zone (env DURABLY_UTC=1).",
+)
 @click.version_option(__version__, "--version", prog_name="durably-sched")
 @click.pass_context
-def main(ctx: click.Context, database: str, jobs: str, schedules: str) -> None:
+def main(ctx: click.Context, database: str, jobs: str, schedules: str, utc: bool) -> None:
     """durably-sched: cron schedules as durable, checkpointed jobs that run exactly once per fire time."""
     source = ctx.get_parameter_source("schedules")
     ctx.obj = Settings(
@@ -70,6 +79,7 @@ def main(ctx: click.Context, database: str, jobs: str, schedules: str) -> None:
         jobs=jobs,
         schedules=schedules,
         schedules_explicit=source not in (None, click.core.ParameterSource.DEFAULT),
+        utc=utc,
     )
     if ctx.invoked_subcommand not in ("serve", "work"):
         ctx.call_on_close(_plain_logging())

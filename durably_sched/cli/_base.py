@@ -22,13 +22,12 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
-from zoneinfo import ZoneInfo
 
 import click
 
@@ -193,6 +192,8 @@ class Settings:
     jobs: str
     schedules: str
     schedules_explicit: bool
+    utc: bool = False
+    """Show and read times in UTC instead of this machine's time zone (``--utc``)."""
 
 
 def settings() -> Settings:
@@ -200,6 +201,55 @@ def settings() -> Settings:
     found = ctx.find_object(Settings)
     assert found is not None, "the durably-sched group stores Settings in ctx.obj"
     return found
+
+
+# --- times: one rule for every command ------------------------------------------------------------
+
+TIME_RULE_HELP = "\b\nTimes:\n  " + "\n  ".join(
+    (
+        "shown in this machine's time zone with their UTC offset, or in UTC with",
+        "--utc (or DURABLY_UTC=1); a time typed without an offset is read in that",
+        "same zone; --json always writes UTC (...Z).",
+    )
+)
+"""The rule, as every command that shows or reads times states it at the end of its --help."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def utc_option(command: _F) -> _F:
+    """``--utc`` on a command: the same switch as ``durably-sched --utc``, in either place."""
+
+    def switch(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            found = ctx.find_object(Settings)
+            if found is not None:
+                found.utc = True
+
+    option = click.option(
+        "--utc",
+        is_flag=True,
+        expose_value=False,
+        callback=switch,
+        help="Show and read times in UTC (same as durably-sched --utc).",
+    )
+    return option(command)
+
+
+def display_utc() -> bool:
+    """Whether this command shows times in UTC (else in this machine's time zone)."""
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_object(Settings) if ctx is not None else None
+    return found is not None and found.utc
+
+
+def in_display_zone(value: datetime) -> datetime:
+    """An aware time: a value typed without an offset is a wall time of the display zone."""
+    if value.tzinfo is not None and value.utcoffset() is not None:
+        return value
+    if display_utc():
+        return value.replace(tzinfo=UTC)
+    return value.astimezone()  # naive = local wall time (DST resolved by the C library)
 
 
 def redact_url(url: str) -> str:
@@ -366,7 +416,7 @@ class HttpAddressType(_AddressParam):
 class TimeType(_TimeParam):
     """An ISO 8601 time (``2026-03-29T02:30``, ``2026-03-29 02:30+02:00``, ``...Z``) or ``now``.
 
-    The value may be naive; commands resolve naive times in the schedule's time zone.
+    The value may be naive; commands read naive times in the display zone (:func:`in_display_zone`).
     """
 
     name = "iso8601"
@@ -386,13 +436,6 @@ class TimeType(_TimeParam):
                 param,
                 ctx,
             )
-
-
-def in_zone(value: datetime, zone: ZoneInfo) -> datetime:
-    """An aware time: naive values are wall times in ``zone``."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        return value.replace(tzinfo=zone)
-    return value
 
 
 DURATION = DurationType()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import click
@@ -13,6 +13,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from ..store.base import FireRecord, LogRecord, Progress, RunRecord, StepRecord
+from ._base import display_utc
 
 PIPE_WIDTH = 240  # tables written to a pipe are not wrapped at 80 columns
 
@@ -58,16 +59,26 @@ def echo_json(value: Any) -> None:
 # --- times ----------------------------------------------------------------------------------------
 
 
-def local_time(value: datetime | None) -> str:
-    """``2026-11-21 05:30:02+01:00`` in this machine's time zone ("-" for none)."""
+def shown(value: datetime) -> datetime:
+    """The time in the display zone: this machine's time zone, or UTC with ``--utc``."""
+    return value.astimezone(UTC) if display_utc() else value.astimezone()
+
+
+def show_time(value: datetime | None) -> str:
+    """``2026-11-21 05:30:02+01:00`` in the display zone, offset always written ("-" for none)."""
     if value is None:
         return "-"
-    return value.astimezone().isoformat(sep=" ", timespec="seconds")
+    return shown(value).isoformat(sep=" ", timespec="seconds")
 
 
-def zone_time(value: datetime) -> str:
-    """A fire time in its schedule's zone: ``2026-03-29 03:00:00+02:00``."""
-    return value.isoformat(sep=" ", timespec="seconds")
+def zone_time(value: datetime, zone: tzinfo) -> str:
+    """A fire time on its schedule's own clock: ``2026-03-29 03:00:00+02:00``."""
+    return value.astimezone(zone).isoformat(sep=" ", timespec="seconds")
+
+
+def zone_json(value: datetime | None, zone: tzinfo) -> str | None:
+    """The same, for --json: ``2026-03-29T03:00:00+02:00``."""
+    return None if value is None else value.astimezone(zone).isoformat(timespec="seconds")
 
 
 def utc_json(value: datetime | None) -> str | None:
@@ -93,10 +104,24 @@ def seconds_text(seconds: float | None) -> str:
 
 
 def run_duration(run: RunRecord) -> float | None:
+    """The run's *total* time: from its first start to its finish (to now while unfinished).
+
+    It spans every attempt and the time between them (a resume after a crash, a retry). The time of
+    one attempt (claim to finish) is what ``serve`` logs ("run completed in ..."); the store keeps no
+    start time per attempt, so the CLI shows the total only, always labelled as such.
+    """
     if run.started_at is None:
         return None
     end = run.completed_at or datetime.now(UTC)
     return max(0.0, (end - run.started_at).total_seconds())
+
+
+def total_text(run: RunRecord) -> str:
+    """``42.3s``, or ``12.0s so far`` for a run that has not finished ("-" before its first start)."""
+    took = run_duration(run)
+    if took is None:
+        return "-"
+    return seconds_text(took) + ("" if run.completed_at is not None else " so far")
 
 
 def compact(value: Any, limit: int = 60) -> str:
@@ -106,6 +131,13 @@ def compact(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def progress_count(progress: Progress | None) -> str:
+    """``3/20`` (or ``3``): for tables."""
+    if progress is None:
+        return "-"
+    return f"{progress.current}/{progress.total}" if progress.total is not None else str(progress.current)
 
 
 def progress_text(progress: Progress | None) -> str:
@@ -145,7 +177,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "started_at": utc_json(run.started_at),
         "completed_at": utc_json(run.completed_at),
         "updated_at": utc_json(run.updated_at),
-        "duration": run_duration(run),
+        "total_duration": run_duration(run),
     }
 
 
@@ -183,7 +215,13 @@ def fire_json(record: FireRecord, key: str, run_status: str | None) -> dict[str,
     }
 
 
+def data_text(data: dict[str, Any], limit: int = 120) -> str:
+    """A log entry's data as ``key=value`` pairs, as the serve log writes them."""
+    return compact(" ".join(f"{k}={compact(v, limit)}" for k, v in data.items()), limit)
+
+
 def log_line(entry: LogRecord) -> str:
-    step = f" [{entry.step_name}]" if entry.step_name else ""
-    data = f" {compact(entry.data, 120)}" if entry.data else ""
-    return f"{local_time(entry.created_at)} {entry.level.upper():<7}{step} {entry.message}{data}"
+    """A run's stored log entry, as `--wait` and `runs watch` print it: like a serve log line."""
+    step = f" {entry.step_name}:" if entry.step_name else ""
+    data = f" {data_text(entry.data)}" if entry.data else ""
+    return f"{show_time(entry.created_at)} {entry.level.upper():<5}{step} {entry.message}{data}"

@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import click
 from rich.progress import (
@@ -27,7 +27,7 @@ from rich.progress import (
 
 from ..durably import Durably
 from ..store.base import RunRecord
-from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, one_line
+from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, SECONDS, CliError, one_line
 from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text
 
 POLL_INTERVAL = 0.15
@@ -157,11 +157,10 @@ def report(
     if json_mode:
         echo_json({**(extra or {}), **_result_json(record)})
     if followed.reason == "finished":
-        took = seconds_text(run_duration(record))
         if record.status == "completed":
             if not json_mode:
                 echo_json(record.output)
-                click.echo(f"run {record.id} completed in {took}", err=True)
+                click.echo(f"run {record.id} completed {_took(record)}", err=True)
             return EXIT_OK
         if not json_mode:
             if record.status == "cancelled":
@@ -182,6 +181,14 @@ def report(
     return EXIT_INTERRUPTED
 
 
+def _took(record: RunRecord) -> str:
+    """``in 6.10s`` (one attempt: total and attempt agree), else labelled as the total."""
+    took = seconds_text(run_duration(record))
+    if record.attempt <= 1:
+        return f"in {took}"
+    return f"in {took} total, from its first start (attempt {record.attempt})"
+
+
 def _result_json(record: RunRecord) -> dict[str, Any]:
     full = run_json(record)
     return {
@@ -191,5 +198,54 @@ def _result_json(record: RunRecord) -> dict[str, Any]:
         "output": record.output,
         "error": record.error,
         "failed_step_name": record.failed_step_name,
-        "duration": full["duration"],
+        "attempt": record.attempt,
+        "total_duration": full["total_duration"],
     }
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+WAIT_OPTION = click.option(
+    "--wait", is_flag=True, help="Follow the run until it ends; exit 0 completed, 1 failed/cancelled."
+)
+TIMEOUT_OPTION = click.option(
+    "--timeout", type=SECONDS, metavar="SECONDS", help="With --wait: give up after this long (exit 124)."
+)
+JSON_OPTION = click.option(
+    "--json", "json_mode", is_flag=True, help="Print one JSON object (no progress bar)."
+)
+
+
+def wait_options(command: _F) -> _F:
+    """``--wait``, ``--timeout`` and ``--json`` of every command that can follow the run it made."""
+    return WAIT_OPTION(TIMEOUT_OPTION(JSON_OPTION(command)))
+
+
+def check_wait_options(wait: bool, timeout: float | None) -> None:
+    if timeout is not None and not wait:
+        raise CliError("--timeout only applies with --wait")
+
+
+def wait_signals(wait: bool) -> tuple[Interrupts, contextlib.AbstractContextManager[Any]]:
+    """For a command that may wait: Ctrl-C/SIGTERM handling (only ends the wait), installed by the
+    returned context; a no-op context when not waiting."""
+    interrupts = Interrupts(on_second="exiting")
+    if not wait:
+        return interrupts, contextlib.nullcontext(interrupts)
+    return interrupts, interrupts.installed(signal.SIGINT, signal.SIGTERM)
+
+
+async def follow_and_report(
+    durably: Durably,
+    run_id: str,
+    interrupts: Interrupts,
+    *,
+    timeout: float | None,
+    json_mode: bool,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """``--wait`` of any command: follow the run (progress bar, logs), then :func:`report`."""
+    followed = await follow_run(
+        durably, run_id, interrupted=interrupts.event, show=not json_mode, timeout=timeout
+    )
+    return report(followed, json_mode=json_mode, extra=extra)

@@ -192,8 +192,7 @@ class OneShot:
         await durably.stop(grace=opts.stop_grace)
         claimed = await work
         # Read again: the runs stopped were released after process_until_idle returned.
-        final = [await durably.store.get_run(r.id) or r for r in claimed]
-        return final, stopped_by
+        return await durably.final_records(claimed), stopped_by
 
     # -- what happened --------------------------------------------------------------------------
     async def _report(self, durably: Durably, outcome: Outcome) -> None:

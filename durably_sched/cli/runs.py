@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from datetime import timedelta
 from typing import Any
 
@@ -13,22 +12,45 @@ from rich.text import Text
 from .._durations import format_duration
 from ..durably import Durably
 from ..store.base import RUN_STATUSES, LogRecord, RunRecord
-from ._base import DURATION, SECONDS, CliGroup, open_durably, settings
+from ._base import (
+    DURATION,
+    EXIT_OK,
+    SECONDS,
+    TIME_RULE_HELP,
+    CliGroup,
+    open_durably,
+    settings,
+    utc_option,
+)
 from ._loader import load_jobs
 from ._output import (
     compact,
+    data_text,
     echo_json,
-    local_time,
     log_json,
     print_table,
+    progress_count,
     progress_text,
-    run_duration,
     run_json,
     seconds_text,
+    show_time,
     step_json,
     table,
+    total_text,
 )
-from ._wait import Interrupts, follow_run, report
+from ._wait import check_wait_options, follow_and_report, wait_options, wait_signals
+
+RUN_ID_HELP = """\b
+RUN_ID is a run's id or any unique prefix of it, at least 6 characters long
+(`runs list`, progress bars and the serve log show the first 8)."""
+TOTAL_HELP = """\b
+Total time: from the run's first start to its finish (so far, while it runs),
+across all its attempts and the time between them; `serve` logs the time of
+each attempt ("run completed in ...")."""
+WAIT_HELP = """\b
+--wait follows the run as `trigger --wait` does: a live progress bar and the
+run's logs, then its output (exit 0) or error (exit 1); --timeout gives up
+(exit 124), Ctrl-C stops waiting, not the run (exit 130)."""
 
 STATUS_STYLE = {
     "pending": "yellow",
@@ -46,8 +68,11 @@ def runs() -> None:
     \b
     Examples:
       durably-sched runs list --status failed
-      durably-sched runs show 0b6e0c1e-...
-      durably-sched runs retry 0b6e0c1e-...
+      durably-sched runs show 0b6e0c1e
+      durably-sched runs retry 0b6e0c1e --wait
+
+    \b
+    A run is named by its id or any unique prefix of at least 6 characters.
     """
 
 
@@ -57,11 +82,19 @@ def _status(status: str) -> Text:
 
 @runs.command(
     "list",
-    epilog="""\b
+    epilog=f"""\b
 Examples:
   durably-sched runs list
   durably-sched runs list --status failed --status cancelled --limit 100
-  durably-sched runs list --schedule nightly-report --json""",
+  durably-sched runs list --schedule nightly-report --json
+
+\b
+ID shows the first 8 characters of each id (--json has whole ids); any unique
+prefix of 6 or more names the run in the other `runs` commands.
+
+{TOTAL_HELP}
+
+{TIME_RULE_HELP}""",
 )
 @click.option(
     "--status",
@@ -74,6 +107,7 @@ Examples:
 @click.option("--schedule", metavar="NAME", help="Only runs fired by this schedule.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 async def list_runs(
     statuses: tuple[str, ...], job: str | None, schedule: str | None, limit: int, json_mode: bool
 ) -> None:
@@ -86,15 +120,15 @@ async def list_runs(
     if not found:
         click.echo("no runs", err=True)
         return
-    grid = table("ID", "JOB", "STATUS", "PROGRESS", "CREATED", "DURATION", "KEY", wrap=("KEY",))
+    grid = table("ID", "JOB", "STATUS", "PROGRESS", "CREATED", "TOTAL", "KEY", wrap=("KEY",))
     for run in found:
         grid.add_row(
-            run.id,
+            run.id[:8],
             run.job_name,
             _status(run.status),
-            progress_text(run.progress),
-            local_time(run.created_at),
-            seconds_text(run_duration(run)),
+            progress_count(run.progress),
+            show_time(run.created_at),
+            total_text(run),
             run.idempotency_key or "-",
         )
     print_table(grid)
@@ -111,16 +145,24 @@ async def _all_logs(durably: Durably, run_id: str) -> list[LogRecord]:
 
 @runs.command(
     "show",
-    epilog="""\b
+    epilog=f"""\b
 Examples:
-  durably-sched runs show 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11
-  durably-sched runs show 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11 --json | jq .steps""",
+  durably-sched runs show 0b6e0c1e
+  durably-sched runs show 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11 --json | jq .steps
+
+{RUN_ID_HELP}
+
+{TOTAL_HELP}
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("run_id")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object.")
+@utc_option
 async def show(run_id: str, json_mode: bool) -> None:
     """Show a run: status, input, steps with durations, progress, output or error, logs."""
     async with open_durably(settings().database, read_only=True) as durably:
+        run_id = await durably.resolve_run_id(run_id)
         run = await durably.get_run(run_id)
         steps = await durably.get_steps(run_id)
         logs = await _all_logs(durably, run_id)
@@ -135,10 +177,10 @@ async def show(run_id: str, json_mode: bool) -> None:
         ("run", run.id),
         ("job", run.job_name),
         ("status", _status(run.status)),
-        ("created", local_time(run.created_at)),
-        ("started", local_time(run.started_at)),
-        ("finished", local_time(run.completed_at)),
-        ("duration", seconds_text(run_duration(run))),
+        ("created", show_time(run.created_at)),
+        ("first started", show_time(run.started_at)),
+        ("finished", show_time(run.completed_at)),
+        ("total time", _total_row(run)),
         ("attempt", str(run.attempt)),
     ]
     if run.worker_id and run.status == "running":
@@ -165,7 +207,7 @@ async def show(run_id: str, json_mode: bool) -> None:
             grid.add_row(
                 str(record.index),
                 record.name,
-                local_time(record.started_at),
+                show_time(record.started_at),
                 seconds_text(record.duration),
                 compact(step_json(record)["output"], 80),
             )
@@ -173,68 +215,148 @@ async def show(run_id: str, json_mode: bool) -> None:
     if logs:
         grid = table("TIME", "LEVEL", "STEP", "MESSAGE", wrap=("MESSAGE",))
         for entry in logs:
-            message = entry.message + (f" {compact(entry.data, 120)}" if entry.data else "")
-            grid.add_row(local_time(entry.created_at), entry.level, entry.step_name or "-", message)
+            message = entry.message + (f" {data_text(entry.data)}" if entry.data else "")
+            grid.add_row(show_time(entry.created_at), entry.level, entry.step_name or "-", message)
         parts += [Text(""), Text("logs", style="bold"), grid]
     print_table(Group(*parts))
 
 
+def _total_row(run: RunRecord) -> str:
+    took = total_text(run)
+    if took == "-":
+        return "- (not started yet)"
+    attempts = f"{run.attempt} attempts" if run.attempt > 1 else "1 attempt"
+    return f"{took} (first start to finish, {attempts})"
+
+
 @runs.command(
     "watch",
-    epilog="""\b
+    epilog=f"""\b
 Example:
-  durably-sched runs watch 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11
+  durably-sched runs watch 0b6e0c1e
 
 \b
 Exit 0 when the run completes (its output is printed), 1 when it fails or is
-cancelled, 124 on --timeout, 130 on Ctrl-C (the run continues).""",
+cancelled, 124 on --timeout, 130 on Ctrl-C (the run continues).
+
+{RUN_ID_HELP}
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("run_id")
 @click.option("--timeout", type=SECONDS, metavar="SECONDS", help="Give up after this long (exit 124).")
 @click.option("--json", "json_mode", is_flag=True, help="No progress bar; one JSON object at the end.")
+@utc_option
 async def watch(run_id: str, timeout: float | None, json_mode: bool) -> int:
     """Follow a run live (progress bar and logs) until it ends."""
-    async with open_durably(settings().database, read_only=True) as durably:
-        interrupts = Interrupts(on_second="exiting")
-        with interrupts.installed(signal.SIGINT, signal.SIGTERM):
-            followed = await follow_run(
-                durably, run_id, interrupted=interrupts.event, show=not json_mode, timeout=timeout
-            )
-    return report(followed, json_mode=json_mode)
+    interrupts, handling = wait_signals(True)
+    with handling:
+        async with open_durably(settings().database, read_only=True) as durably:
+            run_id = await durably.resolve_run_id(run_id)
+            return await follow_and_report(durably, run_id, interrupts, timeout=timeout, json_mode=json_mode)
 
 
 def _done(run: RunRecord) -> str:
     return f"{run.step_count} step{'s' if run.step_count != 1 else ''} done"
 
 
-@runs.command("retry", epilog="\b\nExample:\n  durably-sched runs retry 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11")
-@click.argument("run_id")
-async def retry(run_id: str) -> None:
-    """Put a failed or cancelled run back to pending; it resumes after its last completed step."""
-    async with open_durably(settings().database) as durably:
-        run = await durably.retry(run_id)
-    click.echo(f"run {run.id} is pending again ({_done(run)}; it resumes after the last one)")
-
-
 @runs.command(
-    "retrigger", epilog="\b\nExample:\n  durably-sched runs retrigger 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11"
+    "retry",
+    epilog=f"""\b
+Examples:
+  durably-sched runs retry 0b6e0c1e
+  durably-sched runs retry 0b6e0c1e --wait --timeout 10m
+
+\b
+The run keeps its id, input and completed steps: it resumes after the last one.
+Failed runs are never retried automatically; this command (or the library's
+durably.retry) is how a failed run runs again.
+
+{WAIT_HELP}
+
+{RUN_ID_HELP}
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("run_id")
-async def retrigger(run_id: str) -> None:
-    """Start a new run of the same job with the same input, concurrency key and labels."""
-    jobs = load_jobs(settings().jobs)
-    async with open_durably(settings().database, jobs) as durably:
-        run = await durably.retrigger(run_id)
-    click.echo(f"run {run.id} created ({run.job_name}, retrigger of {run_id})")
+@wait_options
+@utc_option
+async def retry(run_id: str, wait: bool, timeout: float | None, json_mode: bool) -> int:
+    """Put a failed or cancelled run back to pending; it resumes after its last completed step."""
+    check_wait_options(wait, timeout)
+    interrupts, handling = wait_signals(wait)
+    with handling:
+        async with open_durably(settings().database) as durably:
+            run_id = await durably.resolve_run_id(run_id)
+            run = await durably.retry(run_id)
+            extra = {"action": "retry"}
+            if json_mode and not wait:
+                echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
+            elif not json_mode:
+                # While waiting, stdout is kept for the run's output.
+                line = f"run {run.id} is pending again ({_done(run)}; it resumes after the last one)"
+                click.echo(line, err=wait)
+            if not wait:
+                return EXIT_OK
+            return await follow_and_report(
+                durably, run.id, interrupts, timeout=timeout, json_mode=json_mode, extra=extra
+            )
 
 
 @runs.command(
-    "cancel", epilog="\b\nExample:\n  durably-sched runs cancel 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11"
+    "retrigger",
+    epilog=f"""\b
+Examples:
+  durably-sched runs retrigger 0b6e0c1e
+  durably-sched runs retrigger 0b6e0c1e --wait --json
+
+\b
+A new run (a new id, no idempotency key) of the same job with the same input,
+concurrency key and labels; the original run is left as it is.
+
+{WAIT_HELP}
+
+{RUN_ID_HELP}
+
+{TIME_RULE_HELP}""",
+)
+@click.argument("run_id")
+@wait_options
+@utc_option
+async def retrigger(run_id: str, wait: bool, timeout: float | None, json_mode: bool) -> int:
+    """Start a new run of the same job with the same input, concurrency key and labels."""
+    check_wait_options(wait, timeout)
+    jobs = load_jobs(settings().jobs)
+    interrupts, handling = wait_signals(wait)
+    with handling:
+        async with open_durably(settings().database, jobs) as durably:
+            original = await durably.resolve_run_id(run_id)
+            run = (await durably.retrigger(original)).record
+            extra = {"action": "retrigger", "retrigger_of": original}
+            if json_mode and not wait:
+                echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
+            elif not json_mode:
+                click.echo(f"run {run.id} created ({run.job_name}, retrigger of {original})", err=wait)
+            if not wait:
+                return EXIT_OK
+            return await follow_and_report(
+                durably, run.id, interrupts, timeout=timeout, json_mode=json_mode, extra=extra
+            )
+
+
+@runs.command(
+    "cancel",
+    epilog=f"""\b
+Example:
+  durably-sched runs cancel 0b6e0c1e
+
+{RUN_ID_HELP}""",
 )
 @click.argument("run_id")
 async def cancel(run_id: str) -> None:
     """Cancel a pending run, or stop a running one after its current step."""
     async with open_durably(settings().database) as durably:
+        run_id = await durably.resolve_run_id(run_id)
         before = await durably.get_run(run_id)
         if before.status == "cancelled":
             click.echo(f"run {run_id} was already cancelled")
@@ -245,12 +367,18 @@ async def cancel(run_id: str) -> None:
 
 
 @runs.command(
-    "delete", epilog="\b\nExample:\n  durably-sched runs delete 0b6e0c1e-5b0a-4a47-9d0e-2f6f1b3f8c11"
+    "delete",
+    epilog=f"""\b
+Example:
+  durably-sched runs delete 0b6e0c1e
+
+{RUN_ID_HELP}""",
 )
 @click.argument("run_id")
 async def delete(run_id: str) -> None:
     """Delete a run that is not running, with its steps and logs."""
     async with open_durably(settings().database) as durably:
+        run_id = await durably.resolve_run_id(run_id)
         await durably.delete_run(run_id)
     click.echo(f"run {run_id} deleted")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import textwrap
@@ -15,19 +14,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from .._durations import format_duration
+from ..durably import Durably
 from ..errors import ConfigError, StoreError
+from ..schedule import manual
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
 from ..schedule.describe import describe_cron
-from ..schedule.scheduler import make_fire
-from ..store.base import FireRecord, FireResult
-from ._base import TIME, CliError, CliGroup, in_zone, open_durably, settings, sqlite_path
+from ..store.base import FireRecord, FireResult, RunStatus, ScheduleState
+from ._base import (
+    TIME,
+    TIME_RULE_HELP,
+    CliError,
+    CliGroup,
+    in_display_zone,
+    open_durably,
+    settings,
+    sqlite_path,
+    utc_option,
+)
 from ._loader import job_inputs, load_jobs
-from ._output import console, echo_json, local_time, print_table, table, utc_json, zone_time
+from ._output import console, echo_json, print_table, show_time, table, utc_json, zone_json
+from .schedule_pause import pause, pause_text, resume, state_json
 from .trigger import find_schedule
 
-BACKFILL_LIMIT = 10_000
-BACKFILL_BATCH = 200
+BACKFILL_LIMIT = manual.BACKFILL_LIMIT
 BACKFILL_ROWS_SHOWN = 200
 
 
@@ -46,13 +56,17 @@ def schedules() -> None:
     """Check schedules.yaml, see upcoming fire times and history, backfill past fire times.
 
     \b
-    Fire times are shown in each schedule's own time zone (with its UTC offset); naive
-    times given to --after/--at/--from/--to are read in the schedule's time zone too.
+    Cron expressions are evaluated on each schedule's own clock (its timezone); the
+    fire times are then shown like every time: in this machine's time zone with the
+    UTC offset, or in UTC with --utc. Times typed without an offset (--after, --from,
+    --to) are read in that same display zone.
 
     \b
     Examples:
       durably-sched schedules validate
       durably-sched schedules next nightly-report --count 3
+      TZ=Europe/Berlin durably-sched schedules next nightly-report   # on Berlin's clock
+      durably-sched schedules pause nightly-report --reason "warehouse migration"
     """
 
 
@@ -77,17 +91,41 @@ def validate(file: str | None) -> None:
     click.echo(f"ok: {_plural(len(config.schedules), 'schedule')} in {path}")
 
 
-async def _last_records() -> tuple[dict[str, FireRecord], str | None]:
-    """The newest fire record per schedule, without ever creating a database."""
+async def _last_records() -> tuple[dict[str, FireRecord], dict[str, ScheduleState], str | None]:
+    """The newest fire record and the run-time state per schedule, without ever creating a database."""
     url = settings().database
     path = sqlite_path(url)
     if path is not None and not os.path.exists(path):
-        return {}, None
+        return {}, {}, None
     try:
         async with open_durably(url, read_only=True) as durably:
-            return await durably.store.last_fire_records(), None
+            return await durably.store.last_fire_records(), await durably.get_schedule_states(), None
     except StoreError as exc:
-        return {}, str(exc)
+        return {}, {}, str(exc)
+
+
+def _state_word(entry: ScheduleEntry, state: ScheduleState | None) -> str:
+    """The STATE column: active, paused, auto-paused, disabled (in the file), or both."""
+    paused = state is not None and state.paused
+    word = ("auto-paused" if state is not None and state.auto_paused else "paused") if paused else ""
+    if not entry.enabled:
+        return f"disabled, {word}" if word else "disabled"
+    return word or "active"
+
+
+def _state_lines(state: ScheduleState | None) -> list[str]:
+    """What a schedule's state says beyond its word: who paused it and why; failures."""
+    if state is None:
+        return []
+    lines = [pause_text(state)] if state.paused else []
+    if state.consecutive_failures and not (state.paused and state.auto_paused):  # its reason says it
+        count = state.consecutive_failures
+        last = f" (last: run {state.last_failed_run_id})" if state.last_failed_run_id else ""
+        success = show_time(state.last_success_at) if state.last_success_at else "never"
+        lines.append(
+            f"{count} consecutive failed run{'s' if count != 1 else ''}{last}; last success: {success}"
+        )
+    return lines
 
 
 def _next(entry: ScheduleEntry, now: datetime) -> datetime | None:
@@ -99,16 +137,19 @@ def _next(entry: ScheduleEntry, now: datetime) -> datetime | None:
 
 @schedules.command(
     "list",
-    epilog="""\b
+    epilog=f"""\b
 Examples:
   durably-sched schedules list
-  durably-sched --schedules deploy/schedules.yaml schedules list --json""",
+  durably-sched --schedules deploy/schedules.yaml schedules list --json
+
+{TIME_RULE_HELP}""",
 )
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 async def list_schedules(json_mode: bool) -> None:
     """Every schedule: job, cron and what it means, time zone, next fire time, last outcome."""
     config = _load(with_jobs=False)
-    last, problem = await _last_records()
+    last, states, problem = await _last_records()
     if problem is not None:
         click.echo(f"warning: last outcomes unavailable: {problem}", err=True)
     now = datetime.now(UTC)
@@ -128,10 +169,12 @@ async def list_schedules(json_mode: bool) -> None:
                     "overlap": entry.overlap,
                     "catchup": entry.catchup,
                     "jitter": format_duration(entry.jitter),
-                    "next_fire_time": upcoming.isoformat() if upcoming else None,
+                    "next_fire_time": utc_json(upcoming),
+                    "next_fire_time_in_zone": zone_json(upcoming, entry.timezone),
                     "last_fire_time": utc_json(record.fire_time) if record else None,
                     "last_outcome": record.outcome if record else None,
                     "last_run_id": record.run_id if record else None,
+                    **state_json(states.get(entry.name)),
                 }
             )
         echo_json(items)
@@ -140,28 +183,42 @@ async def list_schedules(json_mode: bool) -> None:
         click.echo(f"no schedules in {config.path}", err=True)
         return
     # Every column one line (no wrapping), so each schedule's description can follow its row.
-    grid = table("NAME", "JOB", "CRON", "TIMEZONE", "NEXT FIRE TIME", "LAST OUTCOME")
+    grid = table("NAME", "JOB", "CRON", "TIMEZONE", "STATE", "NEXT FIRE TIME", "LAST OUTCOME")
     for entry in config.schedules.values():
         upcoming = _next(entry, now)
         record = last.get(entry.name)
         last_text = "-"
         if record is not None:
-            last_text = f"{record.outcome} {local_time(record.fire_time)}"
+            last_text = f"{record.outcome} {show_time(record.fire_time)}"
             if record.run_id:
-                last_text += f" (run {record.run_id})"
+                last_text += f" (run {record.run_id[:8]})"
         grid.add_row(
             entry.name,
             entry.job,
             entry.cron.expression,
             entry.timezone.key,
-            ("disabled" if not entry.enabled else zone_time(upcoming) if upcoming else "never"),
+            _state_word(entry, states.get(entry.name)),
+            ("disabled" if not entry.enabled else show_time(upcoming) if upcoming else "never"),
             last_text,
         )
-    _print_with_descriptions(grid, [describe_cron(entry.cron) for entry in config.schedules.values()])
+    _print_with_descriptions(
+        grid,
+        [
+            [describe_cron(entry.cron), *_state_lines(states.get(entry.name))]
+            for entry in config.schedules.values()
+        ],
+    )
+    gone = sorted(name for name, state in states.items() if state.paused and name not in config.schedules)
+    for name in gone:
+        click.echo(
+            f"note: schedule '{name}' is paused in the database but not defined in {config.path} "
+            f"(`durably-sched schedules resume {name}` clears it)",
+            err=True,
+        )
 
 
-def _print_with_descriptions(grid: Table, descriptions: list[str]) -> None:
-    """The table, each row followed by an indented line with its cron's description.
+def _print_with_descriptions(grid: Table, descriptions: list[list[str]]) -> None:
+    """The table, each row followed by indented lines: its cron's description, then its state.
 
     A description is too long for a column at 80 columns (it would wrap to a word per line), and rich
     tables have no cell spanning several columns, so the lines go between the rendered rows.
@@ -175,30 +232,36 @@ def _print_with_descriptions(grid: Table, descriptions: list[str]) -> None:
         return
     width = out.width if out.is_terminal else None
     click.echo(header.rstrip())
-    for row, description in zip(rows, descriptions, strict=True):
+    for row, texts in zip(rows, descriptions, strict=True):
         click.echo(row.rstrip())
-        lines = textwrap.wrap(description, width - 2) if width and width > 20 else [description]
-        for line in lines:
-            click.echo(click.style(f"  {line}", dim=True) if out.is_terminal else f"  {line}")
+        for description in texts:
+            lines = textwrap.wrap(description, width - 2) if width and width > 20 else [description]
+            for line in lines:
+                click.echo(click.style(f"  {line}", dim=True) if out.is_terminal else f"  {line}")
 
 
 @schedules.command(
     "next",
-    epilog="""\b
+    epilog=f"""\b
 Examples:
   durably-sched schedules next
   durably-sched schedules next nightly-report --count 10
   durably-sched schedules next nightly-report --after 2026-10-24T12:00 --count 3 --json
+  TZ=Europe/Berlin durably-sched schedules next nightly-report   # on Berlin's clock
 
 \b
 The DST policy applies: a wall time skipped by a spring-forward gap fires once, right
 after the gap; a repeated wall time fires once for fixed hours ("30 2 * * *") and at
-both occurrences for hourly-style fields ("*/15 * * * *").""",
+both occurrences for hourly-style fields ("*/15 * * * *"). --json gives each fire time
+in UTC (fire_time) and on the schedule's own clock (fire_time_in_zone).
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("name", required=False)
 @click.option("--count", type=click.IntRange(1, 100_000), default=5, show_default=True)
 @click.option("--after", type=TIME, help="Fire times after this time (exclusive; default now).")
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 def next_times(name: str | None, count: int, after: datetime | None, json_mode: bool) -> None:
     """The next fire times of a schedule (all schedules when NAME is omitted), with their keys."""
     config = _load(with_jobs=False)
@@ -207,14 +270,19 @@ def next_times(name: str | None, count: int, after: datetime | None, json_mode: 
     )
     rows: list[tuple[ScheduleEntry, datetime]] = []
     for entry in entries:
-        start = in_zone(after, entry.timezone) if after is not None else datetime.now(UTC)
+        start = in_display_zone(after) if after is not None else datetime.now(UTC)
         rows.extend(
             (entry, t) for t in itertools.islice(fire_times(entry.cron, entry.timezone, start), count)
         )
     if json_mode:
         echo_json(
             [
-                {"schedule": e.name, "fire_time": t.isoformat(), "idempotency_key": fire_key(e.name, t)}
+                {
+                    "schedule": e.name,
+                    "fire_time": utc_json(t),
+                    "fire_time_in_zone": zone_json(t, e.timezone),
+                    "idempotency_key": fire_key(e.name, t),
+                }
                 for e, t in rows
             ]
         )
@@ -224,20 +292,23 @@ def next_times(name: str | None, count: int, after: datetime | None, json_mode: 
         return
     grid = table("SCHEDULE", "FIRE TIME", "IDEMPOTENCY KEY")
     for entry, t in rows:
-        grid.add_row(entry.name, zone_time(t), fire_key(entry.name, t))
+        grid.add_row(entry.name, show_time(t), fire_key(entry.name, t))
     print_table(grid)
 
 
 @schedules.command(
     "history",
-    epilog="""\b
+    epilog=f"""\b
 Examples:
   durably-sched schedules history nightly-report
-  durably-sched schedules history thumbnails --limit 100 --json""",
+  durably-sched schedules history thumbnails --limit 100 --json
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("name")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 async def history(name: str, limit: int, json_mode: bool) -> None:
     """Recorded fire times of a schedule, newest first: outcome and run."""
     try:
@@ -252,20 +323,7 @@ async def history(name: str, limit: int, json_mode: bool) -> None:
         where = f" in {config.path}" if config is not None else ""
         raise CliError(f"unknown schedule '{name}': not defined{where} and no fire times recorded")
     if json_mode:
-        echo_json(
-            [
-                {
-                    "schedule": r.schedule,
-                    "fire_time": _shown(r.fire_time, entry).isoformat(),
-                    "idempotency_key": fire_key(r.schedule, r.fire_time),
-                    "outcome": r.outcome,
-                    "run_id": r.run_id,
-                    "run_status": statuses.get(r.run_id) if r.run_id else None,
-                    "recorded_at": utc_json(r.recorded_at),
-                }
-                for r in records
-            ]
-        )
+        echo_json([fire_json(r, statuses.get(r.run_id) if r.run_id else None, entry) for r in records])
         return
     if not records:
         click.echo(f"no fire times recorded for schedule '{name}' yet", err=True)
@@ -274,17 +332,28 @@ async def history(name: str, limit: int, json_mode: bool) -> None:
     for r in records:
         status = statuses.get(r.run_id, "purged") if r.run_id else "-"
         grid.add_row(
-            zone_time(_shown(r.fire_time, entry)),
+            show_time(r.fire_time),
             r.outcome,
-            r.run_id or "-",
+            r.run_id[:8] if r.run_id else "-",
             status,
-            local_time(r.recorded_at),
+            show_time(r.recorded_at),
         )
     print_table(grid)
 
 
-def _shown(t: datetime, entry: ScheduleEntry | None) -> datetime:
-    return t.astimezone(entry.timezone) if entry is not None else t.astimezone()
+def fire_json(record: FireRecord, run_status: str | None, entry: ScheduleEntry | None) -> dict[str, Any]:
+    """A recorded fire time in --json (history, backfill): times in UTC, and on the schedule's
+    clock when the schedule is still in the file."""
+    return {
+        "schedule": record.schedule,
+        "fire_time": utc_json(record.fire_time),
+        "fire_time_in_zone": zone_json(record.fire_time, entry.timezone) if entry is not None else None,
+        "idempotency_key": fire_key(record.schedule, record.fire_time),
+        "outcome": record.outcome,
+        "run_id": record.run_id,
+        "run_status": run_status,
+        "recorded_at": utc_json(record.recorded_at),
+    }
 
 
 @schedules.command(
@@ -301,16 +370,31 @@ record (fired, skipped, missed) is left alone, so running a backfill twice, or w
 the scheduler runs, never makes a second run. The schedule's overlap policy applies
 (with overlap: skip, slots that come while a run of the schedule is active are recorded
 as skipped). The scheduler's cursor does not move. More than {BACKFILL_LIMIT:,} fire times,
-or a --to in the future, need --force.""",
+or a --to in the future, need --force.
+
+\b
+--dry-run writes nothing: it lists each fire time with what a backfill would do, from
+the records already stored: "trigger" (no record yet) or "deduplicate" (recorded, with
+its outcome and run).
+
+\b
+--from and --to without an offset are read in this machine's time zone (UTC with --utc);
+a date alone means its midnight. The fire times themselves come from the schedule's cron
+on its own clock (its timezone).
+
+{TIME_RULE_HELP}""",
 )
 @click.argument("name")
 @click.option("--from", "start", type=TIME, required=True, help="First time of the range (inclusive).")
 @click.option("--to", "end", type=TIME, required=True, help="Last time of the range (inclusive).")
-@click.option("--dry-run", is_flag=True, help="List the fire times and keys; write nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="List the fire times, what a backfill would do with each; write nothing."
+)
 @click.option(
     "--force", is_flag=True, help=f"Allow more than {BACKFILL_LIMIT:,} fire times or a future --to."
 )
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
 async def backfill(
     name: str, start: datetime, end: datetime, dry_run: bool, force: bool, json_mode: bool
 ) -> None:
@@ -319,26 +403,16 @@ async def backfill(
     jobs = load_jobs(s.jobs)
     config = load_schedules(s.schedules, job_inputs(jobs))
     entry = find_schedule(config.schedules, name, config.path)
-    zone = entry.timezone
-    first, last = in_zone(start, zone), in_zone(end, zone)
-    if last < first:
-        raise CliError(
-            f"--to {zone_time(last.astimezone(zone))} is before --from {zone_time(first.astimezone(zone))}"
+    first, last = in_display_zone(start), in_display_zone(end)
+    try:
+        times = manual.backfill_times(
+            entry, first, last, force=force, names=("--from", "--to", "--force"), show=show_time
         )
-    if last > datetime.now(UTC) and not force:
-        raise CliError(
-            f"--to {zone_time(last.astimezone(zone))} is in the future; backfill past fire times (the "
-            "scheduler fires the rest), or pass --force"
-        )
-    found = fire_times(entry.cron, zone, first - timedelta(seconds=1), last)
-    times = [t for t in itertools.islice(found, None if force else BACKFILL_LIMIT + 1) if t >= first]
-    if len(times) > BACKFILL_LIMIT and not force:
-        raise CliError(
-            f"more than {BACKFILL_LIMIT:,} fire times of schedule '{name}' between {zone_time(first)} and "
-            f"{zone_time(last)}; narrow the range or pass --force"
-        )
+    except manual.ScheduleActionError as exc:
+        raise CliError(exc.message) from None
     if dry_run:
-        _show_plan(entry, times, json_mode)
+        recorded, statuses = await _recorded(entry, first, last, len(times))
+        _show_plan(entry, times, recorded, statuses, json_mode)
         return
     results: list[FireResult] = []
     async with open_durably(s.database, jobs) as durably:
@@ -352,39 +426,95 @@ async def backfill(
             disable=not err.is_terminal or len(times) < 2 or json_mode,
         ) as bar:
             task = bar.add_task("", total=len(times))
-            for batch in _batches(times):
-                done = await asyncio.gather(
-                    *(durably.fire(make_fire(entry, t, advance_cursor=False)) for t in batch)
-                )
-                results.extend(done)
-                bar.advance(task, len(batch))
+            results = await manual.backfill(durably, entry, times, on_batch=lambda n: bar.advance(task, n))
     _show_results(entry, times, results, json_mode)
 
 
-def _batches(items: list[datetime]) -> list[list[datetime]]:
-    return [items[i : i + BACKFILL_BATCH] for i in range(0, len(items), BACKFILL_BATCH)]
+async def _records_between(
+    durably: Durably, schedule: str, first: datetime, last: datetime, expected: int
+) -> dict[datetime, FireRecord]:
+    """The fire records of ``schedule`` in [first, last]: one read of ``expected + 1`` records (the
+    newest first, from ``last`` down), more pages only if the range holds more records than fire
+    times (records of an earlier cron of the same schedule)."""
+    found: dict[datetime, FireRecord] = {}
+    before = last + timedelta(milliseconds=1)
+    page_size = max(expected + 1, 2)
+    while True:
+        page = await durably.store.list_fire_records(schedule, limit=page_size, before=before)
+        for record in page:
+            if record.fire_time < first:
+                return found
+            found[record.fire_time] = record
+        if len(page) < page_size:
+            return found
+        before = page[-1].fire_time
 
 
-def _show_plan(entry: ScheduleEntry, times: list[datetime], json_mode: bool) -> None:
-    if json_mode:
-        echo_json(
-            [
-                {
-                    "schedule": entry.name,
-                    "fire_time": t.isoformat(),
-                    "idempotency_key": fire_key(entry.name, t),
-                }
-                for t in times
-            ]
-        )
-        return
-    grid = table("FIRE TIME", "IDEMPOTENCY KEY")
+async def _recorded(
+    entry: ScheduleEntry, first: datetime, last: datetime, expected: int
+) -> tuple[dict[datetime, FireRecord], dict[str, RunStatus]]:
+    """What is already recorded in the range, and the statuses of those runs; nothing when the
+    database does not exist yet (a dry run never creates it)."""
+    url = settings().database
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        return {}, {}
+    async with open_durably(url) as durably:
+        recorded = await _records_between(durably, entry.name, first, last, expected)
+        run_ids = sorted({r.run_id for r in recorded.values() if r.run_id})
+        statuses = await durably.store.get_run_statuses(run_ids)
+    return recorded, statuses
+
+
+def _show_plan(
+    entry: ScheduleEntry,
+    times: list[datetime],
+    recorded: dict[datetime, FireRecord],
+    statuses: dict[str, RunStatus],
+    json_mode: bool,
+) -> None:
+    items: list[dict[str, Any]] = []
     for t in times:
-        grid.add_row(zone_time(t), fire_key(entry.name, t))
+        record = recorded.get(t.astimezone(UTC))
+        run_id = record.run_id if record is not None else None
+        items.append(
+            {
+                "schedule": entry.name,
+                "fire_time": utc_json(t),
+                "fire_time_in_zone": zone_json(t, entry.timezone),
+                "idempotency_key": fire_key(entry.name, t),
+                "action": "trigger" if record is None else "deduplicate",
+                "recorded_outcome": record.outcome if record is not None else None,
+                "run_id": run_id,
+                "run_status": (statuses.get(run_id, "purged") if run_id else None),
+            }
+        )
+    if json_mode:
+        echo_json(items)
+        return
+    grid = table("FIRE TIME", "WOULD", "RECORDED", "RUN", "IDEMPOTENCY KEY")
+    for t, item in zip(times, items, strict=True):
+        run = f"{item['run_id'][:8]} ({item['run_status']})" if item["run_id"] else "-"
+        grid.add_row(
+            show_time(t), item["action"], item["recorded_outcome"] or "-", run, item["idempotency_key"]
+        )
     if times:
         print_table(grid)
+    new = sum(1 for item in items if item["action"] == "trigger")
+    known = len(items) - new
+    parts = [f"{new} would be triggered"]
+    if known:
+        parts.append(f"{known} already recorded (deduplicated)")
+    note = (
+        "; with overlap: skip, a fire time that comes while a run of the schedule is active is recorded "
+        "as skipped instead"
+        if new and entry.overlap == "skip"
+        else ""
+    )
     click.echo(
-        f"dry run: {_plural(len(times), 'fire time')} of schedule '{entry.name}'; nothing written", err=True
+        f"dry run: {_plural(len(times), 'fire time')} of schedule '{entry.name}': {', '.join(parts)}"
+        f"{note}; nothing written",
+        err=True,
     )
 
 
@@ -394,7 +524,8 @@ def _show_results(
     rows: list[dict[str, Any]] = [
         {
             "schedule": entry.name,
-            "fire_time": t.isoformat(),
+            "fire_time": utc_json(t),
+            "fire_time_in_zone": zone_json(t, entry.timezone),
             "idempotency_key": fire_key(entry.name, t),
             "outcome": r.outcome,
             "run_id": r.run.id if r.run else None,
@@ -407,8 +538,13 @@ def _show_results(
     if 0 < len(rows) <= BACKFILL_ROWS_SHOWN:
         grid = table("FIRE TIME", "OUTCOME", "RUN")
         for t, row in zip(times, rows, strict=True):
-            grid.add_row(zone_time(t), row["outcome"], row["run_id"] or "-")
+            grid.add_row(show_time(t), row["outcome"], row["run_id"][:8] if row["run_id"] else "-")
         print_table(grid)
     counts = Counter(row["outcome"] for row in rows)
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing to do"
     click.echo(f"backfill {entry.name}: {_plural(len(rows), 'fire time')}: {summary}")
+
+
+# Pause and resume live in their own module (schedule_pause.py); they are commands of this group.
+schedules.add_command(pause)
+schedules.add_command(resume)

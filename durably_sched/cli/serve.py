@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from ..durably import Durably, create_durably
 from ..errors import ConfigError
 from ..jobs import JobDefinition
 from ..schedule.config import SchedulesConfig, load_schedules
+from ..schedule.cron import next_fire_time
 from ..schedule.scheduler import Scheduler
 from ._base import (
     EXIT_FAILURE,
@@ -25,6 +27,7 @@ from ._base import (
     HTTP_ADDRESS,
     RETENTION,
     SECONDS,
+    TIME_RULE_HELP,
     CliCommand,
     CliError,
     HttpAddress,
@@ -32,6 +35,7 @@ from ._base import (
     StepThreads,
     redact_url,
     settings,
+    utc_option,
 )
 from ._loader import job_inputs, load_jobs
 from ._wait import Interrupts
@@ -55,13 +59,20 @@ class ServeOptions:
     stop_grace: float
     retention: timedelta | None
     worker_id: str | None
+    http_token: str | None = None
+    http_read_token: str | None = None
+    http_metrics: str = "auto"
 
 
-def configure_logging(fmt: str, level: str) -> None:
+def configure_logging(fmt: str, level: str, *, utc: bool = False) -> None:
     """Logging for serve (text or JSON lines on stderr), set up by durably_sched.ops.logging."""
     from ..ops.logging import configure_logging as configure
 
-    configure(fmt, level)  # type: ignore[arg-type]
+    configure(fmt, level, utc=utc)  # type: ignore[arg-type]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:
@@ -110,7 +121,9 @@ class Server:
                 config = await asyncio.to_thread(load_schedules, path, inputs)
             except ConfigError as exc:
                 kept = len(self.config.schedules) if self.config is not None else 0
-                log.error("schedules not reloaded (keeping the %d loaded before): %s", kept, exc)
+                log.error(
+                    "schedules not reloaded (keeping the %s loaded before): %s", _count(kept, "schedule"), exc
+                )
                 continue
             try:
                 await scheduler.reload(config)
@@ -162,7 +175,7 @@ class Server:
                     )
                 )
             http_server, metrics = await self._start_http(durably)
-            where = HttpAddress(http_server.host or "0.0.0.0", http_server.port) if http_server else None
+            where = HttpAddress(opts.http.host, http_server.port) if http_server and opts.http else None
             self._log_started(durably, jobs, str(where) if where else None, durably.retention is not None)
             await self.stop_requested.wait()
             log.info("stopping: running steps get up to %ss to checkpoint", f"{opts.stop_grace:g}")
@@ -184,51 +197,147 @@ class Server:
         return EXIT_OK
 
     async def _start_http(self, durably: Durably) -> tuple[Any, Any]:
-        """The /healthz, /readyz and /metrics server and its metrics, when --http is given."""
-        address = self.options.http
+        """The web app (dashboard, API, /healthz, /readyz, /metrics) and its metrics, with --http."""
+        opts = self.options
+        address = opts.http
         if address is None:
             return None, None
-        from ..ops.http import start_http_server
         from ..ops.metrics import Metrics
+        from ..web import create_app
+        from ..web.server import start_server
 
         metrics = Metrics(durably, self.scheduler)
+        loopback = is_loopback(address.host)
+        app = create_app(
+            durably,
+            schedules=lambda: self.config,
+            scheduler=self.scheduler,
+            token=opts.http_token,
+            read_token=opts.http_read_token,
+            metrics=metrics,
+            metrics_public={"auto": loopback, "open": True, "token": False}[opts.http_metrics],
+            worker=opts.worker,
+            allowed_hosts=[address.host] if opts.http_token is None else None,
+        )
         try:
-            server = await start_http_server(
-                address.host,
-                address.port,
-                durably=durably,
-                scheduler=self.scheduler,
-                metrics=metrics,
-                worker=self.options.worker,
-            )
+            server = await start_server(app, address.host, address.port)
         except OSError as exc:
             metrics.close()
             raise CliError(f"--http {address}: cannot listen: {exc.strerror or exc}", EXIT_FAILURE) from None
+        shown = f"[{address.host}]" if ":" in address.host else address.host
+        log.info(
+            "serving the dashboard, /api, /healthz, /readyz and /metrics on http://%s:%d%s",
+            shown,
+            server.port,
+            " (token required)" if opts.http_token else "",
+        )
         return server, metrics
 
     def _log_started(
         self, durably: Durably, jobs: dict[str, JobDefinition[Any, Any]], http: str | None, retention: bool
     ) -> None:
+        """A few short lines, one per topic, rather than one that wraps three times; the last one
+        says the process is up."""
         opts = self.options
-        roles = "+".join(role for role, on in (("scheduler", opts.scheduler), ("worker", opts.worker)) if on)
         names = ", ".join(sorted(job.name for job in jobs.values())) or "none"
-        schedules = (
-            f"{len(self.config.schedules)} schedules from {self.cli.schedules}"
-            if self.config is not None
-            else "scheduler off"
+        log.info("%s from '%s': %s", _count(len(jobs), "job"), self.cli.jobs, names)
+        if self.config is not None:
+            entries = self.config.schedules
+            listed = f": {', '.join(entries)}" if entries else ""
+            log.info("%s from %s%s", _count(len(entries), "schedule"), self.cli.schedules, listed)
+        kept = _duration_text(opts.retention) if retention and opts.retention is not None else "off"
+        log.info("database %s, retention %s, http %s", redact_url(self.cli.database), kept, http or "off")
+        upcoming = _first_fire(self.config) if self.config is not None else None
+        if upcoming is not None:
+            log.info("next fire time: %s at %s", upcoming[0], _local(upcoming[1]))
+        if opts.scheduler and opts.worker:
+            roles = f"scheduler + worker ({opts.concurrency} runs at a time)"
+        elif opts.worker:
+            roles = f"worker only ({opts.concurrency} runs at a time)"
+        else:
+            roles = "scheduler only"
+        log.info("serve started: %s, worker id %s", roles, durably.worker.worker_id)
+
+
+def _first_fire(config: SchedulesConfig) -> tuple[str, datetime] | None:
+    """The enabled schedule that fires first from now, and when (jitter aside)."""
+    now = datetime.now(UTC)
+    best: tuple[str, datetime] | None = None
+    for entry in config.schedules.values():
+        if not entry.enabled:
+            continue
+        try:
+            at = next_fire_time(entry.cron, entry.timezone, now)
+        except ValueError:
+            continue
+        if best is None or at < best[1]:
+            best = (entry.name, at)
+    return best
+
+
+def _local(moment: datetime) -> str:
+    """In the log's zone; the time alone when it is today."""
+    zoned, now = (
+        (moment.astimezone(UTC), datetime.now(UTC))
+        if settings().utc
+        else (moment.astimezone(), datetime.now().astimezone())
+    )
+    if zoned.date() == now.date():
+        return zoned.timetz().isoformat(timespec="seconds")
+    return zoned.isoformat(sep=" ", timespec="seconds")
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; a wildcard (0.0.0.0, ::) or any other address is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def read_token(flag: str, path: str | None, env: str, env_value: str | None) -> str | None:
+    """The token from ``flag``'s file (stripped), else from the environment variable's value."""
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"{flag}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        where = f"{flag} {path}"
+    else:
+        text = (env_value or "").strip()
+        if not text:
+            return None
+        where = env
+    if not text:
+        raise CliError(f"{where}: the token is empty")
+    if len(text) < MIN_TOKEN_LENGTH or any(c.isspace() for c in text):
+        raise CliError(
+            f"{where}: a token must be at least {MIN_TOKEN_LENGTH} characters without spaces "
+            "(e.g. the output of `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
-        log.info(
-            "durably-sched serve started: database %s, jobs '%s' (%s), %s, roles %s, worker id %s, "
-            "concurrency %d, http %s, retention %s",
-            redact_url(self.cli.database),
-            self.cli.jobs,
-            names,
-            schedules,
-            roles,
-            durably.worker.worker_id,
-            opts.concurrency,
-            http or "off",
-            _duration_text(opts.retention) if retention and opts.retention is not None else "off",
+    return text
+
+
+def check_http_security(address: HttpAddress | None, token: str | None, read_only: str | None) -> None:
+    if address is None:
+        if token or read_only:
+            raise CliError("--http-token-file / --http-read-token-file need --http HOST:PORT")
+        return
+    if read_only is not None and token is None:
+        raise CliError("--http-read-token-file needs --http-token-file (or DURABLY_HTTP_TOKEN) as well")
+    if read_only is not None and read_only == token:
+        raise CliError("the read-only token must differ from the full-access token")
+    if token is None and not is_loopback(address.host):
+        raise CliError(
+            f"--http {address}: not a loopback address, so the dashboard and API would be open to the "
+            "network; give a token with --http-token-file FILE or DURABLY_HTTP_TOKEN (every request must "
+            "then carry it), or bind 127.0.0.1"
         )
 
 
@@ -255,7 +364,8 @@ async def _serve(cli: Settings, options: ServeOptions) -> int:
         return await Server(cli, options, interrupts.event).run()
 
 
-EPILOG = """\b
+EPILOG = (
+    """\b
 Examples:
   durably-sched serve
   durably-sched serve --concurrency 8 --http 127.0.0.1:9464
@@ -273,7 +383,22 @@ it changes; an invalid version is logged and the last good one stays in force.
 \b
 SIGTERM or SIGINT: stop firing and claiming, give running steps --stop-grace to finish and
 checkpoint, release the leases of runs still unfinished (another process resumes them at
-once), exit 0. A second signal exits at once."""
+once), exit 0. A second signal exits at once.
+
+\b
+Job code is imported once, at start: after changing a job, restart serve (runs in
+flight resume after their last completed step). schedules.yaml needs no restart.
+
+\b
+Log times: the text log (for a terminal) writes times to the second in this machine's
+time zone with the UTC offset, or in UTC with --utc, like every other command; the JSON
+log always writes UTC with milliseconds, for log collectors. The text log shows a run
+as <job> <first 8 characters of its id> (what `runs show` accepts); JSON has every
+field whole.
+
+"""
+    + TIME_RULE_HELP
+)
 
 
 @click.command("serve", cls=CliCommand, epilog=EPILOG)
@@ -316,7 +441,8 @@ once), exit 0. A second signal exits at once."""
     type=HTTP_ADDRESS,
     envvar="DURABLY_HTTP",
     metavar="HOST:PORT",
-    help="Serve /healthz, /readyz and /metrics here (PORT or :PORT bind 127.0.0.1). Default: off.",
+    help="Serve the dashboard, the API, /healthz, /readyz and /metrics here (PORT or :PORT bind "
+    "127.0.0.1; any other address needs a token). Default: off.",
 )
 @click.option(
     "--log-format",
@@ -352,6 +478,32 @@ once), exit 0. A second signal exits at once."""
 )
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
 @click.option(
+    "--http-token-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A file holding the token every dashboard and API request must carry (env DURABLY_HTTP_TOKEN "
+    "holds the token itself). Required for a non-loopback --http.",
+)
+@click.option(
+    "--http-read-token-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A file holding a read-only token: it sees everything, changes nothing "
+    "(env DURABLY_HTTP_READ_TOKEN holds the token itself).",
+)
+@click.option("--http-token", envvar="DURABLY_HTTP_TOKEN", hidden=True, help="Only from the environment.")
+@click.option(
+    "--http-read-token", envvar="DURABLY_HTTP_READ_TOKEN", hidden=True, help="Only from the environment."
+)
+@click.option(
+    "--http-metrics",
+    type=click.Choice(["auto", "open", "token"]),
+    default="auto",
+    show_default=True,
+    envvar="DURABLY_HTTP_METRICS",
+    help="/metrics without the token (open), behind it (token), or open on loopback only (auto).",
+)
+@click.option(
     "--once",
     is_flag=True,
     help="Handle the fire times due now, work until no run is claimable, then exit (cron-style runners).",
@@ -368,6 +520,7 @@ once), exit 0. A second signal exits at once."""
     metavar="SECONDS",
     help="With --once: stop claiming after this long (running steps then get --stop-grace).",
 )
+@utc_option
 async def serve(
     no_scheduler: bool,
     no_worker: bool,
@@ -381,6 +534,11 @@ async def serve(
     stop_grace: float,
     retention: timedelta | None,
     worker_id: str | None,
+    http_token_file: str | None,
+    http_read_token_file: str | None,
+    http_token: str | None,
+    http_read_token: str | None,
+    http_metrics: str,
     once: bool,
     max_runs: int | None,
     max_seconds: float | None,
@@ -401,7 +559,7 @@ async def serve(
         http = None  # DURABLY_HTTP set for the long-running serve of the same image: not for --once
     if max_seconds is not None and max_seconds <= 0:
         raise CliError("--max-seconds must be longer than 0")
-    configure_logging(log_format, log_level.upper())
+    configure_logging(log_format, log_level.upper(), utc=settings().utc)
     if once:
         from .once import OneShotOptions, run_one_shot
 
@@ -426,6 +584,18 @@ async def serve(
         return code
     if polling_interval <= 0:
         raise CliError("--polling-interval must be longer than 0")
+    ctx = click.get_current_context()
+    for name, env in (("http_token", "DURABLY_HTTP_TOKEN"), ("http_read_token", "DURABLY_HTTP_READ_TOKEN")):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise CliError(
+                f"--{name.replace('_', '-')}: a token on the command line shows in process lists and shell "
+                f"history; put it in a file (--{name.replace('_', '-')}-file) or in {env}"
+            )
+    token = read_token("--http-token-file", http_token_file, "DURABLY_HTTP_TOKEN", http_token)
+    read_only = read_token(
+        "--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN", http_read_token
+    )
+    check_http_security(http, token, read_only)
     options = ServeOptions(
         scheduler=not no_scheduler,
         worker=not no_worker,
@@ -437,6 +607,9 @@ async def serve(
         stop_grace=stop_grace,
         retention=retention,
         worker_id=worker_id,
+        http_token=token,
+        http_read_token=read_only,
+        http_metrics=http_metrics,
     )
     threads = StepThreads()
     threads.install()

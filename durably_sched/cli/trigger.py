@@ -6,32 +6,41 @@ import contextlib
 import json
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
 
 from ..durably import Durably
 from ..jobs import JobDefinition
+from ..schedule import manual
 from ..schedule.config import ScheduleEntry, load_schedules
-from ..schedule.cron import fire_key, is_fire_time, latest_fire_time, next_fire_time
-from ..schedule.scheduler import make_fire
 from ..store.base import RunRecord
 from ._base import (
     EXIT_FAILURE,
     EXIT_OK,
-    SECONDS,
     TIME,
+    TIME_RULE_HELP,
     CliCommand,
     CliError,
     StepThreads,
-    in_zone,
+    in_display_zone,
     open_durably,
     settings,
+    utc_option,
 )
 from ._loader import job_inputs, load_jobs
-from ._output import echo_json, utc_json, zone_time
-from ._wait import Followed, Interrupts, follow_run, report
+from ._output import echo_json, show_time, utc_json, zone_json
+from ._wait import (
+    JSON_OPTION,
+    TIMEOUT_OPTION,
+    WAIT_OPTION,
+    Followed,
+    Interrupts,
+    check_wait_options,
+    follow_run,
+    report,
+)
 
 HERE_STOP_GRACE = 5.0
 """With --here, Ctrl-C (or --timeout) gives the run this long to finish before it is released."""
@@ -92,30 +101,16 @@ def find_schedule(entries: dict[str, ScheduleEntry], name: str, path: str) -> Sc
 
 def slot_time(entry: ScheduleEntry, at: datetime | None) -> datetime:
     """The fire time to trigger: ``at`` (which must be a fire time) or the latest one until now."""
-    spec, zone = entry.cron, entry.timezone
-    if at is None:
-        latest = latest_fire_time(spec, zone, datetime.now(UTC))
-        if latest is None:
-            raise CliError(f"schedule '{entry.name}' ({spec.expression}) has no fire time before now")
-        return latest
-    when = in_zone(at, zone)
-    if when.microsecond == 0 and is_fire_time(spec, zone, when):
-        return when.astimezone(zone)
-    before = latest_fire_time(spec, zone, when)
     try:
-        after: datetime | None = next_fire_time(spec, zone, when)
-    except ValueError:
-        after = None
-    nearest = ", ".join(
-        f"{label} {zone_time(t)}" for label, t in (("before:", before), ("after:", after)) if t is not None
-    )
-    raise CliError(
-        f"--at {zone_time(when.astimezone(zone))} is not a fire time of schedule '{entry.name}' "
-        f"('{spec.expression}' in {zone.key}); nearest {nearest or 'none'}"
-    )
+        return manual.slot_time(
+            entry, in_display_zone(at) if at is not None else None, name="--at", show=show_time
+        )
+    except manual.ScheduleActionError as exc:
+        raise CliError(exc.message) from None
 
 
-EPILOG = """\b
+EPILOG = (
+    """\b
 Examples:
   durably-sched trigger process-image --input '{"filename": "cat.ppm"}'
   durably-sched trigger many-steps --input '{"count": 50}' --wait
@@ -133,7 +128,13 @@ at once). Without --input the input is {}.
 
 --schedule triggers one slot of a schedule with the scheduler's own idempotency key
 (schedule:<name>:<UTC fire time>), so it never duplicates what the scheduler fires; without
---at it is the most recent fire time. A naive --at is read in the schedule's time zone."""
+--at it is the most recent fire time. --at without an offset is read in this machine's time
+zone (in UTC with --utc), like every time the CLI reads; give an offset (+02:00, Z) to be
+explicit.
+
+"""
+    + TIME_RULE_HELP
+)
 
 
 @click.command("trigger", cls=CliCommand, epilog=EPILOG)
@@ -157,14 +158,11 @@ at once). Without --input the input is {}.
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable).")
 @click.option("--schedule", "schedule_name", metavar="NAME", help="Trigger a slot of this schedule instead.")
 @click.option("--at", type=TIME, help="With --schedule: the fire time (default: the most recent one).")
-@click.option(
-    "--wait", is_flag=True, help="Follow the run until it ends; exit 0 completed, 1 failed/cancelled."
-)
+@WAIT_OPTION
 @click.option("--here", is_flag=True, help="Execute the run in this process (implies --wait).")
-@click.option(
-    "--timeout", type=SECONDS, metavar="SECONDS", help="With --wait: give up after this long (exit 124)."
-)
-@click.option("--json", "json_mode", is_flag=True, help="Print one JSON object (no progress bar).")
+@TIMEOUT_OPTION
+@JSON_OPTION
+@utc_option
 async def trigger(
     job: str | None,
     input_text: str | None,
@@ -183,8 +181,7 @@ async def trigger(
     """Trigger a run of JOB, or one fire time of a schedule (--schedule NAME [--at TIME])."""
     s = settings()
     wait = wait or here
-    if timeout is not None and not wait:
-        raise CliError("--timeout only applies with --wait")
+    check_wait_options(wait, timeout)
     if (job is None) == (schedule_name is None):
         raise CliError("name a JOB or a --schedule (one of them)")
     if schedule_name is None and at is not None:
@@ -301,12 +298,13 @@ async def _fire_slot(
     durably: Durably, entry: ScheduleEntry, fire_time: datetime, *, json_mode: bool, wait: bool
 ) -> tuple[RunRecord | None, dict[str, Any]]:
     """Fire one slot and say what happened; returns the slot's run (None when it has none)."""
-    result = await durably.fire(make_fire(entry, fire_time, advance_cursor=False))
-    key = fire_key(entry.name, fire_time)
+    fired = await manual.trigger_slot(durably, entry, fire_time)
+    result, key = fired.result, fired.key
     run = result.run
     extra: dict[str, Any] = {
         "schedule": entry.name,
         "fire_time": utc_json(fire_time),
+        "fire_time_in_zone": zone_json(fire_time, entry.timezone),
         "idempotency_key": key,
         "outcome": result.outcome,
         "disposition": "created" if result.outcome == "triggered" else "idempotent",
@@ -322,7 +320,7 @@ async def _fire_slot(
                 }
             )
         return run, extra
-    slot = f"schedule {entry.name} slot {zone_time(fire_time)} ({key})"
+    slot = f"schedule {entry.name} slot {show_time(fire_time)} ({key})"
     if result.outcome == "triggered":
         assert run is not None
         text = f"{slot}: triggered run {run.id}"
@@ -331,10 +329,7 @@ async def _fire_slot(
     elif run is not None:
         text = f"{slot}: deduplicated, already handled by run {run.id} ({run.status})"
     else:
-        records = await durably.store.list_fire_records(
-            entry.name, limit=1, before=fire_time + timedelta(seconds=1)
-        )
-        known = records[0].outcome if records and records[0].fire_time == fire_time else None
+        known = fired.recorded
         text = f"{slot}: deduplicated, already handled ({f'recorded as {known}' if known else 'no run'})"
     # While waiting, stdout is kept for the run's output.
     click.echo(text, err=wait and run is not None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._base import SECONDS, CliCommand, CliError, StepThreads, settings
+from ._base import SECONDS, CliCommand, CliError, StepThreads, settings, utc_option
 from .once import OneShotOptions, run_one_shot
 from .serve import LOG_LEVELS, configure_logging
 
@@ -93,6 +93,7 @@ both, serve --no-scheduler keeps a worker running."""
     envvar="DURABLY_LOG_LEVEL",
 )
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
+@utc_option
 async def work(
     until_idle: bool,
     jobs: tuple[str, ...],
@@ -114,7 +115,7 @@ async def work(
         )
     if max_seconds is not None and max_seconds <= 0:
         raise CliError("--max-seconds must be longer than 0")
-    configure_logging(log_format, log_level.upper())
+    configure_logging(log_format, log_level.upper(), utc=settings().utc)
     threads = StepThreads()
     threads.install()
     code = await run_one_shot(

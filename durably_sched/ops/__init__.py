@@ -4,7 +4,8 @@
 
 * :mod:`durably_sched.ops.logging` - ``configure_logging("text" | "json", level)``
 * :mod:`durably_sched.ops.metrics` - ``Metrics(durably, scheduler)``: events and store counts as metrics
-* :mod:`durably_sched.ops.http` - ``start_http_server(...)``: ``/healthz``, ``/readyz``, ``/metrics``
+* :mod:`durably_sched.ops.health` - ``Health(durably, scheduler)``: liveness (event-loop lag) and
+  readiness checks, served as ``/healthz`` and ``/readyz`` by :mod:`durably_sched.web`
 * :mod:`durably_sched.ops.retention` - ``Retention(...)``: purges old runs and fire records
 
 Nothing is imported here, so that importing one of them does not import the others.

@@ -1,18 +1,26 @@
-"""Log lines for a service: one line per record, in text or JSON, with the run's identity on it.
+"""Log lines for a service: one line per record, in text (for people) or JSON (for machines).
 
 The code passes what identifies a run as ``extra`` on its log calls (``run_id``, ``job``, and for a
 scheduled run ``schedule`` and ``scheduled_for``; step logs add ``step`` and ``data``). Both formats
 render whichever of those a record carries, then any other ``extra`` given by job code::
 
-    2026-11-21T05:30:02.123+00:00 INFO durably_sched.worker run completed in 0.012s run_id=... job=report
+    2026-11-21 06:30:02+01:00 INFO  report 0b6e0c1e [nightly 06:30:00+01:00]: run completed in 0.012s
     {"ts": "2026-11-21T05:30:02.123+00:00", "level": "INFO", "logger": "durably_sched.worker",
-     "message": "run completed in 0.012s", "run_id": "...", "job": "report"}
+     "message": "run completed in 0.012s", "run_id": "0b6e0c1e-...", "job": "report",
+     "schedule": "nightly", "scheduled_for": "2026-11-21T05:30:00Z"}
 
-Text is key=value (logfmt style): values with spaces, quotes or ``=`` are JSON-quoted, ``data`` is
-flattened to ``data.<key>=<value>``, and line breaks inside the message are escaped so that one
-record stays one line (a traceback follows on its own lines). JSON is one object per line. In both,
-``scheduled_for`` is written as UTC with ``Z`` (the form of the run's label) whatever form the caller
-passed, so one search finds the scheduler's line about a fire time and the worker's lines about its run.
+Text is meant to be read at a terminal, 80-120 columns wide: the time to the second in the display
+zone (this machine's zone, or UTC with ``utc=True``; the offset always written), the level, then the
+run it is about as ``<job> <first 8 characters of the run id>`` (what ``runs show`` accepts) and, for
+a scheduled run, ``[<schedule> <fire time>]``, then the message. durably-sched's own logger names are
+left out (the message says what happened); other loggers are named. A step log's data and other
+extras follow as ``key=value`` (values with spaces, quotes or ``=`` JSON-quoted). Line breaks inside
+the message are escaped so one record stays one line (a traceback follows on its own lines).
+
+JSON is one object per line with every field whole: ``ts`` in UTC with milliseconds, the full
+``run_id``, and ``scheduled_for`` as UTC with ``Z`` (the form of the run's label) whatever form the
+caller passed, so one search finds the scheduler's line about a fire time and the worker's lines
+about its run.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "parse_level"]
+
+OWN_LOGGERS = "durably_sched"
+"""Loggers under this name are not named in the text format."""
+SHORT_ID = 8
 
 LogFormat = Literal["text", "json"]
 
@@ -109,14 +121,44 @@ def _one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def _moment(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        return value
+    return None
+
+
 class TextFormatter(logging.Formatter):
-    """``<UTC time> <LEVEL> <logger> <message> key=value ...``"""
+    """``<time> <LEVEL> [<job> <run id[:8]>] [[<schedule> <fire time>]] [<step>]: <message> key=value ...``
+
+    Times are in this machine's time zone, or in UTC with ``utc=True``, offset always written.
+    """
+
+    def __init__(self, *, utc: bool = False) -> None:
+        super().__init__()
+        self.utc = utc
+
+    def _zoned(self, moment: datetime) -> datetime:
+        return moment.astimezone(UTC) if self.utc else moment.astimezone()
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_timestamp(record), record.levelname, record.name, _one_line(record.getMessage())]
-        for key, value in _extras(record).items():
-            if key == "data" and isinstance(value, dict):
-                parts.extend(f"data.{k}={_logfmt_value(v)}" for k, v in value.items())
+        when = self._zoned(datetime.fromtimestamp(record.created, UTC))
+        head = f"{when.isoformat(sep=' ', timespec='seconds')} {record.levelname:<5}"
+        fields = _extras(record)
+        about = self._about(fields, when)
+        if record.name != OWN_LOGGERS and not record.name.startswith(OWN_LOGGERS + "."):
+            about = f"{record.name} {about}" if about else record.name
+        parts = [
+            head,
+            f"{about}: {_one_line(record.getMessage())}" if about else _one_line(record.getMessage()),
+        ]
+        for key, value in fields.items():
+            if key == "data" and isinstance(value, dict):  # a step log's own fields, unprefixed
+                parts.extend(f"{k}={_logfmt_value(v)}" for k, v in value.items())
             else:
                 parts.append(f"{key}={_logfmt_value(value)}")
         line = " ".join(parts)
@@ -125,6 +167,32 @@ class TextFormatter(logging.Formatter):
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
         return line
+
+    def _about(self, fields: dict[str, Any], when: datetime) -> str:
+        """The run (and schedule slot, and step) a record is about; removes those fields."""
+        run_id, job = fields.pop("run_id", None), fields.pop("job", None)
+        schedule, scheduled_for = fields.pop("schedule", None), fields.pop("scheduled_for", None)
+        step = fields.pop("step", None)
+        words: list[str] = []
+        if job is not None:
+            words.append(str(job))
+        if run_id is not None:
+            words.append(str(run_id)[:SHORT_ID] if job is not None else f"run {str(run_id)[:SHORT_ID]}")
+        if schedule is not None:
+            slot = str(schedule)
+            moment = _moment(scheduled_for)
+            if moment is not None:
+                fired = self._zoned(moment)
+                same_day = fired.date() == when.date() and fired.utcoffset() == when.utcoffset()
+                slot += " " + (
+                    fired.timetz().isoformat("seconds") if same_day else fired.isoformat(" ", "seconds")
+                )
+            elif scheduled_for is not None:
+                slot += f" {scheduled_for}"
+            words.append(f"[{slot}]")
+        if step is not None:
+            words.append(str(step))
+        return " ".join(words)
 
 
 class JsonFormatter(logging.Formatter):
@@ -161,14 +229,16 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         pass  # StreamHandler.setStream; the stream is always the current sys.stderr
 
 
-def configure_logging(fmt: LogFormat, level: str) -> None:
+def configure_logging(fmt: LogFormat, level: str, *, utc: bool = False) -> None:
     """Send all logging (durably-sched's and the jobs') to stderr in ``fmt`` at ``level`` and above.
 
-    Calling it again replaces the handler it installed before (never a second one); handlers
-    installed by others are left alone. Raises ValueError for an unknown format or level.
+    ``utc`` writes the text format's times in UTC instead of this machine's time zone (the JSON
+    format is always UTC). Calling it again replaces the handler it installed before (never a second
+    one); handlers installed by others are left alone. Raises ValueError for an unknown format or
+    level.
     """
     if fmt == "text":
-        formatter: logging.Formatter = TextFormatter()
+        formatter: logging.Formatter = TextFormatter(utc=utc)
     elif fmt == "json":
         formatter = JsonFormatter()
     else:

@@ -11,6 +11,11 @@ Two sources, kept apart in the names' help texts:
   cache, so scrapes of several Prometheus servers cost one query) and :meth:`Metrics.render` reads
   the cached result. ``durably_database_up`` says whether the last query succeeded; when it did not,
   the row counts are left out rather than shown stale.
+* **per schedule** (processes running a scheduler, for the schedules of their schedules.yaml):
+  paused, auto-paused, consecutive failures, last success and last fire come from the database
+  (``schedule_states`` and an index lookup per schedule), the same in every instance; the next fire
+  time is this scheduler's own (it moves only when this process handles the fire time before it).
+  ``deploy/prometheus/alerts.yaml`` aggregates them with ``max by (schedule)``.
 
 Every instance has its own :class:`CollectorRegistry` (never the global one), so tests and embedders
 can create several.
@@ -40,9 +45,17 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .. import __version__
-from ..events import RunCancelEvent, RunCompleteEvent, RunFailEvent, StepCompleteEvent, WorkerErrorEvent
+from ..events import (
+    RunCancelEvent,
+    RunCompleteEvent,
+    RunFailEvent,
+    ScheduleAutoPauseEvent,
+    SchedulePauseEvent,
+    StepCompleteEvent,
+    WorkerErrorEvent,
+)
 from ..schedule.cron import jitter_offset
-from ..store.base import FINISHED_STATUSES, RUN_STATUSES, FireResult
+from ..store.base import FINISHED_STATUSES, FIRE_OUTCOMES, RUN_STATUSES, FireResult, ScheduleState
 
 if TYPE_CHECKING:
     from ..durably import Durably
@@ -107,7 +120,7 @@ class Metrics:
         self.fire_times = Counter(
             "durably_fire_times",
             "Fire times handled by this process's scheduler, by schedule and outcome "
-            "(triggered, deduplicated, skipped, missed, disabled).",
+            f"({', '.join(FIRE_OUTCOMES)}).",
             ["schedule", "outcome"],
             registry=r,
         )
@@ -116,6 +129,13 @@ class Metrics:
             "Time from a fire time's due time (fire time plus its jitter) to this scheduler handling it.",
             ["schedule"],
             buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.pauses = Counter(
+            "durably_schedule_pauses",
+            "Schedule pauses made through this process, by schedule and kind "
+            "(manual: pause_schedule, auto: pause_after_failures).",
+            ["schedule", "kind"],
             registry=r,
         )
         self.worker_errors = Counter(
@@ -134,6 +154,8 @@ class Metrics:
         self._counts: dict[tuple[str, str], int] | None = None
         self._counts_at: float | None = None
         self._database_up: bool | None = None
+        self._schedule_states: dict[str, ScheduleState] = {}
+        self._last_runs: dict[str, datetime] = {}
         self._lock = asyncio.Lock()
         self._known_jobs: set[str] = set()
         for job in durably.job_names:
@@ -146,6 +168,8 @@ class Metrics:
             on("run:cancel", self._on_run_cancel),
             on("step:complete", self._on_step_complete),
             on("worker:error", self._on_worker_error),
+            on("schedule:pause", self._on_pause),
+            on("schedule:auto-pause", self._on_auto_pause),
         ]
         if scheduler is not None:
             scheduler.listeners.append(self._on_fire)
@@ -165,6 +189,13 @@ class Metrics:
             self._known_jobs.add(job)
             for status in FINISHED_STATUSES:
                 self.runs_finished.labels(job, status)
+
+    def _init_schedules(self) -> None:
+        """A zero for each schedule's missed fire times, so the first miss is an increase that
+        ``increase()`` (and the DurablyScheduleMissedFireTimes alert) can see."""
+        if self.scheduler is not None:
+            for name in self.scheduler.config.schedules:
+                self.fire_times.labels(name, "missed")
 
     def _finished(self, job: str, status: str, duration: float | None) -> None:
         self._init_job(job)
@@ -187,6 +218,12 @@ class Metrics:
     def _on_worker_error(self, event: WorkerErrorEvent) -> None:
         self.worker_errors.labels(event.context or "unknown").inc()
 
+    def _on_pause(self, event: SchedulePauseEvent) -> None:
+        self.pauses.labels(event.schedule, "manual").inc()
+
+    def _on_auto_pause(self, event: ScheduleAutoPauseEvent) -> None:
+        self.pauses.labels(event.schedule, "auto").inc()
+
     def _on_fire(
         self, entry: ScheduleEntry, fire_time: datetime, result: FireResult, lateness: timedelta
     ) -> None:
@@ -197,6 +234,7 @@ class Metrics:
     # -- the database's numbers ---------------------------------------------------------------------------
     async def refresh(self) -> None:
         """Re-read run counts from the store, unless read less than ``cache_seconds`` ago."""
+        self._init_schedules()
         if self._fresh():
             return
         async with self._lock:  # concurrent scrapes share one query
@@ -204,6 +242,9 @@ class Metrics:
                 return
             try:
                 counts = await asyncio.wait_for(self.durably.store.count_runs_by_status(), self.query_timeout)
+                if self.scheduler is not None:
+                    states, last_runs = await asyncio.wait_for(self._read_schedules(), self.query_timeout)
+                    self._schedule_states, self._last_runs = states, last_runs
             except Exception as exc:
                 if self._database_up is not False:
                     log.warning("metrics: cannot count runs in the database: %s", exc or type(exc).__name__)
@@ -213,6 +254,10 @@ class Metrics:
                     log.info("metrics: the database answers again")
                 self._counts, self._database_up = counts, True
             self._counts_at = time.monotonic()
+
+    async def _read_schedules(self) -> tuple[dict[str, ScheduleState], dict[str, datetime]]:
+        store = self.durably.store
+        return await store.get_schedule_states(), await store.last_run_times()
 
     def _fresh(self) -> bool:
         return self._counts_at is not None and time.monotonic() - self._counts_at < self.cache_seconds
@@ -250,6 +295,8 @@ class Metrics:
         counts = self._counts
         if counts is None:
             return
+        if scheduler is not None:
+            yield from self._schedule_families(scheduler)
         runs = GaugeMetricFamily(
             "durably_runs",
             "Runs in the database by job and status, all processes (finished runs until purged).",
@@ -265,6 +312,53 @@ class Metrics:
         )
         depth.add_metric([], sum(n for (_, status), n in counts.items() if status == "pending"))
         yield depth
+
+    def _schedule_families(self, scheduler: Scheduler) -> Iterable[Metric]:
+        """Per-schedule gauges: the database's view (cached by refresh) and this scheduler's next fire."""
+        names = list(scheduler.config.schedules)
+        states, last_runs = self._schedule_states, self._last_runs
+        db = "from the database, the same in every instance"
+
+        def family(name: str, help_text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, help_text, labels=["schedule"])
+
+        paused = family(
+            "durably_schedule_paused", f"1 while the schedule is paused at run time, else 0 ({db})."
+        )
+        auto = family(
+            "durably_schedule_auto_paused",
+            f"1 while the schedule is paused by pause_after_failures, else 0 ({db}).",
+        )
+        failures = family(
+            "durably_schedule_consecutive_failures",
+            f"Failed runs of the schedule since its last completed run ({db}).",
+        )
+        success = family(
+            "durably_schedule_last_success_timestamp_seconds",
+            f"When the schedule's newest completed run completed ({db}; absent before the first).",
+        )
+        last_fire = family(
+            "durably_schedule_last_fire_timestamp_seconds",
+            f"When the schedule's newest stored run was created by a fire time or a slot trigger ({db}; "
+            "absent while none is stored).",
+        )
+        upcoming = family(
+            "durably_schedule_next_fire_timestamp_seconds",
+            "The next fire time this process's scheduler will handle (in the past: it is behind).",
+        )
+        next_fires = scheduler.next_fire_times()
+        for name in names:
+            state = states.get(name)
+            paused.add_metric([name], 1.0 if state is not None and state.paused else 0.0)
+            auto.add_metric([name], 1.0 if state is not None and state.paused and state.auto_paused else 0.0)
+            failures.add_metric([name], float(state.consecutive_failures) if state is not None else 0.0)
+            if state is not None and state.last_success_at is not None:
+                success.add_metric([name], state.last_success_at.timestamp())
+            if name in last_runs:
+                last_fire.add_metric([name], last_runs[name].timestamp())
+            if name in next_fires:
+                upcoming.add_metric([name], next_fires[name].timestamp())
+        yield from (paused, auto, failures, success, last_fire, upcoming)
 
 
 class _LiveCollector:

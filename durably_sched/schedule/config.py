@@ -82,6 +82,18 @@ def _to_cron(value: object) -> CronSpec:
     return parse_cron(value)
 
 
+def _to_failure_count(value: object) -> int | None:
+    if value is None:
+        return None
+    off = "leave it out to never pause automatically"
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        raise ValueError(f"expected a whole number of failed runs, at least 1 (got {shown}); {off}")
+    if value < 1:
+        raise ValueError(f"must be at least 1 (got {value}); {off}")
+    return value
+
+
 def _zone_key(zone: ZoneInfo) -> str:
     return zone.key
 
@@ -98,6 +110,9 @@ Duration = Annotated[
 """A non-negative duration written like 30s, 15m, 6h, 1d, 1h30m, or a number of seconds."""
 Cron = Annotated[CronSpec, PlainValidator(_to_cron), PlainSerializer(_cron_text, return_type=str)]
 """A cron expression, parsed and validated by :func:`parse_cron`."""
+
+FailureCount = Annotated[int | None, PlainValidator(_to_failure_count)]
+"""``pause_after_failures``: a whole number of at least 1, or absent (never pause automatically)."""
 
 Catchup = Literal["all", "latest", "none"]
 Overlap = Literal["queue", "skip", "allow"]
@@ -116,6 +131,7 @@ class ScheduleDefaults(BaseModel):
     overlap: Overlap = "queue"
     jitter: Duration = timedelta(0)
     enabled: bool = True
+    pause_after_failures: FailureCount = None
 
 
 class ScheduleEntry(BaseModel):
@@ -136,6 +152,7 @@ class ScheduleEntry(BaseModel):
     overlap: Overlap = "queue"
     jitter: Duration = timedelta(0)
     enabled: bool = True
+    pause_after_failures: FailureCount = None
     labels: dict[str, str] = Field(default_factory=dict)
     line: int | None = None
 

@@ -4,6 +4,13 @@ Each fire time is handed to the facade as one atomic :class:`Fire` (fire record 
 fire-time idempotency key + cursor), so any number of schedulers, restarts and manual slot triggers
 collapse to one run per fire time. The scheduler never writes SQL itself.
 
+Pauses (``pausing.py`` has the rules): every tick starts with one read of the paused and failing
+schedules (an index holds only those, so the read does not grow with the number of schedules, and
+nothing is read per fire time). A fire time at or after a pause began is recorded ``paused``; a
+resume seen by a tick moves this scheduler's cursors up to the database's (the resume moved the
+schedule's cursor past the paused span). A schedule with ``pause_after_failures: N`` that has N
+failed runs since its last resume is paused by the first scheduler to see it.
+
 Time: fire times are computed in the schedule's zone (DST policy in ``cron.py``) and keyed in UTC.
 The loop sleeps until the earliest due time (fire time + jitter), in slices of at most
 ``MAX_SLEEP`` so that a wall-clock jump (suspend/resume, NTP step) is noticed; after any wake-up it
@@ -24,9 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from ..store.base import Fire, FireOutcome, FireResult, NewRun
+from .._durations import format_duration
+from ..events import ScheduleAutoPauseEvent
+from ..store.base import Fire, FireOutcome, FireResult, NewRun, ScheduleState
 from .config import ScheduleEntry, SchedulesConfig
 from .cron import fire_key, fire_times, jitter_offset
+from .pausing import AUTO_PAUSE_BY
 
 if TYPE_CHECKING:
     from ..durably import Durably
@@ -72,8 +82,12 @@ def make_fire(
     *,
     outcome_without_run: FireOutcome | None = None,
     advance_cursor: bool = True,
+    replace_paused: bool = False,
 ) -> Fire:
-    """The Fire for one fire time: a run, or a record only (``missed``/``disabled``)."""
+    """The Fire for one fire time: a run, or a record only (``missed``/``disabled``/``paused``).
+
+    ``replace_paused``: a fire time recorded ``paused`` is handled again (catch-up on resume).
+    """
     utc = fire_time.astimezone(UTC)
     if outcome_without_run is not None:
         return Fire(
@@ -89,6 +103,7 @@ def make_fire(
         run=scheduled_run(entry, utc),
         skip_if_active=entry.overlap == "skip",
         advance_cursor=advance_cursor,
+        replace_paused=replace_paused,
     )
 
 
@@ -96,17 +111,24 @@ def make_fire(
 class _State:
     entry: ScheduleEntry
     cursor: datetime
-    _due: datetime | None = None  # next fire time after the cursor, plus its jitter (cached)
+    _next: datetime | None = None  # next fire time after the cursor (cached)
+    _due: datetime | None = None  # ... plus its jitter
+
+    def next_fire(self) -> datetime:
+        """The next fire time after the cursor; computed once per cursor move."""
+        if self._next is None:
+            self._next = next(_utc_fire_times(self.entry, self.cursor, None))
+        return self._next
 
     def due_at(self) -> datetime:
-        """When the next fire time after the cursor is due; computed once per cursor move."""
+        """When the next fire time after the cursor is due (its jitter added)."""
         if self._due is None:
-            fire = next(_utc_fire_times(self.entry, self.cursor, None))
+            fire = self.next_fire()
             self._due = fire + jitter_offset(self.entry.name, fire, self.entry.jitter)
         return self._due
 
     def moved(self) -> None:
-        self._due = None
+        self._next = self._due = None
 
 
 def _utc_fire_times(entry: ScheduleEntry, after: datetime, until: datetime | None) -> Iterator[datetime]:
@@ -123,11 +145,13 @@ class Scheduler:
         self.clock: Clock = clock or SystemClock()
         self.config = config
         self._states: dict[str, _State] = {}
+        self._paused: dict[str, ScheduleState] = {}  # paused schedules, as the last tick read them
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
         self.last_tick_monotonic = 0.0
         self.listeners: list[Callable[[ScheduleEntry, datetime, FireResult, timedelta], None]] = []
+        durably.use_schedules(config)
 
     # -- configuration --------------------------------------------------------------------------
     async def load(self) -> None:
@@ -147,14 +171,25 @@ class Scheduler:
                 cursor = await self.durably.store.advance_cursor(name, _whole_second(now))
             states[name] = _State(entry=entry, cursor=cursor)
         self._states = states
+        paused = {
+            name: state
+            for name, state in (await self.durably.store.get_schedule_states()).items()
+            if state.paused
+        }
+        for name, state in paused.items():
+            if name in states and name not in self._paused:
+                log.info("schedule %s is paused (%s)", name, _pause_text(state), extra={"schedule": name})
+        self._paused = paused
         self._loaded = True
 
     async def reload(self, config: SchedulesConfig) -> None:
-        """Apply a new configuration without a restart."""
+        """Apply a new configuration without a restart; logs which schedules changed."""
+        changes = describe_changes(self.config, config)
         self.config = config
+        self.durably.use_schedules(config)
         await self.load()
         self._wake.set()
-        log.info("schedules reloaded: %d schedules from %s", len(config.schedules), config.path)
+        log.info("schedules reloaded from %s: %s", config.path, changes)
 
     # -- the loop ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -205,6 +240,9 @@ class Scheduler:
         """Handle every fire time due by now; returns what was done (for tests and tools)."""
         self.last_tick_monotonic = time.monotonic()
         now = self.clock.now()
+        # Read after taking "now": a pause that this read misses committed after every fire time
+        # handled below was due, so no fire time due after a pause is ever triggered.
+        await self._read_pauses()
         work = [state for state in self._states.values() if state.due_at() <= now]
         if not work:
             return []
@@ -218,7 +256,7 @@ class Scheduler:
         due = self._due_fire_times(state, now, window_start)
         if not due:
             return []
-        plan = _plan(entry, due, now, window_start)
+        plan = self._plan_with_pause(entry, due, now, window_start)
         done: list[tuple[str, datetime, FireResult]] = []
         for fire_time, outcome in plan:
             fire = make_fire(entry, fire_time, outcome_without_run=outcome)
@@ -229,6 +267,101 @@ class Scheduler:
             done.append((entry.name, fire_time, result))
         state.moved()
         return done
+
+    # -- pauses ---------------------------------------------------------------------------------
+    async def _read_pauses(self) -> None:
+        """One read per tick: what changed among paused schedules, and automatic pauses due."""
+        store = self.durably.store
+        found = await store.get_schedule_states(attention_only=True)
+        paused = {name: state for name, state in found.items() if state.paused}
+        for name in paused.keys() - self._paused.keys():
+            if name in self._states:
+                log.info("schedule %s paused (%s)", name, _pause_text(paused[name]), extra={"schedule": name})
+        # Resumed since the last tick, or resumed and paused again (another pause began): either way
+        # a resume moved the cursor.
+        resumed = [
+            name
+            for name, before in self._paused.items()
+            if name in self._states and (name not in paused or paused[name].paused_at != before.paused_at)
+        ]
+        self._paused = paused
+        if resumed:
+            # The resume moved each cursor past the paused span: never fire that span from here.
+            cursors = await store.get_cursors()
+            for name in resumed:
+                state = self._states[name]
+                cursor = cursors.get(name)
+                if cursor is not None and cursor > state.cursor:
+                    state.cursor = cursor
+                    state.moved()
+                if name in paused:
+                    text = _pause_text(paused[name])
+                    log.info(
+                        "schedule %s resumed and paused again (%s)", name, text, extra={"schedule": name}
+                    )
+                else:
+                    log.info(
+                        "schedule %s resumed: it fires again from its next fire time",
+                        name,
+                        extra={"schedule": name},
+                    )
+        for name, row in found.items():
+            entry = self._states[name].entry if name in self._states else None
+            limit = entry.pause_after_failures if entry is not None else None
+            if entry is None or limit is None or row.paused or row.failures_since_resume < limit:
+                continue
+            await self._auto_pause(entry, row, limit)
+
+    async def _auto_pause(self, entry: ScheduleEntry, state: ScheduleState, limit: int) -> None:
+        store = self.durably.store
+        failures = state.failures_since_resume
+        reason = f"{failures} consecutive failed runs"
+        if state.last_failed_run_id is not None:
+            last = await store.get_run(state.last_failed_run_id)
+            error = (last.error or "").splitlines()[0][:200] if last is not None and last.error else ""
+            reason += f"; the last, run {state.last_failed_run_id}, failed" + (f": {error}" if error else "")
+        change = await store.pause_schedule(
+            entry.name, reason=reason, by=AUTO_PAUSE_BY, auto=True, min_failures=limit
+        )
+        if change.state.paused:
+            self._paused[entry.name] = change.state
+        if not change.changed:
+            return  # another scheduler paused it first, or a run completed meanwhile
+        log.warning(
+            "schedule %s paused automatically (pause_after_failures: %d): %s; "
+            "resume it with `durably-sched schedules resume %s`",
+            entry.name,
+            limit,
+            reason,
+            entry.name,
+            extra={"schedule": entry.name, "job": entry.job},
+        )
+        events = self.durably.events
+        if events.wants("schedule:auto-pause"):
+            events.emit(
+                ScheduleAutoPauseEvent(
+                    schedule=entry.name,
+                    by=AUTO_PAUSE_BY,
+                    reason=reason,
+                    failures=failures,
+                    last_failed_run_id=state.last_failed_run_id,
+                )
+            )
+
+    def _plan_with_pause(
+        self, entry: ScheduleEntry, due: list[datetime], now: datetime, window_start: datetime
+    ) -> list[tuple[datetime, FireOutcome | None]]:
+        """The catch-up plan, with fire times at or after a pause in force recorded ``paused``."""
+        pause = self._paused.get(entry.name)
+        if pause is None or pause.paused_at is None or not entry.enabled:
+            return _plan(entry, due, now, window_start)
+        began = pause.paused_at
+        before = [t for t in due if t < began]
+        return [*_plan(entry, before, now, window_start), *((t, "paused") for t in due if t >= began)]
+
+    def paused(self, name: str) -> ScheduleState | None:
+        """The pause in force for a schedule, as this scheduler's last tick read it."""
+        return self._paused.get(name)
 
     def _due_fire_times(self, state: _State, now: datetime, window_start: datetime) -> list[datetime]:
         entry = state.entry
@@ -255,12 +388,11 @@ class Scheduler:
     ) -> None:
         run = result.run
         scheduled_for = fire_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # The run, schedule and fire time are fields of the record (the text log shows them in
+        # front of the message, the JSON log as keys): the message says only what happened.
         log.info(
-            "schedule %s fire time %s: %s%s",
-            entry.name,
-            scheduled_for,
-            result.outcome,
-            f" (run {run.id})" if run is not None else "",
+            "%s",
+            _outcome_text(entry, result, lateness),
             extra={
                 "schedule": entry.name,
                 "scheduled_for": scheduled_for,
@@ -275,6 +407,10 @@ class Scheduler:
                 log.error("scheduler listener failed: %r", exc)
 
     # -- queries for tools ----------------------------------------------------------------------
+    def next_fire_times(self) -> dict[str, datetime]:
+        """The next fire time (UTC) this scheduler will handle, per schedule."""
+        return {name: state.next_fire() for name, state in self._states.items()}
+
     def next_due(self) -> list[tuple[datetime, str]]:
         """(due time, schedule) for every schedule, soonest first."""
         heap = [(state.due_at(), name) for name, state in self._states.items()]
@@ -298,8 +434,66 @@ def _plan(
     return [(t, None if t in chosen else "missed") for t in due]
 
 
+def _outcome_text(entry: ScheduleEntry, result: FireResult, lateness: timedelta) -> str:
+    """What a fire time came to, in a few words: ``fired: run triggered (2h03m late, catch-up)``."""
+    outcome = result.outcome
+    if outcome == "triggered":
+        late = f" ({format_duration(_whole(lateness))} late, catch-up)" if lateness > MISFIRE_GRACE else ""
+        return f"fired: run triggered{late}"
+    if outcome == "deduplicated":
+        status = f" ({result.run.status})" if result.run is not None else ""
+        return f"fired: deduplicated, this fire time already has its run{status}"
+    if outcome == "skipped":
+        return "fired: skipped, a run of the schedule is still active (overlap: skip)"
+    if outcome == "disabled":
+        return "not run: the schedule is disabled"
+    if lateness > entry.catchup_window:
+        return f"missed: older than the catch-up window ({format_duration(entry.catchup_window)})"
+    return f"missed: catch-up {entry.catchup} does not run it"
+
+
+def _whole(delta: timedelta) -> timedelta:
+    return timedelta(seconds=round(delta.total_seconds()))
+
+
+_COMPARED = frozenset(ScheduleEntry.model_fields) - {"name", "line"}
+
+
+def describe_changes(old: SchedulesConfig, new: SchedulesConfig) -> str:
+    """``added a, b; removed c; changed d (cron, input); 4 schedules`` (moved lines are no change)."""
+    before, after = old.schedules, new.schedules
+    added = [name for name in after if name not in before]
+    removed = [name for name in before if name not in after]
+    changed = []
+    for name, entry in after.items():
+        previous = before.get(name)
+        if previous is None:
+            continue
+        fields = [
+            f
+            for f in ScheduleEntry.model_fields
+            if f in _COMPARED and getattr(previous, f) != getattr(entry, f)
+        ]
+        if fields:
+            changed.append(f"{name} ({', '.join(fields)})")
+    parts = [
+        f"{verb} {', '.join(names)}"
+        for verb, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    ]
+    count = len(after)
+    total = f"{count} schedule{'' if count == 1 else 's'}"
+    return f"{'; '.join(parts)}; {total}" if parts else f"no schedule changed; {total}"
+
+
+def _pause_text(state: ScheduleState) -> str:
+    since = state.paused_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if state.paused_at else "?"
+    reason = f": {state.pause_reason}" if state.pause_reason else ""
+    return f"since {since} by {state.paused_by or '?'}{reason}; its fire times are recorded as paused"
+
+
 def _whole_second(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(microsecond=0)
 
 
-__all__ = ["Clock", "Scheduler", "SystemClock", "make_fire", "scheduled_run"]
+__all__ = ["Clock", "Scheduler", "SystemClock", "describe_changes", "make_fire", "scheduled_run"]

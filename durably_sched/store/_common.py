@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 4
 
 
 def load_migrations(backend: str) -> list[tuple[int, str]]:
@@ -41,6 +41,22 @@ def dt_to_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
         raise ValueError("naive datetime: durably-sched needs timezone-aware times")
     return round(dt.timestamp() * 1000)
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix``, in code point order.
+
+    ``prefix <= s < bound`` is then exactly "s starts with prefix" (None: no such bound, read to the
+    end). Code point order is SQLite's BINARY collation and PostgreSQL's ``~<~`` operators.
+    """
+    stripped = prefix
+    while stripped:
+        last = ord(stripped[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1 if last + 1 != 0xD800 else 0xE000  # surrogates cannot be stored
+            return stripped[:-1] + chr(nxt)
+        stripped = stripped[:-1]
+    return None
 
 
 def newer_schema_message(found: int) -> str:

@@ -7,8 +7,10 @@ Names, statuses and column lists shared with the SQLite store come from :mod:`.r
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from .rows import ACTIVE_SQL, HELD_SQL, RUN_COLUMNS, columns
+from ._common import prefix_upper_bound
+from .rows import ACTIVE_SQL, HELD_SQL, RUN_COLUMNS, STATE_COLUMNS, columns
 
 CHANNEL = "durably_sched_runs"
 # Advisory locks use the two-int form: (namespace, key). The namespace keeps them apart from other
@@ -24,6 +26,7 @@ LISTENER_CHECK_INTERVAL = 30.0
 SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 RUN_SELECT = columns(RUN_COLUMNS)
+STATE_SELECT = columns(STATE_COLUMNS)
 NOTIFY = f"pg_notify('{CHANNEL}', job_name)"
 
 # Logs travel as five parallel arrays; WITH ORDINALITY keeps their order in the id sequence.
@@ -42,7 +45,10 @@ WITH ins AS (
                               schedule_name, ord)
     ORDER BY n.ord
     ON CONFLICT DO NOTHING
-    RETURNING {RUN_SELECT}
+    RETURNING seq, {RUN_SELECT}
+), lab AS (  -- the labels index of run lists (written here only, never by checkpoints)
+    INSERT INTO run_labels (key, value, seq)
+    SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l
 )
 SELECT {RUN_SELECT}, {NOTIFY} FROM ins
 """
@@ -154,6 +160,42 @@ UPSERT_CURSOR = """
 INSERT INTO schedule_cursors AS c (schedule, last_fire_time) VALUES ($1, $2)
 ON CONFLICT (schedule) DO UPDATE SET last_fire_time = GREATEST(c.last_fire_time, EXCLUDED.last_fire_time)
 RETURNING last_fire_time
+"""
+
+
+def find_run_ids_query(prefix: str, limit: int) -> tuple[str, list[Any]]:
+    """The statement of :meth:`PostgresStore.find_run_ids` and its arguments.
+
+    ``~>=~`` and ``~<~`` compare in code point order whatever the database's collation, and are what
+    the runs_id_prefix index (text_pattern_ops) answers; a range or LIKE on ``id`` with the ordinary
+    operators would need the "C" collation to use an index.
+    """
+    upper = prefix_upper_bound(prefix)
+    bound = "AND id ~<~ $3 " if upper is not None else ""
+    sql = f"SELECT id FROM runs WHERE id ~>=~ $1 {bound}ORDER BY id USING ~<~ LIMIT $2"
+    return sql, [prefix, limit, upper] if upper is not None else [prefix, limit]
+
+
+# $1 schedule, $2 by, $3 reason, $4 auto, $5 failures since the last resume needed (0: any), $6 the
+# moment of the pause (NULL: now()). Runs
+# after an insert of the schedule's row (if missing), in the same transaction. Returns the row after
+# the pause, or nothing if it is paused already (or, for an automatic pause, has too few failures).
+PAUSE_SCHEDULE = f"""
+UPDATE schedule_states SET paused = true,
+    paused_at = CASE WHEN $4 THEN coalesce(last_failure_at, $6::timestamptz, now())
+                     ELSE coalesce($6::timestamptz, now()) END,
+    paused_by = $2, pause_reason = $3, auto_paused = $4, updated_at = now()
+WHERE schedule = $1 AND NOT paused AND consecutive_failures - failures_at_resume >= $5
+RETURNING {STATE_SELECT}
+"""
+
+# $1 schedule, $2 by, $3 the moment of the resume (NULL: now()). The row after the resume, or
+# nothing if the schedule was not paused.
+RESUME_SCHEDULE = f"""
+UPDATE schedule_states SET paused = false, resumed_at = coalesce($3::timestamptz, now()), resumed_by = $2,
+    failures_at_resume = consecutive_failures, updated_at = now()
+WHERE schedule = $1 AND paused
+RETURNING {STATE_SELECT}
 """
 
 # Coalescing triggers of one (job, concurrency key) take this transaction-level lock first, so the

@@ -20,8 +20,15 @@ FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
 Disposition = Literal["created", "idempotent", "coalesced"]
 """How a trigger was resolved: a new run; the existing run of its idempotency key; or (with
 ``coalesce``) the existing pending run of its job and concurrency key."""
-FireOutcome = Literal["triggered", "deduplicated", "skipped", "missed", "disabled"]
-FIRE_OUTCOMES: tuple[FireOutcome, ...] = ("triggered", "deduplicated", "skipped", "missed", "disabled")
+FireOutcome = Literal["triggered", "deduplicated", "skipped", "missed", "disabled", "paused"]
+FIRE_OUTCOMES: tuple[FireOutcome, ...] = (
+    "triggered",
+    "deduplicated",
+    "skipped",
+    "missed",
+    "disabled",
+    "paused",
+)
 WriteResult = Literal["ok", "cancelled", "lost"]
 """Outcome of a fenced write: applied; applied but the run was cancelled meanwhile; rejected."""
 
@@ -141,10 +148,12 @@ class FireRecord:
 class Fire:
     """One fire time of a schedule, handled atomically: fire record + run + cursor.
 
-    ``run`` is None for outcomes without a run (missed, disabled). With ``skip_if_active`` the
-    fire time is recorded as skipped when a run of the schedule is pending or running.
+    ``run`` is None for outcomes without a run (missed, disabled, paused). With ``skip_if_active``
+    the fire time is recorded as skipped when a run of the schedule is pending or running.
     ``advance_cursor`` is False for manual slot triggers and backfills, which must not move
-    the scheduler's cursor.
+    the scheduler's cursor. With ``replace_paused`` (catch-up on resume) a fire time recorded as
+    ``paused`` is handled again, as if it had no record, in the same atomic way; any other
+    record still makes it ``deduplicated``.
     """
 
     schedule: str
@@ -153,6 +162,46 @@ class Fire:
     outcome_without_run: FireOutcome = "missed"
     skip_if_active: bool = False
     advance_cursor: bool = True
+    replace_paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """The run-time state of a schedule, shared by every process through the database.
+
+    ``paused_*`` describe the current pause while ``paused`` is true, else the last one (None if
+    never paused). The failure fields are kept by the database itself, in the transaction that
+    finishes a run of the schedule: a completed run resets ``consecutive_failures`` to 0, a
+    failed one adds 1; cancelled runs change nothing. ``failures_at_resume`` is the count when the
+    schedule was last resumed, so an automatic pause counts only failures after a resume.
+    """
+
+    schedule: str
+    paused: bool
+    paused_at: datetime | None
+    paused_by: str | None
+    pause_reason: str | None
+    auto_paused: bool
+    resumed_at: datetime | None
+    resumed_by: str | None
+    consecutive_failures: int
+    failures_at_resume: int
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    last_failed_run_id: str | None
+    updated_at: datetime
+
+    @property
+    def failures_since_resume(self) -> int:
+        return max(0, self.consecutive_failures - self.failures_at_resume)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """What a pause or resume did: the state after it, and whether it changed anything."""
+
+    state: ScheduleState
+    changed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +212,52 @@ class FireResult:
 
 @dataclass(frozen=True, slots=True)
 class RunQuery:
+    """Which runs to list, newest (highest creation order) first. Every filter given must hold.
+
+    ``job_name`` and ``job_names`` both restrict the job (a run must match both when both are
+    given); ``statuses`` and ``job_names`` match any of their values; ``labels`` must all be on the
+    run. ``created_after`` is inclusive, ``before_created`` exclusive. ``cursor`` continues after
+    the last run of a previous page (:attr:`RunPage.next_cursor`); it is opaque.
+    """
+
     statuses: Sequence[RunStatus] = ()
     job_name: str | None = None
     schedule: str | None = None
     limit: int = 50
     before_created: datetime | None = None
+    job_names: Sequence[str] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
-    """Every one of these labels must be on the run with exactly this value."""
+    created_after: datetime | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of :meth:`Store.list_runs_page`; ``next_cursor`` is None on the last page."""
+
+    runs: list[RunRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunChanges:
+    """What :meth:`Store.poll_run_changes` found (the run feed's view of the runs table).
+
+    ``active``: pending and running runs (newest first, at most the limit asked for); ``created``:
+    runs created after the ``after_seq`` given, in creation order; ``finished``: runs that finished
+    at or after the time given, in completion order. ``last_seq`` is where the next poll continues
+    (the creation-order position of the last run in ``created``, or of the newest run when polled
+    without ``after_seq``).
+    """
+
+    active: list[RunRecord]
+    created: list[RunRecord]
+    finished: list[RunRecord]
+    last_seq: int
+
+
+COUNT_CAP = 10_000
+"""``count_runs`` stops counting here: "10,000+" is what a page needs, at any history size."""
 
 
 class Store(abc.ABC):
@@ -215,6 +303,50 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching the query, newest first."""
+
+    @abc.abstractmethod
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        """Ids of runs that start with ``prefix`` (case-sensitive), in id order, at most ``limit``.
+
+        One indexed range read whatever the table's size (short ids typed at the CLI).
+        """
+
+    @abc.abstractmethod
+    async def list_runs_page(self, query: RunQuery) -> RunPage:
+        """Like :meth:`list_runs`, with a cursor for the next page. Every filter reads an index:
+        a label filter the labels index, job/status filters their indexes (one index walk per
+        job/status pair, merged), ``created_after`` the creation-time index; the cost of a page does
+        not grow with the history the table holds."""
+
+    @abc.abstractmethod
+    async def count_runs(self, query: RunQuery, cap: int = COUNT_CAP) -> tuple[int, bool]:
+        """(count, capped): how many runs match (cursor and limit ignored), counting at most
+        ``cap``; ``capped`` is True when there are more."""
+
+    @abc.abstractmethod
+    async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        """The runs with these ids that exist, in one query."""
+
+    @abc.abstractmethod
+    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
+        """For many runs in one query: the steps of each run whose index is at least the position
+        given ({run id: index}), in index order. Runs without such steps are left out."""
+
+    @abc.abstractmethod
+    async def get_logs_since(
+        self, positions: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[LogRecord]]:
+        """For many runs in one query: up to ``limit`` logs of each run after the log id given
+        ({run id: log id}), in id order. Runs without such logs are left out."""
+
+    @abc.abstractmethod
+    async def poll_run_changes(
+        self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
+    ) -> RunChanges:
+        """One poll of the run feed (see :class:`RunChanges`), on indexes only: active runs through
+        the partial index of active runs, new runs by creation order, finished ones through the
+        index of finished runs. ``after_seq`` None: nothing is returned in ``created``, only the
+        current position; ``finished_since`` None: nothing in ``finished``."""
 
     @abc.abstractmethod
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
@@ -348,6 +480,52 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def purge_fire_records(self, older_than: datetime, batch_size: int = 500) -> int: ...
+
+    # -- schedule states (pause/resume, failure counts) -------------------------------------
+    @abc.abstractmethod
+    async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
+        """Every schedule's state row; with ``attention_only``, only paused or failing schedules
+        (what a scheduler reads once per tick, through an index that holds only those)."""
+
+    @abc.abstractmethod
+    async def get_schedule_state(self, schedule: str) -> ScheduleState | None: ...
+
+    @abc.abstractmethod
+    async def pause_schedule(
+        self,
+        schedule: str,
+        *,
+        reason: str | None,
+        by: str,
+        auto: bool = False,
+        min_failures: int | None = None,
+        at: datetime | None = None,
+    ) -> StateChange:
+        """Pause a schedule unless it is paused already (then nothing changes).
+
+        ``at`` is the moment of the pause (default: the store's clock, as for leases).
+
+        With ``min_failures`` (automatic pause) it pauses only if the schedule has at least that many
+        failures since its last resume, checked in the same statement, so a run completed meanwhile
+        prevents the pause. An automatic pause counts from the failure that caused it (``paused_at``
+        is that run's completion): fire times after it are paused, whenever a scheduler gets to them.
+        """
+
+    @abc.abstractmethod
+    async def resume_schedule(
+        self, schedule: str, *, by: str, at: datetime | None = None
+    ) -> StateChange | None:
+        """Resume a paused schedule (at ``at``, default: the store's clock); None if it has no state row.
+
+        In the same transaction the schedule's cursor moves to now (never back), so fire times of
+        the paused span that no scheduler handled while it was paused are never caught up later
+        behind the operator's back.
+        """
+
+    @abc.abstractmethod
+    async def last_run_times(self) -> dict[str, datetime]:
+        """For every schedule with a cursor: when its newest stored run was created (index lookups,
+        one per schedule; schedules with no stored run are left out)."""
 
     # -- cross-process wake-ups ------------------------------------------------------------
     def set_wakeup(self, callback: Callable[[], None]) -> None:

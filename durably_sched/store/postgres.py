@@ -44,7 +44,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -52,6 +52,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
+from . import _runs_query
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
 from ._pg_errors import describe, is_connection_error, is_transient
 from ._pg_listener import Listener
@@ -71,15 +72,20 @@ from ._pg_sql import (
     LOCK_NAMESPACE,
     MIGRATION_LOCK,
     NOTIFY,
+    PAUSE_SCHEDULE,
     RELEASE,
     RENEW,
+    RESUME_SCHEDULE,
     RUN_SELECT,
     SCHEDULE_LOCK_NAMESPACE,
     SCHEMA_NAME,
     SET_PROGRESS,
+    STATE_SELECT,
     UPSERT_CURSOR,
+    find_run_ids_query,
 )
 from .base import (
+    COUNT_CAP,
     Checkpoint,
     Disposition,
     Fire,
@@ -90,9 +96,13 @@ from .base import (
     NewLog,
     NewRun,
     Progress,
+    RunChanges,
+    RunPage,
     RunQuery,
     RunRecord,
     RunStatus,
+    ScheduleState,
+    StateChange,
     StepRecord,
     Store,
     WriteResult,
@@ -109,6 +119,7 @@ from .rows import (
     fire_from_row,
     log_from_row,
     run_from_row,
+    state_from_row,
     step_from_row,
 )
 
@@ -530,30 +541,129 @@ class PostgresStore(Store):
         return await self._run("get_run_statuses", read)
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        where: list[str] = []
-        params: list[Any] = []
+        return (await self.list_runs_page(query)).runs
 
-        def param(value: Any) -> str:
-            params.append(value)
-            return f"${len(params)}"
+    async def list_runs_page(self, query: RunQuery) -> RunPage:
+        built = _runs_query.page_sql(query, RUN_SELECT, "postgres", _aware)
+        if built is None:
+            return RunPage([], None)
+        sql, params = built
 
-        if query.statuses:
-            where.append(f"status = ANY({param(list(query.statuses))}::text[])")
-        if query.job_name is not None:
-            where.append(f"job_name = {param(query.job_name)}")
-        if query.schedule is not None:
-            where.append(f"schedule_name = {param(query.schedule)}")
-        if query.before_created is not None:
-            where.append(f"created_at < {param(_aware(query.before_created))}")
-        for key, value in query.labels.items():
-            where.append(f"labels ->> {param(key)} = {param(value)}")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        sql = f"SELECT {RUN_SELECT} FROM runs {clause} ORDER BY seq DESC LIMIT {param(query.limit)}"
-
-        async def read(conn: Any, replay: bool) -> list[RunRecord]:
-            return [run_from_row(r) for r in await conn.fetch(sql, *params)]
+        async def read(conn: Any, replay: bool) -> RunPage:
+            rows = await conn.fetch(sql, *params)
+            return RunPage(
+                [run_from_row(r) for r in rows[: query.limit]], _runs_query.next_cursor(rows, query.limit)
+            )
 
         return await self._run("list_runs", read)
+
+    async def count_runs(self, query: RunQuery, cap: int = COUNT_CAP) -> tuple[int, bool]:
+        built = _runs_query.count_sql(query, "postgres", _aware, cap)
+        if built is None:
+            return 0, False
+        sql, params = built
+
+        async def read(conn: Any, replay: bool) -> int:
+            return int(await conn.fetchval(sql, *params))
+
+        count = await self._run("count_runs", read)
+        return min(count, cap), count > cap
+
+    async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        if not run_ids:
+            return {}
+
+        async def read(conn: Any, replay: bool) -> dict[str, RunRecord]:
+            rows = await conn.fetch(
+                f"SELECT {RUN_SELECT} FROM runs WHERE id = ANY($1::text[])", list(run_ids)
+            )
+            return {r["id"]: run_from_row(r) for r in rows}
+
+        return await self._run("get_runs_by_id", read)
+
+    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
+        if not positions:
+            return {}
+
+        async def read(conn: Any, replay: bool) -> dict[str, list[StepRecord]]:
+            rows = await conn.fetch(
+                f"SELECT {columns(STEP_COLUMNS, 's.')} "
+                "FROM unnest($1::text[], $2::integer[]) AS p(run_id, idx) "
+                "JOIN steps s ON s.run_id = p.run_id AND s.idx >= p.idx ORDER BY s.run_id, s.idx",
+                list(positions),
+                list(positions.values()),
+            )
+            out: dict[str, list[StepRecord]] = {}
+            for r in rows:
+                out.setdefault(r["run_id"], []).append(step_from_row(r))
+            return out
+
+        return await self._run("get_steps_since", read)
+
+    async def get_logs_since(
+        self, positions: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[LogRecord]]:
+        if not positions:
+            return {}
+
+        async def read(conn: Any, replay: bool) -> dict[str, list[LogRecord]]:
+            rows = await conn.fetch(
+                f"SELECT {columns(LOG_COLUMNS, 'x.')} "
+                "FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) "
+                f"CROSS JOIN LATERAL (SELECT {columns(LOG_COLUMNS)} FROM logs l "
+                "WHERE l.run_id = p.run_id AND l.id > p.after ORDER BY l.id LIMIT $3) AS x "
+                "ORDER BY x.run_id, x.id",
+                list(positions),
+                list(positions.values()),
+                limit,
+            )
+            out: dict[str, list[LogRecord]] = {}
+            for r in rows:
+                out.setdefault(r["run_id"], []).append(log_from_row(r))
+            return out
+
+        return await self._run("get_logs_since", read)
+
+    async def poll_run_changes(
+        self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
+    ) -> RunChanges:
+        async def read(conn: Any, replay: bool) -> RunChanges:
+            active = await conn.fetch(
+                f"SELECT {RUN_SELECT} FROM runs WHERE status IN {ACTIVE_SQL} ORDER BY seq DESC LIMIT $1",
+                active_limit,
+            )
+            created: list[Any] = []
+            if after_seq is None:
+                last_seq = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM runs"))
+            else:
+                created = await conn.fetch(
+                    f"SELECT seq, {RUN_SELECT} FROM runs WHERE seq > $1 ORDER BY seq LIMIT 500", after_seq
+                )
+                last_seq = int(created[-1]["seq"]) if created else after_seq
+            finished: list[Any] = []
+            if finished_since is not None:
+                finished = await conn.fetch(
+                    f"SELECT {RUN_SELECT} FROM runs WHERE status IN {FINISHED_SQL} AND completed_at >= $1 "
+                    "ORDER BY completed_at LIMIT 500",
+                    _aware(finished_since),
+                )
+            return RunChanges(
+                active=[run_from_row(r) for r in active],
+                created=[run_from_row(r) for r in created],
+                finished=[run_from_row(r) for r in finished],
+                last_seq=last_seq,
+            )
+
+        return await self._run("poll_run_changes", read)
+
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        sql, args = find_run_ids_query(prefix, limit)
+
+        async def read(conn: Any, replay: bool) -> list[str]:
+            rows = await conn.fetch(sql, *args)
+            return [r["id"] for r in rows if r["id"].startswith(prefix)]
+
+        return await self._run("find_run_ids", read)
 
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         async def read(conn: Any, replay: bool) -> dict[tuple[str, str], int]:
@@ -766,7 +876,9 @@ class PostgresStore(Store):
                     return False
                 await conn.execute(
                     "WITH s AS (DELETE FROM steps WHERE run_id = $1), "
-                    "l AS (DELETE FROM logs WHERE run_id = $1) DELETE FROM runs WHERE id = $1",
+                    "l AS (DELETE FROM logs WHERE run_id = $1), "
+                    "b AS (DELETE FROM run_labels WHERE seq IN (SELECT seq FROM runs WHERE id = $1)) "
+                    "DELETE FROM runs WHERE id = $1",
                     run_id,
                 )
                 return True
@@ -802,7 +914,9 @@ class PostgresStore(Store):
                     return 0
                 await conn.execute(
                     "WITH s AS (DELETE FROM steps WHERE run_id = ANY($1::text[])), "
-                    "l AS (DELETE FROM logs WHERE run_id = ANY($1::text[])) "
+                    "l AS (DELETE FROM logs WHERE run_id = ANY($1::text[])), "
+                    "b AS (DELETE FROM run_labels WHERE seq IN "
+                    "(SELECT seq FROM runs WHERE id = ANY($1::text[]))) "
                     "DELETE FROM runs WHERE id = ANY($1::text[])",
                     ids,
                 )
@@ -849,6 +963,14 @@ class PostgresStore(Store):
                     *key,
                     first,
                 )
+                if not inserted and fire.replace_paused:
+                    # Catch-up on resume: a paused record is handled again as if it were new.
+                    inserted = await conn.fetchval(
+                        "UPDATE fire_records SET outcome = $3, run_id = NULL, recorded_at = now() "
+                        "WHERE schedule = $1 AND fire_time = $2 AND outcome = 'paused' RETURNING true",
+                        *key,
+                        first,
+                    )
                 if not inserted:
                     existing = await conn.fetchrow(
                         "SELECT outcome, run_id FROM fire_records WHERE schedule = $1 AND fire_time = $2",
@@ -934,3 +1056,88 @@ class PostgresStore(Store):
             return len(rows)
 
         return await self._run("purge_fire_records", purge)
+
+    # -- schedule states ----------------------------------------------------------------------------
+    async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
+        where = " WHERE paused OR consecutive_failures > 0" if attention_only else ""
+
+        async def read(conn: Any, replay: bool) -> dict[str, ScheduleState]:
+            rows = await conn.fetch(f"SELECT {STATE_SELECT} FROM schedule_states{where}")
+            return {r["schedule"]: state_from_row(r) for r in rows}
+
+        return await self._run("get_schedule_states", read)
+
+    async def get_schedule_state(self, schedule: str) -> ScheduleState | None:
+        async def read(conn: Any, replay: bool) -> ScheduleState | None:
+            row = await conn.fetchrow(
+                f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = $1", schedule
+            )
+            return None if row is None else state_from_row(row)
+
+        return await self._run("get_schedule_state", read)
+
+    async def pause_schedule(
+        self,
+        schedule: str,
+        *,
+        reason: str | None,
+        by: str,
+        auto: bool = False,
+        min_failures: int | None = None,
+        at: datetime | None = None,
+    ) -> StateChange:
+        when = None if at is None else _aware(at)
+
+        async def pause(conn: Any, replay: bool) -> StateChange:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO schedule_states (schedule) VALUES ($1) ON CONFLICT DO NOTHING", schedule
+                )
+                row = await conn.fetchrow(
+                    PAUSE_SCHEDULE, schedule, by, _text(reason), auto, min_failures or 0, when
+                )
+                if row is not None:
+                    return StateChange(state_from_row(row), True)
+                found = await conn.fetchrow(
+                    f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = $1", schedule
+                )
+            # Not changed: paused already or, for an automatic pause, too few failures. On replay, a
+            # pause with our author and reason is our own first attempt, committed unheard.
+            state = state_from_row(found)
+            mine = replay and state.paused and state.paused_by == by and state.pause_reason == _text(reason)
+            return StateChange(state, mine)
+
+        return await self._run("pause_schedule", pause)
+
+    async def resume_schedule(
+        self, schedule: str, *, by: str, at: datetime | None = None
+    ) -> StateChange | None:
+        when = None if at is None else _aware(at)
+
+        async def resume(conn: Any, replay: bool) -> StateChange | None:
+            async with conn.transaction():
+                row = await conn.fetchrow(RESUME_SCHEDULE, schedule, by, when)
+                if row is not None:
+                    await conn.execute(UPSERT_CURSOR, schedule, row["resumed_at"])
+                    return StateChange(state_from_row(row), True)
+                found = await conn.fetchrow(
+                    f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = $1", schedule
+                )
+            if found is None:
+                return None
+            state = state_from_row(found)
+            # On replay, a resume by us that committed unheard reads as "not paused": it was ours.
+            mine = replay and state.resumed_by == by
+            return StateChange(state, mine)
+
+        return await self._run("resume_schedule", resume)
+
+    async def last_run_times(self) -> dict[str, datetime]:
+        async def read(conn: Any, replay: bool) -> dict[str, datetime]:
+            rows = await conn.fetch(
+                "SELECT c.schedule, (SELECT runs.created_at FROM runs WHERE runs.schedule_name = c.schedule "
+                "ORDER BY runs.seq DESC LIMIT 1) AS created_at FROM schedule_cursors c"
+            )
+            return {r["schedule"]: r["created_at"] for r in rows if r["created_at"] is not None}
+
+        return await self._run("last_run_times", read)

@@ -25,6 +25,7 @@ from .base import (
     LogRecord,
     Progress,
     RunRecord,
+    ScheduleState,
     StepRecord,
     WriteResult,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "HELD_SQL",
     "LOG_COLUMNS",
     "RUN_COLUMNS",
+    "STATE_COLUMNS",
     "STEP_COLUMNS",
     "check_schema_version",
     "columns",
@@ -43,6 +45,7 @@ __all__ = [
     "fire_from_row",
     "log_from_row",
     "run_from_row",
+    "state_from_row",
     "step_from_row",
 ]
 
@@ -76,6 +79,22 @@ RUN_COLUMNS: tuple[str, ...] = (
 STEP_COLUMNS: tuple[str, ...] = ("run_id", "name", "idx", "output", "started_at", "completed_at")
 LOG_COLUMNS: tuple[str, ...] = ("id", "run_id", "step_name", "level", "message", "data", "created_at")
 FIRE_COLUMNS: tuple[str, ...] = ("schedule", "fire_time", "outcome", "run_id", "recorded_at")
+STATE_COLUMNS: tuple[str, ...] = (
+    "schedule",
+    "paused",
+    "paused_at",
+    "paused_by",
+    "pause_reason",
+    "auto_paused",
+    "resumed_at",
+    "resumed_by",
+    "consecutive_failures",
+    "failures_at_resume",
+    "last_success_at",
+    "last_failure_at",
+    "last_failed_run_id",
+    "updated_at",
+)
 
 ACTIVE_SQL = "('pending', 'running')"
 """Statuses of runs that are not finished (the partial indexes are defined on exactly this list)."""
@@ -162,6 +181,26 @@ def fire_from_row(row: Row, time: TimeFn = _same) -> FireRecord:
         outcome=row["outcome"],
         run_id=row["run_id"],
         recorded_at=_required(time(row["recorded_at"]), "recorded_at"),
+    )
+
+
+def state_from_row(row: Row, time: TimeFn = _same) -> ScheduleState:
+    """A schedule_states row (SQLite keeps the flags as 0/1, PostgreSQL as booleans)."""
+    return ScheduleState(
+        schedule=row["schedule"],
+        paused=bool(row["paused"]),
+        paused_at=time(row["paused_at"]),
+        paused_by=row["paused_by"],
+        pause_reason=row["pause_reason"],
+        auto_paused=bool(row["auto_paused"]),
+        resumed_at=time(row["resumed_at"]),
+        resumed_by=row["resumed_by"],
+        consecutive_failures=row["consecutive_failures"],
+        failures_at_resume=row["failures_at_resume"],
+        last_success_at=time(row["last_success_at"]),
+        last_failure_at=time(row["last_failure_at"]),
+        last_failed_run_id=row["last_failed_run_id"],
+        updated_at=_required(time(row["updated_at"]), "updated_at"),
     )
 
 

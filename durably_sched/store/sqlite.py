@@ -28,7 +28,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -36,9 +36,19 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import aiosqlite
 
 from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
-from ._common import SCHEMA_VERSION, dt_to_ms, dumps, load_migrations, ms_to_dt, newer_schema_message
+from . import _runs_query
+from ._common import (
+    SCHEMA_VERSION,
+    dt_to_ms,
+    dumps,
+    load_migrations,
+    ms_to_dt,
+    newer_schema_message,
+    prefix_upper_bound,
+)
 from ._sqlite_writer import WriteFn, Writer
 from .base import (
+    COUNT_CAP,
     Checkpoint,
     Disposition,
     Fire,
@@ -48,9 +58,13 @@ from .base import (
     NewLog,
     NewRun,
     Progress,
+    RunChanges,
+    RunPage,
     RunQuery,
     RunRecord,
     RunStatus,
+    ScheduleState,
+    StateChange,
     StepRecord,
     Store,
     WriteResult,
@@ -62,6 +76,7 @@ from .rows import (
     HELD_SQL,
     LOG_COLUMNS,
     RUN_COLUMNS,
+    STATE_COLUMNS,
     STEP_COLUMNS,
     check_schema_version,
     columns,
@@ -69,12 +84,14 @@ from .rows import (
     fire_from_row,
     log_from_row,
     run_from_row,
+    state_from_row,
     step_from_row,
 )
 
 log = logging.getLogger("durably_sched.store.sqlite")
 
 RUN_SELECT = columns(RUN_COLUMNS)
+STATE_SELECT = columns(STATE_COLUMNS)
 URL_OPTIONS = ("busy_timeout", "synchronous")
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
@@ -315,32 +332,102 @@ class SqliteStore(Store):
         return {r["id"]: r["status"] for r in rows}
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if query.statuses:
-            where.append(f"status IN ({','.join('?' * len(query.statuses))})")
-            params.extend(query.statuses)
-        if query.job_name is not None:
-            where.append("job_name = ?")
-            params.append(query.job_name)
-        if query.schedule is not None:
-            where.append("schedule_name = ?")
-            params.append(query.schedule)
-        if query.before_created is not None:
-            where.append("created_at < ?")
-            params.append(dt_to_ms(query.before_created))
-        for key, value in query.labels.items():
-            # json_each rather than a JSON path: any key works, quotes and dots included.
-            where.append(
-                "EXISTS (SELECT 1 FROM json_each(runs.labels) AS l "
-                "WHERE l.key = ? AND l.type = 'text' AND l.value = ?)"
-            )
-            params.extend((key, value))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._read(
-            f"SELECT {RUN_SELECT} FROM runs {clause} ORDER BY seq DESC LIMIT ?", [*params, query.limit]
+        return (await self.list_runs_page(query)).runs
+
+    async def list_runs_page(self, query: RunQuery) -> RunPage:
+        built = _runs_query.page_sql(query, RUN_SELECT, "sqlite", dt_to_ms)
+        if built is None:
+            return RunPage([], None)
+        rows = await self._read(*built)
+        return RunPage([_run(r) for r in rows[: query.limit]], _runs_query.next_cursor(rows, query.limit))
+
+    async def count_runs(self, query: RunQuery, cap: int = COUNT_CAP) -> tuple[int, bool]:
+        built = _runs_query.count_sql(query, "sqlite", dt_to_ms, cap)
+        if built is None:
+            return 0, False
+        count = int((await self._read(*built))[0][0])
+        return min(count, cap), count > cap
+
+    async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        if not run_ids:
+            return {}
+        marks = ",".join("?" * len(run_ids))
+        rows = await self._read(f"SELECT {RUN_SELECT} FROM runs WHERE id IN ({marks})", list(run_ids))
+        return {r["id"]: _run(r) for r in rows}
+
+    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
+        if not positions:
+            return {}
+        sql = " UNION ALL ".join(
+            f"SELECT {columns(STEP_COLUMNS)} FROM steps WHERE run_id = ? AND idx >= ?" for _ in positions
         )
-        return [_run(r) for r in rows]
+        out: dict[str, list[StepRecord]] = {}
+        for r in await self._read(sql, [value for item in positions.items() for value in item]):
+            out.setdefault(r["run_id"], []).append(step_from_row(r, ms_to_dt))
+        for steps in out.values():
+            steps.sort(key=lambda step: step.index)
+        return out
+
+    async def get_logs_since(
+        self, positions: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[LogRecord]]:
+        if not positions:
+            return {}
+        sql = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = ? AND id > ? "
+            "ORDER BY id LIMIT ?)"
+            for _ in positions
+        )
+        params = [value for run_id, after in positions.items() for value in (run_id, after, limit)]
+        out: dict[str, list[LogRecord]] = {}
+        for r in await self._read(sql, params):
+            out.setdefault(r["run_id"], []).append(log_from_row(r, ms_to_dt))
+        for logs in out.values():
+            logs.sort(key=lambda entry: entry.id)
+        return out
+
+    async def poll_run_changes(
+        self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
+    ) -> RunChanges:
+        active = await self._read(
+            f"SELECT {RUN_SELECT} FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE_SQL} "
+            "ORDER BY seq DESC LIMIT ?",
+            (active_limit,),
+        )
+        created: list[Any] = []
+        if after_seq is None:
+            rows = await self._read("SELECT max(seq) AS last FROM runs")
+            last_seq = int(rows[0]["last"] or 0)
+        else:
+            created = await self._read(
+                f"SELECT seq, {RUN_SELECT} FROM runs WHERE seq > ? ORDER BY seq LIMIT 500", (after_seq,)
+            )
+            last_seq = int(created[-1]["seq"]) if created else after_seq
+        finished: list[Any] = []
+        if finished_since is not None:
+            finished = await self._read(
+                f"SELECT {RUN_SELECT} FROM runs INDEXED BY runs_finished WHERE status IN {FINISHED_SQL} "
+                "AND completed_at >= ? ORDER BY completed_at LIMIT 500",
+                (dt_to_ms(finished_since),),
+            )
+        return RunChanges(
+            active=[_run(r) for r in active],
+            created=[_run(r) for r in created],
+            finished=[_run(r) for r in finished],
+            last_seq=last_seq,
+        )
+
+    async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
+        # A range on the id's unique index (BINARY collation = code point order), not LIKE, which
+        # is case-insensitive in SQLite and would not use the index.
+        upper = prefix_upper_bound(prefix)
+        if upper is None:
+            sql, params = "SELECT id FROM runs WHERE id >= ? ORDER BY id LIMIT ?", [prefix, limit]
+        else:
+            sql = "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+            params = [prefix, upper, limit]
+        rows = await self._read(sql, params)
+        return [r["id"] for r in rows if r["id"].startswith(prefix)]
 
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]:
         rows = await self._read("SELECT job_name, status, count(*) AS n FROM runs GROUP BY job_name, status")
@@ -587,6 +674,11 @@ class SqliteStore(Store):
 
     async def delete_run(self, run_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "DELETE FROM run_labels WHERE seq IN "
+                "(SELECT seq FROM runs WHERE id = ? AND status != 'running')",
+                (run_id,),
+            )
             gone = conn.execute("DELETE FROM runs WHERE id = ? AND status != 'running'", (run_id,)).rowcount
             if gone:
                 conn.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
@@ -622,6 +714,9 @@ class SqliteStore(Store):
             if not ids:
                 return 0
             marks = ",".join("?" * len(ids))
+            conn.execute(
+                f"DELETE FROM run_labels WHERE seq IN (SELECT seq FROM runs WHERE id IN ({marks}))", ids
+            )
             conn.execute(f"DELETE FROM steps WHERE run_id IN ({marks})", ids)
             conn.execute(f"DELETE FROM logs WHERE run_id IN ({marks})", ids)
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
@@ -664,10 +759,10 @@ class SqliteStore(Store):
                     (fire.schedule, fire_ms),
                 )
             existing = conn.execute(
-                "SELECT run_id FROM fire_records WHERE schedule = ? AND fire_time = ?",
+                "SELECT outcome, run_id FROM fire_records WHERE schedule = ? AND fire_time = ?",
                 (fire.schedule, fire_ms),
             ).fetchone()
-            if existing is not None:
+            if existing is not None and not (fire.replace_paused and existing["outcome"] == "paused"):
                 run_id = existing["run_id"]
                 return FireResult("deduplicated", _fetch_run(conn, run_id) if run_id else None)
             run_record: RunRecord | None = None
@@ -687,9 +782,10 @@ class SqliteStore(Store):
                 outcome = "triggered" if disposition == "created" else "deduplicated"
             conn.execute(
                 "INSERT INTO fire_records (schedule, fire_time, outcome, run_id, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (schedule, fire_time) DO UPDATE SET "
+                "outcome = excluded.outcome, run_id = excluded.run_id, recorded_at = excluded.recorded_at",
                 (fire.schedule, fire_ms, outcome, run_record.id if run_record else None, now),
-            )
+            )  # a conflict only for a paused record being replaced (checked above, same transaction)
             return FireResult(outcome, run_record)
 
         result: FireResult = await self._write(handle)
@@ -726,6 +822,95 @@ class SqliteStore(Store):
 
         result: int = await self._write(purge, heavy=True)
         return result
+
+    # -- schedule states ----------------------------------------------------------------------------
+    async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
+        where = " WHERE paused = 1 OR consecutive_failures > 0" if attention_only else ""
+        rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states{where}")
+        return {r["schedule"]: state_from_row(r, ms_to_dt) for r in rows}
+
+    async def get_schedule_state(self, schedule: str) -> ScheduleState | None:
+        rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ?", (schedule,))
+        return state_from_row(rows[0], ms_to_dt) if rows else None
+
+    async def pause_schedule(
+        self,
+        schedule: str,
+        *,
+        reason: str | None,
+        by: str,
+        auto: bool = False,
+        min_failures: int | None = None,
+        at: datetime | None = None,
+    ) -> StateChange:
+        def pause(conn: sqlite3.Connection) -> StateChange:
+            now = _now_ms() if at is None else dt_to_ms(at)
+            conn.execute(
+                "INSERT INTO schedule_states (schedule, updated_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (schedule, now),
+            )
+            row = conn.execute(
+                "UPDATE schedule_states SET paused = 1, "
+                "paused_at = CASE WHEN ? THEN coalesce(last_failure_at, ?) ELSE ? END, "
+                "paused_by = ?, pause_reason = ?, auto_paused = ?, updated_at = ? "
+                "WHERE schedule = ? AND paused = 0 AND consecutive_failures - failures_at_resume >= ? "
+                f"RETURNING {STATE_SELECT}",
+                (int(auto), now, now, by, reason, int(auto), now, schedule, min_failures or 0),
+            ).fetchone()
+            changed = row is not None
+            if row is None:
+                row = _fetch_state(conn, schedule)
+            return StateChange(state_from_row(row, ms_to_dt), changed)
+
+        result: StateChange = await self._write(pause)
+        return result
+
+    async def resume_schedule(
+        self, schedule: str, *, by: str, at: datetime | None = None
+    ) -> StateChange | None:
+        def resume(conn: sqlite3.Connection) -> StateChange | None:
+            now = _now_ms() if at is None else dt_to_ms(at)
+            row = conn.execute(
+                "UPDATE schedule_states SET paused = 0, resumed_at = ?, resumed_by = ?, "
+                "failures_at_resume = consecutive_failures, updated_at = ? WHERE schedule = ? AND paused = 1 "
+                f"RETURNING {STATE_SELECT}",
+                (now, by, now, schedule),
+            ).fetchone()
+            if row is None:
+                row = _fetch_state(conn, schedule)
+                return None if row is None else StateChange(state_from_row(row, ms_to_dt), False)
+            conn.execute(
+                "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES (?, ?) "
+                "ON CONFLICT (schedule) DO UPDATE SET "
+                "last_fire_time = max(last_fire_time, excluded.last_fire_time)",
+                (schedule, now),
+            )
+            return StateChange(state_from_row(row, ms_to_dt), True)
+
+        result: StateChange | None = await self._write(resume)
+        return result
+
+    async def last_run_times(self) -> dict[str, datetime]:
+        rows = await self._read(
+            "SELECT c.schedule, (SELECT runs.created_at FROM runs WHERE runs.schedule_name = c.schedule "
+            "ORDER BY runs.seq DESC LIMIT 1) AS created_at FROM schedule_cursors c"
+        )
+        return {r["schedule"]: ms_to_dt(r["created_at"]) for r in rows if r["created_at"] is not None}  # type: ignore[misc]
+
+
+def _fetch_state(conn: sqlite3.Connection, schedule: str) -> Any:
+    return conn.execute(
+        f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ?", (schedule,)
+    ).fetchone()
+
+
+def _index_labels(conn: sqlite3.Connection, run_id: str) -> None:
+    """The labels index of run lists: written when a run is created, never by checkpoints."""
+    conn.execute(
+        "INSERT INTO run_labels (key, value, seq) "
+        "SELECT j.key, j.value, r.seq FROM runs r, json_each(r.labels) j WHERE r.id = ?",
+        (run_id,),
+    )
 
 
 def _coalesce_target(conn: sqlite3.Connection, run: NewRun) -> tuple[RunRecord, Disposition] | None:
@@ -770,6 +955,8 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRec
         ),
     ).fetchone()
     if row is not None:
+        if run.labels:
+            _index_labels(conn, run.id)
         return _run(row), "created"
     existing = conn.execute(
         f"SELECT {RUN_SELECT} FROM runs WHERE job_name = ? AND idempotency_key = ?",

@@ -268,6 +268,27 @@ async def test_list_runs_filters_newest_first(store: Store) -> None:
     assert [r.id for r in older] == [r.id for r in everything if r.created_at < cut]
 
 
+async def test_find_run_ids_by_prefix(store: Store) -> None:
+    """Short ids (`runs show 33fc6f80`): every id starting with the prefix, in id order, up to the
+    limit; a prefix is matched literally and case-sensitively (no LIKE wildcards)."""
+    ids = ["33fc6f80-aaaa", "33fc6f80-bbbb", "33fc6f9a-cccc", "33FC6F80-dddd", "33fc6f8", "3%_x", "3a_y"]
+    await store.create_runs([new_run(run_id=i) for i in ids])
+    assert await store.find_run_ids("33fc6f80", 10) == ["33fc6f80-aaaa", "33fc6f80-bbbb"]
+    assert await store.find_run_ids("33fc6f80", 1) == ["33fc6f80-aaaa"]
+    assert await store.find_run_ids("33fc6f", 10) == [
+        "33fc6f8",
+        "33fc6f80-aaaa",
+        "33fc6f80-bbbb",
+        "33fc6f9a-cccc",
+    ]
+    assert await store.find_run_ids("33FC6F", 10) == ["33FC6F80-dddd"]
+    assert await store.find_run_ids("33fc6f80-bbbb", 10) == ["33fc6f80-bbbb"]  # a whole id
+    assert await store.find_run_ids("3%", 10) == ["3%_x"]
+    assert await store.find_run_ids("3_", 10) == []
+    assert await store.find_run_ids("nothing", 10) == []
+    assert await store.find_run_ids("\U0010ffff", 10) == []  # no upper bound: reads to the end
+
+
 async def test_count_runs_by_status(store: Store) -> None:
     await create_many(store, 3)
     await create(store, job="other")

@@ -64,7 +64,15 @@ async def boom(step: Step, payload: dict) -> dict:
     return {}
 
 
+async def flaky(step: Step, payload: dict) -> dict:
+    await step.run("prepare", lambda: 1)
+    if step.attempt == 1:
+        raise RuntimeError("fails on its first attempt")
+    return {"attempt": step.attempt}
+
+
 tick_job = define_job(name="tick", run=tick)
+flaky_job = define_job(name="flaky", run=flaky)
 other_job = define_job(name="other", run=tick)
 counter_job = define_job(name="counter", input=CountIn, run=counter)
 slow_job = define_job(name="slow", run=slow)
@@ -171,12 +179,13 @@ def test_serve_fires_a_schedule_every_second_and_stops_on_sigterm(project: Proje
     started = project.log(serve)
     for fragment in (
         "database sqlite:///",
-        "jobs 'servejobs'",
-        "1 schedules",
-        "roles scheduler+worker",
-        "worker id",
+        "6 jobs from 'servejobs': boom, counter, flaky, other, slow, tick",
+        "1 schedule from schedules.yaml: tick",
+        "next fire time: tick at ",
+        "serve started: scheduler + worker (4 runs at a time), worker id ",
     ):
         assert fragment in started, started
+    assert "1 schedules" not in started
     wait_for(lambda: project.completed("tick") >= 3, 15, "three completed scheduled runs")
     keys = [r["idempotency_key"] for r in project.runs("schedule_name = 'tick'")]
     assert all(re.fullmatch(r"schedule:tick:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", k) for k in keys)
@@ -218,6 +227,39 @@ def test_trigger_wait_is_executed_by_serve_in_another_process(project: Project) 
         and result["output"] == {"total": 1}
         and result["disposition"] == "created"
     )
+    assert stop(serve)[0] == 0
+
+
+def test_retry_and_retrigger_wait_for_the_run_and_label_its_durations(project: Project) -> None:
+    serve = project.serve("--no-scheduler")
+    failed = project.cli("trigger", "flaky", "--wait")
+    assert failed.returncode == 1 and "fails on its first attempt" in failed.stderr
+    run_id = failed.stderr.split()[1]
+    retried = project.cli("runs", "retry", run_id[:8], "--wait")
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout) == {"attempt": 2}
+    assert f"run {run_id} is pending again (1 step done" in retried.stderr
+    assert re.search(
+        rf"run {run_id} completed in [\d.]+s total, from its first start \(attempt 2\)", retried.stderr
+    )
+    # serve logs the attempt's own time, and the total since the first start.
+    wait_for(
+        lambda: f"flaky {run_id[:8]}: run completed in" in project.log(serve), 10, "the completion log line"
+    )
+    assert re.search(
+        rf"flaky {run_id[:8]}: run completed in [\d.]+s this attempt "
+        r"\(attempt 2; [\d.]+s since the first start\)",
+        project.log(serve),
+    ), project.log(serve)
+    shown = project.cli("runs", "show", run_id[:8]).stdout
+    assert re.search(r"total time\s+\S+ \(first start to finish, 2 attempts\)", shown), shown
+    assert json.loads(project.cli("runs", "show", run_id[:8], "--json").stdout)["total_duration"] > 0
+
+    done = project.cli("trigger", "counter", "--input", '{"count": 2}', "--json")
+    copy = project.cli("runs", "retrigger", json.loads(done.stdout)["id"][:8], "--wait", "--json")
+    assert copy.returncode == 0, copy.stderr
+    result = json.loads(copy.stdout)
+    assert result["status"] == "completed" and result["output"] == {"total": 1} and result["attempt"] == 1
     assert stop(serve)[0] == 0
 
 
@@ -274,7 +316,7 @@ def test_schedules_reload_without_restart_and_a_broken_file_changes_nothing(proj
 
     project.schedules.write_text(EVERY_SECOND + '  second:\n    cron: "*/1 * * * * *"\n    job: other\n')
     wait_for(lambda: project.completed("second") >= 2, 10, "the added schedule to fire")
-    assert "schedules reloaded: 2 schedules" in project.log(serve)
+    assert "schedules reloaded from schedules.yaml: added second; 2 schedules" in project.log(serve)
 
     project.schedules.write_text(EVERY_SECOND + "  broken:\n    cron: nope\n    job: other\n")
     wait_for(lambda: "schedules not reloaded" in project.log(serve), 10, "the reload error to be logged")
@@ -287,6 +329,14 @@ def test_schedules_reload_without_restart_and_a_broken_file_changes_nothing(proj
         "the last good schedules to keep firing",
     )
     assert not project.runs("schedule_name = 'broken'")
+
+    # The reload line names what changed; moving a schedule to another line is no change.
+    project.schedules.write_text("# moved down\n" + EVERY_SECOND.replace("overlap: allow", "overlap: skip"))
+    wait_for(lambda: "removed second" in project.log(serve), 10, "the next reload to be logged")
+    reloaded = [line for line in project.log(serve).splitlines() if "schedules reloaded" in line]
+    assert reloaded[-1].endswith(
+        "schedules reloaded from schedules.yaml: removed second; changed tick (overlap); 1 schedule"
+    )
     assert stop(serve)[0] == 0
 
 

@@ -347,8 +347,8 @@ def test_trigger_json_then_runs_list_and_show_json_shapes(migrated: Project) -> 
     ):
         assert fragment in human
     listed = p.ok("runs", "list").stdout.splitlines()
-    assert listed[0].split() == ["ID", "JOB", "STATUS", "PROGRESS", "CREATED", "DURATION", "KEY"]
-    assert made["id"] in listed[1] and "2/2 done" in listed[1]
+    assert listed[0].split() == ["ID", "JOB", "STATUS", "PROGRESS", "CREATED", "TOTAL", "KEY"]
+    assert listed[1].split()[0] == made["id"][:8] and listed[1].split()[3] == "2/2"
 
 
 def test_runs_list_filters(migrated: Project) -> None:
@@ -427,7 +427,7 @@ def test_retry_cancel_delete_retrigger_flows(migrated: Project) -> None:
 
     assert p.ok("runs", "delete", failed).stdout.strip() == f"run {failed} deleted"
     result = p.run("runs", "show", failed)
-    assert result.exit_code == 2 and error_line(result) == f"error: no run with id '{failed}'"
+    assert result.exit_code == 2 and error_line(result) == f"error: no run with id or id prefix '{failed}'"
 
     assert "purged 0 runs" in p.ok("runs", "purge", "--older-than", "1d").stdout
     assert "purged 1 run " in p.ok("runs", "purge", "--older-than", "0s").stdout  # the completed one
@@ -439,7 +439,7 @@ def test_retry_cancel_delete_retrigger_flows(migrated: Project) -> None:
 def test_unknown_run_id_is_one_line_exit_2(migrated: Project, command: str) -> None:
     result = migrated.run("runs", command, "no-such-run")
     assert result.exit_code == 2
-    assert error_line(result) == "error: no run with id 'no-such-run'"
+    assert error_line(result) == "error: no run with id or id prefix 'no-such-run'"
 
 
 # --- database problems ------------------------------------------------------------------------------
@@ -549,7 +549,7 @@ def test_read_only_commands_work_where_the_database_cannot_be_written(migrated: 
     migrated.ok("schedules", "list")
     with _read_only_directory(migrated.db.parent):
         listed = migrated.ok("runs", "list")
-        assert run_id in listed.stdout
+        assert run_id[:8] in listed.stdout
         assert migrated.json("runs", "show", run_id, "--json")["id"] == run_id
         assert "hourly" in migrated.ok("schedules", "list").stdout
         migrated.ok("schedules", "history", "hourly")
@@ -609,41 +609,43 @@ def _next(p: Project, cron: str, after: str, count: int = 3, name: str = "x") ->
 
 
 def test_next_applies_the_dst_policy_and_gives_keys(project: Project) -> None:
+    # --json gives each fire time on the schedule's clock (fire_time_in_zone) and in UTC.
     # Spring forward: 02:30 does not exist on 29 March 2026; it fires once, right after the gap.
-    spring = _next(project, "30 2 * * *", "2026-03-28T12:00")
-    assert [n["fire_time"] for n in spring] == [
+    spring = _next(project, "30 2 * * *", "2026-03-28T12:00Z")
+    assert [n["fire_time_in_zone"] for n in spring] == [
         "2026-03-29T03:00:00+02:00",
         "2026-03-30T02:30:00+02:00",
         "2026-03-31T02:30:00+02:00",
     ]
     assert spring[0] == {
         "schedule": "x",
-        "fire_time": "2026-03-29T03:00:00+02:00",
+        "fire_time": "2026-03-29T01:00:00.000Z",
+        "fire_time_in_zone": "2026-03-29T03:00:00+02:00",
         "idempotency_key": "schedule:x:2026-03-29T01:00:00Z",
     }
     # Fall back: 02:30 happens twice on 25 October 2026; a fixed hour fires once, the first time.
-    autumn = _next(project, "30 2 * * *", "2026-10-24T12:00")
-    assert [n["fire_time"] for n in autumn] == [
+    autumn = _next(project, "30 2 * * *", "2026-10-24T12:00Z")
+    assert [n["fire_time_in_zone"] for n in autumn] == [
         "2026-10-25T02:30:00+02:00",
         "2026-10-26T02:30:00+01:00",
         "2026-10-27T02:30:00+01:00",
     ]
     assert autumn[0]["idempotency_key"] == "schedule:x:2026-10-25T00:30:00Z"
     # An hourly schedule runs every real hour, so both 02:30s.
-    hourly = _next(project, "30 * * * *", "2026-10-25T01:00", count=4)
+    hourly = _next(project, "30 * * * *", "2026-10-25T01:00+02:00", count=4)
     assert [n["idempotency_key"][-9:] for n in hourly] == ["23:30:00Z", "00:30:00Z", "01:30:00Z", "02:30:00Z"]
-    assert [n["fire_time"][11:] for n in hourly][1:3] == ["02:30:00+02:00", "02:30:00+01:00"]
+    assert [n["fire_time_in_zone"][11:] for n in hourly][1:3] == ["02:30:00+02:00", "02:30:00+01:00"]
 
 
 def test_next_is_exclusive_and_covers_all_schedules(project: Project) -> None:
     found = project.json("schedules", "next", "--after", "2026-01-01T00:00:00Z", "--count", "2", "--json")
     assert [(n["schedule"], n["fire_time"]) for n in found] == [
-        ("hourly", "2026-01-01T01:00:00+00:00"),
-        ("hourly", "2026-01-01T02:00:00+00:00"),
-        ("images", "2026-01-01T00:05:00+00:00"),
-        ("images", "2026-01-01T00:10:00+00:00"),
+        ("hourly", "2026-01-01T01:00:00.000Z"),
+        ("hourly", "2026-01-01T02:00:00.000Z"),
+        ("images", "2026-01-01T00:05:00.000Z"),
+        ("images", "2026-01-01T00:10:00.000Z"),
     ]
-    human = project.ok("schedules", "next", "images", "--after", "2026-01-01", "--count", "1").stdout
+    human = project.ok("--utc", "schedules", "next", "images", "--after", "2026-01-01", "--count", "1").stdout
     assert human.splitlines()[1].split() == [
         "images",
         "2026-01-01",
@@ -680,7 +682,7 @@ def test_backfill_twice_makes_no_duplicates(migrated: Project) -> None:
     )
 
     history = p.json("schedules", "history", "hourly", "--json")
-    assert [h["fire_time"] for h in history][:2] == ["2026-01-01T05:00:00+00:00", "2026-01-01T04:00:00+00:00"]
+    assert [h["fire_time"] for h in history][:2] == ["2026-01-01T05:00:00.000Z", "2026-01-01T04:00:00.000Z"]
     assert {h["outcome"] for h in history} == {"triggered"} and all(
         h["run_status"] == "pending" for h in history
     )
@@ -745,7 +747,8 @@ def test_schedules_list_shows_next_and_last_outcome(migrated: Project) -> None:
     listed = {s["name"]: s for s in p.json("schedules", "list", "--json")}
     assert listed["hourly"]["last_outcome"] == "triggered" and listed["images"]["last_outcome"] is None
     assert listed["hourly"]["cron"] == "0 * * * *" and listed["hourly"]["timezone"] == "UTC"
-    assert listed["hourly"]["next_fire_time"].endswith(":00:00+00:00")
+    assert listed["hourly"]["next_fire_time"].endswith(":00:00.000Z")
+    assert listed["hourly"]["next_fire_time_in_zone"].endswith(":00:00+00:00")
     text = p.ok("schedules", "list").stdout
     assert text.splitlines()[0].split()[:4] == ["NAME", "JOB", "CRON", "TIMEZONE"]
     assert "triggered" in text

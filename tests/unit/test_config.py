@@ -388,7 +388,7 @@ def test_duplicate_keys_are_errors_at_every_level(text: str, line: int, expected
             "defaults:\n  catchup: all\n  catch_up_window: 1h\nschedules: {}\n",
             3,
             "defaults.catch_up_window: unknown key "
-            "(allowed: catchup, catchup_window, enabled, jitter, overlap)",
+            "(allowed: catchup, catchup_window, enabled, jitter, overlap, pause_after_failures)",
         ),
         (
             "defaults:\n  timezone: UTC\nschedules: {}\n",
@@ -399,7 +399,7 @@ def test_duplicate_keys_are_errors_at_every_level(text: str, line: int, expected
             "schedules:\n  a:\n    cron: '0 1 * * *'\n    job: cleanup\n    retries: 3\n",
             5,
             "schedule 'a': retries: unknown key (allowed: catchup, catchup_window, cron, enabled, input, "
-            "jitter, job, labels, overlap, timezone)",
+            "jitter, job, labels, overlap, pause_after_failures, timezone)",
         ),
         (
             "schedules:\n  a:\n    name: b\n    cron: '0 1 * * *'\n    job: cleanup\n",

@@ -1083,6 +1083,41 @@ def _no_durably_env_leaks() -> Iterator[None]:
     assert {k: v for k, v in os.environ.items() if k.startswith("DURABLY_")} == before
 
 
+def _http_host(argv: list[str], env: Mapping[str, str]) -> str | None:
+    for i, token in enumerate(argv):
+        if token == "--http" and i + 1 < len(argv):
+            return argv[i + 1].rpartition(":")[0]
+        if token.startswith("--http="):
+            return token.split("=", 1)[1].rpartition(":")[0]
+    value = env.get("DURABLY_HTTP")
+    return value.rpartition(":")[0] if value else None
+
+
+def test_every_serve_listening_beyond_loopback_gets_a_token() -> None:
+    """serve refuses a non-loopback --http without a token: each deploy setup that listens on
+    0.0.0.0 must hand it one (from a Secret or the environment), or it would not start."""
+    setups: list[tuple[str, list[str], dict[str, str], bool]] = []
+    container = k8s_serve_container()
+    setups.append(("kubernetes", k8s_argv(container), k8s_env(container), False))
+    for name, service in compose_services_of_image().items():
+        argv = compose_argv(service)
+        raw = str((service.get("environment") or {}).get("DURABLY_HTTP_TOKEN", ""))
+        if subcommand(argv) == "serve":  # ${VAR:?message}: compose refuses to start without it
+            setups.append(
+                (f"compose {name}", argv, compose_env(service), raw.startswith("${DURABLY_HTTP_TOKEN:?"))
+            )
+    assert len(setups) >= 3
+    for name, argv, env, required in setups:
+        host = _http_host(argv, env)
+        if host in (None, "127.0.0.1", "localhost", "[::1]"):
+            continue
+        token = env.get("DURABLY_HTTP_TOKEN", "")
+        given = required or len(token) >= 16 or "--http-token-file" in argv
+        assert given, f"{name}: --http {host} without a token"
+    item = [e for e in container["env"] if e["name"] == "DURABLY_HTTP_TOKEN"]
+    assert item and "secretKeyRef" in item[0]["valueFrom"], "the Kubernetes token must come from a Secret"
+
+
 # --------------------------------------------------------------------------------------------
 # One-shot: the systemd timer + oneshot service, the Kubernetes CronJob
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import pytest
 from durably_sched.store.base import Fire, NewRun, RunQuery
 from durably_sched.store.sqlite import SqliteStore
 
-RUNS_ACCESS = re.compile(r"^(SCAN|SEARCH) runs\b(.*)$")
+RUNS_ACCESS = re.compile(r"^(SCAN|SEARCH) (?:runs|r|c)\b(.*)$")  # runs, or its aliases in list queries
 ACTIVE_ONLY_INDEXES = ("runs_active", "runs_concurrency_active", "runs_schedule_active")
 HISTORY = 3000
 
@@ -123,6 +123,7 @@ async def exercise(t: Traced) -> None:
     await store.list_runs(RunQuery(statuses=("failed",)))
     await store.list_runs(RunQuery(job_name="report"))
     await store.list_runs(RunQuery(schedule="nightly-3"))
+    assert str(uuid.UUID(int=7)) in await store.find_run_ids(str(uuid.UUID(int=7))[:30], 11)
     await store.purge_runs(datetime(2024, 1, 1, tzinfo=UTC) + timedelta(milliseconds=HISTORY // 2), 100)
     await store.fire(
         Fire(
@@ -132,13 +133,17 @@ async def exercise(t: Traced) -> None:
             skip_if_active=True,
         )
     )
+    # Per tick and per metrics scrape: the paused and failing schedules, the newest run per schedule.
+    await store.get_schedule_states(attention_only=True)
+    await store.last_run_times()
 
 
 def uses_index(access: list[str]) -> bool:
     """Every read of runs is an index search, or a scan of an index that holds only active runs."""
     reads = [a for a in access if RUNS_ACCESS.match(a)]
     return bool(reads) and all(
-        a.startswith("SEARCH runs USING") or any(f"INDEX {name}" in a for name in ACTIVE_ONLY_INDEXES)
+        re.match(r"SEARCH (runs|r|c) USING", a) is not None
+        or any(f"INDEX {name}" in a for name in ACTIVE_ONLY_INDEXES)
         for a in reads
     )
 
@@ -146,9 +151,10 @@ def uses_index(access: list[str]) -> bool:
 RUNS = r"FROM runs (?:INDEXED BY \w+ |NOT INDEXED )?WHERE"
 CLAIM = rf"^SELECT seq, concurrency_key {RUNS} .*status IN \('pending', 'running'\)"
 KEY_CHECK = rf"^SELECT 1 {RUNS} concurrency_key = "
-LIST_BY = rf"^SELECT id, job_name, .* {RUNS} {{}}"
+LIST_BY = r"^SELECT r\.seq AS seq, r\.id, .* FROM runs AS r INDEXED BY \w+ WHERE r\.{} = "
 PURGE = rf"^SELECT id {RUNS} status IN \('completed', 'failed', 'cancelled'\)"
 SKIP_CHECK = rf"^SELECT 1 {RUNS} schedule_name = "
+PREFIX = rf"^SELECT id {RUNS} id >= "
 
 
 async def test_no_statement_reads_the_whole_runs_table(traced: Traced) -> None:
@@ -215,6 +221,109 @@ async def test_skip_if_active_check_reads_only_active_runs(traced: Traced) -> No
     for sql in traced.matching(SKIP_CHECK):
         access = traced.runs_access(sql)
         assert any("INDEX runs_schedule_active" in a for a in access), (sql, access)
+
+
+async def test_a_run_id_prefix_is_a_range_of_the_id_index(traced: Traced) -> None:
+    """`runs show 33fc6f80`: one search of the unique id index, never a scan, and no sort."""
+    await exercise(traced)
+    for sql in traced.matching(PREFIX):
+        access = traced.runs_access(sql)
+        assert access and all(a.startswith("SEARCH runs USING COVERING INDEX") for a in access), (sql, access)
+
+
+# --- the run list of the HTTP API and dashboard: every filter, paging and the capped total ---------------
+
+LIST_QUERIES = {
+    "one status": RunQuery(statuses=("failed",)),
+    "several jobs": RunQuery(job_names=("report", "other")),
+    "jobs x statuses": RunQuery(job_names=("report", "other"), statuses=("failed", "completed")),
+    "a label": RunQuery(labels={"schedule": "nightly-3"}),
+    "two labels and a status": RunQuery(labels={"schedule": "nightly-3", "team": "a"}, statuses=("failed",)),
+    "schedule and status": RunQuery(schedule="nightly-3", statuses=("failed",)),
+    "created after": RunQuery(created_after=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=2)),
+    "created before, with a job": RunQuery(
+        job_name="report", before_created=datetime(2025, 1, 1, tzinfo=UTC)
+    ),
+    "job, status, created after": RunQuery(
+        job_name="report", statuses=("completed",), created_after=datetime(2024, 1, 1, tzinfo=UTC)
+    ),
+}
+LIST_WALK = r"^SELECT (\* FROM \(SELECT \* FROM \(SELECT )?(r\.seq AS seq, r\.id|\(SELECT count\(\*\))"
+
+
+def plan_rows(path: Path, sql: str) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("name", list(LIST_QUERIES))
+async def test_run_list_pages_and_counts_walk_indexes_only(traced: Traced, name: str) -> None:
+    """Every read of runs and run_labels in a page or a count is an index search (no scan of the
+    table, whatever the history), and the only sorts are the merges of per-(job, status) walks,
+    which hold at most limit + 1 rows each."""
+    conn = sqlite3.connect(traced.path)
+    with conn:
+        conn.execute("DELETE FROM run_labels")  # seeded rows bypassed the store: index their labels
+        conn.execute("INSERT INTO run_labels SELECT j.key, j.value, r.seq FROM runs r, json_each(r.labels) j")
+    conn.close()
+    query = LIST_QUERIES[name]
+    page = await traced.store.list_runs_page(query)
+    await traced.store.count_runs(query)
+    statements = traced.matching(LIST_WALK)
+    assert len(statements) == 2
+    walks = len(query.job_names or [None]) * len(query.statuses or [None]) if not query.labels else 1
+    for sql in statements:
+        plan = plan_rows(traced.path, sql)
+        reads = [d for d in plan if re.match(r"(SCAN|SEARCH) (r|l|x|c)\b", d)]
+        assert reads and all(d.startswith("SEARCH") for d in reads), (name, sql, plan)
+        sorts = [d for d in plan if "TEMP B-TREE" in d]
+        assert len(sorts) <= (walks if walks > 1 else 0), (name, plan)
+    assert len(page.runs) <= query.limit
+
+
+@pytest.mark.parametrize(
+    "query",
+    [RunQuery(limit=20), RunQuery(limit=20, before_created=datetime(2025, 1, 1, tzinfo=UTC), cursor="2500")],
+)
+async def test_an_unfiltered_page_and_total_walk_the_primary_key_and_stop_early(
+    traced: Traced, query: RunQuery
+) -> None:
+    """No filter (or only an upper time bound): the newest runs by primary key, stopping after the
+    page (and the count after the cap); the only 'SCAN' is that ordered, limited walk. (An upper
+    time bound alone skips the runs created after it: README, "Run lists at any size".)"""
+    page = await traced.store.list_runs_page(query)
+    total, capped = await traced.store.count_runs(query, cap=1000)
+    assert len(page.runs) == 20 and page.next_cursor is not None
+    assert (total, capped) == (1000, True)
+    for sql in traced.matching(LIST_WALK):
+        assert re.search(r"ORDER BY r\.seq DESC LIMIT \d+(\) AS c0\))?$", sql), sql
+
+
+LAST_RUN = r"^SELECT c.schedule, \(SELECT runs.created_at FROM runs WHERE runs.schedule_name = "
+ATTENTION = r"^SELECT schedule, paused, .* FROM schedule_states WHERE paused = 1 OR consecutive_failures > 0"
+
+
+async def test_the_newest_run_of_each_schedule_is_one_index_lookup(traced: Traced) -> None:
+    """Metrics read it at every scrape: a walk back from the newest run, never the schedule's history."""
+    await exercise(traced)
+    for sql in traced.matching(LAST_RUN):
+        access = traced.runs_access(sql)
+        assert any("INDEX runs_schedule (schedule_name=?)" in a for a in access), (sql, access)
+        assert not any("TEMP B-TREE" in a for a in access), (sql, access)
+
+
+async def test_the_per_tick_state_read_uses_the_index_of_paused_and_failing_schedules(traced: Traced) -> None:
+    await exercise(traced)
+    [sql] = traced.matching(ATTENTION)
+    conn = sqlite3.connect(traced.path)
+    try:
+        details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    finally:
+        conn.close()
+    assert details == ["SCAN schedule_states USING INDEX schedule_states_attention"], details
 
 
 COALESCE = rf"^SELECT id, job_name, .* {RUNS} concurrency_key = .* AND started_at IS NULL"

@@ -20,7 +20,7 @@ import pytest
 
 from durably_sched import SchemaVersionError, Step, create_durably, define_job
 from durably_sched.store._common import SCHEMA_VERSION
-from durably_sched.store.base import Fire, NewRun, Store
+from durably_sched.store.base import Fire, NewRun, RunQuery, Store
 from tests.backends import Backend, PostgresBackend, SqliteBackend
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
@@ -101,6 +101,14 @@ async def test_a_release_database_upgrades_with_every_record_intact(backend: Bac
     await store.check_schema()
     assert await store.migrate() == SCHEMA_VERSION  # idempotent on an upgraded database
     assert await reads(store, expected["ids"]) == expected
+    # What later migrations index for old rows: run-id prefixes and labels.
+    ids = expected["ids"]
+    assert await store.find_run_ids(ids["pending"], 5) == [ids["pending"]]
+    assert len(await store.find_run_ids(ids["pending"][:24], 10)) == len(ids)
+    by_label = await store.list_runs(RunQuery(labels={"source": "api"}))
+    assert [r.id for r in by_label] == [ids["pending"]]
+    scheduled = await store.list_runs(RunQuery(labels={"schedule": "nightly"}))
+    assert [r.id for r in scheduled] == [ids["scheduled"]]
 
 
 async def test_old_runs_still_behave_after_the_upgrade(backend: Backend) -> None:
@@ -150,3 +158,95 @@ async def test_old_runs_still_behave_after_the_upgrade(backend: Backend) -> None
     assert "load b.ppm" not in calls  # completed by the old worker, never run again
     assert calls.count("fetch") == 1  # only the scheduled run fetched; the failed one replayed it
     assert {"save b.ppm", "load c.ppm", "save c.ppm", "render"} <= set(calls)
+
+
+OLD_SCHEDULED_RUNS = [
+    # (id, schedule, status, completed at): as the release left them, oldest first
+    (
+        "00000000-0000-4000-8000-0000000000a1",
+        "nightly",
+        "completed",
+        dt.datetime(2026, 11, 17, 2, 5, tzinfo=dt.UTC),
+    ),
+    (
+        "00000000-0000-4000-8000-0000000000a2",
+        "nightly",
+        "failed",
+        dt.datetime(2026, 11, 18, 2, 5, tzinfo=dt.UTC),
+    ),
+    (
+        "00000000-0000-4000-8000-0000000000a3",
+        "nightly",
+        "cancelled",
+        dt.datetime(2026, 11, 18, 9, 0, tzinfo=dt.UTC),
+    ),
+    (
+        "00000000-0000-4000-8000-0000000000a4",
+        "nightly",
+        "failed",
+        dt.datetime(2026, 11, 19, 2, 5, tzinfo=dt.UTC),
+    ),
+    (
+        "00000000-0000-4000-8000-0000000000a5",
+        "pulse",
+        "failed",
+        dt.datetime(2026, 11, 20, 11, 0, tzinfo=dt.UTC),
+    ),
+]
+
+
+async def add_old_scheduled_runs(backend: Backend) -> None:
+    """Finished scheduled runs written into the release's schema, before the upgrade."""
+    for run_id, schedule, status, done in OLD_SCHEDULED_RUNS:
+        labels = json.dumps({"schedule": schedule, "scheduled_for": done.strftime("%Y-%m-%dT02:00:00Z")})
+        if isinstance(backend, SqliteBackend):
+            ms = int(done.timestamp() * 1000)
+            backend._execute(
+                "INSERT INTO runs (id, job_name, status, input, labels, schedule_name, generation, "
+                "created_at, started_at, completed_at, updated_at) "
+                "VALUES (?, 'report', ?, '{}', ?, ?, 1, ?, ?, ?, ?)",
+                (run_id, status, labels, schedule, ms, ms, ms, ms),
+            )
+        else:
+            assert isinstance(backend, PostgresBackend)
+            conn = await backend.admin()
+            await conn.execute(
+                "INSERT INTO runs (id, job_name, status, input, labels, schedule_name, generation, "
+                "created_at, started_at, completed_at, updated_at) "
+                "VALUES ($1, 'report', $2, '{}', $3, $4, 1, $5, $5, $5, $5)",
+                run_id,
+                status,
+                labels,
+                schedule,
+                done,
+            )
+
+
+async def test_schedule_states_start_from_the_runs_the_release_finished(backend: Backend) -> None:
+    """0004 (schedule states): old databases get failure counts and last successes from their runs,
+    their fire records accept the new 'paused' outcome, and counting goes on from there."""
+    expected = await load_v1(backend)
+    await add_old_scheduled_runs(backend)
+    store = await backend.open_store(migrate=False)
+    await store.migrate()
+    states = await store.get_schedule_states()
+    assert set(states) == {"nightly", "pulse"}
+    nightly, pulse = states["nightly"], states["pulse"]
+    # nightly: completed, failed, cancelled (not counted), failed -> two failures since the success.
+    assert (nightly.consecutive_failures, nightly.last_failed_run_id) == (2, OLD_SCHEDULED_RUNS[3][0])
+    assert nightly.last_success_at == OLD_SCHEDULED_RUNS[0][3]
+    assert nightly.last_failure_at == OLD_SCHEDULED_RUNS[3][3]
+    assert (pulse.consecutive_failures, pulse.last_success_at) == (1, None)
+    assert not nightly.paused and not pulse.paused and nightly.paused_at is None
+    assert await store.get_schedule_states(attention_only=True) == states  # both are failing
+    # Everything the release wrote still reads back the same.
+    assert await reads(store, expected["ids"]) == expected
+    # The new outcome is accepted next to the old records, and pausing works on the old schedules.
+    paused = await store.fire(Fire("pulse", dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC), None, "paused"))
+    assert paused.outcome == "paused"
+    assert (await store.pause_schedule("nightly", reason="after the upgrade", by="ops")).changed
+    # The count goes on from the backfilled value as runs finish (the pending scheduled run, here).
+    [run] = await store.claim("w-new", ["report"], 1, 30, run_ids=[expected["ids"]["scheduled"]])
+    assert await store.fail_run(run.id, run.generation, "ValueError: still down", None) == "ok"
+    after = await store.get_schedule_state("nightly")
+    assert after is not None and after.consecutive_failures == 3 and after.paused

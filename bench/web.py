@@ -1,0 +1,305 @@
+"""Benchmark 9: the web layer (``python -m bench.web``, or ``python -m bench.run --only web``).
+
+**9a. Live streams under load.** One process like ``serve --http``: a worker (50 slots) and the web
+app (uvicorn) on one event loop, a SQLite file (WAL, synchronous=NORMAL). 50 runs of ``--steps``
+checkpointed steps, each followed by ``step.progress`` (the pattern that makes live streams busy),
+are created while the worker is stopped; then the worker starts and the time until all 50 complete
+gives steps/s. With clients: another process holds 100 server-sent event streams open first (50 on
+``/api/runs/{id}/events``, one per run, 50 on ``/api/runs/events``) and reads every event. Without
+and with clients alternate, repetition by repetition. Target: steps/s drop at most 10 %.
+
+**9b. Run lists at 10^6 runs.** A SQLite file holding ``--history`` runs (five jobs, all statuses,
+half with a schedule label; the schema's own tables and indexes, written with executemany), then
+``GET /api/runs`` through the ASGI app in process (httpx's ASGI transport: the app, the store and
+the database, without network): the first page (50 runs and the capped total), a page filtered by
+job and status, a label-filtered page and the next page through a cursor. Target: p99 at most 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ._util import ROOT, emit, median, percentile, scratch_dir
+
+RUNS = 50
+JOBS = ("reports", "images", "sync", "billing", "cleanup")
+STATUSES = ("completed", "completed", "completed", "completed", "failed", "cancelled")
+
+
+# -- 9a: streams under load ------------------------------------------------------------------------------
+def _job(steps: int, step_ms: float) -> Any:
+    from durably_sched import Step, define_job
+
+    async def work(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        for i in range(steps):
+
+            async def value(i: int = i) -> int:  # async: measures the store, not thread hops
+                if step_ms:
+                    await asyncio.sleep(step_ms / 1000)  # a step that waits on I/O
+                return i
+
+            await step.run(f"s{i}", value)
+            await step.progress(i + 1, steps)
+        return {"steps": steps}
+
+    return define_job(name="bench-web", run=work)
+
+
+async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[str, Any]:
+    from durably_sched import Durably
+    from durably_sched.store import open_store
+    from durably_sched.web import create_app
+    from durably_sched.web.server import start_server
+
+    folder = scratch_dir("durably-bench-web-")
+    durably = Durably(
+        open_store(f"sqlite:///{folder / 'load.db'}"), max_concurrent_runs=RUNS, polling_interval=0.05
+    )
+    durably.register([_job(steps, step_ms)])
+    await durably.migrate()
+    await durably.start(worker=False)
+    server = await start_server(create_app(durably, stream_seconds=3600), "127.0.0.1", 0)
+    runs = [await durably.trigger("bench-web", {}) for _ in range(RUNS)]
+    reader: asyncio.subprocess.Process | None = None
+    try:
+        if clients:
+            # The clients stand for browsers on other machines: niced, so that on a small machine
+            # reading 100 streams does not take the CPU the server under test needs.
+            command = [
+                sys.executable,
+                "-m",
+                "bench.web",
+                "--clients",
+                str(clients),
+                "--port",
+                str(server.port),
+            ]
+            reader = await asyncio.create_subprocess_exec(
+                "nice", "-n", "19", *command,
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            deadline = time.monotonic() + 60
+            while durably.feed.subscribers < clients:
+                if time.monotonic() > deadline or reader.returncode is not None:
+                    raise RuntimeError(f"only {durably.feed.subscribers} of {clients} streams connected")
+                await asyncio.sleep(0.05)
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        durably.worker.start()
+        for run in runs:
+            await durably.wait_for_run(run.id, timeout=600)
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        received = None
+        if reader is not None:
+            out, _ = await asyncio.wait_for(reader.communicate(), 120)
+            received = json.loads(out.decode().strip().splitlines()[-1])
+        return {
+            "clients": clients,
+            "steps": RUNS * steps,
+            "seconds": elapsed,
+            "steps_per_s": RUNS * steps / elapsed,
+            "server_cpu_seconds": cpu,
+            "feed_polls": durably.feed.polls,
+            "received": received,
+        }
+    finally:
+        if reader is not None and reader.returncode is None:
+            reader.kill()
+            await reader.wait()
+        await server.close()
+        await durably.close()
+
+
+async def _clients(port: int, count: int) -> None:
+    """The client side of 9a: ``count`` streams, read until the watched runs end."""
+    import httpx
+
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(
+        base_url=base, timeout=None, limits=httpx.Limits(max_connections=count + 5)
+    ) as http:
+        pending = (await http.get("/api/runs", params={"status": "pending", "limit": str(RUNS)})).json()[
+            "runs"
+        ]
+        ids = [r["id"] for r in pending]
+        counts = {"run_events": 0, "list_events": 0, "runs_ended": 0}
+        done = asyncio.Event()
+
+        async def watch(path: str, kind: str) -> None:
+            async with http.stream("GET", path) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("event: "):
+                        counts[kind] += 1
+                        if kind == "list_events" and done.is_set():
+                            return
+            if kind == "run_events":
+                counts["runs_ended"] += 1
+                if counts["runs_ended"] == per_run:
+                    done.set()
+
+        per_run = count // 2
+        tasks = [
+            asyncio.create_task(watch(f"/api/runs/{ids[i % len(ids)]}/events", "run_events"))
+            for i in range(per_run)
+        ]
+        tasks += [
+            asyncio.create_task(watch("/api/runs/events", "list_events")) for _ in range(count - per_run)
+        ]
+        await done.wait()
+        await asyncio.sleep(0.5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    print(json.dumps(counts), flush=True)
+
+
+# -- 9b: run lists at 10^6 runs ---------------------------------------------------------------------------
+def _fill(path: Path, count: int) -> float:
+    t0 = time.perf_counter()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    base = int(time.time() * 1000) - 10 * count
+    batch = 50_000
+    for start in range(0, count, batch):
+        rows = []
+        labels = []
+        for i in range(start, min(count, start + batch)):
+            status = STATUSES[i % len(STATUSES)]
+            schedule = f"nightly-{i % 40}" if i % 2 else None
+            t = base + i * 10
+            rows.append(
+                (
+                    i + 1, str(uuid.UUID(int=i + 1)), JOBS[i % len(JOBS)], status,
+                    json.dumps({"schedule": schedule}) if schedule else "{}", schedule,
+                    t, t + 1, t + 5, t + 5,
+                )
+            )  # fmt: skip
+            if schedule:
+                labels.append(("schedule", schedule, i + 1))
+        conn.executemany(
+            "INSERT INTO runs (seq, id, job_name, status, input, labels, schedule_name, generation, "
+            "worker_id, step_count, attempt, created_at, started_at, completed_at, updated_at) "
+            "VALUES (?, ?, ?, ?, '{}', ?, ?, 1, 'w', 1, 1, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.executemany("INSERT INTO run_labels (key, value, seq) VALUES (?, ?, ?)", labels)
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+    return time.perf_counter() - t0
+
+
+async def _list_pages(history: int, repeats: int) -> dict[str, Any]:
+    import httpx
+
+    from durably_sched import Durably
+    from durably_sched.store import open_store
+    from durably_sched.web import create_app
+
+    folder = scratch_dir("durably-bench-list-")
+    path = folder / "history.db"
+    durably = Durably(open_store(f"sqlite:///{path}"))
+    await durably.migrate()
+    await durably.close()
+    fill_seconds = _fill(path, history)
+    durably = Durably(open_store(f"sqlite:///{path}"))
+    await durably.start(worker=False)
+    app = create_app(durably)
+    pages = {
+        "first_page": "/api/runs?limit=50",
+        "job_and_status": "/api/runs?limit=50&job=billing&job=images&status=failed&status=cancelled",
+        "label": "/api/runs?limit=50&label.schedule=nightly-7",
+        "next_page": None,
+    }
+    out: dict[str, Any] = {"history": history, "fill_seconds": fill_seconds}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as http:
+            first = (await http.get("/api/runs?limit=50")).json()
+            pages["next_page"] = f"/api/runs?limit=50&cursor={first['next']}"
+            for name, url in pages.items():
+                assert url is not None
+                samples = []
+                body: dict[str, Any] = {}
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    response = await http.get(url)
+                    samples.append((time.perf_counter() - t0) * 1000)
+                    body = response.json()
+                    assert response.status_code == 200, body
+                out[name] = {
+                    "url": url,
+                    "p50_ms": median(samples),
+                    "p99_ms": percentile(samples, 0.99),
+                    "runs": len(body["runs"]),
+                    "total": body["total"],
+                    "total_capped": body["total_capped"],
+                }
+    finally:
+        await durably.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=400, help="steps per run in 9a (50 runs)")
+    parser.add_argument(
+        "--reps", type=int, default=3, help="repetitions of 9a, each without and with clients"
+    )
+    parser.add_argument(
+        "--step-ms",
+        default="0,5",
+        help="9a step kinds, comma-separated: 0 = no-op steps (CPU-bound, the worst case for streams), "
+        "N = steps that wait N ms (I/O-bound)",
+    )
+    parser.add_argument("--history", type=int, default=1_000_000, help="runs in the table for 9b")
+    parser.add_argument("--repeats", type=int, default=200, help="requests per page in 9b")
+    parser.add_argument("--part", choices=("all", "load", "lists"), default="all")
+    parser.add_argument("--clients", type=int, help=argparse.SUPPRESS)  # the client process of 9a
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.clients is not None:
+        asyncio.run(_clients(args.port, args.clients))
+        return 0
+    result: dict[str, Any] = {}
+    if args.part in ("all", "load"):
+        result["sse"] = {}
+        for step_ms in (float(x) for x in args.step_ms.split(",")):
+            rounds: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+            for rep in range(args.reps):
+                for side in ("without", "with") if rep % 2 == 0 else ("with", "without"):
+                    clients = 100 if side == "with" else 0
+                    rounds[side].append(asyncio.run(_load_round(args.steps, clients, step_ms)))
+            without = median([r["steps_per_s"] for r in rounds["without"]])
+            with_clients = median([r["steps_per_s"] for r in rounds["with"]])
+            result["sse"][f"step_ms_{step_ms:g}"] = {
+                "runs": RUNS,
+                "steps_per_run": args.steps,
+                "step_ms": step_ms,
+                "clients": 100,
+                "steps_per_s_without": without,
+                "steps_per_s_with": with_clients,
+                "drop_percent": 100 * (1 - with_clients / without),
+                "rounds": rounds,
+            }
+    if args.part in ("all", "lists"):
+        result["lists"] = asyncio.run(_list_pages(args.history, args.repeats))
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

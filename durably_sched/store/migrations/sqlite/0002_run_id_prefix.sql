@@ -1,0 +1,5 @@
+-- durably-sched schema v2 for SQLite: nothing to change.
+--
+-- PostgreSQL needs an index for run id prefixes (see postgres/0002_run_id_prefix.sql). In SQLite the
+-- unique index on runs.id already orders ids by code point (BINARY collation), so
+-- Store.find_run_ids reads a range of it. This file keeps the two backends' versions in step.

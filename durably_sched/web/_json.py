@@ -1,0 +1,129 @@
+"""The JSON shapes of the HTTP API (kept here, apart from the CLI's ``--json``, so one can change
+without silently changing the other). Times are UTC ISO 8601 with milliseconds and ``Z``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ..events import Event
+from ..store.base import FireRecord, LogRecord, Progress, RunRecord, StepRecord
+
+
+def utc(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    t = value.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def progress(value: Progress | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"current": value.current, "total": value.total, "message": value.message}
+
+
+def duration(run: RunRecord) -> float | None:
+    if run.started_at is None:
+        return None
+    end = run.completed_at or datetime.now(UTC)
+    return max(0.0, (end - run.started_at).total_seconds())
+
+
+def run(record: RunRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "job_name": record.job_name,
+        "status": record.status,
+        "idempotency_key": record.idempotency_key,
+        "concurrency_key": record.concurrency_key,
+        "labels": dict(record.labels),
+        "schedule": record.labels.get("schedule"),
+        "scheduled_for": record.labels.get("scheduled_for"),
+        "input": record.input,
+        "output": record.output,
+        "error": record.error,
+        # Tracebacks are stored once issue 12's field exists; None until then.
+        "traceback": getattr(record, "traceback", None),
+        "failed_step_name": record.failed_step_name,
+        "progress": progress(record.progress),
+        "attempt": record.attempt,
+        "step_count": record.step_count,
+        "worker_id": record.worker_id,
+        "lease_expires_at": utc(record.lease_expires_at),
+        "created_at": utc(record.created_at),
+        "started_at": utc(record.started_at),
+        "completed_at": utc(record.completed_at),
+        "updated_at": utc(record.updated_at),
+        "duration": duration(record),
+    }
+
+
+def run_summary(record: RunRecord) -> dict[str, Any]:
+    """A run as the run-list stream sends it: the list's columns, without input, output and labels
+    (sent to every list subscriber on every change, so kept small)."""
+    return {
+        "id": record.id,
+        "job_name": record.job_name,
+        "status": record.status,
+        "schedule": record.labels.get("schedule"),
+        "idempotency_key": record.idempotency_key,
+        "progress": progress(record.progress),
+        "attempt": record.attempt,
+        "step_count": record.step_count,
+        "error": record.error[:200] if record.error else None,
+        "created_at": utc(record.created_at),
+        "started_at": utc(record.started_at),
+        "completed_at": utc(record.completed_at),
+        "duration": duration(record),
+    }
+
+
+def step(record: StepRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "index": record.index,
+        "started_at": utc(record.started_at),
+        "completed_at": utc(record.completed_at),
+        "duration": record.duration,
+        "output": json.loads(record.output_json),
+    }
+
+
+def log(entry: LogRecord) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "created_at": utc(entry.created_at),
+        "level": entry.level,
+        "step_name": entry.step_name,
+        "message": entry.message,
+        "data": entry.data,
+    }
+
+
+def fire(record: FireRecord, key: str, run_status: str | None) -> dict[str, Any]:
+    return {
+        "schedule": record.schedule,
+        "fire_time": utc(record.fire_time),
+        "idempotency_key": key,
+        "outcome": record.outcome,
+        "run_id": record.run_id,
+        "run_status": run_status,
+        "recorded_at": utc(record.recorded_at),
+    }
+
+
+def event(value: Event) -> dict[str, Any]:
+    """An event of the run feed: its fields, JSON-ready."""
+    out: dict[str, Any] = {"type": value.type, "timestamp": value.timestamp}
+    for name in getattr(value, "__dataclass_fields__", {}):
+        if name in ("type", "timestamp"):
+            continue
+        item = getattr(value, name)
+        if isinstance(item, Progress):
+            item = progress(item)
+        elif isinstance(item, datetime):
+            item = utc(item)
+        out[name] = item
+    return out

@@ -1,0 +1,628 @@
+"""The JSON API under ``/api`` and its server-sent event streams.
+
+Errors are ``{"error": <code>, "detail": <one line>}``: 400 malformed request (bad JSON, unknown
+field, bad query value), 401 no or wrong token, 403 read-only token acting or a cross-site request,
+404 unknown run, job or schedule, 409 the run's state forbids it, 422 input the job's model (or the
+schedule) rejects, 503 the database cannot be used. Nothing a client sends produces a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from ..errors import (
+    DurablyError,
+    InputValidationError,
+    InvalidStateError,
+    RunNotFoundError,
+    StoreError,
+    UnknownJobError,
+)
+from ..feed import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
+from ..schedule import manual
+from ..schedule.config import ScheduleEntry
+from ..schedule.cron import fire_key, fire_times
+from ..schedule.describe import describe_cron
+from ..store.base import RUN_STATUSES, RunQuery
+from . import _json
+from .app import WebContext, context
+
+MAX_LIMIT = 500
+HEARTBEAT_SECONDS = 15.0
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+def error_response(status: int, error: str, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": " ".join(detail.split())}, status, headers=headers or None)
+
+
+def _mapped(exc: Exception) -> JSONResponse:
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.error, exc.detail)
+    if isinstance(exc, (RunNotFoundError, UnknownJobError)):
+        return error_response(404, "not_found", str(exc))
+    if isinstance(exc, InvalidStateError):
+        return error_response(409, "conflict", str(exc))
+    if isinstance(exc, (InputValidationError, manual.ScheduleActionError)):
+        return error_response(422, "invalid", str(exc))
+    if isinstance(exc, StoreError):
+        return error_response(503, "unavailable", str(exc))
+    if isinstance(exc, DurablyError):
+        return error_response(400, "bad_request", str(exc))
+    raise exc
+
+
+def endpoint(*, act: bool = False) -> Callable[[Handler], Handler]:
+    """Authenticate (401), check the Host and cross-site rules and the role (403), map errors."""
+
+    def wrap(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def run(request: Request) -> Response:
+            auth = context(request).auth
+            problem = auth.host_problem(request)
+            if problem is not None:
+                return error_response(403, "forbidden", problem)
+            role = auth.role(request)
+            if role is None:
+                return error_response(
+                    401,
+                    "unauthorized",
+                    "this server needs its token: send Authorization: Bearer <token>",
+                    **{"WWW-Authenticate": "Bearer"},
+                )
+            method = request.method
+            problem = auth.cross_site_problem(request, method) or auth.csrf_problem(request, method)
+            if problem is not None:
+                return error_response(403, "forbidden", problem)
+            if act and role != "admin":
+                return error_response(403, "forbidden", "this token is read-only: it cannot change anything")
+            try:
+                return await handler(request)
+            except Exception as exc:
+                return _mapped(exc)
+
+        return run
+
+    return wrap
+
+
+# -- request parsing ---------------------------------------------------------------------------------
+async def body_object(request: Request, allowed: set[str]) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+        )
+    return value
+
+
+def _optional_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(400, "bad_request", f"{name} must be a string")
+    return value
+
+
+def parse_time(text: str, name: str) -> datetime:
+    """ISO 8601; a time without an offset is UTC."""
+    try:
+        value = datetime.fromisoformat(
+            text.strip().replace("Z", "+00:00") if text.strip().endswith("Z") else text
+        )
+    except ValueError:
+        raise ApiError(
+            400, "bad_request", f"{name}: '{text}' is not an ISO 8601 time (e.g. 2026-05-01T02:00:00Z)"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def parse_int(text: str | None, name: str, default: int, low: int, high: int) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be an integer, not '{text}'") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
+    return value
+
+
+def run_query(request: Request) -> RunQuery:
+    params = request.query_params
+    known = {"job", "status", "schedule", "created_after", "created_before", "limit", "cursor", "labels"}
+    unknown = sorted(k for k in params if k not in known and not k.startswith("label."))
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}, label.KEY",
+        )
+    statuses = params.getlist("status")
+    bad = [s for s in statuses if s not in RUN_STATUSES]
+    if bad:
+        raise ApiError(400, "bad_request", f"status '{bad[0]}' is not one of {', '.join(RUN_STATUSES)}")
+    labels: dict[str, str] = {}
+    pairs = [(k[len("label.") :], v) for k, v in params.multi_items() if k.startswith("label.")]
+    for text in params.getlist("labels"):  # the dashboard's form: "team=ops env=prod"
+        for pair in text.split():
+            name, sep, value = pair.partition("=")
+            if not sep or not name:
+                raise ApiError(400, "bad_request", f"labels: '{pair}' is not KEY=VALUE")
+            pairs.append((name, value))
+    conflicting = False
+    for name, value in pairs:
+        if not name:
+            raise ApiError(400, "bad_request", "label filters are written label.KEY=VALUE")
+        conflicting = conflicting or labels.get(name, value) != value  # two values: nothing matches
+        labels[name] = value
+    after = params.get("created_after")
+    before = params.get("created_before")
+    cursor = params.get("cursor") or None
+    if cursor is not None and (not cursor.isdigit() or len(cursor) > 19):
+        raise ApiError(
+            400, "bad_request", f"invalid cursor '{cursor}' (use the `next` value of a previous page)"
+        )
+    jobs = tuple(dict.fromkeys(params.getlist("job")))
+    return RunQuery(
+        statuses=tuple(statuses),  # type: ignore[arg-type]
+        job_names=jobs,
+        job_name="" if conflicting else None,  # no job is named "": nothing matches
+        schedule=params.get("schedule") or None,
+        labels=labels,
+        created_after=parse_time(after, "created_after") if after else None,
+        before_created=parse_time(before, "created_before") if before else None,
+        limit=parse_int(params.get("limit"), "limit", 50, 1, MAX_LIMIT),
+        cursor=cursor,
+    )
+
+
+# -- jobs and runs -----------------------------------------------------------------------------------
+@endpoint()
+async def list_jobs(request: Request) -> Response:
+    durably = context(request).durably
+    jobs = []
+    for name in sorted(durably.job_names):
+        job = durably.job_by_name(name)
+        jobs.append(
+            {
+                "name": job.name,
+                "description": job.description,
+                "input_schema": job.input.model_json_schema()
+                if job.input is not None
+                else {"type": "object"},
+                "output_schema": job.output.model_json_schema() if job.output is not None else None,
+            }
+        )
+    return JSONResponse({"jobs": jobs})
+
+
+@endpoint(act=True)
+async def trigger_job(request: Request) -> Response:
+    durably = context(request).durably
+    name = request.path_params["job"]
+    durably.job_by_name(name)  # 404 before reading the body
+    body = await body_object(request, {"input", "idempotency_key", "concurrency_key", "labels"})
+    labels = body.get("labels") or {}
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ApiError(400, "bad_request", "labels must be an object of strings")
+    payload = body.get("input")
+    run = await durably.trigger(
+        name,
+        {} if payload is None else payload,  # no input: an empty object, so models with defaults work
+        idempotency_key=_optional_str(body, "idempotency_key"),
+        concurrency_key=_optional_str(body, "concurrency_key"),
+        labels=labels,
+    )
+    status = 201 if run.disposition == "created" else 200
+    return JSONResponse({"run": _json.run(run.record), "disposition": run.disposition}, status)
+
+
+@endpoint()
+async def list_runs(request: Request) -> Response:
+    store = context(request).durably.store
+    query = run_query(request)
+    page, (total, capped) = await asyncio.gather(store.list_runs_page(query), store.count_runs(query))
+    return JSONResponse(
+        {
+            "runs": [_json.run(r) for r in page.runs],
+            "total": total,
+            "total_capped": capped,
+            "next": page.next_cursor,
+        }
+    )
+
+
+@endpoint()
+async def get_run(request: Request) -> Response:
+    record = await context(request).durably.get_run(request.path_params["run_id"])
+    return JSONResponse({"run": _json.run(record)})
+
+
+@endpoint()
+async def get_steps(request: Request) -> Response:
+    steps = await context(request).durably.get_steps(request.path_params["run_id"])
+    return JSONResponse({"steps": [_json.step(s) for s in steps]})
+
+
+@endpoint()
+async def get_logs(request: Request) -> Response:
+    durably = context(request).durably
+    run_id = request.path_params["run_id"]
+    after = parse_int(request.query_params.get("after"), "after", 0, 0, 2**62)
+    limit = parse_int(request.query_params.get("limit"), "limit", 1000, 1, 10_000)
+    await durably.get_run(run_id)
+    logs = await durably.get_logs(run_id, after_id=after, limit=limit)
+    return JSONResponse(
+        {"logs": [_json.log(e) for e in logs], "next": logs[-1].id if len(logs) == limit else None}
+    )
+
+
+@endpoint(act=True)
+async def retry_run(request: Request) -> Response:
+    record = await context(request).durably.retry(request.path_params["run_id"])
+    return JSONResponse({"run": _json.run(record)})
+
+
+@endpoint(act=True)
+async def retrigger_run(request: Request) -> Response:
+    run = await context(request).durably.retrigger(request.path_params["run_id"])
+    return JSONResponse({"run": _json.run(run.record), "disposition": run.disposition}, 201)
+
+
+@endpoint(act=True)
+async def cancel_run(request: Request) -> Response:
+    record = await context(request).durably.cancel(request.path_params["run_id"])
+    return JSONResponse({"run": _json.run(record)})
+
+
+@endpoint(act=True)
+async def delete_run(request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    await context(request).durably.delete_run(run_id)
+    return JSONResponse({"deleted": run_id})
+
+
+# -- live streams ------------------------------------------------------------------------------------
+def sse(event: str, data: Any, event_id: int | None = None) -> str:
+    lines = [f"event: {event}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    lines += [f"data: {line}" for line in text.splitlines() or [""]]
+    return "\n".join(lines) + "\n\n"
+
+
+async def _stream(
+    ctx: WebContext, source: AsyncIterator[Any], first: list[str], render: Callable[[Any], str | None]
+) -> AsyncIterator[str]:
+    """Frames: ``first``, then one per item of ``source`` (``render`` may skip one), heartbeats;
+    ends with the source, when the app closes, or after ``ctx.stream_seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.stream_seconds
+    end = getattr(source, "_end", None)
+    if end is not None:
+        ctx.streams.add(end)  # close_streams() ends the source, which ends this loop
+    try:
+        yield "retry: 1000\n\n"
+        for frame in first:
+            yield frame
+        while not ctx.closing.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(min(HEARTBEAT_SECONDS, remaining)):
+                    item = await source.__anext__()
+            except TimeoutError:
+                yield ": ping\n\n"
+                continue
+            except StopAsyncIteration:
+                break
+            # Everything else already queued goes out in the same write: one send per poll of the
+            # feed, however many events it found.
+            items = [item, *getattr(source, "ready_now", list)()]
+            frames = [f for f in map(render, items) if f is not None]
+            if frames:
+                yield "".join(frames)
+    finally:
+        if end is not None:
+            ctx.streams.discard(end)
+        close = getattr(source, "close", None)
+        if close is not None:
+            await close()
+
+
+def _stream_response(frames: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@endpoint()
+async def run_events(request: Request) -> Response:
+    """One run: a ``run:snapshot`` (run, steps, logs), then its events until it finishes. A log's
+    event carries its id as the SSE id, so a reconnecting EventSource resumes after it."""
+    ctx = context(request)
+    durably = ctx.durably
+    run_id = request.path_params["run_id"]
+    header = request.headers.get("last-event-id", "")
+    after = int(header) if header.isdigit() else 0
+    record = await durably.get_run(run_id)
+    steps = await durably.get_steps(run_id)
+    logs = await durably.get_logs(run_id, after_id=after, limit=1000)
+    last_log = logs[-1].id if logs else after
+    snapshot = {
+        "run": _json.run(record),
+        "steps": [_json.step(s) for s in steps],
+        "logs": [_json.log(e) for e in logs],
+    }
+    first = [sse("run:snapshot", snapshot, last_log if last_log else None)]
+    if record.is_finished:
+        return _stream_response(_stream(ctx, _empty(), first, lambda _: None))
+    if len(steps) != record.step_count:  # steps written between the two reads: they are in the snapshot
+        record = dataclasses.replace(record, step_count=len(steps))
+    subscription = durably.subscribe(run_id, since=record, after_log_id=last_log)
+    counter = itertools.count()
+
+    def render(event: Any) -> str | None:
+        data = _json.event(event)
+        next(counter)
+        if isinstance(event, FeedDroppedEvent):
+            return sse("feed:dropped", data)
+        if isinstance(event, StoredLogWriteEvent):
+            return sse(event.type, data, event.log_id)
+        return sse(event.type, data)
+
+    return _stream_response(_stream(ctx, subscription, first, render))
+
+
+async def _empty() -> AsyncIterator[Any]:
+    return
+    yield  # pragma: no cover
+
+
+_LIST_FRAMES: dict[int, tuple[RunListEvent, str]] = {}
+
+
+@endpoint()
+async def list_events(request: Request) -> Response:
+    """The run list: one event per changed run (its latest state as a list row, see
+    ``_json.run_summary``), at most one per run per 100 ms."""
+    ctx = context(request)
+    subscription = ctx.durably.subscribe_runs()
+
+    def render(event: RunListEvent) -> str | None:
+        # The feed hands the same event to every list subscriber: encode it once for all of them.
+        cached = _LIST_FRAMES.get(id(event))
+        if cached is not None and cached[0] is event:
+            return cached[1]
+        if event.type == "feed:reset":
+            frame = sse("feed:reset", {})
+        elif event.run is None:
+            frame = sse(event.type, {"id": event.run_id})
+        else:
+            frame = sse(event.type, {"run": _json.run_summary(event.run)})
+        if len(_LIST_FRAMES) >= 4096:
+            _LIST_FRAMES.clear()
+        _LIST_FRAMES[id(event)] = (event, frame)
+        return frame
+
+    return _stream_response(_stream(ctx, subscription, [], render))
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+def _entries(ctx: WebContext) -> dict[str, ScheduleEntry]:
+    config = ctx.schedules()
+    return dict(config.schedules) if config is not None else {}
+
+
+def _entry(ctx: WebContext, name: str) -> ScheduleEntry:
+    entries = _entries(ctx)
+    entry = entries.get(name)
+    if entry is None:
+        known = ", ".join(sorted(entries)) or "none"
+        raise ApiError(404, "not_found", f"unknown schedule '{name}' (defined: {known})")
+    return entry
+
+
+async def schedule_json(ctx: WebContext, entry: ScheduleEntry, now: datetime) -> dict[str, Any]:
+    store = ctx.durably.store
+    upcoming = list(itertools.islice(fire_times(entry.cron, entry.timezone, now), 3)) if entry.enabled else []
+    records = await store.list_fire_records(entry.name, limit=1)
+    last = records[0] if records else None
+    status = None
+    if last is not None and last.run_id:
+        status = (await store.get_run_statuses([last.run_id])).get(last.run_id, "purged")
+    return {
+        "name": entry.name,
+        "job": entry.job,
+        "cron": entry.cron.expression,
+        "description": describe_cron(entry.cron),
+        "timezone": entry.timezone.key,
+        "enabled": entry.enabled,
+        "paused": None,  # pause/resume (issue 13) is not there yet
+        "overlap": entry.overlap,
+        "catchup": entry.catchup,
+        "catchup_window": entry.catchup_window.total_seconds(),
+        "jitter": entry.jitter.total_seconds(),
+        "input": entry.input,
+        "labels": entry.labels,
+        "next_fire_times": [{"utc": _json.utc(t), "local": t.isoformat()} for t in upcoming],
+        "last": None
+        if last is None
+        else {
+            "fire_time": _json.utc(last.fire_time),
+            "local": last.fire_time.astimezone(entry.timezone).isoformat(),
+            "outcome": last.outcome,
+            "run_id": last.run_id,
+            "run_status": status,
+        },
+    }
+
+
+@endpoint()
+async def list_schedules(request: Request) -> Response:
+    ctx = context(request)
+    now = datetime.now(UTC)
+    items = [await schedule_json(ctx, e, now) for e in _entries(ctx).values()]
+    return JSONResponse({"schedules": items})
+
+
+@endpoint()
+async def get_schedule(request: Request) -> Response:
+    ctx = context(request)
+    entry = _entry(ctx, request.path_params["name"])
+    return JSONResponse({"schedule": await schedule_json(ctx, entry, datetime.now(UTC))})
+
+
+@endpoint()
+async def schedule_history(request: Request) -> Response:
+    ctx = context(request)
+    name = request.path_params["name"]
+    limit = parse_int(request.query_params.get("limit"), "limit", 50, 1, MAX_LIMIT)
+    before_text = request.query_params.get("before")
+    before = parse_time(before_text, "before") if before_text else None
+    store = ctx.durably.store
+    records = await store.list_fire_records(name, limit=limit, before=before)
+    if not records and name not in _entries(ctx) and before is None:
+        raise ApiError(404, "not_found", f"unknown schedule '{name}': not defined and no fire times recorded")
+    statuses = await store.get_run_statuses([r.run_id for r in records if r.run_id])
+    items = [
+        _json.fire(
+            r, fire_key(r.schedule, r.fire_time), statuses.get(r.run_id, "purged") if r.run_id else None
+        )
+        for r in records
+    ]
+    return JSONResponse({"records": items, "next": items[-1]["fire_time"] if len(records) == limit else None})
+
+
+@endpoint(act=True)
+async def trigger_schedule(request: Request) -> Response:
+    ctx = context(request)
+    entry = _entry(ctx, request.path_params["name"])
+    body = await body_object(request, {"at"})
+    at_text = _optional_str(body, "at")
+    at = _in_zone(at_text, "at", entry) if at_text else None  # naive: the schedule's zone
+    fire_time = manual.slot_time(entry, at)
+    slot = await manual.trigger_slot(ctx.durably, entry, fire_time)
+    run = slot.result.run
+    return JSONResponse(
+        {
+            "schedule": entry.name,
+            "fire_time": _json.utc(fire_time),
+            "idempotency_key": slot.key,
+            "outcome": slot.outcome,
+            "recorded": slot.recorded,
+            "run": _json.run(run) if run is not None else None,
+        },
+        201 if slot.outcome == "triggered" else 200,
+    )
+
+
+def _has_offset(text: str) -> bool:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        return True
+
+
+def _in_zone(text: str, name: str, entry: ScheduleEntry) -> datetime:
+    value = parse_time(text, name)
+    if not _has_offset(text):
+        value = value.replace(tzinfo=entry.timezone)
+    return value
+
+
+@endpoint(act=True)
+async def backfill_schedule(request: Request) -> Response:
+    """Body ``{"from", "to", "dry_run", "force"}``; times without an offset are in the schedule's
+    zone. A dry run lists the fire times and writes nothing."""
+    ctx = context(request)
+    entry = _entry(ctx, request.path_params["name"])
+    body = await body_object(request, {"from", "to", "dry_run", "force"})
+    start, end = _optional_str(body, "from"), _optional_str(body, "to")
+    if not start or not end:
+        raise ApiError(400, "bad_request", "from and to are required (ISO 8601 times)")
+    for flag in ("dry_run", "force"):
+        if not isinstance(body.get(flag, False), bool):
+            raise ApiError(400, "bad_request", f"{flag} must be true or false")
+    times = manual.backfill_times(
+        entry,
+        _in_zone(start, "from", entry),
+        _in_zone(end, "to", entry),
+        force=bool(body.get("force")),
+        names=("from", "to", '"force": true'),
+    )
+    planned = [
+        {"fire_time": _json.utc(t), "local": t.isoformat(), "idempotency_key": fire_key(entry.name, t)}
+        for t in times
+    ]
+    if body.get("dry_run"):
+        return JSONResponse({"schedule": entry.name, "dry_run": True, "fire_times": planned})
+    results = await manual.backfill(ctx.durably, entry, times)
+    counts: dict[str, int] = {}
+    for item, result in zip(planned, results, strict=True):
+        item["outcome"] = result.outcome
+        item["run_id"] = result.run.id if result.run else None
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    return JSONResponse({"schedule": entry.name, "dry_run": False, "fire_times": planned, "counts": counts})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs/{job}/trigger", trigger_job, methods=["POST"]),
+        Route("/runs", list_runs, methods=["GET"]),
+        Route("/runs/events", list_events, methods=["GET"]),
+        Route("/runs/{run_id}", get_run, methods=["GET"]),
+        Route("/runs/{run_id}", delete_run, methods=["DELETE"]),
+        Route("/runs/{run_id}/steps", get_steps, methods=["GET"]),
+        Route("/runs/{run_id}/logs", get_logs, methods=["GET"]),
+        Route("/runs/{run_id}/events", run_events, methods=["GET"]),
+        Route("/runs/{run_id}/retry", retry_run, methods=["POST"]),
+        Route("/runs/{run_id}/retrigger", retrigger_run, methods=["POST"]),
+        Route("/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
+        Route("/schedules", list_schedules, methods=["GET"]),
+        Route("/schedules/{name}", get_schedule, methods=["GET"]),
+        Route("/schedules/{name}/history", schedule_history, methods=["GET"]),
+        Route("/schedules/{name}/trigger", trigger_schedule, methods=["POST"]),
+        Route("/schedules/{name}/backfill", backfill_schedule, methods=["POST"]),
+    ]
+
+
+__all__ = ["routes"]

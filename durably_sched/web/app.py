@@ -1,0 +1,255 @@
+"""``create_app``: the ASGI application (Starlette) with the JSON API, the dashboard and the probes.
+
+Routes (all relative to where the app is mounted):
+
+* ``/healthz``, ``/readyz`` (always open), ``/metrics`` (open or behind the token, see auth.py);
+* ``/api/...``: the JSON API (README, "HTTP API"), errors as ``{"error", "detail"}``;
+* ``/``, ``/runs``, ``/runs/{id}``, ``/schedules/{name}``, ``/jobs``: the dashboard; ``/login``,
+  ``/logout``; ``/static/...``: its CSS and JavaScript (part of the package, no build step).
+
+The API and the pages are views over the facade (and the schedule actions in
+``schedule/manual.py``): no SQL here, as none in the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..ops.health import Health
+from .auth import Auth
+
+if TYPE_CHECKING:
+    from ..durably import Durably
+    from ..ops.metrics import Metrics
+    from ..schedule.config import SchedulesConfig
+    from ..schedule.scheduler import Scheduler
+
+__all__ = ["WebContext", "close_streams", "create_app"]
+
+log = logging.getLogger("durably_sched.web")
+
+STREAM_SECONDS = 60.0
+"""A live stream ends after this long; the browser's EventSource reconnects by itself (and resumes
+after the last log it saw). It keeps a host app's shut-down from waiting on open streams."""
+
+
+class SchedulerRef(Protocol):
+    """Anything that knows the scheduler once it runs, e.g. :func:`durably_sched.web.lifespan`."""
+
+    @property
+    def scheduler(self) -> Scheduler | None: ...
+
+
+@dataclass
+class WebContext:
+    """Everything the routes need; ``app.state.durably_web``."""
+
+    durably: Durably
+    auth: Auth
+    health: Health
+    metrics: Metrics
+    schedules_source: Any = None
+    scheduler_source: Any = None
+    stream_seconds: float = STREAM_SECONDS
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    streams: set[Callable[[], None]] = field(default_factory=set)
+    """The ``_end`` of every live stream's source, called by :func:`close_streams`."""
+    title: str = "durably-sched"
+
+    def schedules(self) -> SchedulesConfig | None:
+        source = self.schedules_source
+        if source is None:
+            return None
+        if callable(source):
+            found: SchedulesConfig | None = source()
+            return found
+        return source  # type: ignore[no-any-return]
+
+    def scheduler(self) -> Scheduler | None:
+        source = self.scheduler_source
+        if source is None:
+            return None
+        if hasattr(source, "scheduler") and not hasattr(source, "tick"):
+            return source.scheduler  # type: ignore[no-any-return]
+        if callable(source) and not hasattr(source, "tick"):
+            return source()  # type: ignore[no-any-return]
+        return source  # type: ignore[no-any-return]
+
+
+def context(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.durably_web
+    return ctx
+
+
+def close_streams(app: Any) -> None:
+    """End the app's live streams (server-sent events) now; used when the server stops."""
+    state = getattr(getattr(app, "state", None), "durably_web", None)
+    if isinstance(state, WebContext):
+        state.closing.set()
+        for end in list(state.streams):
+            end()
+
+
+def create_app(
+    durably: Durably,
+    *,
+    schedules: SchedulesConfig | Callable[[], SchedulesConfig | None] | None = None,
+    scheduler: Scheduler | SchedulerRef | Callable[[], Scheduler | None] | None = None,
+    token: str | None = None,
+    read_token: str | None = None,
+    metrics: Metrics | None = None,
+    metrics_public: bool | None = None,
+    worker: bool | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    stream_seconds: float = STREAM_SECONDS,
+) -> Starlette:
+    """The web app for ``durably``: API, dashboard, probes. Mount it anywhere::
+
+        app.mount("/durably", create_app(durably, schedules=config, token=os.environ["TOKEN"]))
+
+    ``schedules``: the loaded schedules (or a function returning the current ones, for reloads);
+    ``scheduler``: the scheduler running in this process, if any (for readiness), or an object
+    with a ``scheduler`` attribute such as :func:`~durably_sched.web.lifespan`'s.
+    ``token``: required on every API and dashboard request when given; ``read_token``: may read
+    but not act. ``metrics_public``: serve /metrics without the token (default: only when no
+    token is set). ``allowed_hosts``: without a token, the Host names accepted besides loopback
+    names (None: any, for apps mounted behind their own host checks). ``worker``: whether
+    readiness requires this process's worker (default: once it has been seen running).
+    """
+    from ..ops.metrics import Metrics
+    from . import api, pages
+
+    if metrics is None:
+        metrics = Metrics(durably, None)
+    health = Health(durably, lambda: ctx.scheduler(), worker=worker)
+    ctx = WebContext(
+        durably=durably,
+        auth=Auth(token, read_token, metrics_public, allowed_hosts),
+        health=health,
+        metrics=metrics,
+        schedules_source=schedules,
+        scheduler_source=scheduler,
+        stream_seconds=stream_seconds,
+    )
+    metrics.registry.register(health.watcher)  # durably_event_loop_lag_seconds
+    static = resources.files("durably_sched.web") / "static"
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/metrics", metrics_endpoint, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
+        Mount("/api", routes=api.routes()),
+        Mount("/static", app=StaticFiles(directory=str(static)), name="static"),
+        *pages.routes(),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(_RootMarker)],
+        exception_handlers={HTTPException: http_error, Exception: unexpected_error},
+    )
+    app.state.durably_web = ctx
+    return app
+
+
+# -- probes ------------------------------------------------------------------------------------------
+def _probe_method(request: Request) -> Response | None:
+    if request.method not in ("GET", "HEAD"):
+        return PlainTextResponse("method not allowed\n", 405, headers={"Allow": "GET, HEAD"})
+    return None
+
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def healthz(request: Request) -> Response:
+    refused = _probe_method(request)
+    if refused is not None:
+        return refused
+    alive, reason = context(request).health.liveness()
+    return PlainTextResponse(reason + "\n", 200 if alive else 503, headers=NO_STORE)
+
+
+async def readyz(request: Request) -> Response:
+    refused = _probe_method(request)
+    if refused is not None:
+        return refused
+    ready, checks = await context(request).health.readiness()
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return JSONResponse(body, 200 if ready else 503, headers=NO_STORE)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    refused = _probe_method(request)
+    if refused is not None:
+        return refused
+    ctx = context(request)
+    if (
+        not ctx.auth.metrics_open
+        and ctx.auth.bearer_role(request) is None
+        and ctx.auth.session_role(request) is None
+    ):
+        return PlainTextResponse(
+            "unauthorized: /metrics needs the bearer token here\n",
+            401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    await ctx.metrics.refresh()
+    return Response(ctx.metrics.render(), 200, media_type=ctx.metrics.content_type, headers=NO_STORE)
+
+
+# -- errors ------------------------------------------------------------------------------------------
+def app_root(request: Request) -> str:
+    """Where this app is mounted ("" at the top), also inside its own /api mount."""
+    scope = request.scope
+    return str(scope.get("durably_root", scope.get("root_path", "")))
+
+
+class _RootMarker:
+    """Records the app's mount point before routing (the /api mount changes ``root_path``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope["durably_root"] = scope.get("root_path", "")
+        await self.app(scope, receive, send)
+
+
+def _is_api(request: Request) -> bool:
+    root = app_root(request)
+    path = request.url.path
+    return path.startswith(root + "/api/") or path == root + "/api"
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if _is_api(request):
+        names = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+        return JSONResponse(
+            {"error": names.get(exc.status_code, "error"), "detail": exc.detail},
+            exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+    if exc.status_code == 404:
+        return PlainTextResponse("not found (try / for the dashboard, /healthz, /readyz or /metrics)\n", 404)
+    return PlainTextResponse(f"{exc.detail}\n", exc.status_code, headers=dict(exc.headers or {}))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("web request %s %s failed", request.method, request.url.path)
+    if _is_api(request):
+        return JSONResponse({"error": "internal", "detail": "internal error (see the server log)"}, 500)
+    return PlainTextResponse("internal error (see the server log)\n", 500)

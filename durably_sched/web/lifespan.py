@@ -1,0 +1,93 @@
+"""Durable jobs and schedules inside an existing Starlette or FastAPI app::
+
+    durably = create_durably("sqlite:///app.db").register([report_job])
+    durable = lifespan(durably, schedules="schedules.yaml")
+    app = FastAPI(lifespan=durable)
+    app.mount("/durably", create_app(durably, schedules=durable.current_schedules, scheduler=durable))
+
+At start-up the lifespan migrates the schema, starts the worker (unless ``worker=False``) and the
+scheduler (when schedules are given and ``scheduler=True``); at shut-down it stops the scheduler,
+gives running steps ``stop_grace`` seconds to checkpoint, releases what is left and closes the
+database. The host app's server owns the signals, as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..schedule.config import SchedulesConfig, load_schedules
+from ..schedule.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from ..durably import Durably
+
+__all__ = ["DurablyLifespan", "lifespan"]
+
+
+class DurablyLifespan:
+    """A lifespan for Starlette/FastAPI (``lifespan=`` takes it as is); ``scheduler`` is the
+    running scheduler between start-up and shut-down."""
+
+    def __init__(
+        self,
+        durably: Durably,
+        *,
+        schedules: str | SchedulesConfig | None = None,
+        scheduler: bool = True,
+        worker: bool = True,
+        stop_grace: float = 10.0,
+    ) -> None:
+        self.durably = durably
+        self._schedules = schedules
+        self.run_scheduler = scheduler
+        self.run_worker = worker
+        self.stop_grace = stop_grace
+        self.config: SchedulesConfig | None = schedules if isinstance(schedules, SchedulesConfig) else None
+        self.scheduler: Scheduler | None = None
+
+    def current_schedules(self) -> SchedulesConfig | None:
+        """The loaded schedules (None before start-up when given as a path)."""
+        return self.config
+
+    def _load(self) -> SchedulesConfig | None:
+        if isinstance(self._schedules, str):
+            durably = self.durably
+            inputs = {name: durably.job_by_name(name).input for name in durably.job_names}
+            self.config = load_schedules(self._schedules, inputs)
+        return self.config
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, app: Any = None) -> AsyncIterator[None]:
+        durably = self.durably
+        config = self._load()
+        await durably.migrate()
+        await durably.start(worker=self.run_worker)
+        if self.run_scheduler and config is not None:
+            self.scheduler = Scheduler(durably, config)
+            self.scheduler.start()
+        try:
+            yield
+        finally:
+            if self.scheduler is not None:
+                await self.scheduler.stop()
+            durably.feed.end_all()
+            await durably.stop(grace=self.stop_grace)
+            await durably.close()
+            self.scheduler = None
+
+
+def lifespan(
+    durably: Durably,
+    *,
+    schedules: str | SchedulesConfig | None = None,
+    scheduler: bool = True,
+    worker: bool = True,
+    stop_grace: float = 10.0,
+) -> DurablyLifespan:
+    """A Starlette/FastAPI lifespan running ``durably``'s worker and (with ``schedules``, a path to
+    a schedules file or a loaded config) a scheduler for the app's lifetime."""
+    return DurablyLifespan(
+        durably, schedules=schedules, scheduler=scheduler, worker=worker, stop_grace=stop_grace
+    )

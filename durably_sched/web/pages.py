@@ -1,0 +1,331 @@
+"""The dashboard: server-rendered pages (Jinja2 templates in the package) plus ``static/app.js``,
+which adds live updates (EventSource on the API's streams) and the buttons (fetch on the API).
+Every page works from the data the API serves; the pages read the same facade calls."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import RunNotFoundError
+from ..schedule.cron import fire_key, fire_times
+from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
+from . import _json
+from .api import ApiError, parse_time, run_query, schedule_json
+from .app import app_root, context
+from .auth import SESSION_COOKIE, SESSION_SECONDS, safe_next
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("durably_sched.web", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def _short(value: str | None) -> str:
+    return (value or "")[:8]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "\u2013"  # an en dash
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _pretty(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+_env.filters["short"] = _short
+_env.filters["duration"] = _duration
+_env.filters["pretty"] = _pretty
+
+
+def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    ctx = context(request)
+    root = app_root(request)
+    html = _env.get_template(template).render(
+        root=root,
+        csrf=ctx.auth.csrf_token(request),
+        auth_enabled=ctx.auth.enabled,
+        role=ctx.auth.role(request),
+        title=ctx.title,
+        path=request.url.path,
+        **values,
+    )
+    return HTMLResponse(html, status, headers=PAGE_HEADERS)
+
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    # Scripts and styles from this app only (the step timeline sets inline style attributes).
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+}
+
+
+def page(handler: Any) -> Any:
+    """Host check, login redirect, and 404 pages for unknown runs and schedules."""
+
+    async def run(request: Request) -> Response:
+        ctx = context(request)
+        problem = ctx.auth.host_problem(request)
+        if problem is not None:
+            return PlainTextResponse(problem + "\n", 403)
+        if ctx.auth.role(request) is None:
+            root = app_root(request)
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"{root}/login?next={quote(target)}", 303)
+        try:
+            response: Response = await handler(request)
+            return response
+        except (RunNotFoundError, ApiError) as exc:
+            status = exc.status if isinstance(exc, ApiError) else 404
+            detail = exc.detail if isinstance(exc, ApiError) else str(exc)
+            return render(request, "error.html", status, message=detail)
+
+    return run
+
+
+# -- pages -------------------------------------------------------------------------------------------
+@page
+async def home(request: Request) -> Response:
+    ctx = context(request)
+    config = ctx.schedules()
+    now = datetime.now(UTC)
+    schedules = [await schedule_json(ctx, e, now) for e in (config.schedules.values() if config else [])]
+    page_ = await ctx.durably.store.list_runs_page(run_query_for(limit=15))
+    return render(
+        request,
+        "home.html",
+        schedules=schedules,
+        has_schedules=config is not None,
+        runs=[_json.run(r) for r in page_.runs],
+        jobs=sorted(ctx.durably.job_names),
+    )
+
+
+def run_query_for(limit: int) -> Any:
+    from ..store.base import RunQuery
+
+    return RunQuery(limit=limit)
+
+
+@page
+async def runs_page(request: Request) -> Response:
+    ctx = context(request)
+    query = run_query(request)
+    store = ctx.durably.store
+    page_ = await store.list_runs_page(query)
+    total, capped = await store.count_runs(query)
+    params = request.query_params
+    filters = {
+        "job": params.getlist("job"),
+        "status": params.getlist("status"),
+        "schedule": params.get("schedule", ""),
+        "labels": " ".join(f"{k}={v}" for k, v in query.labels.items()),
+        "created_after": params.get("created_after", ""),
+        "created_before": params.get("created_before", ""),
+    }
+    next_query = None
+    if page_.next_cursor is not None:
+        kept = [(k, v) for k, v in params.multi_items() if k != "cursor"]
+        next_query = "&".join(f"{quote(k)}={quote(v)}" for k, v in [*kept, ("cursor", page_.next_cursor)])
+    return render(
+        request,
+        "runs.html",
+        runs=[_json.run(r) for r in page_.runs],
+        total=total,
+        capped=capped,
+        next_query=next_query,
+        first_page=query.cursor is None,
+        filters=filters,
+        jobs=sorted(ctx.durably.job_names),
+        statuses=RUN_STATUSES,
+    )
+
+
+@page
+async def run_page(request: Request) -> Response:
+    durably = context(request).durably
+    record = await durably.get_run(request.path_params["run_id"])
+    steps = await durably.get_steps(record.id)
+    logs = await durably.get_logs(record.id, limit=2000)
+    run = _json.run(record)
+    start = record.started_at or record.created_at
+    span = max([(s.completed_at - start).total_seconds() for s in steps] + [run["duration"] or 0.0, 0.001])
+    timeline = [
+        {
+            **_json.step(s),
+            "offset": max(0.0, (s.started_at - start).total_seconds()) / span * 100,
+            "width": max(0.5, s.duration / span * 100),
+        }
+        for s in steps
+    ]
+    return render(request, "run.html", run=run, steps=timeline, logs=[_json.log(e) for e in logs])
+
+
+@page
+async def schedule_page(request: Request) -> Response:
+    ctx = context(request)
+    name = request.path_params["name"]
+    config = ctx.schedules()
+    entry = config.schedules.get(name) if config is not None else None
+    before_text = request.query_params.get("before")
+    before = parse_time(before_text, "before") if before_text else None
+    store = ctx.durably.store
+    records = await store.list_fire_records(name, limit=50, before=before)
+    if entry is None and not records:
+        raise ApiError(404, "not_found", f"unknown schedule '{name}'")
+    statuses = await store.get_run_statuses([r.run_id for r in records if r.run_id])
+    zone = entry.timezone if entry is not None else UTC
+    history = [
+        {
+            **_json.fire(
+                r, fire_key(r.schedule, r.fire_time), statuses.get(r.run_id, "purged") if r.run_id else None
+            ),
+            "local": r.fire_time.astimezone(zone).isoformat(sep=" ", timespec="seconds"),
+        }
+        for r in records
+    ]
+    info = await schedule_json(ctx, entry, datetime.now(UTC)) if entry is not None else None
+    upcoming = (
+        [
+            t.isoformat()
+            for t in itertools.islice(fire_times(entry.cron, entry.timezone, datetime.now(UTC)), 3)
+        ]
+        if entry is not None
+        else []
+    )
+    return render(
+        request,
+        "schedule.html",
+        name=name,
+        schedule=info,
+        upcoming=upcoming,
+        history=history,
+        outcomes=FIRE_OUTCOMES,
+        older=history[-1]["fire_time"] if len(records) == 50 else None,
+    )
+
+
+@page
+async def jobs_page(request: Request) -> Response:
+    durably = context(request).durably
+    jobs = []
+    for name in sorted(durably.job_names):
+        job = durably.job_by_name(name)
+        schema = (
+            job.input.model_json_schema() if job.input is not None else {"type": "object", "properties": {}}
+        )
+        jobs.append(
+            {"name": name, "description": job.description, "fields": form_fields(schema), "schema": schema}
+        )
+    return render(request, "jobs.html", jobs=jobs, selected=request.query_params.get("job"))
+
+
+def form_fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Form inputs for the top-level properties of a JSON schema (nested values: a JSON text box)."""
+    required = set(schema.get("required", []))
+    fields = []
+    for name, prop in schema.get("properties", {}).items():
+        kind = prop.get("type")
+        if "anyOf" in prop:  # Optional[X]: take the non-null type
+            kinds = [p.get("type") for p in prop["anyOf"] if p.get("type") != "null"]
+            kind = kinds[0] if len(kinds) == 1 else None
+        widget = {"integer": "integer", "number": "number", "boolean": "boolean", "string": "string"}.get(
+            kind or "", "json"
+        )
+        if "enum" in prop:
+            widget = "enum"
+        default = prop.get("default")
+        fields.append(
+            {
+                "name": name,
+                "widget": widget,
+                "title": prop.get("title", name),
+                "description": prop.get("description"),
+                "required": name in required,
+                "default": default,
+                "default_json": _pretty(default) if default is not None else "",
+                "enum": prop.get("enum", []),
+                "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
+                "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
+            }
+        )
+    return fields
+
+
+# -- login -------------------------------------------------------------------------------------------
+async def login(request: Request) -> Response:
+    ctx = context(request)
+    root = app_root(request)
+    problem = ctx.auth.host_problem(request)
+    if problem is not None:
+        return PlainTextResponse(problem + "\n", 403)
+    if request.method == "GET":
+        if not ctx.auth.enabled:
+            return RedirectResponse(safe_next(request.query_params.get("next"), root), 303)
+        return render(request, "login.html", next=request.query_params.get("next", ""), failed=False)
+    cross = ctx.auth.cross_site_problem(request, "POST")
+    if cross is not None:
+        return PlainTextResponse(cross + "\n", 403)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    presented = (form.get("token") or [""])[0].strip()
+    target = safe_next((form.get("next") or [""])[0], root)
+    role = ctx.auth.role_for_token(presented) if ctx.auth.enabled and presented else None
+    if role is None:
+        return render(request, "login.html", 401, next=target, failed=True)
+    response = RedirectResponse(target, 303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        ctx.auth.make_session(role),
+        max_age=SESSION_SECONDS,
+        path=(root or "") + "/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    ctx = context(request)
+    root = app_root(request)
+    cross = ctx.auth.cross_site_problem(request, "POST")
+    if cross is not None:
+        return PlainTextResponse(cross + "\n", 403)
+    response = RedirectResponse(f"{root}/login", 303)
+    response.delete_cookie(SESSION_COOKIE, path=(root or "") + "/", httponly=True, samesite="strict")
+    return response
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/", home, methods=["GET"]),
+        Route("/runs", runs_page, methods=["GET"]),
+        Route("/runs/{run_id}", run_page, methods=["GET"]),
+        Route("/schedules/{name}", schedule_page, methods=["GET"]),
+        Route("/jobs", jobs_page, methods=["GET"]),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+    ]

@@ -1,0 +1,79 @@
+"""PostgreSQL: the run-list queries can be answered from indexes, in page order.
+
+With ``enable_seqscan`` and ``enable_sort`` off the planner avoids table scans and sorts whenever an
+index makes that possible; a plan that still scans ``runs`` or sorts all matching runs would mean a
+query shape no index serves. (At 10^6 runs bench/web.py measures the real plans; the SQLite side
+is pinned in tests/unit/test_query_plans.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from durably_sched.store import _runs_query
+from durably_sched.store._pg_sql import RUN_SELECT
+from durably_sched.store.base import RunQuery
+from durably_sched.store.postgres import PostgresStore, _aware
+from tests.backends import PostgresBackend
+
+pytestmark = pytest.mark.postgres
+
+QUERIES = {
+    "one status": RunQuery(statuses=("failed",)),
+    "jobs x statuses": RunQuery(job_names=("a", "b"), statuses=("failed", "completed")),
+    "a label": RunQuery(labels={"team": "ops"}),
+    "schedule": RunQuery(schedule="nightly"),
+    "created after": RunQuery(created_after=datetime(2024, 1, 1, tzinfo=UTC)),
+    "no filter, next page": RunQuery(cursor="100"),
+}
+
+
+@pytest.fixture
+async def pg(postgres_url: str) -> AsyncIterator[PostgresBackend]:
+    backend = PostgresBackend(postgres_url)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+async def test_pages_and_counts_read_indexes(pg: PostgresBackend, name: str) -> None:
+    backend = pg
+    store = await backend.open_store()
+    assert isinstance(store, PostgresStore)
+    conn = await backend.admin()
+    await conn.executemany(
+        "INSERT INTO runs (id, job_name, status, input, labels, schedule_name) "
+        "VALUES ($1, $2, $3, '{}', $4, $5)",
+        [
+            (str(uuid.uuid4()), "ab"[i % 2], ("failed", "completed", "pending")[i % 3],
+             json.dumps({"team": "ops"} if i % 4 == 0 else {}), "nightly" if i % 5 == 0 else None)
+            for i in range(300)
+        ],
+    )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO run_labels SELECT l.key, l.value, r.seq FROM runs r, json_each_text(r.labels) l"
+    )
+    await conn.execute("ANALYZE")
+    query = QUERIES[name]
+    built = [
+        _runs_query.page_sql(query, RUN_SELECT, "postgres", _aware),
+        _runs_query.count_sql(query, "postgres", _aware, 10_000),
+    ]
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        await conn.execute("SET LOCAL enable_sort = off")
+        for item in built:
+            assert item is not None
+            sql, params = item
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *params))
+            assert "Seq Scan on runs" not in plan and "Seq Scan on run_labels" not in plan, plan
+            sorts = plan.count("Sort  (")
+            walks = len(query.job_names or [None]) * len(query.statuses or [None]) if not query.labels else 1
+            assert sorts <= (1 if walks > 1 else 0), plan  # only the merge of several walks sorts

@@ -1,0 +1,558 @@
+"""The HTTP API through httpx against the ASGI app, on SQLite and PostgreSQL: every endpoint, filter,
+paging edge, error status and the access rules.
+
+What users rely on: the API does what the CLI does (same facade, same fire-time keys), bad input is
+a 4xx with a JSON error naming what is wrong (never a 500), and without the token nothing is seen,
+with the read-only token nothing is changed, and no page on another site can act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import BaseModel, Field
+
+from durably_sched import Durably, Step, define_job
+from durably_sched.schedule.config import SchedulesConfig, parse_schedules
+from durably_sched.store import open_store
+from durably_sched.web import create_app
+from durably_sched.web.auth import SESSION_COOKIE
+from durably_sched.web.server import start_server
+from tests.backends import Backend
+from tests.helpers import until
+
+TOKEN = "admin-token-0123456789"
+READ = "read-only-token-0123456789"
+GATE: dict[str, asyncio.Event] = {}
+
+
+class CountIn(BaseModel):
+    count: int = Field(default=2, ge=0, le=100)
+    gate: str = ""
+
+
+async def counted(step: Step, payload: CountIn) -> dict[str, Any]:
+    for i in range(payload.count):
+        await step.run(f"item-{i}", lambda i=i: i)
+        step.log.info("item done", i=i)
+        await step.progress(i + 1, payload.count)
+        if payload.gate and i == 0:
+            await GATE[payload.gate].wait()
+    return {"count": payload.count}
+
+
+async def broken(step: Step, payload: dict[str, Any]) -> None:
+    await step.run("explode", _explode)
+
+
+def _explode() -> None:
+    raise RuntimeError("boom")
+
+
+COUNTED = define_job(name="counted", input=CountIn, run=counted, description="count steps")
+BROKEN = define_job(name="broken", run=broken)
+SCHEDULES = """
+schedules:
+  hourly:
+    cron: "0 * * * *"
+    job: counted
+    input: {count: 1}
+  skippy:
+    cron: "*/5 * * * *"
+    job: counted
+    overlap: skip
+    timezone: Europe/Berlin
+"""
+
+
+def config() -> SchedulesConfig:
+    return parse_schedules(SCHEDULES, job_inputs={"counted": CountIn, "broken": None})
+
+
+async def started(backend: Backend, *, worker: bool) -> Durably:
+    durably = Durably(open_store(backend.url), polling_interval=0.05).register([COUNTED, BROKEN])
+    await durably.migrate()
+    await durably.start(worker=worker)
+    return durably
+
+
+@pytest.fixture
+async def idle(backend: Backend) -> AsyncIterator[Durably]:
+    durably = await started(backend, worker=False)
+    yield durably
+    await durably.close()
+
+
+@pytest.fixture
+async def working(backend: Backend) -> AsyncIterator[Durably]:
+    durably = await started(backend, worker=True)
+    yield durably
+    await durably.close()
+
+
+def client(durably: Durably, **options: Any) -> httpx.AsyncClient:
+    app = create_app(durably, schedules=config(), **options)
+    headers = {} if options.get("token") else {"X-Durably-CSRF": "1"}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=headers
+    )
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["detail"], body
+    return str(body["detail"])
+
+
+# -- jobs and triggers ---------------------------------------------------------------------------------
+async def test_jobs_list_their_input_schema(idle: Durably) -> None:
+    async with client(idle) as http:
+        jobs = {j["name"]: j for j in (await http.get("/api/jobs")).json()["jobs"]}
+    assert jobs["counted"]["description"] == "count steps"
+    assert jobs["counted"]["input_schema"]["properties"]["count"] == {
+        "default": 2, "maximum": 100, "minimum": 0, "title": "Count", "type": "integer",
+    }  # fmt: skip
+    assert jobs["broken"]["input_schema"] == {"type": "object"}
+
+
+async def test_trigger_and_its_errors(idle: Durably) -> None:
+    async with client(idle) as http:
+        made = await http.post(
+            "/api/jobs/counted/trigger", json={"input": {"count": 3}, "labels": {"team": "ops"}}
+        )
+        assert made.status_code == 201 and made.json()["disposition"] == "created"
+        run = made.json()["run"]
+        assert (
+            run["status"] == "pending"
+            and run["input"] == {"count": 3, "gate": ""}
+            and run["labels"] == {"team": "ops"}
+        )
+        keyed = {"input": {}, "idempotency_key": "k-1"}
+        first = await http.post("/api/jobs/counted/trigger", json=keyed)
+        again = await http.post("/api/jobs/counted/trigger", json=keyed)
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert (
+            again.json()["disposition"] == "idempotent"
+            and again.json()["run"]["id"] == first.json()["run"]["id"]
+        )
+
+        assert "count" in error_of(
+            await http.post("/api/jobs/counted/trigger", json={"input": {"count": "x"}}), 422
+        )
+        assert "less than or equal to 100" in error_of(
+            await http.post("/api/jobs/counted/trigger", json={"input": {"count": 101}}), 422
+        )
+        assert "unknown job 'nope'" in error_of(await http.post("/api/jobs/nope/trigger", json={}), 404)
+        assert "not valid JSON" in error_of(
+            await http.post("/api/jobs/counted/trigger", content=b"{oops"), 400
+        )
+        assert "JSON object" in error_of(await http.post("/api/jobs/counted/trigger", json=[1]), 400)
+        assert "unknown field(s) inptu" in error_of(
+            await http.post("/api/jobs/counted/trigger", json={"inptu": {}}), 400
+        )
+        assert "labels" in error_of(
+            await http.post("/api/jobs/counted/trigger", json={"labels": {"a": 1}}), 400
+        )
+        assert "idempotency_key" in error_of(
+            await http.post("/api/jobs/counted/trigger", json={"idempotency_key": 5}), 400
+        )
+        assert "Method" in error_of(await http.get("/api/jobs/counted/trigger"), 405)
+        assert error_of(await http.get("/api/nothing/here"), 404)
+
+
+# -- listing runs ------------------------------------------------------------------------------------------
+async def test_run_list_filters_paging_and_total(idle: Durably) -> None:
+    a = [await idle.trigger("counted", {}, labels={"team": "ops"}) for _ in range(5)]
+    b = [await idle.trigger("broken", {}, labels={"team": "data"}) for _ in range(3)]
+    await idle.cancel(a[0].id)
+    middle = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    c = [await idle.trigger("counted", {"count": 1}) for _ in range(2)]
+    newest = [r.id for r in reversed(a + b + c)]
+    async with client(idle) as http:
+
+        async def ids(query: str) -> list[str]:
+            out: list[str] = []
+            cursor = None
+            while True:
+                url = f"/api/runs?{query}" + (f"&cursor={cursor}" if cursor else "")
+                body = (await http.get(url)).json()
+                out += [r["id"] for r in body["runs"]]
+                cursor = body["next"]
+                if cursor is None:
+                    return out
+
+        body = (await http.get("/api/runs?limit=4")).json()
+        assert (
+            [r["id"] for r in body["runs"]] == newest[:4]
+            and body["total"] == 10
+            and body["total_capped"] is False
+        )
+        assert await ids("limit=3") == newest
+        assert await ids("job=counted&job=broken&limit=2") == newest
+        assert await ids("job=broken") == [r.id for r in reversed(b)]
+        assert await ids("status=cancelled&status=failed") == [a[0].id]
+        assert await ids("label.team=ops&status=pending&limit=1") == [r.id for r in reversed(a[1:])]
+        assert await ids("label.team=ops&label.team=data") == []
+        assert await ids("labels=team%3Ddata") == [r.id for r in reversed(b)]
+        after = middle.isoformat().replace("+00:00", "Z")
+        assert await ids(f"created_after={after}") == [r.id for r in reversed(c)]
+        assert await ids(f"created_before={after}&job=counted") == [r.id for r in reversed(a)]
+        total = (await http.get("/api/runs?label.team=ops")).json()
+        assert (total["total"], total["next"]) == (5, None)
+        for bad, words in [
+            ("status=bogus", "status 'bogus'"),
+            ("limit=0", "limit must be between 1 and 500"),
+            ("limit=abc", "limit must be an integer"),
+            ("cursor=xyz", "invalid cursor"),
+            ("created_after=yesterday", "not an ISO 8601 time"),
+            ("jobs=counted", "unknown query parameter(s) jobs"),
+            ("label.=x", "label.KEY=VALUE"),
+        ]:
+            assert words in error_of(await http.get(f"/api/runs?{bad}"), 400), bad
+
+
+# -- one run: details and actions -------------------------------------------------------------------------
+async def test_run_details_and_actions(working: Durably) -> None:
+    async with client(working) as http:
+        done = await working.jobs.counted.trigger_and_wait({"count": 2}, timeout=20)
+        run = (await http.get(f"/api/runs/{done.id}")).json()["run"]
+        assert run["status"] == "completed" and run["output"] == {"count": 2} and run["duration"] is not None
+        steps = (await http.get(f"/api/runs/{done.id}/steps")).json()["steps"]
+        assert [(s["name"], s["output"]) for s in steps] == [("item-0", 0), ("item-1", 1)]
+        logs = (await http.get(f"/api/runs/{done.id}/logs")).json()
+        assert [e["data"] for e in logs["logs"]] == [{"i": 0}, {"i": 1}] and logs["next"] is None
+        page = (await http.get(f"/api/runs/{done.id}/logs?limit=1")).json()
+        assert len(page["logs"]) == 1 and page["next"] == page["logs"][0]["id"]
+        rest = (await http.get(f"/api/runs/{done.id}/logs?after={page['next']}")).json()["logs"]
+        assert [e["data"] for e in rest] == [{"i": 1}]
+
+        failed = await http.post("/api/jobs/broken/trigger", json={})
+        failed_id = failed.json()["run"]["id"]
+        await working.wait_for_run(failed_id, timeout=20)
+        record = (await http.get(f"/api/runs/{failed_id}")).json()["run"]
+        assert record["status"] == "failed" and record["error"] == "RuntimeError: boom"
+        assert record["failed_step_name"] == "explode"
+        assert "only failed or cancelled" in error_of(await http.post(f"/api/runs/{done.id}/retry"), 409)
+        retried = await http.post(f"/api/runs/{failed_id}/retry")
+        assert retried.status_code == 200 and retried.json()["run"]["status"] == "pending"
+        again = await http.post(f"/api/runs/{done.id}/retrigger")
+        assert again.status_code == 201 and again.json()["run"]["id"] != done.id
+        assert again.json()["run"]["input"] == {"count": 2, "gate": ""}
+
+        GATE["api"] = asyncio.Event()
+        held = (
+            await http.post("/api/jobs/counted/trigger", json={"input": {"count": 3, "gate": "api"}})
+        ).json()["run"]
+        await until(lambda: held["id"] in working.worker.active, timeout=10, what="claimed")
+        assert "cancel it before deleting" in error_of(await http.delete(f"/api/runs/{held['id']}"), 409)
+        cancelled = await http.post(f"/api/runs/{held['id']}/cancel")
+        assert cancelled.json()["run"]["status"] == "cancelled"
+        GATE["api"].set()
+        again_cancelled = await http.post(f"/api/runs/{held['id']}/cancel")  # idempotent
+        assert again_cancelled.status_code == 200 and again_cancelled.json()["run"]["status"] == "cancelled"
+        await until(lambda: held["id"] not in working.worker.active, timeout=10, what="stopped")
+        deleted = await http.delete(f"/api/runs/{held['id']}")
+        assert deleted.json() == {"deleted": held["id"]}
+        for method, path in [
+            ("GET", "/api/runs/nope"),
+            ("GET", "/api/runs/nope/steps"),
+            ("GET", "/api/runs/nope/logs"),
+            ("POST", "/api/runs/nope/retry"),
+            ("POST", "/api/runs/nope/retrigger"),
+            ("POST", "/api/runs/nope/cancel"),
+            ("DELETE", "/api/runs/nope"),
+        ]:
+            assert "nope" in error_of(await http.request(method, path), 404), path
+
+
+# -- schedules -----------------------------------------------------------------------------------------------
+async def test_schedules_slots_and_backfill(idle: Durably) -> None:
+    async with client(idle) as http:
+        items = {s["name"]: s for s in (await http.get("/api/schedules")).json()["schedules"]}
+        hourly = items["hourly"]
+        assert hourly["cron"] == "0 * * * *" and hourly["timezone"] == "UTC" and hourly["paused"] is None
+        assert hourly["description"] == "Every hour"
+        times = [datetime.fromisoformat(t["utc"].replace("Z", "+00:00")) for t in hourly["next_fire_times"]]
+        assert len(times) == 3 and all(t.minute == 0 and t > datetime.now(UTC) for t in times)
+        assert times[1] - times[0] == timedelta(hours=1) and hourly["last"] is None
+        assert items["skippy"]["next_fire_times"][0]["local"].endswith(("+01:00", "+02:00"))
+
+        first = await http.post("/api/schedules/hourly/trigger", json={})
+        assert first.status_code == 201 and first.json()["outcome"] == "triggered"
+        slot = first.json()
+        assert slot["idempotency_key"] == f"schedule:hourly:{slot['fire_time'][:19]}Z"
+        second = await http.post("/api/schedules/hourly/trigger", json={"at": slot["fire_time"]})
+        assert second.status_code == 200 and second.json()["outcome"] == "deduplicated"
+        assert second.json()["run"]["id"] == slot["run"]["id"]
+        assert "is not a fire time of schedule 'hourly'" in error_of(
+            await http.post("/api/schedules/hourly/trigger", json={"at": "2026-01-01T10:30:00Z"}), 422
+        )
+        assert "not an ISO 8601" in error_of(
+            await http.post("/api/schedules/hourly/trigger", json={"at": "x"}), 400
+        )
+        assert "unknown schedule 'nope'" in error_of(
+            await http.post("/api/schedules/nope/trigger", json={}), 404
+        )
+        latest = (await http.get("/api/schedules/hourly")).json()["schedule"]["last"]
+        assert latest["outcome"] == "triggered" and latest["run_id"] == slot["run"]["id"]
+
+        window = {"from": "2026-01-05T10:00", "to": "2026-01-05T12:00"}
+        plan = (await http.post("/api/schedules/hourly/backfill", json={**window, "dry_run": True})).json()
+        assert [t["idempotency_key"] for t in plan["fire_times"]] == [
+            "schedule:hourly:2026-01-05T10:00:00Z", "schedule:hourly:2026-01-05T11:00:00Z",
+            "schedule:hourly:2026-01-05T12:00:00Z",
+        ]  # fmt: skip
+        assert await idle.get_runs(schedule="hourly") and len(await idle.get_runs(schedule="hourly")) == 1
+        done = (await http.post("/api/schedules/hourly/backfill", json=window)).json()
+        assert done["counts"] == {"triggered": 3}
+        again = (await http.post("/api/schedules/hourly/backfill", json=window)).json()
+        assert again["counts"] == {"deduplicated": 3}
+        assert len(await idle.get_runs(schedule="hourly")) == 4
+        assert "is before from" in error_of(
+            await http.post(
+                "/api/schedules/hourly/backfill", json={"from": "2026-01-05T12:00", "to": "2026-01-05T10:00"}
+            ),
+            422,
+        )
+        future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+        assert "in the future" in error_of(
+            await http.post(
+                "/api/schedules/hourly/backfill", json={"from": "2026-01-05T10:00", "to": future}
+            ),
+            422,
+        )
+        assert "from and to are required" in error_of(
+            await http.post("/api/schedules/hourly/backfill", json={}), 400
+        )
+        assert "force must be true or false" in error_of(
+            await http.post("/api/schedules/hourly/backfill", json={**window, "force": "yes"}), 400
+        )
+
+        history = (await http.get("/api/schedules/hourly/history?limit=2")).json()
+        assert [r["fire_time"][:16] for r in history["records"]][1:] == ["2026-01-05T12:00"]
+        assert history["next"] is not None and history["records"][0]["run_status"] == "pending"
+        older = (await http.get(f"/api/schedules/hourly/history?limit=2&before={history['next']}")).json()
+        assert [r["fire_time"][:16] for r in older["records"]] == ["2026-01-05T11:00", "2026-01-05T10:00"]
+        assert "unknown schedule" in error_of(await http.get("/api/schedules/nope/history"), 404)
+        assert "limit" in error_of(await http.get("/api/schedules/hourly/history?limit=-1"), 400)
+
+
+async def test_a_skipped_tick_is_in_the_history(idle: Durably) -> None:
+    async with client(idle) as http:
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        slot = now - timedelta(minutes=now.minute % 5 + 5)
+        earlier = slot - timedelta(minutes=5)
+        first = await http.post("/api/schedules/skippy/trigger", json={"at": earlier.isoformat()})
+        assert first.json()["outcome"] == "triggered"  # its run stays pending: no worker
+        second = await http.post("/api/schedules/skippy/trigger", json={"at": slot.isoformat()})
+        assert second.json()["outcome"] == "skipped" and second.json()["run"] is None
+        records = (await http.get("/api/schedules/skippy/history")).json()["records"]
+        assert [r["outcome"] for r in records] == ["skipped", "triggered"]
+
+
+# -- access rules --------------------------------------------------------------------------------------------
+async def test_tokens_roles_sessions_and_cross_site_requests(idle: Durably) -> None:
+    async with client(idle, token=TOKEN, read_token=READ) as http:
+        assert (await http.get("/healthz")).status_code == 200  # probes stay open
+        assert (await http.get("/readyz")).status_code == 200
+        assert "token" in error_of(await http.get("/api/runs"), 401)
+        assert error_of(
+            await http.get("/api/runs", headers={"Authorization": "Bearer wrong-token-123456"}), 401
+        )
+        assert error_of(await http.get("/api/runs", params={"token": TOKEN}), 401)  # never in a URL
+        assert (await http.get("/metrics")).status_code == 401  # behind the token when one is set
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        read = {"Authorization": f"Bearer {READ}"}
+        assert (await http.get("/metrics", headers=read)).status_code == 200
+        assert (await http.get("/api/runs", headers=read)).status_code == 200
+        assert "read-only" in error_of(
+            await http.post("/api/jobs/counted/trigger", json={}, headers=read), 403
+        )
+        made = await http.post("/api/jobs/counted/trigger", json={}, headers=admin)
+        assert made.status_code == 201
+        # The dashboard: not logged in -> the login page; a wrong token -> 401; the right one -> a cookie.
+        page = await http.get("/runs")
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/runs"
+        bad = await http.post("/login", content="token=nope&next=/runs", headers=_form())
+        assert bad.status_code == 401 and SESSION_COOKIE not in bad.cookies
+        good = await http.post("/login", content=f"token={TOKEN}&next=/runs", headers=_form())
+        assert good.status_code == 303 and good.headers["location"] == "/runs"
+        cookie = good.headers["set-cookie"]
+        assert (
+            "HttpOnly" in cookie
+            and "SameSite=strict" in cookie.replace("Strict", "strict")
+            and "Path=/" in cookie
+        )
+        assert TOKEN not in cookie
+        page = await http.get("/runs")
+        assert page.status_code == 200
+        csrf = _meta(page.text, "durably-csrf")
+        run_id = made.json()["run"]["id"]
+        # With the session: reading works, acting needs the page's CSRF token, from this site.
+        assert (await http.get(f"/api/runs/{run_id}")).status_code == 200
+        assert "X-Durably-CSRF" in error_of(await http.post(f"/api/runs/{run_id}/cancel"), 403)
+        assert "does not match" in error_of(
+            await http.post(f"/api/runs/{run_id}/cancel", headers={"X-Durably-CSRF": "1"}), 403
+        )
+        evil = {"X-Durably-CSRF": csrf, "Origin": "https://evil.example"}
+        assert "cross-site" in error_of(await http.post(f"/api/runs/{run_id}/cancel", headers=evil), 403)
+        sneaky = {"X-Durably-CSRF": csrf, "Sec-Fetch-Site": "cross-site"}
+        assert "cross-site" in error_of(await http.post(f"/api/runs/{run_id}/cancel", headers=sneaky), 403)
+        ok = await http.post(
+            f"/api/runs/{run_id}/cancel", headers={"X-Durably-CSRF": csrf, "Origin": "http://localhost"}
+        )
+        assert ok.status_code == 200 and ok.json()["run"]["status"] == "cancelled"
+        # A login form posted from another site is refused too; logging out drops the session.
+        assert (
+            await http.post(
+                "/login", content=f"token={TOKEN}", headers={**_form(), "Origin": "https://evil.example"}
+            )
+        ).status_code == 403
+        assert (await http.post("/logout")).status_code == 303
+        http.cookies.clear()
+        assert (await http.get("/runs")).status_code == 303
+        # A read-only session sees pages without action buttons and cannot act.
+        await http.post("/login", content=f"token={READ}", headers=_form())
+        page = await http.get(f"/runs/{run_id}")
+        assert page.status_code == 200 and "read-only" in page.text and 'data-action="retry"' not in page.text
+        csrf = _meta(page.text, "durably-csrf")
+        assert "read-only" in error_of(
+            await http.post(f"/api/runs/{run_id}/retry", headers={"X-Durably-CSRF": csrf}), 403
+        )
+
+
+async def test_open_mode_needs_the_csrf_header_and_a_loopback_host(idle: Durably) -> None:
+    app = create_app(idle, allowed_hosts=["127.0.0.1"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:9464"
+    ) as http:
+        assert (await http.get("/api/runs")).status_code == 200
+        assert (await http.get("/metrics")).status_code == 200
+        assert "X-Durably-CSRF" in error_of(await http.post("/api/jobs/counted/trigger", json={}), 403)
+        form = await http.post("/api/jobs/counted/trigger", content="input=x", headers=_form())
+        assert form.status_code == 403  # what a cross-site HTML form can send
+        made = await http.post("/api/jobs/counted/trigger", json={}, headers={"X-Durably-CSRF": "any"})
+        assert made.status_code == 201
+        rebound = await http.get("/api/runs", headers={"Host": "attacker.example:9464"})
+        assert "not this server's" in error_of(rebound, 403)
+        assert (await http.get("/", headers={"Host": "attacker.example"})).status_code == 403
+        assert (await http.get("/", headers={"Host": "localhost:9464"})).status_code == 200
+    public = create_app(idle, token=TOKEN, metrics_public=True)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=public), base_url="http://localhost"
+    ) as http:
+        assert (await http.get("/metrics")).status_code == 200 and (
+            await http.get("/api/runs")
+        ).status_code == 401
+
+
+def _form() -> dict[str, str]:
+    return {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def _meta(html: str, name: str) -> str:
+    marker = f'<meta name="{name}" content="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
+# -- live streams over a real server -------------------------------------------------------------------------
+async def test_streams_of_a_run_and_of_the_run_list(working: Durably) -> None:
+    app = create_app(working, schedules=config(), stream_seconds=30)
+    server = await start_server(app, "127.0.0.1", 0)
+    headers = {"X-Durably-CSRF": "1"}
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{server.port}", headers=headers, timeout=30
+        ) as http:
+            listing: list[tuple[str, dict[str, Any]]] = []
+
+            async def watch_list() -> None:
+                async with http.stream("GET", "/api/runs/events") as response:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    async for kind, data in _events(response):
+                        listing.append((kind, data))
+                    listing.append(("ended", {}))
+
+            lister = asyncio.create_task(watch_list())
+            await until(lambda: working.feed.subscribers >= 1, timeout=10, what="list stream subscribed")
+            await asyncio.sleep(0.3)  # the list stream's baseline poll
+            GATE["sse"] = asyncio.Event()
+            made = (
+                await http.post("/api/jobs/counted/trigger", json={"input": {"count": 4, "gate": "sse"}})
+            ).json()
+            run_id = made["run"]["id"]
+            seen: list[tuple[str, dict[str, Any]]] = []
+            async with http.stream("GET", f"/api/runs/{run_id}/events") as response:
+                stream = _events(response)
+                kind, snapshot = await anext(stream)
+                assert kind == "run:snapshot" and snapshot["run"]["id"] == run_id
+                GATE["sse"].set()
+                async for kind, data in stream:
+                    seen.append((kind, data))
+            kinds = [k for k, _ in seen]
+            assert kinds[-1] == "run:complete" and seen[-1][1]["output"] == {"count": 4}
+            progress = [d["progress"]["current"] for k, d in seen if k == "run:progress"]
+            assert progress and progress[-1] == 4 and progress == sorted(progress)
+            steps = [d["step_name"] for k, d in seen if k == "step:complete"]
+            assert steps == [f"item-{i}" for i in range(len(snapshot["steps"]), 4)]
+            await until(
+                lambda: any(k == "run:complete" and d["run"]["id"] == run_id for k, d in listing),
+                timeout=10,
+                what="list end",
+            )
+            # A finished run's stream is its snapshot only; an unknown run is a 404.
+            async with http.stream("GET", f"/api/runs/{run_id}/events") as response:
+                frames = [item async for item in _events(response)]
+            assert [k for k, _ in frames] == ["run:snapshot"] and frames[0][1]["run"]["status"] == "completed"
+            assert (await http.get("/api/runs/nope/events")).status_code == 404
+            # Stopping the server ends open streams instead of waiting for them.
+            await server.close()
+            await asyncio.wait_for(lister, 10)
+            assert listing[-1][0] == "ended"  # a clean end of the stream, not a dropped connection
+    finally:
+        await server.close()
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    kind, data = "", ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data += line[6:]
+        elif line == "" and kind:
+            yield kind, json.loads(data)
+            kind, data = "", ""
+
+
+async def test_pages_answer_bad_input_with_a_page_not_a_500(idle: Durably) -> None:
+    async with client(idle) as http:
+        for path, status in [
+            ("/", 200),
+            ("/runs", 200),
+            ("/jobs", 200),
+            ("/schedules/hourly", 200),
+            ("/runs?status=bogus", 400),
+            ("/runs?limit=0", 400),
+            ("/runs?cursor=x", 400),
+            ("/runs/nope", 404),
+            ("/schedules/nope", 404),
+            ("/schedules/hourly?before=yesterday", 400),
+            ("/nothing", 404),
+        ]:
+            page = await http.get(path)
+            assert page.status_code == status, (path, page.text[:300])
+        page = await http.get("/runs")
+        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self' covers it
+        assert page.headers["x-frame-options"] == "DENY"
+        assert '<script src="/static/app.js"' in page.text and "<script>" not in page.text
+        assert (await http.get("/static/app.js")).status_code == 200
