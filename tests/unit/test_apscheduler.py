@@ -683,6 +683,9 @@ def test_background_scheduler_start_reports_a_bad_database_in_one_line(
     assert {t.ident for t in threading.enumerate()} <= before  # the loop thread did not leak
 
 
+# APScheduler 3's own loop may still update the job it just ran after a listener shut the
+# scheduler down from another thread (JobLookupError in its thread): its race, not the bridge's.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_blocking_scheduler_fires_and_a_listener_may_shut_it_down(sqlite_url: str) -> None:
     """BlockingScheduler runs in the calling thread; a listener (called on the executor's loop
     thread) that shuts the scheduler down must not wait for that very thread."""
