@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .._durations import format_duration
 from ..durably import Durably, create_durably
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.scheduler import Scheduler
@@ -142,9 +143,8 @@ class OneShot:
         cursors = await durably.store.get_cursors()
         for name in sorted(set(config.schedules) - set(cursors)):
             log.info(
-                "schedule %s is new: it starts from now (earlier fire times are not caught up; "
+                "new schedule: it starts from now (earlier fire times are not caught up; "
                 "`durably-sched schedules backfill` triggers them)",
-                name,
                 extra={"schedule": name},
             )
         scheduler = Scheduler(durably, config)
@@ -154,14 +154,13 @@ class OneShot:
         for name, count in sorted(missed.items()):
             entry = config.schedules[name]
             log.warning(
-                "schedule %s: %d fire time%s recorded missed (catchup: %s, catchup_window %s): "
-                "start the one-shot more often, or give the schedule catchup: all and a window "
-                "longer than the time between invocations",
-                name,
+                "%d fire time%s recorded missed (catchup: %s, catchup_window %s): start the one-shot "
+                "more often, or give the schedule catchup: all and a window longer than the time "
+                "between invocations",
                 count,
                 "" if count == 1 else "s",
                 entry.catchup,
-                entry.catchup_window,
+                format_duration(entry.catchup_window),
                 extra={"schedule": name},
             )
         return fired
@@ -215,9 +214,7 @@ class OneShot:
         for record in outcome.executed:
             if record.status in ("pending", "running"):
                 log.info(
-                    "run %s (%s) released after %d steps: it resumes in the next invocation or any worker",
-                    record.id,
-                    record.job_name,
+                    "released after %d steps: it resumes in the next invocation or any worker",
                     record.step_count,
                     extra={"run_id": record.id, "job": record.job_name},
                 )
