@@ -45,6 +45,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -57,6 +58,7 @@ from ._pg_errors import describe, is_connection_error, is_transient
 from ._pg_listener import Listener
 from ._pg_sql import (
     APPEND_LOGS,
+    BEAT,
     CHECKPOINT,
     CHECKPOINT_REPLAYED,
     CLAIM_CANDIDATES,
@@ -71,6 +73,8 @@ from ._pg_sql import (
     NOTIFY,
     RELEASE,
     RENEW,
+    RENEW_WITH_BEAT,
+    RETRY_LATER,
     RUN_SELECT,
     SCHEDULE_LOCK_NAMESPACE,
     SCHEMA_NAME,
@@ -93,6 +97,8 @@ from .base import (
     RunStatus,
     StepRecord,
     Store,
+    WorkerInfo,
+    WorkerRecord,
     WriteResult,
 )
 from .rows import (
@@ -100,7 +106,10 @@ from .rows import (
     FINISHED_SQL,
     FIRE_COLUMNS,
     LOG_COLUMNS,
+    RUN_COLUMNS,
     STEP_COLUMNS,
+    WORKER_COLUMNS,
+    bounded_traceback,
     check_schema_version,
     columns,
     fence_result,
@@ -108,6 +117,7 @@ from .rows import (
     log_from_row,
     run_from_row,
     step_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger("durably_sched.store.postgres")
@@ -424,6 +434,8 @@ class PostgresStore(Store):
             [r.concurrency_key for r in runs],
             [dumps(r.labels) for r in runs],
             [r.labels.get("schedule") for r in runs],
+            [None if r.retry_policy is None else dumps(r.retry_policy) for r in runs],
+            [r.timeout for r in runs],
         )
         created = {row["id"]: run_from_row(row) for row in rows}
         out: list[tuple[RunRecord, Disposition]] = []
@@ -460,6 +472,8 @@ class PostgresStore(Store):
                 [run.concurrency_key],
                 [dumps(run.labels)],
                 [run.labels.get("schedule")],
+                [None if run.retry_policy is None else dumps(run.retry_policy)],
+                [run.timeout],
             )
             if rows:
                 return run_from_row(rows[0])
@@ -581,25 +595,34 @@ class PostgresStore(Store):
         async def claim(conn: Any, replay: bool) -> list[RunRecord]:
             async with conn.transaction():
                 rows = await conn.fetch(candidates_sql, *args)
-                seqs = [r["seq"] for r in rows if r["free"]]
-                if not seqs:
+                previous = {r["seq"]: r["worker_id"] for r in rows if r["free"]}
+                if not previous:
                     return []
-                claimed = await conn.fetch(CLAIM_UPDATE, seqs, worker_id, float(lease_seconds))
+                claimed = await conn.fetch(CLAIM_UPDATE, list(previous), worker_id, float(lease_seconds))
             claimed = sorted(claimed, key=lambda r: r["seq"])
-            return [run_from_row(r) for r in claimed]
+            return [replace(run_from_row(r), previous_worker_id=previous.get(r["seq"])) for r in claimed]
 
         return await self._run("claim", claim)
 
     async def renew_leases(
-        self, leases: Sequence[tuple[str, int]], lease_seconds: float
+        self,
+        leases: Sequence[tuple[str, int]],
+        lease_seconds: float,
+        *,
+        worker: tuple[str, int] | None = None,
     ) -> dict[str, WriteResult]:
         if not leases:
+            if worker is not None:
+                await self.heartbeat_worker(*worker)
             return {}
+        args: list[Any] = [[r for r, _ in leases], [g for _, g in leases], float(lease_seconds)]
+        sql = RENEW
+        if worker is not None:
+            sql = RENEW_WITH_BEAT
+            args += [worker[0], worker[1]]
 
         async def renew(conn: Any, replay: bool) -> dict[str, WriteResult]:
-            rows = await conn.fetch(
-                RENEW, [r for r, _ in leases], [g for _, g in leases], float(lease_seconds)
-            )
+            rows = await conn.fetch(sql, *args)
             found = {r["id"]: fence_result(r["status"]) for r in rows}
             return {run_id: found.get(run_id, "lost") for run_id, _ in leases}
 
@@ -678,10 +701,31 @@ class PostgresStore(Store):
         error: str,
         failed_step_name: str | None,
         logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
     ) -> WriteResult:
-        return await self._fenced(
-            "fail_run", FAIL, run_id, generation, logs, (_text(error), failed_step_name), "failed"
+        params = (_text(error), failed_step_name, _text(bounded_traceback(traceback)))
+        return await self._fenced("fail_run", FAIL, run_id, generation, logs, params, "failed")
+
+    async def retry_later(
+        self,
+        run_id: str,
+        generation: int,
+        error: str,
+        failed_step_name: str | None,
+        delay_seconds: float,
+        logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
+    ) -> WriteResult:
+        params = (
+            _text(error),
+            failed_step_name,
+            _text(bounded_traceback(traceback)),
+            max(0.0, float(delay_seconds)),
         )
+        # A replay that finds the run pending with our generation found our own committed write.
+        return await self._fenced("retry_later", RETRY_LATER, run_id, generation, logs, params, "pending")
 
     async def release_run(self, run_id: str, generation: int) -> WriteResult:
         return await self._fenced("release_run", RELEASE, run_id, generation, (), (), "pending")
@@ -702,7 +746,9 @@ class PostgresStore(Store):
         async def retry(conn: Any, replay: bool) -> RunRecord | None:
             row = await conn.fetchrow(
                 "UPDATE runs SET status = 'pending', error = NULL, failed_step_name = NULL, "
-                "completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, updated_at = now() "
+                "traceback = NULL, completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, "
+                "failed_attempts = 0, not_before = NULL, "
+                "updated_at = now() "
                 f"WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {RUN_SELECT}, {NOTIFY}",
                 run_id,
             )
@@ -754,6 +800,110 @@ class PostgresStore(Store):
                 return len(ids)
 
         return await self._run("purge_runs", purge)
+
+    # -- the worker registry ---------------------------------------------------------------------------
+    async def register_worker(self, info: WorkerInfo) -> None:
+        args = (
+            info.id,
+            info.host,
+            info.host_key,
+            info.pid,
+            info.process_start,
+            info.version,
+            dumps(list(info.jobs)),
+            info.concurrency,
+            float(info.lease_seconds),
+        )
+
+        async def register(conn: Any, replay: bool) -> None:
+            await conn.execute(
+                "INSERT INTO workers (id, host, host_key, pid, process_start, version, jobs, concurrency, "
+                "lease_seconds, runs_held, started_at, heartbeat_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8, $9, 0, clock_timestamp(), clock_timestamp()) "
+                "ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, host_key = EXCLUDED.host_key, "
+                "pid = EXCLUDED.pid, process_start = EXCLUDED.process_start, version = EXCLUDED.version, "
+                "jobs = EXCLUDED.jobs, concurrency = EXCLUDED.concurrency, "
+                "lease_seconds = EXCLUDED.lease_seconds, heartbeat_at = EXCLUDED.heartbeat_at, "
+                "gone_at = NULL, gone_by = NULL",
+                *args,
+            )
+
+        await self._run("register_worker", register)
+
+    async def heartbeat_worker(self, worker_id: str, runs_held: int) -> bool:
+        async def beat(conn: Any, replay: bool) -> bool:
+            return bool(await conn.fetchval(BEAT, worker_id, runs_held))
+
+        return await self._run("heartbeat_worker", beat)
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        async def delete(conn: Any, replay: bool) -> None:
+            await conn.execute("DELETE FROM workers WHERE id = $1", worker_id)
+
+        await self._run("deregister_worker", delete)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        async def read(conn: Any, replay: bool) -> list[WorkerRecord]:
+            rows = await conn.fetch(
+                f"SELECT {columns(WORKER_COLUMNS)}, clock_timestamp() AS read_at FROM workers "
+                "ORDER BY started_at, id"
+            )
+            if not rows:
+                return []
+            return [worker_from_row(r, r["read_at"]) for r in rows]
+
+        return await self._run("list_workers", read)
+
+    async def take_over_worker(self, worker_id: str, by: str) -> list[str]:
+        async def take(conn: Any, replay: bool) -> list[str]:
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE workers SET gone_at = COALESCE(gone_at, clock_timestamp()), "
+                    "gone_by = COALESCE(gone_by, $2) WHERE id = $1",
+                    worker_id,
+                    by,
+                )
+                rows = await conn.fetch(
+                    "UPDATE runs SET lease_expires_at = clock_timestamp() - interval '1 millisecond' "
+                    "WHERE worker_id = $1 AND status = 'running' AND lease_expires_at >= clock_timestamp() "
+                    f"RETURNING id, {NOTIFY}",
+                    worker_id,
+                )
+            return [r["id"] for r in rows]
+
+        return await self._run("take_over_worker", take)
+
+    async def purge_workers(self, older_than: datetime) -> int:
+        cutoff = _aware(older_than)
+
+        async def purge(conn: Any, replay: bool) -> int:
+            rows = await conn.fetch("DELETE FROM workers WHERE heartbeat_at < $1 RETURNING 1", cutoff)
+            return len(rows)
+
+        return await self._run("purge_workers", purge)
+
+    async def pending_counts(self) -> dict[str, int]:
+        async def read(conn: Any, replay: bool) -> dict[str, int]:
+            rows = await conn.fetch(
+                "SELECT job_name, count(*) AS n FROM runs WHERE status = 'pending' GROUP BY job_name"
+            )
+            return {r["job_name"]: r["n"] for r in rows}
+
+        return await self._run("pending_counts", read)
+
+    async def queue_blocker(self, run_id: str) -> RunRecord | None:
+        async def read(conn: Any, replay: bool) -> RunRecord | None:
+            row = await conn.fetchrow(
+                f"SELECT {columns(RUN_COLUMNS, 'o.')} FROM runs r JOIN runs o "
+                f"ON o.concurrency_key = r.concurrency_key AND o.seq <> r.seq AND o.status IN {ACTIVE_SQL} "
+                "AND (o.seq < r.seq OR (o.status = 'running' AND o.lease_expires_at >= now())) "
+                "WHERE r.id = $1 AND r.concurrency_key IS NOT NULL "
+                "ORDER BY o.status = 'running' DESC, o.seq LIMIT 1",
+                run_id,
+            )
+            return None if row is None else run_from_row(row)
+
+        return await self._run("queue_blocker", read)
 
     # -- schedules ----------------------------------------------------------------------------------
     async def get_cursors(self) -> dict[str, datetime]:

@@ -26,6 +26,7 @@ from .base import (
     Progress,
     RunRecord,
     StepRecord,
+    WorkerRecord,
     WriteResult,
 )
 
@@ -37,6 +38,9 @@ __all__ = [
     "LOG_COLUMNS",
     "RUN_COLUMNS",
     "STEP_COLUMNS",
+    "TRACEBACK_LIMIT",
+    "WORKER_COLUMNS",
+    "bounded_traceback",
     "check_schema_version",
     "columns",
     "fence_result",
@@ -44,6 +48,7 @@ __all__ = [
     "log_from_row",
     "run_from_row",
     "step_from_row",
+    "worker_from_row",
 ]
 
 Row = Mapping[str, Any]
@@ -72,10 +77,33 @@ RUN_COLUMNS: tuple[str, ...] = (
     "started_at",
     "completed_at",
     "updated_at",
+    "traceback",
+    "failed_attempts",
+    "not_before",
+    "retry_policy",
+    "timeout",
 )
 STEP_COLUMNS: tuple[str, ...] = ("run_id", "name", "idx", "output", "started_at", "completed_at")
 LOG_COLUMNS: tuple[str, ...] = ("id", "run_id", "step_name", "level", "message", "data", "created_at")
 FIRE_COLUMNS: tuple[str, ...] = ("schedule", "fire_time", "outcome", "run_id", "recorded_at")
+WORKER_COLUMNS: tuple[str, ...] = (
+    "id",
+    "host",
+    "host_key",
+    "pid",
+    "process_start",
+    "version",
+    "jobs",
+    "concurrency",
+    "lease_seconds",
+    "runs_held",
+    "started_at",
+    "heartbeat_at",
+    "gone_at",
+    "gone_by",
+)
+TRACEBACK_LIMIT = 16 * 1024
+"""Characters of a traceback kept on a run (the end: the innermost frames and the error)."""
 
 ACTIVE_SQL = "('pending', 'running')"
 """Statuses of runs that are not finished (the partial indexes are defined on exactly this list)."""
@@ -108,6 +136,7 @@ def run_from_row(row: Row, time: TimeFn = _same) -> RunRecord:
         else Progress(current=current, total=row["progress_total"], message=row["progress_message"])
     )
     output = row["output"]
+    policy = row["retry_policy"]
     return RunRecord(
         id=row["id"],
         job_name=row["job_name"],
@@ -129,7 +158,43 @@ def run_from_row(row: Row, time: TimeFn = _same) -> RunRecord:
         started_at=time(row["started_at"]),
         completed_at=time(row["completed_at"]),
         updated_at=_required(time(row["updated_at"]), "updated_at"),
+        traceback=row["traceback"],
+        failed_attempts=row["failed_attempts"],
+        not_before=time(row["not_before"]),
+        retry_policy=None if policy is None else json.loads(policy),
+        timeout=row["timeout"],
     )
+
+
+def worker_from_row(row: Row, read_at: datetime, time: TimeFn = _same) -> WorkerRecord:
+    return WorkerRecord(
+        id=row["id"],
+        host=row["host"],
+        host_key=row["host_key"],
+        pid=row["pid"],
+        process_start=row["process_start"],
+        version=row["version"],
+        jobs=tuple(json.loads(row["jobs"])),
+        concurrency=row["concurrency"],
+        lease_seconds=float(row["lease_seconds"]),
+        runs_held=row["runs_held"],
+        started_at=_required(time(row["started_at"]), "started_at"),
+        heartbeat_at=_required(time(row["heartbeat_at"]), "heartbeat_at"),
+        gone_at=time(row["gone_at"]),
+        gone_by=row["gone_by"],
+        read_at=read_at,
+    )
+
+
+def bounded_traceback(text: str | None, limit: int = TRACEBACK_LIMIT) -> str | None:
+    """A traceback cut to its last ``limit`` characters (the innermost frames and the error)."""
+    if text is None or len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    newline = cut.find("\n")
+    if 0 <= newline < 200:
+        cut = cut[newline + 1 :]  # start at a line
+    return f"[... {len(text) - len(cut)} characters of the traceback cut ...]\n{cut}"
 
 
 def step_from_row(row: Row, time: TimeFn = _same) -> StepRecord:

@@ -29,6 +29,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -53,6 +54,8 @@ from .base import (
     RunStatus,
     StepRecord,
     Store,
+    WorkerInfo,
+    WorkerRecord,
     WriteResult,
 )
 from .rows import (
@@ -63,6 +66,8 @@ from .rows import (
     LOG_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
+    WORKER_COLUMNS,
+    bounded_traceback,
     check_schema_version,
     columns,
     fence_result,
@@ -70,6 +75,7 @@ from .rows import (
     log_from_row,
     run_from_row,
     step_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger("durably_sched.store.sqlite")
@@ -372,9 +378,10 @@ class SqliteStore(Store):
         # INDEXED BY: read only active runs, however much history the table holds (the planner
         # would otherwise pick runs_job and walk every run the job ever had).
         scan = (
-            f"SELECT seq, concurrency_key FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE_SQL} "
-            f"AND job_name IN ({marks}) {only_clause}"
-            "AND (status = 'pending' OR lease_expires_at < ?) AND seq > ? ORDER BY seq LIMIT 256"
+            "SELECT seq, concurrency_key, worker_id FROM runs INDEXED BY runs_active "
+            f"WHERE status IN {ACTIVE_SQL} AND job_name IN ({marks}) {only_clause}"
+            "AND (status = 'pending' OR lease_expires_at < ?) AND (not_before IS NULL OR not_before <= ?) "
+            "AND seq > ? ORDER BY seq LIMIT 256"
         )
 
         def claim(conn: sqlite3.Connection) -> list[RunRecord]:
@@ -384,7 +391,7 @@ class SqliteStore(Store):
             last_seq = 0
             while len(claimed) < limit:
                 # Each page is read completely before any update (no update under a live cursor).
-                page = conn.execute(scan, [*jobs, *only, now, last_seq]).fetchall()
+                page = conn.execute(scan, [*jobs, *only, now, now, last_seq]).fetchall()
                 if not page:
                     break
                 for candidate in page:
@@ -405,10 +412,10 @@ class SqliteStore(Store):
                     row = conn.execute(
                         "UPDATE runs SET status = 'running', generation = generation + 1, worker_id = ?, "
                         "lease_expires_at = ?, started_at = COALESCE(started_at, ?), attempt = attempt + 1, "
-                        f"updated_at = ? WHERE seq = ? RETURNING {RUN_SELECT}",
+                        f"not_before = NULL, updated_at = ? WHERE seq = ? RETURNING {RUN_SELECT}",
                         (worker_id, now + lease_ms, now, now, seq),
                     ).fetchone()
-                    claimed.append(_run(row))
+                    claimed.append(replace(_run(row), previous_worker_id=candidate["worker_id"]))
                     if len(claimed) >= limit:
                         break
             return claimed
@@ -417,14 +424,22 @@ class SqliteStore(Store):
         return result
 
     async def renew_leases(
-        self, leases: Sequence[tuple[str, int]], lease_seconds: float
+        self,
+        leases: Sequence[tuple[str, int]],
+        lease_seconds: float,
+        *,
+        worker: tuple[str, int] | None = None,
     ) -> dict[str, WriteResult]:
         if not leases:
+            if worker is not None:
+                await self.heartbeat_worker(*worker)
             return {}
         lease_ms = int(lease_seconds * 1000)
 
         def renew(conn: sqlite3.Connection) -> dict[str, WriteResult]:
             now = _now_ms()
+            if worker is not None:
+                _beat(conn, worker[0], worker[1], now)
             out: dict[str, WriteResult] = {}
             for run_id, generation in leases:
                 row = conn.execute(
@@ -526,12 +541,36 @@ class SqliteStore(Store):
         error: str,
         failed_step_name: str | None,
         logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
     ) -> WriteResult:
         return await self._fenced_update(
             run_id,
             generation,
-            "status = 'failed', error = ?, failed_step_name = ?, completed_at = ?, lease_expires_at = NULL",
-            (error, failed_step_name, _now_ms()),
+            "status = 'failed', error = ?, failed_step_name = ?, traceback = ?, completed_at = ?, "
+            "lease_expires_at = NULL, failed_attempts = failed_attempts + 1",
+            (error, failed_step_name, bounded_traceback(traceback), _now_ms()),
+            logs,
+            statuses="('running')",
+        )
+
+    async def retry_later(
+        self,
+        run_id: str,
+        generation: int,
+        error: str,
+        failed_step_name: str | None,
+        delay_seconds: float,
+        logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
+    ) -> WriteResult:
+        return await self._fenced_update(
+            run_id,
+            generation,
+            "status = 'pending', error = ?, failed_step_name = ?, traceback = ?, not_before = ?, "
+            "lease_expires_at = NULL, failed_attempts = failed_attempts + 1",
+            (error, failed_step_name, bounded_traceback(traceback), _now_ms() + _delay_ms(delay_seconds)),
             logs,
             statuses="('running')",
         )
@@ -565,7 +604,8 @@ class SqliteStore(Store):
             now = _now_ms()
             conn.execute(
                 "UPDATE runs SET status = 'pending', error = NULL, failed_step_name = NULL, "
-                "completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, updated_at = ? "
+                "traceback = NULL, completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, "
+                "failed_attempts = 0, not_before = NULL, updated_at = ? "
                 "WHERE id = ? AND status IN ('failed', 'cancelled')",
                 (now, run_id),
             )
@@ -607,6 +647,98 @@ class SqliteStore(Store):
 
         result: int = await self._write(purge, heavy=True)
         return result
+
+    # -- the worker registry ---------------------------------------------------------------
+    async def register_worker(self, info: WorkerInfo) -> None:
+        def register(conn: sqlite3.Connection) -> None:
+            now = _now_ms()
+            conn.execute(
+                f"INSERT INTO workers ({columns(WORKER_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL) "
+                "ON CONFLICT (id) DO UPDATE SET host = excluded.host, host_key = excluded.host_key, "
+                "pid = excluded.pid, process_start = excluded.process_start, version = excluded.version, "
+                "jobs = excluded.jobs, concurrency = excluded.concurrency, "
+                "lease_seconds = excluded.lease_seconds, heartbeat_at = excluded.heartbeat_at, "
+                "gone_at = NULL, gone_by = NULL",
+                (
+                    info.id,
+                    info.host,
+                    info.host_key,
+                    info.pid,
+                    info.process_start,
+                    info.version,
+                    dumps(list(info.jobs)),
+                    info.concurrency,
+                    float(info.lease_seconds),
+                    now,
+                    now,
+                ),
+            )
+
+        await self._write(register)
+
+    async def heartbeat_worker(self, worker_id: str, runs_held: int) -> bool:
+        def beat(conn: sqlite3.Connection) -> bool:
+            return _beat(conn, worker_id, runs_held, _now_ms())
+
+        result: bool = await self._write(beat)
+        return result
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+        await self._write(delete)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        now = ms_to_dt(_now_ms())
+        assert now is not None
+        rows = await self._read(f"SELECT {columns(WORKER_COLUMNS)} FROM workers ORDER BY started_at, id")
+        return [worker_from_row(r, now, ms_to_dt) for r in rows]
+
+    async def take_over_worker(self, worker_id: str, by: str) -> list[str]:
+        def take(conn: sqlite3.Connection) -> list[str]:
+            now = _now_ms()
+            conn.execute(
+                "UPDATE workers SET gone_at = COALESCE(gone_at, ?), gone_by = COALESCE(gone_by, ?) "
+                "WHERE id = ?",
+                (now, by, worker_id),
+            )
+            rows = conn.execute(
+                "UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status = 'running' "
+                "AND lease_expires_at >= ? RETURNING id",
+                (now - 1, worker_id, now),
+            ).fetchall()
+            return [r["id"] for r in rows]
+
+        result: list[str] = await self._write(take)
+        return result
+
+    async def purge_workers(self, older_than: datetime) -> int:
+        cutoff = dt_to_ms(older_than)
+
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (cutoff,)).rowcount
+
+        result: int = await self._write(purge)
+        return result
+
+    async def pending_counts(self) -> dict[str, int]:
+        rows = await self._read(
+            "SELECT job_name, count(*) AS n FROM runs WHERE status = 'pending' GROUP BY job_name"
+        )
+        return {r["job_name"]: r["n"] for r in rows}
+
+    async def queue_blocker(self, run_id: str) -> RunRecord | None:
+        rows = await self._read(
+            f"SELECT {columns(RUN_COLUMNS, 'o.')} FROM runs r JOIN runs o "
+            f"ON o.concurrency_key = r.concurrency_key AND o.seq != r.seq AND o.status IN {ACTIVE_SQL} "
+            "AND (o.seq < r.seq OR (o.status = 'running' AND o.lease_expires_at >= ?)) "
+            "WHERE r.id = ? AND r.concurrency_key IS NOT NULL ORDER BY o.status = 'running' DESC, o.seq "
+            "LIMIT 1",
+            (_now_ms(), run_id),
+        )
+        return _run(rows[0]) if rows else None
 
     # -- schedules ------------------------------------------------------------------------
     async def get_cursors(self) -> dict[str, datetime]:
@@ -706,10 +838,23 @@ class SqliteStore(Store):
         return result
 
 
+def _delay_ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _beat(conn: sqlite3.Connection, worker_id: str, runs_held: int, now: int) -> bool:
+    row = conn.execute(
+        "UPDATE workers SET heartbeat_at = ?, runs_held = ? WHERE id = ? RETURNING 1",
+        (now, runs_held, worker_id),
+    ).fetchone()
+    return row is not None
+
+
 def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRecord, Disposition]:
     row = conn.execute(
         "INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, "
-        "schedule_name, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) "
+        "schedule_name, retry_policy, timeout, created_at, updated_at) "
+        "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         f"ON CONFLICT DO NOTHING RETURNING {RUN_SELECT}",
         (
             run.id,
@@ -719,6 +864,8 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRec
             run.concurrency_key,
             dumps(run.labels),
             run.labels.get("schedule"),
+            None if run.retry_policy is None else dumps(run.retry_policy),
+            run.timeout,
             now,
             now,
         ),
