@@ -18,6 +18,7 @@ from .errors import (
     RunNotFoundError,
     UnknownJobError,
 )
+from .retry import Retry, RetryPolicyError, parse_seconds
 from .events import EventEmitter, RunCancelEvent, RunRetryEvent, RunTriggerEvent
 from .jobs import JobDefinition
 from .store import database_url, open_store
@@ -32,6 +33,7 @@ from .store.base import (
     RunStatus,
     StepRecord,
     Store,
+    WorkerRecord,
 )
 from .waiters import Waiters
 from .worker import Worker
@@ -89,8 +91,14 @@ class JobHandle(Generic[O]):
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> Run:
-        runs = await self._durably._trigger_many(self.job, [input], idempotency_key, concurrency_key, labels)
+        """Trigger a run. ``retry`` (a Retry, or a mapping of fields to change in the job's policy)
+        and ``run_timeout`` override the job's for this run and are stored with it."""
+        runs = await self._durably._trigger_many(
+            self.job, [input], idempotency_key, concurrency_key, labels, retry=retry, run_timeout=run_timeout
+        )
         return runs[0]
 
     async def batch_trigger(
@@ -99,10 +107,14 @@ class JobHandle(Generic[O]):
         *,
         concurrency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> list[Run]:
         """Trigger one run per input in a single write (all validated first; nothing is stored if
-        any input is invalid). The runs share ``concurrency_key`` and ``labels``."""
-        return await self._durably._trigger_many(self.job, list(inputs), None, concurrency_key, labels)
+        any input is invalid). The runs share ``concurrency_key``, ``labels`` and overrides."""
+        return await self._durably._trigger_many(
+            self.job, list(inputs), None, concurrency_key, labels, retry=retry, run_timeout=run_timeout
+        )
 
     async def trigger_and_wait(
         self,
@@ -112,14 +124,25 @@ class JobHandle(Generic[O]):
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> RunResult[O]:
+        """Trigger a run and wait until it finishes (retries included); ``timeout`` bounds the wait,
+        ``run_timeout`` each attempt of the run."""
         durably = self._durably
         waiters = durably.waiters
         run_id = str(uuid.uuid4())
         waiter = waiters.add(run_id)
         try:
             runs = await durably._trigger_many(
-                self.job, [input], idempotency_key, concurrency_key, labels, run_ids=[run_id]
+                self.job,
+                [input],
+                idempotency_key,
+                concurrency_key,
+                labels,
+                run_ids=[run_id],
+                retry=retry,
+                run_timeout=run_timeout,
             )
             run = runs[0]
             if run.id != run_id:  # idempotent: an existing run
@@ -284,8 +307,13 @@ class Durably:
         concurrency_key: str | None,
         labels: Mapping[str, str] | None,
         run_ids: Sequence[str] | None = None,
+        *,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> list[Run]:
         label_map = _check_labels(labels)
+        policy = stored_retry_policy(job, retry)
+        seconds = stored_timeout(job, run_timeout)
         new_runs = [
             NewRun(
                 id=run_ids[i] if run_ids else str(uuid.uuid4()),
@@ -294,6 +322,8 @@ class Durably:
                 idempotency_key=idempotency_key,
                 concurrency_key=concurrency_key,
                 labels=label_map,
+                retry_policy=policy,
+                timeout=seconds,
             )
             for i, raw in enumerate(inputs)
         ]
@@ -324,18 +354,28 @@ class Durably:
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
         labels: Mapping[str, str] | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> Run:
         """Trigger a job by its name (``durably.jobs.<key>.trigger`` is the usual way)."""
         job = self.job_by_name(job_name)
-        runs = await self._trigger_many(job, [input], idempotency_key, concurrency_key, labels)
+        runs = await self._trigger_many(
+            job, [input], idempotency_key, concurrency_key, labels, retry=retry, run_timeout=run_timeout
+        )
         return runs[0]
 
     async def fire(self, fire: Fire) -> FireResult:
         """Handle one schedule fire time (used by the scheduler, slot triggers and backfills)."""
         if fire.run is not None:
-            # Store the validated form, exactly as a direct trigger would (defaults filled in).
-            stored = self.job_by_name(fire.run.job_name).validate_input(fire.run.input)
-            fire = dataclasses.replace(fire, run=dataclasses.replace(fire.run, input=stored))
+            # Store the validated form, exactly as a direct trigger would (defaults filled in); a
+            # schedule's retry override is completed from the job's policy.
+            job = self.job_by_name(fire.run.job_name)
+            stored = job.validate_input(fire.run.input)
+            policy = stored_retry_policy(job, fire.run.retry_policy)
+            seconds = stored_timeout(job, fire.run.timeout)
+            fire = dataclasses.replace(
+                fire, run=dataclasses.replace(fire.run, input=stored, retry_policy=policy, timeout=seconds)
+            )
         result = await self.store.fire(fire)
         if result.run is not None and result.outcome == "triggered":
             self._after_trigger([Run(result.run, "created")])
@@ -413,7 +453,8 @@ class Durably:
         return await self.store.get_logs(run_id, after_id, limit)
 
     async def retry(self, run_id: str) -> RunRecord:
-        """A failed or cancelled run goes back to pending; it resumes after its last completed step."""
+        """A failed or cancelled run goes back to pending; it resumes after its last completed step,
+        with a fresh retry budget (its failed attempts are counted from zero again)."""
         record = await self.store.retry_run(run_id)
         if record is None:
             raise RunNotFoundError(f"no run with id '{run_id}'")
@@ -461,6 +502,66 @@ class Durably:
             if n < batch_size:
                 return total
 
+    # -- workers -----------------------------------------------------------------------------------
+    async def list_workers(self) -> list[WorkerRecord]:
+        """The worker registry: every worker process that registered and has not stopped cleanly
+        (``state`` live, stale or gone; rows of dead workers are kept for a day)."""
+        return await self.store.list_workers()
+
+    async def jobs_without_worker(self) -> dict[str, int]:
+        """Pending runs of jobs that no live worker has, by job name (say, a job added after the
+        running ``serve`` started: it runs once a ``serve`` with that code is started)."""
+        pending = await self.store.pending_counts()
+        if not pending:
+            return {}
+        served: set[str] = set()
+        for worker in await self.store.list_workers():
+            if worker.alive:
+                served.update(worker.jobs)
+        return {job: count for job, count in sorted(pending.items()) if job not in served}
+
+    async def waiting_reason(self, run: RunRecord) -> str | None:
+        """Why a pending run has not started (None for other statuses): its retry backoff, an
+        earlier run of its concurrency key, no live worker with its job, or busy workers."""
+        if run.status != "pending":
+            return None
+        now = datetime.now(UTC)
+        if run.not_before is not None and run.not_before > now:
+            wait = (run.not_before - now).total_seconds()
+            return f"retry backoff after {run.failed_attempts} failed attempt(s), {wait:.0f}s left"
+        blocker = await self.store.queue_blocker(run.id)
+        if blocker is not None:
+            return f"concurrency key '{run.concurrency_key}': run {blocker.id} ({blocker.status}) goes first"
+        if run.job_name in await self.jobs_without_worker():
+            return f"no live worker has job '{run.job_name}'"
+        return "for a free worker slot"
+
+
+def stored_retry_policy(
+    job: JobDefinition[Any, Any], override: Retry | Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """What a run stores of a retry override: the complete policy (the job's, with the fields the
+    override changes), or None when there is no override (the job's policy applies as it is)."""
+    if override is None:
+        return None
+    if isinstance(override, Retry):
+        return override.to_json()
+    if not isinstance(override, Mapping):
+        raise TypeError(f"retry must be a Retry or a mapping of its fields (got {type(override).__name__})")
+    try:
+        return (job.retry or Retry()).merged(override).to_json()
+    except RetryPolicyError as exc:
+        raise ValueError(f"job '{job.name}': retry.{exc}") from None
+
+
+def stored_timeout(job: JobDefinition[Any, Any], value: float | timedelta | str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_seconds(value, "timeout", allow_zero=False)
+    except RetryPolicyError as exc:
+        raise ValueError(f"job '{job.name}': {exc}") from None
+
 
 def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     if not labels:
@@ -493,4 +594,12 @@ def create_durably(
     )
 
 
-__all__ = ["Durably", "JobHandle", "Run", "RunResult", "create_durably"]
+__all__ = [
+    "Durably",
+    "JobHandle",
+    "Run",
+    "RunResult",
+    "create_durably",
+    "stored_retry_policy",
+    "stored_timeout",
+]

@@ -144,6 +144,8 @@ class Worker:
         self.lease_losses = 0
         self.takeovers = 0
         """Workers on this host found gone, whose runs this worker made claimable at once."""
+        self.registry_checks = 0
+        """Passes that looked for gone workers on this host (one at start, one per heartbeat)."""
         self.identity: HostIdentity | None = None
         self.registered = False
         self._warnings = RateLimitedLog(log)
@@ -323,6 +325,7 @@ class Worker:
             await self.take_over_gone_workers()
         except Exception as exc:
             self._report(exc, "takeover")
+        self.registry_checks += 1
 
     # -- claiming ----------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
