@@ -18,9 +18,9 @@ from .errors import (
     RunNotFoundError,
     UnknownJobError,
 )
-from .retry import Retry, RetryPolicyError, parse_seconds
 from .events import EventEmitter, RunCancelEvent, RunRetryEvent, RunTriggerEvent
 from .jobs import JobDefinition
+from .retry import Retry, RetryPolicyError, parse_seconds
 from .store import database_url, open_store
 from .store.base import (
     Disposition,
