@@ -85,6 +85,19 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _OneLineFormatter(logging.Formatter):
+    """One line per record: a traceback (of a run that failed under ``trigger --here``, say) is left
+    to ``runs show``, where it is stored; the command itself prints the error and its frame."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return " ".join(super().format(record).split())
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 def _plain_logging() -> Callable[[], None]:
     """Commands other than serve: warnings and errors only, one line each, on stderr.
 
@@ -93,7 +106,7 @@ def _plain_logging() -> Callable[[], None]:
     root = logging.getLogger()
     level = root.level
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
 
