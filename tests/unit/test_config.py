@@ -398,7 +398,8 @@ def test_duplicate_keys_are_errors_at_every_level(text: str, line: int, expected
         (
             "schedules:\n  a:\n    cron: '0 1 * * *'\n    job: cleanup\n    retries: 3\n",
             5,
-            "schedule 'a': retries: unknown key (retries are set as 'retry: {max_attempts: 3, backoff: 30s}')",
+            "schedule 'a': retries: unknown key "
+            "(retries are set as 'retry: {max_attempts: 3, backoff: 30s}')",
         ),
         (
             "schedules:\n  a:\n    cron: '0 1 * * *'\n    job: cleanup\n    tries: 3\n",
