@@ -522,19 +522,20 @@ class Durably:
 
     async def waiting_reason(self, run: RunRecord) -> str | None:
         """Why a pending run has not started (None for other statuses): its retry backoff, an
-        earlier run of its concurrency key, no live worker with its job, or busy workers."""
+        earlier run of its concurrency key, no live worker with its job, or a worker to claim it."""
         if run.status != "pending":
             return None
         now = datetime.now(UTC)
         if run.not_before is not None and run.not_before > now:
             wait = (run.not_before - now).total_seconds()
-            return f"retry backoff after {run.failed_attempts} failed attempt(s), {wait:.0f}s left"
+            tries = f"{run.failed_attempts} failed attempt{'s' if run.failed_attempts != 1 else ''}"
+            return f"retry after {tries}, in {max(wait, 0.5):.0f}s"
         blocker = await self.store.queue_blocker(run.id)
         if blocker is not None:
             return f"concurrency key '{run.concurrency_key}': run {blocker.id} ({blocker.status}) goes first"
         if run.job_name in await self.jobs_without_worker():
             return f"no live worker has job '{run.job_name}'"
-        return "for a free worker slot"
+        return "for a worker to claim it"
 
 
 def stored_retry_policy(

@@ -306,9 +306,9 @@ class Worker:
             runs = await self.store.take_over_worker(worker.id, self.worker_id)
             self.takeovers += 1
             taken.append(worker.id)
-            held = (
-                f"its {len(runs)} run{'s' if len(runs) != 1 else ''} resume now" if runs else "it held no run"
-            )
+            held = "it held no run"
+            if runs:
+                held = "its run resumes now" if len(runs) == 1 else f"its {len(runs)} runs resume now"
             log.warning(
                 "worker %s (pid %d on this host) is gone: %s%s",
                 worker.id,
@@ -404,7 +404,7 @@ class Worker:
         if run.failed_attempts:
             policy = effective_retry(self.jobs.get(run.job_name), run)
             budget = f" of {policy.max_attempts}" if policy is not None else ""
-            notes.append(f"{run.failed_attempts}{budget} failed before")
+            notes.append(f"try {run.failed_attempts + 1}{budget}")
         if previous and previous != self.worker_id:
             notes.append(f"previous holder {previous}")
         log.info(

@@ -16,6 +16,7 @@ from .runs import runs
 from .schedules import schedules
 from .serve import serve
 from .trigger import trigger
+from .workers import workers
 
 __all__ = ["main"]
 
@@ -30,6 +31,7 @@ Examples:
   durably-sched trigger process-image --input '{{"filename": "cat.ppm"}}' --wait
   durably-sched runs list --status failed
   durably-sched schedules next
+  durably-sched workers list
 
 {EXIT_CODES_HELP}""",
 )
@@ -117,5 +119,5 @@ def _plain_logging() -> Callable[[], None]:
     return restore
 
 
-for command in (serve, migrate, healthcheck, trigger, runs, schedules):
+for command in (serve, migrate, healthcheck, trigger, runs, schedules, workers):
     main.add_command(command)

@@ -17,6 +17,7 @@ from .._durations import format_duration
 from ..durably import Durably, create_durably
 from ..errors import ConfigError
 from ..jobs import JobDefinition
+from ..ops.orphans import OrphanedJobsWatch
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.scheduler import Scheduler
 from ._base import (
@@ -148,6 +149,7 @@ class Server:
         http_server: Any = None
         metrics: Any = None
         retention: Any = None
+        orphans: OrphanedJobsWatch | None = None
         try:
             await durably.migrate()
             await durably.start(worker=opts.worker)
@@ -161,11 +163,19 @@ class Server:
                 )
             http_server, metrics = await self._start_http(durably)
             retention = self._start_retention(durably)
+            orphans = OrphanedJobsWatch(durably, first_after=max(2 * opts.heartbeat_interval, 5.0))
+            orphans.start()
             where = HttpAddress(http_server.host or "0.0.0.0", http_server.port) if http_server else None
             self._log_started(durably, jobs, str(where) if where else None, retention is not None)
             await self.stop_requested.wait()
-            log.info("stopping: running steps get up to %ss to checkpoint", f"{opts.stop_grace:g}")
+            log.info(
+                "stopping: no new step starts; steps in flight get up to %ss to finish, then their "
+                "runs are released",
+                f"{opts.stop_grace:g}",
+            )
         finally:
+            if orphans is not None:
+                await orphans.stop()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -282,9 +292,15 @@ the file is picked up once it appears. The file is checked every second and relo
 it changes; an invalid version is logged and the last good one stays in force.
 
 \b
-SIGTERM or SIGINT: stop firing and claiming, give running steps --stop-grace to finish and
-checkpoint, release the leases of runs still unfinished (another process resumes them at
-once), exit 0. A second signal exits at once."""
+SIGTERM or SIGINT: stop firing and claiming; no new step starts in any run (a run reaching
+its next step is released at once, its completed steps kept); the steps in flight get
+--stop-grace to finish and checkpoint; then every run still held is released (another
+process resumes it at once) and each release is logged; exit 0. A second signal exits at
+once.
+
+
+Job code is imported once, at start: restart serve after adding or changing jobs (runs of a
+job no live worker has are reported in the log, in `runs show` and as a metric)."""
 
 
 @click.command("serve", cls=CliCommand, epilog=EPILOG)

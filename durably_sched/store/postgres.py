@@ -52,9 +52,10 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
+from .._ratelimit import RateLimitedLog
+from ..errors import DatabaseUnavailableError, DatabaseUrlError, SchemaVersionError, StoreError
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
-from ._pg_errors import describe, is_connection_error, is_transient
+from ._pg_errors import describe, error_class, hint, is_connection_error, is_transient
 from ._pg_listener import Listener
 from ._pg_sql import (
     APPEND_LOGS,
@@ -249,6 +250,7 @@ class PostgresStore(Store):
         self.where = f"PostgreSQL at {host}:{port}, database '{self.database}'"
         self._password = unquote(parts.password) if parts.password else None
         self._pool: Any = None
+        self._warnings = RateLimitedLog(log)
         self._listener = Listener(self._dsn, self._server_settings(), self.where, lambda: self._wakeup)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -285,7 +287,9 @@ class PostgresStore(Store):
             reason = exc.strerror or str(exc) or type(exc).__name__
         else:
             reason = describe(exc)
-        return StoreError(self._redact(f"cannot connect to {self.where}: {reason}"))
+        unreachable = isinstance(exc, OSError | TimeoutError) or is_connection_error(exc)
+        kind = DatabaseUnavailableError if unreachable else StoreError
+        return kind(self._redact(f"cannot connect to {self.where}: {reason}"))
 
     def _redact(self, text: str) -> str:
         password = getattr(self, "_password", None)
@@ -355,21 +359,26 @@ class PostgresStore(Store):
                 if isinstance(exc, asyncpg.InterfaceError) and "pool is clos" in str(exc):
                     raise StoreError("store is closed") from None
                 if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
-                    hint = ""
-                    if isinstance(exc, (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError)):
-                        hint = " (is the schema migrated? run `durably-sched migrate`)"
-                    raise StoreError(f"{what} on {self.where} failed: {describe(exc)}{hint}") from exc
+                    raise error_class(exc)(
+                        f"{what} on {self.where} failed: {describe(exc)}{hint(exc)}"
+                    ) from exc
                 if not is_transient(exc):
                     raise
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + (self.retry_timeout if budget is None else budget)
                 if now + delay > deadline:
-                    raise StoreError(
+                    raise DatabaseUnavailableError(
                         f"{what}: lost {self.where} and could not get it back "
                         f"within {self.retry_timeout if budget is None else budget:.0f}s: {describe(exc)}"
                     ) from None
-                log.warning("%s failed (%s); retrying in %.2fs", what, describe(exc), delay)
+                self._warnings.warning(
+                    "%s failed (%s); retrying in %.2fs",
+                    what,
+                    describe(exc),
+                    delay,
+                    key=f"retry {what}: {describe(exc)}",
+                )
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
                 delay = min(delay * 2, 2.0)
                 attempt += 1

@@ -36,7 +36,15 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import aiosqlite
 
-from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
+from ..errors import (
+    DatabaseCorruptError,
+    DatabaseLockedError,
+    DatabaseReadOnlyError,
+    DatabaseUrlError,
+    DiskFullError,
+    SchemaVersionError,
+    StoreError,
+)
 from ._common import SCHEMA_VERSION, dt_to_ms, dumps, load_migrations, ms_to_dt, newer_schema_message
 from ._sqlite_writer import WriteFn, Writer
 from .base import (
@@ -84,6 +92,44 @@ RUN_SELECT = columns(RUN_COLUMNS)
 URL_OPTIONS = ("busy_timeout", "synchronous")
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+
+# SQLite's primary result codes (the low byte of an extended code).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 5, 6, 8, 10
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
+
+
+def classify_sqlite_error(exc: BaseException, path: str, busy_timeout: float) -> StoreError:
+    """The StoreError (subclass) for a sqlite3 error: what is wrong with which file, in one line."""
+    if isinstance(exc, StoreError):
+        return exc
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == SQLITE_FULL or "disk is full" in text:
+        return DiskFullError(
+            f"the disk holding {path} is full or failing ({text}): free space (or raise the file's size "
+            "limit) and the writes go through again"
+        )
+    if primary == SQLITE_READONLY or "readonly" in text or "read-only" in text:
+        return DatabaseReadOnlyError(
+            f"the database {path} is read-only here: the file or its directory is not writable "
+            f"by this user, or its filesystem is mounted read-only ({text})"
+        )
+    if primary in (SQLITE_CORRUPT, SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
+        return DatabaseCorruptError(f"the file is not a SQLite database or is corrupt ({text})")
+    if primary in (SQLITE_BUSY, SQLITE_LOCKED) or "locked" in text:
+        return DatabaseLockedError(
+            f"database {path} stayed locked for more than {busy_timeout:g}s: another process holds "
+            "its write lock"
+        )
+    if primary == SQLITE_CANTOPEN or "unable to open" in text:
+        return DatabaseReadOnlyError(
+            f"the file or its directory is not writable, or the file cannot be opened ({text})"
+        )
+    if primary == SQLITE_IOERR or "disk I/O error" in text:
+        return StoreError(f"the disk holding {path} is full or failing ({text})")
+    return StoreError(f"{path}: {text}")
 
 
 def _now_ms() -> int:
@@ -177,7 +223,7 @@ class SqliteStore(Store):
             raise DatabaseUrlError(f"database URL {url!r}: busy_timeout must be a number of seconds")
         self.read_only = read_only
         self.writer = Writer(
-            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout, explain=self._explain
+            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout, classify=self._classify
         )
         self._reader: aiosqlite.Connection | None = None
 
@@ -203,8 +249,8 @@ class SqliteStore(Store):
             await self._reader.execute_fetchall("SELECT count(*) FROM sqlite_master")
         except (sqlite3.DatabaseError, StoreError) as exc:
             await self.close()
-            reason = str(exc) if isinstance(exc, StoreError) else self._explain(exc)
-            raise StoreError(f"cannot open database {self.path}: {reason}") from None
+            error = exc if isinstance(exc, StoreError) else self._classify(exc)
+            raise type(error)(f"cannot open database {self.path}: {error}") from None
 
     async def _open_reader(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
@@ -244,14 +290,11 @@ class SqliteStore(Store):
         return conn
 
     def _explain(self, exc: BaseException) -> str:
-        text = str(exc)
-        if "not a database" in text or "malformed" in text:
-            return "the file is not a SQLite database or is corrupt"
-        if "disk is full" in text or "disk I/O error" in text:
-            return f"the disk holding {self.path} is full or failing ({text})"
-        if "unable to open" in text or "readonly" in text or "read-only" in text:
-            return "the file or its directory is not writable"
-        return text
+        return str(self._classify(exc))
+
+    def _classify(self, exc: BaseException) -> StoreError:
+        """A sqlite3 error as the StoreError subclass of its cause, in one line."""
+        return classify_sqlite_error(exc, self.path, self.busy_timeout)
 
     async def close(self) -> None:
         await self.writer.close()
@@ -273,7 +316,8 @@ class SqliteStore(Store):
         try:
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
-            raise StoreError(f"reading {self.path} failed: {self._explain(exc)}") from None
+            error = self._classify(exc)
+            raise type(error)(f"reading {self.path} failed: {error}") from None
 
     # -- schema -----------------------------------------------------------------------------
     async def migrate(self) -> int:

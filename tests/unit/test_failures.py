@@ -169,7 +169,7 @@ async def test_a_run_waiting_for_its_backoff_is_pending_held_by_nobody(make: Any
     assert waiting.not_before > datetime.now(UTC)
     assert waiting.error == "RuntimeError: down" and waiting.traceback
     reason = await durably.waiting_reason(waiting)
-    assert reason is not None and reason.startswith("retry backoff after 1 failed attempt(s)")
+    assert reason is not None and reason.startswith("retry after 1 failed attempt, in ")
 
     # Other runs go ahead meanwhile.
     async def ok(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
