@@ -160,35 +160,14 @@ def test_the_cli_prints_a_full_disk_as_one_line(tmp_path: Path) -> None:
             "j_job = define_job(name='j', run=j)\n"
         )
         env_path = str(tmp_path)
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "durably_sched.cli",
-                "--database",
-                url,
-                "--jobs",
-                "clijobs_full",
-                "migrate",
-            ],
-            cwd=env_path,
-            capture_output=True,
-            text=True,
-        )
+        cli = [sys.executable, "-m", "durably_sched.cli", "--database", url, "--jobs", "clijobs_full"]
+        run = subprocess.run([*cli, "migrate"], cwd=env_path, capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
         fill(disk)
         big = tmp_path / "big.json"
         big.write_text('{"blob": "' + "x" * 200_000 + '"}')
-        results = [
-            subprocess.run(
-                [sys.executable, "-m", "durably_sched.cli", "--database", url, "--jobs", "clijobs_full"]
-                + ["trigger", "j", "--input-file", str(big)],
-                cwd=env_path,
-                capture_output=True,
-                text=True,
-            )
-            for _ in range(3)
-        ]
+        trigger = [*cli, "trigger", "j", "--input-file", str(big)]
+        results = [subprocess.run(trigger, cwd=env_path, capture_output=True, text=True) for _ in range(3)]
         failed = [r for r in results if r.returncode != 0]
         assert failed, "the disk never filled"
         for result in failed:
