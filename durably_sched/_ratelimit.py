@@ -25,9 +25,11 @@ MAX_KEYS = 512
 class RateLimitedLog:
     """A logger front that suppresses repeats of one message for ``every`` seconds."""
 
-    def __init__(self, logger: logging.Logger, every: float = 60.0) -> None:
+    def __init__(self, logger: logging.Logger, every: float = 60.0, *, count: bool = True) -> None:
         self.logger = logger
         self.every = every
+        self.count = count
+        """Append "(repeated N more times ...)" to the next line logged after some were left out."""
         self._seen: OrderedDict[str, list[float]] = OrderedDict()  # key -> [last logged, left out]
 
     def log(self, level: int, msg: str, *args: Any, key: str | None = None, **kwargs: Any) -> bool:
@@ -42,7 +44,9 @@ class RateLimitedLog:
             state[1] += 1
             return False
         left_out = int(state[1]) if state is not None else 0
-        suffix = f" (repeated {left_out} more times in the last {self.every:g}s)" if left_out else ""
+        suffix = ""
+        if left_out and self.count:
+            suffix = f" (repeated {left_out} more times in the last {self.every:g}s)"
         self.logger.log(level, "%s%s", text, suffix, **kwargs)
         self._seen[name] = [now, 0]
         self._seen.move_to_end(name)

@@ -473,8 +473,11 @@ class Worker:
             if not ctx.lost:
                 raise
         except Exception as exc:
-            # The store failed under us: write nothing more; the lease expires and the run resumes.
+            # The store failed under us: give the run back if the store takes that write (fenced);
+            # else it resumes when its lease expires.
             self._report(exc, "execute", run.id)
+            if not ctx.lost:
+                await self._release(ctx, " after a database error")
         finally:
             # Free the slot first: a cancellation arriving during close() must not leak it.
             entry = self.active.get(run.id)

@@ -43,7 +43,7 @@ class OrphanedJobsWatch:
         self.durably = durably
         self.interval = interval
         self.first_after = first_after
-        self._warnings = RateLimitedLog(log, every=repeat_every)
+        self._warnings = RateLimitedLog(log, every=repeat_every, count=False)
         self._task: asyncio.Task[None] | None = None
         self.orphaned: dict[str, int] = {}
         """The last pass's pending runs per job that no live worker has."""
