@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from durably_sched import Retry, Step, create_durably, define_job
-from durably_sched.store.base import NewRun
 
 from ._pg import default_url, fresh_database, unreachable
 from ._util import ROOT, emit, scratch_dir
@@ -145,18 +144,21 @@ def _started_at(log: Path) -> float | None:
     return None
 
 
-async def _trigger(url: str) -> str:
-    durably = create_durably(url)
-    try:
-        await durably.migrate()
-        await durably.connect()
-        run_id = str(uuid.uuid4())
-        await durably.store.create_runs(
-            [NewRun(id=run_id, job_name="chain", input={"steps": 40, "step_seconds": 0.1})]
-        )
-        return run_id
-    finally:
-        await durably.close()
+def _trigger(url: str, work: Path, env: dict[str, str]) -> str:
+    """A 40-step run, made by the CLI of the code under test (its schema, its job module)."""
+    payload = json.dumps({"steps": 40, "step_seconds": 0.1})
+    done = subprocess.run(
+        [*CLI, "--database", url, "--jobs", JOBS_MODULE, "trigger", "chain", "--json", "--input", payload],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"trigger failed: {done.stderr.strip()}")
+    run_id: str = json.loads(done.stdout)["id"]
+    return run_id
 
 
 def measure_takeover(url: str, rounds: int, durably_root: Path, work: Path) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def measure_takeover(url: str, rounds: int, durably_root: Path, work: Path) -> d
     try:
         _wait(current.ready, 120, "the first serve started")
         for n in range(rounds):
-            run_id = asyncio.run(_trigger(url))
+            run_id = _trigger(url, work, env)
             pid = current.proc.pid
             _wait(lambda r=run_id, w=pid: _ran(effects, r, w, 2), 120, "steps ran")
             current.proc.send_signal(signal.SIGKILL)

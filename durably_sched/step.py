@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -321,7 +321,7 @@ class Step:
     async def run(
         self,
         name: str,
-        fn: Callable[[], T | Awaitable[T]] | Callable[[CancelToken], T | Awaitable[T]],
+        fn: Callable[[], object] | Callable[[CancelToken], object],
         *,
         timeout: float | timedelta | str | None = None,
     ) -> Any:
