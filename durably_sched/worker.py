@@ -49,6 +49,7 @@ from .errors import (
     RunCancelledSignal,
     RunStoppingSignal,
     RunTimeoutError,
+    StepCancelled,
     StoreError,
 )
 from .events import (
@@ -528,6 +529,15 @@ class Worker:
             raise
         except RunStoppingSignal:
             raise
+        except StepCancelled as exc:
+            # step.check_cancelled() in the job's own code (outside a step): stop as the reason says.
+            if exc.reason == "stopping":
+                raise RunStoppingSignal(run.id) from None
+            if exc.reason == "timeout" and timeout is not None:
+                await self._fail(ctx, job, RunTimeoutError(run.id, timeout), time.perf_counter() - started)
+                return
+            log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
+            return
         except (LeaseLostError, RunCancelledSignal):
             log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
             if not ctx.lost and ctx.pending_logs:

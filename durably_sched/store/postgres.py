@@ -326,8 +326,11 @@ class PostgresStore(Store):
         * checkpoint: the step row's key makes a replay insert nothing, which alone would say
           "lost"; on replay a step row written by our generation on a run we still hold is ours:
           "ok"/"cancelled" (steps record the writing generation for exactly this);
-        * complete/fail/release: on replay a run already completed/failed/pending with our
-          generation is our own committed write: "ok" (generation only changes on claims);
+        * complete/fail/release/retry_later: on replay a run already completed/failed/pending
+          with our generation is our own committed write: "ok" (generation only changes on claims);
+        * the worker registry (register, heartbeat, deregister, take_over_worker, purge): upserts,
+          stamps and deletes that leave the same state when run twice; a replayed take-over finds
+          the leases already expired and returns fewer run ids (they are claimable either way);
         * claim: runs claimed by a commit we never heard about stay running under a lease
           nobody renews; they are recovered when it expires, exactly like after a worker crash;
         * fire: on replay a fire record pointing at the run id we asked to create is ours:

@@ -9,6 +9,7 @@ tests/system/test_failures_serve.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import subprocess
@@ -698,3 +699,132 @@ async def test_log_lines_that_cannot_be_stored_are_bounded(make: Any) -> None:
         ctx.add_log(NewLog("info", f"line {i}", None, {}, datetime.now(UTC)))
     assert len(ctx.pending_logs) == MAX_PENDING_LOGS and ctx.dropped_logs == 250
     assert ctx.pending_logs[0].message == "line 250"  # the oldest were dropped
+
+
+# -- the pieces, on their own ----------------------------------------------------------------------------
+
+
+def test_retry_delays_grow_are_capped_and_jittered_downwards() -> None:
+    import random
+
+    policy = Retry(max_attempts=10, backoff=2, multiplier=3, max_backoff=60, jitter=0)
+    assert [policy.delay(n) for n in range(1, 6)] == [2, 6, 18, 54, 60]
+    jittered = Retry(backoff=10, jitter=0.5)
+    rng = random.Random(1)
+    delays = [jittered.delay(1, rng) for _ in range(200)]
+    assert all(5 <= d <= 10 for d in delays) and max(delays) - min(delays) > 3
+    assert Retry(jitter=0).delay(10_000) == 24 * 3600  # capped at a day, no overflow
+    assert Retry(backoff="30s").merged({"max_attempts": 5}) == Retry(max_attempts=5, backoff=30)
+    stored = Retry(give_up_on=(BadInput,)).to_json()
+    assert Retry.from_json(stored).retries(BadInput("x")) is False  # matched by name after storage
+    assert Retry.from_json(stored).retries(OSError("x")) is True
+
+
+def test_the_innermost_frame_of_user_code_is_found_in_a_stored_traceback() -> None:
+    from durably_sched._tracebacks import user_frame
+
+    text = """Traceback (most recent call last):
+  File "/srv/app/.venv/lib/python3.11/site-packages/durably_sched/worker.py", line 518, in _run_job
+    result = await job.run(step, payload)
+  File "/srv/app/jobs/images.py", line 12, in convert
+    await step.run("decode", lambda: decode(data))
+  File "/srv/app/jobs/images.py", line 7, in decode
+    return parse(data)
+  File "/srv/app/.venv/lib/python3.11/site-packages/ppm/reader.py", line 88, in parse
+    raise ValueError("not a binary PPM image")
+  File "/usr/lib/python3.11/json/decoder.py", line 3, in nothing
+    pass
+ValueError: not a binary PPM image
+"""
+    assert user_frame(text) == "/srv/app/jobs/images.py:7 in decode"
+    only_packages = 'Traceback (most recent call last):\n  File "/x/site-packages/pkg/mod.py", line 3, in f\n'
+    assert user_frame(only_packages) == "/x/site-packages/pkg/mod.py:3 in f"
+    assert user_frame(None) is None and user_frame("no frames here") is None
+
+
+def test_repeated_identical_warnings_are_logged_once_a_period_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from durably_sched._ratelimit import RateLimitedLog
+
+    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), every=0.2)
+    with caplog.at_level(logging.WARNING, logger="test.ratelimit"):
+        for _ in range(50):
+            limited.warning("database %s is down", "x")
+        limited.warning("another problem")
+        time.sleep(0.25)
+        limited.warning("database %s is down", "x")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "database x is down",
+        "another problem",
+        "database x is down (repeated 49 more times in the last 0.2s)",
+    ]
+
+
+def test_which_step_functions_get_a_token() -> None:
+    from durably_sched.step import _takes_token
+
+    class Exporter:
+        def run(self, token: CancelToken) -> None: ...
+
+        def plain(self) -> None: ...
+
+    def takes(token: CancelToken) -> None: ...
+
+    async def takes_async(token: CancelToken) -> None: ...
+
+    def loop_default(i: int = 1) -> None: ...
+
+    assert _takes_token(takes) and _takes_token(takes_async) and _takes_token(Exporter().run)
+    assert (
+        not _takes_token(lambda: 1) and not _takes_token(loop_default) and not _takes_token(Exporter().plain)
+    )
+    assert _takes_token(functools.partial(lambda a, token: None, 1))
+    assert not _takes_token(print)  # a builtin with no signature to read: called without one
+
+
+async def test_check_cancelled_in_the_job_body_stops_the_run_as_cancelled(make: Any) -> None:
+    gate = asyncio.Event()
+
+    async def job_fn(step: Step, payload: dict[str, Any]) -> None:
+        await step.run("one", lambda: 1)
+        await gate.wait()
+        step.check_cancelled()  # between steps, in the job's own code
+        await step.run("two", lambda: 2)
+
+    durably = await make(define_job(name="body", run=job_fn))
+    run = await durably.jobs.body.trigger({})
+    await until(lambda: _step_count(durably, run.id, 1), 10, "the first step")
+    await durably.cancel(run.id)
+    gate.set()
+    await until(lambda: not durably.worker.active, 10, "the run's task ended")
+    final = await durably.get_run(run.id)
+    assert (final.status, final.step_count) == ("cancelled", 1)
+
+
+async def _step_count(durably: Durably, run_id: str, count: int) -> bool:
+    return (await durably.get_run(run_id)).step_count >= count
+
+
+async def test_metrics_count_retries_and_runs_without_a_worker(make: Any) -> None:
+    from durably_sched.ops.metrics import Metrics
+
+    async def fails(step: Step, payload: dict[str, Any]) -> None:
+        raise RuntimeError("flaky")
+
+    durably = await make(define_job(name="fails", run=fails, retry=quick(max_attempts=2, backoff=0.05)))
+    orphan = await make(define_job(name="oops", run=_noop), start=False)
+    await orphan.jobs.oops.trigger({})
+    metrics = Metrics(durably, None)
+    try:
+        with pytest.raises(RunFailedError):
+            await durably.jobs.fails.trigger_and_wait({}, timeout=20)
+        await until(lambda: durably.worker.registered, 10, "registered")
+        await metrics.refresh()
+        text = metrics.render().decode()
+        assert 'durably_run_retries_scheduled_total{job="fails"} 1.0' in text
+        assert 'durably_runs_without_worker{job="oops"} 1.0' in text
+        assert "durably_worker_takeovers_total 0.0" in text
+    finally:
+        metrics.close()
