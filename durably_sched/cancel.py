@@ -30,6 +30,7 @@ Tokens are thread-safe: they are set on the event loop thread and read on step t
 
 from __future__ import annotations
 
+import _thread
 import threading
 from typing import Literal
 
@@ -42,22 +43,27 @@ CANCEL_REASONS: tuple[CancelReason, ...] = ("cancelled", "lease-lost", "timeout"
 
 
 class CancelToken:
-    """Set once, with a reason; a child token is set with its parent (and may be set alone)."""
+    """Set once, with a reason; a child token is set with its parent (and may be set alone).
 
-    __slots__ = ("_children", "_event", "_lock", "_reason")
+    Cheap to make (one is made per run): the ``threading.Event`` a waiting thread sleeps on is
+    only created by the first ``wait``.
+    """
+
+    __slots__ = ("_cancelled", "_children", "_event", "_lock", "_reason")
 
     def __init__(self, parent: CancelToken | None = None) -> None:
-        self._event = threading.Event()
+        self._cancelled = False
         self._reason: CancelReason | None = None
-        self._children: list[CancelToken] = []
-        self._lock = threading.Lock()
+        self._children: list[CancelToken] | None = None
+        self._event: threading.Event | None = None
+        self._lock = _thread.allocate_lock()
         if parent is not None:
             parent._adopt(self)
 
     @property
     def cancelled(self) -> bool:
         """True once the step should stop."""
-        return self._event.is_set()
+        return self._cancelled
 
     @property
     def reason(self) -> CancelReason | None:
@@ -66,27 +72,38 @@ class CancelToken:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block (on a step thread) until the token is set or ``timeout`` seconds pass."""
-        return self._event.wait(timeout)
+        with self._lock:
+            if self._cancelled:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`~durably_sched.errors.StepCancelled` if the token is set."""
-        if self._event.is_set():
+        if self._cancelled:
             raise StepCancelled(self._reason or "cancelled")
 
     def cancel(self, reason: CancelReason) -> None:
         """Set the token (and its children). The first reason given stays."""
         with self._lock:
-            if self._event.is_set():
+            if self._cancelled:
                 return
             self._reason = reason
-            self._event.set()
-            children, self._children = self._children, []
-        for child in children:
+            self._cancelled = True
+            event = self._event
+            children, self._children = self._children, None
+        if event is not None:
+            event.set()
+        for child in children or ():
             child.cancel(reason)
 
     def _adopt(self, child: CancelToken) -> None:
         with self._lock:
-            if not self._event.is_set():
+            if not self._cancelled:
+                if self._children is None:
+                    self._children = []
                 self._children.append(child)
                 return
             reason = self._reason
@@ -94,7 +111,7 @@ class CancelToken:
 
     def _forget(self, child: CancelToken) -> None:
         with self._lock:
-            if child in self._children:
+            if self._children and child in self._children:
                 self._children.remove(child)
 
     def __repr__(self) -> str:

@@ -45,7 +45,6 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -612,7 +611,7 @@ class PostgresStore(Store):
                     return []
                 claimed = await conn.fetch(CLAIM_UPDATE, list(previous), worker_id, float(lease_seconds))
             claimed = sorted(claimed, key=lambda r: r["seq"])
-            return [replace(run_from_row(r), previous_worker_id=previous.get(r["seq"])) for r in claimed]
+            return [run_from_row(r, previous_worker_id=previous.get(r["seq"])) for r in claimed]
 
         return await self._run("claim", claim)
 

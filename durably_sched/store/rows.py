@@ -128,7 +128,7 @@ def _required(value: datetime | None, column: str) -> datetime:
     return value
 
 
-def run_from_row(row: Row, time: TimeFn = _same) -> RunRecord:
+def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None = None) -> RunRecord:
     current = row["progress_current"]
     progress = (
         None
@@ -163,6 +163,7 @@ def run_from_row(row: Row, time: TimeFn = _same) -> RunRecord:
         not_before=time(row["not_before"]),
         retry_policy=None if policy is None else json.loads(policy),
         timeout=row["timeout"],
+        previous_worker_id=previous_worker_id,
     )
 
 

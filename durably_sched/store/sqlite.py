@@ -29,7 +29,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -459,7 +458,7 @@ class SqliteStore(Store):
                         f"not_before = NULL, updated_at = ? WHERE seq = ? RETURNING {RUN_SELECT}",
                         (worker_id, now + lease_ms, now, now, seq),
                     ).fetchone()
-                    claimed.append(replace(_run(row), previous_worker_id=candidate["worker_id"]))
+                    claimed.append(run_from_row(row, ms_to_dt, candidate["worker_id"]))
                     if len(claimed) >= limit:
                         break
             return claimed
