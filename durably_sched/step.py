@@ -374,8 +374,13 @@ class Step:
         started = time.perf_counter()
         ctx.current_step = name
         try:
-            if limit is None:
-                result = await self._call(call)
+            if limit is None:  # the hot path: no extra coroutine
+                if inspect.iscoroutinefunction(fn):
+                    result: Any = await call()
+                else:
+                    result = await ctx.sync_steps.run(call)
+                if inspect.isawaitable(result):
+                    result = await result
             else:
                 if token is None:
                     token = CancelToken(ctx.token)

@@ -19,9 +19,8 @@ What it promises, and why each holds:
   ``RunStoppingSignal``, and the run is released at once, its completed steps kept); the steps in
   flight get the grace to finish and checkpoint; then every run still held has its token set, its
   task cancelled and its lease released. A claim in flight when the stop begins is not cancelled:
-  the claim loop finishes it and releases what it returns (and if the grace runs out first, the
-  claim's own task is kept and what it returns is released), so no run is left ``running`` and held
-  by nobody.
+  the claim loop finishes it and releases what it returns (given up to ORPHAN_CLAIM_WAIT beyond the
+  grace, for a database that is slow to answer), so no run is left ``running`` and held by nobody.
 * **Registry and early takeover.** The worker registers itself (``workers`` table) and its
   heartbeat rides on the lease renewal. On start and at every heartbeat it looks for workers
   registered under its own host key whose process is certainly gone (see registry.py) and takes
@@ -77,7 +76,7 @@ REGISTRY_KEEP = timedelta(days=1)
 """Registry rows of workers that stopped beating are kept this long (``workers list`` shows them)."""
 REGISTRY_PURGE_EVERY = 600.0
 ORPHAN_CLAIM_WAIT = 10.0
-"""At a stop, how long a claim still in flight after the grace may take before it is given up."""
+"""At a stop, how long a claim still in flight after the grace may take before it is cancelled."""
 
 
 def make_worker_id() -> str:
@@ -138,7 +137,7 @@ class Worker:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._claims_in_flight: set[asyncio.Task[list[RunRecord]]] = set()
+        self._in_claim = False
         self.only_run_ids: frozenset[str] | None = None
         """When set, claim only these runs (``trigger --here`` executes exactly the run it made)."""
         self.last_claim_at = 0.0
@@ -185,13 +184,20 @@ class Worker:
             entry.ctx.stopping = True
         self._wake.set()
         # 1. The claim loop finishes the claim it may be making (and releases what it returns).
+        #    Cancelling a claim could lose its answer after its commit (runs left running, held by
+        #    nobody), so one in flight gets ORPHAN_CLAIM_WAIT more when the grace is over.
         if self._loop_task is not None:
             done, _ = await asyncio.wait([self._loop_task], timeout=max(0.0, deadline - loop.time()))
+            if not done and self._in_claim:
+                done, _ = await asyncio.wait([self._loop_task], timeout=ORPHAN_CLAIM_WAIT)
+                if not done:
+                    log.warning(
+                        "a claim was still unanswered at stop; runs it took resume when their leases expire"
+                    )
             if not done:
                 self._loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._loop_task
-        await self._release_claims_in_flight()
         # 2. Steps in flight get the rest of the grace; a run reaching its next step is released.
         tasks = [entry.task for entry in self.active.values()]
         if tasks:
@@ -230,27 +236,6 @@ class Worker:
             return
         if outcome == "ok":
             log.info("released run %s at step %d%s", ctx.run_id, done, why, extra=ctx.log_extra)
-
-    async def _release_claims_in_flight(self) -> None:
-        """Claims whose caller was cancelled: wait for their answer and give back what they took."""
-        pending = list(self._claims_in_flight)
-        if not pending:
-            return
-        await asyncio.wait(pending, timeout=ORPHAN_CLAIM_WAIT)
-        for task in pending:
-            self._claims_in_flight.discard(task)
-            if not task.done():
-                task.cancel()
-                log.warning(
-                    "a claim was still unanswered at stop; runs it took resume when their leases expire"
-                )
-                continue
-            if task.cancelled() or task.exception() is not None:
-                continue
-            for run in task.result():
-                await self._release(
-                    RunContext(run, self.store, self.events, {}), " (claimed as the worker stopped)"
-                )
 
     # -- registry --------------------------------------------------------------------------------
     def _info(self) -> WorkerInfo:
@@ -365,26 +350,17 @@ class Worker:
             await self._sleep(self.polling_interval)
 
     async def _claim(self, limit: int) -> list[RunRecord]:
-        """One claim, shielded: if our caller is cancelled meanwhile, stop() releases its answer."""
-        task = asyncio.get_running_loop().create_task(
-            self.store.claim(
+        self._in_claim = True  # stop() does not cancel a claim in flight (see there)
+        try:
+            return await self.store.claim(
                 self.worker_id,
                 list(self.jobs),
                 limit,
                 self.stale_threshold,
                 run_ids=None if self.only_run_ids is None else sorted(self.only_run_ids),
             )
-        )
-        self._claims_in_flight.add(task)
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            raise  # task stays in _claims_in_flight: stop() deals with its answer
-        except BaseException:
-            self._claims_in_flight.discard(task)
-            raise
-        self._claims_in_flight.discard(task)
-        return result
+        finally:
+            self._in_claim = False
 
     async def _sleep(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
