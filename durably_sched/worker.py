@@ -75,7 +75,7 @@ that is retried later is not finished."""
 REGISTRY_KEEP = timedelta(days=1)
 """Registry rows of workers that stopped beating are kept this long (``workers list`` shows them)."""
 REGISTRY_PURGE_EVERY = 600.0
-ORPHAN_CLAIM_WAIT = 10.0
+ORPHAN_CLAIM_WAIT = 5.0
 """At a stop, how long a claim still in flight after the grace may take before it is cancelled."""
 
 
