@@ -24,6 +24,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.2f}" if value < 10 else f"{value:.1f}"
     if unit == "MB":
         return f"{value:.1f}"
+    if unit == "s":
+        return f"{value:.2f}"
     if unit == "%":
         return f"{value:.2f}" if value < 10 else f"{value:.0f}"
     if unit == TIMES:
@@ -346,6 +348,53 @@ def metrics(results: dict[str, Any]) -> list[dict[str, Any]]:
                     lists[page]["p99_ms"],
                     target="≤ 50 ms",
                     passed=lists[page]["p99_ms"] <= 50,
+                )
+            )
+    out += failure_metrics(s.get("failures") or {})
+    return out
+
+
+def failure_metrics(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """Benchmark 10: takeover after kill -9 (target ≤ 2 s) and the cost of a retry policy (none)."""
+    out: list[dict[str, Any]] = []
+    for backend, name in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        b = f.get(backend)
+        if not b:
+            continue
+        if "takeover_s" in b:
+            out.append(
+                _metric(
+                    f"takeover_{backend}",
+                    f"10. kill -9 → resumed step, immediate restart on the same host [{name}]",
+                    "s",
+                    b["takeover_s"],
+                    target="≤ 2 s",
+                    passed=b["takeover_s"] <= 2,
+                )
+            )
+        if "steps_retried" in b:
+            out.append(
+                _metric(
+                    f"retries_steps_{backend}",
+                    f"10b. Steps/s in one run, retries configured [{name}] (without: "
+                    f"{fmt(b['steps_plain'], 'steps/s')})",
+                    "steps/s",
+                    b["steps_retried"],
+                    ratio=b["steps_ratio"],
+                    target=f"no regression (≥ 0.95{TIMES} without)",
+                    passed=b["steps_ratio"] >= 0.95,
+                )
+            )
+            out.append(
+                _metric(
+                    f"retries_runs_{backend}",
+                    f"10c. One-step runs/s, retries configured [{name}] (without: "
+                    f"{fmt(b['runs_plain'], 'runs/s')})",
+                    "runs/s",
+                    b["runs_retried"],
+                    ratio=b["runs_ratio"],
+                    target=f"no regression (≥ 0.95{TIMES} without)",
+                    passed=b["runs_ratio"] >= 0.95,
                 )
             )
     return out

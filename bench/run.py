@@ -9,7 +9,8 @@ Figures are medians over the repetitions. See bench/README.md for what each benc
 
 Benchmarks (``--only``): ``core`` (1-4 and 1s on SQLite), ``sync`` (1 and 1s on SQLite alone),
 ``core-pg`` (1-4 on PostgreSQL, and the server's one-row-commit rate), ``punctuality``, ``claim``,
-``idle``, ``postgres`` (8: several worker processes).
+``idle``, ``postgres`` (8: several worker processes), ``failures`` (9: kill -9 to resumed step with
+an immediate restart; steps/s and runs/s with retries configured or not).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ SIZES = {
         "pg_commit": ["--commits", "2000", "--round-trips", "2000"],
         "reps_pg": 3,
         "web": ["--steps", "200", "--reps", "1", "--history", "200000", "--repeats", "100"],
+        "failures": ["--rounds", "3", "--steps", "1000", "--runs", "200", "--reps", "3"],
     },
     "full": {
         "durably": ["--steps", "5000", "--parallel-steps", "200", "--runs", "3000", "--latency", "1000"],
@@ -61,9 +63,10 @@ SIZES = {
         "pg_commit": ["--commits", "5000", "--round-trips", "5000"],
         "reps_pg": 5,
         "web": ["--steps", "300", "--reps", "3", "--history", "1000000", "--repeats", "200"],
+        "failures": ["--rounds", "5", "--steps", "3000", "--runs", "500", "--reps", "5"],
     },
 }
-BENCHMARKS = ("core", "sync", "core-pg", "punctuality", "claim", "idle", "postgres", "web")
+BENCHMARKS = ("core", "sync", "core-pg", "punctuality", "claim", "idle", "postgres", "web", "failures")
 
 
 def log(message: str) -> None:
@@ -243,7 +246,31 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
             },
             "lists": web["lists"],
         }
+    if raw.get("failures"):
+        s["failures"] = summarize_failures(raw["failures"][0])
     return s
+
+
+def summarize_failures(result: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark 9 does its own repetitions; keep its medians per backend."""
+    out: dict[str, Any] = {}
+    for backend, t in (result.get("takeover") or {}).items():
+        out.setdefault(backend, {})["takeover_s"] = t["median_s"]
+        out[backend]["takeover_max_s"] = t["max_s"]
+    for backend, r in (result.get("retries") or {}).items():
+        out.setdefault(backend, {}).update(
+            {
+                "steps_plain": r["plain"]["steps_per_s"],
+                "steps_retried": r["retried"]["steps_per_s"],
+                "runs_plain": r["plain"]["runs_per_s"],
+                "runs_retried": r["retried"]["runs_per_s"],
+                "steps_ratio": r["steps_ratio"],
+                "runs_ratio": r["runs_ratio"],
+            }
+        )
+    if "postgres_skipped" in result:
+        out["postgres_skipped"] = result["postgres_skipped"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     if "web" in only:
         raw["web"] = run_repeated(
             "benchmark 9 (web: live streams, run lists)", "bench.web", cfg["web"], 1, 3600
+        )
+    if "failures" in only:
+        raw["failures"] = run_repeated(
+            "benchmark 10 (failures: takeover after kill -9, retries configured)",
+            "bench.failures",
+            [*cfg["failures"], "--postgres", args.postgres],
+            1,
+            1800,
         )
     machine["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
 

@@ -1,33 +1,50 @@
 """durably-sched: cron schedules as durable, checkpointed jobs that run exactly once per fire time."""
 
+from .cancel import CancelToken
 from .durably import Durably, JobHandle, Run, RunResult, create_durably
 from .errors import (
     AmbiguousRunIdError,
     ConfigError,
+    DatabaseCorruptError,
+    DatabaseLockedError,
+    DatabaseReadOnlyError,
+    DatabaseUnavailableError,
     DatabaseUrlError,
+    DiskFullError,
     DurablyError,
     InputValidationError,
     InvalidArgumentError,
     InvalidStateError,
+    NonRetryableError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
+    RunTimeoutError,
     ScheduleNotFoundError,
     SchemaVersionError,
+    StepCancelled,
     StepError,
+    StepTimeoutError,
     StoreError,
     UnknownJobError,
 )
 from .jobs import JobDefinition, define_job
+from .retry import Retry
 from .step import Step
-from .store.base import LogRecord, Progress, RunRecord, ScheduleState, StepRecord
+from .store.base import LogRecord, Progress, RunRecord, ScheduleState, StepRecord, WorkerRecord
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousRunIdError",
+    "CancelToken",
     "ConfigError",
+    "DatabaseCorruptError",
+    "DatabaseLockedError",
+    "DatabaseReadOnlyError",
+    "DatabaseUnavailableError",
     "DatabaseUrlError",
+    "DiskFullError",
     "Durably",
     "DurablyError",
     "InputValidationError",
@@ -36,21 +53,27 @@ __all__ = [
     "JobDefinition",
     "JobHandle",
     "LogRecord",
+    "NonRetryableError",
     "Progress",
+    "Retry",
     "Run",
     "RunCancelledError",
     "RunFailedError",
     "RunNotFoundError",
     "RunRecord",
     "RunResult",
+    "RunTimeoutError",
     "ScheduleNotFoundError",
     "ScheduleState",
     "SchemaVersionError",
     "Step",
+    "StepCancelled",
     "StepError",
     "StepRecord",
+    "StepTimeoutError",
     "StoreError",
     "UnknownJobError",
+    "WorkerRecord",
     "__version__",
     "create_durably",
     "define_job",

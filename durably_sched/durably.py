@@ -39,6 +39,7 @@ from .events import (
 )
 from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition, describe_validation_error
+from .retry import Retry, RetryPolicyError, parse_seconds
 from .store import database_url, open_store
 from .store.base import (
     Disposition,
@@ -54,6 +55,7 @@ from .store.base import (
     StateChange,
     StepRecord,
     Store,
+    WorkerRecord,
 )
 from .waiters import LogCallback, ProgressCallback, Waiters, follow_run_updates
 from .worker import Worker
@@ -122,11 +124,22 @@ class JobHandle(Generic[O]):
         concurrency_key: str | None = None,
         labels: Mapping[str, Any] | None = None,
         coalesce: Coalesce | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> Run:
         """A run of the job. With ``coalesce="skip"`` (needs ``concurrency_key``), a pending run of
-        this job and key that has not started yet is returned instead (disposition ``coalesced``)."""
+        this job and key that has not started yet is returned instead (disposition ``coalesced``).
+        ``retry`` (a Retry, or a mapping of fields to change in the job's policy) and ``run_timeout``
+        override the job's for this run and are stored with it."""
         runs = await self._durably._trigger_many(
-            self.job, [input], idempotency_key, concurrency_key, labels, coalesce=coalesce
+            self.job,
+            [input],
+            idempotency_key,
+            concurrency_key,
+            labels,
+            coalesce=coalesce,
+            retry=retry,
+            run_timeout=run_timeout,
         )
         return runs[0]
 
@@ -136,10 +149,14 @@ class JobHandle(Generic[O]):
         *,
         concurrency_key: str | None = None,
         labels: Mapping[str, Any] | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> list[Run]:
         """Trigger one run per input in a single write (all validated first; nothing is stored if
-        any input is invalid). The runs share ``concurrency_key`` and ``labels``."""
-        return await self._durably._trigger_many(self.job, list(inputs), None, concurrency_key, labels)
+        any input is invalid). The runs share ``concurrency_key``, ``labels`` and overrides."""
+        return await self._durably._trigger_many(
+            self.job, list(inputs), None, concurrency_key, labels, retry=retry, run_timeout=run_timeout
+        )
 
     async def trigger_and_wait(
         self,
@@ -152,8 +169,11 @@ class JobHandle(Generic[O]):
         coalesce: Coalesce | None = None,
         on_progress: ProgressCallback | None = None,
         on_log: LogCallback | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> RunResult[O]:
-        """Trigger and wait for the output. ``on_progress``/``on_log`` as in
+        """Trigger and wait until the run finishes (retries included); ``timeout`` bounds the wait,
+        ``run_timeout`` each attempt of the run. ``on_progress``/``on_log`` as in
         :meth:`Durably.wait_for_run` (for a new run: all of its progress and log lines)."""
         durably = self._durably
         waiters = durably.waiters
@@ -168,6 +188,8 @@ class JobHandle(Generic[O]):
                 labels,
                 run_ids=[run_id],
                 coalesce=coalesce,
+                retry=retry,
+                run_timeout=run_timeout,
             )
             run = runs[0]
             if run.id != run_id:  # idempotent or coalesced: an existing run
@@ -421,6 +443,9 @@ class Durably:
         labels: Mapping[str, Any] | None,
         run_ids: Sequence[str] | None = None,
         coalesce: Coalesce | None = None,
+        *,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> list[Run]:
         if coalesce is not None:
             if coalesce not in COALESCE_MODES:
@@ -433,6 +458,8 @@ class Durably:
                     f"job '{job.name}' with the same key"
                 )
         label_map = self.validate_labels(labels)
+        policy = stored_retry_policy(job, retry)
+        seconds = stored_timeout(job, run_timeout)
         new_runs = [
             NewRun(
                 id=run_ids[i] if run_ids else str(uuid.uuid4()),
@@ -442,6 +469,8 @@ class Durably:
                 concurrency_key=concurrency_key,
                 labels=label_map,
                 coalesce=coalesce is not None,
+                retry_policy=policy,
+                timeout=seconds,
             )
             for i, raw in enumerate(inputs)
         ]
@@ -520,23 +549,41 @@ class Durably:
         concurrency_key: str | None = None,
         labels: Mapping[str, Any] | None = None,
         coalesce: Coalesce | None = None,
+        retry: Retry | Mapping[str, Any] | None = None,
+        run_timeout: float | timedelta | str | None = None,
     ) -> Run:
         """Trigger a job by its name (``durably.jobs.<key>.trigger`` is the usual way)."""
         job = self.job_by_name(job_name)
         runs = await self._trigger_many(
-            job, [input], idempotency_key, concurrency_key, labels, coalesce=coalesce
+            job,
+            [input],
+            idempotency_key,
+            concurrency_key,
+            labels,
+            coalesce=coalesce,
+            retry=retry,
+            run_timeout=run_timeout,
         )
         return runs[0]
 
     async def fire(self, fire: Fire) -> FireResult:
         """Handle one schedule fire time (used by the scheduler, slot triggers and backfills)."""
         if fire.run is not None:
-            # Store the validated form, exactly as a direct trigger would (defaults filled in).
-            stored = self.job_by_name(fire.run.job_name).validate_input(fire.run.input)
+            # Store the validated form, exactly as a direct trigger would (defaults filled in); a
+            # schedule's retry override is completed from the job's policy.
+            job = self.job_by_name(fire.run.job_name)
+            stored = job.validate_input(fire.run.input)
             labels = fire.run.labels
             if self.labels_model is not None:
                 labels = self.validate_labels(labels, where=f"schedule '{fire.schedule}': ")
-            fire = dataclasses.replace(fire, run=dataclasses.replace(fire.run, input=stored, labels=labels))
+            policy = stored_retry_policy(job, fire.run.retry_policy)
+            seconds = stored_timeout(job, fire.run.timeout)
+            fire = dataclasses.replace(
+                fire,
+                run=dataclasses.replace(
+                    fire.run, input=stored, labels=labels, retry_policy=policy, timeout=seconds
+                ),
+            )
         result = await self.store.fire(fire)
         if result.run is not None and result.outcome == "triggered":
             self._after_trigger([Run(result.run, "created")])
@@ -723,7 +770,8 @@ class Durably:
         return await self.store.get_logs(run_id, after_id, limit)
 
     async def retry(self, run_id: str) -> RunRecord:
-        """A failed or cancelled run goes back to pending; it resumes after its last completed step."""
+        """A failed or cancelled run goes back to pending; it resumes after its last completed step,
+        with a fresh retry budget (its failed attempts are counted from zero again)."""
         record = await self.store.retry_run(run_id)
         if record is None:
             raise RunNotFoundError(f"no run with id '{run_id}'")
@@ -775,6 +823,41 @@ class Durably:
             total += n
             if n < batch_size:
                 return total
+
+    # -- workers -----------------------------------------------------------------------------------
+    async def list_workers(self) -> list[WorkerRecord]:
+        """The worker registry: every worker process that registered and has not stopped cleanly
+        (``state`` live, stale or gone; rows of dead workers are kept for a day)."""
+        return await self.store.list_workers()
+
+    async def jobs_without_worker(self) -> dict[str, int]:
+        """Pending runs of jobs that no live worker has, by job name (say, a job added after the
+        running ``serve`` started: it runs once a ``serve`` with that code is started)."""
+        pending = await self.store.pending_counts()
+        if not pending:
+            return {}
+        served: set[str] = set()
+        for worker in await self.store.list_workers():
+            if worker.alive:
+                served.update(worker.jobs)
+        return {job: count for job, count in sorted(pending.items()) if job not in served}
+
+    async def waiting_reason(self, run: RunRecord) -> str | None:
+        """Why a pending run has not started (None for other statuses): its retry backoff, an
+        earlier run of its concurrency key, no live worker with its job, or a worker to claim it."""
+        if run.status != "pending":
+            return None
+        now = datetime.now(UTC)
+        if run.not_before is not None and run.not_before > now:
+            wait = (run.not_before - now).total_seconds()
+            tries = f"{run.failed_attempts} failed attempt{'s' if run.failed_attempts != 1 else ''}"
+            return f"retry after {tries}, in {max(wait, 0.5):.0f}s"
+        blocker = await self.store.queue_blocker(run.id)
+        if blocker is not None:
+            return f"concurrency key '{run.concurrency_key}': run {blocker.id} ({blocker.status}) goes first"
+        if run.job_name in await self.jobs_without_worker():
+            return f"no live worker has job '{run.job_name}'"
+        return "for a worker to claim it"
 
     # -- schedules at run time ---------------------------------------------------------------------
     @property
@@ -936,6 +1019,32 @@ def _retention_age(value: str | timedelta | None) -> timedelta | None:
     return age
 
 
+def stored_retry_policy(
+    job: JobDefinition[Any, Any], override: Retry | Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """What a run stores of a retry override: the complete policy (the job's, with the fields the
+    override changes), or None when there is no override (the job's policy applies as it is)."""
+    if override is None:
+        return None
+    if isinstance(override, Retry):
+        return override.to_json()
+    if not isinstance(override, Mapping):
+        raise TypeError(f"retry must be a Retry or a mapping of its fields (got {type(override).__name__})")
+    try:
+        return (job.retry or Retry()).merged(override).to_json()
+    except RetryPolicyError as exc:
+        raise ValueError(f"job '{job.name}': retry.{exc}") from None
+
+
+def stored_timeout(job: JobDefinition[Any, Any], value: float | timedelta | str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_seconds(value, "timeout", allow_zero=False)
+    except RetryPolicyError as exc:
+        raise ValueError(f"job '{job.name}': {exc}") from None
+
+
 def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     if not labels:
         return {}
@@ -980,4 +1089,12 @@ def create_durably(
     )
 
 
-__all__ = ["Durably", "JobHandle", "Run", "RunResult", "create_durably"]
+__all__ = [
+    "Durably",
+    "JobHandle",
+    "Run",
+    "RunResult",
+    "create_durably",
+    "stored_retry_policy",
+    "stored_timeout",
+]

@@ -83,7 +83,33 @@ class RunCancelledError(DurablyError):
 
 
 class StoreError(DurablyError):
-    """The database cannot be used (unreachable, not writable, corrupt, locked for too long)."""
+    """The database cannot be used (unreachable, not writable, corrupt, locked for too long).
+
+    The subclasses below name the causes an operator acts on differently; each one's text is one
+    line that says which database and what to do. Code that only needs "the store failed" catches
+    ``StoreError``.
+    """
+
+
+class DiskFullError(StoreError):
+    """The disk (or the database's size limit) is full: free space, then the writes go through."""
+
+
+class DatabaseReadOnlyError(StoreError):
+    """The database can be read but not written (file or directory permissions, a read-only
+    mount, a PostgreSQL standby or a read-only transaction setting)."""
+
+
+class DatabaseLockedError(StoreError):
+    """Another process held the database's lock for longer than the busy budget."""
+
+
+class DatabaseCorruptError(StoreError):
+    """The file is not a database, or the database reports corrupt data."""
+
+
+class DatabaseUnavailableError(StoreError):
+    """The database server could not be reached (or reached again) within the retry budget."""
 
 
 class DatabaseUrlError(StoreError):
@@ -92,6 +118,51 @@ class DatabaseUrlError(StoreError):
 
 class SchemaVersionError(StoreError):
     """The database was created by a newer durably-sched, or its schema is not current."""
+
+
+class NonRetryableError(Exception):
+    """Raise it (or a subclass) from a job to fail the run at once, whatever its retry policy."""
+
+
+class StepTimeoutError(TimeoutError):
+    """A step ran longer than the ``timeout`` given to ``step.run``.
+
+    An async step is cancelled at its timeout; a sync step's thread cannot be stopped from outside:
+    the run goes on (or fails) without it and the thread's late result is discarded.
+    """
+
+    def __init__(self, step_name: str, timeout: float) -> None:
+        self.step_name = step_name
+        self.timeout = timeout
+        super().__init__(f"step '{step_name}' did not finish within {_seconds(timeout)}")
+
+
+class RunTimeoutError(TimeoutError):
+    """One attempt of a run ran longer than its ``timeout`` (the job's, a schedule's or a trigger's)."""
+
+    def __init__(self, run_id: str, timeout: float) -> None:
+        self.run_id = run_id
+        self.timeout = timeout
+        super().__init__(f"run {run_id} did not finish within {_seconds(timeout)}")
+
+
+class StepCancelled(BaseException):
+    """Raised by ``token.raise_if_cancelled()`` / ``step.check_cancelled()`` in a step that was
+    told to stop (``reason``: cancelled, lease-lost, timeout or stopping).
+
+    A BaseException, like ``asyncio.CancelledError``, so that a step's ``except Exception`` does
+    not swallow it. The step ends without a result (nothing is checkpointed, ``step:cancel`` is
+    emitted) and the run stops the way its reason says: cancelled, given up, failed by its timeout,
+    or released for another worker.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"step cancelled ({reason})")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 class LeaseLostError(BaseException):
@@ -104,3 +175,8 @@ class LeaseLostError(BaseException):
 
 class RunCancelledSignal(BaseException):
     """Internal: the run was cancelled; raised by ``step.run`` instead of starting another step."""
+
+
+class RunStoppingSignal(BaseException):
+    """Internal: the worker is stopping; raised by ``step.run`` instead of starting another step,
+    so the run is released at once (its completed steps are kept) for another worker."""

@@ -31,10 +31,12 @@ EventType = Literal[
     "run:cancel",
     "run:retry",
     "run:delete",
+    "run:retry-scheduled",
     "run:progress",
     "step:start",
     "step:complete",
     "step:fail",
+    "step:cancel",
     "log:write",
     "worker:error",
     "schedule:pause",
@@ -111,9 +113,27 @@ class RunCompleteEvent(RunEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFailEvent(RunEvent):
+    """The run failed for good (no retry left, or its error is not retried)."""
+
     type: str = "run:fail"
     error: str = ""
     failed_step_name: str | None = None
+    duration: float = 0.0
+    traceback: str | None = None
+    failed_attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRetryScheduledEvent(RunEvent):
+    """An attempt failed and the run's retry policy retries it after ``delay`` seconds."""
+
+    type: str = "run:retry-scheduled"
+    error: str = ""
+    failed_step_name: str | None = None
+    traceback: str | None = None
+    failed_attempts: int = 1
+    max_attempts: int = 1
+    delay: float = 0.0
     duration: float = 0.0
 
 
@@ -164,6 +184,19 @@ class StepFailEvent(RunEvent):
     step_name: str = ""
     step_index: int = 0
     error: str = ""
+    duration: float = 0.0
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCancelEvent(RunEvent):
+    """A step in flight ended without a result because its run was stopped: ``reason`` is
+    ``cancelled`` (by an operator), ``lease-lost``, ``timeout`` (the run's) or ``stopping``."""
+
+    type: str = "step:cancel"
+    step_name: str = ""
+    step_index: int = 0
+    reason: str = "cancelled"
     duration: float = 0.0
 
 

@@ -6,6 +6,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic
 
 from pydantic import BaseModel, ValidationError
@@ -13,6 +14,7 @@ from typing_extensions import TypeVar
 
 from .codec import encode_json_value
 from .errors import InputValidationError, StepError
+from .retry import Retry, RetryPolicyError, parse_seconds
 
 if TYPE_CHECKING:
     from .step import Step
@@ -44,6 +46,10 @@ class JobDefinition(Generic[I, O]):
     input: type[I] | None = None
     output: type[O] | None = None
     description: str | None = None
+    retry: Retry | None = None
+    """Automatic retries of failed runs (None: a failed run stays failed until retried by hand)."""
+    timeout: float | None = None
+    """Seconds one attempt of a run may take (None: no limit)."""
 
     def validate_input(self, raw: Any) -> dict[str, Any]:
         """The stored (JSON) form of a trigger's input; raises InputValidationError."""
@@ -113,12 +119,19 @@ def define_job(
     input: type[I] | None = None,
     output: type[O] | None = None,
     description: str | None = None,
+    retry: Retry | None = None,
+    timeout: float | timedelta | str | None = None,
 ) -> JobDefinition[I, O]:
     """Define a job. ``run(step, payload)`` receives the validated input model (or a dict).
 
     ``run`` must be an ``async def`` function; a plain (sync) function is refused here, with a
     TypeError saying so, rather than failing at its first run. Blocking code belongs in steps:
     ``await step.run("name", sync_function)`` runs it in a thread and checkpoints its result.
+
+    ``retry``: a :class:`Retry` policy for failed runs (schedules and triggers may override it).
+    ``timeout``: how long one attempt of a run may take (seconds, a timedelta or ``"2h"``); an
+    attempt that takes longer fails with ``RunTimeoutError``, which the retry policy treats like
+    any other failure.
     """
     if not JOB_NAME.match(name):
         raise ValueError(f"job name {name!r}: use letters, digits and _ . : -")
@@ -134,7 +147,23 @@ def define_job(
             f"but {what} is a plain function; sync work goes inside a step: "
             "await step.run('name', sync_function) runs it in a thread"
         )
-    return JobDefinition(name=name, run=run, input=input, output=output, description=description)
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"job {name!r}: retry must be a Retry(...) policy (got {type(retry).__name__})")
+    seconds: float | None = None
+    if timeout is not None:
+        try:
+            seconds = parse_seconds(timeout, "timeout", allow_zero=False)
+        except RetryPolicyError as exc:
+            raise ValueError(f"job {name!r}: {exc}") from None
+    return JobDefinition(
+        name=name,
+        run=run,
+        input=input,
+        output=output,
+        description=description,
+        retry=retry,
+        timeout=seconds,
+    )
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+import types
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._ratelimit import RateLimitedLog
 from ._step_threads import SyncSteps
+from ._tracebacks import error_line, format_traceback
+from .cancel import CancelReason, CancelToken
 from .codec import encode_json_value
-from .errors import LeaseLostError, RunCancelledSignal, StepError
-from .events import LogWriteEvent, RunProgressEvent, StepCompleteEvent, StepFailEvent, StepStartEvent
+from .errors import (
+    LeaseLostError,
+    RunCancelledSignal,
+    RunStoppingSignal,
+    StepCancelled,
+    StepError,
+    StepTimeoutError,
+)
+from .events import (
+    LogWriteEvent,
+    RunProgressEvent,
+    StepCancelEvent,
+    StepCompleteEvent,
+    StepFailEvent,
+    StepStartEvent,
+)
+from .retry import RetryPolicyError, parse_seconds
 from .store.base import Checkpoint, NewLog, Progress, RunRecord, WriteResult
 
 if TYPE_CHECKING:
@@ -24,6 +44,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 run_log = logging.getLogger("durably_sched.run")
 LOG_FLUSH_DELAY = 0.25
+MAX_PENDING_LOGS = 1000
+"""Log lines a run keeps while they cannot be stored (a database outage); older ones are dropped."""
+_warnings = RateLimitedLog(run_log)
 
 
 class RunContext:
@@ -45,10 +68,17 @@ class RunContext:
         self.used_names: set[str] = set()
         self.next_index = len(completed)
         self.pending_logs: list[NewLog] = []
-        self.cancelled = False
-        self.lost = False
+        self.dropped_logs = 0
+        self.token = CancelToken()
+        """Set when the run must stop: cancelled, lease lost, timed out, or the worker stopping."""
+        self._cancelled = False
+        self._lost = False
+        self.stopping = False
+        """The worker is stopping: no new step starts; the run is released at the next one."""
         self.current_step: str | None = None
         self.failed_step: str | None = None
+        self.interrupted_step: str | None = None
+        """The step that was in flight when the run's task was cancelled (timeout, stop, lease)."""
         self.sync_steps = SyncSteps()  # runs sync step functions off the loop thread
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
@@ -56,6 +86,45 @@ class RunContext:
         if "schedule" in run.labels:
             self.log_extra["schedule"] = run.labels["schedule"]
             self.log_extra["scheduled_for"] = run.labels.get("scheduled_for")
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @cancelled.setter
+    def cancelled(self, value: bool) -> None:
+        self._cancelled = value
+        if value:
+            self.token.cancel("cancelled")
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    @lost.setter
+    def lost(self, value: bool) -> None:
+        self._lost = value
+        if value:
+            self.token.cancel("lease-lost")
+
+    def add_log(self, entry: NewLog) -> None:
+        """Buffer a log line; past MAX_PENDING_LOGS (the store keeps failing) the oldest is dropped."""
+        logs = self.pending_logs
+        logs.append(entry)
+        if len(logs) > MAX_PENDING_LOGS:
+            self._drop(len(logs) - MAX_PENDING_LOGS)
+
+    def _drop(self, count: int) -> None:
+        del self.pending_logs[:count]
+        self.dropped_logs += count
+        _warnings.warning(
+            "run %s: dropped %d log lines that could not be stored (kept the newest %d)",
+            self.run_id,
+            self.dropped_logs,
+            MAX_PENDING_LOGS,
+            key=f"dropped logs {self.run_id}",
+            extra=self.log_extra,
+        )
 
     def take_logs(self) -> list[NewLog]:
         logs, self.pending_logs = self.pending_logs, []
@@ -71,11 +140,21 @@ class RunContext:
         if result == "cancelled":
             self.cancelled = True
 
-    def ensure_active(self) -> None:
-        if self.lost:
+    def ensure_held(self) -> None:
+        """Raise unless this holder may still finish the run (not lost, not cancelled)."""
+        if self._lost:
             raise LeaseLostError(self.run_id)
-        if self.cancelled:
+        if self._cancelled:
             raise RunCancelledSignal(self.run_id)
+
+    def ensure_active(self) -> None:
+        """Raise unless a new step may start (``ensure_held``, and the worker is not stopping)."""
+        if self._lost:
+            raise LeaseLostError(self.run_id)
+        if self._cancelled:
+            raise RunCancelledSignal(self.run_id)
+        if self.stopping:
+            raise RunStoppingSignal(self.run_id)
 
     def schedule_log_flush(self) -> None:
         if self._flush_handle is None and (self._flush_task is None or self._flush_task.done()):
@@ -92,8 +171,16 @@ class RunContext:
         try:
             result = await self.store.append_logs(self.run_id, self.generation, logs)
         except Exception as exc:  # logs are best effort between steps; the next write retries them
-            run_log.warning("could not store logs of run %s: %s", self.run_id, exc)
+            _warnings.warning(
+                "could not store logs of run %s (keeping them for the next write): %s",
+                self.run_id,
+                exc,
+                key=f"logs {self.run_id} {exc}",
+                extra=self.log_extra,
+            )
             self.pending_logs[:0] = logs
+            if len(self.pending_logs) > MAX_PENDING_LOGS:
+                self._drop(len(self.pending_logs) - MAX_PENDING_LOGS)
             return
         if result == "lost":
             self.lost = True
@@ -122,7 +209,7 @@ class StepLogger:
             _, clean = encode_json_value(data)
         except StepError:
             clean = {k: repr(v) for k, v in data.items()}
-        ctx.pending_logs.append(
+        ctx.add_log(
             NewLog(
                 level=level,
                 message=str(message),
@@ -165,6 +252,29 @@ class StepLogger:
         self._write("error", message, data)
 
 
+def _takes_token(fn: Callable[..., Any]) -> bool:
+    """Whether a step function takes the step's cancel token: exactly one required positional
+    parameter (``def work(token)``). ``lambda: ...`` and ``def work(i=i)`` take none."""
+    target: Any = fn
+    skip = 0
+    if type(fn) is types.MethodType:
+        target, skip = fn.__func__, 1
+    if type(target) is types.FunctionType:
+        code = target.__code__
+        positional = code.co_argcount - skip
+        return positional - len(target.__defaults__ or ()) == 1 and positional >= 1
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(required) == 1
+
+
 class Step:
     """Handed to a job's ``run`` function. Every ``run`` is a checkpoint: on resume it replays."""
 
@@ -186,15 +296,43 @@ class Step:
         return self._ctx.run.attempt
 
     @property
+    def failed_attempts(self) -> int:
+        """How many earlier attempts of this run failed (0 on the first; counts toward ``Retry``)."""
+        return self._ctx.run.failed_attempts
+
+    @property
     def labels(self) -> dict[str, str]:
         return dict(self._ctx.run.labels)
 
-    async def run(self, name: str, fn: Callable[[], T | Awaitable[T]]) -> Any:
+    @property
+    def cancel_token(self) -> CancelToken:
+        """The run's cancel token (see :mod:`durably_sched.cancel`)."""
+        return self._ctx.token
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run must stop (cancelled, lease lost, timed out, or the worker stopping)."""
+        return self._ctx.token.cancelled
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`~durably_sched.errors.StepCancelled` if the run must stop."""
+        self._ctx.token.raise_if_cancelled()
+
+    async def run(
+        self,
+        name: str,
+        fn: Callable[[], object] | Callable[[CancelToken], object],
+        *,
+        timeout: float | timedelta | str | None = None,
+    ) -> Any:
         """Run ``fn`` once and checkpoint its result; on replay return the stored result.
 
         ``fn`` may be sync (run on a step thread, never on the event loop's; see _step_threads) or
-        async. The returned value is the decoded JSON form
-        of the result, the same on first execution and on replay.
+        async. The returned value is the decoded JSON form of the result, the same on first
+        execution and on replay. A function with one parameter is given the step's
+        :class:`~durably_sched.cancel.CancelToken`. ``timeout`` (seconds, a timedelta or "30s"):
+        the step fails with ``StepTimeoutError`` when it takes longer (an async step is cancelled;
+        a sync one's token is set and its late result is discarded).
         """
         ctx = self._ctx
         if not isinstance(name, str) or not name:
@@ -207,6 +345,12 @@ class Step:
         stored = ctx.completed.get(name)
         if stored is not None:
             return json.loads(stored)
+        limit: float | None = None
+        if timeout is not None:
+            try:
+                limit = parse_seconds(timeout, "timeout", allow_zero=False)
+            except RetryPolicyError as exc:
+                raise StepError(f"step '{name}': {exc}") from None
         ctx.ensure_active()
         index = ctx.next_index
         ctx.next_index += 1
@@ -221,20 +365,39 @@ class Step:
                     step_index=index,
                 )
             )
+        token: CancelToken | None = None
+        call: Callable[[], Any] = fn  # type: ignore[assignment]
+        if _takes_token(fn):
+            token = CancelToken(ctx.token)
+            call = functools.partial(fn, token)  # type: ignore[call-arg]
         started_wall = datetime.now(UTC)
         started = time.perf_counter()
         ctx.current_step = name
         try:
-            if inspect.iscoroutinefunction(fn):
-                result: Any = await fn()
+            if limit is None:  # the hot path: no extra coroutine
+                if inspect.iscoroutinefunction(fn):
+                    result: Any = await call()
+                else:
+                    result = await ctx.sync_steps.run(call)
+                if inspect.isawaitable(result):
+                    result = await result
             else:
-                result = await ctx.sync_steps.run(fn)
-            if inspect.isawaitable(result):
-                result = await result
+                if token is None:
+                    token = CancelToken(ctx.token)
+                result = await self._call_with_timeout(name, call, limit, token)
             try:
                 text, value = encode_json_value(result)
             except StepError as exc:
                 raise StepError(f"step '{name}' returned {type(result).__name__}, which {exc}") from None
+        except StepCancelled as exc:
+            reason = _reason(exc.reason)
+            self._cancelled_step(name, index, reason, started)
+            raise _stop_signal(reason, ctx.run_id) from None
+        except asyncio.CancelledError:
+            ctx.interrupted_step = name
+            if ctx.token.cancelled:
+                self._cancelled_step(name, index, ctx.token.reason or "cancelled", started)
+            raise
         except Exception as exc:
             ctx.failed_step = name
             if events.wants("step:fail"):
@@ -245,13 +408,16 @@ class Step:
                         labels=ctx.run.labels,
                         step_name=name,
                         step_index=index,
-                        error=f"{type(exc).__name__}: {exc}",
+                        error=error_line(exc),
                         duration=time.perf_counter() - started,
+                        traceback=format_traceback(exc),
                     )
                 )
             raise
         finally:
             ctx.current_step = None
+            if token is not None:
+                ctx.token._forget(token)
         duration = time.perf_counter() - started
         result_state = await ctx.store.checkpoint(
             Checkpoint(
@@ -295,3 +461,70 @@ class Step:
                     run_id=ctx.run_id, job_name=ctx.run.job_name, labels=ctx.run.labels, progress=progress
                 )
             )
+
+    async def _call(self, call: Callable[[], Any]) -> Any:
+        target = call.func if isinstance(call, functools.partial) else call
+        if inspect.iscoroutinefunction(target):
+            result: Any = await call()
+        else:
+            result = await self._ctx.sync_steps.run(call)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _call_with_timeout(
+        self, name: str, call: Callable[[], Any], limit: float, token: CancelToken
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        scope = asyncio.timeout(None)
+
+        def expire() -> None:
+            token.cancel("timeout")  # first, so the step sees why it is stopped
+            scope.reschedule(loop.time())
+
+        handle = loop.call_later(limit, expire)
+        try:
+            async with scope:
+                return await self._call(call)
+        except TimeoutError:
+            if scope.expired():
+                raise StepTimeoutError(name, limit) from None
+            raise
+        except StepCancelled:
+            if token.reason == "timeout" and not self._ctx.token.cancelled:
+                raise StepTimeoutError(name, limit) from None
+            raise
+        finally:
+            handle.cancel()
+
+    def _cancelled_step(self, name: str, index: int, reason: CancelReason, started: float) -> None:
+        ctx = self._ctx
+        if ctx.events.wants("step:cancel"):
+            ctx.events.emit(
+                StepCancelEvent(
+                    run_id=ctx.run_id,
+                    job_name=ctx.run.job_name,
+                    labels=ctx.run.labels,
+                    step_name=name,
+                    step_index=index,
+                    reason=reason,
+                    duration=time.perf_counter() - started,
+                )
+            )
+
+
+def _reason(text: str) -> CancelReason:
+    if text in ("cancelled", "lease-lost", "timeout", "stopping"):
+        return text  # type: ignore[return-value]
+    return "cancelled"
+
+
+def _stop_signal(reason: CancelReason, run_id: str) -> BaseException:
+    """What a step that stopped itself raises into the job, by why it stopped."""
+    if reason == "lease-lost":
+        return LeaseLostError(run_id)
+    if reason == "stopping":
+        return RunStoppingSignal(run_id)
+    if reason == "timeout":
+        return asyncio.CancelledError()  # the run's timeout is cancelling the task
+    return RunCancelledSignal(run_id)

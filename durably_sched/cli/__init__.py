@@ -17,6 +17,7 @@ from .schedules import schedules
 from .serve import serve
 from .trigger import trigger
 from .work import work
+from .workers import workers
 
 __all__ = ["main"]
 
@@ -33,6 +34,7 @@ Examples:
   durably-sched runs list --status failed
   durably-sched schedules next
   durably-sched --utc runs list                         # times in UTC
+  durably-sched workers list
 
 {TIME_RULE_HELP}
 
@@ -97,6 +99,19 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _OneLineFormatter(logging.Formatter):
+    """One line per record: a traceback (of a run that failed under ``trigger --here``, say) is left
+    to ``runs show``, where it is stored; the command itself prints the error and its frame."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return " ".join(super().format(record).split())
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 def _plain_logging() -> Callable[[], None]:
     """Commands other than serve: warnings and errors only, one line each, on stderr.
 
@@ -105,7 +120,7 @@ def _plain_logging() -> Callable[[], None]:
     root = logging.getLogger()
     level = root.level
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
 
@@ -116,5 +131,5 @@ def _plain_logging() -> Callable[[], None]:
     return restore
 
 
-for command in (serve, work, migrate, healthcheck, trigger, runs, schedules):
+for command in (serve, work, migrate, healthcheck, trigger, runs, schedules, workers):
     main.add_command(command)

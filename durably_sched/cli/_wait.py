@@ -25,12 +25,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from .._tracebacks import user_frame
 from ..durably import Durably
 from ..store.base import RunRecord
 from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, SECONDS, CliError, one_line
 from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text
 
 POLL_INTERVAL = 0.15
+EXPLAIN_EVERY = 1.0
+"""How often a pending run's reason for waiting is looked up while following it."""
 Reason = Literal["finished", "interrupted", "timeout"]
 
 
@@ -113,9 +116,19 @@ async def follow_run(
         transient=True,
         disable=not live,
     )
+    waiting: str | None = None
+    explained_at = 0.0
     with progress:
         task = progress.add_task(f"{record.job_name} {record.id[:8]}", total=None, status="", message="")
         while True:
+            if record.status == "pending" and show and time.monotonic() - explained_at >= EXPLAIN_EVERY:
+                explained_at = time.monotonic()
+                reason = await _waiting_reason(durably, record)
+                if reason != waiting and reason is not None and not live:
+                    click.echo(f"waiting: {reason}", err=True)
+                waiting = reason
+            elif record.status != "pending":
+                waiting = None
             if show:
                 for entry in await durably.get_logs(run_id, after_id=last_log):
                     last_log = entry.id
@@ -128,7 +141,7 @@ async def follow_run(
                 task,
                 completed=p.current if p else 0,
                 total=p.total if p else None,
-                status=record.status,
+                status=f"{record.status} (waiting: {waiting})" if waiting else record.status,
                 message=(p.message or "") if p else "",
             )
             if record.is_finished:
@@ -143,6 +156,13 @@ async def follow_run(
             record = await durably.get_run(run_id)
             if deadline is not None and time.monotonic() >= deadline and not record.is_finished:
                 return Followed(record, "timeout")
+
+
+async def _waiting_reason(durably: Durably, record: RunRecord) -> str | None:
+    try:
+        return await durably.waiting_reason(record)
+    except Exception:  # an explanation is a courtesy; the wait goes on without it
+        return None
 
 
 def report(
@@ -167,7 +187,11 @@ def report(
                 click.echo(f"error: run {record.id} was cancelled", err=True)
             else:
                 step = f" in step '{record.failed_step_name}'" if record.failed_step_name else ""
-                click.echo(f"error: run {record.id} failed{step}: {one_line(record.error)}", err=True)
+                tries = f" after {record.failed_attempts} attempts" if record.failed_attempts > 1 else ""
+                click.echo(f"error: run {record.id} failed{step}{tries}: {one_line(record.error)}", err=True)
+                where = user_frame(record.traceback)
+                if where:
+                    click.echo(f"  at {where} (traceback: durably-sched runs show {record.id})", err=True)
         return EXIT_FAILURE
     run = f"run {record.id}"
     if here:
@@ -199,7 +223,10 @@ def _result_json(record: RunRecord) -> dict[str, Any]:
         "error": record.error,
         "failed_step_name": record.failed_step_name,
         "attempt": record.attempt,
+        "failed_attempts": record.failed_attempts,
         "total_duration": full["total_duration"],
+        "error_location": user_frame(record.traceback),
+        "traceback": record.traceback,
     }
 
 

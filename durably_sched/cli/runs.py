@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -10,8 +10,10 @@ from rich.console import Group
 from rich.text import Text
 
 from .._durations import format_duration
+from .._tracebacks import user_frame
 from ..durably import Durably
-from ..store.base import RUN_STATUSES, LogRecord, RunRecord
+from ..retry import Retry
+from ..store.base import RUN_STATUSES, LogRecord, RunRecord, WorkerRecord
 from ._base import (
     DURATION,
     EXIT_OK,
@@ -39,6 +41,7 @@ from ._output import (
     total_text,
 )
 from ._wait import check_wait_options, follow_and_report, wait_options, wait_signals
+from .workers import worker_json
 
 RUN_ID_HELP = """\b
 RUN_ID is a run's id or any unique prefix of it, at least 6 characters long
@@ -166,9 +169,20 @@ async def show(run_id: str, json_mode: bool) -> None:
         run = await durably.get_run(run_id)
         steps = await durably.get_steps(run_id)
         logs = await _all_logs(durably, run_id)
+        waiting = await durably.waiting_reason(run)
+        holder = None
+        if run.status == "running" and run.worker_id:
+            holder = next((w for w in await durably.list_workers() if w.id == run.worker_id), None)
     if json_mode:
         echo_json(
-            {**run_json(run), "steps": [step_json(s) for s in steps], "logs": [log_json(e) for e in logs]}
+            {
+                **run_json(run),
+                "waiting": waiting,
+                "error_location": user_frame(run.traceback),
+                "holder": None if holder is None else worker_json(holder),
+                "steps": [step_json(s) for s in steps],
+                "logs": [log_json(e) for e in logs],
+            }
         )
         return
     facts = table("", "", show_header=False, wrap=("",))
@@ -181,10 +195,18 @@ async def show(run_id: str, json_mode: bool) -> None:
         ("first started", show_time(run.started_at)),
         ("finished", show_time(run.completed_at)),
         ("total time", _total_row(run)),
-        ("attempt", str(run.attempt)),
+        ("attempt", _attempts(run)),
     ]
+    if run.retry_policy is not None:
+        rows.append(("retry", f"{Retry.from_json(run.retry_policy).describe()} (set for this run)"))
+    if run.timeout is not None:
+        rows.append(("timeout", f"{seconds_text(run.timeout)} per attempt (set for this run)"))
+    if waiting:
+        style = "yellow" if waiting.startswith(("no live worker", "retry")) else ""
+        rows.append(("waiting", Text(waiting, style=style)))
     if run.worker_id and run.status == "running":
         rows.append(("worker", run.worker_id))
+        rows.append(("lease", _lease(run, holder)))
     if run.idempotency_key:
         rows.append(("idempotency key", run.idempotency_key))
     if run.concurrency_key:
@@ -197,10 +219,16 @@ async def show(run_id: str, json_mode: bool) -> None:
         rows.append(("output", compact(run.output, 500)))
     if run.error:
         step = f" (step '{run.failed_step_name}')" if run.failed_step_name else ""
-        rows.append(("error", Text(run.error + step, style="red")))
+        label = "error" if run.status == "failed" else "last error"
+        rows.append((label, Text(run.error + step, style="red")))
+        where = user_frame(run.traceback)
+        if where:
+            rows.append(("at", where))
     for name, value in rows:
         facts.add_row(name, value)
     parts: list[Any] = [facts]
+    if run.traceback:
+        parts += [Text(""), Text("traceback", style="bold"), Text(run.traceback.rstrip(), style="red")]
     if steps:
         grid = table("#", "STEP", "STARTED", "DURATION", "OUTPUT", wrap=("OUTPUT",))
         for record in steps:
@@ -256,6 +284,32 @@ async def watch(run_id: str, timeout: float | None, json_mode: bool) -> int:
             return await follow_and_report(durably, run_id, interrupts, timeout=timeout, json_mode=json_mode)
 
 
+def _attempts(run: RunRecord) -> str:
+    if not run.failed_attempts or (run.status == "failed" and run.failed_attempts == 1):
+        return str(run.attempt)
+    failed = f"{run.failed_attempts} failed"
+    return f"{run.attempt} ({failed})"
+
+
+def _lease(run: RunRecord, holder: WorkerRecord | None) -> str:
+    """``expires in 24s; heartbeat 1.0s ago`` (times by the database's clock when it has one)."""
+    now = holder.read_at if holder is not None else datetime.now(UTC)
+    parts = []
+    if run.lease_expires_at is not None:
+        left = (run.lease_expires_at - now).total_seconds()
+        if left >= 0:
+            parts.append(f"expires in {seconds_text(left)}")
+        else:
+            parts.append(f"expired {seconds_text(-left)} ago (another worker may take the run over)")
+    if holder is None:
+        parts.append("holder not in the worker registry")
+    else:
+        parts.append(f"heartbeat {seconds_text(holder.heartbeat_age.total_seconds())} ago")
+        if holder.state != "live":
+            parts.append(f"holder {holder.state}")
+    return "; ".join(parts)
+
+
 def _done(run: RunRecord) -> str:
     return f"{run.step_count} step{'s' if run.step_count != 1 else ''} done"
 
@@ -294,7 +348,10 @@ async def retry(run_id: str, wait: bool, timeout: float | None, json_mode: bool)
                 echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
             elif not json_mode:
                 # While waiting, stdout is kept for the run's output.
-                line = f"run {run.id} is pending again ({_done(run)}; it resumes after the last one)"
+                line = (
+                    f"run {run.id} is pending again ({_done(run)}; it resumes after the last one, "
+                    "with a fresh retry budget)"
+                )
                 click.echo(line, err=wait)
             if not wait:
                 return EXIT_OK

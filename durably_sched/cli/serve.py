@@ -18,6 +18,7 @@ from .._durations import format_duration
 from ..durably import Durably, create_durably
 from ..errors import ConfigError
 from ..jobs import JobDefinition
+from ..ops.orphans import OrphanedJobsWatch
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.cron import next_fire_time
 from ..schedule.scheduler import Scheduler
@@ -163,6 +164,7 @@ class Server:
             durably.retention.schedules = lambda: self.config  # fire records: this process's schedules
         http_server: Any = None
         metrics: Any = None
+        orphans: OrphanedJobsWatch | None = None
         try:
             await durably.migrate()
             await durably.start(worker=opts.worker)
@@ -175,11 +177,19 @@ class Server:
                     )
                 )
             http_server, metrics = await self._start_http(durably)
+            orphans = OrphanedJobsWatch(durably, first_after=max(2 * opts.heartbeat_interval, 5.0))
+            orphans.start()
             where = HttpAddress(opts.http.host, http_server.port) if http_server and opts.http else None
             self._log_started(durably, jobs, str(where) if where else None, durably.retention is not None)
             await self.stop_requested.wait()
-            log.info("stopping: running steps get up to %ss to checkpoint", f"{opts.stop_grace:g}")
+            log.info(
+                "stopping: no new step starts; steps in flight get up to %ss to finish, then their "
+                "runs are released",
+                f"{opts.stop_grace:g}",
+            )
         finally:
+            if orphans is not None:
+                await orphans.stop()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -381,13 +391,16 @@ the file is picked up once it appears. The file is checked every second and relo
 it changes; an invalid version is logged and the last good one stays in force.
 
 \b
-SIGTERM or SIGINT: stop firing and claiming, give running steps --stop-grace to finish and
-checkpoint, release the leases of runs still unfinished (another process resumes them at
-once), exit 0. A second signal exits at once.
+SIGTERM or SIGINT: stop firing and claiming; no new step starts in any run (a run reaching
+its next step is released at once, its completed steps kept); the steps in flight get
+--stop-grace to finish and checkpoint; then every run still held is released (another
+process resumes it at once) and each release is logged; exit 0. A second signal exits at
+once.
 
 \b
-Job code is imported once, at start: after changing a job, restart serve (runs in
-flight resume after their last completed step). schedules.yaml needs no restart.
+Job code is imported once, at start: restart serve after adding or changing jobs (runs in
+flight resume after their last completed step; runs of a job no live worker has are
+reported in the log, in `runs show` and as a metric). schedules.yaml needs no restart.
 
 \b
 Log times: the text log (for a terminal) writes times to the second in this machine's

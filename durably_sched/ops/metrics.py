@@ -49,6 +49,7 @@ from ..events import (
     RunCancelEvent,
     RunCompleteEvent,
     RunFailEvent,
+    RunRetryScheduledEvent,
     ScheduleAutoPauseEvent,
     SchedulePauseEvent,
     StepCompleteEvent,
@@ -138,6 +139,12 @@ class Metrics:
             ["schedule", "kind"],
             registry=r,
         )
+        self.retries_scheduled = Counter(
+            "durably_run_retries_scheduled",
+            "Failed attempts of runs in this process that their retry policy retries later, by job.",
+            ["job"],
+            registry=r,
+        )
         self.worker_errors = Counter(
             "durably_worker_errors",
             "Errors reported by this process's worker (worker:error events), by where they happened.",
@@ -152,6 +159,7 @@ class Metrics:
             make(registry=r)
 
         self._counts: dict[tuple[str, str], int] | None = None
+        self._orphaned: dict[str, int] | None = None
         self._counts_at: float | None = None
         self._database_up: bool | None = None
         self._schedule_states: dict[str, ScheduleState] = {}
@@ -167,6 +175,7 @@ class Metrics:
             on("run:fail", self._on_run_fail),
             on("run:cancel", self._on_run_cancel),
             on("step:complete", self._on_step_complete),
+            on("run:retry-scheduled", self._on_retry_scheduled),
             on("worker:error", self._on_worker_error),
             on("schedule:pause", self._on_pause),
             on("schedule:auto-pause", self._on_auto_pause),
@@ -215,6 +224,9 @@ class Metrics:
     def _on_step_complete(self, event: StepCompleteEvent) -> None:
         self.step_duration.labels(event.job_name).observe(event.duration)
 
+    def _on_retry_scheduled(self, event: RunRetryScheduledEvent) -> None:
+        self.retries_scheduled.labels(event.job_name).inc()
+
     def _on_worker_error(self, event: WorkerErrorEvent) -> None:
         self.worker_errors.labels(event.context or "unknown").inc()
 
@@ -242,17 +254,18 @@ class Metrics:
                 return
             try:
                 counts = await asyncio.wait_for(self.durably.store.count_runs_by_status(), self.query_timeout)
+                orphaned = await asyncio.wait_for(self.durably.jobs_without_worker(), self.query_timeout)
                 if self.scheduler is not None:
                     states, last_runs = await asyncio.wait_for(self._read_schedules(), self.query_timeout)
                     self._schedule_states, self._last_runs = states, last_runs
             except Exception as exc:
                 if self._database_up is not False:
                     log.warning("metrics: cannot count runs in the database: %s", exc or type(exc).__name__)
-                self._counts, self._database_up = None, False
+                self._counts, self._orphaned, self._database_up = None, None, False
             else:
                 if self._database_up is False:
                     log.info("metrics: the database answers again")
-                self._counts, self._database_up = counts, True
+                self._counts, self._orphaned, self._database_up = counts, orphaned, True
             self._counts_at = time.monotonic()
 
     async def _read_schedules(self) -> tuple[dict[str, ScheduleState], dict[str, datetime]]:
@@ -278,6 +291,12 @@ class Metrics:
         )
         losses.add_metric([], worker.lease_losses)
         yield losses
+        takeovers = CounterMetricFamily(
+            "durably_worker_takeovers",
+            "Workers on this host whose process was found gone and whose runs this process resumed early.",
+        )
+        takeovers.add_metric([], worker.takeovers)
+        yield takeovers
         scheduler = self.scheduler
         if scheduler is not None and scheduler.last_tick_monotonic > 0:
             age = GaugeMetricFamily(
@@ -312,6 +331,15 @@ class Metrics:
         )
         depth.add_metric([], sum(n for (_, status), n in counts.items() if status == "pending"))
         yield depth
+        if self._orphaned is not None:
+            orphaned = GaugeMetricFamily(
+                "durably_runs_without_worker",
+                "Pending runs of jobs that no live worker in the registry has (all processes), by job.",
+                labels=["job"],
+            )
+            for job, count in sorted(self._orphaned.items()):
+                orphaned.add_metric([job], count)
+            yield orphaned
 
     def _schedule_families(self, scheduler: Scheduler) -> Iterable[Metric]:
         """Per-schedule gauges: the database's view (cached by refresh) and this scheduler's next fire."""

@@ -33,10 +33,12 @@ from pydantic_core import ErrorDetails
 
 from .._durations import format_duration, parse_duration
 from ..errors import ConfigError
+from ..retry import Retry, RetryPolicyError
 from ._yaml_index import Document, Path_, Problem, read_document
 from .cron import SCHEDULE_NAME_PATTERN, CronSpec, parse_cron
 
 __all__ = [
+    "RetrySettings",
     "ScheduleDefaults",
     "ScheduleEntry",
     "SchedulesConfig",
@@ -118,6 +120,38 @@ Catchup = Literal["all", "latest", "none"]
 Overlap = Literal["queue", "skip", "allow"]
 
 
+class RetrySettings(BaseModel):
+    """A schedule's ``retry:`` mapping: the fields of the job's retry policy it changes.
+
+    Fields left out keep the job's values (or the defaults of ``Retry`` for a job without a policy);
+    which errors are retried is the job's to say. The combination is checked when the file is
+    loaded (``retry.max_backoff: 1m is shorter than backoff (1h)``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int | None = None
+    backoff: Duration | None = None
+    max_backoff: Duration | None = None
+    multiplier: float | None = None
+    jitter: float | None = None
+
+    def override(self) -> dict[str, Any]:
+        """The changed fields in the stored form (durations as seconds)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.total_seconds() if isinstance(value, timedelta) else value
+        return out
+
+
+def _positive_timeout(value: timedelta | None) -> timedelta | None:
+    if value is not None and value <= timedelta(0):
+        raise ValueError("must be longer than 0 (leave it out for no limit)")
+    return value
+
+
 # --- models -----------------------------------------------------------------------------------------
 
 
@@ -132,6 +166,10 @@ class ScheduleDefaults(BaseModel):
     jitter: Duration = timedelta(0)
     enabled: bool = True
     pause_after_failures: FailureCount = None
+    retry: RetrySettings | None = None
+    timeout: Duration | None = None
+
+    _check_timeout = field_validator("timeout")(_positive_timeout)
 
 
 class ScheduleEntry(BaseModel):
@@ -154,7 +192,13 @@ class ScheduleEntry(BaseModel):
     enabled: bool = True
     pause_after_failures: FailureCount = None
     labels: dict[str, str] = Field(default_factory=dict)
+    retry: RetrySettings | None = None
+    """Changes to the job's retry policy for this schedule's runs (stored with each run)."""
+    timeout: Duration | None = None
+    """How long one attempt of this schedule's runs may take (instead of the job's timeout)."""
     line: int | None = None
+
+    _check_timeout = field_validator("timeout")(_positive_timeout)
 
     @field_validator("name")
     @classmethod
@@ -200,6 +244,8 @@ _ENTRY_KEYS = tuple(name for name in ScheduleEntry.model_fields if name not in (
 _HINTS = {
     ("defaults", "timezone"): "set the default time zone with the top-level 'timezone' key",
     ("entry", "name"): "the schedule's name is its key under 'schedules'",
+    ("entry", "retries"): "retries are set as 'retry: {max_attempts: 3, backoff: 30s}'",
+    ("entry", "max_attempts"): "retries are set as 'retry: {max_attempts: 3, backoff: 30s}'",
 }
 
 
@@ -274,6 +320,17 @@ def _check_job(
         raise _validation_problem(exc, doc, (*path, "input")) from None
 
 
+def _check_retry(doc: Document, settings: RetrySettings | None, path: Path_) -> None:
+    """The retry fields together must make a policy (e.g. backoff within max_backoff)."""
+    if settings is None:
+        return
+    try:
+        Retry().merged(settings.override())
+    except RetryPolicyError as exc:
+        where = (*path, "retry", exc.field) if (*path, "retry", exc.field) in doc.places else (*path, "retry")
+        raise doc.problem(where, exc.message) from None
+
+
 def _build(
     doc: Document, path: str, job_inputs: Mapping[str, type[BaseModel] | None] | None
 ) -> SchedulesConfig:
@@ -297,6 +354,7 @@ def _build(
         defaults = ScheduleDefaults.model_validate(raw_defaults)
     except ValidationError as exc:
         raise _validation_problem(exc, doc, ("defaults",)) from None
+    _check_retry(doc, defaults.retry, ("defaults",))
 
     if "schedules" not in top:
         raise Problem(
@@ -326,6 +384,8 @@ def _build(
             entry = ScheduleEntry.model_validate(values)
         except ValidationError as exc:
             raise _validation_problem(exc, doc, at) from None
+        if "retry" in raw:
+            _check_retry(doc, entry.retry, at)
         if job_inputs is not None:
             _check_job(doc, entry, at, job_inputs)
         entries[name] = entry

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from .._durations import format_duration
+from .._ratelimit import RateLimitedLog
 from ..events import ScheduleAutoPauseEvent
 from ..store.base import Fire, FireOutcome, FireResult, NewRun, ScheduleState
 from .config import ScheduleEntry, SchedulesConfig
@@ -73,6 +74,9 @@ def scheduled_run(entry: ScheduleEntry, fire_time: datetime) -> NewRun:
         idempotency_key=fire_key(entry.name, utc),
         concurrency_key=f"schedule:{entry.name}" if entry.overlap == "queue" else None,
         labels=labels,
+        # The schedule's changes to the job's retry policy; the facade completes them from the job.
+        retry_policy=entry.retry.override() if entry.retry is not None else None,
+        timeout=entry.timeout.total_seconds() if entry.timeout is not None else None,
     )
 
 
@@ -113,6 +117,10 @@ class _State:
     cursor: datetime
     _next: datetime | None = None  # next fire time after the cursor (cached)
     _due: datetime | None = None  # ... plus its jitter
+    failures: int = 0
+    """Consecutive failed attempts to handle this schedule's due fire times."""
+    retry_at: datetime | None = None
+    """After a failure: not handled again before this (the others are not held back)."""
 
     def next_fire(self) -> datetime:
         """The next fire time after the cursor; computed once per cursor move."""
@@ -125,6 +133,8 @@ class _State:
         if self._due is None:
             fire = self.next_fire()
             self._due = fire + jitter_offset(self.entry.name, fire, self.entry.jitter)
+        if self.retry_at is not None and self.retry_at > self._due:
+            return self.retry_at
         return self._due
 
     def moved(self) -> None:
@@ -150,6 +160,7 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._loaded = False
         self.last_tick_monotonic = 0.0
+        self._warnings = RateLimitedLog(log)
         self.listeners: list[Callable[[ScheduleEntry, datetime, FireResult, timedelta], None]] = []
         durably.use_schedules(config)
 
@@ -220,7 +231,8 @@ class Scheduler:
             except Exception as exc:
                 failures += 1
                 delay = min(0.5 * 2**failures, MAX_SLEEP)
-                log.error("scheduler tick failed (retrying in %.1fs): %s", delay, exc)
+                what = "scheduler tick failed" if self._loaded else "scheduler could not read its cursors"
+                self._warnings.error("%s (retrying in %.1fs): %s", what, delay, exc, key=f"{what}: {exc}")
                 await self._sleep(delay)
                 continue
             await self._sleep(self.seconds_until_next())
@@ -237,7 +249,13 @@ class Scheduler:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def tick(self) -> list[tuple[str, datetime, FireResult]]:
-        """Handle every fire time due by now; returns what was done (for tests and tools)."""
+        """Handle every fire time due by now; returns what was done (for tests and tools).
+
+        Each schedule is handled on its own: one whose fire fails (its job was removed from the
+        code, the database rejects the write) is retried with its own backoff, and the others go on
+        at their own times. Its fire times are not lost: the cursor only moves past fire times
+        that were handled, so they are caught up by its policy once the cause goes away.
+        """
         self.last_tick_monotonic = time.monotonic()
         now = self.clock.now()
         # Read after taking "now": a pause that this read misses committed after every fire time
@@ -246,27 +264,65 @@ class Scheduler:
         work = [state for state in self._states.values() if state.due_at() <= now]
         if not work:
             return []
-        results = await asyncio.gather(*(self._handle(state, now) for state in work))
+        results = await asyncio.gather(*(self._handle_one(state, now) for state in work))
         return [item for batch in results for item in batch]
 
-    async def _handle(self, state: _State, now: datetime) -> list[tuple[str, datetime, FireResult]]:
-        """All fire times of one schedule in (cursor, now], in order, per the catch-up policy."""
+    async def _handle_one(self, state: _State, now: datetime) -> list[tuple[str, datetime, FireResult]]:
+        done: list[tuple[str, datetime, FireResult]] = []
+        try:
+            await self._handle(state, now, done)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            state.failures += 1
+            delay = min(0.5 * 2**state.failures, MAX_SLEEP)
+            state.retry_at = now + timedelta(seconds=delay)
+            state.moved()
+            self._warnings.error(
+                "schedule %s: could not handle its due fire times (retrying in %.1fs; other "
+                "schedules go on): %s",
+                state.entry.name,
+                delay,
+                exc,
+                key=f"schedule {state.entry.name}: {exc}",
+                extra={"schedule": state.entry.name, "job": state.entry.job},
+            )
+            return done
+        if state.failures:
+            log.info(
+                "schedule %s: fire times handled again after %d failed attempts",
+                state.entry.name,
+                state.failures,
+                extra={"schedule": state.entry.name, "job": state.entry.job},
+            )
+            state.failures = 0
+            state.retry_at = None
+            state.moved()
+        return done
+
+    async def _handle(
+        self, state: _State, now: datetime, done: list[tuple[str, datetime, FireResult]]
+    ) -> None:
+        """All fire times of one schedule in (cursor, now], in order, per the catch-up policy.
+
+        What was handled is appended to ``done`` as it happens (so a failure half-way keeps it).
+        """
         entry = state.entry
         window_start = now - entry.catchup_window
         due = self._due_fire_times(state, now, window_start)
         if not due:
-            return []
+            return
         plan = self._plan_with_pause(entry, due, now, window_start)
-        done: list[tuple[str, datetime, FireResult]] = []
-        for fire_time, outcome in plan:
-            fire = make_fire(entry, fire_time, outcome_without_run=outcome)
-            result = await self.durably.fire(fire)
-            state.cursor = fire_time
-            lateness = now - fire_time
-            self._notify(entry, fire_time, result, lateness)
-            done.append((entry.name, fire_time, result))
-        state.moved()
-        return done
+        try:
+            for fire_time, outcome in plan:
+                fire = make_fire(entry, fire_time, outcome_without_run=outcome)
+                result = await self.durably.fire(fire)
+                state.cursor = fire_time
+                lateness = now - fire_time
+                self._notify(entry, fire_time, result, lateness)
+                done.append((entry.name, fire_time, result))
+        finally:
+            state.moved()
 
     # -- pauses ---------------------------------------------------------------------------------
     async def _read_pauses(self) -> None:

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import asyncpg
 
-__all__ = ["describe", "is_connection_error", "is_transient"]
+from ..errors import (
+    DatabaseCorruptError,
+    DatabaseLockedError,
+    DatabaseReadOnlyError,
+    DiskFullError,
+    StoreError,
+)
+
+__all__ = ["describe", "error_class", "is_connection_error", "is_transient"]
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -49,3 +57,27 @@ def describe(exc: BaseException) -> str:
         return "connection refused"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_class(exc: BaseException) -> type[StoreError]:
+    """The StoreError subclass that names the cause of a server error an operator acts on."""
+    if isinstance(exc, asyncpg.DiskFullError):  # 53100: the server's disk (or tablespace) is full
+        return DiskFullError
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):  # 25006: a standby, read-only setting
+        return DatabaseReadOnlyError
+    if isinstance(exc, asyncpg.LockNotAvailableError):  # 55P03: the server's lock_timeout passed
+        return DatabaseLockedError
+    if isinstance(exc, asyncpg.DataCorruptedError | asyncpg.IndexCorruptedError):  # XX001, XX002
+        return DatabaseCorruptError
+    return StoreError
+
+
+def hint(exc: BaseException) -> str:
+    """What to do about a server error, appended to its one line ("" when nothing specific)."""
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError):
+        return " (is the schema migrated? run `durably-sched migrate`)"
+    if isinstance(exc, asyncpg.DiskFullError):
+        return " (free space on the database server; the writes go through again)"
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return " (connected to a read-only server or with default_transaction_read_only on)"
+    return ""

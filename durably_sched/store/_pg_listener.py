@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from .._ratelimit import RateLimitedLog
 from ._pg_errors import describe
 from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL
 
@@ -43,6 +44,7 @@ class Listener:
         self._callback = callback  # returns the current wake-up function (it may be replaced)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._warnings = RateLimitedLog(log)
 
     @property
     def running(self) -> bool:
@@ -99,11 +101,12 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
+                self._warnings.warning(
                     "notification listener on %s failed (%s); retrying in %.1fs",
                     self._where,
                     describe(exc),
                     delay,
+                    key=f"listener {describe(exc)}",
                 )
             finally:
                 if conn is not None and not conn.is_closed():

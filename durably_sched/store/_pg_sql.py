@@ -37,12 +37,14 @@ LOGS_FROM = (
 
 INSERT_RUNS = f"""
 WITH ins AS (
-    INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, schedule_name)
+    INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, schedule_name,
+                      retry_policy, timeout)
     SELECT n.id, n.job_name, 'pending', n.input, n.idempotency_key, n.concurrency_key, n.labels,
-           n.schedule_name
-    FROM unnest($1::text[], $2::text[], $3::json[], $4::text[], $5::text[], $6::json[], $7::text[])
+           n.schedule_name, n.retry_policy, n.timeout
+    FROM unnest($1::text[], $2::text[], $3::json[], $4::text[], $5::text[], $6::json[], $7::text[],
+                $8::json[], $9::float8[])
          WITH ORDINALITY AS n(id, job_name, input, idempotency_key, concurrency_key, labels,
-                              schedule_name, ord)
+                              schedule_name, retry_policy, timeout, ord)
     ORDER BY n.ord
     ON CONFLICT DO NOTHING
     RETURNING seq, {RUN_SELECT}
@@ -52,6 +54,12 @@ WITH ins AS (
 )
 SELECT {RUN_SELECT}, {NOTIFY} FROM ins
 """
+
+# Pending (and past its retry backoff), or running under an expired lease. ``r`` is the run. Only
+# pending runs have a not_before (a claim clears it).
+CLAIMABLE = (
+    "(r.status = 'pending' OR r.lease_expires_at < now()) AND (r.not_before IS NULL OR r.not_before <= now())"
+)
 
 # A keyed run is blocked by another active run of its key that is older, or that holds a live
 # lease (same rule as sqlite.py). ``r`` is the candidate.
@@ -64,15 +72,15 @@ KEY_BLOCKED = f"""
 
 CLAIM_CANDIDATES = f"""
 WITH c AS MATERIALIZED (
-    SELECT r.seq, r.concurrency_key FROM runs r
+    SELECT r.seq, r.concurrency_key, r.worker_id FROM runs r
     WHERE r.status IN {ACTIVE_SQL} AND r.job_name = ANY($1::text[]) {{only}}
-      AND (r.status = 'pending' OR r.lease_expires_at < now())
+      AND {CLAIMABLE}
       AND (r.concurrency_key IS NULL OR NOT EXISTS ({KEY_BLOCKED}))
     ORDER BY r.seq
     LIMIT $2
     FOR UPDATE OF r SKIP LOCKED
 )
-SELECT seq, (concurrency_key IS NULL
+SELECT seq, worker_id, (concurrency_key IS NULL
              OR pg_try_advisory_xact_lock({KEY_LOCK_NAMESPACE}, hashtext(concurrency_key))) AS free
 FROM c ORDER BY seq
 """
@@ -80,9 +88,10 @@ FROM c ORDER BY seq
 CLAIM_UPDATE = f"""
 UPDATE runs r SET status = 'running', generation = r.generation + 1, worker_id = $2,
     lease_expires_at = clock_timestamp() + make_interval(secs => $3),
-    started_at = COALESCE(r.started_at, now()), attempt = r.attempt + 1, updated_at = now()
+    started_at = COALESCE(r.started_at, now()), attempt = r.attempt + 1, not_before = NULL,
+    updated_at = now()
 WHERE r.seq = ANY($1::bigint[]) AND r.status IN {ACTIVE_SQL}
-  AND (r.status = 'pending' OR r.lease_expires_at < now())
+  AND {CLAIMABLE}
   AND (r.concurrency_key IS NULL OR NOT EXISTS ({KEY_BLOCKED}))
 RETURNING r.seq, {columns(RUN_COLUMNS, "r.")}
 """
@@ -141,7 +150,14 @@ COMPLETE = fenced_sql(
     "('running')",
 )
 FAIL = fenced_sql(
-    "status = 'failed', error = $8, failed_step_name = $9, completed_at = now(), lease_expires_at = NULL",
+    "status = 'failed', error = $8, failed_step_name = $9, traceback = $10, completed_at = now(), "
+    "lease_expires_at = NULL, failed_attempts = failed_attempts + 1",
+    "('running')",
+)
+RETRY_LATER = fenced_sql(
+    "status = 'pending', error = $8, failed_step_name = $9, traceback = $10, "
+    "not_before = clock_timestamp() + make_interval(secs => $11), lease_expires_at = NULL, "
+    "failed_attempts = failed_attempts + 1",
     "('running')",
 )
 RELEASE = fenced_sql(
@@ -155,6 +171,16 @@ FROM unnest($1::text[], $2::bigint[]) AS l(id, generation)
 WHERE r.id = l.id AND r.generation = l.generation AND r.status IN {HELD_SQL}
 RETURNING r.id, r.status
 """
+
+# The same, with the worker registry's heartbeat in the same statement ($4 worker id, $5 runs held).
+RENEW_WITH_BEAT = f"""
+WITH beat AS (
+    UPDATE workers SET heartbeat_at = clock_timestamp(), runs_held = $5 WHERE id = $4
+)
+{RENEW.strip()}
+"""
+
+BEAT = "UPDATE workers SET heartbeat_at = clock_timestamp(), runs_held = $2 WHERE id = $1 RETURNING 1"
 
 UPSERT_CURSOR = """
 INSERT INTO schedule_cursors AS c (schedule, last_fire_time) VALUES ($1, $2)

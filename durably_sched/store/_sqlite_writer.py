@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import sqlite3
 import time
@@ -35,9 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import DatabaseLockedError, StoreError
 
 __all__ = ["CHECKPOINT_EVERY", "WriteFn", "Writer", "is_busy", "switch_to_wal"]
+
+log = logging.getLogger("durably_sched.store.sqlite")
 
 WriteFn = Callable[[sqlite3.Connection], Any]
 CHECKPOINT_EVERY = 200
@@ -85,12 +88,12 @@ class Writer:
         *,
         synchronous: str,
         busy_timeout: float,
-        explain: Callable[[BaseException], str],
+        classify: Callable[[BaseException], StoreError],
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self._explain = explain
+        self._classify = classify
         # Without fsync on commit (WAL + NORMAL/OFF) a commit is cheaper on the loop than a hop.
         self.inline = synchronous in ("OFF", "NORMAL")
         self.connection: sqlite3.Connection | None = None
@@ -183,6 +186,7 @@ class Writer:
             if not batch:
                 continue
             fns = [w.fn for w in batch]
+            committed = False
             try:
                 results = None
                 if self.inline and not any(w.heavy for w in batch):
@@ -191,26 +195,33 @@ class Writer:
                     # Locked by another process, FULL durability or a heavy write: on the thread,
                     # where waiting for the lock and long transactions do not block the loop.
                     results = await self._on_thread(self._run_batch, conn, fns)
-                commits += 1
-                if self.inline and commits % CHECKPOINT_EVERY == 0:
-                    await self._on_thread(_checkpoint, conn)
+                committed = True
             except asyncio.CancelledError:
                 for w in batch:
                     if not w.future.done():
                         w.future.set_exception(StoreError("store closed"))
                 raise
             except BaseException as exc:  # the transaction as a whole failed
-                error = exc if isinstance(exc, StoreError) else StoreError(self._explain(exc))
-                results = [(False, error)] * len(batch)
+                results = [(False, self._classify(exc))] * len(batch)
             for w, (ok, value) in zip(batch, results, strict=True):
                 if w.future.done():
                     continue
                 if ok:
                     w.future.set_result(value)
                 elif isinstance(value, sqlite3.Error):  # disk full, read-only file, corruption...
-                    w.future.set_exception(StoreError(self._explain(value)))
+                    w.future.set_exception(self._classify(value))
                 else:
                     w.future.set_exception(value)
+            if committed:
+                commits += 1
+                if self.inline and commits % CHECKPOINT_EVERY == 0:
+                    # After the results: a checkpoint that fails (disk full) fails no committed write.
+                    try:
+                        await self._on_thread(_checkpoint, conn)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        log.debug("WAL checkpoint of %s failed: %s", self.path, exc)
 
     def _run_batch(
         self, conn: sqlite3.Connection, fns: list[WriteFn], wait: bool = True
@@ -231,8 +242,9 @@ class Writer:
                     return None
                 if not is_busy(exc) or time.monotonic() >= deadline:
                     if is_busy(exc):
-                        raise StoreError(
-                            f"database {self.path} stayed locked for {self.busy_timeout:.0f}s"
+                        raise DatabaseLockedError(
+                            f"database {self.path} stayed locked for {self.busy_timeout:g}s: another "
+                            "process holds its write lock"
                         ) from None
                     raise
                 time.sleep(delay * (0.5 + random.random()))
@@ -243,7 +255,8 @@ class Writer:
                 try:
                     results.append((True, fns[0](conn)))
                 except Exception as exc:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     return [(False, exc)]
             else:
                 for fn in fns:
@@ -251,6 +264,10 @@ class Writer:
                     try:
                         value = fn(conn)
                     except Exception as exc:
+                        if not conn.in_transaction:
+                            # SQLite rolled the whole transaction back (an I/O error, say): the
+                            # writes before this one are undone too, so all of them fail with it.
+                            return [(False, exc)] * len(fns)
                         conn.execute("ROLLBACK TO w")
                         conn.execute("RELEASE w")
                         results.append((False, exc))

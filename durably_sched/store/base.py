@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
@@ -50,6 +50,11 @@ class NewRun:
     concurrency_key: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     coalesce: bool = False
+    retry_policy: dict[str, Any] | None = None
+    """The effective retry policy (``Retry.to_json()``) when the trigger or schedule overrode the
+    job's; None: the job's own policy applies."""
+    timeout: float | None = None
+    """Seconds one attempt may take, when the trigger or schedule set it; None: the job's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,18 @@ class RunRecord:
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    traceback: str | None = None
+    """The formatted traceback of the failed attempt that set ``error`` (its last 16 KiB)."""
+    failed_attempts: int = 0
+    """Attempts that failed so far (the retry budget's counter); ``attempt`` counts claims."""
+    not_before: datetime | None = None
+    """A pending run waiting for its retry backoff is not claimed before this time."""
+    retry_policy: dict[str, Any] | None = None
+    """The retry policy stored on the run (an override); None: the job's policy applies."""
+    timeout: float | None = None
+    """Seconds one attempt may take, stored on the run (an override); None: the job's."""
+    previous_worker_id: str | None = None
+    """Only on records returned by ``claim``: the worker that held (or last held) the run before."""
 
     @property
     def is_finished(self) -> bool:
@@ -208,6 +225,62 @@ class StateChange:
 class FireResult:
     outcome: FireOutcome
     run: RunRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """What a worker process registers about itself when it starts."""
+
+    id: str
+    host: str
+    host_key: str | None
+    """Host name + boot id + pid namespace: workers with equal keys see the same pids (None: unknown)."""
+    pid: int
+    process_start: str | None
+    """The process's start time in clock ticks since boot (tells a reused pid apart; None: unknown)."""
+    version: str
+    jobs: tuple[str, ...]
+    concurrency: int
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A row of the worker registry, as read at ``read_at`` (the store's clock)."""
+
+    id: str
+    host: str
+    host_key: str | None
+    pid: int
+    process_start: str | None
+    version: str
+    jobs: tuple[str, ...]
+    concurrency: int
+    lease_seconds: float
+    runs_held: int
+    started_at: datetime
+    heartbeat_at: datetime
+    gone_at: datetime | None
+    gone_by: str | None
+    read_at: datetime
+
+    @property
+    def heartbeat_age(self) -> timedelta:
+        return max(self.read_at - self.heartbeat_at, timedelta(0))
+
+    @property
+    def state(self) -> Literal["live", "stale", "gone"]:
+        """``gone``: another worker on its host found its process gone; ``stale``: no heartbeat for
+        longer than its lease (dead, stopped or cut off); ``live`` otherwise."""
+        if self.gone_at is not None:
+            return "gone"
+        if self.heartbeat_age.total_seconds() > self.lease_seconds:
+            return "stale"
+        return "live"
+
+    @property
+    def alive(self) -> bool:
+        return self.state == "live"
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,17 +451,27 @@ class Store(abc.ABC):
         With ``run_ids``, only runs with those ids are candidates (``trigger --here`` runs exactly
         the run it triggered, never other pending runs of the same job).
 
-        Runnable: pending, or running with an expired lease. A run with a concurrency key is
-        runnable only if no other run with that key holds a live lease and no older run with the
-        key is waiting. Claiming sets status running, the lease, and increments ``generation``
-        (the fencing token every later write by this holder is conditioned on).
+        Runnable: pending and past its not-before time (if any), or running with an expired
+        lease. A run with a concurrency key is runnable only if no other run with that key holds a
+        live lease and no older run with the key is waiting (a run waiting for its retry backoff
+        keeps its place). Claiming sets status running, the lease, and increments ``generation``
+        (the fencing token every later write by this holder is conditioned on); the records
+        returned carry ``previous_worker_id``.
         """
 
     @abc.abstractmethod
     async def renew_leases(
-        self, leases: Sequence[tuple[str, int]], lease_seconds: float
+        self,
+        leases: Sequence[tuple[str, int]],
+        lease_seconds: float,
+        *,
+        worker: tuple[str, int] | None = None,
     ) -> dict[str, WriteResult]:
-        """Extend the leases of (run id, generation) pairs; returns the outcome per run id."""
+        """Extend the leases of (run id, generation) pairs; returns the outcome per run id.
+
+        ``worker`` = (worker id, runs held): the registry's heartbeat of that worker, written in the
+        same transaction (no extra round trip).
+        """
 
     @abc.abstractmethod
     async def checkpoint(self, cp: Checkpoint) -> WriteResult:
@@ -416,7 +499,26 @@ class Store(abc.ABC):
         error: str,
         failed_step_name: str | None,
         logs: Sequence[NewLog] = (),
-    ) -> WriteResult: ...
+        *,
+        traceback: str | None = None,
+    ) -> WriteResult:
+        """Mark failed (fenced on status running and generation); counts a failed attempt."""
+
+    @abc.abstractmethod
+    async def retry_later(
+        self,
+        run_id: str,
+        generation: int,
+        error: str,
+        failed_step_name: str | None,
+        delay_seconds: float,
+        logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
+    ) -> WriteResult:
+        """A failed attempt that will be retried (fenced like ``fail_run``): the run goes back to
+        pending, claimable from ``now + delay_seconds`` (the store's clock) on, with its error,
+        traceback and completed steps kept and one more failed attempt counted."""
 
     @abc.abstractmethod
     async def release_run(self, run_id: str, generation: int) -> WriteResult:
@@ -429,7 +531,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def retry_run(self, run_id: str) -> RunRecord | None:
-        """Failed or cancelled → pending, keeping completed steps. Returns the run (None if absent)."""
+        """Failed or cancelled → pending, keeping completed steps, with a fresh retry budget
+        (``failed_attempts`` 0, no not-before time). Returns the run (None if absent)."""
 
     @abc.abstractmethod
     async def delete_run(self, run_id: str) -> bool:
@@ -446,6 +549,42 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge_runs(self, older_than: datetime, batch_size: int = 500) -> int:
         """Delete up to ``batch_size`` finished runs completed before ``older_than``."""
+
+    # -- the worker registry -----------------------------------------------------------------
+    @abc.abstractmethod
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """Add (or refresh) a worker's row: started and heartbeat now, holding nothing."""
+
+    @abc.abstractmethod
+    async def heartbeat_worker(self, worker_id: str, runs_held: int) -> bool:
+        """Stamp a worker's heartbeat; False when it has no row (it must register again)."""
+
+    @abc.abstractmethod
+    async def deregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's row (a clean stop)."""
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Every registry row, oldest start first."""
+
+    @abc.abstractmethod
+    async def take_over_worker(self, worker_id: str, by: str) -> list[str]:
+        """A worker's process is gone for certain: mark its row gone (by ``by``) and expire the
+        leases of the runs it holds, so that they can be claimed now. Returns those runs' ids.
+        Fencing still guards them: their generation changes only when they are claimed."""
+
+    @abc.abstractmethod
+    async def purge_workers(self, older_than: datetime) -> int:
+        """Delete registry rows whose last heartbeat is older than ``older_than``."""
+
+    @abc.abstractmethod
+    async def pending_counts(self) -> dict[str, int]:
+        """Pending runs per job name (for "no live worker has this job")."""
+
+    @abc.abstractmethod
+    async def queue_blocker(self, run_id: str) -> RunRecord | None:
+        """For a pending run with a concurrency key: the run of that key it waits for (an older
+        active one, or one running under a live lease); None otherwise."""
 
     # -- schedules ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -51,13 +51,15 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
+from .._ratelimit import RateLimitedLog
+from ..errors import DatabaseUnavailableError, DatabaseUrlError, SchemaVersionError, StoreError
 from . import _runs_query
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
-from ._pg_errors import describe, is_connection_error, is_transient
+from ._pg_errors import describe, error_class, hint, is_connection_error, is_transient
 from ._pg_listener import Listener
 from ._pg_sql import (
     APPEND_LOGS,
+    BEAT,
     CHECKPOINT,
     CHECKPOINT_REPLAYED,
     CLAIM_CANDIDATES,
@@ -75,7 +77,9 @@ from ._pg_sql import (
     PAUSE_SCHEDULE,
     RELEASE,
     RENEW,
+    RENEW_WITH_BEAT,
     RESUME_SCHEDULE,
+    RETRY_LATER,
     RUN_SELECT,
     SCHEDULE_LOCK_NAMESPACE,
     SCHEMA_NAME,
@@ -105,6 +109,8 @@ from .base import (
     StateChange,
     StepRecord,
     Store,
+    WorkerInfo,
+    WorkerRecord,
     WriteResult,
 )
 from .rows import (
@@ -112,7 +118,10 @@ from .rows import (
     FINISHED_SQL,
     FIRE_COLUMNS,
     LOG_COLUMNS,
+    RUN_COLUMNS,
     STEP_COLUMNS,
+    WORKER_COLUMNS,
+    bounded_traceback,
     check_schema_version,
     columns,
     fence_result,
@@ -121,6 +130,7 @@ from .rows import (
     run_from_row,
     state_from_row,
     step_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger("durably_sched.store.postgres")
@@ -252,6 +262,7 @@ class PostgresStore(Store):
         self.where = f"PostgreSQL at {host}:{port}, database '{self.database}'"
         self._password = unquote(parts.password) if parts.password else None
         self._pool: Any = None
+        self._warnings = RateLimitedLog(log)
         self._listener = Listener(self._dsn, self._server_settings(), self.where, lambda: self._wakeup)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -288,7 +299,9 @@ class PostgresStore(Store):
             reason = exc.strerror or str(exc) or type(exc).__name__
         else:
             reason = describe(exc)
-        return StoreError(self._redact(f"cannot connect to {self.where}: {reason}"))
+        unreachable = isinstance(exc, OSError | TimeoutError) or is_connection_error(exc)
+        kind = DatabaseUnavailableError if unreachable else StoreError
+        return kind(self._redact(f"cannot connect to {self.where}: {reason}"))
 
     def _redact(self, text: str) -> str:
         password = getattr(self, "_password", None)
@@ -326,8 +339,11 @@ class PostgresStore(Store):
         * checkpoint: the step row's key makes a replay insert nothing, which alone would say
           "lost"; on replay a step row written by our generation on a run we still hold is ours:
           "ok"/"cancelled" (steps record the writing generation for exactly this);
-        * complete/fail/release: on replay a run already completed/failed/pending with our
-          generation is our own committed write: "ok" (generation only changes on claims);
+        * complete/fail/release/retry_later: on replay a run already completed/failed/pending
+          with our generation is our own committed write: "ok" (generation only changes on claims);
+        * the worker registry (register, heartbeat, deregister, take_over_worker, purge): upserts,
+          stamps and deletes that leave the same state when run twice; a replayed take-over finds
+          the leases already expired and returns fewer run ids (they are claimable either way);
         * claim: runs claimed by a commit we never heard about stay running under a lease
           nobody renews; they are recovered when it expires, exactly like after a worker crash;
         * fire: on replay a fire record pointing at the run id we asked to create is ours:
@@ -359,21 +375,26 @@ class PostgresStore(Store):
                 if isinstance(exc, asyncpg.InterfaceError) and "pool is clos" in str(exc):
                     raise StoreError("store is closed") from None
                 if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
-                    hint = ""
-                    if isinstance(exc, (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError)):
-                        hint = " (is the schema migrated? run `durably-sched migrate`)"
-                    raise StoreError(f"{what} on {self.where} failed: {describe(exc)}{hint}") from exc
+                    raise error_class(exc)(
+                        f"{what} on {self.where} failed: {describe(exc)}{hint(exc)}"
+                    ) from exc
                 if not is_transient(exc):
                     raise
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + (self.retry_timeout if budget is None else budget)
                 if now + delay > deadline:
-                    raise StoreError(
+                    raise DatabaseUnavailableError(
                         f"{what}: lost {self.where} and could not get it back "
                         f"within {self.retry_timeout if budget is None else budget:.0f}s: {describe(exc)}"
                     ) from None
-                log.warning("%s failed (%s); retrying in %.2fs", what, describe(exc), delay)
+                self._warnings.warning(
+                    "%s failed (%s); retrying in %.2fs",
+                    what,
+                    describe(exc),
+                    delay,
+                    key=f"retry {what}: {describe(exc)}",
+                )
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
                 delay = min(delay * 2, 2.0)
                 attempt += 1
@@ -438,6 +459,8 @@ class PostgresStore(Store):
             [r.concurrency_key for r in runs],
             [dumps(r.labels) for r in runs],
             [r.labels.get("schedule") for r in runs],
+            [None if r.retry_policy is None else dumps(r.retry_policy) for r in runs],
+            [r.timeout for r in runs],
         )
         created = {row["id"]: run_from_row(row) for row in rows}
         out: list[tuple[RunRecord, Disposition]] = []
@@ -474,6 +497,8 @@ class PostgresStore(Store):
                 [run.concurrency_key],
                 [dumps(run.labels)],
                 [run.labels.get("schedule")],
+                [None if run.retry_policy is None else dumps(run.retry_policy)],
+                [run.timeout],
             )
             if rows:
                 return run_from_row(rows[0])
@@ -735,25 +760,34 @@ class PostgresStore(Store):
         async def claim(conn: Any, replay: bool) -> list[RunRecord]:
             async with conn.transaction():
                 rows = await conn.fetch(candidates_sql, *args)
-                seqs = [r["seq"] for r in rows if r["free"]]
-                if not seqs:
+                previous = {r["seq"]: r["worker_id"] for r in rows if r["free"]}
+                if not previous:
                     return []
-                claimed = await conn.fetch(CLAIM_UPDATE, seqs, worker_id, float(lease_seconds))
+                claimed = await conn.fetch(CLAIM_UPDATE, list(previous), worker_id, float(lease_seconds))
             claimed = sorted(claimed, key=lambda r: r["seq"])
-            return [run_from_row(r) for r in claimed]
+            return [run_from_row(r, previous_worker_id=previous.get(r["seq"])) for r in claimed]
 
         return await self._run("claim", claim)
 
     async def renew_leases(
-        self, leases: Sequence[tuple[str, int]], lease_seconds: float
+        self,
+        leases: Sequence[tuple[str, int]],
+        lease_seconds: float,
+        *,
+        worker: tuple[str, int] | None = None,
     ) -> dict[str, WriteResult]:
         if not leases:
+            if worker is not None:
+                await self.heartbeat_worker(*worker)
             return {}
+        args: list[Any] = [[r for r, _ in leases], [g for _, g in leases], float(lease_seconds)]
+        sql = RENEW
+        if worker is not None:
+            sql = RENEW_WITH_BEAT
+            args += [worker[0], worker[1]]
 
         async def renew(conn: Any, replay: bool) -> dict[str, WriteResult]:
-            rows = await conn.fetch(
-                RENEW, [r for r, _ in leases], [g for _, g in leases], float(lease_seconds)
-            )
+            rows = await conn.fetch(sql, *args)
             found = {r["id"]: fence_result(r["status"]) for r in rows}
             return {run_id: found.get(run_id, "lost") for run_id, _ in leases}
 
@@ -832,10 +866,31 @@ class PostgresStore(Store):
         error: str,
         failed_step_name: str | None,
         logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
     ) -> WriteResult:
-        return await self._fenced(
-            "fail_run", FAIL, run_id, generation, logs, (_text(error), failed_step_name), "failed"
+        params = (_text(error), failed_step_name, _text(bounded_traceback(traceback)))
+        return await self._fenced("fail_run", FAIL, run_id, generation, logs, params, "failed")
+
+    async def retry_later(
+        self,
+        run_id: str,
+        generation: int,
+        error: str,
+        failed_step_name: str | None,
+        delay_seconds: float,
+        logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
+    ) -> WriteResult:
+        params = (
+            _text(error),
+            failed_step_name,
+            _text(bounded_traceback(traceback)),
+            max(0.0, float(delay_seconds)),
         )
+        # A replay that finds the run pending with our generation found our own committed write.
+        return await self._fenced("retry_later", RETRY_LATER, run_id, generation, logs, params, "pending")
 
     async def release_run(self, run_id: str, generation: int) -> WriteResult:
         return await self._fenced("release_run", RELEASE, run_id, generation, (), (), "pending")
@@ -856,7 +911,9 @@ class PostgresStore(Store):
         async def retry(conn: Any, replay: bool) -> RunRecord | None:
             row = await conn.fetchrow(
                 "UPDATE runs SET status = 'pending', error = NULL, failed_step_name = NULL, "
-                "completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, updated_at = now() "
+                "traceback = NULL, completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, "
+                "failed_attempts = 0, not_before = NULL, "
+                "updated_at = now() "
                 f"WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {RUN_SELECT}, {NOTIFY}",
                 run_id,
             )
@@ -923,6 +980,110 @@ class PostgresStore(Store):
                 return len(ids)
 
         return await self._run("purge_runs", purge)
+
+    # -- the worker registry ---------------------------------------------------------------------------
+    async def register_worker(self, info: WorkerInfo) -> None:
+        args = (
+            info.id,
+            info.host,
+            info.host_key,
+            info.pid,
+            info.process_start,
+            info.version,
+            dumps(list(info.jobs)),
+            info.concurrency,
+            float(info.lease_seconds),
+        )
+
+        async def register(conn: Any, replay: bool) -> None:
+            await conn.execute(
+                "INSERT INTO workers (id, host, host_key, pid, process_start, version, jobs, concurrency, "
+                "lease_seconds, runs_held, started_at, heartbeat_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8, $9, 0, clock_timestamp(), clock_timestamp()) "
+                "ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, host_key = EXCLUDED.host_key, "
+                "pid = EXCLUDED.pid, process_start = EXCLUDED.process_start, version = EXCLUDED.version, "
+                "jobs = EXCLUDED.jobs, concurrency = EXCLUDED.concurrency, "
+                "lease_seconds = EXCLUDED.lease_seconds, heartbeat_at = EXCLUDED.heartbeat_at, "
+                "gone_at = NULL, gone_by = NULL",
+                *args,
+            )
+
+        await self._run("register_worker", register)
+
+    async def heartbeat_worker(self, worker_id: str, runs_held: int) -> bool:
+        async def beat(conn: Any, replay: bool) -> bool:
+            return bool(await conn.fetchval(BEAT, worker_id, runs_held))
+
+        return await self._run("heartbeat_worker", beat)
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        async def delete(conn: Any, replay: bool) -> None:
+            await conn.execute("DELETE FROM workers WHERE id = $1", worker_id)
+
+        await self._run("deregister_worker", delete)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        async def read(conn: Any, replay: bool) -> list[WorkerRecord]:
+            rows = await conn.fetch(
+                f"SELECT {columns(WORKER_COLUMNS)}, clock_timestamp() AS read_at FROM workers "
+                "ORDER BY started_at, id"
+            )
+            if not rows:
+                return []
+            return [worker_from_row(r, r["read_at"]) for r in rows]
+
+        return await self._run("list_workers", read)
+
+    async def take_over_worker(self, worker_id: str, by: str) -> list[str]:
+        async def take(conn: Any, replay: bool) -> list[str]:
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE workers SET gone_at = COALESCE(gone_at, clock_timestamp()), "
+                    "gone_by = COALESCE(gone_by, $2) WHERE id = $1",
+                    worker_id,
+                    by,
+                )
+                rows = await conn.fetch(
+                    "UPDATE runs SET lease_expires_at = clock_timestamp() - interval '1 millisecond' "
+                    "WHERE worker_id = $1 AND status = 'running' AND lease_expires_at >= clock_timestamp() "
+                    f"RETURNING id, {NOTIFY}",
+                    worker_id,
+                )
+            return [r["id"] for r in rows]
+
+        return await self._run("take_over_worker", take)
+
+    async def purge_workers(self, older_than: datetime) -> int:
+        cutoff = _aware(older_than)
+
+        async def purge(conn: Any, replay: bool) -> int:
+            rows = await conn.fetch("DELETE FROM workers WHERE heartbeat_at < $1 RETURNING 1", cutoff)
+            return len(rows)
+
+        return await self._run("purge_workers", purge)
+
+    async def pending_counts(self) -> dict[str, int]:
+        async def read(conn: Any, replay: bool) -> dict[str, int]:
+            rows = await conn.fetch(
+                "SELECT job_name, count(*) AS n FROM runs WHERE status = 'pending' GROUP BY job_name"
+            )
+            return {r["job_name"]: r["n"] for r in rows}
+
+        return await self._run("pending_counts", read)
+
+    async def queue_blocker(self, run_id: str) -> RunRecord | None:
+        async def read(conn: Any, replay: bool) -> RunRecord | None:
+            row = await conn.fetchrow(
+                f"SELECT {columns(RUN_COLUMNS, 'o.')} FROM runs r JOIN runs o "
+                f"ON o.concurrency_key = r.concurrency_key AND o.seq <> r.seq AND o.status IN {ACTIVE_SQL} "
+                "AND (o.seq < r.seq OR (o.status = 'running' AND o.lease_expires_at >= now())) "
+                "WHERE r.id = $1 AND r.concurrency_key IS NOT NULL "
+                "ORDER BY o.status = 'running' DESC, o.seq LIMIT 1",
+                run_id,
+            )
+            return None if row is None else run_from_row(row)
+
+        return await self._run("queue_blocker", read)
 
     # -- schedules ----------------------------------------------------------------------------------
     async def get_cursors(self) -> dict[str, datetime]:

@@ -13,6 +13,7 @@ one SQLite writer vs. ``SKIP LOCKED`` claims and advisory locks on PostgreSQL).
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from .base import (
     RunRecord,
     ScheduleState,
     StepRecord,
+    WorkerRecord,
     WriteResult,
 )
 
@@ -39,6 +41,9 @@ __all__ = [
     "RUN_COLUMNS",
     "STATE_COLUMNS",
     "STEP_COLUMNS",
+    "TRACEBACK_LIMIT",
+    "WORKER_COLUMNS",
+    "bounded_traceback",
     "check_schema_version",
     "columns",
     "fence_result",
@@ -47,6 +52,7 @@ __all__ = [
     "run_from_row",
     "state_from_row",
     "step_from_row",
+    "worker_from_row",
 ]
 
 Row = Mapping[str, Any]
@@ -75,6 +81,11 @@ RUN_COLUMNS: tuple[str, ...] = (
     "started_at",
     "completed_at",
     "updated_at",
+    "traceback",
+    "failed_attempts",
+    "not_before",
+    "retry_policy",
+    "timeout",
 )
 STEP_COLUMNS: tuple[str, ...] = ("run_id", "name", "idx", "output", "started_at", "completed_at")
 LOG_COLUMNS: tuple[str, ...] = ("id", "run_id", "step_name", "level", "message", "data", "created_at")
@@ -95,6 +106,24 @@ STATE_COLUMNS: tuple[str, ...] = (
     "last_failed_run_id",
     "updated_at",
 )
+WORKER_COLUMNS: tuple[str, ...] = (
+    "id",
+    "host",
+    "host_key",
+    "pid",
+    "process_start",
+    "version",
+    "jobs",
+    "concurrency",
+    "lease_seconds",
+    "runs_held",
+    "started_at",
+    "heartbeat_at",
+    "gone_at",
+    "gone_by",
+)
+TRACEBACK_LIMIT = 16 * 1024
+"""Characters of a traceback kept on a run (the end: the innermost frames and the error)."""
 
 ACTIVE_SQL = "('pending', 'running')"
 """Statuses of runs that are not finished (the partial indexes are defined on exactly this list)."""
@@ -119,7 +148,20 @@ def _required(value: datetime | None, column: str) -> datetime:
     return value
 
 
-def run_from_row(row: Row, time: TimeFn = _same) -> RunRecord:
+def _by_name(row: Row) -> Row:
+    """A row whose columns can be looked up cheaply by name.
+
+    ``sqlite3.Row`` finds a name by comparing it with every column in turn, so reading all ~27
+    columns of a run that way costs ~27² comparisons; one dict of the row costs about half of the
+    whole lookup. ``asyncpg.Record`` already looks names up in a hash map.
+    """
+    if isinstance(row, sqlite3.Row):
+        return dict(zip(row.keys(), row, strict=True))
+    return row
+
+
+def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None = None) -> RunRecord:
+    row = _by_name(row)
     current = row["progress_current"]
     progress = (
         None
@@ -127,6 +169,7 @@ def run_from_row(row: Row, time: TimeFn = _same) -> RunRecord:
         else Progress(current=current, total=row["progress_total"], message=row["progress_message"])
     )
     output = row["output"]
+    policy = row["retry_policy"]
     return RunRecord(
         id=row["id"],
         job_name=row["job_name"],
@@ -148,7 +191,44 @@ def run_from_row(row: Row, time: TimeFn = _same) -> RunRecord:
         started_at=time(row["started_at"]),
         completed_at=time(row["completed_at"]),
         updated_at=_required(time(row["updated_at"]), "updated_at"),
+        traceback=row["traceback"],
+        failed_attempts=row["failed_attempts"],
+        not_before=time(row["not_before"]),
+        retry_policy=None if policy is None else json.loads(policy),
+        timeout=row["timeout"],
+        previous_worker_id=previous_worker_id,
     )
+
+
+def worker_from_row(row: Row, read_at: datetime, time: TimeFn = _same) -> WorkerRecord:
+    return WorkerRecord(
+        id=row["id"],
+        host=row["host"],
+        host_key=row["host_key"],
+        pid=row["pid"],
+        process_start=row["process_start"],
+        version=row["version"],
+        jobs=tuple(json.loads(row["jobs"])),
+        concurrency=row["concurrency"],
+        lease_seconds=float(row["lease_seconds"]),
+        runs_held=row["runs_held"],
+        started_at=_required(time(row["started_at"]), "started_at"),
+        heartbeat_at=_required(time(row["heartbeat_at"]), "heartbeat_at"),
+        gone_at=time(row["gone_at"]),
+        gone_by=row["gone_by"],
+        read_at=read_at,
+    )
+
+
+def bounded_traceback(text: str | None, limit: int = TRACEBACK_LIMIT) -> str | None:
+    """A traceback cut to its last ``limit`` characters (the innermost frames and the error)."""
+    if text is None or len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    newline = cut.find("\n")
+    if 0 <= newline < 200:
+        cut = cut[newline + 1 :]  # start at a line
+    return f"[... {len(text) - len(cut)} characters of the traceback cut ...]\n{cut}"
 
 
 def step_from_row(row: Row, time: TimeFn = _same) -> StepRecord:

@@ -35,7 +35,15 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import aiosqlite
 
-from ..errors import DatabaseUrlError, SchemaVersionError, StoreError
+from ..errors import (
+    DatabaseCorruptError,
+    DatabaseLockedError,
+    DatabaseReadOnlyError,
+    DatabaseUrlError,
+    DiskFullError,
+    SchemaVersionError,
+    StoreError,
+)
 from . import _runs_query
 from ._common import (
     SCHEMA_VERSION,
@@ -67,6 +75,8 @@ from .base import (
     StateChange,
     StepRecord,
     Store,
+    WorkerInfo,
+    WorkerRecord,
     WriteResult,
 )
 from .rows import (
@@ -78,6 +88,8 @@ from .rows import (
     RUN_COLUMNS,
     STATE_COLUMNS,
     STEP_COLUMNS,
+    WORKER_COLUMNS,
+    bounded_traceback,
     check_schema_version,
     columns,
     fence_result,
@@ -86,6 +98,7 @@ from .rows import (
     run_from_row,
     state_from_row,
     step_from_row,
+    worker_from_row,
 )
 
 log = logging.getLogger("durably_sched.store.sqlite")
@@ -95,6 +108,44 @@ STATE_SELECT = columns(STATE_COLUMNS)
 URL_OPTIONS = ("busy_timeout", "synchronous")
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+
+# SQLite's primary result codes (the low byte of an extended code).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 5, 6, 8, 10
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
+
+
+def classify_sqlite_error(exc: BaseException, path: str, busy_timeout: float) -> StoreError:
+    """The StoreError (subclass) for a sqlite3 error: what is wrong with which file, in one line."""
+    if isinstance(exc, StoreError):
+        return exc
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == SQLITE_FULL or "disk is full" in text:
+        return DiskFullError(
+            f"the disk holding {path} is full or failing ({text}): free space (or raise the file's size "
+            "limit) and the writes go through again"
+        )
+    if primary == SQLITE_READONLY or "readonly" in text or "read-only" in text:
+        return DatabaseReadOnlyError(
+            f"the database {path} is read-only here: the file or its directory is not writable "
+            f"by this user, or its filesystem is mounted read-only ({text})"
+        )
+    if primary in (SQLITE_CORRUPT, SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
+        return DatabaseCorruptError(f"the file is not a SQLite database or is corrupt ({text})")
+    if primary in (SQLITE_BUSY, SQLITE_LOCKED) or "locked" in text:
+        return DatabaseLockedError(
+            f"database {path} stayed locked for more than {busy_timeout:g}s: another process holds "
+            "its write lock"
+        )
+    if primary == SQLITE_CANTOPEN or "unable to open" in text:
+        return DatabaseReadOnlyError(
+            f"the file or its directory is not writable, or the file cannot be opened ({text})"
+        )
+    if primary == SQLITE_IOERR or "disk I/O error" in text:
+        return StoreError(f"the disk holding {path} is full or failing ({text})")
+    return StoreError(f"{path}: {text}")
 
 
 def _now_ms() -> int:
@@ -188,7 +239,7 @@ class SqliteStore(Store):
             raise DatabaseUrlError(f"database URL {url!r}: busy_timeout must be a number of seconds")
         self.read_only = read_only
         self.writer = Writer(
-            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout, explain=self._explain
+            self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout, classify=self._classify
         )
         self._reader: aiosqlite.Connection | None = None
 
@@ -214,8 +265,8 @@ class SqliteStore(Store):
             await self._reader.execute_fetchall("SELECT count(*) FROM sqlite_master")
         except (sqlite3.DatabaseError, StoreError) as exc:
             await self.close()
-            reason = str(exc) if isinstance(exc, StoreError) else self._explain(exc)
-            raise StoreError(f"cannot open database {self.path}: {reason}") from None
+            error = exc if isinstance(exc, StoreError) else self._classify(exc)
+            raise type(error)(f"cannot open database {self.path}: {error}") from None
 
     async def _open_reader(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
@@ -255,14 +306,11 @@ class SqliteStore(Store):
         return conn
 
     def _explain(self, exc: BaseException) -> str:
-        text = str(exc)
-        if "not a database" in text or "malformed" in text:
-            return "the file is not a SQLite database or is corrupt"
-        if "disk is full" in text or "disk I/O error" in text:
-            return f"the disk holding {self.path} is full or failing ({text})"
-        if "unable to open" in text or "readonly" in text or "read-only" in text:
-            return "the file or its directory is not writable"
-        return text
+        return str(self._classify(exc))
+
+    def _classify(self, exc: BaseException) -> StoreError:
+        """A sqlite3 error as the StoreError subclass of its cause, in one line."""
+        return classify_sqlite_error(exc, self.path, self.busy_timeout)
 
     async def close(self) -> None:
         await self.writer.close()
@@ -284,7 +332,8 @@ class SqliteStore(Store):
         try:
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
-            raise StoreError(f"reading {self.path} failed: {self._explain(exc)}") from None
+            error = self._classify(exc)
+            raise type(error)(f"reading {self.path} failed: {error}") from None
 
     # -- schema -----------------------------------------------------------------------------
     async def migrate(self) -> int:
@@ -470,9 +519,10 @@ class SqliteStore(Store):
         # INDEXED BY: read only active runs, however much history the table holds (the planner
         # would otherwise pick runs_job and walk every run the job ever had).
         scan = (
-            f"SELECT seq, concurrency_key FROM runs INDEXED BY runs_active WHERE status IN {ACTIVE_SQL} "
-            f"AND job_name IN ({marks}) {only_clause}"
-            "AND (status = 'pending' OR lease_expires_at < ?) AND seq > ? ORDER BY seq LIMIT 256"
+            "SELECT seq, concurrency_key, worker_id FROM runs INDEXED BY runs_active "
+            f"WHERE status IN {ACTIVE_SQL} AND job_name IN ({marks}) {only_clause}"
+            "AND (status = 'pending' OR lease_expires_at < ?) AND (not_before IS NULL OR not_before <= ?) "
+            "AND seq > ? ORDER BY seq LIMIT 256"
         )
 
         def claim(conn: sqlite3.Connection) -> list[RunRecord]:
@@ -482,7 +532,7 @@ class SqliteStore(Store):
             last_seq = 0
             while len(claimed) < limit:
                 # Each page is read completely before any update (no update under a live cursor).
-                page = conn.execute(scan, [*jobs, *only, now, last_seq]).fetchall()
+                page = conn.execute(scan, [*jobs, *only, now, now, last_seq]).fetchall()
                 if not page:
                     break
                 for candidate in page:
@@ -503,10 +553,10 @@ class SqliteStore(Store):
                     row = conn.execute(
                         "UPDATE runs SET status = 'running', generation = generation + 1, worker_id = ?, "
                         "lease_expires_at = ?, started_at = COALESCE(started_at, ?), attempt = attempt + 1, "
-                        f"updated_at = ? WHERE seq = ? RETURNING {RUN_SELECT}",
+                        f"not_before = NULL, updated_at = ? WHERE seq = ? RETURNING {RUN_SELECT}",
                         (worker_id, now + lease_ms, now, now, seq),
                     ).fetchone()
-                    claimed.append(_run(row))
+                    claimed.append(run_from_row(row, ms_to_dt, candidate["worker_id"]))
                     if len(claimed) >= limit:
                         break
             return claimed
@@ -515,14 +565,22 @@ class SqliteStore(Store):
         return result
 
     async def renew_leases(
-        self, leases: Sequence[tuple[str, int]], lease_seconds: float
+        self,
+        leases: Sequence[tuple[str, int]],
+        lease_seconds: float,
+        *,
+        worker: tuple[str, int] | None = None,
     ) -> dict[str, WriteResult]:
         if not leases:
+            if worker is not None:
+                await self.heartbeat_worker(*worker)
             return {}
         lease_ms = int(lease_seconds * 1000)
 
         def renew(conn: sqlite3.Connection) -> dict[str, WriteResult]:
             now = _now_ms()
+            if worker is not None:
+                _beat(conn, worker[0], worker[1], now)
             out: dict[str, WriteResult] = {}
             for run_id, generation in leases:
                 row = conn.execute(
@@ -624,12 +682,36 @@ class SqliteStore(Store):
         error: str,
         failed_step_name: str | None,
         logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
     ) -> WriteResult:
         return await self._fenced_update(
             run_id,
             generation,
-            "status = 'failed', error = ?, failed_step_name = ?, completed_at = ?, lease_expires_at = NULL",
-            (error, failed_step_name, _now_ms()),
+            "status = 'failed', error = ?, failed_step_name = ?, traceback = ?, completed_at = ?, "
+            "lease_expires_at = NULL, failed_attempts = failed_attempts + 1",
+            (error, failed_step_name, bounded_traceback(traceback), _now_ms()),
+            logs,
+            statuses="('running')",
+        )
+
+    async def retry_later(
+        self,
+        run_id: str,
+        generation: int,
+        error: str,
+        failed_step_name: str | None,
+        delay_seconds: float,
+        logs: Sequence[NewLog] = (),
+        *,
+        traceback: str | None = None,
+    ) -> WriteResult:
+        return await self._fenced_update(
+            run_id,
+            generation,
+            "status = 'pending', error = ?, failed_step_name = ?, traceback = ?, not_before = ?, "
+            "lease_expires_at = NULL, failed_attempts = failed_attempts + 1",
+            (error, failed_step_name, bounded_traceback(traceback), _now_ms() + _delay_ms(delay_seconds)),
             logs,
             statuses="('running')",
         )
@@ -663,7 +745,8 @@ class SqliteStore(Store):
             now = _now_ms()
             conn.execute(
                 "UPDATE runs SET status = 'pending', error = NULL, failed_step_name = NULL, "
-                "completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, updated_at = ? "
+                "traceback = NULL, completed_at = NULL, worker_id = NULL, lease_expires_at = NULL, "
+                "failed_attempts = 0, not_before = NULL, updated_at = ? "
                 "WHERE id = ? AND status IN ('failed', 'cancelled')",
                 (now, run_id),
             )
@@ -724,6 +807,98 @@ class SqliteStore(Store):
 
         result: int = await self._write(purge, heavy=True)
         return result
+
+    # -- the worker registry ---------------------------------------------------------------
+    async def register_worker(self, info: WorkerInfo) -> None:
+        def register(conn: sqlite3.Connection) -> None:
+            now = _now_ms()
+            conn.execute(
+                f"INSERT INTO workers ({columns(WORKER_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL) "
+                "ON CONFLICT (id) DO UPDATE SET host = excluded.host, host_key = excluded.host_key, "
+                "pid = excluded.pid, process_start = excluded.process_start, version = excluded.version, "
+                "jobs = excluded.jobs, concurrency = excluded.concurrency, "
+                "lease_seconds = excluded.lease_seconds, heartbeat_at = excluded.heartbeat_at, "
+                "gone_at = NULL, gone_by = NULL",
+                (
+                    info.id,
+                    info.host,
+                    info.host_key,
+                    info.pid,
+                    info.process_start,
+                    info.version,
+                    dumps(list(info.jobs)),
+                    info.concurrency,
+                    float(info.lease_seconds),
+                    now,
+                    now,
+                ),
+            )
+
+        await self._write(register)
+
+    async def heartbeat_worker(self, worker_id: str, runs_held: int) -> bool:
+        def beat(conn: sqlite3.Connection) -> bool:
+            return _beat(conn, worker_id, runs_held, _now_ms())
+
+        result: bool = await self._write(beat)
+        return result
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+        await self._write(delete)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        now = ms_to_dt(_now_ms())
+        assert now is not None
+        rows = await self._read(f"SELECT {columns(WORKER_COLUMNS)} FROM workers ORDER BY started_at, id")
+        return [worker_from_row(r, now, ms_to_dt) for r in rows]
+
+    async def take_over_worker(self, worker_id: str, by: str) -> list[str]:
+        def take(conn: sqlite3.Connection) -> list[str]:
+            now = _now_ms()
+            conn.execute(
+                "UPDATE workers SET gone_at = COALESCE(gone_at, ?), gone_by = COALESCE(gone_by, ?) "
+                "WHERE id = ?",
+                (now, by, worker_id),
+            )
+            rows = conn.execute(
+                "UPDATE runs SET lease_expires_at = ? WHERE worker_id = ? AND status = 'running' "
+                "AND lease_expires_at >= ? RETURNING id",
+                (now - 1, worker_id, now),
+            ).fetchall()
+            return [r["id"] for r in rows]
+
+        result: list[str] = await self._write(take)
+        return result
+
+    async def purge_workers(self, older_than: datetime) -> int:
+        cutoff = dt_to_ms(older_than)
+
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (cutoff,)).rowcount
+
+        result: int = await self._write(purge)
+        return result
+
+    async def pending_counts(self) -> dict[str, int]:
+        rows = await self._read(
+            "SELECT job_name, count(*) AS n FROM runs WHERE status = 'pending' GROUP BY job_name"
+        )
+        return {r["job_name"]: r["n"] for r in rows}
+
+    async def queue_blocker(self, run_id: str) -> RunRecord | None:
+        rows = await self._read(
+            f"SELECT {columns(RUN_COLUMNS, 'o.')} FROM runs r JOIN runs o "
+            f"ON o.concurrency_key = r.concurrency_key AND o.seq != r.seq AND o.status IN {ACTIVE_SQL} "
+            "AND (o.seq < r.seq OR (o.status = 'running' AND o.lease_expires_at >= ?)) "
+            "WHERE r.id = ? AND r.concurrency_key IS NOT NULL ORDER BY o.status = 'running' DESC, o.seq "
+            "LIMIT 1",
+            (_now_ms(), run_id),
+        )
+        return _run(rows[0]) if rows else None
 
     # -- schedules ------------------------------------------------------------------------
     async def get_cursors(self) -> dict[str, datetime]:
@@ -933,6 +1108,18 @@ def _coalesce_target(conn: sqlite3.Connection, run: NewRun) -> tuple[RunRecord, 
     return None if pending is None else (_run(pending), "coalesced")
 
 
+def _delay_ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _beat(conn: sqlite3.Connection, worker_id: str, runs_held: int, now: int) -> bool:
+    row = conn.execute(
+        "UPDATE workers SET heartbeat_at = ?, runs_held = ? WHERE id = ? RETURNING 1",
+        (now, runs_held, worker_id),
+    ).fetchone()
+    return row is not None
+
+
 def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRecord, Disposition]:
     if run.coalesce and run.concurrency_key is not None:
         target = _coalesce_target(conn, run)
@@ -940,7 +1127,8 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRec
             return target
     row = conn.execute(
         "INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, "
-        "schedule_name, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) "
+        "schedule_name, retry_policy, timeout, created_at, updated_at) "
+        "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         f"ON CONFLICT DO NOTHING RETURNING {RUN_SELECT}",
         (
             run.id,
@@ -950,6 +1138,8 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: int) -> tuple[RunRec
             run.concurrency_key,
             dumps(run.labels),
             run.labels.get("schedule"),
+            None if run.retry_policy is None else dumps(run.retry_policy),
+            run.timeout,
             now,
             now,
         ),

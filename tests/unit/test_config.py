@@ -388,7 +388,8 @@ def test_duplicate_keys_are_errors_at_every_level(text: str, line: int, expected
             "defaults:\n  catchup: all\n  catch_up_window: 1h\nschedules: {}\n",
             3,
             "defaults.catch_up_window: unknown key "
-            "(allowed: catchup, catchup_window, enabled, jitter, overlap, pause_after_failures)",
+            "(allowed: catchup, catchup_window, enabled, jitter, overlap, pause_after_failures, retry, "
+            "timeout)",
         ),
         (
             "defaults:\n  timezone: UTC\nschedules: {}\n",
@@ -398,8 +399,14 @@ def test_duplicate_keys_are_errors_at_every_level(text: str, line: int, expected
         (
             "schedules:\n  a:\n    cron: '0 1 * * *'\n    job: cleanup\n    retries: 3\n",
             5,
-            "schedule 'a': retries: unknown key (allowed: catchup, catchup_window, cron, enabled, input, "
-            "jitter, job, labels, overlap, pause_after_failures, timezone)",
+            "schedule 'a': retries: unknown key "
+            "(retries are set as 'retry: {max_attempts: 3, backoff: 30s}')",
+        ),
+        (
+            "schedules:\n  a:\n    cron: '0 1 * * *'\n    job: cleanup\n    tries: 3\n",
+            5,
+            "schedule 'a': tries: unknown key (allowed: catchup, catchup_window, cron, enabled, input, "
+            "jitter, job, labels, overlap, pause_after_failures, retry, timeout, timezone)",
         ),
         (
             "schedules:\n  a:\n    name: b\n    cron: '0 1 * * *'\n    job: cleanup\n",

@@ -237,8 +237,11 @@ async def test_json_log_lines_are_objects_with_the_structured_fields(
     (step_log,) = [r for r in records if r["message"] == "added"]
     assert step_log["step"] == "add" and step_log["data"] == {"result": 2, "note": "two words"}
     (failed,) = [r for r in records if r["message"].startswith("run failed")]
-    assert failed["level"] == "WARNING" and failed["job"] == "boom" and failed["run_id"]
+    assert failed["level"] == "ERROR" and failed["job"] == "boom" and failed["run_id"]
     assert "schedule" not in failed
+    # The traceback travels with the line (one JSON object), ending with the error itself.
+    assert failed["exc_info"].startswith("Traceback (most recent call last):")
+    assert failed["exc_info"].rstrip().endswith("RuntimeError: exploded")
 
 
 def test_configure_logging_validates_and_does_not_stack_handlers(

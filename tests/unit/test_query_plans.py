@@ -149,7 +149,7 @@ def uses_index(access: list[str]) -> bool:
 
 
 RUNS = r"FROM runs (?:INDEXED BY \w+ |NOT INDEXED )?WHERE"
-CLAIM = rf"^SELECT seq, concurrency_key {RUNS} .*status IN \('pending', 'running'\)"
+CLAIM = rf"^SELECT seq, concurrency_key, worker_id {RUNS} .*status IN \('pending', 'running'\)"
 KEY_CHECK = rf"^SELECT 1 {RUNS} concurrency_key = "
 LIST_BY = r"^SELECT r\.seq AS seq, r\.id, .* FROM runs AS r INDEXED BY \w+ WHERE r\.{} = "
 PURGE = rf"^SELECT id {RUNS} status IN \('completed', 'failed', 'cancelled'\)"

@@ -109,6 +109,14 @@ async def test_a_release_database_upgrades_with_every_record_intact(backend: Bac
     assert [r.id for r in by_label] == [ids["pending"]]
     scheduled = await store.list_runs(RunQuery(labels={"schedule": "nightly"}))
     assert [r.id for r in scheduled] == [ids["scheduled"]]
+    # What the failures migration adds has sensible values for the old rows.
+    for key, run_id in expected["ids"].items():
+        record = await store.get_run(run_id)
+        assert record is not None
+        assert (record.traceback, record.not_before, record.retry_policy, record.timeout) == (None,) * 4, key
+        # The run that failed under 0.1.0 failed once; nothing else used up a retry budget.
+        assert record.failed_attempts == (1 if record.status == "failed" else 0), key
+    assert await store.list_workers() == []  # the 0.1.0 workers never registered
 
 
 async def test_old_runs_still_behave_after_the_upgrade(backend: Backend) -> None:

@@ -1,0 +1,63 @@
+"""Errors as an operator reads them: one line for lists, the traceback for the person fixing it.
+
+``error_line`` is what a run's ``error`` holds (``ValueError: not a binary PPM image``);
+``format_traceback`` is the full chained traceback, stored (bounded) next to it; and
+``user_frame`` finds, in a stored traceback, the innermost frame of the user's own code
+(``jobs/images.py:42 in load``) for ``trigger --wait`` and ``runs show``. It works on the text, so it
+reads tracebacks written on any host: frames in durably-sched itself, the standard library and
+installed packages are skipped; when nothing else is left, the innermost frame outside durably-sched
+and the standard library is taken.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+
+__all__ = ["error_line", "format_traceback", "user_frame"]
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+_STDLIB = re.compile(r"[/\\]lib[/\\](?:python|pypy)\d+(?:\.\d+)?[/\\](?!site-packages|dist-packages)")
+_PACKAGES = re.compile(r"[/\\](?:site|dist)-packages[/\\]")
+_OURS = re.compile(r"[/\\]durably_sched[/\\]")
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (a message's line breaks become spaces)."""
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The exception's formatted traceback, with its causes and contexts, as Python prints it."""
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:  # a broken __str__ or a cycle: still say what it was
+        return f"{type(exc).__name__} (its traceback could not be formatted)\n"
+
+
+def _frames(text: str) -> list[tuple[str, int, str]]:
+    # The last "Traceback" block is the exception that was raised last (the one in `error`).
+    start = text.rfind("Traceback (most recent call last):")
+    frames = []
+    for line in text[max(start, 0) :].splitlines():
+        match = _FRAME.match(line)
+        if match:
+            frames.append((match["file"], int(match["line"]), match["func"].strip()))
+    return frames
+
+
+def user_frame(text: str | None) -> str | None:
+    """``path/to/file.py:42 in func``: the innermost frame of the user's code in a traceback."""
+    if not text:
+        return None
+    frames = _frames(text)
+    for strict in (True, False):
+        for file, line, func in reversed(frames):
+            if file.startswith("<") or _OURS.search(file) or _STDLIB.search(file):
+                continue
+            if strict and _PACKAGES.search(file):
+                continue
+            return f"{file}:{line} in {func}"
+    return None

@@ -1,0 +1,100 @@
+"""``durably-sched workers list``: the worker registry, as the database sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.text import Text
+
+from ..store.base import WorkerRecord
+from ._base import TIME_RULE_HELP, CliGroup, open_durably, settings, utc_option
+from ._output import echo_json, print_table, seconds_text, show_time, table, utc_json
+
+STATE_STYLE = {"live": "green", "stale": "yellow", "gone": "red"}
+
+
+@click.group("workers", cls=CliGroup)
+def workers() -> None:
+    """The worker processes registered in the database.
+
+    \b
+    Examples:
+      durably-sched workers list
+      durably-sched workers list --json
+    """
+
+
+def worker_json(worker: WorkerRecord) -> dict[str, Any]:
+    return {
+        "id": worker.id,
+        "state": worker.state,
+        "host": worker.host,
+        "pid": worker.pid,
+        "version": worker.version,
+        "jobs": list(worker.jobs),
+        "concurrency": worker.concurrency,
+        "runs_held": worker.runs_held,
+        "lease_seconds": worker.lease_seconds,
+        "started_at": utc_json(worker.started_at),
+        "heartbeat_at": utc_json(worker.heartbeat_at),
+        "heartbeat_age": round(worker.heartbeat_age.total_seconds(), 3),
+        "gone_at": utc_json(worker.gone_at),
+        "gone_by": worker.gone_by,
+    }
+
+
+def _state(worker: WorkerRecord) -> Text:
+    text: str = worker.state
+    if worker.state == "gone" and worker.gone_by:
+        text = f"gone (found by {worker.gone_by})"
+    return Text(text, style=STATE_STYLE.get(worker.state, ""))
+
+
+def _jobs(worker: WorkerRecord) -> str:
+    if not worker.jobs:
+        return "(one run only)"  # trigger --here
+    return ", ".join(worker.jobs)
+
+
+@workers.command(
+    "list",
+    epilog="""\b
+Examples:
+  durably-sched workers list
+  durably-sched workers list --json | jq '.[] | select(.state != "live")'
+
+\b
+STATE: live (its heartbeat is recent), stale (no heartbeat for longer than its lease:
+stopped without deregistering, stalled, or cut off from the database), gone (a worker
+on the same host found its process gone and took over its runs). A worker that stops
+cleanly removes itself; rows of dead workers are kept for a day.
+
+"""
+    + TIME_RULE_HELP,
+)
+@click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
+@utc_option
+async def list_workers(json_mode: bool) -> None:
+    """List registered workers: host, pid, heartbeat age, runs held, jobs."""
+    async with open_durably(settings().database, read_only=True) as durably:
+        found = await durably.list_workers()
+    if json_mode:
+        echo_json([worker_json(w) for w in found])
+        return
+    if not found:
+        click.echo("no workers registered (start one with `durably-sched serve`)", err=True)
+        return
+    grid = table("ID", "STATE", "HOST", "PID", "HEARTBEAT", "RUNS", "STARTED", "JOBS", wrap=("JOBS",))
+    for worker in found:
+        grid.add_row(
+            worker.id,
+            _state(worker),
+            worker.host,
+            str(worker.pid),
+            f"{seconds_text(worker.heartbeat_age.total_seconds())} ago",
+            f"{worker.runs_held}/{worker.concurrency}",
+            show_time(worker.started_at),
+            _jobs(worker),
+        )
+    print_table(grid)

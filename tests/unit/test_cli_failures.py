@@ -1,0 +1,142 @@
+# ruff: noqa: F811  (test_cli's fixtures are imported by name; tests take them as parameters)
+"""The CLI on failures, through click's CliRunner: what an operator sees about a failed, retried,
+waiting or held run, and the worker registry.
+
+The project fixture (a jobs package, a schedules file, a SQLite database) is test_cli's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from durably_sched.store import open_store
+from durably_sched.store.base import WorkerInfo
+from tests.unit.test_cli import Project, _logging_restored, migrated, project  # noqa: F401
+
+RETRIES = """
+from durably_sched import Retry, Step, define_job
+
+
+async def flaky(step: Step, payload: dict) -> dict:
+    await step.run("first", lambda: 1)
+    if step.failed_attempts < 1:
+        raise ConnectionError("upstream said 503")
+    return {"after": step.failed_attempts}
+
+
+flaky_job = define_job(name="flaky", run=flaky, retry=Retry(max_attempts=3, backoff=0.1, jitter=0))
+"""
+
+
+def _store(project: Project) -> Any:
+    return open_store(f"sqlite:///{project.db}")
+
+
+def test_a_failed_run_under_wait_names_the_line_of_code_and_runs_show_has_the_traceback(
+    migrated: Project,
+) -> None:
+    result = migrated.run("trigger", "boom", "--here")
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    run_id = re.search(r"run ([0-9a-f-]{36}) failed", result.stderr).group(1)  # type: ignore[union-attr]
+    assert f"error: run {run_id} failed in step 'explode': ValueError: kaboom" in lines
+    at = next(line for line in lines if line.startswith("  at "))
+    assert re.match(
+        rf"  at .*{migrated.jobs}/core\.py:\d+ in explode \(traceback: durably-sched runs show", at
+    )
+    assert "Traceback" not in result.stderr  # the traceback is in the run, not in the terminal
+
+    shown = migrated.ok("runs", "show", run_id).stdout
+    assert "traceback" in shown and "Traceback (most recent call last):" in shown
+    assert shown.rstrip().count("ValueError: kaboom") >= 2  # the error row and the traceback's end
+    assert re.search(r"\nat\s+.*core\.py:\d+ in explode", shown)
+    data = migrated.json("runs", "show", run_id, "--json")
+    assert data["traceback"].rstrip().endswith("ValueError: kaboom")
+    assert data["error_location"].endswith(" in explode") and data["failed_attempts"] == 1
+    assert data["waiting"] is None and data["not_before"] is None
+
+
+def test_a_retried_run_completes_under_wait_and_shows_its_failed_attempt(migrated: Project) -> None:
+    migrated.write(f"{migrated.jobs}/retries.py", RETRIES)
+    result = migrated.run("trigger", "flaky", "--here", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["status"] == "completed" and data["output"] == {"after": 1} and data["failed_attempts"] == 1
+    shown = migrated.ok("runs", "show", data["id"]).stdout
+    assert re.search(r"attempt\s+2 \(1 failed\)", shown)
+
+
+def test_a_pending_run_says_what_it_waits_for(migrated: Project) -> None:
+    run_id = migrated.json("trigger", "plain", "--json")["id"]
+    shown = migrated.ok("runs", "show", run_id).stdout
+    assert re.search(r"waiting\s+no live worker has job 'plain'", shown), shown
+    assert migrated.json("runs", "show", run_id, "--json")["waiting"] == "no live worker has job 'plain'"
+    # With a live worker that has the job, the run only waits to be claimed.
+    asyncio.run(_register(migrated, "w-live", ("plain",)))
+    assert migrated.json("runs", "show", run_id, "--json")["waiting"] == "for a worker to claim it"
+
+
+async def _register(project: Project, worker_id: str, jobs: tuple[str, ...], lease: float = 30.0) -> None:
+    store = _store(project)
+    await store.connect()
+    try:
+        await store.register_worker(
+            WorkerInfo(
+                id=worker_id,
+                host="host-a",
+                host_key=None,
+                pid=4321,
+                process_start=None,
+                version="0.1.0",
+                jobs=jobs,
+                concurrency=2,
+                lease_seconds=lease,
+            )
+        )
+    finally:
+        await store.close()
+
+
+async def _claim(project: Project, worker_id: str, job: str) -> str:
+    store = _store(project)
+    await store.connect()
+    try:
+        [run] = await store.claim(worker_id, [job], 1, 30)
+        await store.renew_leases([(run.id, run.generation)], 30, worker=(worker_id, 1))
+        return run.id
+    finally:
+        await store.close()
+
+
+def test_a_running_run_shows_its_lease_and_its_holders_heartbeat(migrated: Project) -> None:
+    migrated.json("trigger", "plain", "--json")
+    asyncio.run(_register(migrated, "w-holder", ("plain",)))
+    run_id = asyncio.run(_claim(migrated, "w-holder", "plain"))
+    shown = migrated.ok("runs", "show", run_id).stdout
+    assert re.search(r"worker\s+w-holder", shown)
+    assert re.search(r"lease\s+expires in \d+(\.\d+)?s; heartbeat \d", shown), shown
+    holder = migrated.json("runs", "show", run_id, "--json")["holder"]
+    assert holder["id"] == "w-holder" and holder["state"] == "live" and holder["runs_held"] == 1
+
+
+def test_workers_list(migrated: Project) -> None:
+    assert "no workers registered" in migrated.ok("workers", "list").stderr
+    asyncio.run(_register(migrated, "w-one", ("plain", "boom")))
+    asyncio.run(_register(migrated, "w-stale", ("plain",), lease=0.001))
+    table = migrated.ok("workers", "list").stdout
+    header, *rows = table.strip().splitlines()
+    assert header.split() == ["ID", "STATE", "HOST", "PID", "HEARTBEAT", "RUNS", "STARTED", "JOBS"]
+    assert any(row.startswith("w-one") and " live " in row and "plain, boom" in row for row in rows)
+    assert any(row.startswith("w-stale") and " stale " in row for row in rows)
+    data = {w["id"]: w for w in migrated.json("workers", "list", "--json")}
+    assert data["w-one"]["jobs"] == ["plain", "boom"] and data["w-one"]["concurrency"] == 2
+    assert data["w-one"]["state"] == "live" and data["w-stale"]["state"] == "stale"
+    assert set(data["w-one"]) >= {"host", "pid", "heartbeat_at", "heartbeat_age", "runs_held", "gone_by"}
+
+
+def test_workers_list_on_a_missing_database_is_one_line(project: Project) -> None:
+    result = project.run("workers", "list")
+    assert result.exit_code == 1 and result.stderr.startswith("error: ") and "does not exist" in result.stderr
