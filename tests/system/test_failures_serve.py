@@ -143,10 +143,10 @@ def test_sigterm_starts_no_new_step_and_another_serve_resumes_at_once(database: 
 
 
 def _claim_time(log: str, run_id: str) -> datetime:
-    """When a serve logged that it resumed ``run_id`` (its log lines start with a UTC time)."""
+    """When a serve logged that it resumed ``run_id`` (its log lines start with ``date time+zone``)."""
     for line in log.splitlines():
         if f"resumed run {run_id}" in line:
-            return datetime.fromisoformat(line.split()[0])
+            return datetime.fromisoformat(" ".join(line.split()[:2]))
     raise AssertionError(f"no 'resumed run {run_id}' in:\n{log[-2000:]}")
 
 
