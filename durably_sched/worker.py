@@ -195,6 +195,7 @@ class Worker:
     async def stop(self, grace: float) -> None:
         """Start no new step; let steps in flight finish for up to ``grace`` seconds; release the rest."""
         if self._loop_task is None and self._heartbeat_task is None:
+            await self._deregister()  # one-shot processing (process()) registered without a loop
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, grace)

@@ -309,6 +309,25 @@ async def test_process_one_and_max_runs_stop_after_that_many(make: Any) -> None:
         await durably.process_until_idle(jobs="work")
 
 
+async def test_one_shot_processing_registers_the_worker_and_a_clean_close_removes_it(
+    make: Any, backend: Backend
+) -> None:
+    """`workers list` must not show a one-shot invocation that ended cleanly (live until its heartbeat
+    goes stale, then "gone" and taken over: what a crash looks like)."""
+    durably = await make(job(), start=False)
+    await durably.jobs.work.trigger({"i": 1})
+    assert len(await durably.process_until_idle()) == 1
+    [me] = await durably.list_workers()
+    assert me.id == durably.worker.worker_id and me.state == "live"
+    await durably.close()
+    observer = create_durably(backend.url)
+    try:
+        await observer.init()
+        assert await observer.list_workers() == []
+    finally:
+        await observer.close()
+
+
 async def test_process_until_idle_runs_up_to_the_concurrency_and_keyed_runs_in_order(make: Any) -> None:
     together = asyncio.Barrier(3)
     order: list[int] = []
