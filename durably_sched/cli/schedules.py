@@ -128,6 +128,12 @@ def _state_lines(state: ScheduleState | None) -> list[str]:
     return lines
 
 
+def _short_time(value: datetime, now: datetime) -> str:
+    """A time in the display zone, without its date when that is today's (``05:00:00+01:00``)."""
+    text = show_time(value)
+    return text.split(" ", 1)[1] if text[:10] == show_time(now)[:10] else text
+
+
 def _next(entry: ScheduleEntry, now: datetime) -> datetime | None:
     try:
         return next_fire_time(entry.cron, entry.timezone, now)
@@ -182,32 +188,27 @@ async def list_schedules(json_mode: bool) -> None:
     if not config.schedules:
         click.echo(f"no schedules in {config.path}", err=True)
         return
-    # Every column one line (no wrapping), so each schedule's description can follow its row.
-    grid = table("NAME", "JOB", "CRON", "TIMEZONE", "STATE", "NEXT FIRE TIME", "LAST OUTCOME")
+    # Every column one line (no wrapping), so each schedule's description can follow its row. The
+    # cron expression and its zone go on that line, with the words for them: the row stays within
+    # 100 columns for names of up to 14 characters.
+    grid = table("NAME", "JOB", "STATE", "NEXT FIRE TIME", "LAST")
+    descriptions: list[list[str]] = []
     for entry in config.schedules.values():
         upcoming = _next(entry, now)
         record = last.get(entry.name)
-        last_text = "-"
-        if record is not None:
-            last_text = f"{record.outcome} {show_time(record.fire_time)}"
-            if record.run_id:
-                last_text += f" (run {record.run_id[:8]})"
+        state = states.get(entry.name)
         grid.add_row(
             entry.name,
             entry.job,
-            entry.cron.expression,
-            entry.timezone.key,
-            _state_word(entry, states.get(entry.name)),
+            _state_word(entry, state),
             ("disabled" if not entry.enabled else show_time(upcoming) if upcoming else "never"),
-            last_text,
+            "-" if record is None else f"{record.outcome} {_short_time(record.fire_time, now)}",
         )
-    _print_with_descriptions(
-        grid,
-        [
-            [describe_cron(entry.cron), *_state_lines(states.get(entry.name))]
-            for entry in config.schedules.values()
-        ],
-    )
+        about = f"{entry.cron.expression} ({entry.timezone.key}): {describe_cron(entry.cron)}"
+        if record is not None and record.run_id:
+            about += f"; last run {record.run_id[:8]}"
+        descriptions.append([about, *_state_lines(state)])
+    _print_with_descriptions(grid, descriptions)
     gone = sorted(name for name, state in states.items() if state.paused and name not in config.schedules)
     for name in gone:
         click.echo(

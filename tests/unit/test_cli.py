@@ -750,8 +750,13 @@ def test_schedules_list_shows_next_and_last_outcome(migrated: Project) -> None:
     assert listed["hourly"]["next_fire_time"].endswith(":00:00.000Z")
     assert listed["hourly"]["next_fire_time_in_zone"].endswith(":00:00+00:00")
     text = p.ok("schedules", "list").stdout
-    assert text.splitlines()[0].split()[:4] == ["NAME", "JOB", "CRON", "TIMEZONE"]
-    assert "triggered" in text
+    lines = text.splitlines()
+    assert lines[0].split() == ["NAME", "JOB", "STATE", "NEXT", "FIRE", "TIME", "LAST"]
+    hourly = lines.index(next(line for line in lines if line.startswith("hourly")))
+    assert "triggered 2026-01-01 10:00:00" in lines[hourly]  # another day: the date is written
+    # Under the row: the expression, its zone, what it means and the run the last fire time made.
+    run_id = listed["hourly"]["last_run_id"]
+    assert lines[hourly + 1].strip() == f"0 * * * * (UTC): Every hour; last run {run_id[:8]}"
 
 
 def test_schedules_list_describes_each_cron(project: Project) -> None:
@@ -768,13 +773,13 @@ def test_schedules_list_describes_each_cron(project: Project) -> None:
         """,
     )
     lines = project.ok("--schedules", "days.yaml", "schedules", "list").stdout.splitlines()
-    assert lines[0].split()[:3] == ["NAME", "JOB", "CRON"]
+    assert lines[0].split()[:3] == ["NAME", "JOB", "STATE"]
     assert [line.split()[0] for line in lines[1::2]] == ["hourly", "odd-mondays", "mid-month", "pulse"]
     assert lines[2::2] == [
-        "  Every hour",
-        "  At 00:00, every 2 days, and only on Monday",
-        "  At 00:00, on day 15 of the month, or on the third Sunday of the month",
-        "  Every 10 seconds",
+        "  0 * * * * (UTC): Every hour",
+        "  0 0 */2 * MON (UTC): At 00:00, every 2 days, and only on Monday",
+        "  0 0 15 * 0#3 (UTC): At 00:00, on day 15 of the month, or on the third Sunday of the month",
+        "  */10 * * * * * (UTC): Every 10 seconds",
     ]
     listed = project.json("--schedules", "days.yaml", "schedules", "list", "--json")
     assert [(s["name"], s["description"]) for s in listed] == [

@@ -58,7 +58,7 @@ def test_pause_says_who_and_why_and_a_second_pause_changes_nothing(migrated: Pro
 def test_schedules_list_shows_the_state_column_and_who_paused(migrated: Project) -> None:
     migrated.ok("schedules", "pause", "images", "--reason", "bad thumbnails", "--by", "bob")
     lines = migrated.ok("schedules", "list").stdout.splitlines()
-    assert lines[0].split()[:5] == ["NAME", "JOB", "CRON", "TIMEZONE", "STATE"]
+    assert lines[0].split()[:3] == ["NAME", "JOB", "STATE"]
     column = lines[0].index("STATE")
 
     def state(line: str) -> str:
@@ -67,7 +67,7 @@ def test_schedules_list_shows_the_state_column_and_who_paused(migrated: Project)
     hourly = next(line for line in lines if line.startswith("hourly"))
     images_at = next(i for i, line in enumerate(lines) if line.startswith("images"))
     assert state(hourly) == "active" and state(lines[images_at]) == "paused"
-    assert lines[images_at + 1].strip() == "Every 5 minutes"
+    assert lines[images_at + 1].strip().endswith(": Every 5 minutes")
     assert (
         lines[images_at + 2].strip().startswith("paused ")
         and "by bob: bad thumbnails" in lines[images_at + 2]
