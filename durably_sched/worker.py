@@ -79,6 +79,9 @@ REGISTRY_KEEP = timedelta(days=1)
 REGISTRY_PURGE_EVERY = 600.0
 ORPHAN_CLAIM_WAIT = 5.0
 """At a stop, how long a claim still in flight after the grace may take before it is cancelled."""
+RELEASE_RETRY_FIRST = 0.25
+RELEASE_RETRY_MAX = 2.0
+"""A release refused by a failing store is tried again after 0.25 s, 0.5 s, ... then every 2 s."""
 
 
 def _took(run: RunRecord, attempt_seconds: float) -> str:
@@ -241,19 +244,33 @@ class Worker:
         self._loop_task = self._heartbeat_task = None
         await self._deregister()
 
-    async def _release(self, ctx: RunContext, why: str = "") -> None:
-        """Give a run back (fenced): pending again at once, completed steps kept; log it."""
+    async def _release(self, ctx: RunContext, why: str = "", *, retry: bool = False) -> None:
+        """Give a run back (fenced): pending again at once, completed steps kept; log it.
+
+        With ``retry`` (the store failed under the run: a full disk, a lost connection), a release
+        the store refuses too is tried again, backing off up to RELEASE_RETRY_MAX, for as long as
+        the lease would have lasted (the run keeps its slot and the heartbeat meanwhile), so the run
+        resumes within seconds of the store healing rather than at the end of its lease.
+        """
         done = len(ctx.completed)
-        try:
-            outcome = await self.store.release_run(ctx.run_id, ctx.generation)
-        except Exception as exc:
-            log.warning(
-                "could not release run %s (it resumes when its lease expires): %s",
-                ctx.run_id,
-                exc,
-                extra=ctx.log_extra,
-            )
-            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stale_threshold
+        delay = RELEASE_RETRY_FIRST
+        while True:
+            try:
+                outcome = await self.store.release_run(ctx.run_id, ctx.generation)
+                break
+            except Exception as exc:
+                if not retry or self._stopping or loop.time() + delay > deadline:
+                    log.warning(
+                        "could not release run %s (it resumes when its lease expires): %s",
+                        ctx.run_id,
+                        exc,
+                        extra=ctx.log_extra,
+                    )
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RELEASE_RETRY_MAX)
         if outcome == "ok":
             log.info("released run %s at step %d%s", ctx.run_id, done, why, extra=ctx.log_extra)
 
@@ -596,7 +613,7 @@ class Worker:
             # else it resumes when its lease expires.
             self._report(exc, "execute", run.id)
             if not ctx.lost:
-                await self._release(ctx, " after a database error")
+                await self._release(ctx, " after a database error", retry=True)
         finally:
             # Free the slot first: a cancellation arriving during close() must not leak it.
             entry = self.active.get(run.id)
