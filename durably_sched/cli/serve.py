@@ -261,9 +261,9 @@ class Server:
         if upcoming is not None:
             log.info("next fire time: %s at %s", upcoming[0], _local(upcoming[1]))
         if opts.scheduler and opts.worker:
-            roles = f"scheduler + worker ({opts.concurrency} runs at a time)"
+            roles = f"scheduler + worker ({_at_a_time(opts.concurrency)})"
         elif opts.worker:
-            roles = f"worker only ({opts.concurrency} runs at a time)"
+            roles = f"worker only ({_at_a_time(opts.concurrency)})"
         else:
             roles = "scheduler only"
         log.info("serve started: %s, worker id %s", roles, durably.worker.worker_id)
@@ -629,3 +629,7 @@ async def serve(
     code = await _serve(settings(), options)
     await threads.exit_if_lingering(code)
     return code
+
+
+def _at_a_time(concurrency: int) -> str:
+    return f"{concurrency} run{'s' if concurrency != 1 else ''} at a time"

@@ -100,7 +100,8 @@ def test_a_run_in_another_serve_streams_to_a_client_of_the_first(workdir: Path, 
     worker, worker_log = None, None
     try:
         port = wait_for(lambda: _port(web, web_log), 60, "web serve listening")
-        worker, worker_log = start(workdir, database, "worker", "--no-scheduler")
+        # It takes over the blocker when the first stops: a short grace, or its stop waits for it.
+        worker, worker_log = start(workdir, database, "worker", "--no-scheduler", "--stop-grace", "1")
         wait_for(lambda: "serve started" in worker_log.read_text(), 60, "worker serve started")
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"X-Durably-CSRF": "1"}
