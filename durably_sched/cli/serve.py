@@ -8,9 +8,10 @@ import ipaddress
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -46,6 +47,47 @@ log = logging.getLogger("durably_sched.serve")
 RELOAD_INTERVAL = 1.0
 """How often the schedules file is checked for changes (mtime, size, inode)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def lease_options(fn: F) -> F:
+    """``--heartbeat-interval`` and ``--stale-threshold``: the lease of every worker command."""
+    fn = click.option(
+        "--stale-threshold",
+        type=SECONDS,
+        default=30.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Lease length: a run not renewed for this long is resumed by another worker.",
+    )(fn)
+    return click.option(
+        "--heartbeat-interval",
+        type=SECONDS,
+        default=5.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="How often leases of running runs are renewed.",
+    )(fn)
+
+
+def log_options(fn: F) -> F:
+    """``--log-format`` and ``--log-level`` of the long-running commands."""
+    fn = click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="INFO",
+        show_default=True,
+        envvar="DURABLY_LOG_LEVEL",
+    )(fn)
+    return click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        envvar="DURABLY_LOG_FORMAT",
+    )(fn)
 
 
 @dataclass(frozen=True)
@@ -433,22 +475,7 @@ field whole.
     metavar="SECONDS",
     help="How often the worker looks for runs made by other processes.",
 )
-@click.option(
-    "--heartbeat-interval",
-    type=SECONDS,
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How often leases of running runs are renewed.",
-)
-@click.option(
-    "--stale-threshold",
-    type=SECONDS,
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Lease length: a run not renewed for this long is resumed by another worker.",
-)
+@lease_options
 @click.option(
     "--http",
     type=HTTP_ADDRESS,
@@ -457,20 +484,7 @@ field whole.
     help="Serve the dashboard, the API, /healthz, /readyz and /metrics here (PORT or :PORT bind "
     "127.0.0.1; any other address needs a token). Default: off.",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    envvar="DURABLY_LOG_FORMAT",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="INFO",
-    show_default=True,
-    envvar="DURABLY_LOG_LEVEL",
-)
+@log_options
 @click.option(
     "--stop-grace",
     type=SECONDS,

@@ -6,7 +6,7 @@ import click
 
 from ._base import SECONDS, CliCommand, CliError, StepThreads, settings, utc_option
 from .once import OneShotOptions, run_one_shot
-from .serve import LOG_LEVELS, configure_logging
+from .serve import configure_logging, lease_options, log_options
 
 EPILOG = """\b
 Examples:
@@ -62,36 +62,8 @@ both, serve --no-scheduler keeps a worker running."""
     metavar="SECONDS",
     help="On SIGTERM or --max-seconds, how long running steps may take before their runs are released.",
 )
-@click.option(
-    "--heartbeat-interval",
-    type=SECONDS,
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How often leases of running runs are renewed.",
-)
-@click.option(
-    "--stale-threshold",
-    type=SECONDS,
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Lease length: a run not renewed for this long is resumed by another worker.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    envvar="DURABLY_LOG_FORMAT",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="INFO",
-    show_default=True,
-    envvar="DURABLY_LOG_LEVEL",
-)
+@lease_options
+@log_options
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
 @utc_option
 async def work(
