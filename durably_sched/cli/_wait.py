@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -61,6 +62,23 @@ class Interrupts:
         with contextlib.suppress(OSError):
             os.write(2, f"\n{self.on_second}\n".encode())
         os._exit(128 + signum)
+
+    @classmethod
+    def graceful_stop(cls, stop_grace: float, log: logging.Logger) -> Interrupts:
+        """What a long-running command (``serve``, ``serve --once``, ``work``) does on SIGTERM/SIGINT:
+        log the graceful stop with its grace; a second signal exits at once."""
+
+        def first(signum: int) -> None:
+            log.info(
+                "received %s: stopping gracefully (up to %ss); send it again to exit at once",
+                signal.Signals(signum).name,
+                f"{stop_grace:g}",
+            )
+
+        return cls(
+            on_second="second signal: exiting at once; unfinished runs resume when their leases expire",
+            on_first=first,
+        )
 
     @contextlib.contextmanager
     def installed(self, *signals: int) -> Iterator[Interrupts]:

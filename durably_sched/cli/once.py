@@ -272,16 +272,6 @@ async def run_one_shot(cli: Settings, options: OneShotOptions) -> int:
 
     from ._wait import Interrupts
 
-    def first(signum: int) -> None:
-        log.info(
-            "received %s: stopping gracefully (up to %ss); send it again to exit at once",
-            signal.Signals(signum).name,
-            f"{options.stop_grace:g}",
-        )
-
-    interrupts = Interrupts(
-        on_second="second signal: exiting at once; unfinished runs resume when their leases expire",
-        on_first=first,
-    )
+    interrupts = Interrupts.graceful_stop(options.stop_grace, log)
     with interrupts.installed(signal.SIGTERM, signal.SIGINT):
         return await OneShot(cli, options, interrupts.event).run()
