@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
+
+from durably_sched import Durably, create_durably
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
@@ -34,3 +37,25 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.t += timedelta(**delta)
+
+
+@contextlib.asynccontextmanager
+async def durably_factory(url: str, **defaults: Any) -> AsyncIterator[Callable[..., Awaitable[Durably]]]:
+    """``make(*jobs, start=True, **options)``: migrated instances on ``url`` with quick test timings
+    (``defaults`` override them, ``options`` override both); all are closed on exit."""
+    made: list[Durably] = []
+
+    async def factory(*jobs: Any, start: bool = True, **options: Any) -> Durably:
+        settings = {"polling_interval": 0.05, "heartbeat_interval": 0.2, **defaults, **options}
+        durably = create_durably(url, **settings).register(list(jobs))
+        await durably.migrate()
+        if start:
+            await durably.start()
+        made.append(durably)
+        return durably
+
+    try:
+        yield factory
+    finally:
+        for durably in made:
+            await durably.close()

@@ -36,7 +36,7 @@ from durably_sched import (
 )
 from durably_sched.store._common import SCHEMA_VERSION
 from tests.backends import Backend
-from tests.helpers import until
+from tests.helpers import durably_factory, until
 
 
 class ImageIn(BaseModel):
@@ -60,22 +60,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def make(db_url: str) -> AsyncIterator[Callable[..., Any]]:
-    made: list[Durably] = []
-
-    async def factory(*jobs: Any, start: bool = True, **options: Any) -> Durably:
-        options.setdefault("polling_interval", 0.05)
-        options.setdefault("heartbeat_interval", 0.2)
-        options.setdefault("stale_threshold", 1.0)
-        durably = create_durably(db_url, **options).register(list(jobs))
-        await durably.migrate()
-        if start:
-            await durably.start()
-        made.append(durably)
-        return durably
-
-    yield factory
-    for durably in made:
-        await durably.close()
+    async with durably_factory(db_url, stale_threshold=1.0) as factory:
+        yield factory
 
 
 # -- steps: checkpoint, replay, encoding ---------------------------------------------------------

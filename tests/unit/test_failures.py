@@ -31,7 +31,6 @@ from durably_sched import (
     RunFailedError,
     Step,
     StepCancelled,
-    create_durably,
     define_job,
 )
 from durably_sched.errors import RunTimeoutError, StepTimeoutError
@@ -39,7 +38,7 @@ from durably_sched.registry import host_identity
 from durably_sched.step import MAX_PENDING_LOGS
 from durably_sched.store.base import WorkerInfo
 from tests.backends import Backend
-from tests.helpers import until
+from tests.helpers import durably_factory, until
 
 
 @pytest.fixture
@@ -49,22 +48,8 @@ def db_url(backend: Backend) -> str:
 
 @pytest.fixture
 async def make(db_url: str) -> AsyncIterator[Callable[..., Any]]:
-    made: list[Durably] = []
-
-    async def factory(*jobs: Any, start: bool = True, **options: Any) -> Durably:
-        options.setdefault("polling_interval", 0.05)
-        options.setdefault("heartbeat_interval", 0.2)
-        options.setdefault("stale_threshold", 2.0)
-        durably = create_durably(db_url, **options).register(list(jobs))
-        await durably.migrate()
-        if start:
-            await durably.start()
-        made.append(durably)
-        return durably
-
-    yield factory
-    for durably in made:
-        await durably.close()
+    async with durably_factory(db_url, stale_threshold=2.0) as factory:
+        yield factory
 
 
 def quick(**changes: Any) -> Retry:

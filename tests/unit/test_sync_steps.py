@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from durably_sched import Durably, RunFailedError, Step, create_durably, define_job
+from durably_sched import Durably, RunFailedError, Step, define_job
 from durably_sched._step_threads import POOL, SYNC_WAIT, StepThreadPool, SyncSteps, busy_threads
 from durably_sched.store.sqlite import SqliteStore
-from tests.helpers import until
+from tests.helpers import durably_factory, until
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
@@ -34,22 +34,8 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def make(db_url: str) -> AsyncIterator[Callable[..., Any]]:
-    made: list[Durably] = []
-
-    async def factory(*jobs: Any, start: bool = True, **options: Any) -> Durably:
-        options.setdefault("polling_interval", 0.05)
-        options.setdefault("heartbeat_interval", 0.2)
-        options.setdefault("stale_threshold", 2.0)
-        durably = create_durably(db_url, **options).register(list(jobs))
-        await durably.migrate()
-        if start:
-            await durably.start()
-        made.append(durably)
-        return durably
-
-    yield factory
-    for durably in made:
-        await durably.close()
+    async with durably_factory(db_url, stale_threshold=2.0) as factory:
+        yield factory
 
 
 # -- through Step.run ------------------------------------------------------------------------------
