@@ -8,12 +8,10 @@ slot triggers and backfills never duplicate a fire time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import sqlite3
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -30,6 +28,7 @@ from durably_sched.cli import main
 from durably_sched.cli._base import HttpAddress, HttpAddressType
 from durably_sched.cli._loader import load_jobs, registration_key
 from durably_sched.store._common import SCHEMA_VERSION
+from tests.filesystems import read_only_tree
 
 JOBS_CORE = """
 from pydantic import BaseModel
@@ -522,32 +521,11 @@ def test_pool_max_is_read_from_the_query_not_found_by_substring() -> None:
     assert sneaky.max_size == 24  # type: ignore[attr-defined]
 
 
-@contextlib.contextmanager
-def _read_only_directory(path: Path) -> Iterator[None]:
-    """The directory and its files cannot be written, even by root (chattr +i), in the block."""
-    targets = [str(p) for p in (path, *path.iterdir())]
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", *targets], capture_output=True).returncode != 0:
-            pytest.skip("chattr +i is not supported here (root writes anywhere otherwise)")
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", *targets], check=True)
-    else:
-        for target in targets:
-            os.chmod(target, 0o555 if target == str(path) else 0o444)
-        try:
-            yield
-        finally:
-            for target in targets:
-                os.chmod(target, 0o755 if target == str(path) else 0o644)
-
-
 def test_read_only_commands_work_where_the_database_cannot_be_written(migrated: Project) -> None:
     """An operator may look at a database they cannot change (e.g. one owned by the service)."""
     run_id = migrated.json("trigger", "plain", "--json")["id"]
     migrated.ok("schedules", "list")
-    with _read_only_directory(migrated.db.parent):
+    with read_only_tree(migrated.db.parent):
         listed = migrated.ok("runs", "list")
         assert run_id[:8] in listed.stdout
         assert migrated.json("runs", "show", run_id, "--json")["id"] == run_id
