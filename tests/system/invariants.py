@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from durably_sched.schedule.cron import parse_fire_key
 from durably_sched.store.base import RunRecord
@@ -76,3 +77,8 @@ def steps_done_twice(effect_lines: Iterable[str]) -> dict[tuple[str, str], int]:
         (parts[1], parts[2]) for parts in (line.split() for line in effect_lines) if parts[-1] == "done"
     )
     return {key: n for key, n in done.items() if n > 1}
+
+
+def effects_of(path: Path) -> list[str]:
+    """The lines of a jobs' effects log (``CHAOS_EFFECTS``); none before the first was written."""
+    return path.read_text().splitlines() if path.exists() else []

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from durably_sched import create_durably
 from durably_sched.store.base import RunRecord
 
 from .chaos_jobs import chain_job, tick_job
-from .invariants import ExactlyOnceReport, check_exactly_once, steps_done_twice
+from .invariants import ExactlyOnceReport, check_exactly_once, effects_of, steps_done_twice
 from .serve_procs import Serve, wait_for
 
 pytestmark = pytest.mark.system
@@ -60,18 +59,6 @@ async def _prepare(url: str, schedule: str | None = None, cursor: datetime | Non
             await durably.store.advance_cursor(schedule, cursor)
     finally:
         await durably.close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'chaos.db'}"
-        return
-    yield request.getfixturevalue("postgres_schema_url")
-
-
-def effects_of(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def test_exactly_once_under_churn(database: str, tmp_path: Path) -> None:

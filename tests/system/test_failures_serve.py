@@ -27,7 +27,6 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from durably_sched.store.base import NewRun, RunRecord
 from tests.filesystems import fill, read_only_tree, small_disk
 
 from .chaos_jobs import chain_job, tick_job
-from .invariants import check_exactly_once, steps_done_twice
+from .invariants import check_exactly_once, effects_of, steps_done_twice
 from .serve_procs import HERE, ROOT, Serve, wait_for
 
 pytestmark = pytest.mark.system
@@ -50,18 +49,6 @@ LONG_LEASE = ["--polling-interval", "0.1", "--heartbeat-interval", "1", "--stale
 
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'failures.db'}"
-        return
-    yield request.getfixturevalue("postgres_schema_url")
-
-
-def effects_of(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
 
 
 async def _trigger_chain(url: str, steps: int, step_seconds: float) -> str:

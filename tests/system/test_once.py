@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,14 +59,6 @@ boom_job = define_job(name="boom", run=boom)
 steps_job = define_job(name="steps", run=steps)
 """
 FAST = ["--heartbeat-interval", "0.5", "--stale-threshold", "10", "--stop-grace", "2"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'once.db'}"
-        return
-    yield request.getfixturevalue("postgres_schema_url")
 
 
 class Runner:

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,14 +39,6 @@ schedules:
     catchup_window: 1h
 """
 OPTIONS = ["--concurrency", "4", "--polling-interval", "0.1", "--stale-threshold", "20", "--stop-grace", "5"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'pause.db'}"
-        return
-    yield request.getfixturevalue("postgres_schema_url")
 
 
 def records(url: str) -> list[FireRecord]:
