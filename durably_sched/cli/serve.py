@@ -72,6 +72,15 @@ def lease_options(fn: F) -> F:
     )(fn)
 
 
+def check_lease(heartbeat_interval: float, stale_threshold: float) -> None:
+    """A lease must be renewed before it ends: one line naming both flags, before anything starts."""
+    if heartbeat_interval >= stale_threshold:
+        raise CliError(
+            f"--heartbeat-interval ({heartbeat_interval:g}s) must be shorter than --stale-threshold "
+            f"({stale_threshold:g}s): a lease must be renewed before it expires"
+        )
+
+
 def log_options(fn: F) -> F:
     """``--log-format`` and ``--log-level`` of the long-running commands."""
     fn = click.option(
@@ -576,6 +585,7 @@ async def serve(
         http = None  # DURABLY_HTTP set for the long-running serve of the same image: not for --once
     if max_seconds is not None and max_seconds <= 0:
         raise CliError("--max-seconds must be longer than 0")
+    check_lease(heartbeat_interval, stale_threshold)
     configure_logging(log_format, log_level.upper(), utc=settings().utc)
     if once:
         from .once import OneShotOptions, run_one_shot

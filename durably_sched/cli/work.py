@@ -6,7 +6,7 @@ import click
 
 from ._base import SECONDS, CliCommand, CliError, StepThreads, settings, utc_option
 from .once import OneShotOptions, run_one_shot
-from .serve import configure_logging, lease_options, log_options
+from .serve import check_lease, configure_logging, lease_options, log_options
 
 EPILOG = """\b
 Examples:
@@ -87,6 +87,7 @@ async def work(
         )
     if max_seconds is not None and max_seconds <= 0:
         raise CliError("--max-seconds must be longer than 0")
+    check_lease(heartbeat_interval, stale_threshold)
     configure_logging(log_format, log_level.upper(), utc=settings().utc)
     threads = StepThreads()
     threads.install()

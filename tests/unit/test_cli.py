@@ -824,6 +824,19 @@ def test_loader_rejects_two_jobs_with_one_name(project: Project) -> None:
     assert "two different jobs are named 'plain'" in error_line(result)
 
 
+@pytest.mark.parametrize("command", [("serve",), ("serve", "--once"), ("work", "--until-idle")])
+def test_a_lease_renewed_only_after_it_expires_is_refused_naming_both_flags(
+    project: Project, command: tuple[str, ...]
+) -> None:
+    result = project.run(*command, "--heartbeat-interval", "5", "--stale-threshold", "5")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "error: --heartbeat-interval (5s) must be shorter than --stale-threshold (5s): "
+        "a lease must be renewed before it expires"
+    )
+    assert not project.db.exists()  # refused before anything was opened or created
+
+
 def test_serve_refuses_an_empty_role_set(project: Project) -> None:
     result = project.run("serve", "--no-scheduler", "--no-worker")
     assert result.exit_code == 2
