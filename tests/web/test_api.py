@@ -68,6 +68,7 @@ schedules:
     job: counted
     overlap: skip
     timezone: Europe/Berlin
+    pause_after_failures: 3
 """
 
 
@@ -454,6 +455,16 @@ async def test_pause_and_resume_over_http(idle: Durably) -> None:
         assert "is not paused" in error_of(await http.post("/api/schedules/skippy/resume", json={}), 409)
         assert (await http.get("/api/schedules/hourly")).json()["schedule"]["paused"] is False
         assert not await idle.get_runs(schedule="hourly")  # nothing of the pause ran
+
+        # An automatic pause (as a scheduler makes it) says so, with the rule and the reason.
+        reason = "3 consecutive failed runs; the last, run r-1, failed: RuntimeError: boom"
+        await idle.store.pause_schedule("skippy", reason=reason, by="pause_after_failures", auto=True)
+        auto = (await http.get("/api/schedules/skippy")).json()["schedule"]
+        assert auto["paused"] is True and auto["auto_paused"] is True and auto["pause_after_failures"] == 3
+        assert auto["paused_by"] == "pause_after_failures" and auto["pause_reason"] == reason
+        home = (await http.get("/")).text
+        assert "auto-paused" in home and "paused automatically after 3 failed runs in a row" in home
+        assert reason in home
 
 
 async def test_resume_with_catchup_over_http(idle: Durably) -> None:
