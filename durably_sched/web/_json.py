@@ -121,17 +121,21 @@ def fire(record: FireRecord, key: str, run_status: str | None) -> dict[str, Any]
     }
 
 
+_EVENT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def event(value: Event) -> dict[str, Any]:
     """An event of the run feed: its fields, JSON-ready."""
+    kind = type(value)
+    names = _EVENT_FIELDS.get(kind)
+    if names is None:  # once per event class
+        names = tuple(n for n in getattr(value, "__dataclass_fields__", {}) if n not in ("type", "timestamp"))
+        _EVENT_FIELDS[kind] = names
     out: dict[str, Any] = {"type": value.type, "timestamp": value.timestamp}
-    for name in getattr(value, "__dataclass_fields__", {}):
-        if name in ("type", "timestamp"):
-            continue
+    for name in names:
         item = getattr(value, name)
-        if isinstance(item, Progress):
-            item = progress(item)
-        elif isinstance(item, datetime):
-            item = utc(item)
+        if isinstance(item, (Progress, datetime)):
+            item = progress(item) if isinstance(item, Progress) else utc(item)
         out[name] = item
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -739,6 +740,22 @@ async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str
         elif line == "" and kind:
             yield kind, json.loads(data)
             kind, data = "", ""
+
+
+def test_an_event_survives_any_text_in_it() -> None:
+    """A log line or output may hold U+2028, NEL or other characters Python counts as line breaks:
+    SSE splits lines only at CR and LF, so the event must parse back exactly as a browser reads it."""
+    from durably_sched.web.api import sse
+
+    text = "a\u2028b\u2029c\x85d\x1ce\nf\r\ng"
+    frame = sse("log:write", {"message": text, "when": datetime(2026, 1, 1, tzinfo=UTC)}, 42)
+    fields: dict[str, list[str]] = {}
+    for line in re.split(r"\r\n|\r|\n", frame.removesuffix("\n\n")):  # the SSE spec's line breaks
+        name, _, value = line.partition(": ")
+        fields.setdefault(name, []).append(value)
+    assert fields["event"] == ["log:write"] and fields["id"] == ["42"]
+    data = json.loads("\n".join(fields["data"]))
+    assert data == {"message": text, "when": "2026-01-01 00:00:00+00:00"}
 
 
 async def test_pages_answer_bad_input_with_a_page_not_a_500(idle: Durably) -> None:
