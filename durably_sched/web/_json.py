@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..events import Event
-from ..store.base import FireRecord, LogRecord, Progress, RunRecord, StepRecord
+from ..store.base import (
+    FireRecord,
+    LogRecord,
+    Progress,
+    RunRecord,
+    ScheduleState,
+    StepRecord,
+    WorkerRecord,
+)
 
 
 def utc(value: datetime | None) -> str | None:
@@ -44,8 +52,7 @@ def run(record: RunRecord) -> dict[str, Any]:
         "input": record.input,
         "output": record.output,
         "error": record.error,
-        # Tracebacks are stored once issue 12's field exists; None until then.
-        "traceback": getattr(record, "traceback", None),
+        "traceback": record.traceback,
         "failed_step_name": record.failed_step_name,
         "progress": progress(record.progress),
         "attempt": record.attempt,
@@ -114,16 +121,73 @@ def fire(record: FireRecord, key: str, run_status: str | None) -> dict[str, Any]
     }
 
 
+_EVENT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def event(value: Event) -> dict[str, Any]:
     """An event of the run feed: its fields, JSON-ready."""
+    kind = type(value)
+    names = _EVENT_FIELDS.get(kind)
+    if names is None:  # once per event class
+        names = tuple(n for n in getattr(value, "__dataclass_fields__", {}) if n not in ("type", "timestamp"))
+        _EVENT_FIELDS[kind] = names
     out: dict[str, Any] = {"type": value.type, "timestamp": value.timestamp}
-    for name in getattr(value, "__dataclass_fields__", {}):
-        if name in ("type", "timestamp"):
-            continue
+    for name in names:
         item = getattr(value, name)
-        if isinstance(item, Progress):
-            item = progress(item)
-        elif isinstance(item, datetime):
-            item = utc(item)
+        if isinstance(item, (Progress, datetime)):
+            item = progress(item) if isinstance(item, Progress) else utc(item)
         out[name] = item
     return out
+
+
+def schedule_state(state: ScheduleState | None) -> dict[str, Any]:
+    """A schedule's run-time state (None: never paused and no run of it finished). ``paused_*``
+    describe the pause in force, or the last one when ``paused`` is false (then ``resumed_*`` say
+    when it ended), as in ``schedules list --json``."""
+    if state is None:
+        return {
+            "paused": False,
+            "paused_at": None,
+            "paused_by": None,
+            "pause_reason": None,
+            "auto_paused": False,
+            "resumed_at": None,
+            "resumed_by": None,
+            "consecutive_failures": 0,
+            "last_success_at": None,
+            "last_failure_at": None,
+            "last_failed_run_id": None,
+        }
+    return {
+        "paused": state.paused,
+        "paused_at": utc(state.paused_at),
+        "paused_by": state.paused_by,
+        "pause_reason": state.pause_reason,
+        "auto_paused": state.auto_paused,
+        "resumed_at": utc(state.resumed_at),
+        "resumed_by": state.resumed_by,
+        "consecutive_failures": state.consecutive_failures,
+        "last_success_at": utc(state.last_success_at),
+        "last_failure_at": utc(state.last_failure_at),
+        "last_failed_run_id": state.last_failed_run_id,
+    }
+
+
+def worker(record: WorkerRecord) -> dict[str, Any]:
+    """A row of the worker registry; ``state`` is live, stale or gone (see ``WorkerRecord.state``)."""
+    return {
+        "id": record.id,
+        "state": record.state,
+        "host": record.host,
+        "pid": record.pid,
+        "version": record.version,
+        "jobs": list(record.jobs),
+        "concurrency": record.concurrency,
+        "runs_held": record.runs_held,
+        "lease_seconds": record.lease_seconds,
+        "started_at": utc(record.started_at),
+        "heartbeat_at": utc(record.heartbeat_at),
+        "heartbeat_age": round(record.heartbeat_age.total_seconds(), 3),
+        "gone_at": utc(record.gone_at),
+        "gone_by": record.gone_by,
+    }

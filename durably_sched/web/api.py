@@ -2,8 +2,9 @@
 
 Errors are ``{"error": <code>, "detail": <one line>}``: 400 malformed request (bad JSON, unknown
 field, bad query value), 401 no or wrong token, 403 read-only token acting or a cross-site request,
-404 unknown run, job or schedule, 409 the run's state forbids it, 422 input the job's model (or the
-schedule) rejects, 503 the database cannot be used. Nothing a client sends produces a 500.
+404 unknown run, job or schedule, 409 the run's state forbids it (or a resume of a schedule that is
+not paused), 422 input the job's model (or the schedule) rejects, 503 the database cannot be used.
+Nothing a client sends produces a 500.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..errors import (
     InputValidationError,
     InvalidStateError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     StoreError,
     UnknownJobError,
 )
@@ -34,7 +36,7 @@ from ..schedule import manual
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.describe import describe_cron
-from ..store.base import RUN_STATUSES, RunQuery
+from ..store.base import RUN_STATUSES, RunQuery, ScheduleState
 from . import _json
 from .app import WebContext, context
 
@@ -58,7 +60,7 @@ def error_response(status: int, error: str, detail: str, **headers: str) -> JSON
 def _mapped(exc: Exception) -> JSONResponse:
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.error, exc.detail)
-    if isinstance(exc, (RunNotFoundError, UnknownJobError)):
+    if isinstance(exc, (RunNotFoundError, UnknownJobError, ScheduleNotFoundError)):
         return error_response(404, "not_found", str(exc))
     if isinstance(exc, InvalidStateError):
         return error_response(409, "conflict", str(exc))
@@ -316,13 +318,22 @@ async def delete_run(request: Request) -> Response:
 
 
 # -- live streams ------------------------------------------------------------------------------------
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ENCODE_ANY = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def sse(event: str, data: Any, event_id: int | None = None) -> str:
-    lines = [f"event: {event}"]
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-    lines += [f"data: {line}" for line in text.splitlines() or [""]]
-    return "\n".join(lines) + "\n\n"
+    """One server-sent event. Its data is compact JSON, which never holds a raw CR or LF (JSON
+    escapes them in strings), so it is always one ``data:`` line; other characters that Python
+    counts as line breaks (U+2028, NEL) are plain characters to SSE and stay inside the line.
+    The encoders are built once: making one per event was most of an event's cost."""
+    try:
+        text = _ENCODE(data)
+    except TypeError:  # a value JSON does not know (none of the API's own shapes has one)
+        text = _ENCODE_ANY(data)
+    if event_id is None:
+        return f"event: {event}\ndata: {text}\n\n"
+    return f"event: {event}\nid: {event_id}\ndata: {text}\n\n"
 
 
 async def _stream(
@@ -460,7 +471,11 @@ def _entry(ctx: WebContext, name: str) -> ScheduleEntry:
     return entry
 
 
-async def schedule_json(ctx: WebContext, entry: ScheduleEntry, now: datetime) -> dict[str, Any]:
+async def schedule_json(
+    ctx: WebContext, entry: ScheduleEntry, now: datetime, state: ScheduleState | None
+) -> dict[str, Any]:
+    """A schedule as the API shows it; ``state`` is its run-time state (read by the caller, once
+    for a whole list: :meth:`Durably.get_schedule_states`)."""
     store = ctx.durably.store
     upcoming = list(itertools.islice(fire_times(entry.cron, entry.timezone, now), 3)) if entry.enabled else []
     records = await store.list_fire_records(entry.name, limit=1)
@@ -475,7 +490,8 @@ async def schedule_json(ctx: WebContext, entry: ScheduleEntry, now: datetime) ->
         "description": describe_cron(entry.cron),
         "timezone": entry.timezone.key,
         "enabled": entry.enabled,
-        "paused": None,  # pause/resume (issue 13) is not there yet
+        **_json.schedule_state(state),
+        "pause_after_failures": entry.pause_after_failures,
         "overlap": entry.overlap,
         "catchup": entry.catchup,
         "catchup_window": entry.catchup_window.total_seconds(),
@@ -498,16 +514,111 @@ async def schedule_json(ctx: WebContext, entry: ScheduleEntry, now: datetime) ->
 @endpoint()
 async def list_schedules(request: Request) -> Response:
     ctx = context(request)
+    return JSONResponse({"schedules": await schedules_json(ctx)})
+
+
+async def schedules_json(ctx: WebContext) -> list[dict[str, Any]]:
+    """Every schedule in use, with its state: one read of the states for the whole list."""
+    entries = _entries(ctx)
+    if not entries:
+        return []
+    states = await ctx.durably.get_schedule_states()
     now = datetime.now(UTC)
-    items = [await schedule_json(ctx, e, now) for e in _entries(ctx).values()]
-    return JSONResponse({"schedules": items})
+    return [await schedule_json(ctx, e, now, states.get(e.name)) for e in entries.values()]
 
 
 @endpoint()
 async def get_schedule(request: Request) -> Response:
     ctx = context(request)
     entry = _entry(ctx, request.path_params["name"])
-    return JSONResponse({"schedule": await schedule_json(ctx, entry, datetime.now(UTC))})
+    state = await ctx.durably.get_schedule_state(entry.name)
+    return JSONResponse({"schedule": await schedule_json(ctx, entry, datetime.now(UTC), state)})
+
+
+def actor(request: Request) -> str:
+    """Who a pause or resume over HTTP is recorded as: ``http:<client address>`` (the address the
+    connection comes from: behind a reverse proxy, the proxy's). Only the full-access token may
+    act, so the token names no one further; clients cannot choose the name (no ``by`` field)."""
+    client = request.client
+    if client is None or not client.host:
+        return "http"
+    host = client.host
+    return f"http:[{host}]" if ":" in host else f"http:{host}"
+
+
+def _facade_knows_schedules(ctx: WebContext) -> None:
+    """A Durably without a scheduler in this process (an app given only ``schedules=``) learns the
+    schedules in use, so it checks names and can catch up, as a Scheduler would tell it."""
+    config = ctx.schedules()
+    if config is not None and ctx.durably.schedules is None:
+        ctx.durably.use_schedules(config)
+
+
+@endpoint(act=True)
+async def pause_schedule(request: Request) -> Response:
+    """Body ``{"reason"}`` (optional). Pausing a paused schedule changes nothing: 200 with
+    ``changed: false`` and the pause in force (as the CLI's no-op)."""
+    ctx = context(request)
+    entry = _entry(ctx, request.path_params["name"])
+    body = await body_object(request, {"reason"})
+    _facade_knows_schedules(ctx)
+    change = await ctx.durably.pause_schedule(entry.name, reason=body.get("reason"), by=actor(request))
+    return JSONResponse(
+        {
+            "schedule": await schedule_json(ctx, entry, datetime.now(UTC), change.state),
+            "changed": change.changed,
+        }
+    )
+
+
+@endpoint(act=True)
+async def resume_schedule(request: Request) -> Response:
+    """Body ``{"catchup"}`` (optional, false). 409 when the schedule is not paused and nothing was
+    caught up; ``catchup: true`` on a schedule no longer paused catches up its last pause (as
+    ``schedules resume --catchup``), and answers 200 with ``changed: false`` if that ran anything."""
+    ctx = context(request)
+    entry = _entry(ctx, request.path_params["name"])
+    body = await body_object(request, {"catchup"})
+    catchup = body.get("catchup", False)
+    if not isinstance(catchup, bool):
+        raise ApiError(400, "bad_request", "catchup must be true or false")
+    _facade_knows_schedules(ctx)
+    try:
+        result = await ctx.durably.resume_schedule(entry.name, catchup=catchup, by=actor(request))
+    except UnknownJobError as exc:
+        raise ApiError(
+            409, "conflict", f"cannot catch up schedule '{entry.name}' in this process: {exc}"
+        ) from None
+    if not result.changed and result.triggered == 0:
+        raise ApiError(409, "conflict", f"schedule '{entry.name}' is not paused; nothing to resume")
+    return JSONResponse(
+        {
+            "schedule": await schedule_json(ctx, entry, datetime.now(UTC), result.state),
+            "changed": result.changed,
+            "caught_up": [
+                {
+                    "fire_time": _json.utc(t),
+                    "outcome": r.outcome,
+                    "run_id": r.run.id if r.run is not None else None,
+                }
+                for t, r in result.caught_up
+            ],
+        }
+    )
+
+
+# -- workers -----------------------------------------------------------------------------------------
+@endpoint()
+async def list_workers(request: Request) -> Response:
+    """The worker registry, and the pending runs of jobs no live worker has (by job)."""
+    durably = context(request).durably
+    workers, orphaned = await asyncio.gather(durably.list_workers(), durably.jobs_without_worker())
+    return JSONResponse(
+        {
+            "workers": [_json.worker(w) for w in workers],
+            "jobs_without_worker": [{"job": job, "pending_runs": n} for job, n in orphaned.items()],
+        }
+    )
 
 
 @endpoint()
@@ -622,6 +733,9 @@ def routes() -> list[BaseRoute]:
         Route("/schedules/{name}/history", schedule_history, methods=["GET"]),
         Route("/schedules/{name}/trigger", trigger_schedule, methods=["POST"]),
         Route("/schedules/{name}/backfill", backfill_schedule, methods=["POST"]),
+        Route("/schedules/{name}/pause", pause_schedule, methods=["POST"]),
+        Route("/schedules/{name}/resume", resume_schedule, methods=["POST"]),
+        Route("/workers", list_workers, methods=["GET"]),
     ]
 
 

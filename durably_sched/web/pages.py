@@ -18,7 +18,7 @@ from ..errors import RunNotFoundError
 from ..schedule.cron import fire_key, fire_times
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
 from . import _json
-from .api import ApiError, parse_time, run_query, schedule_json
+from .api import ApiError, parse_time, run_query, schedule_json, schedules_json
 from .app import app_root, context
 from .auth import SESSION_COOKIE, SESSION_SECONDS, safe_next
 
@@ -47,6 +47,10 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _pretty(value: Any) -> str:
     import json
 
@@ -56,6 +60,7 @@ def _pretty(value: Any) -> str:
 _env.filters["short"] = _short
 _env.filters["duration"] = _duration
 _env.filters["pretty"] = _pretty
+_env.filters["plural"] = _plural
 
 
 def render(request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -111,8 +116,7 @@ def page(handler: Any) -> Any:
 async def home(request: Request) -> Response:
     ctx = context(request)
     config = ctx.schedules()
-    now = datetime.now(UTC)
-    schedules = [await schedule_json(ctx, e, now) for e in (config.schedules.values() if config else [])]
+    schedules = await schedules_json(ctx)
     page_ = await ctx.durably.store.list_runs_page(run_query_for(limit=15))
     return render(
         request,
@@ -207,7 +211,11 @@ async def schedule_page(request: Request) -> Response:
         }
         for r in records
     ]
-    info = await schedule_json(ctx, entry, datetime.now(UTC)) if entry is not None else None
+    info = (
+        await schedule_json(ctx, entry, datetime.now(UTC), await ctx.durably.get_schedule_state(name))
+        if entry is not None
+        else None
+    )
     upcoming = (
         [
             t.isoformat()
@@ -225,6 +233,19 @@ async def schedule_page(request: Request) -> Response:
         history=history,
         outcomes=FIRE_OUTCOMES,
         older=history[-1]["fire_time"] if len(records) == 50 else None,
+    )
+
+
+@page
+async def workers_page(request: Request) -> Response:
+    durably = context(request).durably
+    workers = [_json.worker(w) for w in await durably.list_workers()]
+    orphaned = await durably.jobs_without_worker()
+    return render(
+        request,
+        "workers.html",
+        workers=workers,
+        orphaned=[{"job": job, "pending_runs": n, "query": quote(job)} for job, n in orphaned.items()],
     )
 
 
@@ -326,6 +347,7 @@ def routes() -> list[BaseRoute]:
         Route("/runs/{run_id}", run_page, methods=["GET"]),
         Route("/schedules/{name}", schedule_page, methods=["GET"]),
         Route("/jobs", jobs_page, methods=["GET"]),
+        Route("/workers", workers_page, methods=["GET"]),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
     ]

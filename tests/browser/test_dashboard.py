@@ -109,11 +109,21 @@ def shot(page: Any, work: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+PAUSE_REASON = "browser test: warehouse migration"
+
+
+def answer(dialog: Any) -> None:
+    if dialog.type == "prompt":
+        dialog.accept(PAUSE_REASON)
+    else:
+        dialog.accept()
+
+
 def test_an_operators_day(served: tuple[str, Path], browser: Any) -> None:
     base, work = served
     page = browser.new_page()
     page.set_default_timeout(20_000)
-    page.on("dialog", lambda dialog: dialog.accept())  # the confirmations of cancel/retry/delete
+    page.on("dialog", answer)  # the confirmations of cancel/retry/delete, the pause reason prompt
 
     # Log in: the dashboard sends a fresh browser to the login page.
     page.goto(base + "/")
@@ -132,6 +142,32 @@ def test_an_operators_day(served: tuple[str, Path], browser: Any) -> None:
     assert names[:4] == ["nightly-report", "thumbnails", "batch", "pulse"]
     nightly = page.locator('tr[data-schedule="nightly-report"] td:nth-child(4) time')
     assert re.match(r"\d{4}-\d\d-\d\d 02:00:00\+0[12]:00 · your time ", nightly.inner_text())
+
+    # Pause it from the dashboard (a confirmation, then the reason prompt): the badge says who,
+    # when and why; every scheduler sees the pause in the database. Then resume it.
+    row = page.locator('tr[data-schedule="nightly-report"]')
+    row.locator('button[data-action="pause"]').click()
+    row.locator('[data-field="paused"]').wait_for()
+    note = row.locator('[data-field="pause-note"]').inner_text()
+    assert "paused by http:127.0.0.1" in note and PAUSE_REASON in note, note
+    assert re.search(r"· \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", note), note  # when, in the viewer's time
+    shot(page, work, "schedules-paused")
+    page.goto(base + "/schedules/nightly-report")
+    assert page.locator('[data-field="paused"]').inner_text() == "paused"
+    assert PAUSE_REASON in page.locator('[data-field="pause-note"]').inner_text()
+    shot(page, work, "schedule-paused")
+    page.click('button[data-action="resume"]:not([data-catchup])')
+    page.locator('[data-field="active"]').wait_for()
+    assert page.locator('button[data-action="pause"]').count() == 1
+    page.goto(base + "/")
+    assert row.locator('[data-field="active"]').count() == 1
+
+    # The workers page: this serve's worker, live, with the example jobs; no warning.
+    page.goto(base + "/workers")
+    worker = page.locator("table.workers tbody tr[data-worker]")
+    assert worker.count() == 1 and worker.locator(".badge.worker").inner_text() == "live"
+    assert "many-steps" in worker.inner_text() and page.locator(".banner.warn").count() == 0
+    shot(page, work, "workers")
 
     # Trigger a multi-step job from its form and watch the progress bar advance without a reload.
     page.goto(base + "/jobs")
@@ -199,7 +235,7 @@ def test_an_operators_day(served: tuple[str, Path], browser: Any) -> None:
         view = checked.new_page()
         view.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         view.on("pageerror", lambda exc: errors.append(str(exc)))
-        for path in ("/runs", run_url.removeprefix(base), "/schedules/slow", "/jobs", "/"):
+        for path in ("/runs", run_url.removeprefix(base), "/schedules/slow", "/jobs", "/workers", "/"):
             view.goto(base + path)
             view.wait_for_timeout(300)  # let app.js run and its streams connect
         assert "your time" in view.content()  # app.js ran on the dashboard

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from durably_sched.web import create_app
 from durably_sched.web.auth import SESSION_COOKIE
 from durably_sched.web.server import start_server
 from tests.backends import Backend
-from tests.helpers import until
+from tests.helpers import FakeClock, until
 
 TOKEN = "admin-token-0123456789"
 READ = "read-only-token-0123456789"
@@ -68,6 +69,7 @@ schedules:
     job: counted
     overlap: skip
     timezone: Europe/Berlin
+    pause_after_failures: 3
 """
 
 
@@ -278,7 +280,7 @@ async def test_schedules_slots_and_backfill(idle: Durably) -> None:
     async with client(idle) as http:
         items = {s["name"]: s for s in (await http.get("/api/schedules")).json()["schedules"]}
         hourly = items["hourly"]
-        assert hourly["cron"] == "0 * * * *" and hourly["timezone"] == "UTC" and hourly["paused"] is None
+        assert hourly["cron"] == "0 * * * *" and hourly["timezone"] == "UTC" and hourly["paused"] is False
         assert hourly["description"] == "Every hour"
         times = [datetime.fromisoformat(t["utc"].replace("Z", "+00:00")) for t in hourly["next_fire_times"]]
         assert len(times) == 3 and all(t.minute == 0 and t > datetime.now(UTC) for t in times)
@@ -356,6 +358,212 @@ async def test_a_skipped_tick_is_in_the_history(idle: Durably) -> None:
         assert second.json()["outcome"] == "skipped" and second.json()["run"] is None
         records = (await http.get("/api/schedules/skippy/history")).json()["records"]
         assert [r["outcome"] for r in records] == ["skipped", "triggered"]
+
+
+# -- pausing schedules ---------------------------------------------------------------------------------------
+async def test_pause_and_resume_over_http(idle: Durably) -> None:
+    reads: list[str] = []
+    states, state = idle.store.get_schedule_states, idle.store.get_schedule_state
+
+    async def counted_states() -> Any:
+        reads.append("all")
+        return await states()
+
+    async def counted_state(name: str) -> Any:
+        reads.append(name)
+        return await state(name)
+
+    idle.store.get_schedule_states = counted_states  # type: ignore[method-assign]
+    idle.store.get_schedule_state = counted_state  # type: ignore[method-assign]
+    paused_events: list[Any] = []
+    idle.events.on("schedule:pause", paused_events.append)
+    async with client(idle) as http:
+        fresh = (await http.get("/api/schedules/hourly")).json()["schedule"]
+        assert fresh["paused"] is False and fresh["paused_at"] is None and fresh["consecutive_failures"] == 0
+
+        made = await http.post("/api/schedules/hourly/pause", json={"reason": "warehouse\nmigration  OPS-1"})
+        assert made.status_code == 200, made.text
+        body = made.json()
+        assert body["changed"] is True
+        shown = body["schedule"]
+        assert shown["name"] == "hourly" and shown["paused"] is True and shown["auto_paused"] is False
+        assert shown["pause_reason"] == "warehouse migration OPS-1"  # one line, as the CLI stores it
+        assert shown["paused_by"] == "http:127.0.0.1" and shown["paused_at"].endswith("Z")
+        stored = await state("hourly")
+        assert stored is not None and stored.paused and stored.paused_by == "http:127.0.0.1"
+        assert [e.schedule for e in paused_events] == ["hourly"]
+        metrics = (await http.get("/metrics")).text
+        assert 'durably_schedule_pauses_total{kind="manual",schedule="hourly"} 1.0' in metrics
+
+        # Pausing again: a no-op, 200, the pause in force unchanged (as the CLI's exit 0).
+        again = await http.post("/api/schedules/hourly/pause", json={"reason": "another"})
+        assert again.status_code == 200 and again.json()["changed"] is False
+        assert again.json()["schedule"]["pause_reason"] == "warehouse migration OPS-1"
+        assert len(paused_events) == 1
+
+        # The list reads every state in one call, not one query per schedule.
+        reads.clear()
+        listed = {s["name"]: s for s in (await http.get("/api/schedules")).json()["schedules"]}
+        assert reads == ["all"]
+        assert listed["hourly"]["paused"] is True and listed["hourly"]["paused_by"] == "http:127.0.0.1"
+        assert listed["skippy"]["paused"] is False
+        page = await http.get("/")
+        assert 'data-action="resume" data-schedule="hourly"' in page.text
+        assert 'data-action="pause" data-schedule="skippy"' in page.text
+        assert "warehouse migration OPS-1" in page.text and "http:127.0.0.1" in page.text
+        assert "warehouse migration OPS-1" in (await http.get("/schedules/hourly")).text
+
+        # Bad requests: 4xx JSON, nothing written.
+        assert "unknown schedule 'nope'" in error_of(
+            await http.post("/api/schedules/nope/pause", json={}), 404
+        )
+        assert "unknown schedule 'nope'" in error_of(
+            await http.post("/api/schedules/nope/resume", json={}), 404
+        )
+        assert "must be text" in error_of(
+            await http.post("/api/schedules/skippy/pause", json={"reason": 5}), 400
+        )
+        assert "at most 500" in error_of(
+            await http.post("/api/schedules/skippy/pause", json={"reason": "x" * 501}), 400
+        )
+        assert "control characters" in error_of(
+            await http.post("/api/schedules/skippy/pause", json={"reason": "a\x07b"}), 400
+        )
+        assert "unknown field(s) by" in error_of(  # who paused is the server's to say
+            await http.post("/api/schedules/skippy/pause", json={"by": "someone-else"}), 400
+        )
+        assert "not valid JSON" in error_of(
+            await http.post(
+                "/api/schedules/skippy/pause", content=b"{nope", headers={"Content-Type": "application/json"}
+            ),
+            400,
+        )
+        assert "JSON object" in error_of(await http.post("/api/schedules/skippy/pause", json=["x"]), 400)
+        assert "catchup must be true or false" in error_of(
+            await http.post("/api/schedules/hourly/resume", json={"catchup": "yes"}), 400
+        )
+        assert (await http.get("/api/schedules/skippy/pause")).status_code == 405  # no change by GET
+        assert (await state("skippy")) is None and (await state("hourly")).paused  # type: ignore[union-attr]
+
+        # Resume: fires again from its next fire time; a second resume is a 409.
+        resumed = await http.post("/api/schedules/hourly/resume")
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json()["changed"] is True and resumed.json()["caught_up"] == []
+        after = resumed.json()["schedule"]
+        assert after["paused"] is False and after["resumed_by"] == "http:127.0.0.1"
+        assert after["pause_reason"] == "warehouse migration OPS-1"  # the last pause, as the CLI shows
+        assert "is not paused" in error_of(await http.post("/api/schedules/hourly/resume", json={}), 409)
+        assert "is not paused" in error_of(await http.post("/api/schedules/skippy/resume", json={}), 409)
+        assert (await http.get("/api/schedules/hourly")).json()["schedule"]["paused"] is False
+        assert not await idle.get_runs(schedule="hourly")  # nothing of the pause ran
+
+        # An automatic pause (as a scheduler makes it) says so, with the rule and the reason.
+        reason = "3 consecutive failed runs; the last, run r-1, failed: RuntimeError: boom"
+        await idle.store.pause_schedule("skippy", reason=reason, by="pause_after_failures", auto=True)
+        auto = (await http.get("/api/schedules/skippy")).json()["schedule"]
+        assert auto["paused"] is True and auto["auto_paused"] is True and auto["pause_after_failures"] == 3
+        assert auto["paused_by"] == "pause_after_failures" and auto["pause_reason"] == reason
+        home = (await http.get("/")).text
+        assert "auto-paused" in home and "paused automatically after 3 failed runs in a row" in home
+        assert reason in home
+
+
+async def test_resume_with_catchup_over_http(idle: Durably) -> None:
+    resumed_at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(minutes=30)
+    clock = FakeClock(resumed_at - timedelta(hours=3))
+    idle.schedule_clock = clock
+    async with client(idle) as http:
+        assert (await http.post("/api/schedules/hourly/pause", json={})).json()["changed"] is True
+        clock.t = resumed_at
+        done = await http.post("/api/schedules/hourly/resume", json={"catchup": True})
+        assert done.status_code == 200, done.text
+        caught = done.json()["caught_up"]
+        expected = [resumed_at - timedelta(minutes=30 + 60 * k) for k in (2, 1, 0)]
+        assert [c["fire_time"] for c in caught] == [t.strftime("%Y-%m-%dT%H:%M:%S.000Z") for t in expected]
+        assert {c["outcome"] for c in caught} == {"triggered"}
+        assert len(await idle.get_runs(schedule="hourly")) == 3
+        # Asking again (no longer paused): the last pause's fire times already ran, nothing to do: 409.
+        assert "is not paused" in error_of(
+            await http.post("/api/schedules/hourly/resume", json={"catchup": True}), 409
+        )
+        assert len(await idle.get_runs(schedule="hourly")) == 3
+
+
+async def test_pausing_needs_the_full_token_and_a_same_site_request(idle: Durably) -> None:
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    read = {"Authorization": f"Bearer {READ}"}
+    async with client(idle, token=TOKEN, read_token=READ) as http:
+        assert "token" in error_of(await http.post("/api/schedules/hourly/pause", json={}), 401)
+        assert "token" in error_of(await http.get("/api/workers"), 401)
+        assert "read-only" in error_of(
+            await http.post("/api/schedules/hourly/pause", json={}, headers=read), 403
+        )
+        assert (await http.get("/api/schedules/hourly", headers=read)).json()["schedule"]["paused"] is False
+        assert (await http.get("/api/workers", headers=read)).status_code == 200
+        # A logged-in browser: a cross-site POST is refused even with the page's CSRF value.
+        await http.post("/login", content=f"token={TOKEN}", headers=_form())
+        csrf = _meta((await http.get("/")).text, "durably-csrf")
+        for headers in (
+            {"X-Durably-CSRF": csrf, "Origin": "https://evil.example"},
+            {"X-Durably-CSRF": csrf, "Sec-Fetch-Site": "cross-site"},
+            {},  # a plain form post: no CSRF header
+        ):
+            assert error_of(await http.post("/api/schedules/hourly/pause", json={}, headers=headers), 403)
+        assert (await idle.get_schedule_state("hourly")) is None
+        ok = await http.post("/api/schedules/hourly/pause", json={}, headers={"X-Durably-CSRF": csrf})
+        assert ok.status_code == 200 and ok.json()["schedule"]["paused"] is True
+        http.cookies.clear()
+        assert "read-only" in error_of(
+            await http.post("/api/schedules/hourly/resume", json={}, headers=read), 403
+        )
+        assert (await idle.get_schedule_state("hourly")).paused  # type: ignore[union-attr]
+        assert (await http.post("/api/schedules/hourly/resume", json={}, headers=admin)).status_code == 200
+        # A read-only session sees the pause state but no pause buttons.
+        await http.post("/login", content=f"token={READ}", headers=_form())
+        page = await http.get("/")
+        assert 'data-schedule="hourly"' in page.text and 'data-action="pause"' not in page.text
+
+
+# -- workers -----------------------------------------------------------------------------------------------
+async def test_workers_and_jobs_without_a_live_worker(idle: Durably, backend: Backend) -> None:
+    async with client(idle) as http:
+        empty = (await http.get("/api/workers")).json()
+        assert empty == {"workers": [], "jobs_without_worker": []}
+        run = (await http.post("/api/jobs/counted/trigger", json={})).json()["run"]
+        orphaned = (await http.get("/api/workers")).json()["jobs_without_worker"]
+        assert orphaned == [{"job": "counted", "pending_runs": 1}]
+        page = await http.get("/workers")
+        assert 'data-orphaned-job="counted"' in page.text and "no live worker has this job" in page.text
+
+        # A worker that has only another job: listed live, and the warning stays.
+        other = Durably(open_store(backend.url), polling_interval=0.05).register([BROKEN])
+        await other.start(worker=True)
+        try:
+            await until(lambda: _workers(http), what="the worker registered")
+            body = (await http.get("/api/workers")).json()
+            (worker,) = body["workers"]
+            assert worker["state"] == "live" and worker["jobs"] == ["broken"] and worker["runs_held"] == 0
+            assert worker["pid"] > 0 and worker["host"] and worker["heartbeat_at"].endswith("Z")
+            assert worker["started_at"].endswith("Z") and 0 <= worker["heartbeat_age"] < 30
+            assert body["jobs_without_worker"] == [{"job": "counted", "pending_runs": 1}]
+            page = await http.get("/workers")
+            assert f'data-worker="{worker["id"]}"' in page.text and 'data-orphaned-job="counted"' in page.text
+        finally:
+            await other.close()
+        # A worker with the job runs it: no warning any more.
+        await idle.start(worker=True)
+        await until(lambda: _status(idle, run["id"], "completed"), what="the run completed")
+        body = (await http.get("/api/workers")).json()
+        assert body["jobs_without_worker"] == [] and "counted" in body["workers"][0]["jobs"]
+        assert "no live worker" not in (await http.get("/workers")).text
+
+
+async def _workers(http: httpx.AsyncClient) -> bool:
+    return bool((await http.get("/api/workers")).json()["workers"])
+
+
+async def _status(durably: Durably, run_id: str, status: str) -> bool:
+    return (await durably.get_run(run_id)).status == status
 
 
 # -- access rules --------------------------------------------------------------------------------------------
@@ -534,6 +742,22 @@ async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str
             kind, data = "", ""
 
 
+def test_an_event_survives_any_text_in_it() -> None:
+    """A log line or output may hold U+2028, NEL or other characters Python counts as line breaks:
+    SSE splits lines only at CR and LF, so the event must parse back exactly as a browser reads it."""
+    from durably_sched.web.api import sse
+
+    text = "a\u2028b\u2029c\x85d\x1ce\nf\r\ng"
+    frame = sse("log:write", {"message": text, "when": datetime(2026, 1, 1, tzinfo=UTC)}, 42)
+    fields: dict[str, list[str]] = {}
+    for line in re.split(r"\r\n|\r|\n", frame.removesuffix("\n\n")):  # the SSE spec's line breaks
+        name, _, value = line.partition(": ")
+        fields.setdefault(name, []).append(value)
+    assert fields["event"] == ["log:write"] and fields["id"] == ["42"]
+    data = json.loads("\n".join(fields["data"]))
+    assert data == {"message": text, "when": "2026-01-01 00:00:00+00:00"}
+
+
 async def test_pages_answer_bad_input_with_a_page_not_a_500(idle: Durably) -> None:
     async with client(idle) as http:
         for path, status in [
@@ -541,6 +765,7 @@ async def test_pages_answer_bad_input_with_a_page_not_a_500(idle: Durably) -> No
             ("/runs", 200),
             ("/jobs", 200),
             ("/schedules/hourly", 200),
+            ("/workers", 200),
             ("/runs?status=bogus", 400),
             ("/runs?limit=0", 400),
             ("/runs?cursor=x", 400),

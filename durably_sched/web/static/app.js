@@ -91,6 +91,20 @@
       else flash(`${d.schedule} ${d.fire_time}: ${d.outcome}${d.recorded ? " (recorded as " + d.recorded + ")" : ""}`, "info");
       setTimeout(() => location.reload(), 1200);
     }),
+    pause: (b) => {
+      const reason = window.prompt(`Why pause ${b.dataset.schedule}? (optional; shown with the pause)`, "");
+      if (reason === null) return Promise.reject(new Error(""));  // cancelled: nothing to say
+      const body = reason.trim() ? { reason: reason.trim() } : {};
+      return api("POST", `/schedules/${encodeURIComponent(b.dataset.schedule)}/pause`, body).then((d) => {
+        flash(d.changed ? `${b.dataset.schedule} paused` : `${b.dataset.schedule} was already paused; nothing changed`, "ok");
+        setTimeout(() => location.reload(), 600);
+      });
+    },
+    resume: (b) => api("POST", `/schedules/${encodeURIComponent(b.dataset.schedule)}/resume`, { catchup: b.dataset.catchup === "1" }).then((d) => {
+      const caught = d.caught_up.filter((c) => c.outcome === "triggered").length;
+      flash(`${b.dataset.schedule} resumed` + (b.dataset.catchup === "1" ? `; ${caught} paused fire time(s) run` : ""), "ok");
+      setTimeout(() => location.reload(), 600);
+    }),
   };
 
   document.addEventListener("click", (event) => {
@@ -99,7 +113,7 @@
     event.preventDefault();
     if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
     button.disabled = true;
-    ACTIONS[button.dataset.action](button).catch((err) => { flash(err.message, "error"); button.disabled = false; });
+    ACTIONS[button.dataset.action](button).catch((err) => { if (err.message) flash(err.message, "error"); button.disabled = false; });
   });
 
   // -- the trigger form of a job ---------------------------------------------------------------
