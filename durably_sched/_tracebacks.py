@@ -11,6 +11,7 @@ and the standard library is taken.
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
 
@@ -29,12 +30,38 @@ def error_line(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def format_traceback(exc: BaseException) -> str:
-    """The exception's formatted traceback, with its causes and contexts, as Python prints it."""
+    """The exception's formatted traceback, with its causes and contexts, as Python prints it --
+    without the frames of durably-sched itself (the worker, ``step.run``, the step threads), which
+    say nothing about the failure; a line counts them. The innermost frame is always kept (where it
+    was raised), and a traceback of durably-sched's own frames only (an error of the library
+    itself) is kept whole."""
     try:
-        return "".join(traceback.format_exception(exc))
+        shown = traceback.TracebackException.from_exception(exc)
+        _hide_own_frames(shown, set())
+        return "".join(shown.format())
     except Exception:  # a broken __str__ or a cycle: still say what it was
         return f"{type(exc).__name__} (its traceback could not be formatted)\n"
+
+
+def _hide_own_frames(shown: traceback.TracebackException, seen: set[int]) -> None:
+    if id(shown) in seen:
+        return
+    seen.add(id(shown))
+    frames = list(shown.stack)
+    # The innermost frame stays whoever's it is: where the exception was raised (a bug of ours).
+    kept = [frame for frame in frames[:-1] if not frame.filename.startswith(_PACKAGE_DIR)] + frames[-1:]
+    if len(kept) < len(frames) and any(not f.filename.startswith(_PACKAGE_DIR) for f in kept):
+        hidden = len(frames) - len(kept)
+        shown.stack = traceback.StackSummary.from_list(kept)
+        note = f"({hidden} frame{'s' if hidden != 1 else ''} of durably-sched not shown)"
+        shown.__notes__ = [*(shown.__notes__ or []), note]
+    for linked in (shown.__cause__, shown.__context__, *(shown.exceptions or [])):
+        if linked is not None:
+            _hide_own_frames(linked, seen)
 
 
 def _frames(text: str) -> list[tuple[str, int, str]]:

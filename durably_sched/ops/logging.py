@@ -31,6 +31,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+from .._tracebacks import format_traceback
+
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "parse_level"]
 
 OWN_LOGGERS = "durably_sched"
@@ -132,6 +134,16 @@ def _moment(value: Any) -> datetime | None:
     return None
 
 
+
+def exception_text(exc_info: Any) -> str:
+    """A logged exception's traceback as runs store it (durably-sched's own frames left out, see
+    ``_tracebacks.format_traceback``), without the final newline."""
+    exc = exc_info[1] if isinstance(exc_info, tuple) else None
+    if isinstance(exc, BaseException):
+        return format_traceback(exc).rstrip("\n")
+    return logging.Formatter().formatException(exc_info)
+
+
 class TextFormatter(logging.Formatter):
     """``<time> <LEVEL> [<job> <run id[:8]>] [[<schedule> <fire time>]] [<step>]: <message> key=value ...``
 
@@ -163,7 +175,7 @@ class TextFormatter(logging.Formatter):
                 parts.append(f"{key}={_logfmt_value(value)}")
         line = " ".join(parts)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + exception_text(record.exc_info)
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
         return line
@@ -208,7 +220,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in _extras(record).items():
             obj.setdefault(key, value)  # an extra never replaces ts/level/logger/message
         if record.exc_info:
-            obj["exc_info"] = self.formatException(record.exc_info)
+            obj["exc_info"] = exception_text(record.exc_info)
         if record.stack_info:
             obj["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(obj, ensure_ascii=False, default=str)

@@ -54,7 +54,7 @@ def test_a_failed_run_under_wait_names_the_line_of_code_and_runs_show_has_the_tr
     assert shown.rstrip().count("ValueError: kaboom") >= 2  # the error row and the traceback's end
     assert re.search(r"\nat\s+.*core\.py:\d+ in explode", shown)
     data = migrated.json("runs", "show", run_id, "--json")
-    assert data["traceback"].rstrip().endswith("ValueError: kaboom")
+    assert "\nValueError: kaboom\n(5 frames of durably-sched not shown)" in data["traceback"]
     assert data["error_location"].endswith(" in explode") and data["failed_attempts"] == 1
     assert data["waiting"] is None and data["not_before"] is None
 

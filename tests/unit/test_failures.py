@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -33,7 +34,9 @@ from durably_sched import (
     StepCancelled,
     define_job,
 )
+from durably_sched._tracebacks import format_traceback
 from durably_sched.errors import RunTimeoutError, StepTimeoutError
+from durably_sched.ops.logging import exception_text
 from durably_sched.registry import host_identity
 from durably_sched.step import MAX_PENDING_LOGS
 from durably_sched.store.base import WorkerInfo
@@ -89,7 +92,8 @@ async def test_a_failed_run_keeps_its_traceback_and_events_and_the_log_carry_it(
     assert run.traceback is not None
     assert run.traceback.startswith("Traceback (most recent call last):")
     assert 'test_failures.py", line' in run.traceback and "in parse" in run.traceback
-    assert run.traceback.rstrip().endswith("ValueError: not a binary PPM image")
+    # The exception line ends it, followed (a note, as Python prints them) by what was left out.
+    assert run.traceback.rstrip().splitlines()[-2:][0] == "ValueError: not a binary PPM image"
     step_fail = next(e for e in events if e.type == "step:fail")
     run_fail = next(e for e in events if e.type == "run:fail")
     assert "in parse" in step_fail.traceback and run_fail.traceback == run.traceback
@@ -97,6 +101,35 @@ async def test_a_failed_run_keeps_its_traceback_and_events_and_the_log_carry_it(
     assert "run failed in step 'decode'" in record.getMessage()
     assert record.exc_info is not None and record.__dict__["run_id"] == run.id
     assert record.__dict__["job"] == "convert"
+    # The worker, step.run and the step thread say nothing about the failure: their frames are left
+    # out (counted), in the stored traceback and in serve's log alike.
+    frames = [line for line in run.traceback.splitlines() if line.lstrip().startswith('File "')]
+    assert frames and all("durably_sched" not in line for line in frames), run.traceback
+    assert re.search(r"^\(\d+ frames of durably-sched not shown\)$", run.traceback, re.M)
+    assert exception_text(record.exc_info) == run.traceback.rstrip("\n")
+
+
+def test_a_traceback_keeps_the_frame_it_was_raised_in_and_tracebacks_of_the_library_alone() -> None:
+    from durably_sched import _tracebacks
+
+    def ours() -> BaseException:  # as if raised inside durably-sched (its file counts as ours)
+        try:
+            exec(compile("raise KeyError('inside')", _tracebacks.__file__, "exec"))
+        except KeyError as exc:
+            return exc
+        raise AssertionError
+
+    text = format_traceback(ours())
+    assert text.count('File "') == 2 and "not shown" not in text  # test frame + the raise site, ours
+    try:
+        try:
+            int("x")
+        except ValueError as exc:
+            raise RuntimeError("wrapped") from exc
+    except RuntimeError as exc:
+        chained = format_traceback(exc)
+    assert "ValueError: invalid literal" in chained and "RuntimeError: wrapped" in chained
+    assert "direct cause" in chained and "not shown" not in chained  # nothing of ours to leave out
 
 
 # -- automatic retries ------------------------------------------------------------------------------
