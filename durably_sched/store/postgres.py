@@ -63,6 +63,7 @@ from ._pg_sql import (
     CHECKPOINT,
     CHECKPOINT_REPLAYED,
     CLAIM_CANDIDATES,
+    CLAIM_ONE_STATEMENT,
     CLAIM_UPDATE,
     COALESCE_LOCK,
     COALESCE_TARGET,
@@ -737,13 +738,20 @@ class PostgresStore(Store):
         *,
         run_ids: Sequence[str] | None = None,
     ) -> list[RunRecord]:
-        """Claim up to ``limit`` runs, oldest first; one transaction of two statements.
+        """Claim up to ``limit`` runs, oldest first.
 
-        1. Pick candidates in creation order with ``FOR UPDATE SKIP LOCKED`` (claimers running at
-           the same time take different rows), excluding keyed runs that the key rule blocks so
-           they cannot use up the limit. For each keyed candidate, try the key's transaction-level
-           advisory lock; a key another claimer is working on is skipped, never waited for (no
-           deadlocks, and at most one run per key is runnable anyway).
+        First one statement without an explicit transaction (CLAIM_ONE_STATEMENT: one round trip,
+        where a transaction costs three): it locks the candidates in creation order with
+        ``FOR UPDATE SKIP LOCKED`` (claimers running at the same time take different rows) and
+        claims those without a concurrency key at once. If keyed candidates were among them, the
+        keyed rule needs more than one snapshot, so a transaction of two statements follows for
+        the rest of the limit (:meth:`_claim_keyed`):
+
+        1. Pick candidates in creation order, again with ``FOR UPDATE SKIP LOCKED``, excluding
+           keyed runs that the key rule blocks so they cannot use up the limit. For each keyed
+           candidate, try the key's transaction-level advisory lock; a key another claimer is
+           working on is skipped, never waited for (no deadlocks, and at most one run per key is
+           runnable anyway).
         2. Claim them with one UPDATE that re-checks the whole rule. Under READ COMMITTED the
            first statement's snapshot may be stale: two claimers could each see a different run
            of the key as "first" (e.g. an older run retried in between). The UPDATE's snapshot is
@@ -754,20 +762,47 @@ class PostgresStore(Store):
             return []
         jobs = list(job_names)
         only = list(run_ids) if run_ids is not None else None
-        candidates_sql = CLAIM_CANDIDATES.format(only="AND r.id = ANY($3::text[])" if only else "")
-        args: list[Any] = [jobs, limit] + ([only] if only else [])
+        only_sql = "AND r.id = ANY($5::text[])" if only else ""
+        quick_sql = CLAIM_ONE_STATEMENT.format(only=only_sql)
+        quick_args: list[Any] = [jobs, limit, worker_id, float(lease_seconds)] + ([only] if only else [])
 
         async def claim(conn: Any, replay: bool) -> list[RunRecord]:
-            async with conn.transaction():
-                rows = await conn.fetch(candidates_sql, *args)
-                previous = {r["seq"]: r["worker_id"] for r in rows if r["free"]}
-                if not previous:
-                    return []
-                claimed = await conn.fetch(CLAIM_UPDATE, list(previous), worker_id, float(lease_seconds))
-            claimed = sorted(claimed, key=lambda r: r["seq"])
-            return [run_from_row(r, previous_worker_id=previous.get(r["seq"])) for r in claimed]
+            # Runs without a concurrency key: one statement, no explicit transaction.
+            rows = await conn.fetch(quick_sql, *quick_args)
+            out = [
+                (r["seq"], run_from_row(r, previous_worker_id=r["previous_worker_id"]))
+                for r in rows
+                if r["seq"] is not None
+            ]
+            room = limit - len(out)
+            if rows[0]["keyed"] and room > 0:
+                out.extend(await self._claim_keyed(conn, jobs, room, worker_id, lease_seconds, only))
+            if len(out) > 1:
+                out.sort(key=lambda pair: pair[0])
+            return [record for _, record in out]
 
         return await self._run("claim", claim)
+
+    async def _claim_keyed(
+        self,
+        conn: Any,
+        jobs: list[str],
+        limit: int,
+        worker_id: str,
+        lease_seconds: float,
+        only: list[str] | None,
+    ) -> list[tuple[int, RunRecord]]:
+        """The claim of runs with a concurrency key (and any others among the candidates): one
+        transaction of two statements, see :meth:`claim`."""
+        candidates_sql = CLAIM_CANDIDATES.format(only="AND r.id = ANY($3::text[])" if only else "")
+        args: list[Any] = [jobs, limit] + ([only] if only else [])
+        async with conn.transaction():
+            rows = await conn.fetch(candidates_sql, *args)
+            previous = {r["seq"]: r["worker_id"] for r in rows if r["free"]}
+            if not previous:
+                return []
+            claimed = await conn.fetch(CLAIM_UPDATE, list(previous), worker_id, float(lease_seconds))
+        return [(r["seq"], run_from_row(r, previous_worker_id=previous.get(r["seq"]))) for r in claimed]
 
     async def renew_leases(
         self,
