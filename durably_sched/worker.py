@@ -152,6 +152,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._in_claim = False
+        self._reserved = 0
         self.only_run_ids: frozenset[str] | None = None
         """When set, claim only these runs (``trigger --here`` executes exactly the run it made)."""
         self.last_claim_at = 0.0
@@ -175,6 +176,41 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def free_slots(self) -> int:
+        """Runs this worker could start now: its concurrency less the runs it executes and the
+        slots reserved by triggers of this process (see :meth:`reserve`)."""
+        return self.concurrency - len(self.active) - self._reserved
+
+    def reserve(self, job_name: str) -> bool:
+        """Reserve a slot for a run that a trigger of this process is about to create already
+        claimed by this worker (``Store.create_and_claim``). True if the claim loop is running,
+        not stopping, the job is registered here and a slot is free; the caller then passes the
+        created run to :meth:`adopt`, or calls :meth:`unreserve` if it was not claimed."""
+        if (
+            self._stopping
+            or self.only_run_ids is not None
+            or job_name not in self.jobs
+            or not self.running
+            or self.free_slots() <= 0
+        ):
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+        self._wake.set()  # the slot is free again; the run (if any) is pending
+
+    async def adopt(self, run: RunRecord) -> None:
+        """Execute a run claimed for this worker by a trigger of this process (in the reserved
+        slot). A run claimed while the worker began to stop is given back at once."""
+        self._reserved -= 1
+        if self._stopping or not self.running:
+            ctx = RunContext(run, self.store, self.events, {})
+            await self._release(ctx, " (claimed as the worker stopped)")
+            return
+        self._launch(run)
 
     def mark_cancelled(self, run_id: str) -> bool:
         """The run was cancelled (by an operator): start no further step. False if not held here."""
@@ -338,7 +374,7 @@ class Worker:
         await self._maintain_registry()
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self.active)
+            free = self.free_slots()
             claimed: list[RunRecord] = []
             if free > 0:
                 self._wake.clear()
@@ -445,7 +481,7 @@ class Worker:
             owns_heartbeat = False
         try:
             while not self._stopping:
-                room = self.concurrency - len(self.active)
+                room = self.free_slots()
                 if max_runs is not None:
                     room = min(room, max_runs - len(claimed_all))
                 claimed: list[RunRecord] = []
@@ -598,10 +634,15 @@ class Worker:
                 await self._release(ctx, " after a database error")
         finally:
             # Free the slot first: a cancellation arriving during close() must not leak it.
+            full = self.free_slots() <= 0
             entry = self.active.get(run.id)
             if entry is not None and entry.ctx is ctx:
                 del self.active[run.id]
-            self._wake.set()
+            if full or run.concurrency_key is not None or self.only_run_ids is not None:
+                # A claim now may find what the last one could not take (no slot was free) or what
+                # this run held back (its key's next run). Otherwise the last claim found every
+                # run there was, and newer ones wake the worker themselves.
+                self._wake.set()
             await ctx.close()
 
     async def _run_job(self, ctx: RunContext) -> None:

@@ -71,6 +71,7 @@ from ._pg_sql import (
     CONNECT_TIMEOUT,
     DEFAULT_POOL_MAX,
     FAIL,
+    INSERT_CLAIMED,
     INSERT_RUNS,
     LOCK_NAMESPACE,
     MIGRATION_LOCK,
@@ -545,6 +546,37 @@ class PostgresStore(Store):
             return out
 
         return await self._run("create_runs", insert_in_order if coalescing else insert)
+
+    async def create_and_claim(
+        self, run: NewRun, worker_id: str, job_names: Sequence[str], lease_seconds: float
+    ) -> tuple[RunRecord, Disposition]:
+        if run.concurrency_key is not None or run.coalesce:
+            [result] = await self.create_runs([run])
+            return result
+        args = (
+            run.id,
+            run.job_name,
+            dumps(run.input),
+            run.idempotency_key,
+            dumps(run.labels),
+            run.labels.get("schedule"),
+            None if run.retry_policy is None else dumps(run.retry_policy),
+            run.timeout,
+            worker_id,
+            float(lease_seconds),
+            list(job_names),
+        )
+
+        async def insert(conn: Any, replay: bool) -> tuple[RunRecord, Disposition]:
+            row = await conn.fetchrow(INSERT_CLAIMED, *args)
+            if row is not None:
+                return run_from_row(row), "created"
+            # A conflict: an existing run of the idempotency key, or on replay our own first
+            # attempt (then as it committed it: claimed or not).
+            existing = await self._existing_run(conn, run)
+            return existing, "created" if replay and existing.id == run.id else "idempotent"
+
+        return await self._run("create_runs", insert)
 
     async def _fetch_run(self, conn: Any, run_id: str) -> RunRecord | None:
         row = await conn.fetchrow(f"SELECT {RUN_SELECT} FROM runs WHERE id = $1", run_id)

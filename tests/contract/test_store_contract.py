@@ -336,6 +336,69 @@ async def test_claim_with_run_ids_takes_only_those(store: Store) -> None:
     assert await store.claim("w", [JOB], 10, 30, run_ids=[runs[2].id]) == []
 
 
+async def test_keyed_and_unkeyed_runs_are_claimed_together_oldest_first(store: Store) -> None:
+    keyed = await create(store, ckey="K")
+    plain = await create(store)
+    keyed_later = await create(store, ckey="K")
+    plain_later = await create(store)
+    assert [r.id for r in await store.claim("w", [JOB], 1, 30)] == [keyed.id]
+    assert [r.id for r in await store.claim("w", [JOB], 10, 30)] == [plain.id, plain_later.id]
+    assert keyed_later.id not in [r.id for r in await store.claim("w", [JOB], 10, 30)]
+
+
+def assert_freshly_claimed(run: RunRecord, worker: str, before: datetime) -> None:
+    assert (run.status, run.generation, run.attempt, run.worker_id) == ("running", 1, 1, worker)
+    assert run.lease_expires_at is not None and is_utc(run.lease_expires_at)
+    assert timedelta(seconds=25) < run.lease_expires_at - before < timedelta(seconds=35)
+    assert is_utc(run.started_at) and run.previous_worker_id is None
+
+
+async def test_create_and_claim_leaves_a_run_claimed_or_claimable(backend: Backend, store: Store) -> None:
+    """A trigger of a process whose worker has a free slot may get its run already claimed (one
+    write on PostgreSQL); either way the run ends up exactly as create + claim would leave it."""
+    before = now()
+    run, disposition = await store.create_and_claim(new_run(labels={"team": "ops"}), "w", [JOB], 30)
+    assert disposition == "created"
+    if backend.name == "postgres":
+        assert run.status == "running"
+    if run.status == "pending":  # a backend that does not claim in the insert
+        run = await claim_one(store, "w")
+    assert_freshly_claimed(run, "w", before)
+    assert await store.get_run(run.id) == run
+    assert await store.claim("w2", [JOB], 10, 30) == []
+    # The holder's writes are fenced on the claimed generation, like after any claim.
+    assert await store.checkpoint(checkpoint(run, "s1")) == "ok"
+    assert await store.checkpoint(checkpoint(run, "s2", 1, generation=run.generation + 1)) == "lost"
+    assert await store.complete_run(run.id, run.generation, {"done": True}) == "ok"
+    [listed] = await store.list_runs(RunQuery(labels={"team": "ops"}))
+    assert (listed.id, listed.status, listed.step_count) == (run.id, "completed", 1)
+
+
+async def test_create_and_claim_lets_older_waiting_runs_go_first(store: Store) -> None:
+    older = await create(store)
+    await create(store, job="other")  # not one of the worker's jobs: no reason to wait
+    run, _ = await store.create_and_claim(new_run(), "w", [JOB], 30)
+    assert run.status == "pending"
+    assert [r.id for r in await store.claim("w", [JOB], 10, 30)] == [older.id, run.id]
+    mine, _ = await store.create_and_claim(new_run(), "w", [JOB], 30)
+    if mine.status == "running":
+        assert_freshly_claimed(mine, "w", now() - timedelta(seconds=1))
+
+
+async def test_create_and_claim_never_claims_keyed_coalescing_or_existing_runs(store: Store) -> None:
+    keyed, _ = await store.create_and_claim(new_run(ckey="K"), "w", [JOB], 30)
+    coalescing = NewRun(id=str(uuid.uuid4()), job_name="j2", input={}, concurrency_key="C", coalesce=True)
+    joined, _ = await store.create_and_claim(coalescing, "w", ["j2"], 30)
+    assert (keyed.status, joined.status) == ("pending", "pending")
+    await store.claim("w", [JOB, "j2"], 10, 30)
+    first, _ = await store.create_and_claim(new_run(key="idem"), "w", [JOB], 30)
+    if first.status == "pending":
+        [first] = await store.claim("w", [JOB], 10, 30)
+    again, disposition = await store.create_and_claim(new_run(key="idem"), "w2", [JOB], 30)
+    assert disposition == "idempotent"
+    assert (again.id, again.generation, again.worker_id) == (first.id, 1, "w")
+
+
 async def test_a_live_lease_is_not_reclaimed_an_expired_one_is(backend: Backend, store: Store) -> None:
     run = await create(store)
     first = await claim_one(store, "w1")
