@@ -68,6 +68,7 @@ from ._pg_sql import (
     COALESCE_LOCK,
     COALESCE_TARGET,
     COMPLETE,
+    COMPLETE_WITH_STEP,
     CONNECT_TIMEOUT,
     DEFAULT_POOL_MAX,
     FAIL,
@@ -879,6 +880,37 @@ class PostgresStore(Store):
             return fence_result(status)
 
         return await self._run("checkpoint", write)
+
+    merges_last_step = True
+
+    async def complete_with_step(
+        self, cp: Checkpoint, output: Any, logs: Sequence[NewLog] = ()
+    ) -> WriteResult:
+        args = (
+            cp.run_id,
+            cp.generation,
+            *_log_arrays([*cp.logs, *logs]),
+            cp.name,
+            cp.index,
+            cp.output_json,
+            _aware(cp.started_at),
+            _aware(cp.completed_at),
+            dumps(output),
+        )
+
+        async def write(conn: Any, replay: bool) -> WriteResult:
+            status = await conn.fetchval(COMPLETE_WITH_STEP, *args)
+            if status is None and replay:  # our first attempt may have committed
+                status = await conn.fetchval(
+                    "SELECT status FROM runs WHERE id = $1 AND generation = $2", cp.run_id, cp.generation
+                )
+                if status == "cancelled":
+                    status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
+                elif status != "completed":
+                    status = None
+            return fence_result(status)
+
+        return await self._run("complete_with_step", write)
 
     async def _fenced(
         self,
