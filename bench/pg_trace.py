@@ -346,7 +346,12 @@ async def checkpoint_layers(url: str, n: int) -> dict[str, float]:
         await store.create_runs([NewRun(id="layers", job_name="j", input={})])
         (run,) = await store.claim("tracer", ["j"], 1, 600)
         now = dt.datetime.now(dt.UTC)
-        sql = getattr(pgmod, "CHECKPOINT", None)
+        # The statement the store sends for a step without log lines (CHECKPOINT before it existed).
+        sql = getattr(pgmod, "CHECKPOINT_NO_LOGS", None)
+        logs_args: list[Any] = []
+        if sql is None:
+            sql = getattr(pgmod, "CHECKPOINT", None)
+            logs_args = [[], [], [], [], []]
         index = iter(range(10**9))
         await conn.execute(f"SET search_path TO {store.schema}")
         if sql is not None:  # the statement as the store sends it (found by name: skipped if renamed)
@@ -356,11 +361,7 @@ async def checkpoint_layers(url: str, n: int) -> dict[str, float]:
                     sql,
                     run.id,
                     run.generation,
-                    [],
-                    [],
-                    [],
-                    [],
-                    [],
+                    *logs_args,
                     "d-" + name,
                     next(index),
                     "null",

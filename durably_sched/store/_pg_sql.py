@@ -180,6 +180,25 @@ WITH run AS (
 SELECT status FROM upd
 """
 
+# CHECKPOINT for a step without log lines (the common case): the same statement without the logs
+# part, which costs the server some 10-30 µs even when its arrays are empty. $1 run id,
+# $2 generation, $3 name, $4 index, $5 output, $6 started, $7 completed.
+CHECKPOINT_NO_LOGS = f"""
+WITH run AS (
+    SELECT id FROM runs
+    WHERE id = $1 AND generation = $2 AND status IN {HELD_SQL}
+    FOR UPDATE
+), step AS (
+    INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
+    SELECT run.id, $3::text, $4::integer, $5::text, $6::timestamptz, $7::timestamptz, $2 FROM run
+    ON CONFLICT DO NOTHING
+    RETURNING run_id
+)
+UPDATE runs SET step_count = step_count + 1, updated_at = now()
+WHERE id = (SELECT run_id FROM step)
+RETURNING status
+"""
+
 # A job's last step and its completion in one statement (Store.complete_with_step): the step row
 # as CHECKPOINT writes it, and -- if the run is still running, not cancelled -- the completion as
 # COMPLETE writes it, fenced on the generation. A cancelled run gets the step and stays cancelled.

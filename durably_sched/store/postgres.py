@@ -63,6 +63,7 @@ from ._pg_sql import (
     APPEND_LOGS,
     BEAT,
     CHECKPOINT,
+    CHECKPOINT_NO_LOGS,
     CHECKPOINT_REPLAYED,
     CLAIM_CANDIDATES,
     CLAIM_ONE_STATEMENT,
@@ -909,19 +910,14 @@ class PostgresStore(Store):
         return await self._run("renew_leases", renew)
 
     async def checkpoint(self, cp: Checkpoint) -> WriteResult:
-        args = (
-            cp.run_id,
-            cp.generation,
-            *_log_arrays(cp.logs),
-            cp.name,
-            cp.index,
-            cp.output_json,
-            _aware(cp.started_at),
-            _aware(cp.completed_at),
-        )
+        step = (cp.name, cp.index, cp.output_json, _aware(cp.started_at), _aware(cp.completed_at))
+        if cp.logs:
+            sql, args = CHECKPOINT, (cp.run_id, cp.generation, *_log_arrays(cp.logs), *step)
+        else:
+            sql, args = CHECKPOINT_NO_LOGS, (cp.run_id, cp.generation, *step)
 
         async def write(conn: Any, replay: bool) -> WriteResult:
-            status = await conn.fetchval(CHECKPOINT, *args)
+            status = await conn.fetchval(sql, *args)
             if status is None and replay:
                 status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
             return fence_result(status)
