@@ -190,6 +190,7 @@ class JobHandle(Generic[O]):
                 coalesce=coalesce,
                 retry=retry,
                 run_timeout=run_timeout,
+                claim_here=True,
             )
             run = runs[0]
             if run.id != run_id:  # idempotent or coalesced: an existing run
@@ -446,6 +447,7 @@ class Durably:
         *,
         retry: Retry | Mapping[str, Any] | None = None,
         run_timeout: float | timedelta | str | None = None,
+        claim_here: bool = False,
     ) -> list[Run]:
         if coalesce is not None:
             if coalesce not in COALESCE_MODES:
@@ -476,12 +478,36 @@ class Durably:
         ]
         if not new_runs:
             return []
+        if claim_here and len(new_runs) == 1 and self.worker.reserve(job.name):
+            return [await self._create_here(new_runs[0])]
         runs = [Run(record, disposition) for record, disposition in await self.store.create_runs(new_runs)]
         self._after_trigger(runs, new_runs)
         return runs
 
-    def _after_trigger(self, runs: Sequence[Run], asked: Sequence[NewRun] = ()) -> None:
-        if any(r.disposition == "created" for r in runs):
+    async def _create_here(self, new: NewRun) -> Run:
+        """Create a run already claimed by this process's worker, in a slot reserved for it: it
+        starts without waiting for a wake-up or a claim's round trips (where the store can do it in
+        the insert; see Store.create_and_claim)."""
+        worker = self.worker
+        try:
+            record, disposition = await self.store.create_and_claim(
+                new, worker.worker_id, list(self._by_name), worker.stale_threshold
+            )
+        except BaseException:
+            worker.unreserve()
+            raise
+        run = Run(record, disposition)
+        mine = record.status == "running" and record.worker_id == worker.worker_id
+        if disposition != "created" or not mine:
+            worker.unreserve()
+            self._after_trigger([run], [new])
+            return run
+        self._after_trigger([run], [new], wake=False)
+        await worker.adopt(record)
+        return run
+
+    def _after_trigger(self, runs: Sequence[Run], asked: Sequence[NewRun] = (), *, wake: bool = True) -> None:
+        if wake and any(r.disposition == "created" for r in runs):
             self.worker.wake()
         if self.events.wants("run:trigger"):
             for run in runs:

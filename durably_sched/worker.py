@@ -155,6 +155,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._in_claim = False
+        self._reserved = 0
         self.only_run_ids: frozenset[str] | None = None
         """When set, claim only these runs (``trigger --here`` executes exactly the run it made)."""
         self.last_claim_at = 0.0
@@ -178,6 +179,41 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def free_slots(self) -> int:
+        """Runs this worker could start now: its concurrency less the runs it executes and the
+        slots reserved by triggers of this process (see :meth:`reserve`)."""
+        return self.concurrency - len(self.active) - self._reserved
+
+    def reserve(self, job_name: str) -> bool:
+        """Reserve a slot for a run that a trigger of this process is about to create already
+        claimed by this worker (``Store.create_and_claim``). True if the claim loop is running,
+        not stopping, the job is registered here and a slot is free; the caller then passes the
+        created run to :meth:`adopt`, or calls :meth:`unreserve` if it was not claimed."""
+        if (
+            self._stopping
+            or self.only_run_ids is not None
+            or job_name not in self.jobs
+            or not self.running
+            or self.free_slots() <= 0
+        ):
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+        self._wake.set()  # the slot is free again; the run (if any) is pending
+
+    async def adopt(self, run: RunRecord) -> None:
+        """Execute a run claimed for this worker by a trigger of this process (in the reserved
+        slot). A run claimed while the worker began to stop is given back at once."""
+        self._reserved -= 1
+        if self._stopping or not self.running:
+            ctx = RunContext(run, self.store, self.events, {})
+            await self._release(ctx, " (claimed as the worker stopped)")
+            return
+        self._launch(run)
 
     def mark_cancelled(self, run_id: str) -> bool:
         """The run was cancelled (by an operator): start no further step. False if not held here."""
@@ -356,7 +392,7 @@ class Worker:
         await self._maintain_registry()
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self.active)
+            free = self.free_slots()
             claimed: list[RunRecord] = []
             if free > 0:
                 self._wake.clear()
@@ -463,7 +499,7 @@ class Worker:
             owns_heartbeat = False
         try:
             while not self._stopping:
-                room = self.concurrency - len(self.active)
+                room = self.free_slots()
                 if max_runs is not None:
                     room = min(room, max_runs - len(claimed_all))
                 claimed: list[RunRecord] = []
@@ -602,6 +638,7 @@ class Worker:
                 raise RunStoppingSignal(run.id)
             await self._run_job(ctx)
         except RunStoppingSignal:
+            await ctx.settle_quietly()
             if ctx.pending_logs:
                 await self._store_logs(ctx)
             await self._release(ctx)
@@ -616,10 +653,15 @@ class Worker:
                 await self._release(ctx, " after a database error", retry=True)
         finally:
             # Free the slot first: a cancellation arriving during close() must not leak it.
+            full = self.free_slots() <= 0
             entry = self.active.get(run.id)
             if entry is not None and entry.ctx is ctx:
                 del self.active[run.id]
-            self._wake.set()
+            if full or run.concurrency_key is not None or self.only_run_ids is not None:
+                # A claim now may find what the last one could not take (no slot was free) or what
+                # this run held back (its key's next run). Otherwise the last claim found every
+                # run there was, and newer ones wake the worker themselves.
+                self._wake.set()
             await ctx.close()
 
     async def _run_job(self, ctx: RunContext) -> None:
@@ -658,6 +700,8 @@ class Worker:
             else:
                 async with scope:
                     result = await job.run(step, payload)
+            if not ctx.merge_ready():
+                await ctx.settle_checkpoint()  # a step stored in the background: its outcome first
             ctx.ensure_held()  # a run that finished its last step during a stop still completes
             value, stored = job.validate_output(result)
         except StoreError:
@@ -665,6 +709,7 @@ class Worker:
         except RunStoppingSignal:
             raise
         except StepCancelled as exc:
+            await ctx.settle_quietly()
             # step.check_cancelled() in the job's own code (outside a step): stop as the reason says.
             if exc.reason == "stopping":
                 raise RunStoppingSignal(run.id) from None
@@ -674,11 +719,14 @@ class Worker:
             log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
             return
         except (LeaseLostError, RunCancelledSignal):
+            if not ctx.lost:
+                await ctx.settle_quietly()
             log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
             if not ctx.lost and ctx.pending_logs:
                 await self._store_logs(ctx)
             return
         except Exception as exc:
+            await ctx.settle_quietly()  # a step that completed before the failure is kept for a retry
             if scope is not None and scope.expired() and timeout is not None:
                 timed_out = RunTimeoutError(run.id, timeout)
                 timed_out.__cause__ = exc
@@ -688,7 +736,13 @@ class Worker:
         finally:
             if handle is not None:
                 handle.cancel()
-        outcome = await self.store.complete_run(run.id, ctx.generation, stored, ctx.take_logs())
+        deferred = ctx.take_deferred()
+        if deferred is not None:
+            # The job returned right after its last step: the step and the completion, one write.
+            outcome = await self.store.complete_with_step(deferred.cp, stored, ctx.take_logs())
+            ctx.step_stored(deferred, outcome, raise_lost=False)
+        else:
+            outcome = await self.store.complete_run(run.id, ctx.generation, stored, ctx.take_logs())
         if outcome != "ok":
             log.info("run finished but was no longer held (%s); output dropped", outcome, extra=ctx.log_extra)
             return

@@ -96,6 +96,67 @@ WHERE r.seq = ANY($1::bigint[]) AND r.status IN {ACTIVE_SQL}
 RETURNING r.seq, {columns(RUN_COLUMNS, "r.")}
 """
 
+# The claim in one statement (autocommit: one round trip, one commit). The candidates are those of
+# CLAIM_CANDIDATES, locked the same way; the ones without a concurrency key are claimed right here
+# (the key rule does not concern them, so no re-check in a later snapshot is needed). Keyed
+# candidates are only counted: when there are some, claim() goes on with the two-statement
+# transaction above for them. Always one row: ``keyed`` and, when something was claimed, its columns
+# (a run per row). $1 job names, $2 limit, $3 worker id, $4 lease seconds[, $5 run ids].
+CLAIM_ONE_STATEMENT = f"""
+WITH c AS MATERIALIZED (
+    SELECT r.seq, r.concurrency_key, r.worker_id FROM runs r
+    WHERE r.status IN {ACTIVE_SQL} AND r.job_name = ANY($1::text[]) {{only}}
+      AND {CLAIMABLE}
+      AND (r.concurrency_key IS NULL OR NOT EXISTS ({KEY_BLOCKED}))
+    ORDER BY r.seq
+    LIMIT $2
+    FOR UPDATE OF r SKIP LOCKED
+), upd AS (
+    UPDATE runs r SET status = 'running', generation = r.generation + 1, worker_id = $3,
+        lease_expires_at = clock_timestamp() + make_interval(secs => $4),
+        started_at = COALESCE(r.started_at, now()), attempt = r.attempt + 1, not_before = NULL,
+        updated_at = now()
+    FROM c
+    WHERE r.seq = c.seq AND c.concurrency_key IS NULL
+    RETURNING r.seq, c.worker_id AS previous_worker_id, {columns(RUN_COLUMNS, "r.")}
+)
+SELECT k.keyed, upd.* FROM (SELECT count(*) AS keyed FROM c WHERE c.concurrency_key IS NOT NULL) AS k
+LEFT JOIN upd ON true
+"""
+
+# A trigger whose own process has a free worker slot: insert the run already claimed by that worker
+# (generation 1, attempt 1, a lease), exactly the state a claim right after the insert would leave,
+# in one statement and one commit. It is inserted claimed only if no run of the worker's jobs is
+# waiting to be claimed (pending, past any not-before time), so older runs keep their turn; otherwise
+# it is inserted pending and announced like any other. For runs without a concurrency key and
+# without coalescing only. $1 id, $2 job name, $3 input, $4 idempotency key, $5 labels,
+# $6 schedule name, $7 retry policy, $8 timeout, $9 worker id, $10 lease seconds, $11 the worker's
+# job names.
+INSERT_CLAIMED = f"""
+WITH mine AS (
+    SELECT NOT EXISTS (
+        SELECT 1 FROM runs w
+        WHERE w.status = 'pending' AND w.job_name = ANY($11::text[])
+          AND (w.not_before IS NULL OR w.not_before <= now())
+    ) AS ok
+), ins AS (
+    INSERT INTO runs (id, job_name, status, input, idempotency_key, labels, schedule_name, retry_policy,
+                      timeout, generation, worker_id, lease_expires_at, started_at, attempt)
+    SELECT $1, $2, CASE WHEN mine.ok THEN 'running' ELSE 'pending' END, $3::json, $4, $5::json, $6,
+           $7::json, $8::float8, CASE WHEN mine.ok THEN 1 ELSE 0 END,
+           CASE WHEN mine.ok THEN $9 END,
+           CASE WHEN mine.ok THEN clock_timestamp() + make_interval(secs => $10) END,
+           CASE WHEN mine.ok THEN now() END, CASE WHEN mine.ok THEN 1 ELSE 0 END
+    FROM mine
+    ON CONFLICT DO NOTHING
+    RETURNING seq, {RUN_SELECT}
+), lab AS (
+    INSERT INTO run_labels (key, value, seq)
+    SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l
+)
+SELECT {RUN_SELECT}, CASE WHEN status = 'pending' THEN {NOTIFY} END FROM ins
+"""
+
 CHECKPOINT = f"""
 WITH run AS (
     SELECT id FROM runs
@@ -108,6 +169,58 @@ WITH run AS (
     RETURNING run_id
 ), upd AS (
     UPDATE runs SET step_count = step_count + 1, updated_at = now()
+    WHERE id = (SELECT run_id FROM step)
+    RETURNING status
+), lg AS (
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
+    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM {LOGS_FROM}
+    WHERE EXISTS (SELECT 1 FROM upd)
+    ORDER BY l.ord
+)
+SELECT status FROM upd
+"""
+
+# CHECKPOINT for a step without log lines (the common case): the same statement without the logs
+# part, which costs the server some 10-30 µs even when its arrays are empty. $1 run id,
+# $2 generation, $3 name, $4 index, $5 output, $6 started, $7 completed.
+CHECKPOINT_NO_LOGS = f"""
+WITH run AS (
+    SELECT id FROM runs
+    WHERE id = $1 AND generation = $2 AND status IN {HELD_SQL}
+    FOR UPDATE
+), step AS (
+    INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
+    SELECT run.id, $3::text, $4::integer, $5::text, $6::timestamptz, $7::timestamptz, $2 FROM run
+    ON CONFLICT DO NOTHING
+    RETURNING run_id
+)
+UPDATE runs SET step_count = step_count + 1, updated_at = now()
+WHERE id = (SELECT run_id FROM step)
+RETURNING status
+"""
+
+# A job's last step and its completion in one statement (Store.complete_with_step): the step row
+# as CHECKPOINT writes it, and -- if the run is still running, not cancelled -- the completion as
+# COMPLETE writes it, fenced on the generation. A cancelled run gets the step and stays cancelled.
+# $1-$12 as in CHECKPOINT, $13 the run's output (JSON text).
+COMPLETE_WITH_STEP = f"""
+WITH run AS (
+    SELECT id FROM runs
+    WHERE id = $1 AND generation = $2 AND status IN {HELD_SQL}
+    FOR UPDATE
+), step AS (
+    INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
+    SELECT run.id, $8::text, $9::integer, $10::text, $11::timestamptz, $12::timestamptz, $2 FROM run
+    ON CONFLICT DO NOTHING
+    RETURNING run_id
+), upd AS (
+    UPDATE runs SET step_count = step_count + 1, updated_at = now(),
+        status = CASE WHEN status = 'running' THEN 'completed' ELSE status END,
+        output = CASE WHEN status = 'running' THEN $13::json ELSE output END,
+        completed_at = CASE WHEN status = 'running' THEN now() ELSE completed_at END,
+        lease_expires_at = CASE WHEN status = 'running' THEN NULL ELSE lease_expires_at END,
+        error = CASE WHEN status = 'running' THEN NULL ELSE error END,
+        failed_step_name = CASE WHEN status = 'running' THEN NULL ELSE failed_step_name END
     WHERE id = (SELECT run_id FROM step)
     RETURNING status
 ), lg AS (

@@ -366,6 +366,21 @@ class Store(abc.ABC):
     async def create_runs(self, runs: Sequence[NewRun]) -> list[tuple[RunRecord, Disposition]]:
         """Insert runs; a run whose (job, idempotency key) exists returns the existing one."""
 
+    async def create_and_claim(
+        self, run: NewRun, worker_id: str, job_names: Sequence[str], lease_seconds: float
+    ) -> tuple[RunRecord, Disposition]:
+        """Create one run and, where the backend can do it in the same write, claim it for
+        ``worker_id`` (a worker of this process with a free slot, that runs ``job_names``).
+
+        A run comes back claimed (status running, ``worker_id`` set, generation and attempt 1, a
+        lease of ``lease_seconds``) only if it was created here, has no concurrency key, is not
+        coalescing, and no run of ``job_names`` was waiting to be claimed (older runs keep their
+        turn); the record is then exactly what :meth:`claim` would have returned right after the
+        insert. Otherwise this is :meth:`create_runs` of the one run. This default never claims.
+        """
+        [result] = await self.create_runs([run])
+        return result
+
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
@@ -490,6 +505,24 @@ class Store(abc.ABC):
         self, run_id: str, generation: int, output: Any, logs: Sequence[NewLog] = ()
     ) -> WriteResult:
         """Mark completed (fenced on status running and generation)."""
+
+    merges_last_step = False
+    """True where :meth:`complete_with_step` is one write (the worker then lets a run's last step
+    be stored with its completion); False: the worker checkpoints every step on its own."""
+
+    async def complete_with_step(
+        self, cp: Checkpoint, output: Any, logs: Sequence[NewLog] = ()
+    ) -> WriteResult:
+        """Store a completed step and complete its run, as ``checkpoint`` then ``complete_run``
+        would (fenced alike), for a job that returned right after that step. ``cancelled``: the
+        run was cancelled; the step is stored and the run stays cancelled (not completed).
+
+        Backends with ``merges_last_step`` do it in one atomic write; this default makes the two.
+        """
+        result = await self.checkpoint(cp)
+        if result != "ok":
+            return result
+        return await self.complete_run(cp.run_id, cp.generation, output, logs)
 
     @abc.abstractmethod
     async def fail_run(

@@ -336,6 +336,108 @@ async def test_claim_with_run_ids_takes_only_those(store: Store) -> None:
     assert await store.claim("w", [JOB], 10, 30, run_ids=[runs[2].id]) == []
 
 
+async def test_keyed_and_unkeyed_runs_are_claimed_together_oldest_first(store: Store) -> None:
+    keyed = await create(store, ckey="K")
+    plain = await create(store)
+    keyed_later = await create(store, ckey="K")
+    plain_later = await create(store)
+    assert [r.id for r in await store.claim("w", [JOB], 1, 30)] == [keyed.id]
+    assert [r.id for r in await store.claim("w", [JOB], 10, 30)] == [plain.id, plain_later.id]
+    assert keyed_later.id not in [r.id for r in await store.claim("w", [JOB], 10, 30)]
+
+
+def assert_freshly_claimed(run: RunRecord, worker: str, before: datetime) -> None:
+    assert (run.status, run.generation, run.attempt, run.worker_id) == ("running", 1, 1, worker)
+    assert run.lease_expires_at is not None and is_utc(run.lease_expires_at)
+    assert timedelta(seconds=25) < run.lease_expires_at - before < timedelta(seconds=35)
+    assert is_utc(run.started_at) and run.previous_worker_id is None
+
+
+async def test_create_and_claim_leaves_a_run_claimed_or_claimable(backend: Backend, store: Store) -> None:
+    """A trigger of a process whose worker has a free slot may get its run already claimed (one
+    write on PostgreSQL); either way the run ends up exactly as create + claim would leave it."""
+    before = now()
+    run, disposition = await store.create_and_claim(new_run(labels={"team": "ops"}), "w", [JOB], 30)
+    assert disposition == "created"
+    if backend.name == "postgres":
+        assert run.status == "running"
+    if run.status == "pending":  # a backend that does not claim in the insert
+        run = await claim_one(store, "w")
+    assert_freshly_claimed(run, "w", before)
+    assert await store.get_run(run.id) == run
+    assert await store.claim("w2", [JOB], 10, 30) == []
+    # The holder's writes are fenced on the claimed generation, like after any claim.
+    assert await store.checkpoint(checkpoint(run, "s1")) == "ok"
+    assert await store.checkpoint(checkpoint(run, "s2", 1, generation=run.generation + 1)) == "lost"
+    assert await store.complete_run(run.id, run.generation, {"done": True}) == "ok"
+    [listed] = await store.list_runs(RunQuery(labels={"team": "ops"}))
+    assert (listed.id, listed.status, listed.step_count) == (run.id, "completed", 1)
+
+
+async def test_create_and_claim_lets_older_waiting_runs_go_first(store: Store) -> None:
+    older = await create(store)
+    await create(store, job="other")  # not one of the worker's jobs: no reason to wait
+    run, _ = await store.create_and_claim(new_run(), "w", [JOB], 30)
+    assert run.status == "pending"
+    assert [r.id for r in await store.claim("w", [JOB], 10, 30)] == [older.id, run.id]
+    mine, _ = await store.create_and_claim(new_run(), "w", [JOB], 30)
+    if mine.status == "running":
+        assert_freshly_claimed(mine, "w", now() - timedelta(seconds=1))
+
+
+async def test_create_and_claim_never_claims_keyed_coalescing_or_existing_runs(store: Store) -> None:
+    keyed, _ = await store.create_and_claim(new_run(ckey="K"), "w", [JOB], 30)
+    coalescing = NewRun(id=str(uuid.uuid4()), job_name="j2", input={}, concurrency_key="C", coalesce=True)
+    joined, _ = await store.create_and_claim(coalescing, "w", ["j2"], 30)
+    assert (keyed.status, joined.status) == ("pending", "pending")
+    await store.claim("w", [JOB, "j2"], 10, 30)
+    first, _ = await store.create_and_claim(new_run(key="idem"), "w", [JOB], 30)
+    if first.status == "pending":
+        [first] = await store.claim("w", [JOB], 10, 30)
+    again, disposition = await store.create_and_claim(new_run(key="idem"), "w2", [JOB], 30)
+    assert disposition == "idempotent"
+    assert (again.id, again.generation, again.worker_id) == (first.id, 1, "w")
+
+
+async def test_complete_with_step_stores_the_step_and_the_completion_fenced(store: Store) -> None:
+    """A job that returns right after its last step: the step and the completion are written
+    together (one write where the backend merges them), fenced like the two writes."""
+    await create(store)
+    run = await claim_one(store)
+    assert await store.checkpoint(checkpoint(run, "s0")) == "ok"
+    stale = checkpoint(run, "s1", 1, generation=run.generation + 1)
+    assert await store.complete_with_step(stale, {"v": 0}) == "lost"
+    assert [s.name for s in await store.get_steps(run.id)] == ["s0"]
+    last = checkpoint(run, "s1", 1, logs=[log_line("in the step", "s1")])
+    assert await store.complete_with_step(last, {"v": 1}, [log_line("after it")]) == "ok"
+    done = await store.get_run(run.id)
+    assert done is not None
+    assert (done.status, done.output, done.step_count, done.lease_expires_at) == (
+        "completed",
+        {"v": 1},
+        2,
+        None,
+    )
+    assert [(s.name, s.output_json) for s in await store.get_steps(run.id)][1] == (
+        "s1",
+        json.dumps({"step": "s1"}),
+    )
+    assert [lg.message for lg in await store.get_logs(run.id)] == ["in the step", "after it"]
+    assert await store.complete_with_step(checkpoint(run, "s2", 2), {"v": 2}) == "lost"
+
+
+async def test_complete_with_step_on_a_cancelled_run_keeps_the_step_and_the_cancellation(
+    store: Store,
+) -> None:
+    await create(store)
+    run = await claim_one(store)
+    await store.cancel_run(run.id)
+    assert await store.complete_with_step(checkpoint(run, "s0"), {"v": 1}) == "cancelled"
+    after = await store.get_run(run.id)
+    assert after is not None and (after.status, after.output, after.step_count) == ("cancelled", None, 1)
+    assert [s.name for s in await store.get_steps(run.id)] == ["s0"]
+
+
 async def test_a_live_lease_is_not_reclaimed_an_expired_one_is(backend: Backend, store: Store) -> None:
     run = await create(store)
     first = await claim_one(store, "w1")
@@ -967,7 +1069,12 @@ async def test_the_claim_query_reads_active_runs_through_an_index(
 
 
 async def _explain_postgres_claim(backend: Backend, store: Store) -> None:
-    from durably_sched.store._pg_sql import CLAIM_CANDIDATES, CLAIM_UPDATE
+    from durably_sched.store._pg_sql import (
+        CLAIM_CANDIDATES,
+        CLAIM_ONE_STATEMENT,
+        CLAIM_UPDATE,
+        INSERT_CLAIMED,
+    )
 
     conn = await backend.admin()  # type: ignore[attr-defined]
     await conn.execute(
@@ -984,6 +1091,13 @@ async def _explain_postgres_claim(backend: Backend, store: Store) -> None:
             for name, sql, args in (
                 ("candidates", CLAIM_CANDIDATES.format(only=""), "(ARRAY['job'], 10)"),
                 ("update", CLAIM_UPDATE, "(ARRAY[1, 2]::bigint[], 'w', 30.0)"),
+                ("one_statement", CLAIM_ONE_STATEMENT.format(only=""), "(ARRAY['job'], 10, 'w', 30.0)"),
+                # the trigger that claims its own run checks for waiting runs first
+                (
+                    "insert_claimed",
+                    INSERT_CLAIMED,
+                    "('new', 'job', '{}', NULL, '{}', NULL, NULL, NULL, 'w', 30.0, ARRAY['job'])",
+                ),
             ):
                 await conn.execute(f"PREPARE {name} AS {sql}")
                 rows = await conn.fetch(f"EXPLAIN EXECUTE {name}{args}")
@@ -991,7 +1105,8 @@ async def _explain_postgres_claim(backend: Backend, store: Store) -> None:
                 plan = "\n".join(r[0] for r in rows)
                 plans.append(plan)
                 assert "Seq Scan on runs" not in plan, plan
-                assert "runs_active" in plan, plan
+                if name != "insert_claimed":
+                    assert "runs_active" in plan, plan
     claimed = await store.claim("w", [JOB], 10, 30)
     assert [r.id for r in claimed] == [pending[0][0].id, pending[1][0].id, pending[2][0].id]
 

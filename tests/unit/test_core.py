@@ -194,6 +194,84 @@ async def test_sync_step_runs_in_a_thread_and_does_not_block_other_runs(make: An
     assert threads[0] != threading.main_thread().name
 
 
+async def test_trigger_and_wait_never_runs_more_than_max_concurrent_runs(make: Any) -> None:
+    """Runs that a trigger of this process hands straight to its own worker (claimed in the insert
+    on PostgreSQL) take a worker slot like claimed ones: never more at once than the limit, and
+    none waits for a poll when a slot is free."""
+    running = 0
+    peak = 0
+    gate = asyncio.Event()
+
+    async def fn(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        await step.run("s", lambda: 1)
+        running -= 1
+        return {"i": payload["i"]}
+
+    durably = await make(define_job(name="slots", run=fn), max_concurrent_runs=3, polling_interval=30.0)
+    job = durably.jobs.slots
+    waits = [asyncio.ensure_future(job.trigger_and_wait({"i": i}, timeout=10)) for i in range(7)]
+    await until(lambda: running == 3)
+    await asyncio.sleep(0.1)
+    assert (running, peak, durably.worker.free_slots()) == (3, 3, 0)
+    gate.set()
+    results = await asyncio.gather(*waits)
+    assert sorted(r.output["i"] for r in results) == list(range(7))
+    assert peak == 3 and durably.worker.free_slots() == 3
+    # An idle worker with a 30 s poll: a trigger starts at once all the same.
+    started = time.perf_counter()
+    await durably.jobs.slots.trigger_and_wait({"i": 7}, timeout=5)
+    assert time.perf_counter() - started < 5
+
+
+async def test_a_run_triggered_as_the_worker_stops_is_left_pending(make: Any) -> None:
+    async def fn(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"v": await step.run("s", lambda: 1)}
+
+    durably = await make(define_job(name="late", run=fn))
+    await durably.worker.stop(1.0)
+    with pytest.raises(TimeoutError):
+        await durably.jobs.late.trigger_and_wait({}, timeout=0.3)
+    assert durably.worker.free_slots() == 1
+    [record] = await durably.get_runs()
+    assert (record.status, record.worker_id) == ("pending", None)
+
+
+async def test_every_step_is_stored_whatever_the_job_does_after_it(make: Any) -> None:
+    """A step's checkpoint may travel with the run's completion (PostgreSQL) when the job returns
+    right after it; a job that does more after its step (awaits, fails, runs another step) has
+    the step stored all the same, and step:complete is emitted once per step."""
+    seen: list[str] = []
+
+    async def fn(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        a = await step.run("a", lambda: 1)
+        if payload["mode"] == "sleep":
+            await asyncio.sleep(0.05)
+        elif payload["mode"] == "fail":
+            raise ValueError("after the step")
+        elif payload["mode"] == "two":
+            a += await step.run("b", lambda: 2)
+        return {"a": a}
+
+    durably = await make(define_job(name="after", run=fn))
+    durably.on("step:complete", lambda e: seen.append(e.step_name))
+    for mode, names in (("return", ["a"]), ("sleep", ["a"]), ("two", ["a", "b"])):
+        seen.clear()
+        result = await durably.jobs.after.trigger_and_wait({"mode": mode}, timeout=5)
+        assert [s.name for s in await durably.get_steps(result.id)] == names
+        assert (await durably.get_run(result.id)).step_count == len(names)
+        assert seen == names
+    seen.clear()
+    with pytest.raises(RunFailedError):
+        await durably.jobs.after.trigger_and_wait({"mode": "fail"}, timeout=5)
+    [failed] = await durably.get_runs(status="failed")
+    assert [s.name for s in await durably.get_steps(failed.id)] == ["a"]
+    assert seen == ["a"]
+
+
 async def _lease_moved(durably: Durably, run_id: str, before: dt.datetime | None) -> bool:
     lease = (await durably.get_run(run_id)).lease_expires_at
     return lease is not None and before is not None and lease > before
