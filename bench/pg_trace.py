@@ -165,7 +165,7 @@ def _run_ids(op: str, args: tuple[Any, ...], result: Any) -> list[str]:
         return [r.id for r in result or ()]
     if op == "create_and_claim":
         return [args[0].id]
-    if op in ("checkpoint", "complete_with_step"):
+    if op == "checkpoint":
         return [args[0].run_id]
     if op in ("complete_run", "fail_run", "release_run"):
         return [args[0]]
@@ -190,13 +190,15 @@ def run_phases(returned: dict[str, float]) -> dict[str, Any]:
     for run_id, ops in by_run.items():
         if run_id not in returned:
             continue
-        if {"create_and_claim", "complete_with_step"} <= set(ops) and "claim" not in ops:
-            # Claimed in the insert, the last step stored with the completion: two writes a run.
-            c, f = ops["create_and_claim"], ops["complete_with_step"]
+        if {"create_and_claim", "checkpoint", "complete_run"} <= set(ops) and "claim" not in ops:
+            # Claimed in the insert: three writes a run (insert, checkpoint, completion).
+            c, s, f = ops["create_and_claim"], ops["checkpoint"], ops["complete_run"]
             phases["1 create_and_claim (INSERT, already claimed)"].append(c[1] - c[0])
-            phases["2 inserted -> complete_with_step starts (task, step)"].append(f[0] - c[1])
-            phases["3 complete_with_step (step + completion)"].append(f[1] - f[0])
-            phases["4 completed -> trigger_and_wait returns"].append(returned[run_id] - f[1])
+            phases["2 inserted -> checkpoint starts (task, step)"].append(s[0] - c[1])
+            phases["3 checkpoint"].append(s[1] - s[0])
+            phases["4 checkpointed -> complete_run starts"].append(f[0] - s[1])
+            phases["5 complete_run"].append(f[1] - f[0])
+            phases["6 completed -> trigger_and_wait returns"].append(returned[run_id] - f[1])
             continue
         if not {"create_runs", "claim", "checkpoint", "complete_run"} <= set(ops):
             continue

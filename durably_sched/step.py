@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import json
@@ -11,7 +10,6 @@ import logging
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -84,11 +82,6 @@ class RunContext:
         self.sync_steps = SyncSteps()  # runs sync step functions off the loop thread
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
-        # A step's checkpoint held back (stores with ``merges_last_step``; see defer_checkpoint).
-        self._deferred: _Deferred | None = None
-        self._deferred_handle: asyncio.Handle | None = None
-        self._deferred_task: asyncio.Task[WriteResult] | None = None
-        self._written: _Deferred | None = None
         self.log_extra: dict[str, Any] = {"run_id": run.id, "job": run.job_name}
         if "schedule" in run.labels:
             self.log_extra["schedule"] = run.labels["schedule"]
@@ -194,101 +187,12 @@ class RunContext:
         elif result == "cancelled":
             self.cancelled = True
 
-    # -- the last step's checkpoint, merged with the completion ------------------------------------
-    def can_defer(self) -> bool:
-        return self.store.merges_last_step and self._deferred is None and self._deferred_task is None
-
-    def defer_checkpoint(self, deferred: _Deferred) -> None:
-        """Hold a step's checkpoint back until the job's code next gives the event loop a turn.
-
-        If the job returns before that (it returned right after its last step, the common case),
-        the worker stores the step together with the completion, in one atomic write (Store.
-        complete_with_step); otherwise the checkpoint is written as soon as the loop runs again,
-        and the next step (or progress write, or the end of the run) waits for it before going on.
-        Either way every step is stored, fenced, before the run's next write or next step, and
-        before anything outside this run's task can observe the run's progress.
-        """
-        self._deferred = deferred
-        self._deferred_handle = asyncio.get_running_loop().call_soon(self._start_deferred)
-
-    def _start_deferred(self) -> None:
-        self._deferred_handle = None
-        deferred, self._deferred = self._deferred, None
-        if deferred is not None:
-            self._deferred_task = asyncio.get_running_loop().create_task(self.store.checkpoint(deferred.cp))
-            self._written = deferred  # its outcome is acted on in settle_checkpoint
-
-    def take_deferred(self) -> _Deferred | None:
-        """The checkpoint still held back (not yet started), for the completion to carry it."""
-        deferred, self._deferred = self._deferred, None
-        if deferred is not None and self._deferred_handle is not None:
-            self._deferred_handle.cancel()
-            self._deferred_handle = None
-        return deferred
-
-    async def settle_checkpoint(self) -> None:
-        """Wait until the held-back checkpoint, if any, is stored (writing it now if it has not
-        started), then act on its outcome as step.run does: lost -> LeaseLostError."""
-        deferred = self.take_deferred()
-        if deferred is not None:
-            result = await self.store.checkpoint(deferred.cp)
-        elif self._deferred_task is not None:
-            task = self._deferred_task
-            deferred = self._written
-            try:
-                result = await asyncio.shield(task)
-            finally:
-                if task.done():
-                    self._deferred_task = None
-        else:
-            return
-        self.step_stored(deferred, result)
-
-    async def settle_quietly(self) -> None:
-        """settle_checkpoint on a path that ends the attempt anyway (a failure, a stop): the step
-        is kept if the store takes it; an error here leaves it to be run again on replay."""
-        with contextlib.suppress(Exception):
-            await self.settle_checkpoint()
-
-    def merge_ready(self) -> bool:
-        """A checkpoint is held back and not started: the completion can carry it."""
-        return self._deferred is not None
-
-    def step_stored(
-        self, deferred: _Deferred | None, result: WriteResult, *, raise_lost: bool = True
-    ) -> None:
-        """A held-back step was written (alone, or with the completion): its outcome and event.
-        Lost: LeaseLostError (unless ``raise_lost`` is False: then only marked lost)."""
-        if deferred is None:
-            return
-        if result != "lost" and deferred.event is not None:
-            self.events.emit(deferred.event)
-        if result == "cancelled":
-            self.cancelled = True
-        elif result == "lost":
-            if raise_lost:
-                self.observe(result)
-            self.lost = True
-
     async def close(self) -> None:
-        if self._deferred_handle is not None:
-            self._deferred_handle.cancel()
-            self._deferred_handle = None
-        if self._deferred_task is not None and not self._deferred_task.done():
-            await asyncio.gather(self._deferred_task, return_exceptions=True)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         if self._flush_task is not None and not self._flush_task.done():
             await asyncio.gather(self._flush_task, return_exceptions=True)
-
-
-@dataclass(frozen=True, slots=True)
-class _Deferred:
-    """A step's checkpoint held back, and the event to emit once it is stored."""
-
-    cp: Checkpoint
-    event: StepCompleteEvent | None  # None: nobody listens to step:complete
 
 
 class StepLogger:
@@ -441,7 +345,6 @@ class Step:
         stored = ctx.completed.get(name)
         if stored is not None:
             return json.loads(stored)
-        await ctx.settle_checkpoint()  # the previous step is stored before this one starts
         limit: float | None = None
         if timeout is not None:
             try:
@@ -516,35 +419,32 @@ class Step:
             if token is not None:
                 ctx.token._forget(token)
         duration = time.perf_counter() - started
-        cp = Checkpoint(
-            run_id=ctx.run_id,
-            generation=ctx.generation,
-            index=index,
-            name=name,
-            output_json=text,
-            started_at=started_wall,
-            completed_at=datetime.now(UTC),
-            logs=ctx.take_logs(),
-        )
-        done = None
-        if events.wants("step:complete"):
-            done = StepCompleteEvent(
+        result_state = await ctx.store.checkpoint(
+            Checkpoint(
                 run_id=ctx.run_id,
-                job_name=ctx.run.job_name,
-                labels=ctx.run.labels,
-                step_name=name,
-                step_index=index,
-                output=value,
-                duration=duration,
+                generation=ctx.generation,
+                index=index,
+                name=name,
+                output_json=text,
+                started_at=started_wall,
+                completed_at=datetime.now(UTC),
+                logs=ctx.take_logs(),
             )
-        ctx.completed[name] = text
-        if ctx.can_defer():
-            ctx.defer_checkpoint(_Deferred(cp, done))
-            return value
-        result_state = await ctx.store.checkpoint(cp)
+        )
         ctx.observe(result_state)
-        if done is not None:
-            events.emit(done)
+        ctx.completed[name] = text
+        if events.wants("step:complete"):
+            events.emit(
+                StepCompleteEvent(
+                    run_id=ctx.run_id,
+                    job_name=ctx.run.job_name,
+                    labels=ctx.run.labels,
+                    step_name=name,
+                    step_index=index,
+                    output=value,
+                    duration=duration,
+                )
+            )
         return value
 
     async def progress(self, current: int, total: int | None = None, message: str | None = None) -> None:
@@ -553,7 +453,6 @@ class Step:
         progress = Progress(
             current=int(current), total=None if total is None else int(total), message=message
         )
-        await ctx.settle_checkpoint()
         result = await ctx.store.set_progress(ctx.run_id, ctx.generation, progress, ctx.take_logs())
         ctx.observe(result)
         if ctx.events.wants("run:progress"):

@@ -638,7 +638,6 @@ class Worker:
                 raise RunStoppingSignal(run.id)
             await self._run_job(ctx)
         except RunStoppingSignal:
-            await ctx.settle_quietly()
             if ctx.pending_logs:
                 await self._store_logs(ctx)
             await self._release(ctx)
@@ -700,8 +699,6 @@ class Worker:
             else:
                 async with scope:
                     result = await job.run(step, payload)
-            if not ctx.merge_ready():
-                await ctx.settle_checkpoint()  # a step stored in the background: its outcome first
             ctx.ensure_held()  # a run that finished its last step during a stop still completes
             value, stored = job.validate_output(result)
         except StoreError:
@@ -709,7 +706,6 @@ class Worker:
         except RunStoppingSignal:
             raise
         except StepCancelled as exc:
-            await ctx.settle_quietly()
             # step.check_cancelled() in the job's own code (outside a step): stop as the reason says.
             if exc.reason == "stopping":
                 raise RunStoppingSignal(run.id) from None
@@ -719,14 +715,11 @@ class Worker:
             log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
             return
         except (LeaseLostError, RunCancelledSignal):
-            if not ctx.lost:
-                await ctx.settle_quietly()
             log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
             if not ctx.lost and ctx.pending_logs:
                 await self._store_logs(ctx)
             return
         except Exception as exc:
-            await ctx.settle_quietly()  # a step that completed before the failure is kept for a retry
             if scope is not None and scope.expired() and timeout is not None:
                 timed_out = RunTimeoutError(run.id, timeout)
                 timed_out.__cause__ = exc
@@ -736,13 +729,7 @@ class Worker:
         finally:
             if handle is not None:
                 handle.cancel()
-        deferred = ctx.take_deferred()
-        if deferred is not None:
-            # The job returned right after its last step: the step and the completion, one write.
-            outcome = await self.store.complete_with_step(deferred.cp, stored, ctx.take_logs())
-            ctx.step_stored(deferred, outcome, raise_lost=False)
-        else:
-            outcome = await self.store.complete_run(run.id, ctx.generation, stored, ctx.take_logs())
+        outcome = await self.store.complete_run(run.id, ctx.generation, stored, ctx.take_logs())
         if outcome != "ok":
             log.info("run finished but was no longer held (%s); output dropped", outcome, extra=ctx.log_extra)
             return

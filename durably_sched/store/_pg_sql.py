@@ -199,39 +199,6 @@ WHERE id = (SELECT run_id FROM step)
 RETURNING status
 """
 
-# A job's last step and its completion in one statement (Store.complete_with_step): the step row
-# as CHECKPOINT writes it, and -- if the run is still running, not cancelled -- the completion as
-# COMPLETE writes it, fenced on the generation. A cancelled run gets the step and stays cancelled.
-# $1-$12 as in CHECKPOINT, $13 the run's output (JSON text).
-COMPLETE_WITH_STEP = f"""
-WITH run AS (
-    SELECT id FROM runs
-    WHERE id = $1 AND generation = $2 AND status IN {HELD_SQL}
-    FOR UPDATE
-), step AS (
-    INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
-    SELECT run.id, $8::text, $9::integer, $10::text, $11::timestamptz, $12::timestamptz, $2 FROM run
-    ON CONFLICT DO NOTHING
-    RETURNING run_id
-), upd AS (
-    UPDATE runs SET step_count = step_count + 1, updated_at = now(),
-        status = CASE WHEN status = 'running' THEN 'completed' ELSE status END,
-        output = CASE WHEN status = 'running' THEN $13::json ELSE output END,
-        completed_at = CASE WHEN status = 'running' THEN now() ELSE completed_at END,
-        lease_expires_at = CASE WHEN status = 'running' THEN NULL ELSE lease_expires_at END,
-        error = CASE WHEN status = 'running' THEN NULL ELSE error END,
-        failed_step_name = CASE WHEN status = 'running' THEN NULL ELSE failed_step_name END
-    WHERE id = (SELECT run_id FROM step)
-    RETURNING status
-), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM {LOGS_FROM}
-    WHERE EXISTS (SELECT 1 FROM upd)
-    ORDER BY l.ord
-)
-SELECT status FROM upd
-"""
-
 CHECKPOINT_REPLAYED = f"""
 SELECT r.status FROM runs r JOIN steps s ON s.run_id = r.id
 WHERE r.id = $1 AND r.generation = $2 AND r.status IN {HELD_SQL}

@@ -506,24 +506,6 @@ class Store(abc.ABC):
     ) -> WriteResult:
         """Mark completed (fenced on status running and generation)."""
 
-    merges_last_step = False
-    """True where :meth:`complete_with_step` is one write (the worker then lets a run's last step
-    be stored with its completion); False: the worker checkpoints every step on its own."""
-
-    async def complete_with_step(
-        self, cp: Checkpoint, output: Any, logs: Sequence[NewLog] = ()
-    ) -> WriteResult:
-        """Store a completed step and complete its run, as ``checkpoint`` then ``complete_run``
-        would (fenced alike), for a job that returned right after that step. ``cancelled``: the
-        run was cancelled; the step is stored and the run stays cancelled (not completed).
-
-        Backends with ``merges_last_step`` do it in one atomic write; this default makes the two.
-        """
-        result = await self.checkpoint(cp)
-        if result != "ok":
-            return result
-        return await self.complete_run(cp.run_id, cp.generation, output, logs)
-
     @abc.abstractmethod
     async def fail_run(
         self,

@@ -23,8 +23,7 @@ How the contract is kept, in the order of base.py:
   claimers' snapshots can disagree about which run of the key is first. ``create_and_claim`` can
   insert a run already claimed (a trigger whose own worker has a free slot).
 * **Fenced writes** are single statements (CTEs): the run-row update, the step insert and the
-  logs go in one round trip, conditioned on ``id``, ``generation`` and status; a job's last step
-  and its completion can be one such statement (``complete_with_step``).
+  logs go in one round trip, conditioned on ``id``, ``generation`` and status.
 * **Wake-ups.** Every write that makes a run claimable (create, fire, retry, release) sends
   ``pg_notify('durably_sched_runs', job_name)`` in its own transaction, so it is delivered on
   commit. A dedicated LISTEN connection (opened once ``set_wakeup`` has a callback) calls the
@@ -71,7 +70,6 @@ from ._pg_sql import (
     COALESCE_LOCK,
     COALESCE_TARGET,
     COMPLETE,
-    COMPLETE_WITH_STEP,
     CONNECT_TIMEOUT,
     DEFAULT_POOL_MAX,
     FAIL,
@@ -923,37 +921,6 @@ class PostgresStore(Store):
             return fence_result(status)
 
         return await self._run("checkpoint", write)
-
-    merges_last_step = True
-
-    async def complete_with_step(
-        self, cp: Checkpoint, output: Any, logs: Sequence[NewLog] = ()
-    ) -> WriteResult:
-        args = (
-            cp.run_id,
-            cp.generation,
-            *_log_arrays([*cp.logs, *logs]),
-            cp.name,
-            cp.index,
-            cp.output_json,
-            _aware(cp.started_at),
-            _aware(cp.completed_at),
-            dumps(output),
-        )
-
-        async def write(conn: Any, replay: bool) -> WriteResult:
-            status = await conn.fetchval(COMPLETE_WITH_STEP, *args)
-            if status is None and replay:  # our first attempt may have committed
-                status = await conn.fetchval(
-                    "SELECT status FROM runs WHERE id = $1 AND generation = $2", cp.run_id, cp.generation
-                )
-                if status == "cancelled":
-                    status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
-                elif status != "completed":
-                    status = None
-            return fence_result(status)
-
-        return await self._run("complete_with_step", write)
 
     async def _fenced(
         self,

@@ -399,45 +399,6 @@ async def test_create_and_claim_never_claims_keyed_coalescing_or_existing_runs(s
     assert (again.id, again.generation, again.worker_id) == (first.id, 1, "w")
 
 
-async def test_complete_with_step_stores_the_step_and_the_completion_fenced(store: Store) -> None:
-    """A job that returns right after its last step: the step and the completion are written
-    together (one write where the backend merges them), fenced like the two writes."""
-    await create(store)
-    run = await claim_one(store)
-    assert await store.checkpoint(checkpoint(run, "s0")) == "ok"
-    stale = checkpoint(run, "s1", 1, generation=run.generation + 1)
-    assert await store.complete_with_step(stale, {"v": 0}) == "lost"
-    assert [s.name for s in await store.get_steps(run.id)] == ["s0"]
-    last = checkpoint(run, "s1", 1, logs=[log_line("in the step", "s1")])
-    assert await store.complete_with_step(last, {"v": 1}, [log_line("after it")]) == "ok"
-    done = await store.get_run(run.id)
-    assert done is not None
-    assert (done.status, done.output, done.step_count, done.lease_expires_at) == (
-        "completed",
-        {"v": 1},
-        2,
-        None,
-    )
-    assert [(s.name, s.output_json) for s in await store.get_steps(run.id)][1] == (
-        "s1",
-        json.dumps({"step": "s1"}),
-    )
-    assert [lg.message for lg in await store.get_logs(run.id)] == ["in the step", "after it"]
-    assert await store.complete_with_step(checkpoint(run, "s2", 2), {"v": 2}) == "lost"
-
-
-async def test_complete_with_step_on_a_cancelled_run_keeps_the_step_and_the_cancellation(
-    store: Store,
-) -> None:
-    await create(store)
-    run = await claim_one(store)
-    await store.cancel_run(run.id)
-    assert await store.complete_with_step(checkpoint(run, "s0"), {"v": 1}) == "cancelled"
-    after = await store.get_run(run.id)
-    assert after is not None and (after.status, after.output, after.step_count) == ("cancelled", None, 1)
-    assert [s.name for s in await store.get_steps(run.id)] == ["s0"]
-
-
 async def test_a_live_lease_is_not_reclaimed_an_expired_one_is(backend: Backend, store: Store) -> None:
     run = await create(store)
     first = await claim_one(store, "w1")

@@ -240,38 +240,6 @@ async def test_a_run_triggered_as_the_worker_stops_is_left_pending(make: Any) ->
     assert (record.status, record.worker_id) == ("pending", None)
 
 
-async def test_every_step_is_stored_whatever_the_job_does_after_it(make: Any) -> None:
-    """A step's checkpoint may travel with the run's completion (PostgreSQL) when the job returns
-    right after it; a job that does more after its step (awaits, fails, runs another step) has
-    the step stored all the same, and step:complete is emitted once per step."""
-    seen: list[str] = []
-
-    async def fn(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
-        a = await step.run("a", lambda: 1)
-        if payload["mode"] == "sleep":
-            await asyncio.sleep(0.05)
-        elif payload["mode"] == "fail":
-            raise ValueError("after the step")
-        elif payload["mode"] == "two":
-            a += await step.run("b", lambda: 2)
-        return {"a": a}
-
-    durably = await make(define_job(name="after", run=fn))
-    durably.on("step:complete", lambda e: seen.append(e.step_name))
-    for mode, names in (("return", ["a"]), ("sleep", ["a"]), ("two", ["a", "b"])):
-        seen.clear()
-        result = await durably.jobs.after.trigger_and_wait({"mode": mode}, timeout=5)
-        assert [s.name for s in await durably.get_steps(result.id)] == names
-        assert (await durably.get_run(result.id)).step_count == len(names)
-        assert seen == names
-    seen.clear()
-    with pytest.raises(RunFailedError):
-        await durably.jobs.after.trigger_and_wait({"mode": "fail"}, timeout=5)
-    [failed] = await durably.get_runs(status="failed")
-    assert [s.name for s in await durably.get_steps(failed.id)] == ["a"]
-    assert seen == ["a"]
-
-
 async def _lease_moved(durably: Durably, run_id: str, before: dt.datetime | None) -> bool:
     lease = (await durably.get_run(run_id)).lease_expires_at
     return lease is not None and before is not None and lease > before
