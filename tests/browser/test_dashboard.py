@@ -179,28 +179,24 @@ def test_an_operators_day(served: tuple[str, Path], browser: Any) -> None:
     page.wait_for_url(re.compile(r".*/runs/[0-9a-f-]{36}$"))
     run_url = page.url
     page.evaluate("window.__sameDocument = true")
-    bar = page.locator('progress[data-field="bar"]')
-    page.wait_for_function("document.querySelector('progress[data-field=bar]').value >= 3")
-    first = (
-        float(bar.get_attribute("value") or 0)
-        if False
-        else page.evaluate("document.querySelector('progress[data-field=bar]').value")
-    )
-    page.wait_for_function(f"document.querySelector('progress[data-field=bar]').value > {first}")
+    page.wait_for_function("document.querySelector('progress[data-field=bar]')?.value >= 3")
+    first = page.evaluate("document.querySelector('progress[data-field=bar]').value")
+    page.wait_for_function(f"document.querySelector('progress[data-field=bar]')?.value > {first}")
     assert page.evaluate("window.__sameDocument") is True  # live, not reloaded
     assert page.locator('[data-field="status"]').inner_text() == "running"
     shot(page, work, "run-running")
 
-    # Cancel it (after its current step), then retry it: it resumes and completes.
+    # Cancel it (after its current step), then retry it: it resumes and completes. (Both actions
+    # reload the page: the predicates must hold across a document without the element.)
     page.click('button[data-action="cancel"]')
-    page.wait_for_function("document.querySelector('[data-field=status]').textContent === 'cancelled'")
+    page.wait_for_function("document.querySelector('[data-field=status]')?.textContent === 'cancelled'")
     page.goto(run_url)
     done_before_retry = page.locator("tbody[data-steps] tr").count()
     assert 0 < done_before_retry < 40
     page.click('button[data-action="retry"]')
     page.wait_for_load_state()
     page.wait_for_function(
-        "document.querySelector('[data-field=status]').textContent === 'completed'", timeout=60_000
+        "document.querySelector('[data-field=status]')?.textContent === 'completed'", timeout=60_000
     )
     page.goto(run_url)
     assert page.locator('[data-field="status"]').inner_text() == "completed"
