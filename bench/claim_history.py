@@ -88,15 +88,15 @@ def time_query(path: Path, sql: str, repeats: int) -> tuple[float, list[str]]:
 async def candidate_sql(store: SqliteStore) -> str:
     """The claim's candidate SELECT exactly as the store runs it (values filled in by sqlite3's trace)."""
     statements: list[str] = []
-    writer = store._writer_conn
+    writer = store.writer.connection  # the sqlite3 connection every write of the store goes through
     assert writer is not None
-    await writer.set_trace_callback(statements.append)
+    writer.set_trace_callback(statements.append)
     try:
         await time_claims(store, 1)
     finally:
-        await writer.set_trace_callback(None)
+        writer.set_trace_callback(None)
     for sql in statements:
-        if sql.startswith("SELECT seq, concurrency_key FROM runs"):
+        if sql.startswith("SELECT seq, concurrency_key, worker_id FROM runs"):
             return sql
     raise RuntimeError("no claim candidate query seen; the store's SQL changed shape")
 
@@ -130,10 +130,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         have = size
         store = SqliteStore(url)
         await store.connect()
-        query_us, plan = time_query(path, await candidate_sql(store), args.repeats)
-        await time_claims(store, 20)  # warm-up: caches, statement cache
-        samples = await time_claims(store, args.repeats)
-        await store.close()
+        try:  # closed on any error too: its reader thread would keep the process from exiting
+            query_us, plan = time_query(path, await candidate_sql(store), args.repeats)
+            await time_claims(store, 20)  # warm-up: caches, statement cache
+            samples = await time_claims(store, args.repeats)
+        finally:
+            await store.close()
         results.append(
             {
                 "history": size,
