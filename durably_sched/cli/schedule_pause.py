@@ -13,7 +13,7 @@ from ..durably import Durably
 from ..errors import ConfigError
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import next_fire_time
-from ..schedule.pausing import ResumeResult, check_actor, check_reason
+from ..schedule.pausing import ResumeResult, check_actor, check_reason, state_fields
 from ..store.base import ScheduleState
 from ._base import EXIT_USAGE, CliCommand, CliError, open_durably, settings, utc_option
 from ._loader import job_inputs, load_jobs
@@ -25,33 +25,7 @@ PAUSED_COUNT_LIMIT = 10_000
 
 def state_json(state: ScheduleState | None) -> dict[str, Any]:
     """The run-time state of a schedule in ``--json`` output (``schedules list``, pause, resume)."""
-    if state is None:
-        return {
-            "paused": False,
-            "paused_at": None,
-            "paused_by": None,
-            "pause_reason": None,
-            "auto_paused": False,
-            "resumed_at": None,
-            "resumed_by": None,
-            "consecutive_failures": 0,
-            "last_success_at": None,
-            "last_failure_at": None,
-            "last_failed_run_id": None,
-        }
-    return {
-        "paused": state.paused,
-        "paused_at": utc_json(state.paused_at),
-        "paused_by": state.paused_by,
-        "pause_reason": state.pause_reason,
-        "auto_paused": state.auto_paused,
-        "resumed_at": utc_json(state.resumed_at),
-        "resumed_by": state.resumed_by,
-        "consecutive_failures": state.consecutive_failures,
-        "last_success_at": utc_json(state.last_success_at),
-        "last_failure_at": utc_json(state.last_failure_at),
-        "last_failed_run_id": state.last_failed_run_id,
-    }
+    return state_fields(state, utc_json)
 
 
 def pause_text(state: ScheduleState) -> str:

@@ -25,8 +25,10 @@ import os
 import re
 import socket
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import InvalidArgumentError
 from ..store.base import FireResult, ScheduleState
@@ -128,3 +130,34 @@ def catchup_fire_times(
 
 
 _TINY = datetime.resolution
+
+
+def state_fields(
+    state: ScheduleState | None, time: Callable[[datetime | None], str | None]
+) -> dict[str, Any]:
+    """A schedule's run-time state as JSON fields (``schedules list --json`` and the HTTP API), its
+    times written by ``time``. None (never paused, no run of it finished) reads as not paused.
+    ``paused_*`` describe the pause in force, or the last one when ``paused`` is false (then
+    ``resumed_*`` say when it ended)."""
+    if state is None:
+        return {
+            "paused": False,
+            **dict.fromkeys(("paused_at", "paused_by", "pause_reason")),
+            "auto_paused": False,
+            **dict.fromkeys(("resumed_at", "resumed_by")),
+            "consecutive_failures": 0,
+            **dict.fromkeys(("last_success_at", "last_failure_at", "last_failed_run_id")),
+        }
+    return {
+        "paused": state.paused,
+        "paused_at": time(state.paused_at),
+        "paused_by": state.paused_by,
+        "pause_reason": state.pause_reason,
+        "auto_paused": state.auto_paused,
+        "resumed_at": time(state.resumed_at),
+        "resumed_by": state.resumed_by,
+        "consecutive_failures": state.consecutive_failures,
+        "last_success_at": time(state.last_success_at),
+        "last_failure_at": time(state.last_failure_at),
+        "last_failed_run_id": state.last_failed_run_id,
+    }

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..events import Event
+from ..schedule.pausing import state_fields
 from ..store.base import (
     FireRecord,
     LogRecord,
@@ -141,36 +142,8 @@ def event(value: Event) -> dict[str, Any]:
 
 
 def schedule_state(state: ScheduleState | None) -> dict[str, Any]:
-    """A schedule's run-time state (None: never paused and no run of it finished). ``paused_*``
-    describe the pause in force, or the last one when ``paused`` is false (then ``resumed_*`` say
-    when it ended), as in ``schedules list --json``."""
-    if state is None:
-        return {
-            "paused": False,
-            "paused_at": None,
-            "paused_by": None,
-            "pause_reason": None,
-            "auto_paused": False,
-            "resumed_at": None,
-            "resumed_by": None,
-            "consecutive_failures": 0,
-            "last_success_at": None,
-            "last_failure_at": None,
-            "last_failed_run_id": None,
-        }
-    return {
-        "paused": state.paused,
-        "paused_at": utc(state.paused_at),
-        "paused_by": state.paused_by,
-        "pause_reason": state.pause_reason,
-        "auto_paused": state.auto_paused,
-        "resumed_at": utc(state.resumed_at),
-        "resumed_by": state.resumed_by,
-        "consecutive_failures": state.consecutive_failures,
-        "last_success_at": utc(state.last_success_at),
-        "last_failure_at": utc(state.last_failure_at),
-        "last_failed_run_id": state.last_failed_run_id,
-    }
+    """A schedule's run-time state, as in ``schedules list --json`` (see ``state_fields``)."""
+    return state_fields(state, utc)
 
 
 def worker(record: WorkerRecord) -> dict[str, Any]:
