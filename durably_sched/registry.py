@@ -32,9 +32,15 @@ import contextlib
 import functools
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["HostIdentity", "host_identity", "process_gone", "process_start"]
+if TYPE_CHECKING:
+    from .store.base import WorkerRecord
+
+__all__ = ["HostIdentity", "host_identity", "process_gone", "process_start", "worker_fields"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +130,24 @@ def process_gone(pid: int, started: str | None) -> bool:
             if started is not None and start != started:
                 return True  # the pid now belongs to another process
     return False
+
+
+def worker_fields(record: WorkerRecord, time: Callable[[datetime | None], str | None]) -> dict[str, Any]:
+    """A registry row as JSON fields (``workers list --json``, ``runs show --json``'s holder and the
+    HTTP API), its times written by ``time``; ``state`` is live, stale or gone."""
+    return {
+        "id": record.id,
+        "state": record.state,
+        "host": record.host,
+        "pid": record.pid,
+        "version": record.version,
+        "jobs": list(record.jobs),
+        "concurrency": record.concurrency,
+        "runs_held": record.runs_held,
+        "lease_seconds": record.lease_seconds,
+        "started_at": time(record.started_at),
+        "heartbeat_at": time(record.heartbeat_at),
+        "heartbeat_age": round(record.heartbeat_age.total_seconds(), 3),
+        "gone_at": time(record.gone_at),
+        "gone_by": record.gone_by,
+    }

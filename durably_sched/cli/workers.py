@@ -7,6 +7,7 @@ from typing import Any
 import click
 from rich.text import Text
 
+from ..registry import worker_fields
 from ..store.base import WorkerRecord
 from ._base import TIME_RULE_HELP, CliGroup, open_durably, settings, utc_option
 from ._output import echo_json, print_table, seconds_text, show_time, table, utc_json
@@ -26,22 +27,7 @@ def workers() -> None:
 
 
 def worker_json(worker: WorkerRecord) -> dict[str, Any]:
-    return {
-        "id": worker.id,
-        "state": worker.state,
-        "host": worker.host,
-        "pid": worker.pid,
-        "version": worker.version,
-        "jobs": list(worker.jobs),
-        "concurrency": worker.concurrency,
-        "runs_held": worker.runs_held,
-        "lease_seconds": worker.lease_seconds,
-        "started_at": utc_json(worker.started_at),
-        "heartbeat_at": utc_json(worker.heartbeat_at),
-        "heartbeat_age": round(worker.heartbeat_age.total_seconds(), 3),
-        "gone_at": utc_json(worker.gone_at),
-        "gone_by": worker.gone_by,
-    }
+    return worker_fields(worker, utc_json)
 
 
 def _state(worker: WorkerRecord) -> Text:

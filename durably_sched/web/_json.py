@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..events import Event
+from ..registry import worker_fields
 from ..schedule.pausing import state_fields
 from ..store.base import (
     FireRecord,
@@ -147,20 +148,5 @@ def schedule_state(state: ScheduleState | None) -> dict[str, Any]:
 
 
 def worker(record: WorkerRecord) -> dict[str, Any]:
-    """A row of the worker registry; ``state`` is live, stale or gone (see ``WorkerRecord.state``)."""
-    return {
-        "id": record.id,
-        "state": record.state,
-        "host": record.host,
-        "pid": record.pid,
-        "version": record.version,
-        "jobs": list(record.jobs),
-        "concurrency": record.concurrency,
-        "runs_held": record.runs_held,
-        "lease_seconds": record.lease_seconds,
-        "started_at": utc(record.started_at),
-        "heartbeat_at": utc(record.heartbeat_at),
-        "heartbeat_age": round(record.heartbeat_age.total_seconds(), 3),
-        "gone_at": utc(record.gone_at),
-        "gone_by": record.gone_by,
-    }
+    """A row of the worker registry, as ``workers list --json`` writes it."""
+    return worker_fields(record, utc)
