@@ -157,17 +157,25 @@ WITH mine AS (
 SELECT {RUN_SELECT}, CASE WHEN status = 'pending' THEN {NOTIFY} END FROM ins
 """
 
-CHECKPOINT = f"""
+def _fenced_step(first: int) -> str:
+    """The CTEs a checkpoint starts with: the run row locked if $1/$2 still hold it, and the step
+    row (name, index, output, started, completed: ``$first`` on) inserted for it."""
+    name, idx, output, started, completed = (f"${n}" for n in range(first, first + 5))
+    return f"""
 WITH run AS (
     SELECT id FROM runs
     WHERE id = $1 AND generation = $2 AND status IN {HELD_SQL}
     FOR UPDATE
 ), step AS (
     INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
-    SELECT run.id, $8::text, $9::integer, $10::text, $11::timestamptz, $12::timestamptz, $2 FROM run
+    SELECT run.id, {name}::text, {idx}::integer, {output}::text, {started}::timestamptz,
+        {completed}::timestamptz, $2 FROM run
     ON CONFLICT DO NOTHING
     RETURNING run_id
-), upd AS (
+)"""
+
+
+CHECKPOINT = f"""{_fenced_step(8)}, upd AS (
     UPDATE runs SET step_count = step_count + 1, updated_at = now()
     WHERE id = (SELECT run_id FROM step)
     RETURNING status
@@ -183,17 +191,7 @@ SELECT status FROM upd
 # CHECKPOINT for a step without log lines (the common case): the same statement without the logs
 # part, which costs the server some 10-30 µs even when its arrays are empty. $1 run id,
 # $2 generation, $3 name, $4 index, $5 output, $6 started, $7 completed.
-CHECKPOINT_NO_LOGS = f"""
-WITH run AS (
-    SELECT id FROM runs
-    WHERE id = $1 AND generation = $2 AND status IN {HELD_SQL}
-    FOR UPDATE
-), step AS (
-    INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
-    SELECT run.id, $3::text, $4::integer, $5::text, $6::timestamptz, $7::timestamptz, $2 FROM run
-    ON CONFLICT DO NOTHING
-    RETURNING run_id
-)
+CHECKPOINT_NO_LOGS = f"""{_fenced_step(3)}
 UPDATE runs SET step_count = step_count + 1, updated_at = now()
 WHERE id = (SELECT run_id FROM step)
 RETURNING status
