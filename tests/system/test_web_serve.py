@@ -100,9 +100,6 @@ def test_a_run_in_another_serve_streams_to_a_client_of_the_first(workdir: Path, 
     worker, worker_log = None, None
     try:
         port = wait_for(lambda: _port(web, web_log), 60, "web serve listening")
-        # It takes over the blocker when the first stops: a short grace, or its stop waits for it.
-        worker, worker_log = start(workdir, database, "worker", "--no-scheduler", "--stop-grace", "1")
-        wait_for(lambda: "serve started" in worker_log.read_text(), 60, "worker serve started")
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"X-Durably-CSRF": "1"}
         ) as http:
@@ -116,6 +113,10 @@ def test_a_run_in_another_serve_streams_to_a_client_of_the_first(workdir: Path, 
                 30,
                 "blocker running",
             )
+            # Only now the second process: the blocker is held by the first, whose one slot is full.
+            # It takes over the blocker when the first stops: a short grace, or its stop waits for it.
+            worker, worker_log = start(workdir, database, "worker", "--no-scheduler", "--stop-grace", "1")
+            wait_for(lambda: "serve started" in worker_log.read_text(), 60, "worker serve started")
             made = http.post("/api/jobs/slow/trigger", json={"input": {"count": 6, "pause": 0.3}}).json()[
                 "run"
             ]
