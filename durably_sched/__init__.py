@@ -29,6 +29,7 @@ from .errors import (
     UnknownJobError,
 )
 from .jobs import JobDefinition, define_job
+from .limits import Limits
 from .retry import Retry
 from .step import Step
 from .store.base import LogRecord, Progress, RunRecord, ScheduleState, StepRecord, WorkerRecord
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidStateError",
     "JobDefinition",
     "JobHandle",
+    "Limits",
     "LogRecord",
     "NonRetryableError",
     "Progress",

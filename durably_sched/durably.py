@@ -39,6 +39,7 @@ from .events import (
 )
 from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition, describe_validation_error
+from .limits import Limits
 from .retry import Retry, RetryPolicyError, parse_seconds
 from .store import database_url, open_store
 from .store.base import (
@@ -245,10 +246,15 @@ class Durably:
         labels: type[BaseModel] | None = None,
         preserve_steps: bool = True,
         retain_runs: str | timedelta | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if labels is not None and not (isinstance(labels, type) and issubclass(labels, BaseModel)):
             raise InvalidArgumentError(f"labels: expected a pydantic BaseModel subclass, got {labels!r}")
         retention_age = _retention_age(retain_runs)
+        if limits is not None and not isinstance(limits, Limits):
+            raise InvalidArgumentError(f"limits: expected a durably_sched.Limits, got {limits!r}")
+        self.limits = limits or Limits()
+        """Size limits on inputs, labels, keys, log lines, step values and HTTP bodies."""
         self.store = store
         self.events = EventEmitter()
         self.jobs = _JobsNamespace()
@@ -1093,13 +1099,15 @@ def create_durably(
     labels: type[BaseModel] | None = None,
     preserve_steps: bool = True,
     retain_runs: str | timedelta | None = None,
+    limits: Limits | None = None,
 ) -> Durably:
     """A Durably instance on ``database`` (default: $DURABLY_DATABASE_URL, else sqlite:///durably.db).
 
     ``labels``: a pydantic model every trigger's labels must satisfy. ``preserve_steps=False``:
     the step rows of a run are deleted once it completes (failed and cancelled runs keep theirs, to
     resume from on ``retry``). ``retain_runs="30d"``: finished runs older than that are purged
-    while the instance runs (``serve --retention`` is the same option).
+    while the instance runs (``serve --retention`` is the same option). ``limits``: size limits
+    (:class:`durably_sched.Limits`; the defaults are documented there).
     """
     store = open_store(database_url(database), worker_concurrency=max_concurrent_runs)
     return Durably(
@@ -1112,6 +1120,7 @@ def create_durably(
         labels=labels,
         preserve_steps=preserve_steps,
         retain_runs=retain_runs,
+        limits=limits,
     )
 
 
