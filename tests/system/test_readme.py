@@ -114,6 +114,11 @@ def test_the_readme_blocks_are_all_classified() -> None:
     assert BLOCKS[0].page == "README.md"
     pages = {b.page for b in BLOCKS}
     assert {"README.md", "docs/getting-started.md", "docs/schedules.md"} <= pages, pages
+    # A page that repeats a README block (skipped as "the README's ...") repeats it exactly.
+    readme = {b.text for b in BLOCKS if b.page == "README.md"}
+    for block in BLOCKS:
+        if block.kind == "skip" and block.options[:2] == ["the", "README's"]:
+            assert block.text in readme, f"{block}: differs from the README's block it repeats"
 
 
 # --- the environment blocks run in ------------------------------------------------------------------
