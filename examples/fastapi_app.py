@@ -1,7 +1,12 @@
 """durably-sched inside an existing FastAPI app: durable jobs, a schedule and the dashboard.
 
-Run it with ``uvicorn examples.fastapi_app:app`` from the repository root, then open
-http://127.0.0.1:8000/durably/ (the dashboard) or ``curl -X POST 127.0.0.1:8000/reports?days=3``.
+Install the extra and run it from the repository root::
+
+    .venv/bin/pip install -e '.[fastapi]'
+    .venv/bin/uvicorn examples.fastapi_app:app
+
+then open http://127.0.0.1:8000/durably/ (the dashboard) or ``curl -X POST
+'127.0.0.1:8000/reports?days=3'``; durably-sched's lines about the run appear among uvicorn's.
 Set ``DURABLY_HTTP_TOKEN`` to require a token for the dashboard and its API.
 """
 
@@ -10,7 +15,7 @@ from __future__ import annotations
 import os
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from durably_sched import Step, create_durably, define_job
 from durably_sched.schedule.config import parse_schedules
@@ -18,6 +23,7 @@ from durably_sched.web import create_app, lifespan
 
 
 class ReportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent default
     days: int = Field(default=1, ge=1, le=365)
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import time
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from durably_sched import Step, define_job
 
 
 class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent default
+
     count: int = Field(default=20, ge=0, le=10_000, description="How many steps.")
     step_seconds: float = Field(default=0.0, ge=0, le=60, description="How long each step takes.")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from durably_sched import Step, define_job
 
@@ -21,6 +21,8 @@ SOURCE_SIZE = 192
 
 
 class ImageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent default
+
     filename: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     width: int = Field(default=48, ge=1, le=4096)
 

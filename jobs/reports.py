@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from durably_sched import Step, define_job
 
@@ -20,6 +20,8 @@ SCANNED = ("inbox", "public")
 
 
 class ReportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent default
+
     folders: list[str] = Field(default_factory=lambda: list(SCANNED))
 
 

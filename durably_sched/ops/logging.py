@@ -28,12 +28,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from .._tracebacks import format_traceback
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "parse_level"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_unless_configured", "parse_level"]
 
 OWN_LOGGERS = "durably_sched"
 """Loggers under this name are not named in the text format."""
@@ -266,3 +267,33 @@ def configure_logging(fmt: LogFormat, level: str, *, utc: bool = False) -> None:
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(number, logging.INFO))
     logging.captureWarnings(True)
+
+
+def log_unless_configured(level: int = logging.INFO) -> Callable[[], None]:
+    """Show durably-sched's log lines (runs fired, finished, failed) inside another app whose logging
+    would drop them, and return the function that undoes it.
+
+    A host server such as uvicorn configures its own loggers only: the root logger has no handler and
+    stays at WARNING, so durably-sched's INFO lines vanish and its warnings come out bare through
+    ``logging.lastResort``. When no handler would receive a record of the ``durably_sched`` logger
+    (none on it or on any ancestor), this gives that logger one that writes the text format to stderr
+    and, if it has no level of its own, the level ``level``. Where logging is configured already
+    (serve's :func:`configure_logging`, the host app's ``basicConfig`` or ``dictConfig``) it changes
+    nothing, so no line is ever written twice.
+    """
+    own = logging.getLogger(OWN_LOGGERS)
+    if own.hasHandlers():
+        return lambda: None
+    handler = _StderrHandler()
+    handler.setFormatter(TextFormatter())
+    own.addHandler(handler)
+    set_level = own.level == logging.NOTSET
+    if set_level:
+        own.setLevel(level)
+
+    def undo() -> None:
+        own.removeHandler(handler)
+        if set_level:
+            own.setLevel(logging.NOTSET)
+
+    return undo

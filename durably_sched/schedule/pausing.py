@@ -1,6 +1,6 @@
 """Pausing schedules at run time: checking the arguments, who did it, and the catch-up on resume.
 
-The rules (the README's "Pause and resume" section says the same for users):
+The rules (docs/schedules.md, "Pause and resume at run time", says the same for users):
 
 * The pause lives in the database (``schedule_states``), so every scheduler process sees it at its
   next tick and it survives restarts and reloads of schedules.yaml. A fire time at or after the

@@ -3,7 +3,7 @@
 Routes (all relative to where the app is mounted):
 
 * ``/healthz``, ``/readyz`` (always open), ``/metrics`` (open or behind the token, see auth.py);
-* ``/api/...``: the JSON API (README, "HTTP API"), errors as ``{"error", "detail"}``;
+* ``/api/...``: the JSON API (docs/http-api.md), errors as ``{"error", "detail"}``;
 * ``/``, ``/runs``, ``/runs/{id}``, ``/schedules/{name}``, ``/jobs``: the dashboard; ``/login``,
   ``/logout``; ``/static/...``: its CSS and JavaScript (part of the package, no build step).
 

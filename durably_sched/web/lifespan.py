@@ -8,7 +8,9 @@
 At start-up the lifespan migrates the schema, starts the worker (unless ``worker=False``) and the
 scheduler (when schedules are given and ``scheduler=True``); at shut-down it stops the scheduler,
 gives running steps ``stop_grace`` seconds to checkpoint, releases what is left and closes the
-database. The host app's server owns the signals, as usual.
+database. The host app's server owns the signals, as usual. durably-sched's own log lines (runs
+fired and finished) go to stderr in serve's text format unless the host app configured logging
+(``log=False`` leaves logging alone).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from ..ops.logging import log_unless_configured
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.scheduler import Scheduler
 
@@ -38,12 +41,14 @@ class DurablyLifespan:
         scheduler: bool = True,
         worker: bool = True,
         stop_grace: float = 10.0,
+        log: bool = True,
     ) -> None:
         self.durably = durably
         self._schedules = schedules
         self.run_scheduler = scheduler
         self.run_worker = worker
         self.stop_grace = stop_grace
+        self.log = log
         self.config: SchedulesConfig | None = schedules if isinstance(schedules, SchedulesConfig) else None
         self.scheduler: Scheduler | None = None
 
@@ -60,6 +65,15 @@ class DurablyLifespan:
 
     @contextlib.asynccontextmanager
     async def __call__(self, app: Any = None) -> AsyncIterator[None]:
+        unlog = log_unless_configured() if self.log else (lambda: None)
+        try:
+            async with self._running():
+                yield
+        finally:
+            unlog()
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
         durably = self.durably
         config = self._load()
         await durably.migrate()
@@ -85,9 +99,11 @@ def lifespan(
     scheduler: bool = True,
     worker: bool = True,
     stop_grace: float = 10.0,
+    log: bool = True,
 ) -> DurablyLifespan:
     """A Starlette/FastAPI lifespan running ``durably``'s worker and (with ``schedules``, a path to
-    a schedules file or a loaded config) a scheduler for the app's lifetime."""
+    a schedules file or a loaded config) a scheduler for the app's lifetime. With ``log`` (the
+    default) durably-sched's log lines reach stderr when the host app has not configured logging."""
     return DurablyLifespan(
-        durably, schedules=schedules, scheduler=scheduler, worker=worker, stop_grace=stop_grace
+        durably, schedules=schedules, scheduler=scheduler, worker=worker, stop_grace=stop_grace, log=log
     )

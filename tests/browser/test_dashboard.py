@@ -51,7 +51,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     pytest.importorskip("playwright.sync_api")
     work = tmp_path_factory.mktemp("dashboard")
     shutil.copytree(ROOT / "jobs", work / "jobs")
-    (work / "schedules.yaml").write_text((ROOT / "schedules.yaml").read_text() + EXTRA_SCHEDULE)
+    # The tests' own copy of the example schedules: the shipped schedules.yaml is the user's to edit.
+    example = ROOT / "tests" / "fixtures" / "example" / "schedules.yaml"
+    (work / "schedules.yaml").write_text(example.read_text() + EXTRA_SCHEDULE)
     (work / "token").write_text(TOKEN + "\n")
     log = work / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}

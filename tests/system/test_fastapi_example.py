@@ -1,6 +1,7 @@
 """examples/fastapi_app.py under a real uvicorn: the host app's endpoint triggers a durable job,
 the lifespan's worker runs it, the mounted dashboard and API show it, the scheduler is ready, and
-the app stops cleanly on SIGTERM (the host server owns the signals)."""
+the app stops cleanly on SIGTERM (the host server owns the signals), and durably-sched's own log lines
+about the run are on the host server's stderr, once each."""
 
 from __future__ import annotations
 
@@ -84,3 +85,5 @@ def test_the_fastapi_example_runs_jobs_and_serves_the_dashboard(tmp_path: Path) 
     assert code in (0, -signal.SIGTERM), log.read_text()
     assert "Application shutdown complete" in log.read_text()
     assert "Traceback" not in log.read_text(), log.read_text()
+    completed = re.findall(rf"INFO  report {run_id[:8]}: run completed in ", log.read_text())
+    assert len(completed) == 1, log.read_text()

@@ -227,7 +227,7 @@ def test_a_failed_run_makes_the_invocation_exit_1_naming_it(database: str, tmp_p
     assert last.startswith(
         f"error: 1 of 2 runs executed here failed: {run_id} (boom, step 'parse'): ValueError"
     )
-    # The failure's traceback is in serve's ERROR record for the run (README: "When runs fail"),
+    # The failure's traceback is in serve's ERROR record for the run (docs/failures.md, "Tracebacks"),
     # and it is the job's own: the invocation itself did not crash.
     before_summary = proc.stderr.strip().splitlines()[:-1]
     assert "Traceback (most recent call last):" in before_summary

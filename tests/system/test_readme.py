@@ -1,6 +1,9 @@
-"""Every code block in README.md works as written.
+"""Every code block in README.md and in the documentation site's pages (docs/*.md) works as written.
 
-What users rely on: they can copy any block of the README and it does what the text around it says.
+What users rely on: they can copy any block of the README or the docs and it does what the text
+around it says. The README's blocks come first (its first is the quick start), then each page's, in
+the order of the file names; blocks that depend on each other (files written, then used) sit on
+one page.
 A line ``<!-- readme-test: KIND ... -->`` before a block says how it is checked; Python blocks
 without one are run:
 
@@ -48,6 +51,7 @@ from .serve_procs import ROOT, wait_for
 pytestmark = pytest.mark.system
 
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARK = re.compile(r"^<!--\s*readme-test:\s*(.*?)\s*-->\s*$")
 SERVE_LINE = re.compile(r"durably-sched\b.*\bserve\b(?!.*--help)")
@@ -62,13 +66,15 @@ class Block:
     options: list[str]
     text: str
     line: int
+    page: str = "README.md"
 
     def __str__(self) -> str:
-        return f"README.md:{self.line} ({self.lang or 'text'} block, {self.kind})"
+        return f"{self.page}:{self.line} ({self.lang or 'text'} block, {self.kind})"
 
 
-def read_blocks() -> list[Block]:
-    lines = README.read_text(encoding="utf-8").splitlines()
+def read_blocks(path: Path) -> list[Block]:
+    page = str(path.relative_to(ROOT))
+    lines = path.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
     i = 0
     while i < len(lines):
@@ -89,22 +95,30 @@ def read_blocks() -> list[Block]:
         lang = fence.group(1)
         kind = words[0] if words else ("run" if lang == "python" else "")
         assert kind in KINDS, (
-            f"README.md:{start + 1}: a {lang or 'plain'} block needs a <!-- readme-test: KIND --> line "
+            f"{page}:{start + 1}: a {lang or 'plain'} block needs a <!-- readme-test: KIND --> line "
             f"before it (one of {', '.join(sorted(KINDS))})"
         )
         if kind == "skip":
-            assert len(words) > 1, f"README.md:{start + 1}: readme-test: skip needs a reason"
-        blocks.append(Block(lang, kind, words[1:], "\n".join(body) + "\n", start + 1))
+            assert len(words) > 1, f"{page}:{start + 1}: readme-test: skip needs a reason"
+        blocks.append(Block(lang, kind, words[1:], "\n".join(body) + "\n", start + 1, page))
     return blocks
 
 
-BLOCKS = read_blocks()
+BLOCKS = [block for path in PAGES for block in read_blocks(path)]
 
 
 def test_the_readme_blocks_are_all_classified() -> None:
     kinds = {b.kind for b in BLOCKS}
     assert {"run", "schedules", "shell", "install", "file", "synopsis"} <= kinds, kinds
     assert BLOCKS[0].kind == "install" and "serve" in BLOCKS[0].text, "the first command is the quick start"
+    assert BLOCKS[0].page == "README.md"
+    pages = {b.page for b in BLOCKS}
+    assert {"README.md", "docs/getting-started.md", "docs/schedules.md"} <= pages, pages
+    # A page that repeats a README block (skipped as "the README's ...") repeats it exactly.
+    readme = {b.text for b in BLOCKS if b.page == "README.md"}
+    for block in BLOCKS:
+        if block.kind == "skip" and block.options[:2] == ["the", "README's"]:
+            assert block.text in readme, f"{block}: differs from the README's block it repeats"
 
 
 # --- the environment blocks run in ------------------------------------------------------------------
@@ -257,7 +271,7 @@ def check_python(block: Block, scratch: Path, env: dict[str, str]) -> None:
 
 
 def check_schedules(block: Block, repo: Path, env: dict[str, str]) -> None:
-    path = repo.parent / f"readme-{block.line}.yaml"
+    path = repo.parent / f"{Path(block.page).stem}-{block.line}.yaml"
     path.write_text(block.text)
     out = run_script(f'.venv/bin/durably-sched schedules validate "{path}"', repo, env, 60, block)
     assert "ok:" in out, out
@@ -351,7 +365,7 @@ def test_every_block_works_as_written(tmp_path: Path) -> None:
         if block.kind in ("install", "skip"):
             continue
         if block.kind == "run":
-            check_python(block, tmp_path / f"python-{block.line}", env)
+            check_python(block, tmp_path / f"python-{Path(block.page).stem}-{block.line}", env)
         elif block.kind == "schedules":
             check_schedules(block, repo, env)
         elif block.kind == "file":

@@ -972,14 +972,14 @@ def test_day_fields_equal_the_cron_model(expression: str, start: date, zone: str
     assert got == list(reference.walls(start, last)), expression
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SCHEDULES_PAGE = Path(__file__).resolve().parents[2] / "docs" / "schedules.md"
 ISSUE_EXAMPLES = {"0 0 */2 * 1", "0 0 */1 * 1", "0 0 15 * 0#3", "0 0 1 * 0#3", "0 * 2 * 7#5", "0 0 * * 5/1"}
 
 
 def readme_day_rule_rows() -> list[tuple[str, str, str]]:
-    """(cron, fires on, because) of the table under the README's "Day of month and day of week"."""
-    lines = README.read_text(encoding="utf-8").splitlines()
-    start = lines.index("### Day of month and day of week")
+    """(cron, fires on, because) of the table under "Day of month and day of week" in the docs."""
+    lines = SCHEDULES_PAGE.read_text(encoding="utf-8").splitlines()
+    start = lines.index("## Day of month and day of week")
     rows: list[tuple[str, str, str]] = []
     for line in lines[start + 1 :]:
         if line.startswith("#"):
@@ -992,13 +992,13 @@ def readme_day_rule_rows() -> list[tuple[str, str, str]]:
 
 def test_readme_day_rule_examples_are_what_the_scheduler_does() -> None:
     rows = readme_day_rule_rows()
-    assert ISSUE_EXAMPLES <= {cron for cron, _, _ in rows}, "the README lost an example of the rule"
+    assert ISSUE_EXAMPLES <= {cron for cron, _, _ in rows}, "the docs lost an example of the rule"
     start = utc(2024, 1, 1) - timedelta(seconds=1)  # "from 2024-01-01 00:00", inclusive
     for cron, fires_on, because in rows:
         if fires_on == "refused":
             with pytest.raises(ValueError) as caught:
                 parse_cron(cron)
-            for suggestion in re.findall(r"`([^`]+)`", because):  # the README's advice is the error's
+            for suggestion in re.findall(r"`([^`]+)`", because):  # the docs' advice is the error's
                 assert f"'{suggestion}'" in str(caught.value), (cron, suggestion)
             continue
         listed = [day.strip() for day in fires_on.split(",")]

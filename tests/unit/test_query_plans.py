@@ -293,7 +293,7 @@ async def test_an_unfiltered_page_and_total_walk_the_primary_key_and_stop_early(
 ) -> None:
     """No filter (or only an upper time bound): the newest runs by primary key, stopping after the
     page (and the count after the cap); the only 'SCAN' is that ordered, limited walk. (An upper
-    time bound alone skips the runs created after it: README, "Run lists at any size".)"""
+    time bound alone skips the runs created after it: docs/design.md, "Run lists at any size".)"""
     page = await traced.store.list_runs_page(query)
     total, capped = await traced.store.count_runs(query, cap=1000)
     assert len(page.runs) == 20 and page.next_cursor is not None

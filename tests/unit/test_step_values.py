@@ -1,6 +1,6 @@
-"""The step values table in the README, run through real steps.
+"""The step values table in the docs (docs/jobs.md, "Step values"), run through real steps.
 
-What users rely on: what the README says a step gets back is what it gets back, on the first
+What users rely on: what the docs say a step gets back is what it gets back, on the first
 execution and on replay alike (a retried run replays its completed steps from the database), and
 what it says is refused fails the step with a line naming it, whatever the value's content.
 """
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from durably_sched import Durably, RunFailedError, Step, create_durably, define_job
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "jobs.md"
 
 
 class Color(enum.Enum):
@@ -48,7 +48,7 @@ NAMES: dict[str, Any] = {
 
 def table() -> list[tuple[list[str], list[str] | None]]:
     """(expressions a step returns, what it gets back; None when refused) per row of the table."""
-    text = README.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     start = text.index("<!-- step-values:")
     rows = []
     for line in text[start:].splitlines()[3:]:
