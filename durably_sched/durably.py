@@ -40,6 +40,7 @@ from .events import (
 from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition, describe_validation_error
 from .limits import Limits
+from .registry import check_processes
 from .retry import Retry, RetryPolicyError, parse_seconds
 from .store import database_url, open_store
 from .store.base import (
@@ -859,8 +860,10 @@ class Durably:
     # -- workers -----------------------------------------------------------------------------------
     async def list_workers(self) -> list[WorkerRecord]:
         """The worker registry: every worker process that registered and has not stopped cleanly
-        (``state`` live, stale or gone; rows of dead workers are kept for a day)."""
-        return await self.store.list_workers()
+        (``state`` live, stale or gone; rows of dead workers are kept for a day). Workers on this
+        host whose process has ended say ``gone`` at once (their pid is checked now), and each
+        worker's ``leased`` runs are the ones it holds now."""
+        return check_processes(await self.store.list_workers())
 
     async def jobs_without_worker(self) -> dict[str, int]:
         """Pending runs of jobs that no live worker has, by job name (say, a job added after the
@@ -869,7 +872,7 @@ class Durably:
         if not pending:
             return {}
         served: set[str] = set()
-        for worker in await self.store.list_workers():
+        for worker in await self.list_workers():
             if worker.alive:
                 served.update(worker.jobs)
         return {job: count for job, count in sorted(pending.items()) if job not in served}

@@ -121,6 +121,7 @@ from .rows import (
     ACTIVE_SQL,
     FINISHED_SQL,
     FIRE_COLUMNS,
+    LEASED_RUNS,
     LOG_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -130,6 +131,7 @@ from .rows import (
     columns,
     fence_result,
     fire_from_row,
+    leased_by_worker,
     log_from_row,
     run_from_row,
     state_from_row,
@@ -1139,7 +1141,8 @@ class PostgresStore(Store):
             )
             if not rows:
                 return []
-            return [worker_from_row(r, r["read_at"]) for r in rows]
+            held = leased_by_worker(await conn.fetch(LEASED_RUNS.format(now="$1"), rows[0]["read_at"]))
+            return [worker_from_row(r, r["read_at"], leased=held) for r in rows]
 
         return await self._run("list_workers", read)
 

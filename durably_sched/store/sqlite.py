@@ -84,6 +84,7 @@ from .rows import (
     FINISHED_SQL,
     FIRE_COLUMNS,
     HELD_SQL,
+    LEASED_RUNS,
     LOG_COLUMNS,
     RUN_COLUMNS,
     STATE_COLUMNS,
@@ -94,6 +95,7 @@ from .rows import (
     columns,
     fence_result,
     fire_from_row,
+    leased_by_worker,
     log_from_row,
     run_from_row,
     state_from_row,
@@ -851,10 +853,12 @@ class SqliteStore(Store):
         await self._write(delete)
 
     async def list_workers(self) -> list[WorkerRecord]:
-        now = ms_to_dt(_now_ms())
+        now_ms = _now_ms()
+        now = ms_to_dt(now_ms)
         assert now is not None
         rows = await self._read(f"SELECT {columns(WORKER_COLUMNS)} FROM workers ORDER BY started_at, id")
-        return [worker_from_row(r, now, ms_to_dt) for r in rows]
+        held = leased_by_worker(await self._read(LEASED_RUNS.format(now="?"), (now_ms,)) if rows else [])
+        return [worker_from_row(r, now, ms_to_dt, held) for r in rows]
 
     async def take_over_worker(self, worker_id: str, by: str) -> list[str]:
         def take(conn: sqlite3.Connection) -> list[str]:
