@@ -879,7 +879,8 @@ class Durably:
 
     async def waiting_reason(self, run: RunRecord) -> str | None:
         """Why a pending run has not started (None for other statuses): its retry backoff, an
-        earlier run of its concurrency key, no live worker with its job, or a worker to claim it."""
+        earlier run of its concurrency key, no live worker with its job, or a worker to claim it.
+        None too when this process's worker runs only this run (``trigger --here``): it claims it."""
         if run.status != "pending":
             return None
         now = datetime.now(UTC)
@@ -890,6 +891,9 @@ class Durably:
         blocker = await self.store.queue_blocker(run.id)
         if blocker is not None:
             return f"concurrency key '{run.concurrency_key}': run {blocker.id} ({blocker.status}) goes first"
+        worker = self.worker
+        if worker.running and worker.only_run_ids is not None and run.id in worker.only_run_ids:
+            return None  # trigger --here: this process is about to run it, nothing to explain
         if run.job_name in await self.jobs_without_worker():
             return f"no live worker has job '{run.job_name}'"
         return "for a worker to claim it"
