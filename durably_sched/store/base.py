@@ -153,6 +153,17 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleActivity:
+    """A schedule's runs in equal buckets of time: ``runs[i]`` were created in
+    ``[since + i * bucket, since + (i + 1) * bucket)``, ``failed[i]`` of them have failed."""
+
+    since: datetime
+    bucket: timedelta
+    runs: tuple[int, ...]
+    failed: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FireRecord:
     schedule: str
     fire_time: datetime
@@ -681,6 +692,14 @@ class Store(abc.ABC):
         the paused span that no scheduler handled while it was paused are never caught up later
         behind the operator's back.
         """
+
+    @abc.abstractmethod
+    async def schedule_activity(
+        self, until: datetime, bucket: timedelta, buckets: int
+    ) -> dict[str, ScheduleActivity]:
+        """For every schedule with runs created in the ``buckets`` buckets of length ``bucket``
+        ending at ``until``: its runs and failed runs per bucket, in one query (schedules without
+        runs in the window are left out). ValueError for fewer than 1 or more than 1000 buckets."""
 
     @abc.abstractmethod
     async def last_run_times(self) -> dict[str, datetime]:

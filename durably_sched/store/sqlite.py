@@ -29,7 +29,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -44,7 +44,7 @@ from ..errors import (
     SchemaVersionError,
     StoreError,
 )
-from . import _runs_query
+from . import _activity, _runs_query
 from ._common import (
     SCHEMA_VERSION,
     dt_to_ms,
@@ -71,6 +71,7 @@ from .base import (
     RunQuery,
     RunRecord,
     RunStatus,
+    ScheduleActivity,
     ScheduleState,
     StateChange,
     StepRecord,
@@ -1068,6 +1069,14 @@ class SqliteStore(Store):
 
         result: StateChange | None = await self._write(resume)
         return result
+
+    async def schedule_activity(
+        self, until: datetime, bucket: timedelta, buckets: int
+    ) -> dict[str, ScheduleActivity]:
+        since = _activity.window(until, bucket, buckets)
+        start, step = dt_to_ms(since), max(1, round(bucket.total_seconds() * 1000))
+        rows = await self._read(_activity.SQLITE, (start, step, start, dt_to_ms(until)))
+        return _activity.activity_from_rows(rows, since, bucket, buckets)
 
     async def last_run_times(self) -> dict[str, datetime]:
         rows = await self._read(
