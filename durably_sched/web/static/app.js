@@ -407,5 +407,56 @@
     source.addEventListener("feed:dropped", () => location.reload());
   }
 
+  // -- the schedule page stays live: its facts (next fire times, state), pictures and history are
+  // read again after each fire time passes, when a run of the schedule changes, and every 30 s ----
+  const liveSchedule = document.querySelector("[data-live-schedule]");
+  if (liveSchedule) {
+    const name = liveSchedule.dataset.liveSchedule;
+    let timer = null, soonTimer = null, busy = false;
+    const plan = () => {
+      clearTimeout(timer);
+      const facts = liveSchedule.querySelector('[data-refresh="facts"]');
+      const next = facts && facts.dataset.next ? new Date(facts.dataset.next).getTime() : NaN;
+      let wait = 30000;
+      if (!isNaN(next)) wait = Math.min(wait, Math.max(1000, next - Date.now() + 1500));
+      timer = setTimeout(refresh, wait);
+    };
+    async function refresh() {
+      if (busy) return;
+      busy = true;
+      try {
+        const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+        if (!response.ok) return;
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        for (const node of liveSchedule.querySelectorAll("[data-refresh]")) {
+          const update = fresh.querySelector(`[data-refresh="${node.dataset.refresh}"]`);
+          if (!update) continue;
+          node.replaceWith(update);
+          renderTimes(update);
+        }
+        liveSchedule.dataset.refreshes = String(Number(liveSchedule.dataset.refreshes || 0) + 1);
+      } catch (err) {
+        // the next refresh tries again
+      } finally {
+        busy = false;
+        plan();
+      }
+    }
+    const soon = () => {
+      if (!soonTimer) soonTimer = setTimeout(() => { soonTimer = null; refresh(); }, 1000);
+    };
+    plan();
+    if (window.EventSource) {
+      const source = new EventSource(ROOT + "/api/runs/events");
+      const onRun = (event) => {
+        const data = JSON.parse(event.data);
+        if (data.run && data.run.schedule === name) soon();
+      };
+      for (const type of ["run:trigger", "run:start", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release"]) {
+        source.addEventListener(type, onRun);
+      }
+    }
+  }
+
   renderTimes(document);
 })();
