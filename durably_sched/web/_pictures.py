@@ -8,8 +8,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from markupsafe import Markup
-
 from ..store.base import FireRecord, RunRecord, Store
 from . import charts
 
@@ -59,10 +57,16 @@ def schedule_pictures(
     }
 
 
-async def sparklines(store: Store, names: Sequence[str]) -> dict[str, Markup]:
-    """Each schedule's runs and failures in the last 24 hours, from one query for all of them."""
+async def sparklines(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each schedule's runs and failures in the last 24 hours (``svg``, ``runs``, ``failed``), from
+    one query for all of them."""
     activity = await store.schedule_activity(datetime.now(UTC), SPARK_BUCKET, SPARK_BUCKETS)
-    return {
-        name: charts.sparkline(activity.get(name), SPARK_BUCKETS, label=f"{name}, last 24 hours")
-        for name in names
-    }
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        found = activity.get(name)
+        out[name] = {
+            "svg": charts.sparkline(found, SPARK_BUCKETS, label=f"{name}, last 24 hours"),
+            "runs": sum(found.runs) if found is not None else 0,
+            "failed": sum(found.failed) if found is not None else 0,
+        }
+    return out
