@@ -75,20 +75,26 @@ def test_the_sparkline_draws_runs_and_failures_per_bucket() -> None:
 
 
 async def _settle(durably: Durably, run_ids: list[str]) -> dict[str, str]:
-    """Make the four runs completed, failed, cancelled and pending (claimed through the store)."""
+    """Make the four runs completed, failed, cancelled and pending (claimed through the store, one
+    at a time as overlap: queue allows, in the order the store hands them out)."""
     store: Store = durably.store
-    done, bad, gone, waiting = run_ids
+    statuses: dict[str, str] = {}
 
-    async def claim(run_id: str) -> int:  # overlap: queue, so one at a time, oldest first
+    async def claim() -> tuple[str, int]:
         [run] = await store.claim("w-test", ["counted"], 1, 30)
-        assert run.id == run_id
-        return run.generation
+        return run.id, run.generation
 
-    assert await store.complete_run(done, await claim(done), {"ok": 1}) == "ok"
-    assert await store.fail_run(bad, await claim(bad), "RuntimeError: boom <b>", "explode") == "ok"
+    done, generation = await claim()
+    assert await store.complete_run(done, generation, {"ok": 1}) == "ok"
+    bad, generation = await claim()
+    assert await store.fail_run(bad, generation, "RuntimeError: boom <b>", "explode") == "ok"
+    gone = next(r for r in run_ids if r not in (done, bad))
     await durably.cancel(gone)
-    assert await store.release_run(waiting, await claim(waiting)) == "ok"
-    return {done: "completed", bad: "failed", gone: "cancelled", waiting: "pending"}
+    waiting, generation = await claim()
+    assert await store.release_run(waiting, generation) == "ok"
+    statuses.update({done: "completed", bad: "failed", gone: "cancelled", waiting: "pending"})
+    assert set(statuses) == set(run_ids)
+    return statuses
 
 
 @pytest.fixture
@@ -126,10 +132,12 @@ async def test_the_schedule_page_draws_its_fire_times_and_durations(
 
         page = (await http.get("/schedules/hourly")).text
         strip = page[page.index('<svg class="chart strip"') : page.index("</svg>", page.index("chart strip"))]
-        # Oldest first: completed, failed, cancelled, pending; each square links to its run.
+        # Oldest first, each coloured by its run's status; each square links to its run.
         assert re.findall(r'class="k-(\w+)"', strip) == [statuses[r] for r in run_ids]
         assert re.findall(r'<a href="/runs/([0-9a-f-]{36})">', strip) == run_ids
-        assert "4 fire times, oldest first: 1 completed, 1 failed, 1 cancelled, 1 pending" in strip
+        summary = re.search(r'aria-label="[^"]*: 4 fire times, oldest first: ([^"]*)"', strip)
+        assert summary is not None
+        assert sorted(summary.group(1).split(", ")) == ["1 cancelled", "1 completed", "1 failed", "1 pending"]
         legend = re.findall(r'<span class="swatch k-(\w+)"></span>(\w+)</span>', page)
         assert [k for k, _ in legend] == ["completed", "failed", "pending", "cancelled"]  # fixed order
         # Durations: the runs that started (completed and failed; the cancelled and the released
