@@ -381,6 +381,8 @@
     });
     source.addEventListener("run:progress", (event) => setProgress(JSON.parse(event.data).progress));
     source.addEventListener("run:start", (event) => {
+      const shown = field("duration");
+      if (shown && shown.dataset.duration === "") setDuration(shown, 0, true);  // its first start
       setStatus("running");
       field("attempt").textContent = JSON.parse(event.data).attempt;
     });
