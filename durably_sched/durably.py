@@ -40,6 +40,7 @@ from .events import (
 from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition, describe_validation_error
 from .limits import Limits
+from .registry import check_processes
 from .retry import Retry, RetryPolicyError, parse_seconds
 from .store import database_url, open_store
 from .store.base import (
@@ -859,8 +860,10 @@ class Durably:
     # -- workers -----------------------------------------------------------------------------------
     async def list_workers(self) -> list[WorkerRecord]:
         """The worker registry: every worker process that registered and has not stopped cleanly
-        (``state`` live, stale or gone; rows of dead workers are kept for a day)."""
-        return await self.store.list_workers()
+        (``state`` live, stale or gone; rows of dead workers are kept for a day). Workers on this
+        host whose process has ended say ``gone`` at once (their pid is checked now), and each
+        worker's ``leased`` runs are the ones it holds now."""
+        return check_processes(await self.store.list_workers())
 
     async def jobs_without_worker(self) -> dict[str, int]:
         """Pending runs of jobs that no live worker has, by job name (say, a job added after the
@@ -869,14 +872,15 @@ class Durably:
         if not pending:
             return {}
         served: set[str] = set()
-        for worker in await self.store.list_workers():
+        for worker in await self.list_workers():
             if worker.alive:
                 served.update(worker.jobs)
         return {job: count for job, count in sorted(pending.items()) if job not in served}
 
     async def waiting_reason(self, run: RunRecord) -> str | None:
         """Why a pending run has not started (None for other statuses): its retry backoff, an
-        earlier run of its concurrency key, no live worker with its job, or a worker to claim it."""
+        earlier run of its concurrency key, no live worker with its job, or a worker to claim it.
+        None too when this process's worker runs only this run (``trigger --here``): it claims it."""
         if run.status != "pending":
             return None
         now = datetime.now(UTC)
@@ -887,6 +891,9 @@ class Durably:
         blocker = await self.store.queue_blocker(run.id)
         if blocker is not None:
             return f"concurrency key '{run.concurrency_key}': run {blocker.id} ({blocker.status}) goes first"
+        worker = self.worker
+        if worker.running and worker.only_run_ids is not None and run.id in worker.only_run_ids:
+            return None  # trigger --here: this process is about to run it, nothing to explain
         if run.job_name in await self.jobs_without_worker():
             return f"no live worker has job '{run.job_name}'"
         return "for a worker to claim it"

@@ -29,6 +29,7 @@ thought dead could still write nothing once its run is claimed again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import socket
@@ -40,7 +41,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .store.base import WorkerRecord
 
-__all__ = ["HostIdentity", "host_identity", "process_gone", "process_start", "worker_fields"]
+__all__ = [
+    "HostIdentity",
+    "check_processes",
+    "found_gone",
+    "host_identity",
+    "process_gone",
+    "process_start",
+    "worker_fields",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +141,27 @@ def process_gone(pid: int, started: str | None) -> bool:
     return False
 
 
+def found_gone(worker: WorkerRecord, identity: HostIdentity) -> bool:
+    """A registered worker not yet marked gone whose process, on this host, has certainly ended."""
+    return (
+        identity.host_key is not None
+        and worker.host_key == identity.host_key
+        and worker.gone_at is None
+        and process_gone(worker.pid, worker.process_start)
+    )
+
+
+def check_processes(workers: list[WorkerRecord]) -> list[WorkerRecord]:
+    """The registry as read, with the processes of this host's workers checked now: a worker whose
+    process ended says ``gone`` at once (``process_gone``), before any worker takes it over."""
+    identity = host_identity()
+    return [dataclasses.replace(w, process_gone=True) if found_gone(w, identity) else w for w in workers]
+
+
 def worker_fields(record: WorkerRecord, time: Callable[[datetime | None], str | None]) -> dict[str, Any]:
     """A registry row as JSON fields (``workers list --json``, ``runs show --json``'s holder and the
-    HTTP API), its times written by ``time``; ``state`` is live, stale or gone."""
+    HTTP API), its times written by ``time``; ``state`` is live, stale or gone. ``runs_held`` and
+    ``runs`` are the runs it holds now; ``heartbeat_runs_held`` what its last heartbeat said."""
     return {
         "id": record.id,
         "state": record.state,
@@ -143,11 +170,14 @@ def worker_fields(record: WorkerRecord, time: Callable[[datetime | None], str | 
         "version": record.version,
         "jobs": list(record.jobs),
         "concurrency": record.concurrency,
-        "runs_held": record.runs_held,
+        "runs_held": len(record.leased),
+        "runs": list(record.leased),
+        "heartbeat_runs_held": record.runs_held,
         "lease_seconds": record.lease_seconds,
         "started_at": time(record.started_at),
         "heartbeat_at": time(record.heartbeat_at),
         "heartbeat_age": round(record.heartbeat_age.total_seconds(), 3),
         "gone_at": time(record.gone_at),
         "gone_by": record.gone_by,
+        "process_gone": record.process_gone,
     }

@@ -62,7 +62,7 @@ from .events import (
     WorkerErrorEvent,
 )
 from .jobs import JobDefinition
-from .registry import HostIdentity, host_identity, process_gone
+from .registry import HostIdentity, found_gone, host_identity
 from .retry import Retry
 from .step import RunContext, Step
 from .store.base import RunRecord, Store, WorkerInfo
@@ -355,12 +355,7 @@ class Worker:
             return []
         taken: list[str] = []
         for worker in await self.store.list_workers():
-            if (
-                worker.id == self.worker_id
-                or worker.host_key != identity.host_key
-                or worker.gone_at is not None
-                or not process_gone(worker.pid, worker.process_start)
-            ):
+            if worker.id == self.worker_id or not found_gone(worker, identity):
                 continue
             runs = await self.store.take_over_worker(worker.id, self.worker_id)
             self.takeovers += 1

@@ -34,6 +34,8 @@ def _state(worker: WorkerRecord) -> Text:
     text: str = worker.state
     if worker.state == "gone" and worker.gone_by:
         text = f"gone (found by {worker.gone_by})"
+    elif worker.process_gone:
+        text = "gone (its process ended; not yet taken over)"
     return Text(text, style=STATE_STYLE.get(worker.state, ""))
 
 
@@ -41,6 +43,14 @@ def _jobs(worker: WorkerRecord) -> str:
     if not worker.jobs:
         return "(one run only)"  # trigger --here
     return ", ".join(worker.jobs)
+
+
+def _runs(worker: WorkerRecord) -> str:
+    held = f"{len(worker.leased)}/{worker.concurrency}"
+    if worker.leased:
+        held += " " + ", ".join(run_id[:8] for run_id in worker.leased[:3])
+        held += f" +{len(worker.leased) - 3}" if len(worker.leased) > 3 else ""
+    return held
 
 
 @workers.command(
@@ -53,8 +63,10 @@ Examples:
 \b
 STATE: live (its heartbeat is recent), stale (no heartbeat for longer than its lease:
 stopped without deregistering, stalled, or cut off from the database), gone (a worker
-on the same host found its process gone and took over its runs). A worker that stops
-cleanly removes itself; rows of dead workers are kept for a day.
+on the same host found its process gone and took over its runs; or, for a worker on
+the host this command runs on, its pid is checked now and no longer runs). RUNS: the
+runs it holds now (leased and running; their ids follow) out of its concurrency. A
+worker that stops cleanly removes itself; rows of dead workers are kept for a day.
 
 """
     + TIME_RULE_HELP,
@@ -71,7 +83,7 @@ async def list_workers(json_mode: bool) -> None:
     if not found:
         click.echo("no workers registered (start one with `durably-sched serve`)", err=True)
         return
-    grid = table("ID", "STATE", "HOST", "PID", "HEARTBEAT", "RUNS", "STARTED", "JOBS", wrap=("JOBS",))
+    grid = table("ID", "STATE", "HOST", "PID", "HEARTBEAT", "RUNS", "STARTED", "JOBS", wrap=("RUNS", "JOBS"))
     for worker in found:
         grid.add_row(
             worker.id,
@@ -79,7 +91,7 @@ async def list_workers(json_mode: bool) -> None:
             worker.host,
             str(worker.pid),
             f"{seconds_text(worker.heartbeat_age.total_seconds())} ago",
-            f"{worker.runs_held}/{worker.concurrency}",
+            _runs(worker),
             show_time(worker.started_at),
             _jobs(worker),
         )

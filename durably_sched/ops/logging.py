@@ -14,7 +14,8 @@ zone (this machine's zone, or UTC with ``utc=True``; the offset always written),
 run it is about as ``<job> <first 8 characters of the run id>`` (what ``runs show`` accepts) and, for
 a scheduled run, ``[<schedule> <fire time>]``, then the message. durably-sched's own logger names are
 left out (the message says what happened); other loggers are named. A step log's data and other
-extras follow as ``key=value`` (values with spaces, quotes or ``=`` JSON-quoted). Line breaks inside
+extras follow as ``key=value`` (text with spaces, quotes or ``=`` JSON-quoted; a mapping or list as
+compact JSON, not quoted again: ``rates={"eur":1.08}``). Line breaks inside
 the message are escaped so one record stays one line (a traceback follows on its own lines).
 
 JSON is one object per line with every field whole: ``ts`` in UTC with milliseconds, the full
@@ -114,6 +115,10 @@ def _compact(value: Any) -> str:
 def _logfmt_value(value: Any) -> str:
     if isinstance(value, bool | int | float):
         return _compact(value)
+    if isinstance(value, dict | list | tuple):
+        # Compact JSON is one delimited token already: quoting it again would escape every quote.
+        text = _compact(value)
+        return text if text.isprintable() else json.dumps(value, separators=(",", ":"), default=str)
     text = value if isinstance(value, str) else _compact(value)
     if not text or any(ch.isspace() or ch in '"=\\' or not ch.isprintable() for ch in text):
         return json.dumps(text, ensure_ascii=False)

@@ -448,7 +448,7 @@ class Scheduler:
         # front of the message, the JSON log as keys): the message says only what happened.
         log.info(
             "%s",
-            _outcome_text(entry, result, lateness),
+            _outcome_text(entry, fire_time, result, lateness),
             extra={
                 "schedule": entry.name,
                 "scheduled_for": scheduled_for,
@@ -490,12 +490,19 @@ def _plan(
     return [(t, None if t in chosen else "missed") for t in due]
 
 
-def _outcome_text(entry: ScheduleEntry, result: FireResult, lateness: timedelta) -> str:
-    """What a fire time came to, in a few words: ``fired: run triggered (2h03m late, catch-up)``."""
+def _outcome_text(entry: ScheduleEntry, fire_time: datetime, result: FireResult, lateness: timedelta) -> str:
+    """What a fire time came to, in a few words: ``fired: run triggered (2h03m late, catch-up)``,
+    in the words of its fire record's outcome. A jittered start is late by its jitter on purpose:
+    only the lateness beyond it counts as a catch-up."""
     outcome = result.outcome
     if outcome == "triggered":
-        late = f" ({format_duration(_whole(lateness))} late, catch-up)" if lateness > MISFIRE_GRACE else ""
-        return f"fired: run triggered{late}"
+        jitter = jitter_offset(entry.name, fire_time, entry.jitter)
+        late = lateness - jitter
+        if late > MISFIRE_GRACE:
+            return f"fired: run triggered ({format_duration(_whole(late))} late, catch-up)"
+        if jitter > timedelta(0):
+            return f"fired: run triggered (jitter: {format_duration(_whole(jitter))} after its fire time)"
+        return "fired: run triggered"
     if outcome == "deduplicated":
         status = f" ({result.run.status})" if result.run is not None else ""
         return f"fired: deduplicated, this fire time already has its run{status}"
@@ -503,6 +510,8 @@ def _outcome_text(entry: ScheduleEntry, result: FireResult, lateness: timedelta)
         return "fired: skipped, a run of the schedule is still active (overlap: skip)"
     if outcome == "disabled":
         return "not run: the schedule is disabled"
+    if outcome == "paused":
+        return "not run: the schedule is paused (recorded paused; `schedules resume --catchup` runs it)"
     if lateness > entry.catchup_window:
         return f"missed: older than the catch-up window ({format_duration(entry.catchup_window)})"
     return f"missed: catch-up {entry.catchup} does not run it"

@@ -153,6 +153,17 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleActivity:
+    """A schedule's runs in equal buckets of time: ``runs[i]`` were created in
+    ``[since + i * bucket, since + (i + 1) * bucket)``, ``failed[i]`` of them have failed."""
+
+    since: datetime
+    bucket: timedelta
+    runs: tuple[int, ...]
+    failed: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FireRecord:
     schedule: str
     fire_time: datetime
@@ -263,6 +274,12 @@ class WorkerRecord:
     gone_at: datetime | None
     gone_by: str | None
     read_at: datetime
+    leased: tuple[str, ...] = ()
+    """The runs it holds now (running, its lease unexpired at ``read_at``), oldest first; unlike
+    ``runs_held`` (its last heartbeat's count) this drops at once when its runs are taken over."""
+    process_gone: bool = False
+    """Set by :meth:`Durably.list_workers` when the reader runs on the worker's host and found its
+    process gone (see registry.py): its row is not marked gone until a worker takes it over."""
 
     @property
     def heartbeat_age(self) -> timedelta:
@@ -272,7 +289,7 @@ class WorkerRecord:
     def state(self) -> Literal["live", "stale", "gone"]:
         """``gone``: another worker on its host found its process gone; ``stale``: no heartbeat for
         longer than its lease (dead, stopped or cut off); ``live`` otherwise."""
-        if self.gone_at is not None:
+        if self.gone_at is not None or self.process_gone:
             return "gone"
         if self.heartbeat_age.total_seconds() > self.lease_seconds:
             return "stale"
@@ -580,7 +597,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_workers(self) -> list[WorkerRecord]:
-        """Every registry row, oldest start first."""
+        """Every registry row, oldest start first, each with the runs it holds now (``leased``)."""
 
     @abc.abstractmethod
     async def take_over_worker(self, worker_id: str, by: str) -> list[str]:
@@ -675,6 +692,14 @@ class Store(abc.ABC):
         the paused span that no scheduler handled while it was paused are never caught up later
         behind the operator's back.
         """
+
+    @abc.abstractmethod
+    async def schedule_activity(
+        self, until: datetime, bucket: timedelta, buckets: int
+    ) -> dict[str, ScheduleActivity]:
+        """For every schedule with runs created in the ``buckets`` buckets of length ``bucket``
+        ending at ``until``: its runs and failed runs per bucket, in one query (schedules without
+        runs in the window are left out). ValueError for fewer than 1 or more than 1000 buckets."""
 
     @abc.abstractmethod
     async def last_run_times(self) -> dict[str, datetime]:

@@ -46,7 +46,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -54,7 +54,7 @@ import asyncpg
 
 from .._ratelimit import RateLimitedLog
 from ..errors import DatabaseUnavailableError, DatabaseUrlError, SchemaVersionError, StoreError
-from . import _runs_query
+from . import _activity, _runs_query
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
 from ._pg_errors import describe, error_class, hint, is_connection_error, is_transient
 from ._pg_listener import Listener
@@ -109,6 +109,7 @@ from .base import (
     RunQuery,
     RunRecord,
     RunStatus,
+    ScheduleActivity,
     ScheduleState,
     StateChange,
     StepRecord,
@@ -121,6 +122,7 @@ from .rows import (
     ACTIVE_SQL,
     FINISHED_SQL,
     FIRE_COLUMNS,
+    LEASED_RUNS,
     LOG_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
@@ -130,6 +132,7 @@ from .rows import (
     columns,
     fence_result,
     fire_from_row,
+    leased_by_worker,
     log_from_row,
     run_from_row,
     state_from_row,
@@ -1139,7 +1142,8 @@ class PostgresStore(Store):
             )
             if not rows:
                 return []
-            return [worker_from_row(r, r["read_at"]) for r in rows]
+            held = leased_by_worker(await conn.fetch(LEASED_RUNS.format(now="$1"), rows[0]["read_at"]))
+            return [worker_from_row(r, r["read_at"], leased=held) for r in rows]
 
         return await self._run("list_workers", read)
 
@@ -1401,6 +1405,18 @@ class PostgresStore(Store):
             return StateChange(state, mine)
 
         return await self._run("resume_schedule", resume)
+
+    async def schedule_activity(
+        self, until: datetime, bucket: timedelta, buckets: int
+    ) -> dict[str, ScheduleActivity]:
+        since = _activity.window(until, bucket, buckets)
+        step = bucket // timedelta(microseconds=1)
+
+        async def read(conn: Any, replay: bool) -> list[Any]:
+            return list(await conn.fetch(_activity.POSTGRES, since, step, until))
+
+        rows = await self._run("schedule_activity", read)
+        return _activity.activity_from_rows(rows, since, bucket, buckets)
 
     async def last_run_times(self) -> dict[str, datetime]:
         async def read(conn: Any, replay: bool) -> dict[str, datetime]:

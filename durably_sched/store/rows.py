@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "FINISHED_SQL",
     "FIRE_COLUMNS",
     "HELD_SQL",
+    "LEASED_RUNS",
     "LOG_COLUMNS",
     "RUN_COLUMNS",
     "STATE_COLUMNS",
@@ -48,6 +49,7 @@ __all__ = [
     "columns",
     "fence_result",
     "fire_from_row",
+    "leased_by_worker",
     "log_from_row",
     "run_from_row",
     "state_from_row",
@@ -200,7 +202,9 @@ def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None 
     )
 
 
-def worker_from_row(row: Row, read_at: datetime, time: TimeFn = _same) -> WorkerRecord:
+def worker_from_row(
+    row: Row, read_at: datetime, time: TimeFn = _same, leased: Mapping[str, list[str]] | None = None
+) -> WorkerRecord:
     return WorkerRecord(
         id=row["id"],
         host=row["host"],
@@ -217,7 +221,23 @@ def worker_from_row(row: Row, read_at: datetime, time: TimeFn = _same) -> Worker
         gone_at=time(row["gone_at"]),
         gone_by=row["gone_by"],
         read_at=read_at,
+        leased=tuple((leased or {}).get(row["id"], ())),
     )
+
+
+LEASED_RUNS = (
+    "SELECT worker_id, id FROM runs WHERE status = 'running' AND worker_id IS NOT NULL "
+    "AND lease_expires_at >= {now} ORDER BY seq"
+)
+"""The runs held now, by worker (``{now}``: the backend's parameter for the read time)."""
+
+
+def leased_by_worker(rows: Sequence[Row]) -> dict[str, list[str]]:
+    """(worker_id, id) rows of running runs with live leases, grouped by worker."""
+    held: dict[str, list[str]] = {}
+    for row in rows:
+        held.setdefault(row["worker_id"], []).append(row["id"])
+    return held
 
 
 def bounded_traceback(text: str | None, limit: int = TRACEBACK_LIMIT) -> str | None:

@@ -29,7 +29,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -44,7 +44,7 @@ from ..errors import (
     SchemaVersionError,
     StoreError,
 )
-from . import _runs_query
+from . import _activity, _runs_query
 from ._common import (
     SCHEMA_VERSION,
     dt_to_ms,
@@ -71,6 +71,7 @@ from .base import (
     RunQuery,
     RunRecord,
     RunStatus,
+    ScheduleActivity,
     ScheduleState,
     StateChange,
     StepRecord,
@@ -84,6 +85,7 @@ from .rows import (
     FINISHED_SQL,
     FIRE_COLUMNS,
     HELD_SQL,
+    LEASED_RUNS,
     LOG_COLUMNS,
     RUN_COLUMNS,
     STATE_COLUMNS,
@@ -94,6 +96,7 @@ from .rows import (
     columns,
     fence_result,
     fire_from_row,
+    leased_by_worker,
     log_from_row,
     run_from_row,
     state_from_row,
@@ -851,10 +854,12 @@ class SqliteStore(Store):
         await self._write(delete)
 
     async def list_workers(self) -> list[WorkerRecord]:
-        now = ms_to_dt(_now_ms())
+        now_ms = _now_ms()
+        now = ms_to_dt(now_ms)
         assert now is not None
         rows = await self._read(f"SELECT {columns(WORKER_COLUMNS)} FROM workers ORDER BY started_at, id")
-        return [worker_from_row(r, now, ms_to_dt) for r in rows]
+        held = leased_by_worker(await self._read(LEASED_RUNS.format(now="?"), (now_ms,)) if rows else [])
+        return [worker_from_row(r, now, ms_to_dt, held) for r in rows]
 
     async def take_over_worker(self, worker_id: str, by: str) -> list[str]:
         def take(conn: sqlite3.Connection) -> list[str]:
@@ -1064,6 +1069,14 @@ class SqliteStore(Store):
 
         result: StateChange | None = await self._write(resume)
         return result
+
+    async def schedule_activity(
+        self, until: datetime, bucket: timedelta, buckets: int
+    ) -> dict[str, ScheduleActivity]:
+        since = _activity.window(until, bucket, buckets)
+        start, step = dt_to_ms(since), max(1, round(bucket.total_seconds() * 1000))
+        rows = await self._read(_activity.SQLITE, (start, step, start, dt_to_ms(until)))
+        return _activity.activity_from_rows(rows, since, bucket, buckets)
 
     async def last_run_times(self) -> dict[str, datetime]:
         rows = await self._read(

@@ -82,6 +82,7 @@ def run_summary(record: RunRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "step_count": record.step_count,
         "error": record.error[:200] if record.error else None,
+        "failed_step_name": record.failed_step_name,
         "created_at": utc(record.created_at),
         "started_at": utc(record.started_at),
         "completed_at": utc(record.completed_at),

@@ -18,6 +18,7 @@ from ..errors import RunNotFoundError
 from ..schedule.cron import fire_key, fire_times
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
 from . import _json
+from ._pictures import schedule_pictures, sparklines
 from .api import ApiError, parse_time, run_query, schedule_json, schedules_json
 from .app import app_root, context
 from .auth import SESSION_COOKIE, SESSION_SECONDS, safe_next
@@ -118,10 +119,12 @@ async def home(request: Request) -> Response:
     config = ctx.schedules()
     schedules = await schedules_json(ctx)
     page_ = await ctx.durably.store.list_runs_page(run_query_for(limit=15))
+    sparks = await sparklines(ctx.durably.store, [s["name"] for s in schedules]) if schedules else {}
     return render(
         request,
         "home.html",
         schedules=schedules,
+        sparks=sparks,
         has_schedules=config is not None,
         runs=[_json.run(r) for r in page_.runs],
         jobs=sorted(ctx.durably.job_names),
@@ -200,7 +203,8 @@ async def schedule_page(request: Request) -> Response:
     records = await store.list_fire_records(name, limit=50, before=before)
     if entry is None and not records:
         raise ApiError(404, "not_found", f"unknown schedule '{name}'")
-    statuses = await store.get_run_statuses([r.run_id for r in records if r.run_id])
+    runs = await store.get_runs_by_id([r.run_id for r in records if r.run_id])
+    statuses = {run_id: run.status for run_id, run in runs.items()}
     zone = entry.timezone if entry is not None else UTC
     history = [
         {
@@ -232,6 +236,7 @@ async def schedule_page(request: Request) -> Response:
         upcoming=upcoming,
         history=history,
         outcomes=FIRE_OUTCOMES,
+        pictures=schedule_pictures(name, records, runs, zone, app_root(request)),
         older=history[-1]["fire_time"] if len(records) == 50 else None,
     )
 

@@ -193,13 +193,18 @@ async def test_taking_over_a_gone_worker_makes_its_runs_claimable_at_once(store:
     held = await store.claim("dead", [JOB], 2, 600)
     assert len(held) == 2
     assert await store.claim("alive", [JOB], 5, 30) == []  # live leases
+    workers = {w.id: w for w in await store.list_workers()}
+    assert workers["dead"].leased == tuple(r.id for r in held) and workers["alive"].leased == ()
     taken = await store.take_over_worker("dead", "alive")
     assert sorted(taken) == sorted(r.id for r in held)
     workers = {w.id: w for w in await store.list_workers()}
     assert workers["dead"].state == "gone" and workers["dead"].gone_by == "alive"
     assert workers["alive"].state == "live"
+    assert workers["dead"].leased == ()  # what it holds now: nothing (its heartbeat count lags)
     claimed = await store.claim("alive", [JOB], 5, 30)
     assert sorted(r.id for r in claimed) == sorted(taken)
+    workers = {w.id: w for w in await store.list_workers()}
+    assert sorted(workers["alive"].leased) == sorted(taken) and workers["dead"].leased == ()
     assert {r.previous_worker_id for r in claimed} == {"dead"}
     # The dead worker's generation is fenced off.
     stale = held[0]

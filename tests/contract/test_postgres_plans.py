@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from durably_sched.store import _runs_query
+from durably_sched.store import _activity, _runs_query
 from durably_sched.store._pg_sql import RUN_SELECT
 from durably_sched.store.base import RunQuery
 from durably_sched.store.postgres import PostgresStore, _aware
@@ -77,3 +77,26 @@ async def test_pages_and_counts_read_indexes(pg: PostgresBackend, name: str) -> 
             sorts = plan.count("Sort  (")
             walks = len(query.job_names or [None]) * len(query.statuses or [None]) if not query.labels else 1
             assert sorts <= (1 if walks > 1 else 0), plan  # only the merge of several walks sorts
+
+
+async def test_schedule_activity_reads_the_window_from_runs_created(pg: PostgresBackend) -> None:
+    """The home page's sparklines: one query whose cost follows the runs of the window (an index
+    range on runs_created), not the history kept."""
+    store = await pg.open_store()
+    assert isinstance(store, PostgresStore)
+    conn = await pg.admin()
+    await conn.execute(
+        "INSERT INTO runs (id, job_name, status, input, labels, schedule_name, created_at) "
+        "SELECT gen_random_uuid()::text, 'a', 'completed', '{}', '{}', 's' || (i % 50), "
+        "now() - make_interval(hours => i % 2000) FROM generate_series(1, 3000) i"
+    )
+    await conn.execute("ANALYZE")
+    until = datetime.now(UTC)
+    since = until - timedelta(hours=24)
+    plan = "\n".join(
+        r[0] for r in await conn.fetch("EXPLAIN " + _activity.POSTGRES, since, 3600 * 10**6, until)
+    )
+    assert "runs_created" in plan and "Seq Scan on runs" not in plan, plan
+    activity = await store.schedule_activity(until, timedelta(hours=1), 24)
+    in_window = sum(1 for i in range(1, 3001) if i % 2000 < 24)  # created 0-23 hours before now
+    assert sum(sum(a.runs) for a in activity.values()) == in_window

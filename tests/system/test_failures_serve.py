@@ -137,6 +137,16 @@ def _claim_time(log: str, run_id: str) -> datetime:
     raise AssertionError(f"no 'resumed run {run_id}' in:\n{log[-2000:]}")
 
 
+async def _workers(url: str) -> dict[str, Any]:
+    """The registry as `workers list` reads it (its pid checks made here, on the workers' host)."""
+    durably = create_durably(url)
+    try:
+        await durably.connect()
+        return {w.id: w for w in await durably.list_workers()}
+    finally:
+        await durably.close()
+
+
 def test_kill_9_and_an_immediate_restart_on_this_host_resume_at_once(database: str, tmp_path: Path) -> None:
     effects, schedules, env = _setup(tmp_path)
     run_id = run_async(_trigger_chain(database, 8, 0.5))
@@ -148,9 +158,15 @@ def test_kill_9_and_an_immediate_restart_on_this_host_resume_at_once(database: s
     finally:
         first.kill9()
     killed_at = datetime.now(UTC)
+    # Before any serve notices, the list already says gone (its pid is checked), holding its run.
+    assert held.worker_id is not None
+    dead = run_async(_workers(database))[held.worker_id]
+    assert (dead.state, dead.process_gone, dead.gone_by, dead.leased) == ("gone", True, None, (run_id,))
     second = Serve(database, schedules, tmp_path, *LONG_LEASE, env=env).start()
     try:
         final = run_async(_wait_final(database, run_id))
+        dead = run_async(_workers(database))[held.worker_id]
+        assert dead.state == "gone" and dead.gone_by is not None and dead.leased == ()  # holds nothing now
     finally:
         assert second.stop() == 0
     assert final.status == "completed" and steps_done_twice(effects_of(effects)) == {}
@@ -176,6 +192,9 @@ def test_a_stopped_holder_is_never_taken_over_before_its_lease_expires(database:
         wait_for(lambda: _started(effects, run_id, stalled.pid), 60, "the first step started")
         stalled.signal(signal.SIGSTOP)
         held = run_async(_get(database, run_id))
+        assert held.worker_id is not None
+        stopped = run_async(_workers(database))[held.worker_id]
+        assert stopped.state == "live" and not stopped.process_gone  # stopped is not dead
         rescuer = Serve(database, schedules, tmp_path, *lease, env=env).start()
         final = run_async(_wait_final(database, run_id))
         taken = _claim_time(rescuer.output(), run_id)

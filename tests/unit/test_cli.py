@@ -366,6 +366,8 @@ def test_wait_here_prints_the_output_and_exits_0(migrated: Project) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"echo": "DOG"}
     assert "completed" in result.stderr and "hello" in result.stderr  # the run's log, then the result
+    # This process runs the job: no "waiting: no live worker has job" before it does.
+    assert "waiting:" not in result.stderr, result.stderr
 
 
 def test_wait_here_for_a_failing_job_exits_1_with_the_error(migrated: Project) -> None:

@@ -280,6 +280,18 @@ def test_text_format_keeps_one_record_on_one_line() -> None:
     assert json.loads(JsonFormatter().format(record))["exc_info"].endswith("ValueError: inner")
 
 
+def test_text_format_prints_structured_values_as_json_once() -> None:
+    """A step log's mapping or list reads as JSON in the text log, not as JSON quoted again."""
+    record = logging.LogRecord("durably_sched.step", logging.INFO, __file__, 1, "fetched", (), None)
+    data = {"rates": {"eur": 1.08, "note": "a b"}, "ids": [1, 2], "bad": {"x": "\x07"}, "q": 'say "hi"'}
+    record.__dict__.update(run_id="r1", job="j", data=data)
+    line = TextFormatter().format(record)
+    assert line.endswith(
+        'j r1: fetched rates={"eur":1.08,"note":"a b"} ids=[1,2] bad={"x":"\\u0007"} q="say \\"hi\\""'
+    ), line
+    assert "\n" not in line and "\x07" not in line  # one line, nothing unprintable
+
+
 # --- metrics ----------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -311,3 +312,35 @@ async def test_scheduled_runs_store_the_validated_input_like_a_direct_trigger(tm
         assert fired[2].run.input == direct.record.input == {"name": "a", "size": 3}
     finally:
         await d.close()
+
+
+def _fire_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "durably_sched.scheduler"]
+
+
+async def test_the_log_says_what_the_fire_record_says(
+    durably: Durably, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A jittered start is not a catch-up; a paused fire time is logged paused, as it is recorded."""
+    caplog.set_level(logging.INFO, logger="durably_sched")
+    text = EVERY_MINUTE.replace("job: report", "job: report\n    catchup: latest\n    jitter: 50s")
+    # Ahead of the real time: the pause below is stamped by the store's clock (as in real life).
+    clock = FakeClock(datetime.now(UTC).replace(second=30, microsecond=0) + timedelta(hours=1))
+    durably.schedule_clock = clock
+    scheduler = Scheduler(durably, config(text), clock=clock)
+    await scheduler.load()
+    clock.t = scheduler.next_due()[0][0]
+    (fired,) = await scheduler.tick()
+    assert fired[2].outcome == "triggered"
+    (line,) = [m for m in _fire_lines(caplog) if m.startswith("fired:")]
+    assert line.startswith("fired: run triggered (jitter: ") and "catch-up" not in line, line
+
+    caplog.clear()
+    await durably.pause_schedule("minutely", reason="maintenance")
+    clock.advance(minutes=3)
+    await scheduler.tick()
+    records = await durably.store.list_fire_records("minutely", limit=10)
+    paused = [r for r in records if r.outcome == "paused"]
+    lines = [m for m in _fire_lines(caplog) if m.startswith(("not run:", "missed:", "fired:"))]
+    assert paused and len(lines) == len(paused), lines
+    assert all(m.startswith("not run: the schedule is paused") for m in lines), lines

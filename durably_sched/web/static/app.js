@@ -61,6 +61,35 @@
     return m < 60 ? `${m}m${pad(s)}s` : `${Math.floor(m / 60)}h${pad(m % 60)}m`;
   }
 
+  // Durations of running runs tick: [data-duration] is the duration when the page (or the last
+  // update) was made, counted on from then while [data-ticking="1"].
+  function setDuration(node, seconds, running) {
+    if (!node) return;
+    node.dataset.duration = seconds === null || seconds === undefined ? "" : String(seconds);
+    node.dataset.since = String(Date.now());
+    node.dataset.ticking = running ? "1" : "0";
+    node.textContent = duration(seconds);
+  }
+  function tickDurations() {
+    for (const node of document.querySelectorAll('[data-duration][data-ticking="1"]')) {
+      if (node.dataset.duration === "") continue;
+      const since = Number(node.dataset.since || PAGE_LOADED);
+      node.textContent = duration(Number(node.dataset.duration) + (Date.now() - since) / 1000);
+    }
+  }
+  const PAGE_LOADED = Date.now();
+  setInterval(tickDurations, 1000);
+
+  function errorCell(cell, run) {
+    if (!cell) return;
+    cell.replaceChildren();
+    cell.removeAttribute("title");
+    if (!run.error) return;
+    if (run.failed_step_name) cell.append(el("span", { class: "mono", text: run.failed_step_name }), ": ");
+    cell.append(run.error);
+    cell.title = run.error;
+  }
+
   // <time datetime="UTC"> in the viewer's zone; schedule times keep their own zone and add the viewer's.
   function renderTimes(scope) {
     for (const node of (scope || document).querySelectorAll("time[datetime]")) {
@@ -236,10 +265,13 @@
       el("td", {}, [el("span", { class: "status " + run.status, "data-field": "status", text: run.status })]),
       el("td", { "data-field": "progress" }),
       el("td", {}, [el("time", { datetime: run.created_at, text: run.created_at })]),
-      el("td", { "data-field": "duration", text: duration(run.duration) }),
+      el("td", { "data-field": "duration" }),
       el("td", { class: "muted", text: run.schedule || run.idempotency_key || "–" }),
+      el("td", { class: "error-cell clip", "data-field": "error" }),
     ]);
     progressCell(row.querySelector('[data-field="progress"]'), run.progress);
+    setDuration(row.querySelector('[data-field="duration"]'), run.duration, run.status === "running");
+    errorCell(row.querySelector('[data-field="error"]'), run);
     return row;
   }
 
@@ -265,7 +297,8 @@
       }
       statusBadge(row.querySelector('[data-field="status"]'), run.status);
       progressCell(row.querySelector('[data-field="progress"]'), run.progress);
-      row.querySelector('[data-field="duration"]').textContent = duration(run.duration);
+      setDuration(row.querySelector('[data-field="duration"]'), run.duration, run.status === "running");
+      errorCell(row.querySelector('[data-field="error"]'), run);
     };
     for (const type of ["run:trigger", "run:start", "run:progress", "step:complete", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release", "run:delete"]) {
       source.addEventListener(type, onRun);
@@ -289,7 +322,13 @@
       bar.value = p.total ? p.current : 0;
       field("progress-text").textContent = p.current + (p.total ? "/" + p.total : "") + (p.message ? " · " + p.message : "");
     };
-    const setStatus = (status) => { statusBadge(field("status"), status); runBox.dataset.status = status; };
+    const setStatus = (status) => {
+      statusBadge(field("status"), status);
+      runBox.dataset.status = status;
+      const shown = field("duration");
+      if (shown && status !== "running" && shown.dataset.ticking === "1") tickDurations();
+      if (shown) shown.dataset.ticking = status === "running" ? "1" : "0";
+    };
     let runStarted = null;
     const renderSteps = (list) => {
       if (!list.length) return;
@@ -324,6 +363,7 @@
     source.addEventListener("run:snapshot", (event) => {
       const data = JSON.parse(event.data);
       runStarted = data.run.started_at;
+      setDuration(field("duration"), data.run.duration, data.run.status === "running");
       setStatus(data.run.status);
       setProgress(data.run.progress);
       renderSteps(data.steps);
@@ -341,6 +381,8 @@
     });
     source.addEventListener("run:progress", (event) => setProgress(JSON.parse(event.data).progress));
     source.addEventListener("run:start", (event) => {
+      const shown = field("duration");
+      if (shown && shown.dataset.duration === "") setDuration(shown, 0, true);  // its first start
       setStatus("running");
       field("attempt").textContent = JSON.parse(event.data).attempt;
     });
@@ -365,6 +407,57 @@
     source.addEventListener("run:cancel", finish("cancelled"));
     source.addEventListener("run:delete", () => { source.close(); flash("this run was deleted", "error"); });
     source.addEventListener("feed:dropped", () => location.reload());
+  }
+
+  // -- the schedule page stays live: its facts (next fire times, state), pictures and history are
+  // read again after each fire time passes, when a run of the schedule changes, and every 30 s ----
+  const liveSchedule = document.querySelector("[data-live-schedule]");
+  if (liveSchedule) {
+    const name = liveSchedule.dataset.liveSchedule;
+    let timer = null, soonTimer = null, busy = false;
+    const plan = () => {
+      clearTimeout(timer);
+      const facts = liveSchedule.querySelector('[data-refresh="facts"]');
+      const next = facts && facts.dataset.next ? new Date(facts.dataset.next).getTime() : NaN;
+      let wait = 30000;
+      if (!isNaN(next)) wait = Math.min(wait, Math.max(1000, next - Date.now() + 1500));
+      timer = setTimeout(refresh, wait);
+    };
+    async function refresh() {
+      if (busy) return;
+      busy = true;
+      try {
+        const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+        if (!response.ok) return;
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        for (const node of liveSchedule.querySelectorAll("[data-refresh]")) {
+          const update = fresh.querySelector(`[data-refresh="${node.dataset.refresh}"]`);
+          if (!update) continue;
+          node.replaceWith(update);
+          renderTimes(update);
+        }
+        liveSchedule.dataset.refreshes = String(Number(liveSchedule.dataset.refreshes || 0) + 1);
+      } catch (err) {
+        // the next refresh tries again
+      } finally {
+        busy = false;
+        plan();
+      }
+    }
+    const soon = () => {
+      if (!soonTimer) soonTimer = setTimeout(() => { soonTimer = null; refresh(); }, 1000);
+    };
+    plan();
+    if (window.EventSource) {
+      const source = new EventSource(ROOT + "/api/runs/events");
+      const onRun = (event) => {
+        const data = JSON.parse(event.data);
+        if (data.run && data.run.schedule === name) soon();
+      };
+      for (const type of ["run:trigger", "run:start", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release"]) {
+        source.addEventListener(type, onRun);
+      }
+    }
   }
 
   renderTimes(document);
