@@ -78,8 +78,9 @@ Examples:
   durably-sched --jobs myapp.jobs schedules validate deploy/schedules.yaml
 
 \b
-Prints "ok: N schedules" and exits 0, or prints the first problem as
-FILE:LINE: message and exits 2. Never touches the database.""",
+Prints "ok: N schedules" and exits 0, or prints every problem in the file,
+one line each as "error: FILE:LINE: message" in the file's order, and exits 2.
+Never touches the database.""",
 )
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 def validate(file: str | None) -> None:
@@ -87,7 +88,13 @@ def validate(file: str | None) -> None:
     s = settings()
     path = file or s.schedules
     jobs = load_jobs(s.jobs)
-    config = load_schedules(path, job_inputs(jobs))
+    try:
+        config = load_schedules(path, job_inputs(jobs))
+    except ConfigError as exc:
+        *before, last = exc.problems
+        for problem in before:  # the last one is printed as the command's error, like any other
+            click.echo(f"error: {problem}", err=True)
+        raise last from None
     click.echo(f"ok: {_plural(len(config.schedules), 'schedule')} in {path}")
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from ._yaml_guard import BudgetExceeded, GuardedLoader
+
 __all__ = ["Document", "Path_", "Place", "Problem", "message", "read_document"]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -155,7 +157,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
 
 def read_document(text: str) -> Document:
     try:
-        loader = yaml.SafeLoader(text)
+        loader = GuardedLoader(text)
     except yaml.YAMLError as exc:
         raise _yaml_problem(exc, text) from None
     try:
@@ -168,6 +170,8 @@ def read_document(text: str) -> Document:
         data = loader.construct_document(root)
     except yaml.YAMLError as exc:
         raise _yaml_problem(exc, text) from None
+    except BudgetExceeded as exc:
+        raise Problem(exc.message, exc.line) from None
     finally:
         loader.dispose()
     return Document(data, places, root.start_mark.line + 1)
