@@ -413,7 +413,7 @@ async def backfill(
     entry = find_schedule(config.schedules, name, config.path)
     first, last = in_display_zone(start), in_display_zone(end)
     try:
-        times = manual.backfill_times(
+        times = await manual.plan_backfill(
             entry, first, last, force=force, names=("--from", "--to", "--force"), show=show_time
         )
     except manual.ScheduleActionError as exc:

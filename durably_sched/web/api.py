@@ -692,7 +692,7 @@ async def backfill_schedule(request: Request) -> Response:
     for flag in ("dry_run", "force"):
         if not isinstance(body.get(flag, False), bool):
             raise ApiError(400, "bad_request", f"{flag} must be true or false")
-    times = manual.backfill_times(
+    times = await manual.plan_backfill(
         entry,
         _in_zone(start, "from", entry),
         _in_zone(end, "to", entry),
