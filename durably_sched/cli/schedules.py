@@ -20,6 +20,7 @@ from ..schedule import manual
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
 from ..schedule.describe import describe_cron
+from ..schedule.reloading import current_config_errors
 from ..store.base import FireRecord, FireResult, RunStatus, ScheduleState
 from ._base import (
     TIME,
@@ -99,13 +100,20 @@ def validate(file: str | None) -> None:
 
 
 async def _last_records() -> tuple[dict[str, FireRecord], dict[str, ScheduleState], str | None]:
-    """The newest fire record and the run-time state per schedule, without ever creating a database."""
+    """The newest fire record and the run-time state per schedule, without ever creating a database;
+    warns (stderr) about every serve whose last reload of its schedules file failed."""
     url = settings().database
     path = sqlite_path(url)
     if path is not None and not os.path.exists(path):
         return {}, {}, None
     try:
         async with open_durably(url, read_only=True) as durably:
+            for failed in await current_config_errors(durably):
+                click.echo(
+                    f"warning: {failed.location}: {failed.message} (serve on {failed.host}, pid "
+                    f"{failed.pid}, since {show_time(failed.since)}); the last good version is running",
+                    err=True,
+                )
             return await durably.store.last_fire_records(), await durably.get_schedule_states(), None
     except StoreError as exc:
         return {}, {}, str(exc)

@@ -34,7 +34,16 @@ if TYPE_CHECKING:
     from ..durably import Durably
     from .scheduler import Scheduler
 
-__all__ = ["REFRESH", "RELOAD_INTERVAL", "STALE_AFTER", "SchedulesReloader", "current_config_errors"]
+__all__ = [
+    "REFRESH",
+    "RELOAD_INTERVAL",
+    "STALE_AFTER",
+    "SchedulesReloader",
+    "config_error_fields",
+    "config_errors_shown",
+    "current_config_errors",
+    "file_state",
+]
 
 log = logging.getLogger("durably_sched.serve")
 
@@ -71,6 +80,16 @@ def _failure_text(exc: BaseException, path: str) -> tuple[int | None, str]:
 async def current_config_errors(durably: Durably) -> list[ConfigErrorRecord]:
     """Failed reloads that live processes report now (rows confirmed within STALE_AFTER)."""
     return await durably.store.list_config_errors(checked_after=datetime.now(UTC) - STALE_AFTER)
+
+
+async def config_errors_shown(durably: Durably) -> list[ConfigErrorRecord]:
+    """:func:`current_config_errors` for a page banner: none when the database cannot say."""
+    try:
+        return await current_config_errors(durably)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the page itself reports the database; the banner is not the place
+        return []
 
 
 def config_error_fields(

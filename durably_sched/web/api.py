@@ -36,6 +36,7 @@ from ..schedule import manual
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.describe import describe_cron
+from ..schedule.reloading import config_error_fields, current_config_errors
 from ..store.base import RUN_STATUSES, RunQuery, ScheduleState
 from . import _json
 from .app import WebContext, context
@@ -514,7 +515,8 @@ async def schedule_json(
 @endpoint()
 async def list_schedules(request: Request) -> Response:
     ctx = context(request)
-    return JSONResponse({"schedules": await schedules_json(ctx)})
+    errors = [config_error_fields(r, _json.utc) for r in await current_config_errors(ctx.durably)]
+    return JSONResponse({"schedules": await schedules_json(ctx), "config_errors": errors})
 
 
 async def schedules_json(ctx: WebContext) -> list[dict[str, Any]]:
