@@ -23,6 +23,7 @@ from durably_sched.schedule import reloading
 from durably_sched.schedule.config import parse_schedules
 from durably_sched.schedule.reloading import SchedulesReloader, current_config_errors
 from durably_sched.schedule.scheduler import Scheduler
+from tests.helpers import until
 from tests.unit.test_config_problems import alias_bomb
 from tests.unit.test_ops import samples, value
 
@@ -175,8 +176,7 @@ async def test_the_watch_loop_reloads_a_changed_file_and_close_removes_the_row(
     task = asyncio.create_task(setup.reloader.run(reloading.file_state(str(setup.path))))
     try:
         setup.path.write_text(BROKEN)
-        while not await current_config_errors(setup.durably):
-            await asyncio.sleep(0.01)
+        await until(lambda: current_config_errors(setup.durably), what="the failed reload to be recorded")
         assert setup.names() == ["nightly"]
     finally:
         task.cancel()
