@@ -400,7 +400,9 @@ its submodules, from the current directory) and registers every job found, loads
 --schedules. With the scheduler on, a missing schedules file is an error when --schedules
 or DURABLY_SCHEDULES names it; a missing default schedules.yaml only logs a warning, and
 the file is picked up once it appears. The file is checked every second and reloaded when
-it changes; an invalid version is logged and the last good one stays in force.
+it changes; a version that fails to load in any way is logged and the last good one stays
+in force, shown in the dashboard's banner, GET /api/schedules, `schedules list` and the
+durably_schedules_reload_failed metric until a good version loads.
 
 \b
 SIGTERM or SIGINT: stop firing and claiming; no new step starts in any run (a run reaching
