@@ -40,6 +40,7 @@ __all__ = [
     "STALE_AFTER",
     "SchedulesReloader",
     "config_error_fields",
+    "config_errors_json",
     "config_errors_shown",
     "current_config_errors",
     "file_state",
@@ -106,6 +107,13 @@ def config_error_fields(
         "host": record.host,
         "pid": record.pid,
     }
+
+
+async def config_errors_json(
+    durably: Durably, time: Callable[[datetime | None], str | None]
+) -> list[dict[str, Any]]:
+    """:func:`current_config_errors` as JSON (``config_errors`` of ``GET /api/schedules``)."""
+    return [config_error_fields(record, time) for record in await current_config_errors(durably)]
 
 
 class SchedulesReloader:

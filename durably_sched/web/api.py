@@ -32,11 +32,10 @@ from ..errors import (
     UnknownJobError,
 )
 from ..feed import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
-from ..schedule import manual
+from ..schedule import manual, reloading
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.describe import describe_cron
-from ..schedule.reloading import config_error_fields, current_config_errors
 from ..store.base import RUN_STATUSES, RunQuery, ScheduleState
 from . import _json
 from .app import WebContext, context
@@ -515,7 +514,7 @@ async def schedule_json(
 @endpoint()
 async def list_schedules(request: Request) -> Response:
     ctx = context(request)
-    errors = [config_error_fields(r, _json.utc) for r in await current_config_errors(ctx.durably)]
+    errors = await reloading.config_errors_json(ctx.durably, _json.utc)
     return JSONResponse({"schedules": await schedules_json(ctx), "config_errors": errors})
 
 
