@@ -25,7 +25,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from .._ratelimit import RateLimitedLog
+from ..errors import ConfigError, DurablyError
 from ..registry import host_identity
 from ..store.config_errors import ConfigErrorRecord
 from .config import SchedulesConfig, load_schedules
@@ -136,6 +137,7 @@ class SchedulesReloader:
         self.reporter = durably.worker.worker_id
         self._reported_at: datetime | None = None
         self._apply_failed = False
+        self._log = RateLimitedLog(log)
 
     async def run(self, seen: FileState) -> None:
         """Check the file every RELOAD_INTERVAL until cancelled."""
@@ -177,12 +179,14 @@ class SchedulesReloader:
         line, message = _failure_text(exc, self.path)
         kept = len(self.scheduler.config.schedules)
         where = f"{self.path}:{line}" if line is not None else self.path
-        log.error(
+        expected = isinstance(exc, DurablyError | OSError | MemoryError | RecursionError)
+        self._log.error(  # an apply retried every second says so once a minute
             "schedules not reloaded (keeping the %d loaded before): %s: %s",
             kept,
             where,
             message,
-            exc_info=not isinstance(exc, ConfigError | MemoryError | RecursionError),
+            key=f"{where}: {message}",
+            exc_info=not expected,  # a bug: its traceback goes to the log
         )
         now = datetime.now(UTC)
         previous = self.scheduler.config_error

@@ -184,3 +184,21 @@ async def test_the_watch_loop_reloads_a_changed_file_and_close_removes_the_row(
             await task
     await setup.reloader.close()
     assert await current_config_errors(setup.durably) == []
+
+
+async def test_a_bug_logs_its_traceback_and_a_bad_file_one_line(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup.path.write_text(BROKEN)
+    assert await setup.reloader.reload() is False
+    [line] = [r for r in caplog.records if "schedules not reloaded" in r.getMessage()]
+    assert not line.exc_info
+    assert f"{setup.path}:5: schedule 'nightly': colour: unknown key" in line.getMessage()
+
+    def bug(*args: Any) -> Any:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(reloading, "load_schedules", bug)
+    assert await setup.reloader.reload() is False
+    [_, traced] = [r for r in caplog.records if "schedules not reloaded" in r.getMessage()]
+    assert traced.exc_info is not None and traced.exc_info[0] is ZeroDivisionError
