@@ -5,6 +5,10 @@ the document is constructed, and records the line of every key and value under i
 from the root (``("schedules", "nightly", "cron")``). It also rejects duplicate keys at every level
 (PyYAML keeps the last of two equal keys without a word). Errors are :class:`Problem` with a line;
 the loader turns them into ConfigError with the file's path.
+
+The index follows aliases (a key under ``<<: *defaults`` has a path of its own), so what it walks
+is the expanded tree: the document is composed by :class:`~._yaml_guard.GuardedLoader`, which
+refuses alias bombs, deep nesting and recursive aliases before this walk or the constructor starts.
 """
 
 from __future__ import annotations

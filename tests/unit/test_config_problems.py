@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from durably_sched.errors import ConfigError
@@ -188,3 +190,31 @@ def test_load_schedules_reports_the_bomb_from_a_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_schedules(path)
     assert info.value.path == str(path) and info.value.line == 10
+
+
+@settings(max_examples=60, deadline=None)
+@given(levels=st.integers(1, 8), fanout=st.integers(1, 12), leaves=st.integers(1, 12))
+def test_aliases_load_exactly_while_they_stand_for_at_most_the_budget(
+    levels: int, fanout: int, leaves: int
+) -> None:
+    """Level 0 is a list of ``leaves`` scalars; each further level lists ``fanout`` aliases of the
+    level before. The file loads, fully expanded, when all aliases together stand for at most
+    MAX_ALIAS_NODES nodes, and is refused naming the first level past the budget otherwise."""
+    lines = [f"l0: &l0 [{', '.join(['x'] * leaves)}]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * fanout)}]")
+    text = "schedules:\n  a: {cron: '* * * * *', job: cleanup, input: {" + ", ".join(lines) + "}}\n"
+    size, aliased, refused_at = leaves + 1, 0, None
+    for level in range(1, levels):
+        aliased += fanout * size
+        if aliased > MAX_ALIAS_NODES and refused_at is None:
+            refused_at = level - 1  # the alias of this level's list names the level before
+        size = 1 + fanout * size
+    if refused_at is None:
+        top = parse_schedules(text).schedules["a"].input[f"l{levels - 1}"]
+        for _ in range(levels - 1):
+            assert len(top) == fanout
+            top = top[-1]
+        assert top == ["x"] * leaves
+    else:
+        assert f"nodes (at *l{refused_at})" in str(error_of(text))
