@@ -8,8 +8,10 @@ line, so one run shows everything to fix.
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from durably_sched import create_durably
 from durably_sched.errors import ConfigError
 from durably_sched.schedule._yaml_guard import MAX_ALIAS_NODES, MAX_DEPTH
 from durably_sched.schedule.config import load_schedules, parse_schedules
-from tests.unit import test_cli
+from durably_sched.store.config_errors import ConfigErrorRecord
 from tests.unit.test_cli import Project
-
-project = test_cli.project
 
 
 def alias_bomb(levels: int = 9) -> str:
@@ -218,3 +219,26 @@ def test_aliases_load_exactly_while_they_stand_for_at_most_the_budget(
         assert top == ["x"] * leaves
     else:
         assert f"nodes (at *l{refused_at})" in str(error_of(text))
+
+
+def test_schedules_list_warns_about_every_live_serve_whose_reload_failed(migrated: Project) -> None:
+    now = datetime.now(UTC)
+    since = now.replace(microsecond=0) - timedelta(minutes=3)
+
+    async def report() -> None:
+        async with create_durably(f"sqlite:///{migrated.db}") as d:
+            for reporter, checked, line in (("w-1", now, 7), ("w-gone", now - timedelta(hours=2), 9)):
+                await d.store.report_config_error(
+                    ConfigErrorRecord(
+                        reporter, "box", 321, "/srv/schedules.yaml", line, "cron: bad", since, checked
+                    )
+                )
+
+    asyncio.run(report())
+    for args in (("schedules", "list"), ("schedules", "list", "--json")):
+        result = migrated.ok(*args)
+        assert result.stderr.splitlines() == [
+            "warning: /srv/schedules.yaml:7: cron: bad (serve on box, pid 321, since "
+            f"{since.astimezone().isoformat(sep=' ')}); the last good version is running"
+        ]
+    assert "hourly" in migrated.ok("schedules", "list", "--json").stdout
