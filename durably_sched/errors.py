@@ -14,13 +14,15 @@ class DurablyError(Exception):
 class ConfigError(DurablyError):
     """A configuration file (schedules.yaml) is invalid.
 
-    ``str()`` gives ``<file>:<line>: <message>`` (line omitted when unknown).
+    ``str()`` gives ``<file>:<line>: <message>`` (line omitted when unknown). It is the first problem
+    in the file; ``problems`` holds every problem found (this one first), each such an error.
     """
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
         self.message = message
         self.path = path
         self.line = line
+        self.problems: tuple[ConfigError, ...] = (self,)
         where = ""
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "

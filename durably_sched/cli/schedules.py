@@ -20,6 +20,7 @@ from ..schedule import manual
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
 from ..schedule.describe import describe_cron
+from ..schedule.reloading import current_config_errors
 from ..store.base import FireRecord, FireResult, RunStatus, ScheduleState
 from ._base import (
     TIME,
@@ -78,8 +79,9 @@ Examples:
   durably-sched --jobs myapp.jobs schedules validate deploy/schedules.yaml
 
 \b
-Prints "ok: N schedules" and exits 0, or prints the first problem as
-FILE:LINE: message and exits 2. Never touches the database.""",
+Prints "ok: N schedules" and exits 0, or prints every problem in the file,
+one line each as "error: FILE:LINE: message" in the file's order, and exits 2.
+Never touches the database.""",
 )
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 def validate(file: str | None) -> None:
@@ -87,18 +89,31 @@ def validate(file: str | None) -> None:
     s = settings()
     path = file or s.schedules
     jobs = load_jobs(s.jobs)
-    config = load_schedules(path, job_inputs(jobs))
+    try:
+        config = load_schedules(path, job_inputs(jobs))
+    except ConfigError as exc:
+        *before, last = exc.problems
+        for problem in before:  # the last one is printed as the command's error, like any other
+            click.echo(f"error: {problem}", err=True)
+        raise last from None
     click.echo(f"ok: {_plural(len(config.schedules), 'schedule')} in {path}")
 
 
 async def _last_records() -> tuple[dict[str, FireRecord], dict[str, ScheduleState], str | None]:
-    """The newest fire record and the run-time state per schedule, without ever creating a database."""
+    """The newest fire record and the run-time state per schedule, without ever creating a database;
+    warns (stderr) about every serve whose last reload of its schedules file failed."""
     url = settings().database
     path = sqlite_path(url)
     if path is not None and not os.path.exists(path):
         return {}, {}, None
     try:
         async with open_durably(url, read_only=True) as durably:
+            for failed in await current_config_errors(durably):
+                click.echo(
+                    f"warning: {failed.location}: {failed.message} (serve on {failed.host}, pid "
+                    f"{failed.pid}, since {show_time(failed.since)}); the last good version is running",
+                    err=True,
+                )
             return await durably.store.last_fire_records(), await durably.get_schedule_states(), None
     except StoreError as exc:
         return {}, {}, str(exc)
@@ -406,7 +421,7 @@ async def backfill(
     entry = find_schedule(config.schedules, name, config.path)
     first, last = in_display_zone(start), in_display_zone(end)
     try:
-        times = manual.backfill_times(
+        times = await manual.plan_backfill(
             entry, first, last, force=force, names=("--from", "--to", "--force"), show=show_time
         )
     except manual.ScheduleActionError as exc:

@@ -17,11 +17,11 @@ import click
 
 from .._durations import format_duration
 from ..durably import Durably, create_durably
-from ..errors import ConfigError
 from ..jobs import JobDefinition
 from ..ops.orphans import OrphanedJobsWatch
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.cron import next_fire_time
+from ..schedule.reloading import SchedulesReloader, file_state
 from ..schedule.scheduler import Scheduler
 from ._base import (
     EXIT_FAILURE,
@@ -44,8 +44,6 @@ from ._wait import Interrupts
 
 log = logging.getLogger("durably_sched.serve")
 
-RELOAD_INTERVAL = 1.0
-"""How often the schedules file is checked for changes (mtime, size, inode)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -127,14 +125,6 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _file_state(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 class Server:
     """One serve process: owns the Durably instance, the scheduler and the side services."""
 
@@ -158,34 +148,8 @@ class Server:
             return SchedulesConfig(path=path)
         return load_schedules(path, inputs)
 
-    async def _watch_schedules(self, inputs: dict[str, Any], seen: tuple[int, int, int] | None) -> None:
-        """Hot reload: a changed file is loaded again; an invalid one is reported and ignored."""
-        path = self.cli.schedules
-        scheduler = self.scheduler
-        assert scheduler is not None
-        while True:
-            await asyncio.sleep(RELOAD_INTERVAL)
-            current = _file_state(path)
-            if current == seen:
-                continue
-            seen = current
-            try:
-                config = await asyncio.to_thread(load_schedules, path, inputs)
-            except ConfigError as exc:
-                kept = len(self.config.schedules) if self.config is not None else 0
-                log.error(
-                    "schedules not reloaded (keeping the %s loaded before): %s", _count(kept, "schedule"), exc
-                )
-                continue
-            try:
-                await scheduler.reload(config)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("could not apply the changed schedules (retrying): %s", exc)
-                seen = None
-                continue
-            self.config = config
+    def _loaded(self, config: SchedulesConfig) -> None:
+        self.config = config
 
     # -- the process ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -196,7 +160,7 @@ class Server:
             log.warning(
                 "no jobs found in '%s' (no module attribute holds a job made by define_job)", self.cli.jobs
             )
-        seen = _file_state(self.cli.schedules)
+        seen = file_state(self.cli.schedules)
         self.config = self._initial_schedules(inputs)
         try:
             durably = create_durably(
@@ -216,15 +180,20 @@ class Server:
         http_server: Any = None
         metrics: Any = None
         orphans: OrphanedJobsWatch | None = None
+        reloader: SchedulesReloader | None = None
         try:
             await durably.migrate()
             await durably.start(worker=opts.worker)
             if self.config is not None:
                 self.scheduler = Scheduler(durably, self.config)
                 self.scheduler.start()
+                reloader = SchedulesReloader(
+                    durably, self.scheduler, self.cli.schedules, inputs, on_loaded=self._loaded
+                )
+                await reloader.close()  # a row an earlier process with this worker id left
                 self._tasks.append(
                     asyncio.get_running_loop().create_task(
-                        self._watch_schedules(inputs, seen), name="durably-schedules-reload"
+                        reloader.run(seen), name="durably-schedules-reload"
                     )
                 )
             http_server, metrics = await self._start_http(durably)
@@ -246,6 +215,8 @@ class Server:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if reloader is not None:
+                await reloader.close()
             if self.scheduler is not None:
                 await self.scheduler.stop()
             await durably.stop(grace=opts.stop_grace)
@@ -429,7 +400,9 @@ its submodules, from the current directory) and registers every job found, loads
 --schedules. With the scheduler on, a missing schedules file is an error when --schedules
 or DURABLY_SCHEDULES names it; a missing default schedules.yaml only logs a warning, and
 the file is picked up once it appears. The file is checked every second and reloaded when
-it changes; an invalid version is logged and the last good one stays in force.
+it changes; a version that fails to load in any way is logged and the last good one stays
+in force, shown in the dashboard's banner, GET /api/schedules, `schedules list` and the
+durably_schedules_reload_failed metric until a good version loads.
 
 \b
 SIGTERM or SIGINT: stop firing and claiming; no new step starts in any run (a run reaching

@@ -305,6 +305,14 @@ class Metrics:
             )
             age.add_metric([], max(0.0, time.monotonic() - scheduler.last_tick_monotonic))
             yield age
+        if scheduler is not None:
+            failed = GaugeMetricFamily(
+                "durably_schedules_reload_failed",
+                "1 while the last reload of this process's schedules file failed (the last good "
+                "schedules keep running), else 0.",
+            )
+            failed.add_metric([], 0.0 if scheduler.config_error is None else 1.0)
+            yield failed
         if self._database_up is not None:
             up = GaugeMetricFamily(
                 "durably_database_up", "1 if the last count of runs in the database succeeded, else 0."

@@ -5,6 +5,10 @@ the document is constructed, and records the line of every key and value under i
 from the root (``("schedules", "nightly", "cron")``). It also rejects duplicate keys at every level
 (PyYAML keeps the last of two equal keys without a word). Errors are :class:`Problem` with a line;
 the loader turns them into ConfigError with the file's path.
+
+The index follows aliases (a key under ``<<: *defaults`` has a path of its own), so what it walks
+is the expanded tree: the document is composed by :class:`~._yaml_guard.GuardedLoader`, which
+refuses alias bombs, deep nesting and recursive aliases before this walk or the constructor starts.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from ._yaml_guard import BudgetExceeded, GuardedLoader
 
 __all__ = ["Document", "Path_", "Place", "Problem", "message", "read_document"]
 
@@ -155,7 +161,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
 
 def read_document(text: str) -> Document:
     try:
-        loader = yaml.SafeLoader(text)
+        loader = GuardedLoader(text)
     except yaml.YAMLError as exc:
         raise _yaml_problem(exc, text) from None
     try:
@@ -168,6 +174,8 @@ def read_document(text: str) -> Document:
         data = loader.construct_document(root)
     except yaml.YAMLError as exc:
         raise _yaml_problem(exc, text) from None
+    except BudgetExceeded as exc:
+        raise Problem(exc.message, exc.line) from None
     finally:
         loader.dispose()
     return Document(data, places, root.start_mark.line + 1)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _UTC = ZoneInfo("UTC")
+_M = TypeVar("_M", bound=BaseModel)
 _SCHEDULE_NAME = re.compile(SCHEDULE_NAME_PATTERN, re.ASCII)
 
 
@@ -273,35 +274,54 @@ def _error_text(error: ErrorDetails) -> str:
     return f"{error['msg']} (got {got})" if got is not None else error["msg"]
 
 
-def _validation_problem(exc: ValidationError, doc: Document, base: Path_) -> Problem:
-    """The error that comes first in the file (pydantic's order among errors on one line)."""
+def _validation_problems(exc: ValidationError, doc: Document, base: Path_) -> list[Problem]:
+    """Every pydantic error as a Problem at its line, in the file's order."""
     errors = exc.errors(include_url=False)
 
     def position(item: tuple[int, ErrorDetails]) -> tuple[int, int]:
         return doc.line((*base, *item[1]["loc"])), item[0]
 
-    _, first = min(enumerate(errors), key=position)
-    loc, what = first["loc"], _error_text(first)
-    if loc and loc[-1] == "[key]":  # pydantic's marker for a mapping key that is itself invalid
-        loc, what = loc[:-1], f"invalid key: {what}"
-    return doc.problem((*base, *loc), what)
+    problems: list[Problem] = []
+    for _, error in sorted(enumerate(errors), key=position):
+        loc, what = error["loc"], _error_text(error)
+        if loc and loc[-1] == "[key]":  # pydantic's marker for a mapping key that is itself invalid
+            loc, what = loc[:-1], f"invalid key: {what}"
+        problems.append(doc.problem((*base, *loc), what))
+    return problems
 
 
-def _check_keys(
+class _Invalid(Exception):
+    """Some problems were found; the caller records them and goes on with the next part."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(problems[0].message)
+        self.problems = problems
+
+
+def _validate(model: type[_M], values: Mapping[str, Any], doc: Document, base: Path_) -> _M:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _Invalid(_validation_problems(exc, doc, base)) from None
+
+
+def _unknown_keys(
     doc: Document, raw: Mapping[Any, Any], path: Path_, allowed: tuple[str, ...], kind: str
-) -> None:
+) -> list[Problem]:
+    problems: list[Problem] = []
     for key in raw:
         if key in allowed:
             continue
         hint = _HINTS.get((kind, doc.text((*path, key))), f"allowed: {', '.join(sorted(allowed))}")
-        raise doc.problem((*path, key), f"unknown key ({hint})", key=True)
+        problems.append(doc.problem((*path, key), f"unknown key ({hint})", key=True))
+    return problems
 
 
 def _mapping(doc: Document, value: Any, path: Path_, what: str) -> dict[Any, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise doc.problem(path, f"expected {what}")
+        raise _Invalid([doc.problem(path, f"expected {what}")])
     return value
 
 
@@ -310,14 +330,10 @@ def _check_job(
 ) -> None:
     if entry.job not in job_inputs:
         known = ", ".join(sorted(job_inputs)) or "none are registered"
-        raise doc.problem((*path, "job"), f"unknown job '{entry.job}' (known jobs: {known})")
+        raise _Invalid([doc.problem((*path, "job"), f"unknown job '{entry.job}' (known jobs: {known})")])
     model = job_inputs[entry.job]
-    if model is None:
-        return
-    try:
-        model.model_validate(entry.input)
-    except ValidationError as exc:
-        raise _validation_problem(exc, doc, (*path, "input")) from None
+    if model is not None:
+        _validate(model, entry.input, doc, (*path, "input"))
 
 
 def _check_retry(doc: Document, settings: RetrySettings | None, path: Path_) -> None:
@@ -328,67 +344,120 @@ def _check_retry(doc: Document, settings: RetrySettings | None, path: Path_) -> 
         Retry().merged(settings.override())
     except RetryPolicyError as exc:
         where = (*path, "retry", exc.field) if (*path, "retry", exc.field) in doc.places else (*path, "retry")
-        raise doc.problem(where, exc.message) from None
+        raise _Invalid([doc.problem(where, exc.message)]) from None
+
+
+class _Builder:
+    """Builds a SchedulesConfig part by part; a part that fails adds its problems and is skipped,
+    so one pass reports every problem of the file (``schedules validate``)."""
+
+    def __init__(self, doc: Document, job_inputs: Mapping[str, type[BaseModel] | None] | None) -> None:
+        self.doc = doc
+        self.job_inputs = job_inputs
+        self.problems: list[Problem] = []
+
+    def known(self, raw: dict[Any, Any], path: Path_, allowed: tuple[str, ...], kind: str) -> dict[Any, Any]:
+        """``raw`` without its unknown keys, each of which is recorded as a problem."""
+        unknown = _unknown_keys(self.doc, raw, path, allowed, kind)
+        self.problems += unknown
+        return raw if not unknown else {k: v for k, v in raw.items() if k in allowed}
+
+    def zone(self, top: dict[Any, Any]) -> ZoneInfo:
+        if "timezone" not in top:
+            return _UTC
+        try:
+            return _to_zone(top["timezone"])
+        except ValueError as exc:
+            self.problems.append(self.doc.problem(("timezone",), str(exc)))
+            return _UTC
+
+    def defaults(self, top: dict[Any, Any]) -> ScheduleDefaults:
+        try:
+            raw = _mapping(self.doc, top.get("defaults"), ("defaults",), "a mapping of default values")
+            raw = self.known(raw, ("defaults",), _DEFAULT_KEYS, "defaults")
+            defaults = _validate(ScheduleDefaults, raw, self.doc, ("defaults",))
+            _check_retry(self.doc, defaults.retry, ("defaults",))
+        except _Invalid as exc:
+            self.problems += exc.problems
+            return ScheduleDefaults()
+        return defaults
+
+    def entry(
+        self, key: Any, raw: Any, defaults: ScheduleDefaults, zone: ZoneInfo, seen: dict[str, ScheduleEntry]
+    ) -> ScheduleEntry:
+        doc = self.doc
+        at: Path_ = ("schedules", key)
+        name = doc.text(at)
+        if not _SCHEDULE_NAME.fullmatch(name):
+            raise _Invalid(
+                [doc.problem((*at, "name"), "use only letters, digits, '_', '.' and '-'", key=True)]
+            )
+        if name in seen:  # e.g. '1:' and '"1":', different keys to YAML
+            first = seen[name].line
+            raise _Invalid(
+                [doc.problem(at, f"duplicate schedule name (first defined on line {first})", key=True)]
+            )
+        if not isinstance(raw, dict):
+            raise _Invalid([doc.problem(at, "expected a mapping with at least 'cron' and 'job'", key=True)])
+        unknown = _unknown_keys(doc, raw, at, _ENTRY_KEYS, "entry")
+        values: dict[str, Any] = {field: getattr(defaults, field) for field in _DEFAULT_KEYS}
+        values["timezone"] = zone
+        values.update((k, v) for k, v in raw.items() if k in _ENTRY_KEYS)
+        values["name"] = name
+        values["line"] = doc.line(at, key=True)
+        try:
+            entry = _validate(ScheduleEntry, values, doc, at)
+            if "retry" in raw:
+                _check_retry(doc, entry.retry, at)
+            if self.job_inputs is not None:
+                _check_job(doc, entry, at, self.job_inputs)
+        except _Invalid as exc:
+            raise _Invalid(unknown + exc.problems) from None
+        if unknown:
+            raise _Invalid(unknown)
+        return entry
+
+    def entries(
+        self, top: dict[Any, Any], defaults: ScheduleDefaults, zone: ZoneInfo
+    ) -> dict[str, ScheduleEntry]:
+        doc = self.doc
+        schedules = _mapping(doc, top["schedules"], ("schedules",), "a mapping of schedule names to entries")
+        entries: dict[str, ScheduleEntry] = {}
+        for key, raw in schedules.items():
+            try:
+                entry = self.entry(key, raw, defaults, zone, entries)
+            except _Invalid as exc:
+                self.problems += exc.problems
+                continue
+            entries[entry.name] = entry
+        return entries
 
 
 def _build(
     doc: Document, path: str, job_inputs: Mapping[str, type[BaseModel] | None] | None
 ) -> SchedulesConfig:
+    """The configuration, or _Invalid with every problem found, in the file's order."""
     top = doc.data
     if top is None:  # '---' alone, or 'null'
-        raise Problem("the file is empty; it needs a 'schedules' mapping", None)
+        raise _Invalid([Problem("the file is empty; it needs a 'schedules' mapping", None)])
     if not isinstance(top, dict):
-        raise Problem("expected a mapping with a 'schedules' key at the top level", doc.root_line)
-    _check_keys(doc, top, (), _TOP_KEYS, "top")
-
-    zone = _UTC
-    if "timezone" in top:
-        try:
-            zone = _to_zone(top["timezone"])
-        except ValueError as exc:
-            raise doc.problem(("timezone",), str(exc)) from None
-
-    raw_defaults = _mapping(doc, top.get("defaults"), ("defaults",), "a mapping of default values")
-    _check_keys(doc, raw_defaults, ("defaults",), _DEFAULT_KEYS, "defaults")
-    try:
-        defaults = ScheduleDefaults.model_validate(raw_defaults)
-    except ValidationError as exc:
-        raise _validation_problem(exc, doc, ("defaults",)) from None
-    _check_retry(doc, defaults.retry, ("defaults",))
-
-    if "schedules" not in top:
-        raise Problem(
-            "missing 'schedules' (a mapping of schedule names to entries; {} for none)", doc.root_line
-        )
-    schedules = _mapping(doc, top["schedules"], ("schedules",), "a mapping of schedule names to entries")
-
+        raise _Invalid([Problem("expected a mapping with a 'schedules' key at the top level", doc.root_line)])
+    build = _Builder(doc, job_inputs)
+    top = build.known(top, (), _TOP_KEYS, "top")
+    zone = build.zone(top)
+    defaults = build.defaults(top)
     entries: dict[str, ScheduleEntry] = {}
-    for key, raw in schedules.items():
-        at: Path_ = ("schedules", key)
-        name = doc.text(at)
-        line = doc.line(at, key=True)
-        if not _SCHEDULE_NAME.fullmatch(name):
-            raise doc.problem((*at, "name"), "use only letters, digits, '_', '.' and '-'", key=True)
-        if name in entries:  # e.g. '1:' and '"1":', different keys to YAML
-            first = entries[name].line
-            raise doc.problem(at, f"duplicate schedule name (first defined on line {first})", key=True)
-        if not isinstance(raw, dict):
-            raise doc.problem(at, "expected a mapping with at least 'cron' and 'job'", key=True)
-        _check_keys(doc, raw, at, _ENTRY_KEYS, "entry")
-        values: dict[str, Any] = {field: getattr(defaults, field) for field in _DEFAULT_KEYS}
-        values["timezone"] = zone
-        values.update(raw)
-        values["name"] = name
-        values["line"] = line
+    if "schedules" in top:
         try:
-            entry = ScheduleEntry.model_validate(values)
-        except ValidationError as exc:
-            raise _validation_problem(exc, doc, at) from None
-        if "retry" in raw:
-            _check_retry(doc, entry.retry, at)
-        if job_inputs is not None:
-            _check_job(doc, entry, at, job_inputs)
-        entries[name] = entry
+            entries = build.entries(top, defaults, zone)
+        except _Invalid as exc:
+            build.problems += exc.problems
+    problems = sorted(build.problems, key=lambda problem: problem.line or 0)
+    if "schedules" not in top:  # after the others: often the consequence of a misspelt key
+        what = "missing 'schedules' (a mapping of schedule names to entries; {} for none)"
+        problems.append(Problem(what, doc.root_line))
+    if problems:
+        raise _Invalid(problems)
     return SchedulesConfig(path=path, timezone=zone, defaults=defaults, schedules=entries)
 
 
@@ -397,8 +466,15 @@ def _one_line(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-def _fail(problem: Problem, path: str) -> NoReturn:
-    raise ConfigError(_one_line(problem.message), path=_one_line(path), line=problem.line) from None
+def _error(problem: Problem, path: str) -> ConfigError:
+    return ConfigError(_one_line(problem.message), path=_one_line(path), line=problem.line)
+
+
+def _fail(problems: list[Problem], path: str) -> NoReturn:
+    """The first problem as the error; ``problems`` on it holds every one (``schedules validate``)."""
+    errors = [_error(problem, path) for problem in problems]
+    errors[0].problems = tuple(errors)
+    raise errors[0] from None
 
 
 def parse_schedules(
@@ -414,7 +490,9 @@ def parse_schedules(
     try:
         return _build(read_document(text), path, job_inputs)
     except Problem as problem:
-        _fail(problem, path)
+        _fail([problem], path)
+    except _Invalid as invalid:
+        _fail(invalid.problems, path)
 
 
 def load_schedules(

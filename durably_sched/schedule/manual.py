@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from ..errors import DurablyError
+from ..errors import InvalidArgumentError
 from ..store.base import FireOutcome, FireResult
 from .config import ScheduleEntry
 from .cron import fire_key, fire_times, is_fire_time, latest_fire_time, next_fire_time
@@ -31,10 +31,14 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKFILL_BATCH",
     "BACKFILL_LIMIT",
+    "BACKFILL_MAX",
+    "EARLIEST",
+    "LATEST",
     "ScheduleActionError",
     "SlotResult",
     "backfill",
     "backfill_times",
+    "plan_backfill",
     "slot_time",
     "trigger_slot",
     "zone_time",
@@ -42,10 +46,16 @@ __all__ = [
 
 BACKFILL_LIMIT = 10_000
 """A backfill of more fire times than this needs ``force``."""
+BACKFILL_MAX = 50_000
+"""No backfill holds more fire times than this, ``force`` or not (split a longer range)."""
 BACKFILL_BATCH = 200
+EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+"""Times given for a slot or a backfill must lie in [EARLIEST, LATEST]: a day's margin inside the
+calendar's ends, so every zone offset and every step to a neighbouring fire time stays in range."""
 
 
-class ScheduleActionError(DurablyError):
+class ScheduleActionError(InvalidArgumentError):
     """A slot or backfill request that cannot be carried out; ``field`` names the argument."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
@@ -64,6 +74,18 @@ def _aware(value: datetime, entry: ScheduleEntry) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=entry.timezone)
     return value
+
+
+def _in_range(value: datetime, name: str, field: str) -> None:
+    """Refuse a time outside [EARLIEST, LATEST] (e.g. 0001-01-01T00:00:00+14:00) naming ``name``."""
+    try:
+        inside = EARLIEST <= value.astimezone(UTC) <= LATEST
+    except (OverflowError, ValueError):
+        inside = False
+    if not inside:
+        raise ScheduleActionError(
+            f"{name} {value.isoformat()} is out of the supported range (years 2 to 9998)", field
+        )
 
 
 def slot_time(
@@ -87,6 +109,7 @@ def slot_time(
             )
         return latest
     when = _aware(at, entry)
+    _in_range(when, name, "at")
     if when.microsecond == 0 and is_fire_time(spec, zone, when):
         return when.astimezone(zone)
     before = latest_fire_time(spec, zone, when)
@@ -145,13 +168,17 @@ def backfill_times(
 ) -> list[datetime]:
     """Every fire time of ``entry`` in [start, end] (naive times in the schedule's zone).
 
-    Refused (ScheduleActionError) when ``end`` is before ``start``, and without ``force`` when
-    ``end`` is in the future or the range holds more than ``limit`` fire times. ``names``: how the
-    caller spells the start, end and force arguments, for the messages (``--from`` ...).
+    Refused (ScheduleActionError) when a time is outside [EARLIEST, LATEST], when ``end`` is
+    before ``start``, when the range holds more than :data:`BACKFILL_MAX` fire times, and without
+    ``force`` when ``end`` is in the future or the range holds more than ``limit`` fire times.
+    ``names``: how the caller spells the start, end and force arguments, for the messages
+    (``--from`` ...). CPU-bound for long ranges: from a running loop, use :func:`plan_backfill`.
     """
     from_name, to_name, force_name = names
     zone = entry.timezone
     first, last = _aware(start, entry), _aware(end, entry)
+    _in_range(first, from_name, "from")
+    _in_range(last, to_name, "to")
     if last < first:
         raise ScheduleActionError(
             f"{to_name} {show(last.astimezone(zone))} is before {from_name} {show(first.astimezone(zone))}",
@@ -164,13 +191,33 @@ def backfill_times(
             "to",
         )
     found = fire_times(entry.cron, zone, first - timedelta(seconds=1), last)
-    times = [t for t in itertools.islice(found, None if force else limit + 1) if t >= first]
+    most = BACKFILL_MAX if force else min(limit, BACKFILL_MAX)
+    times = [t for t in itertools.islice(found, most + 1) if t >= first]
+    if len(times) > BACKFILL_MAX:
+        raise ScheduleActionError(
+            f"more than {BACKFILL_MAX:,} fire times of schedule '{entry.name}' between {show(first)} "
+            f"and {show(last)}: no backfill is that large, even with {force_name}; split the range",
+        )
     if len(times) > limit and not force:
         raise ScheduleActionError(
             f"more than {limit:,} fire times of schedule '{entry.name}' between {show(first)} and "
             f"{show(last)}; narrow the range or pass {force_name}",
         )
     return times
+
+
+async def plan_backfill(
+    entry: ScheduleEntry,
+    start: datetime,
+    end: datetime,
+    *,
+    force: bool = False,
+    names: tuple[str, str, str] = ("from", "to", "force"),
+    show: Callable[[datetime], str] = zone_time,
+) -> list[datetime]:
+    """:func:`backfill_times` on a thread, so the event loop (probes, the scheduler, the worker)
+    goes on while up to :data:`BACKFILL_MAX` fire times are computed."""
+    return await asyncio.to_thread(backfill_times, entry, start, end, force=force, names=names, show=show)
 
 
 async def backfill(

@@ -35,6 +35,7 @@ from .._durations import format_duration
 from .._ratelimit import RateLimitedLog
 from ..events import ScheduleAutoPauseEvent
 from ..store.base import Fire, FireOutcome, FireResult, NewRun, ScheduleState
+from ..store.config_errors import ConfigErrorRecord
 from .config import ScheduleEntry, SchedulesConfig
 from .cron import fire_key, fire_times, jitter_offset
 from .pausing import AUTO_PAUSE_BY
@@ -162,6 +163,8 @@ class Scheduler:
         self.last_tick_monotonic = 0.0
         self._warnings = RateLimitedLog(log)
         self.listeners: list[Callable[[ScheduleEntry, datetime, FireResult, timedelta], None]] = []
+        self.config_error: ConfigErrorRecord | None = None
+        """The last reload of the schedules file failed (set by schedule.reloading); None: it did not."""
         durably.use_schedules(config)
 
     # -- configuration --------------------------------------------------------------------------
@@ -194,11 +197,17 @@ class Scheduler:
         self._loaded = True
 
     async def reload(self, config: SchedulesConfig) -> None:
-        """Apply a new configuration without a restart; logs which schedules changed."""
+        """Apply a new configuration without a restart; logs which schedules changed.
+
+        All or nothing: when reading the cursors fails, the previous configuration stays in force."""
         changes = describe_changes(self.config, config)
-        self.config = config
+        previous, self.config = self.config, config
+        try:
+            await self.load()
+        except BaseException:
+            self.config = previous
+            raise
         self.durably.use_schedules(config)
-        await self.load()
         self._wake.set()
         log.info("schedules reloaded from %s: %s", config.path, changes)
 

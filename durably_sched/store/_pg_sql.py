@@ -157,6 +157,7 @@ WITH mine AS (
 SELECT {RUN_SELECT}, CASE WHEN status = 'pending' THEN {NOTIFY} END FROM ins
 """
 
+
 def _fenced_step(first: int) -> str:
     """The CTEs a checkpoint starts with: the run row locked if $1/$2 still hold it, and the step
     row (name, index, output, started, completed: ``$first`` on) inserted for it."""

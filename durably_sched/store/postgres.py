@@ -56,6 +56,7 @@ from .._ratelimit import RateLimitedLog
 from ..errors import DatabaseUnavailableError, DatabaseUrlError, SchemaVersionError, StoreError
 from . import _activity, _runs_query
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
+from ._pg_config_errors import PostgresConfigErrors
 from ._pg_errors import describe, error_class, hint, is_connection_error, is_transient
 from ._pg_listener import Listener
 from ._pg_sql import (
@@ -209,7 +210,7 @@ async def _keep_session(conn: Any) -> None:
     """
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresConfigErrors, Store):
     """Store on a PostgreSQL database through an asyncpg connection pool."""
 
     def __init__(

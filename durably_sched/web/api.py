@@ -32,7 +32,7 @@ from ..errors import (
     UnknownJobError,
 )
 from ..feed import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
-from ..schedule import manual
+from ..schedule import manual, reloading
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.describe import describe_cron
@@ -514,7 +514,8 @@ async def schedule_json(
 @endpoint()
 async def list_schedules(request: Request) -> Response:
     ctx = context(request)
-    return JSONResponse({"schedules": await schedules_json(ctx)})
+    errors = await reloading.config_errors_json(ctx.durably, _json.utc)
+    return JSONResponse({"schedules": await schedules_json(ctx), "config_errors": errors})
 
 
 async def schedules_json(ctx: WebContext) -> list[dict[str, Any]]:
@@ -692,7 +693,7 @@ async def backfill_schedule(request: Request) -> Response:
     for flag in ("dry_run", "force"):
         if not isinstance(body.get(flag, False), bool):
             raise ApiError(400, "bad_request", f"{flag} must be true or false")
-    times = manual.backfill_times(
+    times = await manual.plan_backfill(
         entry,
         _in_zone(start, "from", entry),
         _in_zone(end, "to", entry),

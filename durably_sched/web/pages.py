@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import RunNotFoundError
 from ..schedule.cron import fire_key, fire_times
+from ..schedule.reloading import config_errors_shown
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
 from . import _json
 from ._pictures import schedule_pictures, sparklines
@@ -74,6 +75,7 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
         role=ctx.auth.role(request),
         title=ctx.title,
         path=request.url.path,
+        config_errors=getattr(request.state, "config_errors", ()),
         **values,
     )
     return HTMLResponse(html, status, headers=PAGE_HEADERS)
@@ -101,6 +103,7 @@ def page(handler: Any) -> Any:
             root = app_root(request)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"{root}/login?next={quote(target)}", 303)
+        request.state.config_errors = await config_errors_shown(ctx.durably)
         try:
             response: Response = await handler(request)
             return response

@@ -56,7 +56,7 @@ def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_alert_rules_are_valid_prometheus_rules() -> None:
     result = run_promtool("check", "rules", RULES.name)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_the_alert_rules_pass_their_promtool_unit_tests() -> None:

@@ -565,7 +565,10 @@ def test_validate_good_file_and_bad_files(project: Project) -> None:
     wrong_input = project.write("input.yaml", SCHEDULES.replace("{filename: a.png}", "{size: x}"))
     result = project.run("schedules", "validate", str(wrong_input))
     assert result.exit_code == 2
-    assert ":9: schedule 'images': input" in error_line(result)
+    problems = result.stderr.splitlines()  # every problem, one line each (schedules validate)
+    assert [line.split(": schedule ")[0].rsplit(":", 1)[1] for line in problems] == ["9", "9"]
+    assert "schedule 'images': input.filename: is required" in problems[0]
+    assert "schedule 'images': input.size: " in problems[1]
     result = project.run("schedules", "validate", "missing.yaml")
     assert result.exit_code == 2
     assert "missing.yaml: cannot read the schedules file" in error_line(result)

@@ -117,6 +117,7 @@ async def test_a_release_database_upgrades_with_every_record_intact(backend: Bac
         # The run that failed under 0.1.0 failed once; nothing else used up a retry budget.
         assert record.failed_attempts == (1 if record.status == "failed" else 0), key
     assert await store.list_workers() == []  # the 0.1.0 workers never registered
+    assert await store.list_config_errors() == []  # no reload failed before the upgrade
 
 
 async def test_old_runs_still_behave_after_the_upgrade(backend: Backend) -> None:
