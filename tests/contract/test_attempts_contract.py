@@ -7,6 +7,7 @@ Each test states what `runs show`, the API, the dashboard or `trigger --wait` re
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from durably_sched.store.base import Store
@@ -23,10 +24,8 @@ async def test_a_run_retried_four_times_keeps_every_failure_and_its_completion(s
         if n == 1:
             assert await store.checkpoint(checkpoint(run, "fetch")) == "ok"
         step = "render" if n % 2 else None
-        assert (
-            await store.retry_later(run.id, run.generation, error, step, 0.0, traceback=f"Traceback\n{error}\n")
-            == "ok"
-        )
+        trace = f"Traceback\n{error}\n"
+        assert await store.retry_later(run.id, run.generation, error, step, 0.0, traceback=trace) == "ok"
     run = await claim_one(store, worker="w5")
     assert await store.complete_run(run.id, run.generation, {"ok": True}) == "ok"
     attempts = await store.get_attempts(run.id)
@@ -42,8 +41,8 @@ async def test_a_run_retried_four_times_keeps_every_failure_and_its_completion(s
         assert a.run_id == run.id
         assert a.started_at is not None and a.started_at.tzinfo is not None
         assert a.started_at <= a.ended_at and a.duration is not None
-    for earlier, later in zip(attempts, attempts[1:], strict=False):
-        assert earlier.ended_at <= later.started_at  # type: ignore[operator]
+    for earlier, later in itertools.pairwise(attempts):
+        assert later.started_at is not None and earlier.ended_at <= later.started_at
     assert final.completed_at is not None and abs(attempts[-1].ended_at - final.completed_at) < timedelta(
         seconds=1
     )
