@@ -36,7 +36,7 @@ ATTEMPT_OUTCOMES: tuple[AttemptOutcome, ...] = ("completed", "failed", "released
 
 ATTEMPTS_SQL = (
     "SELECT run_id, attempt, outcome, worker_id, started_at, ended_at, error, failed_step_name, "
-    "traceback FROM run_attempts WHERE run_id = {run} AND attempt > {after} ORDER BY attempt"
+    "traceback, failed_attempts FROM run_attempts WHERE run_id = {run} AND attempt > {after} ORDER BY attempt"
 )
 """The attempts of one run after a number, in order (placeholders filled per backend)."""
 
@@ -54,6 +54,9 @@ class AttemptRecord:
     """Its claim; None when not known (the last attempt of a run made before schema v6)."""
     ended_at: datetime
     """When it ended; for ``lease_lost``, when the holder's lease ran out."""
+    failed_attempts: int = 0
+    """The run's count of failed attempts once this one ended: for a failure, which failed try of
+    the retry budget it was (an operator's retry starts the count again)."""
     error: str | None = None
     """``failed`` only: the one-line error, the step it failed in and the traceback."""
     failed_step_name: str | None = None
@@ -83,6 +86,7 @@ def attempt_from_row(row: Mapping[str, Any], time: Callable[[Any], datetime | No
         worker_id=row["worker_id"],
         started_at=time(row["started_at"]),
         ended_at=ended,
+        failed_attempts=row["failed_attempts"],
         error=row["error"],
         failed_step_name=row["failed_step_name"],
         traceback=row["traceback"],

@@ -35,6 +35,7 @@ async def test_a_run_retried_four_times_keeps_every_failure_and_its_completion(s
     assert [a.failed_step_name for a in attempts] == ["render", None, "render", None, None]
     assert [a.traceback for a in attempts] == [f"Traceback\n{e}\n" for e in errors] + [None]
     assert [a.worker_id for a in attempts] == ["w1", "w2", "w3", "w4", "w5"]
+    assert [a.failed_attempts for a in attempts] == [1, 2, 3, 4, 4]  # failed try 1, 2, 3, 4 of the budget
     final = await store.get_run(run.id)
     assert final is not None and final.error is None  # the run itself keeps only its outcome
     for a in attempts:
@@ -110,6 +111,7 @@ async def test_an_operator_retry_keeps_earlier_attempts_and_numbers_on(store: St
     assert await store.complete_run(again.id, again.generation, 1) == "ok"
     attempts = await store.get_attempts(run.id)
     assert [(a.attempt, a.outcome) for a in attempts] == [(1, "failed"), (2, "completed")]  # ... same history
+    assert [a.failed_attempts for a in attempts] == [1, 0]
 
 
 async def test_a_runs_attempts_go_with_it_on_delete_and_purge(backend: Backend, store: Store) -> None:

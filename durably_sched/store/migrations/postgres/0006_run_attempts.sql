@@ -17,6 +17,7 @@ CREATE TABLE run_attempts (
     error text,                          -- failed: the one-line error, the step, the traceback
     failed_step_name text,
     traceback text,
+    failed_attempts integer NOT NULL,    -- the run's failed attempts after it (the retry budget used)
     PRIMARY KEY (run_id, attempt)
 );
 
@@ -37,7 +38,8 @@ DECLARE
         ELSE NEW.status END;
 BEGIN
     INSERT INTO run_attempts (
-        run_id, attempt, outcome, worker_id, started_at, ended_at, error, failed_step_name, traceback
+        run_id, attempt, outcome, worker_id, started_at, ended_at, error, failed_step_name, traceback,
+        failed_attempts
     ) VALUES (
         NEW.id, OLD.attempt, how, OLD.worker_id, OLD.attempt_started_at,
         CASE how
@@ -46,7 +48,8 @@ BEGIN
             ELSE coalesce(NEW.completed_at, NEW.updated_at) END,
         CASE WHEN how = 'failed' THEN NEW.error END,
         CASE WHEN how = 'failed' THEN NEW.failed_step_name END,
-        CASE WHEN how = 'failed' THEN NEW.traceback END
+        CASE WHEN how = 'failed' THEN NEW.traceback END,
+        NEW.failed_attempts
     )
     ON CONFLICT DO NOTHING;
     RETURN NULL;
@@ -78,7 +81,7 @@ EXECUTE FUNCTION durably_runs_deleted();
 -- run (completed or failed) and of each run waiting for a retry. Its start is known only when it
 -- was the first attempt; earlier attempts were never stored and are not invented.
 INSERT INTO run_attempts (run_id, attempt, outcome, worker_id, started_at, ended_at, error,
-    failed_step_name, traceback)
+    failed_step_name, traceback, failed_attempts)
 SELECT id, attempt,
     CASE WHEN status = 'completed' THEN 'completed' ELSE 'failed' END,
     worker_id,
@@ -86,7 +89,8 @@ SELECT id, attempt,
     coalesce(completed_at, updated_at),
     CASE WHEN status <> 'completed' THEN error END,
     CASE WHEN status <> 'completed' THEN failed_step_name END,
-    CASE WHEN status <> 'completed' THEN traceback END
+    CASE WHEN status <> 'completed' THEN traceback END,
+    failed_attempts
 FROM runs
 WHERE attempt > 0 AND (status IN ('completed', 'failed')
     OR (status = 'pending' AND failed_attempts > 0 AND error IS NOT NULL));

@@ -17,6 +17,7 @@ CREATE TABLE run_attempts (
     error TEXT,                          -- failed: the one-line error, the step, the traceback
     failed_step_name TEXT,
     traceback TEXT,
+    failed_attempts INTEGER NOT NULL,    -- the run's failed attempts after it (the retry budget used)
     PRIMARY KEY (run_id, attempt)
 ) WITHOUT ROWID;
 
@@ -28,7 +29,8 @@ CREATE TRIGGER runs_attempt_ended AFTER UPDATE OF status, generation ON runs
 WHEN OLD.status = 'running' AND (NEW.status != 'running' OR NEW.generation != OLD.generation)
 BEGIN
     INSERT INTO run_attempts (
-        run_id, attempt, outcome, worker_id, started_at, ended_at, error, failed_step_name, traceback
+        run_id, attempt, outcome, worker_id, started_at, ended_at, error, failed_step_name, traceback,
+        failed_attempts
     )
     SELECT NEW.id, OLD.attempt, o.outcome, OLD.worker_id, OLD.attempt_started_at,
         CASE o.outcome
@@ -37,7 +39,8 @@ BEGIN
             ELSE coalesce(NEW.completed_at, NEW.updated_at) END,
         CASE WHEN o.outcome = 'failed' THEN NEW.error END,
         CASE WHEN o.outcome = 'failed' THEN NEW.failed_step_name END,
-        CASE WHEN o.outcome = 'failed' THEN NEW.traceback END
+        CASE WHEN o.outcome = 'failed' THEN NEW.traceback END,
+        NEW.failed_attempts
     FROM (SELECT CASE
         WHEN NEW.generation != OLD.generation THEN 'lease_lost'
         WHEN NEW.status = 'pending' AND NEW.failed_attempts > OLD.failed_attempts THEN 'failed'
@@ -57,7 +60,7 @@ END;
 -- run (completed or failed) and of each run waiting for a retry. Its start is known only when it
 -- was the first attempt; earlier attempts were never stored and are not invented.
 INSERT INTO run_attempts (run_id, attempt, outcome, worker_id, started_at, ended_at, error,
-    failed_step_name, traceback)
+    failed_step_name, traceback, failed_attempts)
 SELECT id, attempt,
     CASE WHEN status = 'completed' THEN 'completed' ELSE 'failed' END,
     worker_id,
@@ -65,7 +68,8 @@ SELECT id, attempt,
     coalesce(completed_at, updated_at),
     CASE WHEN status != 'completed' THEN error END,
     CASE WHEN status != 'completed' THEN failed_step_name END,
-    CASE WHEN status != 'completed' THEN traceback END
+    CASE WHEN status != 'completed' THEN traceback END,
+    failed_attempts
 FROM runs
 WHERE attempt > 0 AND (status IN ('completed', 'failed')
     OR (status = 'pending' AND failed_attempts > 0 AND error IS NOT NULL));
