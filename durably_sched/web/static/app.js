@@ -342,9 +342,14 @@
     source.addEventListener("run:progress", (event) => setProgress(JSON.parse(event.data).progress));
     source.addEventListener("run:start", (event) => {
       setStatus("running");
-      field("attempt").textContent = JSON.parse(event.data).attempt;
+      const attempt = JSON.parse(event.data).attempt;
+      field("attempt").textContent = attempt;
+      const note = field("retry-note");  // the error box above is a previous attempt's: say so
+      if (note) note.textContent = `retrying: attempt ${attempt} is running`;
     });
-    source.addEventListener("run:release", () => setStatus("pending"));
+    // A released attempt (a failure to retry, a graceful stop): reload for the new attempt row
+    // and the error it left.
+    source.addEventListener("run:release", () => { setStatus("pending"); setTimeout(() => location.reload(), 800); });
     source.addEventListener("run:retry", () => setStatus("pending"));
     source.addEventListener("step:complete", reloadSteps);
     source.addEventListener("log:write", (event) => {
