@@ -99,6 +99,11 @@ def test_wait_prints_each_failed_attempt_as_it_happens(migrated: Project) -> Non
         r"attempt 1 failed \(failed try 1 of 3\) after [0-9.]+m?s on \S+: ConnectionError: upstream said 503",
         failed[0],
     ), failed
+    # `runs watch` of the run afterwards tells its history the same way (the completion is the report).
+    run_id = re.search(r"run ([0-9a-f-]{36}) completed", result.stderr).group(1)  # type: ignore[union-attr]
+    watched = migrated.run("runs", "watch", run_id)
+    assert watched.exit_code == 0, watched.stderr
+    assert [line for line in watched.stderr.splitlines() if line.startswith("attempt ")] == failed
 
 
 def test_a_pending_run_says_what_it_waits_for(migrated: Project) -> None:
