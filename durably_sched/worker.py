@@ -778,7 +778,7 @@ class Worker:
             if outcome != "ok":
                 return
             log.warning(
-                "run failed%s (attempt %d of %d); retrying in %s: %s",
+                "run failed%s (failed try %d of %d); retrying in %s: %s",
                 in_step,
                 failures,
                 policy.max_attempts,
