@@ -14,7 +14,7 @@ from .._tracebacks import user_frame
 from ..attempt_views import attempt_fields, retry_budget
 from ..durably import Durably
 from ..retry import Retry
-from ..store.base import RUN_STATUSES, LogRecord, RunRecord, WorkerRecord
+from ..store.base import RUN_STATUSES, LogRecord, RunRecord, StepRecord, WorkerRecord
 from ._attempts import attempts_section, known_jobs
 from ._base import (
     DURATION,
@@ -235,6 +235,12 @@ async def show(run_id: str, json_mode: bool) -> None:
     if run.traceback:
         parts += [Text(""), Text("traceback", style="bold"), Text(run.traceback.rstrip(), style="red")]
     parts += attempts_section(run, attempts, budget)
+    print_table(Group(*parts, *_steps_and_logs(steps, logs)))
+
+
+def _steps_and_logs(steps: list[StepRecord], logs: list[LogRecord]) -> list[Any]:
+    """``runs show``'s steps and logs sections (nothing for what the run has none of)."""
+    parts: list[Any] = []
     if steps:
         grid = table("#", "STEP", "STARTED", "DURATION", "OUTPUT", wrap=("OUTPUT",))
         for record in steps:
@@ -252,7 +258,7 @@ async def show(run_id: str, json_mode: bool) -> None:
             message = entry.message + (f" {data_text(entry.data)}" if entry.data else "")
             grid.add_row(show_time(entry.created_at), entry.level, entry.step_name or "-", message)
         parts += [Text(""), Text("logs", style="bold"), grid]
-    print_table(Group(*parts))
+    return parts
 
 
 def _total_row(run: RunRecord) -> str:

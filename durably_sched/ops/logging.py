@@ -134,6 +134,7 @@ def _moment(value: Any) -> datetime | None:
     return None
 
 
+
 def exception_text(exc_info: Any) -> str:
     """A logged exception's traceback as runs store it (durably-sched's own frames left out, see
     ``_tracebacks.format_traceback``), without the final newline."""
