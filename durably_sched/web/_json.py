@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..attempt_views import attempt_fields, not_recorded, retry_budget
-from ..durably import Durably
 from ..events import Event
 from ..registry import worker_fields
 from ..schedule.pausing import state_fields
@@ -21,6 +20,9 @@ from ..store.base import (
     StepRecord,
     WorkerRecord,
 )
+
+if TYPE_CHECKING:
+    from ..durably import Durably
 
 
 def utc(value: datetime | None) -> str | None:
