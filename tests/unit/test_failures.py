@@ -34,12 +34,13 @@ from durably_sched import (
     StepCancelled,
     define_job,
 )
-from durably_sched._tracebacks import format_traceback
+from durably_sched._tracebacks import ERROR_LIMIT, format_traceback
 from durably_sched.errors import RunTimeoutError, StepTimeoutError
 from durably_sched.ops.logging import exception_text
 from durably_sched.registry import host_identity
 from durably_sched.step import MAX_PENDING_LOGS
 from durably_sched.store.base import WorkerInfo
+from durably_sched.store.rows import TRACEBACK_LIMIT
 from tests.backends import Backend
 from tests.helpers import durably_factory, until
 
@@ -210,6 +211,21 @@ async def test_every_attempt_of_a_retried_run_is_kept_and_the_resume_log_says_th
         r.getMessage() for r in caplog.records if r.getMessage().startswith(f"resumed run {result.id}")
     ]
     assert [m.split("(", 1)[1] for m in resumed] == ["try 2 of 3)", "try 3 of 3)"]
+
+
+async def test_a_huge_error_message_is_bounded_on_the_run_and_its_attempts(make: Any) -> None:
+    async def huge(step: Step, payload: dict[str, Any]) -> None:
+        raise ValueError("x" * 200_000)
+
+    durably = await make(define_job(name="huge", run=huge))
+    with pytest.raises(RunFailedError):
+        await durably.jobs.huge.trigger_and_wait({}, timeout=20)
+    [run] = await durably.get_runs(limit=1)
+    [attempt] = await durably.get_attempts(run.id)
+    assert run.error is not None and attempt.error == run.error
+    assert len(run.error) <= ERROR_LIMIT and run.error.startswith("ValueError: xxx")
+    assert run.error.endswith("characters cut]")
+    assert attempt.traceback is not None and len(attempt.traceback) <= TRACEBACK_LIMIT + 100
 
 
 def _raise(exc: BaseException) -> None:
