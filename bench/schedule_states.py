@@ -58,8 +58,11 @@ FINISH_SQL = (
 )
 
 
-def _sqlite_finish(path: Path, trigger: bool, scheduled: bool) -> float:
-    """Microseconds per finishing UPDATE (one transaction each), on a migrated SQLite file."""
+def _sqlite_finish(
+    path: Path, trigger: bool, scheduled: bool, trigger_name: str = "runs_schedule_finished"
+) -> float:
+    """Microseconds per finishing UPDATE (one transaction each), on a migrated SQLite file;
+    without ``trigger``, the trigger ``trigger_name`` is dropped first."""
     from durably_sched.store._common import load_migrations
     from durably_sched.store.sqlite import _split_sql
 
@@ -71,7 +74,7 @@ def _sqlite_finish(path: Path, trigger: bool, scheduled: bool) -> float:
             for statement in _split_sql(sql):
                 conn.execute(statement)
         if not trigger:
-            conn.execute("DROP TRIGGER runs_schedule_finished")
+            conn.execute(f"DROP TRIGGER {trigger_name}")
         conn.executemany(
             "INSERT INTO runs (id, job_name, status, input, labels, schedule_name, generation, created_at, "
             "updated_at) VALUES (?, 'j', 'running', '{}', '{}', ?, 1, 0, 0)",
@@ -88,8 +91,11 @@ def _sqlite_finish(path: Path, trigger: bool, scheduled: bool) -> float:
         conn.close()
 
 
-async def _pg_finish(url: str, trigger: bool, scheduled: bool) -> float:
-    """Microseconds per finishing UPDATE (autocommit), on a freshly migrated PostgreSQL database."""
+async def _pg_finish(
+    url: str, trigger: bool, scheduled: bool, trigger_name: str = "runs_schedule_finished"
+) -> float:
+    """Microseconds per finishing UPDATE (autocommit), on a freshly migrated PostgreSQL database;
+    without ``trigger``, the trigger ``trigger_name`` is dropped first."""
     import asyncpg
 
     from durably_sched.store._common import load_migrations
@@ -100,7 +106,7 @@ async def _pg_finish(url: str, trigger: bool, scheduled: bool) -> float:
             for _, sql in load_migrations("postgres"):
                 await conn.execute(sql)
             if not trigger:
-                await conn.execute("DROP TRIGGER runs_schedule_finished ON runs")
+                await conn.execute(f"DROP TRIGGER {trigger_name} ON runs")
         await conn.executemany(
             "INSERT INTO runs (id, job_name, status, input, labels, schedule_name, generation) "
             "VALUES ($1, 'j', 'running', '{}', '{}', $2, 1)",

@@ -32,12 +32,14 @@ from .jobs import JobDefinition, define_job
 from .limits import Limits
 from .retry import Retry
 from .step import Step
+from .store.attempts import AttemptRecord
 from .store.base import LogRecord, Progress, RunRecord, ScheduleState, StepRecord, WorkerRecord
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousRunIdError",
+    "AttemptRecord",
     "CancelToken",
     "ConfigError",
     "DatabaseCorruptError",

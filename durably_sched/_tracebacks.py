@@ -15,7 +15,7 @@ import os
 import re
 import traceback
 
-__all__ = ["error_line", "format_traceback", "user_frame"]
+__all__ = ["ERROR_LIMIT", "error_line", "format_traceback", "user_frame"]
 
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
 _STDLIB = re.compile(r"[/\\]lib[/\\](?:python|pypy)\d+(?:\.\d+)?[/\\](?!site-packages|dist-packages)")
@@ -23,11 +23,21 @@ _PACKAGES = re.compile(r"[/\\](?:site|dist)-packages[/\\]")
 _OURS = re.compile(r"[/\\]durably_sched[/\\]")
 
 
+ERROR_LIMIT = 4 * 1024
+"""Characters of a one-line error kept on a run and on each of its attempts (the traceback, cut
+to its own limit, has the rest)."""
+
+
 def error_line(exc: BaseException) -> str:
-    """``Type: message`` on one line (a message's line breaks become spaces)."""
+    """``Type: message`` on one line (a message's line breaks become spaces), at most
+    :data:`ERROR_LIMIT` characters."""
     text = " ".join(str(exc).split())
     name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    line = f"{name}: {text}" if text else name
+    if len(line) <= ERROR_LIMIT:
+        return line
+    note = f" [... {len(line) - ERROR_LIMIT} characters cut]"
+    return line[: ERROR_LIMIT - len(note)] + note
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

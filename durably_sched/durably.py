@@ -43,6 +43,7 @@ from .limits import Limits
 from .registry import check_processes
 from .retry import Retry, RetryPolicyError, parse_seconds
 from .store import database_url, open_store
+from .store.attempts import AttemptRecord
 from .store.base import (
     Disposition,
     Fire,
@@ -798,6 +799,10 @@ class Durably:
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         await self.get_run(run_id)
         return await self.store.get_steps(run_id)
+
+    async def get_attempts(self, run_id: str, after: int = 0) -> list[AttemptRecord]:
+        """The run's ended attempts numbered above ``after``, oldest first (docs/attempts.md)."""
+        return await self.store.get_attempts(run_id, after)
 
     async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
         return await self.store.get_logs(run_id, after_id, limit)

@@ -556,11 +556,13 @@ class Worker:
         if run.attempt <= 1:
             return
         previous = run.previous_worker_id
-        notes = [f"attempt {run.attempt}"]
-        if run.failed_attempts:
+        notes = []
+        if run.failed_attempts:  # "try 2 of 3" says it all unless resumes made more attempts
             policy = effective_retry(self.jobs.get(run.job_name), run)
             budget = f" of {policy.max_attempts}" if policy is not None else ""
             notes.append(f"try {run.failed_attempts + 1}{budget}")
+        if run.attempt != run.failed_attempts + 1:
+            notes.append(f"attempt {run.attempt}" + (", resumes included" if notes else ""))
         if previous and previous != self.worker_id:
             notes.append(f"previous holder {previous}")
         log.info(
@@ -771,7 +773,7 @@ class Worker:
             if outcome != "ok":
                 return
             log.warning(
-                "run failed%s (attempt %d of %d); retrying in %s: %s",
+                "run failed%s (failed try %d of %d); retrying in %s: %s",
                 in_step,
                 failures,
                 policy.max_attempts,

@@ -25,10 +25,13 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from .._tracebacks import user_frame
+from ..attempt_views import retry_budget
 from ..durably import Durably
 from ..store.base import RunRecord
+from ._attempts import AttemptLines
 from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, SECONDS, CliError, one_line
 from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text
 
@@ -136,6 +139,14 @@ async def follow_run(
     )
     waiting: str | None = None
     explained_at = 0.0
+    attempts = AttemptLines(durably, retry_budget(durably, record))
+
+    def emit(line: str) -> None:
+        if live:
+            progress.console.print(Text(line))
+        else:
+            click.echo(line, err=True)
+
     with progress:
         task = progress.add_task(f"{record.job_name} {record.id[:8]}", total=None, status="", message="")
         while True:
@@ -148,12 +159,7 @@ async def follow_run(
             elif record.status != "pending":
                 waiting = None
             if show:
-                for entry in await durably.get_logs(run_id, after_id=last_log):
-                    last_log = entry.id
-                    if live:
-                        progress.console.print(log_line(entry))
-                    else:
-                        click.echo(log_line(entry), err=True)
+                last_log = await _show_news(durably, record, last_log, attempts, emit)
             p = record.progress
             progress.update(
                 task,
@@ -174,6 +180,19 @@ async def follow_run(
             record = await durably.get_run(run_id)
             if deadline is not None and time.monotonic() >= deadline and not record.is_finished:
                 return Followed(record, "timeout")
+
+
+async def _show_news(
+    durably: Durably, record: RunRecord, last_log: int, attempts: AttemptLines, emit: Callable[[str], None]
+) -> int:
+    """Print the run's log lines stored after ``last_log``, then a line per attempt that ended
+    since the last look; returns the newest log id."""
+    for entry in await durably.get_logs(record.id, after_id=last_log):
+        last_log = entry.id
+        emit(log_line(entry))
+    for line in await attempts.new_lines(record):
+        emit(line)
+    return last_log
 
 
 async def _waiting_reason(durably: Durably, record: RunRecord) -> str | None:

@@ -11,9 +11,11 @@ from rich.text import Text
 
 from .._durations import format_duration
 from .._tracebacks import user_frame
+from ..attempt_views import attempt_fields, retry_budget
 from ..durably import Durably
 from ..retry import Retry
-from ..store.base import RUN_STATUSES, LogRecord, RunRecord, WorkerRecord
+from ..store.base import RUN_STATUSES, LogRecord, RunRecord, StepRecord, WorkerRecord
+from ._attempts import attempts_section, known_jobs
 from ._base import (
     DURATION,
     EXIT_OK,
@@ -39,6 +41,7 @@ from ._output import (
     step_json,
     table,
     total_text,
+    utc_json,
 )
 from ._wait import check_wait_options, follow_and_report, wait_options, wait_signals
 from .workers import worker_json
@@ -164,12 +167,13 @@ Examples:
 @utc_option
 async def show(run_id: str, json_mode: bool) -> None:
     """Show a run: status, input, steps with durations, progress, output or error, logs."""
-    async with open_durably(settings().database, read_only=True) as durably:
+    async with open_durably(settings().database, known_jobs(), read_only=True) as durably:
         run_id = await durably.resolve_run_id(run_id)
         run = await durably.get_run(run_id)
         steps = await durably.get_steps(run_id)
         logs = await _all_logs(durably, run_id)
         waiting = await durably.waiting_reason(run)
+        attempts, budget = await durably.get_attempts(run_id), retry_budget(durably, run)
         holder = None
         if run.status == "running" and run.worker_id:
             holder = next((w for w in await durably.list_workers() if w.id == run.worker_id), None)
@@ -180,6 +184,7 @@ async def show(run_id: str, json_mode: bool) -> None:
                 "waiting": waiting,
                 "error_location": user_frame(run.traceback),
                 "holder": None if holder is None else worker_json(holder),
+                "attempts": [attempt_fields(a, utc_json, budget) for a in attempts],
                 "steps": [step_json(s) for s in steps],
                 "logs": [log_json(e) for e in logs],
             }
@@ -229,6 +234,13 @@ async def show(run_id: str, json_mode: bool) -> None:
     parts: list[Any] = [facts]
     if run.traceback:
         parts += [Text(""), Text("traceback", style="bold"), Text(run.traceback.rstrip(), style="red")]
+    parts += attempts_section(run, attempts, budget)
+    print_table(Group(*parts, *_steps_and_logs(steps, logs)))
+
+
+def _steps_and_logs(steps: list[StepRecord], logs: list[LogRecord]) -> list[Any]:
+    """``runs show``'s steps and logs sections (nothing for what the run has none of)."""
+    parts: list[Any] = []
     if steps:
         grid = table("#", "STEP", "STARTED", "DURATION", "OUTPUT", wrap=("OUTPUT",))
         for record in steps:
@@ -246,7 +258,7 @@ async def show(run_id: str, json_mode: bool) -> None:
             message = entry.message + (f" {data_text(entry.data)}" if entry.data else "")
             grid.add_row(show_time(entry.created_at), entry.level, entry.step_name or "-", message)
         parts += [Text(""), Text("logs", style="bold"), grid]
-    print_table(Group(*parts))
+    return parts
 
 
 def _total_row(run: RunRecord) -> str:
@@ -279,7 +291,7 @@ async def watch(run_id: str, timeout: float | None, json_mode: bool) -> int:
     """Follow a run live (progress bar and logs) until it ends."""
     interrupts, handling = wait_signals(True)
     with handling:
-        async with open_durably(settings().database, read_only=True) as durably:
+        async with open_durably(settings().database, known_jobs(), read_only=True) as durably:
             run_id = await durably.resolve_run_id(run_id)
             return await follow_and_report(durably, run_id, interrupts, timeout=timeout, json_mode=json_mode)
 

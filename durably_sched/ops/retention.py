@@ -3,8 +3,9 @@
 Every ``interval`` seconds (first right at :meth:`Retention.start`):
 
 1. **Runs**: finished runs (completed, failed, cancelled) that finished more than ``older_than`` ago
-   are deleted with their steps and logs, ``batch_size`` at a time, yielding to the event loop
-   between batches, until a batch comes back short. Pending and running runs are never touched.
+   are deleted with their steps, logs and attempts (the database deletes a run's attempts with
+   it), ``batch_size`` at a time, yielding to the event loop between batches, until a batch comes
+   back short. Pending and running runs are never touched.
 2. **Fire records**: the per-(schedule, fire time) records are deleted only when their fire time is
    older than the *fire-record horizon*::
 

@@ -89,7 +89,7 @@ CLAIM_UPDATE = f"""
 UPDATE runs r SET status = 'running', generation = r.generation + 1, worker_id = $2,
     lease_expires_at = clock_timestamp() + make_interval(secs => $3),
     started_at = COALESCE(r.started_at, now()), attempt = r.attempt + 1, not_before = NULL,
-    updated_at = now()
+    attempt_started_at = now(), updated_at = now()
 WHERE r.seq = ANY($1::bigint[]) AND r.status IN {ACTIVE_SQL}
   AND {CLAIMABLE}
   AND (r.concurrency_key IS NULL OR NOT EXISTS ({KEY_BLOCKED}))
@@ -115,7 +115,7 @@ WITH c AS MATERIALIZED (
     UPDATE runs r SET status = 'running', generation = r.generation + 1, worker_id = $3,
         lease_expires_at = clock_timestamp() + make_interval(secs => $4),
         started_at = COALESCE(r.started_at, now()), attempt = r.attempt + 1, not_before = NULL,
-        updated_at = now()
+        attempt_started_at = now(), updated_at = now()
     FROM c
     WHERE r.seq = c.seq AND c.concurrency_key IS NULL
     RETURNING r.seq, c.worker_id AS previous_worker_id, {columns(RUN_COLUMNS, "r.")}
@@ -141,12 +141,14 @@ WITH mine AS (
     ) AS ok
 ), ins AS (
     INSERT INTO runs (id, job_name, status, input, idempotency_key, labels, schedule_name, retry_policy,
-                      timeout, generation, worker_id, lease_expires_at, started_at, attempt)
+                      timeout, generation, worker_id, lease_expires_at, started_at, attempt,
+                      attempt_started_at)
     SELECT $1, $2, CASE WHEN mine.ok THEN 'running' ELSE 'pending' END, $3::json, $4, $5::json, $6,
            $7::json, $8::float8, CASE WHEN mine.ok THEN 1 ELSE 0 END,
            CASE WHEN mine.ok THEN $9 END,
            CASE WHEN mine.ok THEN clock_timestamp() + make_interval(secs => $10) END,
-           CASE WHEN mine.ok THEN now() END, CASE WHEN mine.ok THEN 1 ELSE 0 END
+           CASE WHEN mine.ok THEN now() END, CASE WHEN mine.ok THEN 1 ELSE 0 END,
+           CASE WHEN mine.ok THEN now() END
     FROM mine
     ON CONFLICT DO NOTHING
     RETURNING seq, {RUN_SELECT}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from .attempts import AttemptReads
 from .config_errors import ConfigErrorStore
 
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
@@ -352,7 +353,7 @@ COUNT_CAP = 10_000
 """``count_runs`` stops counting here: "10,000+" is what a page needs, at any history size."""
 
 
-class Store(ConfigErrorStore):
+class Store(ConfigErrorStore, AttemptReads):
     """The storage contract. One instance per process; safe for concurrent use from one loop."""
 
     url: str

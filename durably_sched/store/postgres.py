@@ -93,6 +93,7 @@ from ._pg_sql import (
     UPSERT_CURSOR,
     find_run_ids_query,
 )
+from .attempts import ATTEMPTS_SQL, AttemptRecord, attempt_from_row
 from .base import (
     COUNT_CAP,
     Checkpoint,
@@ -782,6 +783,13 @@ class PostgresStore(PostgresConfigErrors, Store):
             return {(r["job_name"], r["status"]): r["n"] for r in rows}
 
         return await self._run("count_runs_by_status", read)
+
+    async def get_attempts(self, run_id: str, after: int = 0) -> list[AttemptRecord]:
+        async def read(conn: Any, replay: bool) -> list[AttemptRecord]:
+            rows = await conn.fetch(ATTEMPTS_SQL.format(run="$1", after="$2"), run_id, after)
+            return [attempt_from_row(r) for r in rows]
+
+        return await self._run("get_attempts", read)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         async def read(conn: Any, replay: bool) -> list[StepRecord]:

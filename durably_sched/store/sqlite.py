@@ -56,6 +56,7 @@ from ._common import (
 )
 from ._sqlite_config_errors import SqliteConfigErrors
 from ._sqlite_writer import WriteFn, Writer
+from .attempts import ATTEMPTS_SQL, AttemptRecord, attempt_from_row
 from .base import (
     COUNT_CAP,
     Checkpoint,
@@ -492,6 +493,10 @@ class SqliteStore(SqliteConfigErrors, Store):
         )
         return [step_from_row(r, ms_to_dt) for r in rows]
 
+    async def get_attempts(self, run_id: str, after: int = 0) -> list[AttemptRecord]:
+        rows = await self._read(ATTEMPTS_SQL.format(run="?", after="?"), (run_id, after))
+        return [attempt_from_row(r, ms_to_dt) for r in rows]
+
     async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
         rows = await self._read(
             f"SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
@@ -557,8 +562,9 @@ class SqliteStore(SqliteConfigErrors, Store):
                     row = conn.execute(
                         "UPDATE runs SET status = 'running', generation = generation + 1, worker_id = ?, "
                         "lease_expires_at = ?, started_at = COALESCE(started_at, ?), attempt = attempt + 1, "
-                        f"not_before = NULL, updated_at = ? WHERE seq = ? RETURNING {RUN_SELECT}",
-                        (worker_id, now + lease_ms, now, now, seq),
+                        "attempt_started_at = ?, not_before = NULL, updated_at = ? "
+                        f"WHERE seq = ? RETURNING {RUN_SELECT}",
+                        (worker_id, now + lease_ms, now, now, now, seq),
                     ).fetchone()
                     claimed.append(run_from_row(row, ms_to_dt, candidate["worker_id"]))
                     if len(claimed) >= limit:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..attempt_views import attempt_fields, not_recorded, retry_budget
 from ..events import Event
 from ..registry import worker_fields
 from ..schedule.pausing import state_fields
@@ -19,6 +20,9 @@ from ..store.base import (
     StepRecord,
     WorkerRecord,
 )
+
+if TYPE_CHECKING:
+    from ..durably import Durably
 
 
 def utc(value: datetime | None) -> str | None:
@@ -58,6 +62,8 @@ def run(record: RunRecord) -> dict[str, Any]:
         "failed_step_name": record.failed_step_name,
         "progress": progress(record.progress),
         "attempt": record.attempt,
+        "failed_attempts": record.failed_attempts,
+        "not_before": utc(record.not_before),
         "step_count": record.step_count,
         "worker_id": record.worker_id,
         "lease_expires_at": utc(record.lease_expires_at),
@@ -66,6 +72,25 @@ def run(record: RunRecord) -> dict[str, Any]:
         "completed_at": utc(record.completed_at),
         "updated_at": utc(record.updated_at),
         "duration": duration(record),
+    }
+
+
+async def run_detail(durably: Durably, run_id: str) -> dict[str, Any]:
+    """A run with every attempt that ended (oldest first, as in ``runs show --json``), the most
+    tries its retry policy allows (``max_attempts``, None without one) and how many attempts
+    before the first recorded one were never recorded (they ended before the upgrade)."""
+    return await detail_of(durably, await durably.get_run(run_id))
+
+
+async def detail_of(durably: Durably, record: RunRecord) -> dict[str, Any]:
+    """:func:`run_detail` of a run already read."""
+    budget = retry_budget(durably, record)
+    attempts = await durably.get_attempts(record.id)
+    return {
+        **run(record),
+        "max_attempts": budget,
+        "attempts": [attempt_fields(a, utc, budget) for a in attempts],
+        "attempts_not_recorded": not_recorded(attempts),
     }
 
 

@@ -269,8 +269,8 @@ async def list_runs(request: Request) -> Response:
 
 @endpoint()
 async def get_run(request: Request) -> Response:
-    record = await context(request).durably.get_run(request.path_params["run_id"])
-    return JSONResponse({"run": _json.run(record)})
+    ctx = context(request)
+    return JSONResponse({"run": await _json.run_detail(ctx.durably, request.path_params["run_id"])})
 
 
 @endpoint()

@@ -180,7 +180,8 @@ async def run_page(request: Request) -> Response:
     record = await durably.get_run(request.path_params["run_id"])
     steps = await durably.get_steps(record.id)
     logs = await durably.get_logs(record.id, limit=2000)
-    run = _json.run(record)
+    run = await _json.detail_of(durably, record)
+    run["failure"] = last_failure(run)
     start = record.started_at or record.created_at
     span = max([(s.completed_at - start).total_seconds() for s in steps] + [run["duration"] or 0.0, 0.001])
     timeline = [
@@ -192,6 +193,21 @@ async def run_page(request: Request) -> Response:
         for s in steps
     ]
     return render(request, "run.html", run=run, steps=timeline, logs=[_json.log(e) for e in logs])
+
+
+def last_failure(run: dict[str, Any]) -> dict[str, Any] | None:
+    """What the run page's error box is about: the newest failed attempt, and, while the run goes on
+    (a retry waits or runs), that it is a previous attempt's error and what the run does now."""
+    failed = [a for a in run["attempts"] if a["outcome"] == "failed"]
+    if not run["error"] or not failed or failed[-1]["error"] != run["error"]:
+        return None
+    attempt = failed[-1]
+    now = None
+    if run["status"] == "running":
+        now = f"retrying: attempt {run['attempt']} is running"
+    elif run["status"] == "pending":
+        now = "retrying: the next attempt waits for its backoff" if run["not_before"] else "retrying"
+    return {**attempt, "now": now}
 
 
 @page

@@ -70,6 +70,16 @@ async def _get(url: str, run_id: str) -> RunRecord:
         await durably.close()
 
 
+async def _attempts(url: str, run_id: str) -> list[tuple[int, str, str | None]]:
+    """(number, outcome, worker) of each ended attempt of the run."""
+    durably = create_durably(url)
+    try:
+        await durably.connect()
+        return [(a.attempt, a.outcome, a.worker_id) for a in await durably.get_attempts(run_id)]
+    finally:
+        await durably.close()
+
+
 async def _wait_final(url: str, run_id: str, timeout: float = 90) -> RunRecord:
     durably = create_durably(url)
     try:
@@ -127,6 +137,11 @@ def test_sigterm_starts_no_new_step_and_another_serve_resumes_at_once(database: 
     assert before.lease_expires_at is not None and final.started_at is not None
     resumed_at = _claim_time(second.output(), run_id)
     assert resumed_at < before.lease_expires_at - timedelta(seconds=30)
+    # Both attempts are kept: the released one of the stopped serve, the completed one of the other.
+    assert run_async(_attempts(database, run_id)) == [
+        (1, "released", before.worker_id),
+        (2, "completed", final.worker_id),
+    ]
 
 
 def _claim_time(log: str, run_id: str) -> datetime:
@@ -180,6 +195,11 @@ def test_kill_9_and_an_immediate_restart_on_this_host_resume_at_once(database: s
     assert held.lease_expires_at is not None
     assert _claim_time(log, run_id) < held.lease_expires_at - timedelta(seconds=30)
     assert _claim_time(log, run_id) > killed_at - timedelta(seconds=1)
+    # The killed worker could not record its attempt: the claim that took the run over did.
+    assert run_async(_attempts(database, run_id)) == [
+        (1, "lease_lost", held.worker_id),
+        (2, "completed", final.worker_id),
+    ]
 
 
 def test_a_stopped_holder_is_never_taken_over_before_its_lease_expires(database: str, tmp_path: Path) -> None:

@@ -67,6 +67,43 @@ def test_a_retried_run_completes_under_wait_and_shows_its_failed_attempt(migrate
     assert data["status"] == "completed" and data["output"] == {"after": 1} and data["failed_attempts"] == 1
     shown = migrated.ok("runs", "show", data["id"]).stdout
     assert re.search(r"attempt\s+2 \(1 failed\)", shown)
+    # Every attempt, the failed one with its error, next to the counters (issue 25).
+    detail = migrated.json("runs", "show", data["id"], "--json")
+    assert (detail["attempt"], detail["failed_attempts"]) == (2, 1)
+    first, second = detail["attempts"]
+    assert (first["attempt"], first["outcome"], first["error"]) == (
+        1,
+        "failed",
+        "ConnectionError: upstream said 503",
+    )
+    assert first["failed_try"] == "failed try 1 of 3" and "Traceback" in first["traceback"]
+    assert (second["attempt"], second["outcome"], second["error"], second["failed_try"]) == (
+        2,
+        "completed",
+        None,
+        None,
+    )
+    assert all(
+        a["worker_id"] and a["started_at"] and a["ended_at"] and a["duration"] >= 0 for a in (first, second)
+    )
+
+
+def test_wait_prints_each_failed_attempt_as_it_happens(migrated: Project) -> None:
+    """Issue 25: `trigger --wait` says what failed on each attempt, not only that a retry waits."""
+    migrated.write(f"{migrated.jobs}/retries.py", RETRIES)
+    result = migrated.run("trigger", "flaky", "--here")
+    assert result.exit_code == 0, result.stderr
+    failed = [line for line in result.stderr.splitlines() if line.startswith("attempt ")]
+    assert len(failed) == 1, result.stderr
+    assert re.fullmatch(
+        r"attempt 1 failed \(failed try 1 of 3\) after [0-9.]+m?s on \S+: ConnectionError: upstream said 503",
+        failed[0],
+    ), failed
+    # `runs watch` of the run afterwards tells its history the same way (the completion is the report).
+    run_id = re.search(r"run ([0-9a-f-]{36}) completed", result.stderr).group(1)  # type: ignore[union-attr]
+    watched = migrated.run("runs", "watch", run_id)
+    assert watched.exit_code == 0, watched.stderr
+    assert [line for line in watched.stderr.splitlines() if line.startswith("attempt ")] == failed
 
 
 def test_a_pending_run_says_what_it_waits_for(migrated: Project) -> None:

@@ -34,12 +34,13 @@ from durably_sched import (
     StepCancelled,
     define_job,
 )
-from durably_sched._tracebacks import format_traceback
+from durably_sched._tracebacks import ERROR_LIMIT, format_traceback
 from durably_sched.errors import RunTimeoutError, StepTimeoutError
 from durably_sched.ops.logging import exception_text
 from durably_sched.registry import host_identity
 from durably_sched.step import MAX_PENDING_LOGS
 from durably_sched.store.base import WorkerInfo
+from durably_sched.store.rows import TRACEBACK_LIMIT
 from tests.backends import Backend
 from tests.helpers import durably_factory, until
 
@@ -174,6 +175,61 @@ async def test_a_retried_run_resumes_after_its_last_step_after_its_backoff(make:
         None,
     )
     assert [s.name for s in await durably.get_steps(result.id)] == ["download", "upload"]
+
+
+async def test_every_attempt_of_a_retried_run_is_kept_and_the_resume_log_says_the_try_once(
+    make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 25: a run that failed twice and then completed keeps both errors (with their steps and
+    tracebacks) next to its completion; serve's log of the retry says "try 2 of 3", once."""
+    failures = iter(["connection reset", "timed out"])
+
+    async def flaky(step: Step, payload: dict[str, Any]) -> dict[str, str]:
+        await step.run("download", lambda: "bytes")
+        message = next(failures, None)
+        if message is not None:
+            await step.run(f"upload-{message[:5]}", functools.partial(_raise, OSError(message)))
+        return {"ok": "yes"}
+
+    durably = await make(define_job(name="flaky", run=flaky, retry=quick(max_attempts=3, backoff=0.05)))
+    with caplog.at_level(logging.INFO, logger="durably_sched.worker"):
+        result = await durably.jobs.flaky.trigger_and_wait({}, timeout=20)
+    attempts = await durably.get_attempts(result.id)
+    assert [(a.attempt, a.outcome, a.failed_attempts) for a in attempts] == [
+        (1, "failed", 1),
+        (2, "failed", 2),
+        (3, "completed", 2),
+    ]
+    assert [a.error for a in attempts] == ["OSError: connection reset", "OSError: timed out", None]
+    assert [a.failed_step_name for a in attempts] == ["upload-conne", "upload-timed", None]
+    assert all(
+        a.traceback and "Traceback" in a.traceback and (a.error or "-") in a.traceback for a in attempts[:2]
+    )
+    assert attempts[2].traceback is None
+    assert all(a.worker_id and a.started_at and a.started_at <= a.ended_at for a in attempts)
+    resumed = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith(f"resumed run {result.id}")
+    ]
+    assert [m.split("(", 1)[1] for m in resumed] == ["try 2 of 3)", "try 3 of 3)"]
+
+
+async def test_a_huge_error_message_is_bounded_on_the_run_and_its_attempts(make: Any) -> None:
+    async def huge(step: Step, payload: dict[str, Any]) -> None:
+        raise ValueError("x" * 200_000)
+
+    durably = await make(define_job(name="huge", run=huge))
+    with pytest.raises(RunFailedError):
+        await durably.jobs.huge.trigger_and_wait({}, timeout=20)
+    [run] = await durably.get_runs(limit=1)
+    [attempt] = await durably.get_attempts(run.id)
+    assert run.error is not None and attempt.error == run.error
+    assert len(run.error) <= ERROR_LIMIT and run.error.startswith("ValueError: xxx")
+    assert run.error.endswith("characters cut]")
+    assert attempt.traceback is not None and len(attempt.traceback) <= TRACEBACK_LIMIT + 100
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 async def test_a_run_waiting_for_its_backoff_is_pending_held_by_nobody(make: Any) -> None:

@@ -680,6 +680,8 @@ async def test_retention_purges_old_finished_runs_only(durably: Durably) -> None
     assert remaining == {done[3].id, pending.id}
     assert await durably.store.get_steps(old[0]) == []
     assert await durably.store.get_logs(old[0]) == []
+    assert await durably.get_attempts(old[0]) == [] and await durably.get_attempts(old[3]) == []
+    assert [a.outcome for a in await durably.get_attempts(done[3].id)] == ["completed"]  # kept with its run
     assert (await retention.run_once()).runs == 0
 
 

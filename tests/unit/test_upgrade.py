@@ -23,24 +23,26 @@ from durably_sched.store._common import SCHEMA_VERSION
 from durably_sched.store.base import Fire, NewRun, RunQuery, Store
 from tests.backends import Backend, PostgresBackend, SqliteBackend
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "v1"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-async def load_v1(backend: Backend) -> dict[str, Any]:
-    """Restore the release's database into the backend's empty database; its expected reads."""
+async def load_v1(backend: Backend, release: str = "v1") -> dict[str, Any]:
+    """Restore a release's database (``v1``: 0.1.0; ``v2``: the previous release, schema 5) into
+    the backend's empty database; its expected reads."""
+    folder = FIXTURES / release
     if isinstance(backend, SqliteBackend):
         conn = sqlite3.connect(backend.path)
         try:
-            conn.executescript((FIXTURES / "sqlite.sql").read_text(encoding="utf-8"))
+            conn.executescript((folder / "sqlite.sql").read_text(encoding="utf-8"))
         finally:
             conn.close()
-        return json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
+        return json.loads((folder / "expected.json").read_text(encoding="utf-8"))
     assert isinstance(backend, PostgresBackend)
-    dump = (FIXTURES / "postgres.sql").read_text(encoding="utf-8")
+    dump = (folder / "postgres.sql").read_text(encoding="utf-8")
     conn = await backend.admin()
-    await conn.execute(dump.replace("v1fixture", backend.schema))
+    await conn.execute(dump.replace(f"{release}fixture", backend.schema))
     await conn.execute(f'SET search_path = "{backend.schema}"')
-    return json.loads((FIXTURES / "postgres-expected.json").read_text(encoding="utf-8"))
+    return json.loads((folder / "postgres-expected.json").read_text(encoding="utf-8"))
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -259,3 +261,132 @@ async def test_schedule_states_start_from_the_runs_the_release_finished(backend:
     assert await store.fail_run(run.id, run.generation, "ValueError: still down", None) == "ok"
     after = await store.get_schedule_state("nightly")
     assert after is not None and after.consecutive_failures == 3 and after.paused
+
+
+# -- the previous release (schema 5, tests/fixtures/v2) ---------------------------------------------
+
+
+async def reads_v2(store: Store, ids: dict[str, str]) -> dict[str, Any]:
+    """What the previous release's code read back, read by this version (expected.json's shape)."""
+    out = await reads(store, ids)
+    for key, run_id in ids.items():
+        r = await store.get_run(run_id)
+        assert r is not None
+        out["runs"][key].update(
+            traceback=r.traceback,
+            failed_attempts=r.failed_attempts,
+            not_before=_iso(r.not_before),
+            retry_policy=r.retry_policy,
+            timeout=r.timeout,
+        )
+    out["schedule_states"] = {
+        name: [
+            s.paused,
+            _iso(s.paused_at),
+            s.paused_by,
+            s.pause_reason,
+            s.auto_paused,
+            s.consecutive_failures,
+            s.failures_at_resume,
+            _iso(s.last_success_at),
+            _iso(s.last_failure_at),
+            s.last_failed_run_id,
+        ]
+        for name, s in sorted((await store.get_schedule_states()).items())
+    }
+    out["workers"] = [
+        [
+            w.id,
+            w.host,
+            w.host_key,
+            w.pid,
+            w.process_start,
+            w.version,
+            list(w.jobs),
+            w.concurrency,
+            w.lease_seconds,
+            w.runs_held,
+            _iso(w.started_at),
+            _iso(w.heartbeat_at),
+            _iso(w.gone_at),
+            w.gone_by,
+        ]
+        for w in await store.list_workers()
+    ]
+    return out
+
+
+async def test_the_previous_release_database_upgrades_with_every_record_intact(backend: Backend) -> None:
+    expected = await load_v1(backend, "v2")
+    store = await backend.open_store(migrate=False)
+    with pytest.raises(SchemaVersionError, match="older than"):
+        await store.check_schema()
+    assert await store.migrate() == SCHEMA_VERSION
+    await store.check_schema()
+    assert await store.migrate() == SCHEMA_VERSION  # idempotent on an upgraded database
+    assert await reads_v2(store, expected["ids"]) == expected
+    assert expected["runs"]["failed"]["traceback"].endswith("ValueError: bad day\n")  # the fixture has it
+    assert expected["schedule_states"]["pulse"][0] is True  # ... and a paused schedule
+
+
+async def test_an_upgraded_run_shows_the_last_attempt_the_release_stored(backend: Backend) -> None:
+    """0007: a run finished (or waiting for a retry) under the previous release shows one attempt,
+    made from what the run kept: its last one, with the error and traceback of a failure; its start
+    only when it was the first attempt. Earlier attempts were never stored and are not invented."""
+    expected = await load_v1(backend, "v2")
+    ids, runs = expected["ids"], expected["runs"]
+    store = await backend.open_store(migrate=False)
+    await store.migrate()
+    shown = {key: await store.get_attempts(run_id) for key, run_id in ids.items()}
+    assert {key: [(a.attempt, a.outcome) for a in found] for key, found in shown.items()} == {
+        "completed": [(1, "completed")],
+        "failed": [(1, "failed")],
+        "retrying": [(1, "failed")],  # waiting for its backoff
+        "retried": [(2, "completed")],  # its failed first attempt was not kept by the release
+        "cancelled": [],
+        "running": [],  # still running: nothing ended yet
+        "pending": [],
+        "scheduled": [],
+        "scheduled_failed": [(1, "failed")],
+    }
+    [failed] = shown["failed"]
+    assert (failed.error, failed.failed_step_name, failed.traceback) == (
+        runs["failed"]["error"],
+        "render",
+        runs["failed"]["traceback"],
+    )
+    assert failed.worker_id == "w-old:1:aaaa"
+    assert _iso(failed.started_at) == runs["failed"]["started_at"]
+    assert _iso(failed.ended_at) == runs["failed"]["completed_at"]
+    [retrying] = shown["retrying"]
+    assert (retrying.error, retrying.failed_step_name) == ("TimeoutError: upstream slow", "fetch")
+    [retried] = shown["retried"]
+    assert retried.started_at is None and retried.error is None  # its start is not known
+    assert _iso(retried.ended_at) == runs["retried"]["completed_at"]
+
+
+async def test_a_run_the_previous_release_left_running_records_its_lost_attempt_on_resume(
+    backend: Backend,
+) -> None:
+    expected = await load_v1(backend, "v2")
+    ids = expected["ids"]
+    await (await backend.open_store(migrate=False)).migrate()
+
+    async def thumbs(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        pixels = await step.run("load", lambda: "fresh")
+        await step.run("save", lambda: None)
+        return {"file": payload["file"], "pixels": pixels}
+
+    durably = create_durably(
+        backend.url, polling_interval=0.05, heartbeat_interval=0.2, stale_threshold=1.0, max_concurrent_runs=4
+    ).register([define_job(name="thumbs", run=thumbs)])
+    await durably.start()
+    try:
+        running = await durably.wait_for_run(ids["running"], timeout=20)
+        assert running.status == "completed" and running.output == {"file": "b.ppm", "pixels": "pixels"}
+        attempts = await durably.get_attempts(ids["running"])
+    finally:
+        await durably.close()
+    assert [(a.attempt, a.outcome) for a in attempts] == [(1, "lease_lost"), (2, "completed")]
+    assert attempts[0].worker_id == "w-old:2:bbbb" and attempts[1].worker_id not in (None, "w-old:2:bbbb")
+    assert _iso(attempts[0].started_at) == expected["runs"]["running"]["started_at"]

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from pydantic import BaseModel, Field
 
-from durably_sched import Durably, Step, define_job
+from durably_sched import Durably, Retry, Step, define_job
 from durably_sched.schedule.config import SchedulesConfig, parse_schedules
 from durably_sched.store import open_store
 from durably_sched.web import create_app
@@ -222,6 +222,64 @@ async def test_run_list_filters_paging_and_total(idle: Durably) -> None:
 
 
 # -- one run: details and actions -------------------------------------------------------------------------
+async def test_a_retried_run_shows_every_attempt_and_a_running_retry_is_labelled(backend: Backend) -> None:
+    """Issue 25: the run detail (API) lists each attempt with its error; the run page counts a
+    failure against the policy ("failed try 1 of 3") and, while the retry runs, says that the
+    error box is the previous attempt's."""
+    gate = asyncio.Event()
+    tries: list[int] = []
+
+    async def flaky(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        tries.append(step.attempt)
+        if step.failed_attempts == 0:
+            await step.run("fetch", _explode)
+        await gate.wait()  # the retry runs until the test has looked at it
+        return {"tries": len(tries)}
+
+    job = define_job(name="flaky", run=flaky, retry=Retry(max_attempts=3, backoff=0.05, jitter=0))
+    durably = Durably(open_store(backend.url), polling_interval=0.05).register([job])
+    await durably.migrate()
+    await durably.start()
+    try:
+        async with client(durably) as http:
+            run_id = (await http.post("/api/jobs/flaky/trigger", json={})).json()["run"]["id"]
+
+            async def retry_running() -> bool:
+                record = await durably.get_run(run_id)
+                return record.status == "running" and record.attempt == 2
+
+            await until(retry_running, 20, "the retry never started")
+            detail = (await http.get(f"/api/runs/{run_id}")).json()["run"]
+            assert (detail["attempt"], detail["failed_attempts"], detail["max_attempts"]) == (2, 1, 3)
+            [first] = detail["attempts"]
+            assert (first["attempt"], first["outcome"], first["failed_try"]) == (
+                1,
+                "failed",
+                "failed try 1 of 3",
+            )
+            assert first["error"] == "RuntimeError: boom" and first["failed_step_name"] == "fetch"
+            assert "Traceback" in first["traceback"] and first["worker_id"] and first["duration"] is not None
+            page = (await http.get(f"/runs/{run_id}")).text
+            box = page.split("data-failure>", 1)[1].split("</section>", 1)[0]
+            assert "Attempt 1 failed" in box and "failed try 1 of 3" in box
+            assert "retrying: attempt 2 is running" in box  # not the run's own error
+            attempts = page.split('<table class="attempts">', 1)[1].split("</table>", 1)[0]
+            assert attempts.count("<tr data-attempt=") == 2 and "under way" in attempts
+            gate.set()
+            await durably.wait_for_run(run_id, timeout=20)
+            done = (await http.get(f"/api/runs/{run_id}")).json()["run"]
+            assert [(a["attempt"], a["outcome"]) for a in done["attempts"]] == [
+                (1, "failed"),
+                (2, "completed"),
+            ]
+            assert done["error"] is None and done["attempts"][0]["error"] == "RuntimeError: boom"
+            page = (await http.get(f"/runs/{run_id}")).text
+            assert "data-failure>" not in page and "failed try 1 of 3" in page  # kept in the attempts table
+    finally:
+        gate.set()
+        await durably.close()
+
+
 async def test_run_details_and_actions(working: Durably) -> None:
     async with client(working) as http:
         done = await working.jobs.counted.trigger_and_wait({"count": 2}, timeout=20)

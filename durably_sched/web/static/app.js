@@ -384,9 +384,14 @@
       const shown = field("duration");
       if (shown && shown.dataset.duration === "") setDuration(shown, 0, true);  // its first start
       setStatus("running");
-      field("attempt").textContent = JSON.parse(event.data).attempt;
+      const attempt = JSON.parse(event.data).attempt;
+      field("attempt").textContent = attempt;
+      const note = field("retry-note");  // the error box above is a previous attempt's: say so
+      if (note) note.textContent = `retrying: attempt ${attempt} is running`;
     });
-    source.addEventListener("run:release", () => setStatus("pending"));
+    // A released attempt (a failure to retry, a graceful stop): reload for the new attempt row
+    // and the error it left.
+    source.addEventListener("run:release", () => { setStatus("pending"); setTimeout(() => location.reload(), 800); });
     source.addEventListener("run:retry", () => setStatus("pending"));
     source.addEventListener("step:complete", reloadSteps);
     source.addEventListener("log:write", (event) => {
