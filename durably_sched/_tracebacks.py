@@ -15,19 +15,29 @@ import os
 import re
 import traceback
 
+from ._bounds import clean_text
+
 __all__ = ["error_line", "format_traceback", "user_frame"]
 
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
 _STDLIB = re.compile(r"[/\\]lib[/\\](?:python|pypy)\d+(?:\.\d+)?[/\\](?!site-packages|dist-packages)")
 _PACKAGES = re.compile(r"[/\\](?:site|dist)-packages[/\\]")
 _OURS = re.compile(r"[/\\]durably_sched[/\\]")
+ERROR_LINE_LIMIT = 4096
+"""Characters of an error line that are kept (a run list shows it; the traceback has the rest)."""
 
 
 def error_line(exc: BaseException) -> str:
-    """``Type: message`` on one line (a message's line breaks become spaces)."""
-    text = " ".join(str(exc).split())
+    """``Type: message`` on one line (a message's line breaks become spaces), at most
+    ``ERROR_LINE_LIMIT`` characters, lone surrogates replaced (U+FFFD) so that it can be stored."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # a broken __str__: still say what it was
+        text = "(its message could not be formatted)"
+    if len(text) > ERROR_LINE_LIMIT:
+        text = f"{text[:ERROR_LINE_LIMIT]} [... {len(text) - ERROR_LINE_LIMIT} characters cut]"
     name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    return clean_text(f"{name}: {text}" if text else name)
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -42,7 +52,7 @@ def format_traceback(exc: BaseException) -> str:
     try:
         shown = traceback.TracebackException.from_exception(exc)
         _hide_own_frames(shown, set())
-        return "".join(shown.format())
+        return clean_text("".join(shown.format()))
     except Exception:  # a broken __str__ or a cycle: still say what it was
         return f"{type(exc).__name__} (its traceback could not be formatted)\n"
 

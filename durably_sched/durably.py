@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ._bounds import SYSTEM_LABELS, check_key, check_labels, plain_labels, stored_input
 from ._durations import parse_duration
 from .errors import (
     AmbiguousRunIdError,
@@ -76,8 +77,6 @@ RUN_ID_CANDIDATES_SHOWN = 10
 
 Coalesce = Literal["skip"]
 COALESCE_MODES: tuple[str, ...] = ("skip",)
-SYSTEM_LABELS: frozenset[str] = frozenset({"schedule", "scheduled_for", "apscheduler_job"})
-"""Labels durably-sched sets itself on scheduled runs; a ``labels`` model need not declare them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +274,7 @@ class Durably:
             stale_threshold=stale_threshold,
             worker_id=worker_id,
             keep_steps=preserve_steps,
+            limits=self.limits,
         )
         self.retention: Retention | None = None
         """With ``retain_runs``: the purge of finished runs (``durably_sched.ops.retention``)."""
@@ -466,13 +466,15 @@ class Durably:
                     f"job '{job.name}' with the same key"
                 )
         label_map = self.validate_labels(labels)
+        check_key(self.limits, "idempotency_key", idempotency_key)
+        check_key(self.limits, "concurrency_key", concurrency_key)
         policy = stored_retry_policy(job, retry)
         seconds = stored_timeout(job, run_timeout)
         new_runs = [
             NewRun(
                 id=run_ids[i] if run_ids else str(uuid.uuid4()),
                 job_name=job.name,
-                input=job.validate_input(raw),
+                input=stored_input(self.limits, job, raw),
                 idempotency_key=idempotency_key,
                 concurrency_key=concurrency_key,
                 labels=label_map,
@@ -540,12 +542,13 @@ class Durably:
 
     def validate_labels(self, labels: Mapping[str, Any] | None, *, where: str = "") -> dict[str, str]:
         """The labels a trigger stores: checked against the ``labels`` model when there is one
-        (its defaults filled in), else as a plain str -> str mapping. Raises InputValidationError
-        naming the field. ``schedule``, ``scheduled_for`` and ``apscheduler_job`` (set by
-        durably-sched) pass through unless the model declares them."""
+        (its defaults filled in), else as a plain str -> str mapping, then against ``limits``
+        (LimitExceededError). Raises InputValidationError naming the field. ``schedule``,
+        ``scheduled_for`` and ``apscheduler_job`` (set by durably-sched) pass through unless the
+        model declares them."""
         model = self.labels_model
         if model is None:
-            return _check_labels(labels)
+            return check_labels(self.limits, plain_labels(labels), where)
         given = dict(labels or {})
         for key in given:
             if not isinstance(key, str):
@@ -570,7 +573,7 @@ class Durably:
             if not isinstance(value, str):
                 raise InputValidationError(f"{where}labels: '{key}' must be a string (got {value!r})")
             out[key] = value
-        return out
+        return check_labels(self.limits, out, where)
 
     async def trigger(
         self,
@@ -604,10 +607,11 @@ class Durably:
             # Store the validated form, exactly as a direct trigger would (defaults filled in); a
             # schedule's retry override is completed from the job's policy.
             job = self.job_by_name(fire.run.job_name)
-            stored = job.validate_input(fire.run.input)
-            labels = fire.run.labels
-            if self.labels_model is not None:
-                labels = self.validate_labels(labels, where=f"schedule '{fire.schedule}': ")
+            where = f"schedule '{fire.schedule}': "
+            stored = stored_input(self.limits, job, fire.run.input, where)
+            labels = self.validate_labels(fire.run.labels, where=where)
+            check_key(self.limits, "idempotency_key", fire.run.idempotency_key, where)
+            check_key(self.limits, "concurrency_key", fire.run.concurrency_key, where)
             policy = stored_retry_policy(job, fire.run.retry_policy)
             seconds = stored_timeout(job, fire.run.timeout)
             fire = dataclasses.replace(
@@ -787,7 +791,7 @@ class Durably:
                 schedule=schedule,
                 limit=limit,
                 before_created=before,
-                labels=_check_labels(labels),
+                labels=plain_labels(labels),
             )
         )
 
@@ -1065,7 +1069,7 @@ def stored_retry_policy(
     try:
         return (job.retry or Retry()).merged(override).to_json()
     except RetryPolicyError as exc:
-        raise ValueError(f"job '{job.name}': retry.{exc}") from None
+        raise InvalidArgumentError(f"job '{job.name}': retry.{exc}") from None
 
 
 def stored_timeout(job: JobDefinition[Any, Any], value: float | timedelta | str | None) -> float | None:
@@ -1074,18 +1078,7 @@ def stored_timeout(job: JobDefinition[Any, Any], value: float | timedelta | str 
     try:
         return parse_seconds(value, "timeout", allow_zero=False)
     except RetryPolicyError as exc:
-        raise ValueError(f"job '{job.name}': {exc}") from None
-
-
-def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
-    if not labels:
-        return {}
-    out: dict[str, str] = {}
-    for key, value in labels.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"labels must map strings to strings (got {key!r}: {value!r})")
-        out[key] = value
-    return out
+        raise InvalidArgumentError(f"job '{job.name}': {exc}") from None
 
 
 def create_durably(

@@ -77,7 +77,28 @@ def slot_time(
     """The fire time to trigger: ``at`` (which must be a fire time) or the latest one until now.
 
     A naive ``at`` is a wall time in the schedule's zone. ``name`` is how the caller's user spells
-    the argument (``--at``) and ``show`` how it shows times, both for the error message."""
+    the argument (``--at``) and ``show`` how it shows times, both for the error message. A time
+    that has no form in the schedule's zone or in UTC (years 1 to 9999) is refused as well."""
+    try:
+        found = _slot_time(entry, at, now, name, show)
+        found.astimezone(UTC)  # the fire key and the database keep it in UTC
+    except OverflowError:
+        shown = at.isoformat() if at is not None else "now"
+        raise ScheduleActionError(
+            f"{name} {shown} is out of the supported range of times (years 1 to 9999, in the zone "
+            f"of schedule '{entry.name}' ({entry.timezone.key}) and in UTC)",
+            "at",
+        ) from None
+    return found
+
+
+def _slot_time(
+    entry: ScheduleEntry,
+    at: datetime | None,
+    now: datetime | None,
+    name: str,
+    show: Callable[[datetime], str],
+) -> datetime:
     spec, zone = entry.cron, entry.timezone
     if at is None:
         latest = latest_fire_time(spec, zone, now or datetime.now(UTC))
