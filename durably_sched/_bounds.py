@@ -57,13 +57,13 @@ def show_size(n: int) -> str:
 
 def over_limit(field: str, size: int, limit: int, name: str, where: str = "") -> LimitExceededError:
     """``input: 300 KiB is over the limit of 256 KiB (limits.input)``."""
-    shown, ceiling = show_size(size), show_size(limit)
+    shown, ceiling, verb = show_size(size), show_size(limit), "is"
     if name == "labels":
-        shown, ceiling = f"{size} labels", str(limit)
+        shown, ceiling, verb = f"{size} labels", str(limit), "are"
     elif size < limit + limit // 100 + KIB:  # just over: exact figures, not two equal roundings
         shown, ceiling = f"{size:,} bytes", f"{limit:,} bytes"
     return LimitExceededError(
-        f"{where}{field}: {shown} is over the limit of {ceiling} (limits.{name})",
+        f"{where}{field}: {shown} {verb} over the limit of {ceiling} (limits.{name})",
         field=field,
         size=size,
         limit=limit,
@@ -196,36 +196,33 @@ def check_value_size(limits: Limits, size: int, step_name: str | None, job_name:
     )
 
 
-def clip_text(text: str, limit: int) -> str:
-    """``text`` (lone surrogates replaced) cut to at most ``limit`` UTF-8 bytes, with a marker
-    saying how much was cut."""
+def clip_text(text: str, limit: int, budget: int | None = None) -> str:
+    """``text`` (lone surrogates replaced) cut to at most ``budget`` (default ``limit``) UTF-8
+    bytes, with a marker saying so: ``... [... cut from 4.9 KiB to limits.log_line (1 KiB)]``."""
     text = clean_text(text)
-    if len(text) <= limit // 4:
+    budget = limit if budget is None else budget
+    if len(text) <= budget // 4:
         return text
     data = text.encode()
-    if len(data) <= limit:
+    if len(data) <= budget:
         return text
-    marker = f" [... {show_size(len(data))} cut to {show_size(limit)} (limits.log_line)]"
-    keep = max(0, limit - len(marker.encode()))
+    marker = f" [... cut from {show_size(len(data))} to limits.log_line ({show_size(limit)})]"
+    keep = max(0, budget - len(marker.encode()))
     return data[:keep].decode("utf-8", "ignore") + marker
 
 
 def clip_log(limits: Limits, message: str, data: Any, data_text: str) -> tuple[str, Any]:
-    """A log line's message and data within ``limits.log_line`` bytes together. The message is
-    kept first (cut only when it alone is over the limit); data that does not fit in the rest is
-    replaced by ``{"truncated": "..."}`` saying how large it was."""
+    """A log line's message and data within ``limits.log_line`` bytes together. Data of at most
+    half the limit is kept and the message cut to the rest; larger data is replaced by
+    ``{"truncated": "..."}`` saying how large it was, and the message cut to what is left."""
     limit = limits.log_line
-    message = clip_text(message, limit)
-    if len(message) + len(data_text) <= limit // 4:
-        return message, data
-    room = limit - len(message.encode())
-    data_size = len(data_text.encode())
-    if data_size <= room:
-        return message, data
-    note = {"truncated": f"{show_size(data_size)} of data over limits.log_line ({show_size(limit)})"}
-    if len(str(note)) > room:  # a message that takes (nearly) all of the limit: the note still fits
-        message = clip_text(message, limit - 128)
-    return message, note
+    data_size = utf8_size(data_text) if data else 0
+    if len(message) + data_size <= limit // 4:
+        return clean_text(message), data
+    if data_size > limit // 2:
+        data = {"truncated": f"{show_size(data_size)} of data over limits.log_line ({show_size(limit)})"}
+        data_size = utf8_size(str(data)) + 8
+    return clip_text(message, limit, max(0, limit - data_size)), data
 
 
 def plain_labels(labels: Mapping[str, Any] | None) -> dict[str, str]:

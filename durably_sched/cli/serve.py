@@ -19,6 +19,7 @@ from .._durations import format_duration
 from ..durably import Durably, create_durably
 from ..errors import ConfigError
 from ..jobs import JobDefinition
+from ..limits import Limits
 from ..ops.orphans import OrphanedJobsWatch
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.cron import next_fire_time
@@ -39,6 +40,7 @@ from ._base import (
     settings,
     utc_option,
 )
+from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
 from ._wait import Interrupts
 
@@ -114,6 +116,7 @@ class ServeOptions:
     http_token: str | None = None
     http_read_token: str | None = None
     http_metrics: str = "auto"
+    limits: Limits | None = None
 
 
 def configure_logging(fmt: str, level: str, *, utc: bool = False) -> None:
@@ -207,6 +210,7 @@ class Server:
                 max_concurrent_runs=opts.concurrency,
                 worker_id=opts.worker_id,
                 retain_runs=opts.retention,  # the library's retention: runs from start() to stop()
+                limits=opts.limits,
             )
         except ValueError as exc:  # e.g. heartbeat interval not shorter than the stale threshold
             raise CliError(f"serve: {exc}") from None
@@ -546,6 +550,7 @@ field whole.
     metavar="SECONDS",
     help="With --once: stop claiming after this long (running steps then get --stop-grace).",
 )
+@limit_option
 @utc_option
 async def serve(
     no_scheduler: bool,
@@ -568,6 +573,7 @@ async def serve(
     once: bool,
     max_runs: int | None,
     max_seconds: float | None,
+    limits: tuple[tuple[str, int], ...],
 ) -> int:
     """Run the scheduler and a worker until stopped (or one role with --no-scheduler/--no-worker)."""
     if no_scheduler and no_worker:
@@ -605,6 +611,7 @@ async def serve(
                 worker_id=worker_id,
                 max_runs=max_runs,
                 max_seconds=max_seconds,
+                limits=limits_from(limits),
             ),
         )
         await threads.exit_if_lingering(code)
@@ -637,6 +644,7 @@ async def serve(
         http_token=token,
         http_read_token=read_only,
         http_metrics=http_metrics,
+        limits=limits_from(limits),
     )
     threads = StepThreads()
     threads.install()

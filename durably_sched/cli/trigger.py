@@ -11,8 +11,11 @@ from typing import Any
 
 import click
 
+from .._bounds import check_key, check_labels, plain_labels, stored_input
 from ..durably import Durably
+from ..errors import InvalidArgumentError, LimitExceededError
 from ..jobs import JobDefinition
+from ..limits import Limits
 from ..schedule import manual
 from ..schedule.config import ScheduleEntry, load_schedules
 from ..store.base import RunRecord
@@ -29,6 +32,7 @@ from ._base import (
     settings,
     utc_option,
 )
+from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
 from ._output import echo_json, show_time, utc_json, zone_json
 from ._wait import (
@@ -102,11 +106,37 @@ def find_schedule(entries: dict[str, ScheduleEntry], name: str, path: str) -> Sc
 def slot_time(entry: ScheduleEntry, at: datetime | None) -> datetime:
     """The fire time to trigger: ``at`` (which must be a fire time) or the latest one until now."""
     try:
-        return manual.slot_time(
-            entry, in_display_zone(at) if at is not None else None, name="--at", show=show_time
-        )
+        when = in_display_zone(at) if at is not None else None
+    except OverflowError:
+        raise CliError(f"--at {at}: out of the supported range of times (years 1 to 9999)") from None
+    try:
+        return manual.slot_time(entry, when, name="--at", show=show_time)
     except manual.ScheduleActionError as exc:
         raise CliError(exc.message) from None
+
+
+def check_trigger(
+    limits: Limits,
+    job: JobDefinition[Any, Any],
+    payload: Any,
+    labels: dict[str, str],
+    keys: dict[str, str | None],
+    input_flag: str,
+) -> None:
+    """What the library checks at trigger time, before the database is opened: the input against
+    the job's model, then every value against the limits; one line naming the flag."""
+    flag = input_flag
+    try:
+        stored_input(limits, job, payload)
+        flag = "--label"
+        check_labels(limits, plain_labels(labels))
+        for flag, key in keys.items():
+            check_key(limits, flag.lstrip("-").replace("-", "_"), key)
+    except InvalidArgumentError as exc:
+        more = (
+            f" (change it with --limit {exc.limit_name}=SIZE)" if isinstance(exc, LimitExceededError) else ""
+        )
+        raise CliError(f"{flag}: {exc}{more}") from None
 
 
 EPILOG = (
@@ -162,6 +192,7 @@ explicit.
 @click.option("--here", is_flag=True, help="Execute the run in this process (implies --wait).")
 @TIMEOUT_OPTION
 @JSON_OPTION
+@limit_option
 @utc_option
 async def trigger(
     job: str | None,
@@ -177,6 +208,7 @@ async def trigger(
     here: bool,
     timeout: float | None,
     json_mode: bool,
+    limits: tuple[tuple[str, int], ...],
 ) -> int:
     """Trigger a run of JOB, or one fire time of a schedule (--schedule NAME [--at TIME])."""
     s = settings()
@@ -220,9 +252,13 @@ async def trigger(
     else:
         assert job is not None
         _, definition = find_job(jobs, job)
-        definition.validate_input(payload)
+        keys = {"--idempotency-key": idempotency_key, "--concurrency-key": concurrency_key}
+        flag = "--input-file" if input_file is not None else "--input"
+        check_trigger(limits_from(limits), definition, payload, label_map, keys, flag)
 
-    options: dict[str, Any] = {"max_concurrent_runs": 1, "polling_interval": 0.1} if here else {}
+    options: dict[str, Any] = {"limits": limits_from(limits)}
+    if here:
+        options.update(max_concurrent_runs=1, polling_interval=0.1)
     threads = StepThreads() if here else None
     if threads is not None:
         threads.install()
