@@ -604,26 +604,24 @@ class Durably:
     async def fire(self, fire: Fire) -> FireResult:
         """Handle one schedule fire time (used by the scheduler, slot triggers and backfills)."""
         if fire.run is not None:
-            # Store the validated form, exactly as a direct trigger would (defaults filled in); a
-            # schedule's retry override is completed from the job's policy.
-            job = self.job_by_name(fire.run.job_name)
-            where = f"schedule '{fire.schedule}': "
-            stored = stored_input(self.limits, job, fire.run.input, where)
-            labels = self.validate_labels(fire.run.labels, where=where)
-            check_key(self.limits, "idempotency_key", fire.run.idempotency_key, where)
-            check_key(self.limits, "concurrency_key", fire.run.concurrency_key, where)
-            policy = stored_retry_policy(job, fire.run.retry_policy)
-            seconds = stored_timeout(job, fire.run.timeout)
-            fire = dataclasses.replace(
-                fire,
-                run=dataclasses.replace(
-                    fire.run, input=stored, labels=labels, retry_policy=policy, timeout=seconds
-                ),
-            )
+            fire = dataclasses.replace(fire, run=self.scheduled_run(fire.schedule, fire.run))
         result = await self.store.fire(fire)
         if result.run is not None and result.outcome == "triggered":
             self._after_trigger([Run(result.run, "created")])
         return result
+
+    def scheduled_run(self, schedule: str, run: NewRun) -> NewRun:
+        """A schedule's run as it is stored, exactly as a direct trigger would store it (defaults
+        filled in, the retry override completed from the job's policy, the limits checked); the
+        errors name the schedule. The scheduler checks each schedule once this way when it loads."""
+        job = self.job_by_name(run.job_name)
+        where = f"schedule '{schedule}': "
+        stored = stored_input(self.limits, job, run.input, where)
+        labels = self.validate_labels(run.labels, where=where)
+        check_key(self.limits, "idempotency_key", run.idempotency_key, where)
+        check_key(self.limits, "concurrency_key", run.concurrency_key, where)
+        policy, seconds = stored_retry_policy(job, run.retry_policy), stored_timeout(job, run.timeout)
+        return dataclasses.replace(run, input=stored, labels=labels, retry_policy=policy, timeout=seconds)
 
     # -- waiting ---------------------------------------------------------------------------------
     def _finished_here(self, run_id: str, completed: bool, output: Any) -> None:

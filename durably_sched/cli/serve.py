@@ -221,10 +221,11 @@ class Server:
         metrics: Any = None
         orphans: OrphanedJobsWatch | None = None
         try:
+            if self.config is not None:  # it checks the schedules against the limits: before any write
+                self.scheduler = Scheduler(durably, self.config)
             await durably.migrate()
             await durably.start(worker=opts.worker)
-            if self.config is not None:
-                self.scheduler = Scheduler(durably, self.config)
+            if self.scheduler is not None:
                 self.scheduler.start()
                 self._tasks.append(
                     asyncio.get_running_loop().create_task(

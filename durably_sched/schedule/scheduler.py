@@ -58,6 +58,10 @@ class Clock(Protocol):
         ...
 
 
+_CHECK_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+"""The fire time of the run :meth:`Scheduler.check` builds (its key is as long as any other's)."""
+
+
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -162,6 +166,7 @@ class Scheduler:
         self.last_tick_monotonic = 0.0
         self._warnings = RateLimitedLog(log)
         self.listeners: list[Callable[[ScheduleEntry, datetime, FireResult, timedelta], None]] = []
+        self.check(config)
         durably.use_schedules(config)
 
     # -- configuration --------------------------------------------------------------------------
@@ -194,13 +199,23 @@ class Scheduler:
         self._loaded = True
 
     async def reload(self, config: SchedulesConfig) -> None:
-        """Apply a new configuration without a restart; logs which schedules changed."""
+        """Apply a new configuration without a restart; logs which schedules changed. A
+        configuration that :meth:`check` refuses changes nothing."""
+        self.check(config)
         changes = describe_changes(self.config, config)
         self.config = config
         self.durably.use_schedules(config)
         await self.load()
         self._wake.set()
         log.info("schedules reloaded from %s: %s", config.path, changes)
+
+    def check(self, config: SchedulesConfig) -> None:
+        """Refuse schedules whose runs the facade would refuse at every fire time (an input, labels
+        or a key past a limit: InvalidArgumentError naming the schedule), once, when they load.
+        Schedules of jobs not registered here are left to their fire times."""
+        for entry in config.schedules.values():
+            if entry.job in self.durably.job_names:
+                self.durably.scheduled_run(entry.name, scheduled_run(entry, _CHECK_TIME))
 
     # -- the loop ------------------------------------------------------------------------------
     def start(self) -> None:

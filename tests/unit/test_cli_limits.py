@@ -89,6 +89,15 @@ def test_serve_and_work_build_their_durably_with_the_limits_given(
     assert given == [Limits()]
 
 
+def test_serve_refuses_a_schedule_past_a_limit_before_it_opens_the_database(project: Project) -> None:
+    result = project.run("serve", "--limit", "input=16")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "error: schedule 'images': input: 29 bytes is over the limit of 16 bytes (limits.input)"
+    )
+    assert not project.db.exists()
+
+
 def test_work_fails_a_step_over_its_step_value_limit(migrated: Project) -> None:
     made = migrated.json("trigger", "echo-image", "--input", json.dumps({"filename": "x" * 2000}), "--json")
     assert migrated.run("work", "--until-idle", "--limit", "step_value=1KiB").exit_code == 1  # a run failed

@@ -32,8 +32,9 @@ from durably_sched import (
 from durably_sched.errors import LimitExceededError, NonRetryableError, StepValueTooLargeError
 from durably_sched.schedule import manual
 from durably_sched.schedule.config import parse_schedules
+from durably_sched.schedule.scheduler import Scheduler
 from tests.backends import Backend
-from tests.helpers import durably_factory
+from tests.helpers import FakeClock, durably_factory
 
 KIB = 1024
 NOT_UNICODE = "not valid Unicode (a lone surrogate such as \\ud800 has no UTF-8 form)"
@@ -178,6 +179,27 @@ async def test_a_fire_time_past_a_limit_is_refused_naming_the_schedule_and_nothi
     slot = await manual.trigger_slot(fine, entry, at)
     assert slot.outcome == "triggered" and slot.result.run is not None
     assert slot.result.run.input == {"b": "x" * 200}
+
+
+async def test_the_scheduler_refuses_a_schedule_past_a_limit_when_it_loads(make: Any) -> None:
+    def config(size: int) -> Any:
+        return parse_schedules(
+            "schedules:\n  s:\n    cron: '* * * * *'\n    job: plain\n    timezone: UTC\n"
+            f"    input: {{b: '{'x' * size}'}}\n"
+        )
+
+    durably = await make(PLAIN, start=False, limits=Limits(input=100))
+    with pytest.raises(LimitExceededError, match=r"^schedule 's': input: 208 bytes is over the limit of 100"):
+        Scheduler(durably, config(200))
+    clock = FakeClock(datetime(2026, 5, 1, tzinfo=UTC))
+    scheduler = Scheduler(durably, config(10), clock=clock)
+    await scheduler.load()
+    with pytest.raises(LimitExceededError, match=r"^schedule 's': input: 208 bytes"):
+        await scheduler.reload(config(200))
+    assert scheduler.config.schedules["s"].input == {"b": "x" * 10}  # the loaded schedules stay
+    clock.advance(minutes=1)
+    fired = await scheduler.tick()
+    assert [result.outcome for _, _, result in fired] == ["triggered"]
 
 
 def test_slot_times_out_of_the_supported_range_are_refused_in_one_line() -> None:
