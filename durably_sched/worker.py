@@ -150,8 +150,8 @@ class Worker:
         self.stale_threshold = stale_threshold
         self.worker_id = worker_id or make_worker_id()
         self.keep_steps = keep_steps
-        self.limits = limits or Limits()
         """False (``preserve_steps=False``): drop a run's step rows once it completed here."""
+        self.limits = limits or Limits()
         self.active: dict[str, ActiveRun] = {}
         self._wake = asyncio.Event()
         self._stopping = False

@@ -12,8 +12,10 @@ released and claimed again forever); durations and slot times out of range are r
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +31,9 @@ from durably_sched import (
     StepError,
     define_job,
 )
+from durably_sched.cli._limits import LimitType
 from durably_sched.errors import LimitExceededError, NonRetryableError, StepValueTooLargeError
+from durably_sched.limits import parse_size
 from durably_sched.schedule import manual
 from durably_sched.schedule.config import parse_schedules
 from durably_sched.schedule.scheduler import Scheduler
@@ -356,3 +360,31 @@ async def test_a_huge_error_message_is_kept_as_a_bounded_line(make: Any) -> None
     assert error is not None
     assert error.startswith("RuntimeError: eeee") and error.endswith("[... 95904 characters cut]")
     assert len(error) < 4200
+
+
+# -- the documentation ---------------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "limits.md"
+
+
+def test_the_limits_page_states_the_defaults_and_its_examples_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", text, re.M)
+    defaults = Limits()
+    assert {name: parse_size(shown.replace("bytes", "").replace(" ", "")) for name, shown in rows} == {
+        name: getattr(defaults, name) for name in Limits.__dataclass_fields__
+    }
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(DOCS), "exec"), {})
+    options = (
+        re.findall(r"--limit (\w+=\d\w*)", text)
+        + " ".join(re.findall(r'DURABLY_LIMITS="([^"]+)"', text)).split()
+    )
+    assert len(options) >= 5
+    for option in options:
+        LimitType().convert(option, None, None)
