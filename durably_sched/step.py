@@ -166,6 +166,28 @@ class RunContext:
             check_value_size(self.limits, len(text), None, job.name)
         return value, stored
 
+    def use_name(self, name: object) -> None:
+        """A step's name: a non-empty string, valid Unicode, not used before in this run."""
+        if not isinstance(name, str) or not name:
+            raise StepError("step name must be a non-empty string")
+        if not valid_text(name):
+            raise StepError(f"step name {name!r} is not valid Unicode (it holds a lone surrogate)")
+        if name in self.used_names:
+            raise StepError(
+                f"step name '{name}' is used twice in run {self.run_id}; step names must be unique"
+            )
+        self.used_names.add(name)
+
+    def encode_value(self, name: str, result: Any) -> tuple[str, Any]:
+        """A step's result as stored (JSON text) and as returned (decoded), within
+        ``limits.step_value``; StepError (never retried) naming the step otherwise."""
+        try:
+            text, value = encode_json_value(result)
+        except StepError as exc:
+            raise StepError(f"step '{name}' returned {type(result).__name__}, which {exc}") from None
+        check_value_size(self.limits, utf8_size(text), name, self.run.job_name)
+        return text, value
+
     def observe(self, result: WriteResult) -> None:
         if result == "lost":
             self.lost = True
@@ -370,15 +392,7 @@ class Step:
         a sync one's token is set and its late result is discarded).
         """
         ctx = self._ctx
-        if not isinstance(name, str) or not name:
-            raise StepError("step name must be a non-empty string")
-        if not valid_text(name):
-            raise StepError(f"step name {name!r} is not valid Unicode (it holds a lone surrogate)")
-        if name in ctx.used_names:
-            raise StepError(
-                f"step name '{name}' is used twice in run {ctx.run_id}; step names must be unique"
-            )
-        ctx.used_names.add(name)
+        ctx.use_name(name)
         stored = ctx.completed.get(name)
         if stored is not None:
             return json.loads(stored)
@@ -422,11 +436,7 @@ class Step:
                 if token is None:
                     token = CancelToken(ctx.token)
                 result = await self._call_with_timeout(name, call, limit, token)
-            try:
-                text, value = encode_json_value(result)
-            except StepError as exc:
-                raise StepError(f"step '{name}' returned {type(result).__name__}, which {exc}") from None
-            check_value_size(ctx.limits, utf8_size(text), name, ctx.run.job_name)
+            text, value = ctx.encode_value(name, result)
         except StepCancelled as exc:
             reason = _reason(exc.reason)
             self._cancelled_step(name, index, reason, started)

@@ -390,6 +390,16 @@ def read_token(flag: str, path: str | None, env: str, env_value: str | None) -> 
     return text
 
 
+def refuse_tokens_on_the_command_line() -> None:
+    ctx = click.get_current_context()
+    for name, env in (("http_token", "DURABLY_HTTP_TOKEN"), ("http_read_token", "DURABLY_HTTP_READ_TOKEN")):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise CliError(
+                f"--{name.replace('_', '-')}: a token on the command line shows in process lists and shell "
+                f"history; put it in a file (--{name.replace('_', '-')}-file) or in {env}"
+            )
+
+
 def check_http_security(address: HttpAddress | None, token: str | None, read_only: str | None) -> None:
     if address is None:
         if token or read_only:
@@ -619,13 +629,7 @@ async def serve(
         return code
     if polling_interval <= 0:
         raise CliError("--polling-interval must be longer than 0")
-    ctx = click.get_current_context()
-    for name, env in (("http_token", "DURABLY_HTTP_TOKEN"), ("http_read_token", "DURABLY_HTTP_READ_TOKEN")):
-        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-            raise CliError(
-                f"--{name.replace('_', '-')}: a token on the command line shows in process lists and shell "
-                f"history; put it in a file (--{name.replace('_', '-')}-file) or in {env}"
-            )
+    refuse_tokens_on_the_command_line()
     token = read_token("--http-token-file", http_token_file, "DURABLY_HTTP_TOKEN", http_token)
     read_only = read_token(
         "--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN", http_read_token

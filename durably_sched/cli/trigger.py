@@ -115,6 +115,15 @@ def slot_time(entry: ScheduleEntry, at: datetime | None) -> datetime:
         raise CliError(exc.message) from None
 
 
+def _refuse_with_schedule(*given: tuple[str, object]) -> None:
+    used = [flag for flag, value in given if value is not None]
+    if used:
+        raise CliError(
+            f"{', '.join(used)} cannot be used with --schedule (a slot runs with the schedule's own "
+            "input, key and labels)"
+        )
+
+
 def check_trigger(
     limits: Limits,
     job: JobDefinition[Any, Any],
@@ -219,23 +228,14 @@ async def trigger(
     if schedule_name is None and at is not None:
         raise CliError("--at only applies with --schedule")
     if schedule_name is not None:
-        used = [
-            flag
-            for flag, value in (
-                ("--input", input_text),
-                ("--input-file", input_file),
-                ("--idempotency-key", idempotency_key),
-                ("--concurrency-key", concurrency_key),
-                ("--coalesce", coalesce),
-                ("--label", labels or None),
-            )
-            if value is not None
-        ]
-        if used:
-            raise CliError(
-                f"{', '.join(used)} cannot be used with --schedule (a slot runs with the schedule's own "
-                "input, key and labels)"
-            )
+        _refuse_with_schedule(
+            ("--input", input_text),
+            ("--input-file", input_file),
+            ("--idempotency-key", idempotency_key),
+            ("--concurrency-key", concurrency_key),
+            ("--coalesce", coalesce),
+            ("--label", labels or None),
+        )
     elif coalesce is not None and concurrency_key is None:
         raise CliError(
             "--coalesce skip needs --concurrency-key (it joins the pending run of the job with that key)"
@@ -256,9 +256,7 @@ async def trigger(
         flag = "--input-file" if input_file is not None else "--input"
         check_trigger(limits_from(limits), definition, payload, label_map, keys, flag)
 
-    options: dict[str, Any] = {"limits": limits_from(limits)}
-    if here:
-        options.update(max_concurrent_runs=1, polling_interval=0.1)
+    options: dict[str, Any] = {"max_concurrent_runs": 1, "polling_interval": 0.1} if here else {}
     threads = StepThreads() if here else None
     if threads is not None:
         threads.install()
@@ -266,7 +264,7 @@ async def trigger(
     # ends the wait (or, with --here, releases the run).
     interrupts = _interrupts(here)
     with interrupts.installed(signal.SIGINT, signal.SIGTERM) if wait else contextlib.nullcontext(interrupts):
-        async with open_durably(s.database, jobs, **options) as durably:
+        async with open_durably(s.database, jobs, limits=limits_from(limits), **options) as durably:
             extra: dict[str, Any]
             if entry is not None:
                 record, extra = await _fire_slot(durably, entry, fire_time, json_mode=json_mode, wait=wait)
