@@ -54,7 +54,7 @@ from ._common import (
     newer_schema_message,
     prefix_upper_bound,
 )
-from ._sqlite_writer import WriteFn, Writer
+from ._sqlite_writer import WriteFn, Writer, read_error
 from .base import (
     COUNT_CAP,
     Checkpoint,
@@ -331,9 +331,8 @@ class SqliteStore(Store):
             raise StoreError("store is not connected")
         try:
             return list(await self._reader.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            error = self._classify(exc)
-            raise type(error)(f"reading {self.path} failed: {error}") from None
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise read_error(exc, self._classify, self.path) from None
 
     # -- schema -----------------------------------------------------------------------------
     async def migrate(self) -> int:
