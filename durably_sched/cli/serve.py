@@ -174,6 +174,7 @@ class Server:
             seen = current
             try:
                 config = await asyncio.to_thread(load_schedules, path, inputs)
+                scheduler.check(config)  # the limits, once: a refused file is reported once
             except ConfigError as exc:
                 kept = len(self.config.schedules) if self.config is not None else 0
                 log.error(

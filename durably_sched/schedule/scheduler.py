@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .._durations import format_duration
 from .._ratelimit import RateLimitedLog
+from ..errors import ConfigError, InputValidationError, InvalidArgumentError
 from ..events import ScheduleAutoPauseEvent
 from ..store.base import Fire, FireOutcome, FireResult, NewRun, ScheduleState
 from .config import ScheduleEntry, SchedulesConfig
@@ -211,11 +212,15 @@ class Scheduler:
 
     def check(self, config: SchedulesConfig) -> None:
         """Refuse schedules whose runs the facade would refuse at every fire time (an input, labels
-        or a key past a limit: InvalidArgumentError naming the schedule), once, when they load.
-        Schedules of jobs not registered here are left to their fire times."""
+        or a key past a limit), once, when they load: ConfigError naming the file and the schedule
+        (its cause is the facade's error). Schedules of jobs not registered here are left to their
+        fire times."""
         for entry in config.schedules.values():
             if entry.job in self.durably.job_names:
-                self.durably.scheduled_run(entry.name, scheduled_run(entry, _CHECK_TIME))
+                try:
+                    self.durably.scheduled_run(entry.name, scheduled_run(entry, _CHECK_TIME))
+                except (InvalidArgumentError, InputValidationError) as exc:
+                    raise ConfigError(str(exc), path=config.path) from exc
 
     # -- the loop ------------------------------------------------------------------------------
     def start(self) -> None:

@@ -93,7 +93,8 @@ def test_serve_refuses_a_schedule_past_a_limit_before_it_opens_the_database(proj
     result = project.run("serve", "--limit", "input=16")
     assert result.exit_code == 2
     assert error_line(result) == (
-        "error: schedule 'images': input: 29 bytes is over the limit of 16 bytes (limits.input)"
+        "error: schedules.yaml: schedule 'images': input: 29 bytes is over the limit of 16 bytes "
+        "(limits.input)"
     )
     assert not project.db.exists()
 

@@ -22,6 +22,7 @@ import pytest
 from pydantic import BaseModel
 
 from durably_sched import (
+    ConfigError,
     InputValidationError,
     InvalidArgumentError,
     Limits,
@@ -189,16 +190,21 @@ async def test_the_scheduler_refuses_a_schedule_past_a_limit_when_it_loads(make:
     def config(size: int) -> Any:
         return parse_schedules(
             "schedules:\n  s:\n    cron: '* * * * *'\n    job: plain\n    timezone: UTC\n"
-            f"    input: {{b: '{'x' * size}'}}\n"
+            f"    input: {{b: '{'x' * size}'}}\n",
+            "schedules.yaml",
         )
 
     durably = await make(PLAIN, start=False, limits=Limits(input=100))
-    with pytest.raises(LimitExceededError, match=r"^schedule 's': input: 208 bytes is over the limit of 100"):
+    with pytest.raises(ConfigError) as refused:
         Scheduler(durably, config(200))
+    assert str(refused.value) == (
+        "schedules.yaml: schedule 's': input: 208 bytes is over the limit of 100 bytes (limits.input)"
+    )
+    assert isinstance(refused.value.__cause__, LimitExceededError)
     clock = FakeClock(datetime(2026, 5, 1, tzinfo=UTC))
     scheduler = Scheduler(durably, config(10), clock=clock)
     await scheduler.load()
-    with pytest.raises(LimitExceededError, match=r"^schedule 's': input: 208 bytes"):
+    with pytest.raises(ConfigError, match=r"^schedules.yaml: schedule 's': input: 208 bytes"):
         await scheduler.reload(config(200))
     assert scheduler.config.schedules["s"].input == {"b": "x" * 10}  # the loaded schedules stay
     clock.advance(minutes=1)
