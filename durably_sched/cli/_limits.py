@@ -83,4 +83,5 @@ def limits_from(values: Sequence[tuple[str, int]]) -> Limits:
 
 
 def _size(n: int) -> str:
-    return show_size(n).replace(" ", "")
+    """``1MiB``, ``64KiB``, ``512``: as ``--limit`` reads it."""
+    return show_size(n).replace(" ", "") if n % 1024 == 0 else str(n)
