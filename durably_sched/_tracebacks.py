@@ -15,6 +15,8 @@ import os
 import re
 import traceback
 
+from ._bounds import clean_text
+
 __all__ = ["ERROR_LIMIT", "error_line", "format_traceback", "user_frame"]
 
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
@@ -30,10 +32,13 @@ to its own limit, has the rest)."""
 
 def error_line(exc: BaseException) -> str:
     """``Type: message`` on one line (a message's line breaks become spaces), at most
-    :data:`ERROR_LIMIT` characters."""
-    text = " ".join(str(exc).split())
+    :data:`ERROR_LIMIT` characters, lone surrogates replaced (U+FFFD) so that it can be stored."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # a broken __str__: still say what it was
+        text = "(its message could not be formatted)"
     name = type(exc).__name__
-    line = f"{name}: {text}" if text else name
+    line = clean_text(f"{name}: {text}" if text else name)
     if len(line) <= ERROR_LIMIT:
         return line
     note = f" [... {len(line) - ERROR_LIMIT} characters cut]"
@@ -52,7 +57,7 @@ def format_traceback(exc: BaseException) -> str:
     try:
         shown = traceback.TracebackException.from_exception(exc)
         _hide_own_frames(shown, set())
-        return "".join(shown.format())
+        return clean_text("".join(shown.format()))
     except Exception:  # a broken __str__ or a cycle: still say what it was
         return f"{type(exc).__name__} (its traceback could not be formatted)\n"
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ._bounds import SYSTEM_LABELS, check_key, check_labels, plain_labels, stored_input
 from ._durations import parse_duration
 from .errors import (
     AmbiguousRunIdError,
@@ -78,8 +79,6 @@ RUN_ID_CANDIDATES_SHOWN = 10
 
 Coalesce = Literal["skip"]
 COALESCE_MODES: tuple[str, ...] = ("skip",)
-SYSTEM_LABELS: frozenset[str] = frozenset({"schedule", "scheduled_for", "apscheduler_job"})
-"""Labels durably-sched sets itself on scheduled runs; a ``labels`` model need not declare them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +276,7 @@ class Durably:
             stale_threshold=stale_threshold,
             worker_id=worker_id,
             keep_steps=preserve_steps,
+            limits=self.limits,
         )
         self.retention: Retention | None = None
         """With ``retain_runs``: the purge of finished runs (``durably_sched.ops.retention``)."""
@@ -468,13 +468,15 @@ class Durably:
                     f"job '{job.name}' with the same key"
                 )
         label_map = self.validate_labels(labels)
+        check_key(self.limits, "idempotency_key", idempotency_key)
+        check_key(self.limits, "concurrency_key", concurrency_key)
         policy = stored_retry_policy(job, retry)
         seconds = stored_timeout(job, run_timeout)
         new_runs = [
             NewRun(
                 id=run_ids[i] if run_ids else str(uuid.uuid4()),
                 job_name=job.name,
-                input=job.validate_input(raw),
+                input=stored_input(self.limits, job, raw),
                 idempotency_key=idempotency_key,
                 concurrency_key=concurrency_key,
                 labels=label_map,
@@ -542,12 +544,13 @@ class Durably:
 
     def validate_labels(self, labels: Mapping[str, Any] | None, *, where: str = "") -> dict[str, str]:
         """The labels a trigger stores: checked against the ``labels`` model when there is one
-        (its defaults filled in), else as a plain str -> str mapping. Raises InputValidationError
-        naming the field. ``schedule``, ``scheduled_for`` and ``apscheduler_job`` (set by
-        durably-sched) pass through unless the model declares them."""
+        (its defaults filled in), else as a plain str -> str mapping, then against ``limits``
+        (LimitExceededError). Raises InputValidationError naming the field. ``schedule``,
+        ``scheduled_for`` and ``apscheduler_job`` (set by durably-sched) pass through unless the
+        model declares them."""
         model = self.labels_model
         if model is None:
-            return _check_labels(labels)
+            return check_labels(self.limits, plain_labels(labels), where)
         given = dict(labels or {})
         for key in given:
             if not isinstance(key, str):
@@ -572,7 +575,7 @@ class Durably:
             if not isinstance(value, str):
                 raise InputValidationError(f"{where}labels: '{key}' must be a string (got {value!r})")
             out[key] = value
-        return out
+        return check_labels(self.limits, out, where)
 
     async def trigger(
         self,
@@ -603,25 +606,24 @@ class Durably:
     async def fire(self, fire: Fire) -> FireResult:
         """Handle one schedule fire time (used by the scheduler, slot triggers and backfills)."""
         if fire.run is not None:
-            # Store the validated form, exactly as a direct trigger would (defaults filled in); a
-            # schedule's retry override is completed from the job's policy.
-            job = self.job_by_name(fire.run.job_name)
-            stored = job.validate_input(fire.run.input)
-            labels = fire.run.labels
-            if self.labels_model is not None:
-                labels = self.validate_labels(labels, where=f"schedule '{fire.schedule}': ")
-            policy = stored_retry_policy(job, fire.run.retry_policy)
-            seconds = stored_timeout(job, fire.run.timeout)
-            fire = dataclasses.replace(
-                fire,
-                run=dataclasses.replace(
-                    fire.run, input=stored, labels=labels, retry_policy=policy, timeout=seconds
-                ),
-            )
+            fire = dataclasses.replace(fire, run=self.scheduled_run(fire.schedule, fire.run))
         result = await self.store.fire(fire)
         if result.run is not None and result.outcome == "triggered":
             self._after_trigger([Run(result.run, "created")])
         return result
+
+    def scheduled_run(self, schedule: str, run: NewRun) -> NewRun:
+        """A schedule's run as it is stored, exactly as a direct trigger would store it (defaults
+        filled in, the retry override completed from the job's policy, the limits checked); the
+        errors name the schedule. The scheduler checks each schedule once this way when it loads."""
+        job = self.job_by_name(run.job_name)
+        where = f"schedule '{schedule}': "
+        stored = stored_input(self.limits, job, run.input, where)
+        labels = self.validate_labels(run.labels, where=where)
+        check_key(self.limits, "idempotency_key", run.idempotency_key, where)
+        check_key(self.limits, "concurrency_key", run.concurrency_key, where)
+        policy, seconds = stored_retry_policy(job, run.retry_policy), stored_timeout(job, run.timeout)
+        return dataclasses.replace(run, input=stored, labels=labels, retry_policy=policy, timeout=seconds)
 
     # -- waiting ---------------------------------------------------------------------------------
     def _finished_here(self, run_id: str, completed: bool, output: Any) -> None:
@@ -789,7 +791,7 @@ class Durably:
                 schedule=schedule,
                 limit=limit,
                 before_created=before,
-                labels=_check_labels(labels),
+                labels=plain_labels(labels),
             )
         )
 
@@ -1077,7 +1079,7 @@ def stored_retry_policy(
     try:
         return (job.retry or Retry()).merged(override).to_json()
     except RetryPolicyError as exc:
-        raise ValueError(f"job '{job.name}': retry.{exc}") from None
+        raise InvalidArgumentError(f"job '{job.name}': retry.{exc}") from None
 
 
 def stored_timeout(job: JobDefinition[Any, Any], value: float | timedelta | str | None) -> float | None:
@@ -1086,18 +1088,7 @@ def stored_timeout(job: JobDefinition[Any, Any], value: float | timedelta | str 
     try:
         return parse_seconds(value, "timeout", allow_zero=False)
     except RetryPolicyError as exc:
-        raise ValueError(f"job '{job.name}': {exc}") from None
-
-
-def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
-    if not labels:
-        return {}
-    out: dict[str, str] = {}
-    for key, value in labels.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"labels must map strings to strings (got {key!r}: {value!r})")
-        out[key] = value
-    return out
+        raise InvalidArgumentError(f"job '{job.name}': {exc}") from None
 
 
 def create_durably(

@@ -57,6 +57,19 @@ class InvalidArgumentError(DurablyError, ValueError):
     """An argument of a library call is invalid; the message names the argument."""
 
 
+class LimitExceededError(InvalidArgumentError):
+    """A value over one of the size limits (:class:`durably_sched.Limits`), refused before anything
+    is stored. ``field`` names the value (``input``, ``labels['team']``, ``idempotency_key``),
+    ``size`` and ``limit`` are bytes (a count for ``labels``), ``limit_name`` the Limits field."""
+
+    def __init__(self, message: str, *, field: str, size: int, limit: int, limit_name: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.size = size
+        self.limit = limit
+        self.limit_name = limit_name
+
+
 class InvalidStateError(DurablyError):
     """An operation that the run's current status does not allow (e.g. retry of a completed run)."""
 
@@ -124,6 +137,20 @@ class SchemaVersionError(StoreError):
 
 class NonRetryableError(Exception):
     """Raise it (or a subclass) from a job to fail the run at once, whatever its retry policy."""
+
+
+class StepValueTooLargeError(StepError, NonRetryableError):
+    """A step's return value (or a job's output) whose JSON form is over ``limits.step_value``.
+
+    The step fails without a checkpoint and the run fails at once: no retry policy retries it, as
+    the same code would return the same value again. ``step_name`` is None for a job's output.
+    """
+
+    def __init__(self, message: str, *, step_name: str | None, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.step_name = step_name
+        self.size = size
+        self.limit = limit
 
 
 class StepTimeoutError(TimeoutError):

@@ -34,6 +34,9 @@ __all__ = ["DEFAULT_MAX_BACKOFF", "Retry", "RetryPolicyError", "class_name", "pa
 
 DEFAULT_MAX_BACKOFF = 24 * 3600.0
 """The cap on a delay when ``max_backoff`` is not given: one day."""
+MAX_SECONDS = 36500 * 24 * 3600.0
+"""The longest duration a policy or timeout may give (100 years): any time it adds to now stays
+within the range of times Python and the databases keep."""
 NEVER_RETRIED: tuple[type[BaseException], ...] = (NonRetryableError, InputValidationError, StepError)
 """Errors that fail a run at once, whatever the policy: retrying cannot change their outcome."""
 
@@ -71,7 +74,10 @@ def parse_seconds(value: object, field: str, *, allow_zero: bool = True) -> floa
     if not math.isfinite(seconds):
         raise RetryPolicyError(field, f"expected a finite duration (got {value!r})")
     if seconds < 0:
-        raise RetryPolicyError(field, f"must not be negative (got {_shown(seconds)})")
+        shown = _shown(seconds) if seconds > -MAX_SECONDS else repr(value)
+        raise RetryPolicyError(field, f"must not be negative (got {shown})")
+    if seconds > MAX_SECONDS:
+        raise RetryPolicyError(field, f"must be at most 36500d (100 years; got {value!r})")
     if not allow_zero and seconds == 0:
         raise RetryPolicyError(field, "must be longer than 0")
     return seconds

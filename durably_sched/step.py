@@ -13,12 +13,25 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pydantic_core
+
+from ._bounds import (
+    bad_text_at,
+    check_value_size,
+    clean_text,
+    clip_log,
+    clip_text,
+    text_problem,
+    utf8_size,
+    valid_text,
+)
 from ._ratelimit import RateLimitedLog
 from ._step_threads import SyncSteps
 from ._tracebacks import error_line, format_traceback
 from .cancel import CancelReason, CancelToken
 from .codec import encode_json_value
 from .errors import (
+    InputValidationError,
     LeaseLostError,
     RunCancelledSignal,
     RunStoppingSignal,
@@ -34,11 +47,13 @@ from .events import (
     StepFailEvent,
     StepStartEvent,
 )
+from .limits import Limits
 from .retry import RetryPolicyError, parse_seconds
 from .store.base import Checkpoint, NewLog, Progress, RunRecord, WriteResult
 
 if TYPE_CHECKING:
     from .events import EventEmitter
+    from .jobs import JobDefinition
     from .store.base import Store
 
 T = TypeVar("T")
@@ -58,8 +73,11 @@ class RunContext:
         store: Store,
         events: EventEmitter,
         completed: dict[str, str],
+        limits: Limits | None = None,
     ) -> None:
         self.run = run
+        self.limits = limits or Limits()
+        """The size limits on step values, the job's output, log lines and progress messages."""
         self.run_id = run.id
         self.generation = run.generation
         self.store = store
@@ -132,6 +150,43 @@ class RunContext:
             self._flush_handle.cancel()
             self._flush_handle = None
         return logs
+
+    def output(self, job: JobDefinition[Any, Any], result: Any) -> tuple[Any, Any]:
+        """The job's output (``job.validate_output``): (value for listeners, stored JSON form),
+        valid Unicode (InputValidationError) and within ``limits.step_value``
+        (StepValueTooLargeError); neither is retried."""
+        value, stored = job.validate_output(result)
+        if stored is not None:
+            try:
+                text = pydantic_core.to_json(stored)
+            except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+                at = bad_text_at(stored)
+                why = text_problem("output", f"job '{job.name}': ", at) if at is not None else str(exc)
+                raise InputValidationError(why) from None
+            check_value_size(self.limits, len(text), None, job.name)
+        return value, stored
+
+    def use_name(self, name: object) -> None:
+        """A step's name: a non-empty string, valid Unicode, not used before in this run."""
+        if not isinstance(name, str) or not name:
+            raise StepError("step name must be a non-empty string")
+        if not valid_text(name):
+            raise StepError(f"step name {name!r} is not valid Unicode (it holds a lone surrogate)")
+        if name in self.used_names:
+            raise StepError(
+                f"step name '{name}' is used twice in run {self.run_id}; step names must be unique"
+            )
+        self.used_names.add(name)
+
+    def encode_value(self, name: str, result: Any) -> tuple[str, Any]:
+        """A step's result as stored (JSON text) and as returned (decoded), within
+        ``limits.step_value``; StepError (never retried) naming the step otherwise."""
+        try:
+            text, value = encode_json_value(result)
+        except StepError as exc:
+            raise StepError(f"step '{name}' returned {type(result).__name__}, which {exc}") from None
+        check_value_size(self.limits, utf8_size(text), name, self.run.job_name)
+        return text, value
 
     def observe(self, result: WriteResult) -> None:
         if result == "lost":
@@ -206,13 +261,15 @@ class StepLogger:
         if ctx.lost:
             return
         try:
-            _, clean = encode_json_value(data)
+            text, clean = encode_json_value(data)
         except StepError:
-            clean = {k: repr(v) for k, v in data.items()}
+            clean = {clean_text(k): clean_text(repr(v)) for k, v in data.items()}
+            text = json.dumps(clean, ensure_ascii=False)
+        message, clean = clip_log(ctx.limits, str(message), clean, text)
         ctx.add_log(
             NewLog(
                 level=level,
-                message=str(message),
+                message=message,
                 step_name=ctx.current_step,
                 data=clean,
                 created_at=datetime.now(UTC),
@@ -232,7 +289,7 @@ class StepLogger:
                     labels=ctx.run.labels,
                     step_name=ctx.current_step,
                     level=level,
-                    message=str(message),
+                    message=message,
                     data=clean,
                 )
             )
@@ -335,13 +392,7 @@ class Step:
         a sync one's token is set and its late result is discarded).
         """
         ctx = self._ctx
-        if not isinstance(name, str) or not name:
-            raise StepError("step name must be a non-empty string")
-        if name in ctx.used_names:
-            raise StepError(
-                f"step name '{name}' is used twice in run {ctx.run_id}; step names must be unique"
-            )
-        ctx.used_names.add(name)
+        ctx.use_name(name)
         stored = ctx.completed.get(name)
         if stored is not None:
             return json.loads(stored)
@@ -385,10 +436,7 @@ class Step:
                 if token is None:
                     token = CancelToken(ctx.token)
                 result = await self._call_with_timeout(name, call, limit, token)
-            try:
-                text, value = encode_json_value(result)
-            except StepError as exc:
-                raise StepError(f"step '{name}' returned {type(result).__name__}, which {exc}") from None
+            text, value = ctx.encode_value(name, result)
         except StepCancelled as exc:
             reason = _reason(exc.reason)
             self._cancelled_step(name, index, reason, started)
@@ -450,9 +498,8 @@ class Step:
     async def progress(self, current: int, total: int | None = None, message: str | None = None) -> None:
         """Report progress; stored with the run (other processes can show it) and emitted."""
         ctx = self._ctx
-        progress = Progress(
-            current=int(current), total=None if total is None else int(total), message=message
-        )
+        text = None if message is None else clip_text(str(message), ctx.limits.log_line)
+        progress = Progress(current=int(current), total=None if total is None else int(total), message=text)
         result = await ctx.store.set_progress(ctx.run_id, ctx.generation, progress, ctx.take_logs())
         ctx.observe(result)
         if ctx.events.wants("run:progress"):

@@ -62,6 +62,7 @@ from .events import (
     WorkerErrorEvent,
 )
 from .jobs import JobDefinition
+from .limits import Limits
 from .registry import HostIdentity, found_gone, host_identity
 from .retry import Retry
 from .step import RunContext, Step
@@ -133,6 +134,7 @@ class Worker:
         stale_threshold: float,
         worker_id: str | None = None,
         keep_steps: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("max_concurrent_runs must be at least 1")
@@ -149,6 +151,7 @@ class Worker:
         self.worker_id = worker_id or make_worker_id()
         self.keep_steps = keep_steps
         """False (``preserve_steps=False``): drop a run's step rows once it completed here."""
+        self.limits = limits or Limits()
         self.active: dict[str, ActiveRun] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -210,7 +213,7 @@ class Worker:
         slot). A run claimed while the worker began to stop is given back at once."""
         self._reserved -= 1
         if self._stopping or not self.running:
-            ctx = RunContext(run, self.store, self.events, {})
+            ctx = RunContext(run, self.store, self.events, {}, self.limits)
             await self._release(ctx, " (claimed as the worker stopped)")
             return
         self._launch(run)
@@ -407,9 +410,8 @@ class Worker:
                     continue
                 if self._stopping:  # the stop began while the claim was in flight: give them back
                     for run in claimed:
-                        await self._release(
-                            RunContext(run, self.store, self.events, {}), " (claimed as the worker stopped)"
-                        )
+                        ctx = RunContext(run, self.store, self.events, {}, self.limits)
+                        await self._release(ctx, " (claimed as the worker stopped)")
                     return
                 for run in claimed:
                     self._launch(run)
@@ -435,7 +437,7 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _launch(self, run: RunRecord) -> asyncio.Task[None]:
-        ctx = RunContext(run, self.store, self.events, {})
+        ctx = RunContext(run, self.store, self.events, {}, self.limits)
         self._log_claimed(ctx)
         task = asyncio.get_running_loop().create_task(self._execute(ctx), name=f"durably-run-{run.id}")
         self.active[run.id] = ActiveRun(ctx, task)
@@ -697,7 +699,7 @@ class Worker:
                 async with scope:
                     result = await job.run(step, payload)
             ctx.ensure_held()  # a run that finished its last step during a stop still completes
-            value, stored = job.validate_output(result)
+            value, stored = ctx.output(job, result)
         except StoreError:
             raise
         except RunStoppingSignal:

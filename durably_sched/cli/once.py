@@ -30,6 +30,7 @@ from typing import Any
 
 from .._durations import format_duration
 from ..durably import Durably, create_durably
+from ..limits import Limits
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.scheduler import Scheduler
 from ..store.base import FireResult, RunRecord
@@ -58,6 +59,7 @@ class OneShotOptions:
     max_seconds: float | None
     jobs: tuple[str, ...] = ()
     command: str = "serve --once"
+    limits: Limits | None = None
 
 
 @dataclass
@@ -101,6 +103,7 @@ class OneShot:
                 max_concurrent_runs=opts.concurrency,
                 worker_id=opts.worker_id,
                 retain_runs=opts.retention,
+                limits=opts.limits,
             )
         except ValueError as exc:  # e.g. heartbeat interval not shorter than the stale threshold
             raise CliError(f"{opts.command}: {exc}") from None

@@ -18,6 +18,7 @@ import click
 from .._durations import format_duration
 from ..durably import Durably, create_durably
 from ..jobs import JobDefinition
+from ..limits import Limits
 from ..ops.orphans import OrphanedJobsWatch
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.cron import next_fire_time
@@ -39,6 +40,7 @@ from ._base import (
     settings,
     utc_option,
 )
+from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
 from ._wait import Interrupts
 
@@ -112,6 +114,7 @@ class ServeOptions:
     http_token: str | None = None
     http_read_token: str | None = None
     http_metrics: str = "auto"
+    limits: Limits | None = None
 
 
 def configure_logging(fmt: str, level: str, *, utc: bool = False) -> None:
@@ -171,6 +174,7 @@ class Server:
                 max_concurrent_runs=opts.concurrency,
                 worker_id=opts.worker_id,
                 retain_runs=opts.retention,  # the library's retention: runs from start() to stop()
+                limits=opts.limits,
             )
         except ValueError as exc:  # e.g. heartbeat interval not shorter than the stale threshold
             raise CliError(f"serve: {exc}") from None
@@ -182,10 +186,11 @@ class Server:
         orphans: OrphanedJobsWatch | None = None
         reloader: SchedulesReloader | None = None
         try:
+            if self.config is not None:  # it checks the schedules against the limits: before any write
+                self.scheduler = Scheduler(durably, self.config)
             await durably.migrate()
             await durably.start(worker=opts.worker)
-            if self.config is not None:
-                self.scheduler = Scheduler(durably, self.config)
+            if self.scheduler is not None:
                 self.scheduler.start()
                 reloader = SchedulesReloader(
                     durably, self.scheduler, self.cli.schedules, inputs, on_loaded=self._loaded
@@ -356,6 +361,16 @@ def read_token(flag: str, path: str | None, env: str, env_value: str | None) -> 
     return text
 
 
+def refuse_tokens_on_the_command_line() -> None:
+    ctx = click.get_current_context()
+    for name, env in (("http_token", "DURABLY_HTTP_TOKEN"), ("http_read_token", "DURABLY_HTTP_READ_TOKEN")):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise CliError(
+                f"--{name.replace('_', '-')}: a token on the command line shows in process lists and shell "
+                f"history; put it in a file (--{name.replace('_', '-')}-file) or in {env}"
+            )
+
+
 def check_http_security(address: HttpAddress | None, token: str | None, read_only: str | None) -> None:
     if address is None:
         if token or read_only:
@@ -519,6 +534,7 @@ field whole.
     metavar="SECONDS",
     help="With --once: stop claiming after this long (running steps then get --stop-grace).",
 )
+@limit_option
 @utc_option
 async def serve(
     no_scheduler: bool,
@@ -541,6 +557,7 @@ async def serve(
     once: bool,
     max_runs: int | None,
     max_seconds: float | None,
+    limits: tuple[tuple[str, int], ...],
 ) -> int:
     """Run the scheduler and a worker until stopped (or one role with --no-scheduler/--no-worker)."""
     if no_scheduler and no_worker:
@@ -578,19 +595,14 @@ async def serve(
                 worker_id=worker_id,
                 max_runs=max_runs,
                 max_seconds=max_seconds,
+                limits=limits_from(limits),
             ),
         )
         await threads.exit_if_lingering(code)
         return code
     if polling_interval <= 0:
         raise CliError("--polling-interval must be longer than 0")
-    ctx = click.get_current_context()
-    for name, env in (("http_token", "DURABLY_HTTP_TOKEN"), ("http_read_token", "DURABLY_HTTP_READ_TOKEN")):
-        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-            raise CliError(
-                f"--{name.replace('_', '-')}: a token on the command line shows in process lists and shell "
-                f"history; put it in a file (--{name.replace('_', '-')}-file) or in {env}"
-            )
+    refuse_tokens_on_the_command_line()
     token = read_token("--http-token-file", http_token_file, "DURABLY_HTTP_TOKEN", http_token)
     read_only = read_token(
         "--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN", http_read_token
@@ -610,6 +622,7 @@ async def serve(
         http_token=token,
         http_read_token=read_only,
         http_metrics=http_metrics,
+        limits=limits_from(limits),
     )
     threads = StepThreads()
     threads.install()

@@ -11,8 +11,11 @@ from typing import Any
 
 import click
 
+from .._bounds import check_key, check_labels, plain_labels, stored_input
 from ..durably import Durably
+from ..errors import InvalidArgumentError, LimitExceededError
 from ..jobs import JobDefinition
+from ..limits import Limits
 from ..schedule import manual
 from ..schedule.config import ScheduleEntry, load_schedules
 from ..store.base import RunRecord
@@ -29,6 +32,7 @@ from ._base import (
     settings,
     utc_option,
 )
+from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
 from ._output import echo_json, show_time, utc_json, zone_json
 from ._wait import (
@@ -102,11 +106,46 @@ def find_schedule(entries: dict[str, ScheduleEntry], name: str, path: str) -> Sc
 def slot_time(entry: ScheduleEntry, at: datetime | None) -> datetime:
     """The fire time to trigger: ``at`` (which must be a fire time) or the latest one until now."""
     try:
-        return manual.slot_time(
-            entry, in_display_zone(at) if at is not None else None, name="--at", show=show_time
-        )
+        when = in_display_zone(at) if at is not None else None
+    except OverflowError:
+        raise CliError(f"--at {at} {manual.OUT_OF_RANGE}") from None
+    try:
+        return manual.slot_time(entry, when, name="--at", show=show_time)
     except manual.ScheduleActionError as exc:
         raise CliError(exc.message) from None
+
+
+def _refuse_with_schedule(*given: tuple[str, object]) -> None:
+    used = [flag for flag, value in given if value is not None]
+    if used:
+        raise CliError(
+            f"{', '.join(used)} cannot be used with --schedule (a slot runs with the schedule's own "
+            "input, key and labels)"
+        )
+
+
+def check_trigger(
+    limits: Limits,
+    job: JobDefinition[Any, Any],
+    payload: Any,
+    labels: dict[str, str],
+    keys: dict[str, str | None],
+    input_flag: str,
+) -> None:
+    """What the library checks at trigger time, before the database is opened: the input against
+    the job's model, then every value against the limits; one line naming the flag."""
+    flag = input_flag
+    try:
+        stored_input(limits, job, payload)
+        flag = "--label"
+        check_labels(limits, plain_labels(labels))
+        for flag, key in keys.items():
+            check_key(limits, flag.lstrip("-").replace("-", "_"), key)
+    except InvalidArgumentError as exc:
+        more = (
+            f" (change it with --limit {exc.limit_name}=SIZE)" if isinstance(exc, LimitExceededError) else ""
+        )
+        raise CliError(f"{flag}: {exc}{more}") from None
 
 
 EPILOG = (
@@ -162,6 +201,7 @@ explicit.
 @click.option("--here", is_flag=True, help="Execute the run in this process (implies --wait).")
 @TIMEOUT_OPTION
 @JSON_OPTION
+@limit_option
 @utc_option
 async def trigger(
     job: str | None,
@@ -177,6 +217,7 @@ async def trigger(
     here: bool,
     timeout: float | None,
     json_mode: bool,
+    limits: tuple[tuple[str, int], ...],
 ) -> int:
     """Trigger a run of JOB, or one fire time of a schedule (--schedule NAME [--at TIME])."""
     s = settings()
@@ -187,23 +228,14 @@ async def trigger(
     if schedule_name is None and at is not None:
         raise CliError("--at only applies with --schedule")
     if schedule_name is not None:
-        used = [
-            flag
-            for flag, value in (
-                ("--input", input_text),
-                ("--input-file", input_file),
-                ("--idempotency-key", idempotency_key),
-                ("--concurrency-key", concurrency_key),
-                ("--coalesce", coalesce),
-                ("--label", labels or None),
-            )
-            if value is not None
-        ]
-        if used:
-            raise CliError(
-                f"{', '.join(used)} cannot be used with --schedule (a slot runs with the schedule's own "
-                "input, key and labels)"
-            )
+        _refuse_with_schedule(
+            ("--input", input_text),
+            ("--input-file", input_file),
+            ("--idempotency-key", idempotency_key),
+            ("--concurrency-key", concurrency_key),
+            ("--coalesce", coalesce),
+            ("--label", labels or None),
+        )
     elif coalesce is not None and concurrency_key is None:
         raise CliError(
             "--coalesce skip needs --concurrency-key (it joins the pending run of the job with that key)"
@@ -220,7 +252,9 @@ async def trigger(
     else:
         assert job is not None
         _, definition = find_job(jobs, job)
-        definition.validate_input(payload)
+        keys = {"--idempotency-key": idempotency_key, "--concurrency-key": concurrency_key}
+        flag = "--input-file" if input_file is not None else "--input"
+        check_trigger(limits_from(limits), definition, payload, label_map, keys, flag)
 
     options: dict[str, Any] = {"max_concurrent_runs": 1, "polling_interval": 0.1} if here else {}
     threads = StepThreads() if here else None
@@ -230,7 +264,7 @@ async def trigger(
     # ends the wait (or, with --here, releases the run).
     interrupts = _interrupts(here)
     with interrupts.installed(signal.SIGINT, signal.SIGTERM) if wait else contextlib.nullcontext(interrupts):
-        async with open_durably(s.database, jobs, **options) as durably:
+        async with open_durably(s.database, jobs, limits=limits_from(limits), **options) as durably:
             extra: dict[str, Any]
             if entry is not None:
                 record, extra = await _fire_slot(durably, entry, fire_time, json_mode=json_mode, wait=wait)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ._base import SECONDS, CliCommand, CliError, StepThreads, settings, utc_option
+from ._limits import limit_option, limits_from
 from .once import OneShotOptions, run_one_shot
 from .serve import check_lease, configure_logging, lease_options, log_options
 
@@ -65,6 +66,7 @@ both, serve --no-scheduler keeps a worker running."""
 @lease_options
 @log_options
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
+@limit_option
 @utc_option
 async def work(
     until_idle: bool,
@@ -78,6 +80,7 @@ async def work(
     log_format: str,
     log_level: str,
     worker_id: str | None,
+    limits: tuple[tuple[str, int], ...],
 ) -> int:
     """Execute the runs claimable now, then exit (--until-idle)."""
     if not until_idle:
@@ -106,6 +109,7 @@ async def work(
             max_seconds=max_seconds,
             jobs=tuple(dict.fromkeys(jobs)),
             command="work --until-idle",
+            limits=limits_from(limits),
         ),
     )
     await threads.exit_if_lingering(code)

@@ -53,6 +53,7 @@ EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
 LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 """Times given for a slot or a backfill must lie in [EARLIEST, LATEST]: a day's margin inside the
 calendar's ends, so every zone offset and every step to a neighbouring fire time stays in range."""
+OUT_OF_RANGE = "is out of the supported range of times (years 2 to 9998, UTC)"
 
 
 class ScheduleActionError(InvalidArgumentError):
@@ -83,9 +84,7 @@ def _in_range(value: datetime, name: str, field: str) -> None:
     except (OverflowError, ValueError):
         inside = False
     if not inside:
-        raise ScheduleActionError(
-            f"{name} {value.isoformat()} is out of the supported range (years 2 to 9998)", field
-        )
+        raise ScheduleActionError(f"{name} {value.isoformat()} {OUT_OF_RANGE}", field)
 
 
 def slot_time(
@@ -99,7 +98,24 @@ def slot_time(
     """The fire time to trigger: ``at`` (which must be a fire time) or the latest one until now.
 
     A naive ``at`` is a wall time in the schedule's zone. ``name`` is how the caller's user spells
-    the argument (``--at``) and ``show`` how it shows times, both for the error message."""
+    the argument (``--at``) and ``show`` how it shows times, both for the error message. A time
+    outside [EARLIEST, LATEST] is refused as well."""
+    try:
+        found = _slot_time(entry, at, now, name, show)
+        found.astimezone(UTC)  # the fire key and the database keep it in UTC
+    except OverflowError:
+        shown = at.isoformat() if at is not None else "now"
+        raise ScheduleActionError(f"{name} {shown} {OUT_OF_RANGE}", "at") from None
+    return found
+
+
+def _slot_time(
+    entry: ScheduleEntry,
+    at: datetime | None,
+    now: datetime | None,
+    name: str,
+    show: Callable[[datetime], str],
+) -> datetime:
     spec, zone = entry.cron, entry.timezone
     if at is None:
         latest = latest_fire_time(spec, zone, now or datetime.now(UTC))

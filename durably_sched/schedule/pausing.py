@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .._bounds import valid_text
 from ..errors import InvalidArgumentError
 from ..store.base import FireResult, ScheduleState
 from .config import ScheduleEntry
@@ -88,6 +89,8 @@ def _one_line(value: object, what: str, limit: int) -> str | None:
         raise InvalidArgumentError(f"{what} must be text, not {type(value).__name__}")
     if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
         raise InvalidArgumentError(f"{what} must not contain control characters")
+    if not valid_text(value):
+        raise InvalidArgumentError(f"{what} is not valid Unicode (it holds a lone surrogate)")
     text = _SPACES.sub(" ", value).strip()
     if len(text) > limit:
         raise InvalidArgumentError(f"{what} is {len(text)} characters long; at most {limit} are kept")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .._durations import format_duration
 from .._ratelimit import RateLimitedLog
+from ..errors import ConfigError, InputValidationError, InvalidArgumentError
 from ..events import ScheduleAutoPauseEvent
 from ..store.base import Fire, FireOutcome, FireResult, NewRun, ScheduleState
 from ..store.config_errors import ConfigErrorRecord
@@ -57,6 +58,10 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, aware, UTC."""
         ...
+
+
+_CHECK_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+"""The fire time of the run :meth:`Scheduler.check` builds (its key is as long as any other's)."""
 
 
 class SystemClock:
@@ -165,6 +170,7 @@ class Scheduler:
         self.listeners: list[Callable[[ScheduleEntry, datetime, FireResult, timedelta], None]] = []
         self.config_error: ConfigErrorRecord | None = None
         """The last reload of the schedules file failed (set by schedule.reloading); None: it did not."""
+        self.check(config)
         durably.use_schedules(config)
 
     # -- configuration --------------------------------------------------------------------------
@@ -199,7 +205,9 @@ class Scheduler:
     async def reload(self, config: SchedulesConfig) -> None:
         """Apply a new configuration without a restart; logs which schedules changed.
 
-        All or nothing: when reading the cursors fails, the previous configuration stays in force."""
+        All or nothing: a configuration that :meth:`check` refuses changes nothing, and when reading
+        the cursors fails, the previous configuration stays in force."""
+        self.check(config)
         changes = describe_changes(self.config, config)
         previous, self.config = self.config, config
         try:
@@ -210,6 +218,18 @@ class Scheduler:
         self.durably.use_schedules(config)
         self._wake.set()
         log.info("schedules reloaded from %s: %s", config.path, changes)
+
+    def check(self, config: SchedulesConfig) -> None:
+        """Refuse schedules whose runs the facade would refuse at every fire time (an input, labels
+        or a key past a limit), once, when they load: ConfigError naming the file and the schedule
+        (its cause is the facade's error). Schedules of jobs not registered here are left to their
+        fire times."""
+        for entry in config.schedules.values():
+            if entry.job in self.durably.job_names:
+                try:
+                    self.durably.scheduled_run(entry.name, scheduled_run(entry, _CHECK_TIME))
+                except (InvalidArgumentError, InputValidationError) as exc:
+                    raise ConfigError(str(exc), path=config.path) from exc
 
     # -- the loop ------------------------------------------------------------------------------
     def start(self) -> None:

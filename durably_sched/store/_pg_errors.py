@@ -12,10 +12,12 @@ from ..errors import (
     DatabaseLockedError,
     DatabaseReadOnlyError,
     DiskFullError,
+    InvalidArgumentError,
     StoreError,
 )
+from ._common import NOT_UNICODE
 
-__all__ = ["describe", "error_class", "is_connection_error", "is_transient"]
+__all__ = ["describe", "error_class", "is_connection_error", "is_transient", "statement_error"]
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -70,6 +72,15 @@ def error_class(exc: BaseException) -> type[StoreError]:
     if isinstance(exc, asyncpg.DataCorruptedError | asyncpg.IndexCorruptedError):  # XX001, XX002
         return DatabaseCorruptError
     return StoreError
+
+
+def statement_error(exc: BaseException, what: str, where: str) -> Exception:
+    """What a statement that the server (or asyncpg) refused raises: InvalidArgumentError for a
+    text argument with no UTF-8 form (the caller's input, not the database), else the StoreError
+    that names the cause."""
+    if isinstance(exc.__cause__, UnicodeEncodeError):
+        return InvalidArgumentError(f"{what}: {NOT_UNICODE}")
+    return error_class(exc)(f"{what} on {where} failed: {describe(exc)}{hint(exc)}")
 
 
 def hint(exc: BaseException) -> str:

@@ -36,7 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DatabaseLockedError, StoreError
+from ..errors import DatabaseLockedError, InvalidArgumentError, StoreError
+from ._common import NOT_UNICODE
 
 __all__ = ["CHECKPOINT_EVERY", "WriteFn", "Writer", "is_busy", "switch_to_wal"]
 
@@ -210,6 +211,8 @@ class Writer:
                     w.future.set_result(value)
                 elif isinstance(value, sqlite3.Error):  # disk full, read-only file, corruption...
                     w.future.set_exception(self._classify(value))
+                elif isinstance(value, UnicodeEncodeError):  # a text argument with no UTF-8 form
+                    w.future.set_exception(InvalidArgumentError(f"writing {self.path}: {NOT_UNICODE}"))
                 else:
                     w.future.set_exception(value)
             if committed:
@@ -280,6 +283,15 @@ class Writer:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+
+def read_error(exc: BaseException, classify: Callable[[BaseException], StoreError], path: str) -> Exception:
+    """What a failed read raises: InvalidArgumentError for a text argument with no UTF-8 form (the
+    caller's input, not the database), else the StoreError that names the cause."""
+    if isinstance(exc, UnicodeEncodeError):
+        return InvalidArgumentError(f"reading {path}: {NOT_UNICODE}")
+    error = classify(exc)
+    return type(error)(f"reading {path} failed: {error}")
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:

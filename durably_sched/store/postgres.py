@@ -57,7 +57,7 @@ from ..errors import DatabaseUnavailableError, DatabaseUrlError, SchemaVersionEr
 from . import _activity, _runs_query
 from ._common import SCHEMA_VERSION, dumps, load_migrations, newer_schema_message
 from ._pg_config_errors import PostgresConfigErrors
-from ._pg_errors import describe, error_class, hint, is_connection_error, is_transient
+from ._pg_errors import describe, is_connection_error, is_transient, statement_error
 from ._pg_listener import Listener
 from ._pg_sql import (
     APPEND_LOGS,
@@ -429,9 +429,7 @@ class PostgresStore(PostgresConfigErrors, Store):
                 if isinstance(exc, asyncpg.InterfaceError) and "pool is clos" in str(exc):
                     raise StoreError("store is closed") from None
                 if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
-                    raise error_class(exc)(
-                        f"{what} on {self.where} failed: {describe(exc)}{hint(exc)}"
-                    ) from exc
+                    raise statement_error(exc, what, self.where) from exc
                 if not is_transient(exc):
                     raise
                 now = time.monotonic()

@@ -55,7 +55,7 @@ from ._common import (
     prefix_upper_bound,
 )
 from ._sqlite_config_errors import SqliteConfigErrors
-from ._sqlite_writer import WriteFn, Writer
+from ._sqlite_writer import WriteFn, Writer, read_error
 from .attempts import ATTEMPTS_SQL, AttemptRecord, attempt_from_row
 from .base import (
     COUNT_CAP,
@@ -336,9 +336,8 @@ class SqliteStore(SqliteConfigErrors, Store):
             raise StoreError("store is not connected")
         try:
             return list(await self._reader.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            error = self._classify(exc)
-            raise type(error)(f"reading {self.path} failed: {error}") from None
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise read_error(exc, self._classify, self.path) from None
 
     # -- schema -----------------------------------------------------------------------------
     async def migrate(self) -> int:

@@ -60,7 +60,7 @@ def test_times_out_of_range_name_their_field(start: datetime, end: datetime, fie
     with pytest.raises(InvalidArgumentError) as info:
         manual.backfill_times(entry("0 * * * *", "Pacific/Kiritimati"), start, end, force=True, now=NOW)
     assert isinstance(info.value, manual.ScheduleActionError) and info.value.field == field
-    assert str(info.value) == f"{named} is out of the supported range (years 2 to 9998)"
+    assert str(info.value) == f"{named} is out of the supported range of times (years 2 to 9998, UTC)"
 
 
 def test_a_slot_out_of_range_names_its_field() -> None:
@@ -68,7 +68,9 @@ def test_a_slot_out_of_range_names_its_field() -> None:
     with pytest.raises(manual.ScheduleActionError) as info:
         manual.slot_time(entry("0 * * * *"), at, name="--at")
     assert info.value.field == "at"
-    assert str(info.value) == "--at 9999-12-31T23:59:59-14:00 is out of the supported range (years 2 to 9998)"
+    assert str(info.value) == (
+        "--at 9999-12-31T23:59:59-14:00 is out of the supported range of times (years 2 to 9998, UTC)"
+    )
 
 
 def test_times_near_the_ends_of_the_range_still_work() -> None:

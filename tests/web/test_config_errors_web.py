@@ -68,7 +68,9 @@ async def test_backfill_bounds_and_ranges_are_422_naming_the_field(idle: Durably
     async with client(idle) as http:
         early = {"from": "0001-01-01T00:00:00+14:00", "to": "2026-01-01T00:00:00Z", "force": True}
         detail = error_of(await http.post("/api/schedules/hourly/backfill", json=early), 422)
-        assert detail == "from 0001-01-01T00:00:00+14:00 is out of the supported range (years 2 to 9998)"
+        assert detail == (
+            "from 0001-01-01T00:00:00+14:00 is out of the supported range of times (years 2 to 9998, UTC)"
+        )
         huge = {"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z", "force": True, "dry_run": True}
         detail = error_of(await http.post("/api/schedules/skippy/backfill", json=huge), 422)
         assert detail.startswith(f"more than {manual.BACKFILL_MAX:,} fire times of schedule 'skippy'")
