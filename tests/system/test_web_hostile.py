@@ -1,0 +1,139 @@
+"""`serve --http` against hostile clients: slow headers and big bodies (issue 20).
+
+What users rely on: an orchestrator's liveness probe keeps getting 200 from /healthz while anyone
+who can reach the port holds hundreds of connections that trickle their headers in, from the same
+(loopback) address as the probe; a request body over the limit gets 413 JSON without being read into
+memory, and the server stays small and answering.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from durably_sched.web._protocol import HEAD_SECONDS
+
+from .serve_procs import wait_for
+from .test_web_serve import _port, start, stop
+
+pytestmark = pytest.mark.system
+
+SLOW_CONNECTIONS = 600
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    from .test_web_serve import JOBS
+
+    (tmp_path / "webjobs.py").write_text(JOBS)
+    return tmp_path
+
+
+@pytest.fixture
+def served(workdir: Path) -> Iterator[tuple[int, int]]:
+    """A real `serve --http` on loopback without a token: (port, pid)."""
+    proc, log = start(
+        workdir, f"sqlite:///{workdir / 'web.db'}", "web", "--no-scheduler", "--http", "127.0.0.1:0"
+    )
+    try:
+        port = wait_for(lambda: _port(proc, log), 60, "serve listening")
+        yield port, proc.pid
+    finally:
+        code = stop(proc, log)
+    assert code == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+class SlowHeaders:
+    """Keeps ``count`` connections open that each send one more header line every half second and
+    never finish their head; a connection the server closes is opened again at once."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.count = count
+        self.socks: list[socket.socket | None] = [None] * count
+        self.opened = 0
+        self.reopened = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _open(self) -> socket.socket | None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        except OSError:
+            return None
+        sock.setblocking(False)
+        self.opened += 1
+        return sock
+
+    def _alive(self, sock: socket.socket) -> bool:
+        try:
+            if sock.recv(4096) == b"":
+                return False
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        try:
+            sock.send(b"X-Slow: 1\r\n")
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            return exc.errno in (errno.EAGAIN,)
+        return True
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for i, sock in enumerate(self.socks):
+                if sock is not None and self._alive(sock):
+                    continue
+                if sock is not None:
+                    sock.close()
+                    self.reopened += 1
+                self.socks[i] = self._open()
+            self.stop.wait(0.5)
+
+    def __enter__(self) -> SlowHeaders:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        for sock in self.socks:
+            if sock is not None:
+                sock.close()
+
+
+def test_slow_header_connections_do_not_starve_the_health_probe(served: tuple[int, int]) -> None:
+    port, _ = served
+    probe = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=20, limits=httpx.Limits(max_keepalive_connections=0)
+    )
+    with probe, SlowHeaders(port, SLOW_CONNECTIONS) as attack:
+        wait_for(lambda: attack.opened >= SLOW_CONNECTIONS, 60, f"{SLOW_CONNECTIONS} slow connections open")
+        answers = []
+        slowest = 0.0
+        started = time.monotonic()
+        # Probe while the attack holds its connections, through more than one head deadline (the
+        # server closes them; the attacker opens them again at once).
+        while len(answers) < 5 or time.monotonic() - started < HEAD_SECONDS * 2:
+            sent = time.monotonic()
+            answers.append(probe.get("/healthz").status_code)
+            slowest = max(slowest, time.monotonic() - sent)
+            time.sleep(0.2)
+        print(
+            f"{len(answers)} probes in {time.monotonic() - started:.1f}s, slow connections "
+            f"opened {attack.opened}, closed by the server {attack.reopened}, "
+            f"slowest probe {slowest * 1000:.0f} ms"
+        )
+    assert answers and set(answers) == {200}, answers
+    assert attack.reopened >= SLOW_CONNECTIONS  # the server did close them (the attacker reopened)
