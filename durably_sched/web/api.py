@@ -36,25 +36,28 @@ from ..schedule import manual
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.describe import describe_cron
-from ..store.base import RUN_STATUSES, RunQuery, ScheduleState
+from ..store.base import ScheduleState
 from . import _json
+from ._parse import (
+    MAX_LIMIT,
+    ApiError,
+    body_object,
+    check_request_text,
+    event_id,
+    optional_str,
+    parse_int,
+    parse_time,
+    run_query,
+    shown,
+)
 from .app import WebContext, context
 
-MAX_LIMIT = 500
 HEARTBEAT_SECONDS = 15.0
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
-
-
 def error_response(status: int, error: str, detail: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": " ".join(detail.split())}, status, headers=headers or None)
+    return JSONResponse({"error": error, "detail": shown(detail)}, status, headers=headers or None)
 
 
 def _mapped(exc: Exception) -> JSONResponse:
@@ -68,8 +71,12 @@ def _mapped(exc: Exception) -> JSONResponse:
         return error_response(422, "invalid", str(exc))
     if isinstance(exc, StoreError):
         return error_response(503, "unavailable", str(exc))
-    if isinstance(exc, DurablyError):
-        return error_response(400, "bad_request", str(exc))
+    if isinstance(exc, (DurablyError, ValueError, OverflowError)):
+        # InvalidArgumentError (a library limit, a bad key or label) names the field; a ValueError
+        # from the library is about an argument too (UnicodeError included). Never a 500.
+        return error_response(400, "bad_request", str(exc) or type(exc).__name__)
+    if isinstance(exc, RecursionError):
+        return error_response(400, "bad_request", "a value is nested too deeply")
     raise exc
 
 
@@ -98,6 +105,7 @@ def endpoint(*, act: bool = False) -> Callable[[Handler], Handler]:
             if act and role != "admin":
                 return error_response(403, "forbidden", "this token is read-only: it cannot change anything")
             try:
+                check_request_text(request)
                 return await handler(request)
             except Exception as exc:
                 return _mapped(exc)
@@ -105,108 +113,6 @@ def endpoint(*, act: bool = False) -> Callable[[Handler], Handler]:
         return run
 
     return wrap
-
-
-# -- request parsing ---------------------------------------------------------------------------------
-async def body_object(request: Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise ApiError(
-            400,
-            "bad_request",
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-        )
-    return value
-
-
-def _optional_str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ApiError(400, "bad_request", f"{name} must be a string")
-    return value
-
-
-def parse_time(text: str, name: str) -> datetime:
-    """ISO 8601; a time without an offset is UTC."""
-    try:
-        value = datetime.fromisoformat(
-            text.strip().replace("Z", "+00:00") if text.strip().endswith("Z") else text
-        )
-    except ValueError:
-        raise ApiError(
-            400, "bad_request", f"{name}: '{text}' is not an ISO 8601 time (e.g. 2026-05-01T02:00:00Z)"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def parse_int(text: str | None, name: str, default: int, low: int, high: int) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be an integer, not '{text}'") from None
-    if not low <= value <= high:
-        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
-    return value
-
-
-def run_query(request: Request) -> RunQuery:
-    params = request.query_params
-    known = {"job", "status", "schedule", "created_after", "created_before", "limit", "cursor", "labels"}
-    unknown = sorted(k for k in params if k not in known and not k.startswith("label."))
-    if unknown:
-        raise ApiError(
-            400,
-            "bad_request",
-            f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}, label.KEY",
-        )
-    statuses = params.getlist("status")
-    bad = [s for s in statuses if s not in RUN_STATUSES]
-    if bad:
-        raise ApiError(400, "bad_request", f"status '{bad[0]}' is not one of {', '.join(RUN_STATUSES)}")
-    labels: dict[str, str] = {}
-    pairs = [(k[len("label.") :], v) for k, v in params.multi_items() if k.startswith("label.")]
-    for text in params.getlist("labels"):  # the dashboard's form: "team=ops env=prod"
-        for pair in text.split():
-            name, sep, value = pair.partition("=")
-            if not sep or not name:
-                raise ApiError(400, "bad_request", f"labels: '{pair}' is not KEY=VALUE")
-            pairs.append((name, value))
-    conflicting = False
-    for name, value in pairs:
-        if not name:
-            raise ApiError(400, "bad_request", "label filters are written label.KEY=VALUE")
-        conflicting = conflicting or labels.get(name, value) != value  # two values: nothing matches
-        labels[name] = value
-    after = params.get("created_after")
-    before = params.get("created_before")
-    cursor = params.get("cursor") or None
-    if cursor is not None and (not cursor.isdigit() or len(cursor) > 19):
-        raise ApiError(
-            400, "bad_request", f"invalid cursor '{cursor}' (use the `next` value of a previous page)"
-        )
-    jobs = tuple(dict.fromkeys(params.getlist("job")))
-    return RunQuery(
-        statuses=tuple(statuses),  # type: ignore[arg-type]
-        job_names=jobs,
-        job_name="" if conflicting else None,  # no job is named "": nothing matches
-        schedule=params.get("schedule") or None,
-        labels=labels,
-        created_after=parse_time(after, "created_after") if after else None,
-        before_created=parse_time(before, "created_before") if before else None,
-        limit=parse_int(params.get("limit"), "limit", 50, 1, MAX_LIMIT),
-        cursor=cursor,
-    )
 
 
 # -- jobs and runs -----------------------------------------------------------------------------------
@@ -244,8 +150,8 @@ async def trigger_job(request: Request) -> Response:
     run = await durably.trigger(
         name,
         {} if payload is None else payload,  # no input: an empty object, so models with defaults work
-        idempotency_key=_optional_str(body, "idempotency_key"),
-        concurrency_key=_optional_str(body, "concurrency_key"),
+        idempotency_key=optional_str(body, "idempotency_key"),
+        concurrency_key=optional_str(body, "concurrency_key"),
         labels=labels,
     )
     status = 201 if run.disposition == "created" else 200
@@ -391,8 +297,7 @@ async def run_events(request: Request) -> Response:
     ctx = context(request)
     durably = ctx.durably
     run_id = request.path_params["run_id"]
-    header = request.headers.get("last-event-id", "")
-    after = int(header) if header.isdigit() else 0
+    after = event_id(request)
     record = await durably.get_run(run_id)
     steps = await durably.get_steps(run_id)
     logs = await durably.get_logs(run_id, after_id=after, limit=1000)
@@ -647,7 +552,7 @@ async def trigger_schedule(request: Request) -> Response:
     ctx = context(request)
     entry = _entry(ctx, request.path_params["name"])
     body = await body_object(request, {"at"})
-    at_text = _optional_str(body, "at")
+    at_text = optional_str(body, "at")
     at = _in_zone(at_text, "at", entry) if at_text else None  # naive: the schedule's zone
     fire_time = manual.slot_time(entry, at)
     slot = await manual.trigger_slot(ctx.durably, entry, fire_time)
@@ -686,7 +591,7 @@ async def backfill_schedule(request: Request) -> Response:
     ctx = context(request)
     entry = _entry(ctx, request.path_params["name"])
     body = await body_object(request, {"from", "to", "dry_run", "force"})
-    start, end = _optional_str(body, "from"), _optional_str(body, "to")
+    start, end = optional_str(body, "from"), optional_str(body, "to")
     if not start or not end:
         raise ApiError(400, "bad_request", "from and to are required (ISO 8601 times)")
     for flag in ("dry_run", "force"):

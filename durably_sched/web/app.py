@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..ops.health import Health
+from ._guard import RequestGuard
 from .auth import Auth
 
 if TYPE_CHECKING:
@@ -135,9 +136,10 @@ def create_app(
     if metrics is None:
         metrics = Metrics(durably, None)
     health = Health(durably, lambda: ctx.scheduler(), worker=worker)
+    auth = Auth(token, read_token, metrics_public, allowed_hosts)
     ctx = WebContext(
         durably=durably,
-        auth=Auth(token, read_token, metrics_public, allowed_hosts),
+        auth=auth,
         health=health,
         metrics=metrics,
         schedules_source=schedules,
@@ -156,7 +158,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_RootMarker)],
+        middleware=[Middleware(_RootMarker), Middleware(RequestGuard, auth=auth, durably=durably)],
         exception_handlers={HTTPException: http_error, Exception: unexpected_error},
     )
     app.state.durably_web = ctx

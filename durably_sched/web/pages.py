@@ -18,7 +18,8 @@ from ..errors import RunNotFoundError
 from ..schedule.cron import fire_key, fire_times
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
 from . import _json
-from .api import ApiError, parse_time, run_query, schedule_json, schedules_json
+from ._parse import ApiError, check_request_text, parse_time, run_query, shown
+from .api import schedule_json, schedules_json
 from .app import app_root, context
 from .auth import SESSION_COOKIE, SESSION_SECONDS, safe_next
 
@@ -101,12 +102,15 @@ def page(handler: Any) -> Any:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"{root}/login?next={quote(target)}", 303)
         try:
+            check_request_text(request)
             response: Response = await handler(request)
             return response
         except (RunNotFoundError, ApiError) as exc:
             status = exc.status if isinstance(exc, ApiError) else 404
             detail = exc.detail if isinstance(exc, ApiError) else str(exc)
-            return render(request, "error.html", status, message=detail)
+            return render(request, "error.html", status, message=shown(detail))
+        except (ValueError, OverflowError) as exc:  # an argument the library refused: the user's
+            return render(request, "error.html", 400, message=shown(str(exc) or type(exc).__name__))
 
     return run
 
