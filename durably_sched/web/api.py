@@ -165,7 +165,7 @@ async def list_runs(request: Request) -> Response:
     page, (total, capped) = await asyncio.gather(store.list_runs_page(query), store.count_runs(query))
     return JSONResponse(
         {
-            "runs": [_json.run(r) for r in page.runs],
+            "runs": [_json.run_row(r) for r in page.runs],
             "total": total,
             "total_capped": capped,
             "next": page.next_cursor,
@@ -302,10 +302,10 @@ async def run_events(request: Request) -> Response:
     steps = await durably.get_steps(run_id)
     logs = await durably.get_logs(run_id, after_id=after, limit=1000)
     last_log = logs[-1].id if logs else after
-    snapshot = {
-        "run": _json.run(record),
-        "steps": [_json.step(s) for s in steps],
-        "logs": [_json.log(e) for e in logs],
+    snapshot = {  # large values as markers: every client of the stream gets its own copy
+        "run": _json.run_row(record),
+        "steps": [_json.step_row(s) for s in steps],
+        "logs": [_json.log_row(e) for e in logs],
     }
     first = [sse("run:snapshot", snapshot, last_log if last_log else None)]
     if record.is_finished:
@@ -316,13 +316,22 @@ async def run_events(request: Request) -> Response:
     counter = itertools.count()
 
     def render(event: Any) -> str | None:
-        data = _json.event(event)
         next(counter)
+        # The feed hands the same event to every client of the run: encode it once for all.
+        cached = _RUN_FRAMES.get(id(event))
+        if cached is not None and cached[0] is event:
+            return cached[1]
+        data = _json.streamed_event(event)
         if isinstance(event, FeedDroppedEvent):
-            return sse("feed:dropped", data)
-        if isinstance(event, StoredLogWriteEvent):
-            return sse(event.type, data, event.log_id)
-        return sse(event.type, data)
+            frame = sse("feed:dropped", data)
+        elif isinstance(event, StoredLogWriteEvent):
+            frame = sse(event.type, data, event.log_id)
+        else:
+            frame = sse(event.type, data)
+        if len(_RUN_FRAMES) >= 64:  # small: it keeps its events (and their values) alive
+            _RUN_FRAMES.clear()
+        _RUN_FRAMES[id(event)] = (event, frame)
+        return frame
 
     return _stream_response(_stream(ctx, subscription, first, render))
 
@@ -333,6 +342,7 @@ async def _empty() -> AsyncIterator[Any]:
 
 
 _LIST_FRAMES: dict[int, tuple[RunListEvent, str]] = {}
+_RUN_FRAMES: dict[int, tuple[Any, str]] = {}
 
 
 @endpoint()

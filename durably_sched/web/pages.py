@@ -127,7 +127,7 @@ async def home(request: Request) -> Response:
         "home.html",
         schedules=schedules,
         has_schedules=config is not None,
-        runs=[_json.run(r) for r in page_.runs],
+        runs=[_json.run_row(r) for r in page_.runs],
         jobs=sorted(ctx.durably.job_names),
     )
 
@@ -161,7 +161,7 @@ async def runs_page(request: Request) -> Response:
     return render(
         request,
         "runs.html",
-        runs=[_json.run(r) for r in page_.runs],
+        runs=[_json.run_row(r) for r in page_.runs],
         total=total,
         capped=capped,
         next_query=next_query,
