@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from ._web_sessions import WebSessionStore
+
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "completed", "failed", "cancelled")
 FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
@@ -333,7 +335,7 @@ COUNT_CAP = 10_000
 """``count_runs`` stops counting here: "10,000+" is what a page needs, at any history size."""
 
 
-class Store(abc.ABC):
+class Store(WebSessionStore, abc.ABC):
     """The storage contract. One instance per process; safe for concurrent use from one loop."""
 
     url: str

@@ -92,6 +92,7 @@ from ._pg_sql import (
     UPSERT_CURSOR,
     find_run_ids_query,
 )
+from ._web_sessions import PostgresWebSessions
 from .base import (
     COUNT_CAP,
     Checkpoint,
@@ -206,7 +207,7 @@ async def _keep_session(conn: Any) -> None:
     """
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresWebSessions, Store):
     """Store on a PostgreSQL database through an asyncpg connection pool."""
 
     def __init__(

@@ -55,6 +55,7 @@ from ._common import (
     prefix_upper_bound,
 )
 from ._sqlite_writer import WriteFn, Writer
+from ._web_sessions import SqliteWebSessions
 from .base import (
     COUNT_CAP,
     Checkpoint,
@@ -222,7 +223,7 @@ def _fetch_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
     return None if row is None else _run(row)
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteWebSessions, Store):
     """Store on one SQLite file. URL: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``."""
 
     def __init__(self, url: str, *, busy_timeout: float = 60.0, read_only: bool = False) -> None:
