@@ -8,6 +8,9 @@
   the bytes received pass the limit, so at most the limit plus one chunk is ever held. The limits
   are ``durably.limits.login_body`` for ``POST /login`` and ``durably.limits.request_body`` for
   everything else.
+* **Sessions.** A request with a well-signed session cookie has its session looked up in the
+  database once (logout deletes it there); the role found is left in the scope for ``Auth``. The
+  probes and static files skip this, so they never wait on the database.
 * **Caching.** Every answer under ``/api`` carries ``Cache-Control: no-store`` (they hold run data
   a shared cache must not keep).
 """
@@ -19,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 
-from .auth import Auth
+from ..errors import StoreError
+from .auth import SESSION_COOKIE, SESSION_SCOPE_KEY, Auth
 
 if TYPE_CHECKING:
     from ..durably import Durably
@@ -72,10 +76,17 @@ class RequestGuard:
         root = scope.get("root_path", "")
         path: str = scope.get("path", "")
         api = path == root + "/api" or path.startswith(root + "/api/")
-        problem = self.auth.host_problem(HTTPConnection(scope))
+        conn = HTTPConnection(scope)
+        problem = self.auth.host_problem(conn)
         if problem is not None:
             await self._send(send, 403, "forbidden", problem, api=api)
             return
+        if not path.startswith((root + "/healthz", root + "/readyz", root + "/static/")):
+            try:
+                await self._load_session(conn)
+            except StoreError as exc:
+                await self._send(send, 503, "unavailable", str(exc), api=True)
+                return
         limits = self.durably.limits
         login = path == root + "/login"
         limit = limits.login_body if login else limits.request_body
@@ -111,6 +122,15 @@ class RequestGuard:
         except TooLarge:
             if not started:
                 await self._send(send, 413, "too_large", detail, api=api)
+
+    async def _load_session(self, conn: HTTPConnection) -> None:
+        cookie = conn.cookies.get(SESSION_COOKIE) if self.auth.enabled else None
+        verified = self.auth.verify_session(cookie) if cookie else None
+        if verified is None:
+            return
+        role, session_id = verified
+        live = await self.durably.store.web_session_role(session_id)
+        conn.scope[SESSION_SCOPE_KEY] = role if live == role else None
 
     @staticmethod
     async def _send(send: Any, status: int, error: str, detail: str, *, api: bool) -> None:

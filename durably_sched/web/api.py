@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -80,16 +81,36 @@ def _mapped(exc: Exception) -> JSONResponse:
     raise exc
 
 
+def _throttled_bearer(ctx: WebContext, request: Request) -> Response | None:
+    """429 while the client's address must wait after failed tokens (see ``_throttle.py``); a
+    wrong bearer token counts as a failed login."""
+    if not ctx.auth.enabled or "authorization" not in request.headers:
+        return None
+    client = ctx.auth.client_address(request)
+    wait = ctx.throttle.wait(client)
+    if wait > 0:
+        seconds = str(math.ceil(wait))
+        detail = f"too many wrong tokens from {client}: try again in {seconds} s"
+        return error_response(429, "too_many_requests", detail, **{"Retry-After": seconds})
+    if ctx.auth.bearer_role(request) is None:
+        ctx.throttle.failed(client)
+    return None
+
+
 def endpoint(*, act: bool = False) -> Callable[[Handler], Handler]:
     """Authenticate (401), check the Host and cross-site rules and the role (403), map errors."""
 
     def wrap(handler: Handler) -> Handler:
         @wraps(handler)
         async def run(request: Request) -> Response:
-            auth = context(request).auth
+            ctx = context(request)
+            auth = ctx.auth
             problem = auth.host_problem(request)
             if problem is not None:
                 return error_response(403, "forbidden", problem)
+            refused = _throttled_bearer(ctx, request)
+            if refused is not None:
+                return refused
             role = auth.role(request)
             if role is None:
                 return error_response(

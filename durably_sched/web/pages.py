@@ -5,6 +5,7 @@ Every page works from the data the API serves; the pages read the same facade ca
 from __future__ import annotations
 
 import itertools
+import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -310,35 +311,52 @@ async def login(request: Request) -> Response:
     if request.method == "GET":
         if not ctx.auth.enabled:
             return RedirectResponse(safe_next(request.query_params.get("next"), root), 303)
-        return render(request, "login.html", next=request.query_params.get("next", ""), failed=False)
+        return render(
+            request, "login.html", next=request.query_params.get("next", ""), failed=False, wait=None
+        )
     cross = ctx.auth.cross_site_problem(request, "POST")
     if cross is not None:
         return PlainTextResponse(cross + "\n", 403)
+    client = ctx.auth.client_address(request)
+    wait = ctx.throttle.wait(client)
+    if wait > 0:  # too many failures from this address: the token is not even checked
+        seconds = str(math.ceil(wait))
+        refused = render(request, "login.html", 429, next="", failed=True, wait=seconds)
+        refused.headers["Retry-After"] = seconds
+        return refused
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     presented = (form.get("token") or [""])[0].strip()
     target = safe_next((form.get("next") or [""])[0], root)
     role = ctx.auth.role_for_token(presented) if ctx.auth.enabled and presented else None
     if role is None:
-        return render(request, "login.html", 401, next=target, failed=True)
+        ctx.throttle.failed(client)
+        return render(request, "login.html", 401, next=target, failed=True, wait=None)
+    cookie, session = ctx.auth.make_session(role)
+    await ctx.durably.store.create_web_session(session, role, SESSION_SECONDS)
     response = RedirectResponse(target, 303)
     response.set_cookie(
         SESSION_COOKIE,
-        ctx.auth.make_session(role),
+        cookie,
         max_age=SESSION_SECONDS,
         path=(root or "") + "/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=ctx.auth.scheme(request) == "https",
     )
     return response
 
 
 async def logout(request: Request) -> Response:
+    """Ends the session in the database (every serve process sees it gone) and drops the cookie."""
     ctx = context(request)
     root = app_root(request)
     cross = ctx.auth.cross_site_problem(request, "POST")
     if cross is not None:
         return PlainTextResponse(cross + "\n", 403)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    verified = ctx.auth.verify_session(cookie) if cookie and ctx.auth.enabled else None
+    if verified is not None:
+        await ctx.durably.store.delete_web_session(verified[1])
     response = RedirectResponse(f"{root}/login", 303)
     response.delete_cookie(SESSION_COOKIE, path=(root or "") + "/", httponly=True, samesite="strict")
     return response
