@@ -76,6 +76,15 @@ class GuardedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self._after_events()  # keep-alive: the next head has its own deadline
 
+    def send_400_response(self, msg: str) -> None:
+        """Malformed data from the client. uvicorn answers 400, which h11 refuses (and logs a
+        traceback) once an answer was sent already, e.g. a 413 while the body still streams in
+        and then breaks off mid-chunk: then the connection is just closed."""
+        if self.conn.our_state is not h11.IDLE:
+            self._close()
+            return
+        super().send_400_response(msg)
+
     # -- deadlines ------------------------------------------------------------------------------
     def _await_head(self) -> None:
         self._arm(self.head_seconds)

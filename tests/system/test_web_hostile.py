@@ -9,6 +9,8 @@ memory, and the server stays small and answering.
 from __future__ import annotations
 
 import errno
+import json
+import select
 import socket
 import threading
 import time
@@ -137,3 +139,73 @@ def test_slow_header_connections_do_not_starve_the_health_probe(served: tuple[in
         )
     assert answers and set(answers) == {200}, answers
     assert attack.reopened >= SLOW_CONNECTIONS  # the server did close them (the attacker reopened)
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _answer(sock: socket.socket) -> tuple[int, bytes]:
+    """Status and body of one HTTP response on ``sock`` (Content-Length framed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")).split(b":")[1]
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split(b" ")[1]), body
+
+
+BIG = 200 * 1024 * 1024
+
+
+def test_a_big_body_gets_413_and_the_server_stays_small(served: tuple[int, int]) -> None:
+    port, pid = served
+    probe = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20)
+    with probe:
+        assert probe.get("/healthz").status_code == 200
+        before = _peak_rss(pid)
+        # A declared size over the limit: refused at once, nothing of the body sent.
+        for path in ("/login", "/api/jobs/slow/trigger"):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Durably-CSRF: 1\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {BIG}\r\n\r\n".encode()
+                )
+                status, body = _answer(sock)
+                assert status == 413 and json.loads(body)["error"] == "too_large", body
+        # A chunked body (no declared size): refused while it streams in.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /api/jobs/slow/trigger HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Durably-CSRF: 1\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+            sent = 0
+            sock.setblocking(False)
+            while sent < BIG:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:
+                    break
+                try:
+                    sock.send(chunk)
+                    sent += 65536
+                except BlockingIOError:
+                    select.select([sock], [sock], [], 1)
+            sock.setblocking(True)
+            status, body = _answer(sock)
+            assert status == 413 and json.loads(body)["error"] == "too_large", body
+            print(f"chunked body refused after {sent / 1024 / 1024:.1f} MiB sent")
+        assert probe.get("/healthz").status_code == 200
+        grown = _peak_rss(pid) - before
+        print(f"peak memory of serve grew by {grown / 1024 / 1024:.1f} MiB")
+        assert grown < 64 * 1024 * 1024  # far below the 200 MiB bodies: they were never held
