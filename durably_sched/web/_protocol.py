@@ -24,11 +24,14 @@ hooks used here (``connection_made``, ``handle_events``, ``on_response_complete`
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .._ratelimit import RateLimitedLog
 
 __all__ = ["BODY_SECONDS", "HEAD_SECONDS", "GuardedH11Protocol"]
 
@@ -36,6 +39,8 @@ HEAD_SECONDS = 5.0
 """Time a client has, in total, to send a complete request head."""
 BODY_SECONDS = 30.0
 """Time a client has to send a request's body once its head has arrived."""
+
+_warn = RateLimitedLog(logging.getLogger("durably_sched.web"), 60.0)
 
 # Per server (uvicorn's ServerState): the connections still waiting for a request head, oldest first.
 _WAITING: weakref.WeakKeyDictionary[Any, dict[GuardedH11Protocol, None]] = weakref.WeakKeyDictionary()
@@ -46,8 +51,6 @@ class GuardedH11Protocol(H11Protocol):
 
     head_seconds = HEAD_SECONDS
     body_seconds = BODY_SECONDS
-    shed_count = 0
-    """Connections closed to make room (all servers of this process; for tests and logs)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -137,6 +140,11 @@ class GuardedH11Protocol(H11Protocol):
         for victim in self._waiting:
             if victim is not self:
                 victim._close()
-                type(self).shed_count += 1
+                _warn.log(
+                    logging.WARNING,
+                    "HTTP connection cap (%d) reached: closed the oldest connection that had not sent "
+                    "a complete request head (slow or idle clients)",
+                    self.limit_concurrency,
+                )
                 return True
         return False
