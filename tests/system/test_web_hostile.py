@@ -209,3 +209,42 @@ def test_a_big_body_gets_413_and_the_server_stays_small(served: tuple[int, int])
         grown = _peak_rss(pid) - before
         print(f"peak memory of serve grew by {grown / 1024 / 1024:.1f} MiB")
         assert grown < 64 * 1024 * 1024  # far below the 200 MiB bodies: they were never held
+
+
+def test_logout_and_throttling_across_real_serves(workdir: Path) -> None:
+    """Two `serve --http` on one database with one token: a session made in one works in the
+    other, and a logout in either ends it in both; behind a trusted proxy, failed logins are
+    throttled per forwarded client address."""
+    token = "a-long-enough-token-123"
+    (workdir / "token.txt").write_text(token + "\n")
+    database = f"sqlite:///{workdir / 'web.db'}"
+    args = ("--no-scheduler", "--http", "127.0.0.1:0", "--http-token-file", "token.txt")
+    first, first_log = start(workdir, database, "first", *args, "--trust-proxy-headers")
+    try:
+        first_port = wait_for(lambda: _port(first, first_log), 60, "first serve listening")
+        second, second_log = start(workdir, database, "second", *args)
+        try:
+            second_port = wait_for(lambda: _port(second, second_log), 60, "second serve listening")
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            one = httpx.Client(base_url=f"http://127.0.0.1:{first_port}", timeout=20)
+            two = httpx.Client(base_url=f"http://127.0.0.1:{second_port}", timeout=20)
+            with one, two:
+                login = one.post("/login", content=f"token={token}", headers=form)
+                assert login.status_code == 303, login.text
+                cookie = {"Cookie": f"durably_session={login.cookies['durably_session']}"}
+                one.cookies.clear()
+                assert two.get("/api/runs", headers=cookie).status_code == 200
+                assert two.post("/logout", headers=cookie).status_code == 303
+                assert one.get("/api/runs", headers=cookie).status_code == 401
+                assert two.get("/api/runs", headers=cookie).status_code == 401
+                guesser = {**form, "X-Forwarded-For": "203.0.113.9"}
+                codes = [
+                    one.post("/login", content="token=guess", headers=guesser).status_code for _ in range(7)
+                ]
+                assert codes[:6] == [401] * 6 and codes[6] == 429, codes
+                other = {**form, "X-Forwarded-For": "198.51.100.4"}
+                assert one.post("/login", content=f"token={token}", headers=other).status_code == 303
+        finally:
+            assert stop(second, second_log) == 0
+    finally:
+        assert stop(first, first_log) == 0
