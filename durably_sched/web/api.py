@@ -1,10 +1,13 @@
 """The JSON API under ``/api`` and its server-sent event streams.
 
 Errors are ``{"error": <code>, "detail": <one line>}``: 400 malformed request (bad JSON, unknown
-field, bad query value), 401 no or wrong token, 403 read-only token acting or a cross-site request,
-404 unknown run, job or schedule, 409 the run's state forbids it (or a resume of a schedule that is
-not paused), 422 input the job's model (or the schedule) rejects, 503 the database cannot be used.
-Nothing a client sends produces a 500.
+field, bad query value, a library limit such as the run input's size; see ``_parse.py``), 401 no or
+wrong token, 403 read-only token acting, a cross-site request or a foreign Host, 404 unknown run, job
+or schedule, 409 the run's state forbids it (or a resume of a schedule that is not paused), 413 a
+body over the limit (``_guard.py``), 422 input the job's model (or the schedule) rejects, 429 too
+many wrong tokens from the client's address (``_throttle.py``), 503 the database cannot be used.
+Nothing a client sends produces a 500 (``tests/web/test_fuzz.py``). Lists and streams carry large
+values as markers (``_json.py``); the detail views carry them whole.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from durably_sched import Durably, Limits
+from durably_sched.errors import InvalidArgumentError
 from durably_sched.store import open_store
 from durably_sched.web import create_app
 from durably_sched.web._throttle import FREE_FAILURES, MAX_DELAY, LoginThrottle
@@ -242,3 +243,25 @@ async def test_the_origin_check_compares_the_scheme(idle: Durably) -> None:
     ) as http:
         behind_tls = {**headers, "Origin": "https://localhost", "X-Forwarded-Proto": "https"}
         assert (await http.post(TRIGGER, json={}, headers=behind_tls)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidArgumentError("input: 300 KiB is over the limit of 256 KiB (limits.input)"),
+        ValueError("labels: 65 labels, the limit is 64 (limits.labels)"),
+        UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+        OverflowError("date value out of range"),
+    ],
+)
+async def test_a_library_refusal_is_a_400_naming_the_field(
+    idle: Durably, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(idle, "trigger", refuse)
+    async with client(idle) as http:
+        answer = await http.post(TRIGGER, json={"input": {}})
+        assert error_of(answer, 400) == str(error)
+        assert answer.json()["error"] == "bad_request"
