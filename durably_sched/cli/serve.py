@@ -115,6 +115,7 @@ class ServeOptions:
     http_read_token: str | None = None
     http_metrics: str = "auto"
     limits: Limits | None = None
+    trust_proxy_headers: bool = False
 
 
 def configure_logging(fmt: str, level: str, *, utc: bool = False) -> None:
@@ -255,6 +256,7 @@ class Server:
             metrics_public={"auto": loopback, "open": True, "token": False}[opts.http_metrics],
             worker=opts.worker,
             allowed_hosts=[address.host] if opts.http_token is None else None,
+            trust_proxy_headers=opts.trust_proxy_headers,
         )
         try:
             server = await start_server(app, address.host, address.port)
@@ -518,6 +520,12 @@ field whole.
     help="/metrics without the token (open), behind it (token), or open on loopback only (auto).",
 )
 @click.option(
+    "--trust-proxy-headers",
+    is_flag=True,
+    envvar="DURABLY_TRUST_PROXY_HEADERS",
+    help="Behind a reverse proxy: client address from X-Forwarded-For, scheme from X-Forwarded-Proto.",
+)
+@click.option(
     "--once",
     is_flag=True,
     help="Handle the fire times due now, work until no run is claimable, then exit (cron-style runners).",
@@ -554,6 +562,7 @@ async def serve(
     http_token: str | None,
     http_read_token: str | None,
     http_metrics: str,
+    trust_proxy_headers: bool,
     once: bool,
     max_runs: int | None,
     max_seconds: float | None,
@@ -623,6 +632,7 @@ async def serve(
         http_read_token=read_only,
         http_metrics=http_metrics,
         limits=limits_from(limits),
+        trust_proxy_headers=trust_proxy_headers,
     )
     threads = StepThreads()
     threads.install()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 NOT_UNICODE = "a text argument is not valid Unicode (a lone surrogate such as \\ud800 has no UTF-8 form)"
 """Both stores refuse such text with InvalidArgumentError (the facade names the field first)."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from ._web_sessions import WebSessionStore
 from .attempts import AttemptReads
 from .config_errors import ConfigErrorStore
 
@@ -353,7 +354,7 @@ COUNT_CAP = 10_000
 """``count_runs`` stops counting here: "10,000+" is what a page needs, at any history size."""
 
 
-class Store(ConfigErrorStore, AttemptReads):
+class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
     """The storage contract. One instance per process; safe for concurrent use from one loop."""
 
     url: str

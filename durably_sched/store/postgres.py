@@ -93,6 +93,7 @@ from ._pg_sql import (
     UPSERT_CURSOR,
     find_run_ids_query,
 )
+from ._web_sessions import PostgresWebSessions
 from .attempts import ATTEMPTS_SQL, AttemptRecord, attempt_from_row
 from .base import (
     COUNT_CAP,
@@ -211,7 +212,7 @@ async def _keep_session(conn: Any) -> None:
     """
 
 
-class PostgresStore(PostgresConfigErrors, Store):
+class PostgresStore(PostgresConfigErrors, PostgresWebSessions, Store):
     """Store on a PostgreSQL database through an asyncpg connection pool."""
 
     def __init__(

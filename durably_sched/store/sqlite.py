@@ -56,6 +56,7 @@ from ._common import (
 )
 from ._sqlite_config_errors import SqliteConfigErrors
 from ._sqlite_writer import WriteFn, Writer, read_error
+from ._web_sessions import SqliteWebSessions
 from .attempts import ATTEMPTS_SQL, AttemptRecord, attempt_from_row
 from .base import (
     COUNT_CAP,
@@ -227,7 +228,7 @@ def _fetch_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
     return None if row is None else _run(row)
 
 
-class SqliteStore(SqliteConfigErrors, Store):
+class SqliteStore(SqliteConfigErrors, SqliteWebSessions, Store):
     """Store on one SQLite file. URL: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``."""
 
     def __init__(self, url: str, *, busy_timeout: float = 60.0, read_only: bool = False) -> None:

@@ -1,5 +1,11 @@
 """The JSON shapes of the HTTP API (kept here, apart from the CLI's ``--json``, so one can change
-without silently changing the other). Times are UTC ISO 8601 with milliseconds and ``Z``."""
+without silently changing the other). Times are UTC ISO 8601 with milliseconds and ``Z``.
+
+Lists and event streams never carry a large value whole: a run's input, output or labels, a step's
+output or a log's data whose JSON is over :data:`PREVIEW_BYTES` is replaced by the marker
+``{"$truncated": <its size in bytes>}``, and long texts (an error, a traceback, a log message) are
+cut at :data:`PREVIEW_CHARS` characters with a note. The detail views (``GET /api/runs/{id}``,
+``/steps``, ``/logs``) carry every value whole; a client that meets the marker fetches it there."""
 
 from __future__ import annotations
 
@@ -23,6 +29,29 @@ from ..store.base import (
 
 if TYPE_CHECKING:
     from ..durably import Durably
+
+PREVIEW_BYTES = 4096
+"""The largest value (as UTF-8 JSON) a list row or a streamed event carries whole."""
+PREVIEW_CHARS = 2000
+"""The longest text a list row or a streamed event carries whole."""
+_MEASURE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
+def bounded(value: Any) -> Any:
+    """``value``, or ``{"$truncated": size}`` when its JSON is over :data:`PREVIEW_BYTES`."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and len(value) <= PREVIEW_BYTES // 4:
+        return value
+    size = len(_MEASURE(value).encode("utf-8", "surrogatepass"))
+    return value if size <= PREVIEW_BYTES else {"$truncated": size}
+
+
+def clipped(text: str | None) -> str | None:
+    """``text`` cut at :data:`PREVIEW_CHARS` characters, saying how much was left out."""
+    if text is None or len(text) <= PREVIEW_CHARS:
+        return text
+    return text[:PREVIEW_CHARS] + f"\u2026 [{len(text) - PREVIEW_CHARS} more characters]"
 
 
 def utc(value: datetime | None) -> str | None:
@@ -93,6 +122,16 @@ async def detail_of(durably: Durably, record: RunRecord) -> dict[str, Any]:
         "attempts_not_recorded": not_recorded(attempts),
     }
 
+def run_row(record: RunRecord) -> dict[str, Any]:
+    """A run in a list (``GET /api/runs``, the dashboard's tables, a stream's snapshot): the detail
+    shape with large values replaced by markers and long texts cut (see the module docstring)."""
+    row = run(record)
+    for name in ("input", "output", "labels"):
+        row[name] = bounded(row[name])
+    for name in ("error", "traceback"):
+        row[name] = clipped(row[name])
+    return row
+
 
 def run_summary(record: RunRecord) -> dict[str, Any]:
     """A run as the run-list stream sends it: the list's columns, without input, output and labels
@@ -124,6 +163,16 @@ def step(record: StepRecord) -> dict[str, Any]:
         "duration": record.duration,
         "output": json.loads(record.output_json),
     }
+
+
+def step_row(record: StepRecord) -> dict[str, Any]:
+    """A step in a stream's snapshot: its output bounded."""
+    return {**step(record), "output": bounded(json.loads(record.output_json))}
+
+
+def log_row(entry: LogRecord) -> dict[str, Any]:
+    """A log in a stream's snapshot: its message cut and its data bounded."""
+    return {**log(entry), "message": clipped(entry.message), "data": bounded(entry.data)}
 
 
 def log(entry: LogRecord) -> dict[str, Any]:
@@ -165,6 +214,22 @@ def event(value: Event) -> dict[str, Any]:
         if isinstance(item, (Progress, datetime)):
             item = progress(item) if isinstance(item, Progress) else utc(item)
         out[name] = item
+    return out
+
+
+_TEXTS = ("message", "error", "traceback")
+_VALUES = ("input", "output", "data", "skipped_input", "labels")
+
+
+def streamed_event(value: Event) -> dict[str, Any]:
+    """An event as a stream sends it: :func:`event` with large values bounded, long texts cut."""
+    out = event(value)
+    for name in _TEXTS:
+        if isinstance(out.get(name), str):
+            out[name] = clipped(out[name])
+    for name in _VALUES:
+        if name in out:
+            out[name] = bounded(out[name])
     return out
 
 

@@ -1,10 +1,13 @@
 """The JSON API under ``/api`` and its server-sent event streams.
 
 Errors are ``{"error": <code>, "detail": <one line>}``: 400 malformed request (bad JSON, unknown
-field, bad query value), 401 no or wrong token, 403 read-only token acting or a cross-site request,
-404 unknown run, job or schedule, 409 the run's state forbids it (or a resume of a schedule that is
-not paused), 422 input the job's model (or the schedule) rejects, 503 the database cannot be used.
-Nothing a client sends produces a 500.
+field, bad query value, a library limit such as the run input's size; see ``_parse.py``), 401 no or
+wrong token, 403 read-only token acting, a cross-site request or a foreign Host, 404 unknown run, job
+or schedule, 409 the run's state forbids it (or a resume of a schedule that is not paused), 413 a
+body over the limit (``_guard.py``), 422 input the job's model (or the schedule) rejects, 429 too
+many wrong tokens from the client's address (``_throttle.py``), 503 the database cannot be used.
+Nothing a client sends produces a 500 (``tests/web/test_fuzz.py``). Lists and streams carry large
+values as markers (``_json.py``); the detail views carry them whole.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -36,25 +40,28 @@ from ..schedule import manual, reloading
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.describe import describe_cron
-from ..store.base import RUN_STATUSES, RunQuery, ScheduleState
+from ..store.base import ScheduleState
 from . import _json
+from ._parse import (
+    MAX_LIMIT,
+    ApiError,
+    body_object,
+    check_request_text,
+    event_id,
+    optional_str,
+    parse_int,
+    parse_time,
+    run_query,
+    shown,
+)
 from .app import WebContext, context
 
-MAX_LIMIT = 500
 HEARTBEAT_SECONDS = 15.0
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
-
-
 def error_response(status: int, error: str, detail: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": " ".join(detail.split())}, status, headers=headers or None)
+    return JSONResponse({"error": error, "detail": shown(detail)}, status, headers=headers or None)
 
 
 def _mapped(exc: Exception) -> JSONResponse:
@@ -68,9 +75,29 @@ def _mapped(exc: Exception) -> JSONResponse:
         return error_response(422, "invalid", str(exc))
     if isinstance(exc, StoreError):
         return error_response(503, "unavailable", str(exc))
-    if isinstance(exc, DurablyError):
-        return error_response(400, "bad_request", str(exc))
+    if isinstance(exc, (DurablyError, ValueError, OverflowError)):
+        # InvalidArgumentError (a library limit, a bad key or label) names the field; a ValueError
+        # from the library is about an argument too (UnicodeError included). Never a 500.
+        return error_response(400, "bad_request", str(exc) or type(exc).__name__)
+    if isinstance(exc, RecursionError):
+        return error_response(400, "bad_request", "a value is nested too deeply")
     raise exc
+
+
+def _throttled_bearer(ctx: WebContext, request: Request) -> Response | None:
+    """429 while the client's address must wait after failed tokens (see ``_throttle.py``); a
+    wrong bearer token counts as a failed login."""
+    if not ctx.auth.enabled or "authorization" not in request.headers:
+        return None
+    client = ctx.auth.client_address(request)
+    wait = ctx.throttle.wait(client)
+    if wait > 0:
+        seconds = str(math.ceil(wait))
+        detail = f"too many wrong tokens from {client}: try again in {seconds} s"
+        return error_response(429, "too_many_requests", detail, **{"Retry-After": seconds})
+    if ctx.auth.bearer_role(request) is None:
+        ctx.throttle.failed(client)
+    return None
 
 
 def endpoint(*, act: bool = False) -> Callable[[Handler], Handler]:
@@ -79,10 +106,14 @@ def endpoint(*, act: bool = False) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @wraps(handler)
         async def run(request: Request) -> Response:
-            auth = context(request).auth
+            ctx = context(request)
+            auth = ctx.auth
             problem = auth.host_problem(request)
             if problem is not None:
                 return error_response(403, "forbidden", problem)
+            refused = _throttled_bearer(ctx, request)
+            if refused is not None:
+                return refused
             role = auth.role(request)
             if role is None:
                 return error_response(
@@ -98,6 +129,7 @@ def endpoint(*, act: bool = False) -> Callable[[Handler], Handler]:
             if act and role != "admin":
                 return error_response(403, "forbidden", "this token is read-only: it cannot change anything")
             try:
+                check_request_text(request)
                 return await handler(request)
             except Exception as exc:
                 return _mapped(exc)
@@ -105,108 +137,6 @@ def endpoint(*, act: bool = False) -> Callable[[Handler], Handler]:
         return run
 
     return wrap
-
-
-# -- request parsing ---------------------------------------------------------------------------------
-async def body_object(request: Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise ApiError(
-            400,
-            "bad_request",
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-        )
-    return value
-
-
-def _optional_str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ApiError(400, "bad_request", f"{name} must be a string")
-    return value
-
-
-def parse_time(text: str, name: str) -> datetime:
-    """ISO 8601; a time without an offset is UTC."""
-    try:
-        value = datetime.fromisoformat(
-            text.strip().replace("Z", "+00:00") if text.strip().endswith("Z") else text
-        )
-    except ValueError:
-        raise ApiError(
-            400, "bad_request", f"{name}: '{text}' is not an ISO 8601 time (e.g. 2026-05-01T02:00:00Z)"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def parse_int(text: str | None, name: str, default: int, low: int, high: int) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be an integer, not '{text}'") from None
-    if not low <= value <= high:
-        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
-    return value
-
-
-def run_query(request: Request) -> RunQuery:
-    params = request.query_params
-    known = {"job", "status", "schedule", "created_after", "created_before", "limit", "cursor", "labels"}
-    unknown = sorted(k for k in params if k not in known and not k.startswith("label."))
-    if unknown:
-        raise ApiError(
-            400,
-            "bad_request",
-            f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}, label.KEY",
-        )
-    statuses = params.getlist("status")
-    bad = [s for s in statuses if s not in RUN_STATUSES]
-    if bad:
-        raise ApiError(400, "bad_request", f"status '{bad[0]}' is not one of {', '.join(RUN_STATUSES)}")
-    labels: dict[str, str] = {}
-    pairs = [(k[len("label.") :], v) for k, v in params.multi_items() if k.startswith("label.")]
-    for text in params.getlist("labels"):  # the dashboard's form: "team=ops env=prod"
-        for pair in text.split():
-            name, sep, value = pair.partition("=")
-            if not sep or not name:
-                raise ApiError(400, "bad_request", f"labels: '{pair}' is not KEY=VALUE")
-            pairs.append((name, value))
-    conflicting = False
-    for name, value in pairs:
-        if not name:
-            raise ApiError(400, "bad_request", "label filters are written label.KEY=VALUE")
-        conflicting = conflicting or labels.get(name, value) != value  # two values: nothing matches
-        labels[name] = value
-    after = params.get("created_after")
-    before = params.get("created_before")
-    cursor = params.get("cursor") or None
-    if cursor is not None and (not cursor.isdigit() or len(cursor) > 19):
-        raise ApiError(
-            400, "bad_request", f"invalid cursor '{cursor}' (use the `next` value of a previous page)"
-        )
-    jobs = tuple(dict.fromkeys(params.getlist("job")))
-    return RunQuery(
-        statuses=tuple(statuses),  # type: ignore[arg-type]
-        job_names=jobs,
-        job_name="" if conflicting else None,  # no job is named "": nothing matches
-        schedule=params.get("schedule") or None,
-        labels=labels,
-        created_after=parse_time(after, "created_after") if after else None,
-        before_created=parse_time(before, "created_before") if before else None,
-        limit=parse_int(params.get("limit"), "limit", 50, 1, MAX_LIMIT),
-        cursor=cursor,
-    )
 
 
 # -- jobs and runs -----------------------------------------------------------------------------------
@@ -244,8 +174,8 @@ async def trigger_job(request: Request) -> Response:
     run = await durably.trigger(
         name,
         {} if payload is None else payload,  # no input: an empty object, so models with defaults work
-        idempotency_key=_optional_str(body, "idempotency_key"),
-        concurrency_key=_optional_str(body, "concurrency_key"),
+        idempotency_key=optional_str(body, "idempotency_key"),
+        concurrency_key=optional_str(body, "concurrency_key"),
         labels=labels,
     )
     status = 201 if run.disposition == "created" else 200
@@ -259,7 +189,7 @@ async def list_runs(request: Request) -> Response:
     page, (total, capped) = await asyncio.gather(store.list_runs_page(query), store.count_runs(query))
     return JSONResponse(
         {
-            "runs": [_json.run(r) for r in page.runs],
+            "runs": [_json.run_row(r) for r in page.runs],
             "total": total,
             "total_capped": capped,
             "next": page.next_cursor,
@@ -391,16 +321,15 @@ async def run_events(request: Request) -> Response:
     ctx = context(request)
     durably = ctx.durably
     run_id = request.path_params["run_id"]
-    header = request.headers.get("last-event-id", "")
-    after = int(header) if header.isdigit() else 0
+    after = event_id(request)
     record = await durably.get_run(run_id)
     steps = await durably.get_steps(run_id)
     logs = await durably.get_logs(run_id, after_id=after, limit=1000)
     last_log = logs[-1].id if logs else after
-    snapshot = {
-        "run": _json.run(record),
-        "steps": [_json.step(s) for s in steps],
-        "logs": [_json.log(e) for e in logs],
+    snapshot = {  # large values as markers: every client of the stream gets its own copy
+        "run": _json.run_row(record),
+        "steps": [_json.step_row(s) for s in steps],
+        "logs": [_json.log_row(e) for e in logs],
     }
     first = [sse("run:snapshot", snapshot, last_log if last_log else None)]
     if record.is_finished:
@@ -411,13 +340,22 @@ async def run_events(request: Request) -> Response:
     counter = itertools.count()
 
     def render(event: Any) -> str | None:
-        data = _json.event(event)
         next(counter)
+        # The feed hands the same event to every client of the run: encode it once for all.
+        cached = _RUN_FRAMES.get(id(event))
+        if cached is not None and cached[0] is event:
+            return cached[1]
+        data = _json.streamed_event(event)
         if isinstance(event, FeedDroppedEvent):
-            return sse("feed:dropped", data)
-        if isinstance(event, StoredLogWriteEvent):
-            return sse(event.type, data, event.log_id)
-        return sse(event.type, data)
+            frame = sse("feed:dropped", data)
+        elif isinstance(event, StoredLogWriteEvent):
+            frame = sse(event.type, data, event.log_id)
+        else:
+            frame = sse(event.type, data)
+        if len(_RUN_FRAMES) >= 64:  # small: it keeps its events (and their values) alive
+            _RUN_FRAMES.clear()
+        _RUN_FRAMES[id(event)] = (event, frame)
+        return frame
 
     return _stream_response(_stream(ctx, subscription, first, render))
 
@@ -428,6 +366,7 @@ async def _empty() -> AsyncIterator[Any]:
 
 
 _LIST_FRAMES: dict[int, tuple[RunListEvent, str]] = {}
+_RUN_FRAMES: dict[int, tuple[Any, str]] = {}
 
 
 @endpoint()
@@ -648,7 +587,7 @@ async def trigger_schedule(request: Request) -> Response:
     ctx = context(request)
     entry = _entry(ctx, request.path_params["name"])
     body = await body_object(request, {"at"})
-    at_text = _optional_str(body, "at")
+    at_text = optional_str(body, "at")
     at = _in_zone(at_text, "at", entry) if at_text else None  # naive: the schedule's zone
     fire_time = manual.slot_time(entry, at)
     slot = await manual.trigger_slot(ctx.durably, entry, fire_time)
@@ -687,7 +626,7 @@ async def backfill_schedule(request: Request) -> Response:
     ctx = context(request)
     entry = _entry(ctx, request.path_params["name"])
     body = await body_object(request, {"from", "to", "dry_run", "force"})
-    start, end = _optional_str(body, "from"), _optional_str(body, "to")
+    start, end = optional_str(body, "from"), optional_str(body, "to")
     if not start or not end:
         raise ApiError(400, "bad_request", "from and to are required (ISO 8601 times)")
     for flag in ("dry_run", "force"):

@@ -29,6 +29,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..ops.health import Health
+from ._guard import RequestGuard
+from ._throttle import LoginThrottle
 from .auth import Auth
 
 if TYPE_CHECKING:
@@ -68,6 +70,8 @@ class WebContext:
     streams: set[Callable[[], None]] = field(default_factory=set)
     """The ``_end`` of every live stream's source, called by :func:`close_streams`."""
     title: str = "durably-sched"
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    """Failed logins and wrong bearer tokens, per client address."""
 
     def schedules(self) -> SchedulesConfig | None:
         source = self.schedules_source
@@ -115,6 +119,7 @@ def create_app(
     worker: bool | None = None,
     allowed_hosts: Sequence[str] | None = None,
     stream_seconds: float = STREAM_SECONDS,
+    trust_proxy_headers: bool = False,
 ) -> Starlette:
     """The web app for ``durably``: API, dashboard, probes. Mount it anywhere::
 
@@ -128,6 +133,9 @@ def create_app(
     token is set). ``allowed_hosts``: without a token, the Host names accepted besides loopback
     names (None: any, for apps mounted behind their own host checks). ``worker``: whether
     readiness requires this process's worker (default: once it has been seen running).
+    ``trust_proxy_headers``: behind a reverse proxy, take the client's address (for login
+    throttling) from ``X-Forwarded-For`` and the scheme from ``X-Forwarded-Proto``.
+    Request bodies are limited by ``durably.limits`` (``request_body``, ``login_body``).
     """
     from ..ops.metrics import Metrics
     from . import api, pages
@@ -135,9 +143,10 @@ def create_app(
     if metrics is None:
         metrics = Metrics(durably, None)
     health = Health(durably, lambda: ctx.scheduler(), worker=worker)
+    auth = Auth(token, read_token, metrics_public, allowed_hosts, trust_proxy_headers)
     ctx = WebContext(
         durably=durably,
-        auth=Auth(token, read_token, metrics_public, allowed_hosts),
+        auth=auth,
         health=health,
         metrics=metrics,
         schedules_source=schedules,
@@ -156,7 +165,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_RootMarker)],
+        middleware=[Middleware(_RootMarker), Middleware(RequestGuard, auth=auth, durably=durably)],
         exception_handlers={HTTPException: http_error, Exception: unexpected_error},
     )
     app.state.durably_web = ctx

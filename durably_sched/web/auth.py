@@ -5,22 +5,28 @@ request protection and the Host check.
   too: ``Authorization: Bearer <token>``, or the session cookie the login page sets. An optional
   read-only token may read everything and change nothing (403). Tokens are compared in constant time
   (``hmac.compare_digest``) and never accepted in a URL.
-* **Session cookie.** ``durably_session=<role>.<expiry>.<signature>``: HttpOnly, SameSite=Strict,
-  ``Secure`` over https, path of the app's mount point, valid for :data:`SESSION_SECONDS`. The
-  signature is an HMAC-SHA256 keyed by a key derived from the role's token, so the cookie works in
-  every ``serve`` process sharing the token, survives restarts, and dies when the token changes.
-  Nothing is stored server-side. (Hand-written on the standard library's ``hmac`` rather than
-  Starlette's SessionMiddleware: that one needs another dependency, itsdangerous, and a separate
-  secret to manage, for a cookie that holds two fields.)
+* **Session cookie.** ``durably_session=<role>.<expiry>.<secret>.<signature>``: HttpOnly,
+  SameSite=Strict, ``Secure`` over https, path of the app's mount point, valid for
+  :data:`SESSION_SECONDS`. The signature is an HMAC-SHA256 keyed by a key derived from the role's
+  token, so the cookie dies when the token changes. The session is also a row in the database
+  (``web_sessions``, keyed by a hash of the secret): logging out deletes it, which ends the session
+  in every ``serve`` process on the database, across restarts. :class:`~._guard.RequestGuard` looks
+  the row up once per request that carries the cookie and leaves the answer in the ASGI scope.
+* **Login throttling.** Failed logins (and requests with a wrong bearer token) are counted per
+  client address (the TCP peer; ``X-Forwarded-For`` only with ``trust_proxy_headers``); after
+  :data:`~._throttle.FREE_FAILURES` failures each attempt must wait a delay that doubles with every
+  further failure (429 with ``Retry-After``), and the token is not even checked meanwhile.
 * **Cross-site requests.** A state-changing request (POST, PUT, PATCH, DELETE) is refused (403)
   when the browser says it comes from another site (``Sec-Fetch-Site: cross-site|same-site``, or an
-  ``Origin`` that is not this server's), and, unless it carries a bearer token (which browsers never
-  add by themselves), it must carry the header ``X-Durably-CSRF``: with a session, the session's CSRF
-  token (shown to the page in a meta tag); without a token configured (loopback only), any value. A
-  page on another site cannot add a custom header to a request without a CORS preflight, which this
-  app never grants; SameSite=Strict keeps the cookie off cross-site requests as well.
+  ``Origin`` whose scheme, host or port is not this server's), and, unless it carries a bearer
+  token (which browsers never add by themselves), it must carry the header ``X-Durably-CSRF``:
+  with a session, the session's CSRF token (shown to the page in a meta tag); without a token
+  configured (loopback only), any value. A page on another site cannot add a custom header to a
+  request without a CORS preflight, which this app never grants; SameSite=Strict keeps the cookie
+  off cross-site requests as well.
 * **Host check.** Without a token (loopback only), requests must name a loopback host (or the bound
-  one) in ``Host``, so a page on another site cannot reach the API through DNS rebinding.
+  one) in ``Host``, so a page on another site cannot reach the API, the pages, the probes or the
+  metrics through DNS rebinding (checked by :class:`~._guard.RequestGuard` on every route).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from starlette.requests import HTTPConnection
 
 Role = Literal["admin", "read"]
 SESSION_COOKIE = "durably_session"
+SESSION_SCOPE_KEY = "durably_session_role"
+"""Where RequestGuard leaves the role of a live session (absent or None: no live session)."""
 SESSION_SECONDS = 12 * 3600
 CSRF_HEADER = "x-durably-csrf"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -56,6 +64,9 @@ class Auth:
     read_token: str | None = None
     metrics_public: bool | None = None
     allowed_hosts: Sequence[str] | None = None
+    trust_proxy_headers: bool = False
+    """Take the client address from ``X-Forwarded-For`` and the scheme from ``X-Forwarded-Proto``
+    (only behind a reverse proxy that sets them; anyone can send them otherwise)."""
 
     def __post_init__(self) -> None:
         if self.read_token is not None and self.token is None:
@@ -93,8 +104,26 @@ class Auth:
         return self.role_for_token(value.strip())
 
     def session_role(self, conn: HTTPConnection) -> Role | None:
-        cookie = conn.cookies.get(SESSION_COOKIE)
-        return self.verify_session(cookie) if cookie else None
+        """The role of the request's session, as RequestGuard found it in the database."""
+        found: Role | None = conn.scope.get(SESSION_SCOPE_KEY)
+        return found
+
+    # -- where the request comes from -----------------------------------------------------------
+    def client_address(self, conn: HTTPConnection) -> str:
+        """The TCP peer, or the address the nearest trusted proxy saw (``trust_proxy_headers``)."""
+        if self.trust_proxy_headers:
+            forwarded = conn.headers.get("x-forwarded-for", "").split(",")[-1].strip()
+            if forwarded:
+                return forwarded[:64]
+        client = conn.client
+        return client.host if client is not None and client.host else "unknown"
+
+    def scheme(self, conn: HTTPConnection) -> str:
+        if self.trust_proxy_headers:
+            forwarded = conn.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+            if forwarded in ("http", "https"):
+                return forwarded
+        return conn.url.scheme
 
     def role(self, conn: HTTPConnection) -> Role | None:
         """The caller's role, or None (not authenticated). Everyone is admin without a token."""
@@ -103,34 +132,45 @@ class Auth:
         return self.bearer_role(conn) or self.session_role(conn)
 
     # -- the session cookie ---------------------------------------------------------------------
-    def make_session(self, role: Role, now: float | None = None) -> str:
+    def make_session(self, role: Role, now: float | None = None) -> tuple[str, str]:
+        """A new session: (the cookie's value, the id to record in the database)."""
         expires = int((now or time.time()) + SESSION_SECONDS)
-        body = f"{role}.{expires}"
+        secret = secrets.token_urlsafe(24)
+        body = f"{role}.{expires}.{secret}"
         token = self._token_for(role)
         assert token is not None
         signature = hmac.new(_key(token, "session"), body.encode(), hashlib.sha256).hexdigest()
-        return f"{body}.{signature}"
+        return f"{body}.{signature}", session_id(secret)
 
-    def verify_session(self, value: str, now: float | None = None) -> Role | None:
-        role, _, rest = value.partition(".")
-        expires, _, signature = rest.partition(".")
-        if role not in ("admin", "read") or not expires.isdigit():
+    def verify_session(self, value: str, now: float | None = None) -> tuple[Role, str] | None:
+        """(role, session id) of a well-signed, unexpired cookie; whether the session is still
+        live is the database's to say (``Store.web_session_role``)."""
+        parts = value.split(".")
+        if len(parts) != 4:
+            return None
+        role, expires, secret, signature = parts
+        if (
+            role not in ("admin", "read")
+            or not (expires.isascii() and expires.isdigit())
+            or len(expires) > 12
+        ):
             return None
         token = self._token_for(role)  # type: ignore[arg-type]
         if token is None:
             return None
-        expected = hmac.new(_key(token, "session"), f"{role}.{expires}".encode(), hashlib.sha256).hexdigest()
+        body = f"{role}.{expires}.{secret}"
+        expected = hmac.new(_key(token, "session"), body.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(signature.encode(), expected.encode()):
             return None
         if int(expires) < (now or time.time()):
             return None
-        return role  # type: ignore[return-value]
+        return role, session_id(secret)  # type: ignore[return-value]
 
     def csrf_token(self, conn: HTTPConnection) -> str:
         """The value pages send in ``X-Durably-CSRF``: bound to the session when there is one."""
         cookie = conn.cookies.get(SESSION_COOKIE)
         if self.enabled and cookie:
-            role = self.verify_session(cookie)
+            role = self.session_role(conn)
             token = self._token_for(role) if role else None
             if token is not None:
                 return hmac.new(_key(token, "csrf"), cookie.encode(), hashlib.sha256).hexdigest()
@@ -157,8 +197,9 @@ class Auth:
         origin = conn.headers.get("origin")
         if origin is not None and origin != "null":
             parts = urlsplit(origin)
-            if parts.netloc.lower() != conn.headers.get("host", "").lower():
-                return f"cross-site request refused (Origin {origin} is not this server)"
+            same_host = parts.netloc.lower() == conn.headers.get("host", "").lower()
+            if not same_host or parts.scheme.lower() != self.scheme(conn):
+                return f"cross-site request refused (Origin {origin[:100]} is not this server)"
         elif origin == "null":
             return "cross-site request refused (Origin: null)"
         return None
@@ -173,6 +214,11 @@ class Auth:
         if self.enabled and not hmac.compare_digest(presented.encode(), self.csrf_token(conn).encode()):
             return "the X-Durably-CSRF header does not match this session"
         return None
+
+
+def session_id(secret: str) -> str:
+    """The database's key for a session: a hash, so the table holds no usable credential."""
+    return hashlib.sha256(f"durably-sched:session:{secret}".encode()).hexdigest()
 
 
 def safe_next(target: str | None, root: str) -> str:

@@ -5,6 +5,7 @@ Every page works from the data the API serves; the pages read the same facade ca
 from __future__ import annotations
 
 import itertools
+import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -19,8 +20,9 @@ from ..schedule.cron import fire_key, fire_times
 from ..schedule.reloading import config_errors_shown
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
 from . import _json
+from ._parse import ApiError, check_request_text, parse_time, run_query, shown
 from ._pictures import schedule_pictures, sparklines
-from .api import ApiError, parse_time, run_query, schedule_json, schedules_json
+from .api import schedule_json, schedules_json
 from .app import app_root, context
 from .auth import SESSION_COOKIE, SESSION_SECONDS, safe_next
 
@@ -105,12 +107,15 @@ def page(handler: Any) -> Any:
             return RedirectResponse(f"{root}/login?next={quote(target)}", 303)
         request.state.config_errors = await config_errors_shown(ctx.durably)
         try:
+            check_request_text(request)
             response: Response = await handler(request)
             return response
         except (RunNotFoundError, ApiError) as exc:
             status = exc.status if isinstance(exc, ApiError) else 404
             detail = exc.detail if isinstance(exc, ApiError) else str(exc)
-            return render(request, "error.html", status, message=detail)
+            return render(request, "error.html", status, message=shown(detail))
+        except (ValueError, OverflowError) as exc:  # an argument the library refused: the user's
+            return render(request, "error.html", 400, message=shown(str(exc) or type(exc).__name__))
 
     return run
 
@@ -129,7 +134,7 @@ async def home(request: Request) -> Response:
         schedules=schedules,
         sparks=sparks,
         has_schedules=config is not None,
-        runs=[_json.run(r) for r in page_.runs],
+        runs=[_json.run_row(r) for r in page_.runs],
         jobs=sorted(ctx.durably.job_names),
     )
 
@@ -163,7 +168,7 @@ async def runs_page(request: Request) -> Response:
     return render(
         request,
         "runs.html",
-        runs=[_json.run(r) for r in page_.runs],
+        runs=[_json.run_row(r) for r in page_.runs],
         total=total,
         capped=capped,
         next_query=next_query,
@@ -330,35 +335,52 @@ async def login(request: Request) -> Response:
     if request.method == "GET":
         if not ctx.auth.enabled:
             return RedirectResponse(safe_next(request.query_params.get("next"), root), 303)
-        return render(request, "login.html", next=request.query_params.get("next", ""), failed=False)
+        return render(
+            request, "login.html", next=request.query_params.get("next", ""), failed=False, wait=None
+        )
     cross = ctx.auth.cross_site_problem(request, "POST")
     if cross is not None:
         return PlainTextResponse(cross + "\n", 403)
+    client = ctx.auth.client_address(request)
+    wait = ctx.throttle.wait(client)
+    if wait > 0:  # too many failures from this address: the token is not even checked
+        seconds = str(math.ceil(wait))
+        refused = render(request, "login.html", 429, next="", failed=True, wait=seconds)
+        refused.headers["Retry-After"] = seconds
+        return refused
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     presented = (form.get("token") or [""])[0].strip()
     target = safe_next((form.get("next") or [""])[0], root)
     role = ctx.auth.role_for_token(presented) if ctx.auth.enabled and presented else None
     if role is None:
-        return render(request, "login.html", 401, next=target, failed=True)
+        ctx.throttle.failed(client)
+        return render(request, "login.html", 401, next=target, failed=True, wait=None)
+    cookie, session = ctx.auth.make_session(role)
+    await ctx.durably.store.create_web_session(session, role, SESSION_SECONDS)
     response = RedirectResponse(target, 303)
     response.set_cookie(
         SESSION_COOKIE,
-        ctx.auth.make_session(role),
+        cookie,
         max_age=SESSION_SECONDS,
         path=(root or "") + "/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=ctx.auth.scheme(request) == "https",
     )
     return response
 
 
 async def logout(request: Request) -> Response:
+    """Ends the session in the database (every serve process sees it gone) and drops the cookie."""
     ctx = context(request)
     root = app_root(request)
     cross = ctx.auth.cross_site_problem(request, "POST")
     if cross is not None:
         return PlainTextResponse(cross + "\n", 403)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    verified = ctx.auth.verify_session(cookie) if cookie and ctx.auth.enabled else None
+    if verified is not None:
+        await ctx.durably.store.delete_web_session(verified[1])
     response = RedirectResponse(f"{root}/login", 303)
     response.delete_cookie(SESSION_COOKIE, path=(root or "") + "/", httponly=True, samesite="strict")
     return response

@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from ._protocol import GuardedH11Protocol
 from .app import close_streams
 
 __all__ = ["WebServer", "start_server"]
@@ -31,9 +32,12 @@ log = logging.getLogger("durably_sched.web")
 GRACEFUL_SECONDS = 5.0
 """How long requests in flight may take to finish once the server stops."""
 MAX_CONNECTIONS = 512
-"""Connections served at once; more get 503 (100 dashboard tabs with live streams fit easily)."""
+"""Connections open at once. A new connection past it closes the oldest one that has not sent a
+complete request head yet; only when every connection is serving a request do new ones get 503
+(100 dashboard tabs with live streams fit easily). See ``_protocol.py``."""
 KEEP_ALIVE_SECONDS = 5
-"""An idle keep-alive connection (or one that never sends a request) is closed after this long."""
+"""An idle keep-alive connection is closed after this long; a connection must send each request's
+complete head within ``_protocol.HEAD_SECONDS`` in total, however slowly it trickles in."""
 
 
 class _LoopServer(uvicorn.Server):
@@ -70,7 +74,7 @@ class WebServer:
             limit_concurrency=MAX_CONNECTIONS,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
-            http="h11",
+            http=GuardedH11Protocol,  # deadlines on reading requests, see _protocol.py
             ws="none",
         )
         quiet = logging.getLogger("uvicorn.error")

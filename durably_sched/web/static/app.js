@@ -330,6 +330,9 @@
       if (shown) shown.dataset.ticking = status === "running" ? "1" : "0";
     };
     let runStarted = null;
+    // A large value comes as {"$truncated": bytes}; the page itself (reloaded) shows it whole.
+    const valueText = (v) => (v && typeof v === "object" && "$truncated" in v)
+      ? `(${v.$truncated} bytes: reload the page to see it)` : JSON.stringify(v);
     const renderSteps = (list) => {
       if (!list.length) return;
       const start = runStarted ? new Date(runStarted).getTime() : new Date(list[0].started_at).getTime();
@@ -342,7 +345,7 @@
         return el("tr", {}, [
           el("td", { text: String(s.index) }), el("td", { class: "mono", text: s.name }),
           el("td", { class: "timeline" }, [bar]), el("td", { text: duration(s.duration) }),
-          el("td", { class: "mono small clip", text: JSON.stringify(s.output) }),
+          el("td", { class: "mono small clip", text: valueText(s.output) }),
         ]);
       }));
       field("step-count").textContent = list.length;
@@ -350,7 +353,7 @@
     const logRow = (e, when) => el("tr", { class: "level-" + e.level }, [
       el("td", { text: localText(when, true) }), el("td", { text: e.level }),
       el("td", { class: "mono", text: e.step_name || "–" }),
-      el("td", { text: e.message + (e.data && Object.keys(e.data).length ? " " + JSON.stringify(e.data) : "") }),
+      el("td", { text: e.message + (e.data && Object.keys(e.data).length ? " " + valueText(e.data) : "") }),
     ]);
     let stepsTimer = null;
     const reloadSteps = () => {  // step events carry no stored times: read the steps, at most ~3/s
