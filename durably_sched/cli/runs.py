@@ -233,7 +233,9 @@ async def show(run_id: str, json_mode: bool) -> None:
         facts.add_row(name, value)
     parts: list[Any] = [facts]
     if run.traceback:
-        parts += [Text(""), Text("traceback", style="bold"), Text(run.traceback.rstrip(), style="red")]
+        # A run that is not failed (retrying, or completed after retries) keeps its last failure's.
+        heading = "traceback" if run.status == "failed" else "traceback of the last failed attempt"
+        parts += [Text(""), Text(heading, style="bold"), Text(run.traceback.rstrip(), style="red")]
     parts += attempts_section(run, attempts, budget)
     print_table(Group(*parts, *_steps_and_logs(steps, logs)))
 

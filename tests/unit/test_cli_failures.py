@@ -67,6 +67,8 @@ def test_a_retried_run_completes_under_wait_and_shows_its_failed_attempt(migrate
     assert data["status"] == "completed" and data["output"] == {"after": 1} and data["failed_attempts"] == 1
     shown = migrated.ok("runs", "show", data["id"]).stdout
     assert re.search(r"attempt\s+2 \(1 failed\)", shown)
+    # The kept traceback is said to be the earlier attempt's, not the completed run's.
+    assert "\ntraceback of the last failed attempt\n" in shown and "\ntraceback\n" not in shown
     # Every attempt, the failed one with its error, next to the counters (issue 25).
     detail = migrated.json("runs", "show", data["id"], "--json")
     assert (detail["attempt"], detail["failed_attempts"]) == (2, 1)
