@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._bounds import SYSTEM_LABELS, check_key, check_labels, plain_labels, stored_input
 from ._durations import parse_duration
+from ._facade_reads import FacadeReads  # issue 21 (layout): the reads schedule/ and web/ ask for
 from .errors import (
     AmbiguousRunIdError,
     InputValidationError,
@@ -232,7 +233,7 @@ class _JobsNamespace:
         return len(self._handles)
 
 
-class Durably:
+class Durably(FacadeReads):
     """One durably-sched instance: a store, registered jobs, a worker and the event emitter."""
 
     def __init__(

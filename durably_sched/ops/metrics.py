@@ -59,7 +59,7 @@ from ..schedule.cron import jitter_offset
 from ..store.base import FINISHED_STATUSES, FIRE_OUTCOMES, RUN_STATUSES, FireResult, ScheduleState
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import OpsFacade
     from ..schedule.config import ScheduleEntry
     from ..schedule.scheduler import Scheduler
 
@@ -84,7 +84,7 @@ class Metrics:
 
     def __init__(
         self,
-        durably: Durably,
+        durably: OpsFacade,
         scheduler: Scheduler | None,
         registry: CollectorRegistry | None = None,
         *,
@@ -253,7 +253,7 @@ class Metrics:
             if self._fresh():
                 return
             try:
-                counts = await asyncio.wait_for(self.durably.store.count_runs_by_status(), self.query_timeout)
+                counts = await asyncio.wait_for(self.durably.count_runs_by_status(), self.query_timeout)
                 orphaned = await asyncio.wait_for(self.durably.jobs_without_worker(), self.query_timeout)
                 if self.scheduler is not None:
                     states, last_runs = await asyncio.wait_for(self._read_schedules(), self.query_timeout)
@@ -269,8 +269,8 @@ class Metrics:
             self._counts_at = time.monotonic()
 
     async def _read_schedules(self) -> tuple[dict[str, ScheduleState], dict[str, datetime]]:
-        store = self.durably.store
-        return await store.get_schedule_states(), await store.last_run_times()
+        durably = self.durably
+        return await durably.get_schedule_states(), await durably.last_run_times()
 
     def _fresh(self) -> bool:
         return self._counts_at is not None and time.monotonic() - self._counts_at < self.cache_seconds

@@ -28,7 +28,7 @@ from ..store.base import (
 )
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import WebFacade
 
 PREVIEW_BYTES = 4096
 """The largest value (as UTF-8 JSON) a list row or a streamed event carries whole."""
@@ -104,14 +104,14 @@ def run(record: RunRecord) -> dict[str, Any]:
     }
 
 
-async def run_detail(durably: Durably, run_id: str) -> dict[str, Any]:
+async def run_detail(durably: WebFacade, run_id: str) -> dict[str, Any]:
     """A run with every attempt that ended (oldest first, as in ``runs show --json``), the most
     tries its retry policy allows (``max_attempts``, None without one) and how many attempts
     before the first recorded one were never recorded (they ended before the upgrade)."""
     return await detail_of(durably, await durably.get_run(run_id))
 
 
-async def detail_of(durably: Durably, record: RunRecord) -> dict[str, Any]:
+async def detail_of(durably: WebFacade, record: RunRecord) -> dict[str, Any]:
     """:func:`run_detail` of a run already read."""
     budget = retry_budget(durably, record)
     attempts = await durably.get_attempts(record.id)
@@ -121,6 +121,7 @@ async def detail_of(durably: Durably, record: RunRecord) -> dict[str, Any]:
         "attempts": [attempt_fields(a, utc, budget) for a in attempts],
         "attempts_not_recorded": not_recorded(attempts),
     }
+
 
 def run_row(record: RunRecord) -> dict[str, Any]:
     """A run in a list (``GET /api/runs``, the dashboard's tables, a stream's snapshot): the detail

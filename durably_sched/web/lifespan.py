@@ -24,7 +24,7 @@ from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import WebFacade
 
 __all__ = ["DurablyLifespan", "lifespan"]
 
@@ -35,7 +35,7 @@ class DurablyLifespan:
 
     def __init__(
         self,
-        durably: Durably,
+        durably: WebFacade,
         *,
         schedules: str | SchedulesConfig | None = None,
         scheduler: bool = True,
@@ -93,7 +93,7 @@ class DurablyLifespan:
 
 
 def lifespan(
-    durably: Durably,
+    durably: WebFacade,
     *,
     schedules: str | SchedulesConfig | None = None,
     scheduler: bool = True,
