@@ -11,43 +11,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from .store.base import (
-    FireRecord,
-    RunPage,
-    RunQuery,
-    RunRecord,
-    RunStatus,
-    ScheduleActivity,
-    ScheduleState,
-    StateChange,
-    Store,
-)
+from .store import base
 from .store.config_errors import ConfigErrorRecord
 
 
 class FacadeReads:
-    """Store operations the facade offers as they are (``store`` is the facade's store)."""
+    """base.Store operations the facade offers as they are (``store`` is the facade's store)."""
 
-    store: Store
+    store: base.Store
 
     # -- runs ------------------------------------------------------------------------------
-    async def find_run(self, run_id: str) -> RunRecord | None:
+    async def find_run(self, run_id: str) -> base.RunRecord | None:
         """The run with this exact id, or None (``get_run`` raises instead)."""
         return await self.store.get_run(run_id)
 
-    async def list_runs_page(self, query: RunQuery) -> RunPage:
+    async def list_runs_page(self, query: base.RunQuery) -> base.RunPage:
         """One page of runs matching ``query``, newest first."""
         return await self.store.list_runs_page(query)
 
-    async def count_runs(self, query: RunQuery) -> tuple[int, bool]:
+    async def count_runs(self, query: base.RunQuery) -> tuple[int, bool]:
         """How many runs match ``query``, and whether the count stopped at its cap."""
         return await self.store.count_runs(query)
 
-    async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+    async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, base.RunRecord]:
         """The runs with these ids that still exist, by id."""
         return await self.store.get_runs_by_id(run_ids)
 
-    async def get_run_statuses(self, run_ids: Sequence[str]) -> dict[str, RunStatus]:
+    async def get_run_statuses(self, run_ids: Sequence[str]) -> dict[str, base.RunStatus]:
         """The status of each of these runs that still exists, by id."""
         return await self.store.get_run_statuses(run_ids)
 
@@ -64,13 +54,13 @@ class FacadeReads:
         """Move a schedule's cursor to ``to`` (never back); the cursor it has afterwards."""
         return await self.store.advance_cursor(schedule, to)
 
-    async def schedule_states_needing_attention(self) -> dict[str, ScheduleState]:
+    async def schedule_states_needing_attention(self) -> dict[str, base.ScheduleState]:
         """The states of the schedules that are paused or have failures since their last resume."""
         return await self.store.get_schedule_states(attention_only=True)
 
     async def auto_pause_schedule(
         self, schedule: str, *, reason: str, by: str, min_failures: int
-    ) -> StateChange:
+    ) -> base.StateChange:
         """Pause a schedule after failures, unless it is paused or a run completed meanwhile."""
         return await self.store.pause_schedule(
             schedule, reason=reason, by=by, auto=True, min_failures=min_failures
@@ -78,17 +68,17 @@ class FacadeReads:
 
     async def list_fire_records(
         self, schedule: str, limit: int = 50, before: datetime | None = None
-    ) -> list[FireRecord]:
+    ) -> list[base.FireRecord]:
         """A schedule's fire records, newest first, older than ``before`` if given."""
         return await self.store.list_fire_records(schedule, limit=limit, before=before)
 
-    async def last_fire_records(self) -> dict[str, FireRecord]:
+    async def last_fire_records(self) -> dict[str, base.FireRecord]:
         """Each schedule's latest fire record."""
         return await self.store.last_fire_records()
 
     async def schedule_activity(
         self, until: datetime, bucket: timedelta, buckets: int
-    ) -> dict[str, ScheduleActivity]:
+    ) -> dict[str, base.ScheduleActivity]:
         """Each schedule's runs and failed runs per time bucket, ending at ``until``."""
         return await self.store.schedule_activity(until, bucket, buckets)
 

@@ -29,13 +29,14 @@ from datetime import datetime
 from typing import Any
 
 from .._durations import format_duration
-from ..durably import Durably, create_durably
+from ..durably import Durably
 from ..limits import Limits
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.scheduler import Scheduler
 from ..store.base import FireResult, RunRecord
 from ._base import EXIT_FAILURE, EXIT_OK, CliError, Settings, one_line, redact_url
 from ._loader import job_inputs, load_jobs
+from ._runner import durably_for
 
 log = logging.getLogger("durably_sched.once")
 
@@ -95,18 +96,7 @@ class OneShot:
             if name not in names:
                 raise CliError(f"--job {name}: unknown job (registered: {', '.join(names) or 'none'})")
         config = self._schedules(job_inputs(jobs))
-        try:
-            durably = create_durably(
-                self.cli.database,
-                heartbeat_interval=opts.heartbeat_interval,
-                stale_threshold=opts.stale_threshold,
-                max_concurrent_runs=opts.concurrency,
-                worker_id=opts.worker_id,
-                retain_runs=opts.retention,
-                limits=opts.limits,
-            )
-        except ValueError as exc:  # e.g. heartbeat interval not shorter than the stale threshold
-            raise CliError(f"{opts.command}: {exc}") from None
+        durably = durably_for(self.cli.database, opts, opts.command)
         durably.register(jobs)
         if durably.retention is not None:
             durably.retention.schedules = lambda: config

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from .._durations import format_duration
-from ..durably import Durably, create_durably
+from ..durably import Durably
 from ..jobs import JobDefinition
 from ..limits import Limits
 from ..ops.orphans import OrphanedJobsWatch
@@ -35,13 +35,13 @@ from ._base import (
     CliError,
     HttpAddress,
     Settings,
-    StepThreads,
     redact_url,
     settings,
     utc_option,
 )
 from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
+from ._runner import durably_for, in_step_threads, stop_grace_option
 from ._wait import Interrupts
 
 log = logging.getLogger("durably_sched.serve")
@@ -166,19 +166,7 @@ class Server:
             )
         seen = file_state(self.cli.schedules)
         self.config = self._initial_schedules(inputs)
-        try:
-            durably = create_durably(
-                self.cli.database,
-                polling_interval=opts.polling_interval,
-                heartbeat_interval=opts.heartbeat_interval,
-                stale_threshold=opts.stale_threshold,
-                max_concurrent_runs=opts.concurrency,
-                worker_id=opts.worker_id,
-                retain_runs=opts.retention,  # the library's retention: runs from start() to stop()
-                limits=opts.limits,
-            )
-        except ValueError as exc:  # e.g. heartbeat interval not shorter than the stale threshold
-            raise CliError(f"serve: {exc}") from None
+        durably = durably_for(self.cli.database, opts, "serve", polling_interval=opts.polling_interval)
         durably.register(jobs)
         if durably.retention is not None:
             durably.retention.schedules = lambda: self.config  # fire records: this process's schedules
@@ -474,15 +462,7 @@ field whole.
     "127.0.0.1; any other address needs a token). Default: off.",
 )
 @log_options
-@click.option(
-    "--stop-grace",
-    type=SECONDS,
-    default=25.0,
-    show_default=True,
-    envvar="DURABLY_STOP_GRACE",
-    metavar="SECONDS",
-    help="On SIGTERM, how long running steps may take to finish before their runs are released.",
-)
+@stop_grace_option("On SIGTERM, how long running steps may take to finish before their runs are released.")
 @click.option(
     "--retention",
     type=RETENTION,
@@ -569,46 +549,26 @@ async def serve(
     limits: tuple[tuple[str, int], ...],
 ) -> int:
     """Run the scheduler and a worker until stopped (or one role with --no-scheduler/--no-worker)."""
-    if no_scheduler and no_worker:
-        if once:
-            raise CliError("serve --once with --no-scheduler and --no-worker together leaves nothing to do")
-        raise CliError("--no-scheduler and --no-worker together leave nothing to do")
-    if not once:
-        for flag, value in (("--max-runs", max_runs), ("--max-seconds", max_seconds)):
-            if value is not None:
-                raise CliError(f"{flag} only applies with --once")
-    elif http is not None:
-        source = click.get_current_context().get_parameter_source("http")
-        if source is not click.core.ParameterSource.ENVIRONMENT:
-            raise CliError("--http does not apply with --once (the process exits when its work is done)")
-        http = None  # DURABLY_HTTP set for the long-running serve of the same image: not for --once
-    if max_seconds is not None and max_seconds <= 0:
-        raise CliError("--max-seconds must be longer than 0")
+    http = _check_roles(no_scheduler, no_worker, once, http, max_runs, max_seconds)
     check_lease(heartbeat_interval, stale_threshold)
     configure_logging(log_format, log_level.upper(), utc=settings().utc)
     if once:
         from .once import OneShotOptions, run_one_shot
 
-        threads = StepThreads()
-        threads.install()
-        code = await run_one_shot(
-            settings(),
-            OneShotOptions(
-                scheduler=not no_scheduler,
-                worker=not no_worker,
-                concurrency=concurrency,
-                heartbeat_interval=heartbeat_interval,
-                stale_threshold=stale_threshold,
-                stop_grace=stop_grace,
-                retention=retention,
-                worker_id=worker_id,
-                max_runs=max_runs,
-                max_seconds=max_seconds,
-                limits=limits_from(limits),
-            ),
+        one_shot = OneShotOptions(
+            scheduler=not no_scheduler,
+            worker=not no_worker,
+            concurrency=concurrency,
+            heartbeat_interval=heartbeat_interval,
+            stale_threshold=stale_threshold,
+            stop_grace=stop_grace,
+            retention=retention,
+            worker_id=worker_id,
+            max_runs=max_runs,
+            max_seconds=max_seconds,
+            limits=limits_from(limits),
         )
-        await threads.exit_if_lingering(code)
-        return code
+        return await in_step_threads(lambda: run_one_shot(settings(), one_shot))
     if polling_interval <= 0:
         raise CliError("--polling-interval must be longer than 0")
     refuse_tokens_on_the_command_line()
@@ -634,11 +594,34 @@ async def serve(
         limits=limits_from(limits),
         trust_proxy_headers=trust_proxy_headers,
     )
-    threads = StepThreads()
-    threads.install()
-    code = await _serve(settings(), options)
-    await threads.exit_if_lingering(code)
-    return code
+    return await in_step_threads(lambda: _serve(settings(), options))
+
+
+def _check_roles(
+    no_scheduler: bool,
+    no_worker: bool,
+    once: bool,
+    http: HttpAddress | None,
+    max_runs: int | None,
+    max_seconds: float | None,
+) -> HttpAddress | None:
+    """Refuse contradictory flags; the --http address that applies (none with --once)."""
+    if no_scheduler and no_worker:
+        if once:
+            raise CliError("serve --once with --no-scheduler and --no-worker together leaves nothing to do")
+        raise CliError("--no-scheduler and --no-worker together leave nothing to do")
+    if not once:
+        for flag, value in (("--max-runs", max_runs), ("--max-seconds", max_seconds)):
+            if value is not None:
+                raise CliError(f"{flag} only applies with --once")
+    elif http is not None:
+        source = click.get_current_context().get_parameter_source("http")
+        if source is not click.core.ParameterSource.ENVIRONMENT:
+            raise CliError("--http does not apply with --once (the process exits when its work is done)")
+        http = None  # DURABLY_HTTP set for the long-running serve of the same image: not for --once
+    if max_seconds is not None and max_seconds <= 0:
+        raise CliError("--max-seconds must be longer than 0")
+    return http
 
 
 def _at_a_time(concurrency: int) -> str:

@@ -223,10 +223,7 @@ async def trigger(
     s = settings()
     wait = wait or here
     check_wait_options(wait, timeout)
-    if (job is None) == (schedule_name is None):
-        raise CliError("name a JOB or a --schedule (one of them)")
-    if schedule_name is None and at is not None:
-        raise CliError("--at only applies with --schedule")
+    _check_target(job, schedule_name, at, coalesce, concurrency_key)
     if schedule_name is not None:
         _refuse_with_schedule(
             ("--input", input_text),
@@ -235,10 +232,6 @@ async def trigger(
             ("--concurrency-key", concurrency_key),
             ("--coalesce", coalesce),
             ("--label", labels or None),
-        )
-    elif coalesce is not None and concurrency_key is None:
-        raise CliError(
-            "--coalesce skip needs --concurrency-key (it joins the pending run of the job with that key)"
         )
     # Everything the user gave is checked before the database is opened.
     payload = read_input(input_text, input_file)
@@ -280,14 +273,8 @@ async def trigger(
                     labels=label_map,
                     coalesce="skip" if coalesce else None,
                 )
-                record = run.record
-                extra = {"disposition": run.disposition}
-                if json_mode and not wait:
-                    echo_json(
-                        {"id": record.id, "job_name": record.job_name, "status": record.status, **extra}
-                    )
-                elif not json_mode:
-                    _say_triggered(record, run.disposition, wait)
+                record, extra = run.record, {"disposition": run.disposition}
+                _show_triggered(record, run.disposition, json_mode=json_mode, wait=wait)
             if not wait:
                 return EXIT_OK
             code = await _wait(
@@ -296,6 +283,33 @@ async def trigger(
     if threads is not None:
         await threads.exit_if_lingering(code)
     return code
+
+
+def _check_target(
+    job: str | None,
+    schedule_name: str | None,
+    at: datetime | None,
+    coalesce: str | None,
+    concurrency_key: str | None,
+) -> None:
+    """A job or a schedule, and the flags that go with a job's trigger."""
+    if (job is None) == (schedule_name is None):
+        raise CliError("name a JOB or a --schedule (one of them)")
+    if schedule_name is None and at is not None:
+        raise CliError("--at only applies with --schedule")
+    if schedule_name is None and coalesce is not None and concurrency_key is None:
+        raise CliError(
+            "--coalesce skip needs --concurrency-key (it joins the pending run of the job with that key)"
+        )
+
+
+def _show_triggered(record: RunRecord, disposition: str, *, json_mode: bool, wait: bool) -> None:
+    """What trigger prints once the run exists (with --wait and --json: nothing until it ends)."""
+    if json_mode and not wait:
+        fields = {"id": record.id, "job_name": record.job_name, "status": record.status}
+        echo_json({**fields, "disposition": disposition})
+    elif not json_mode:
+        _say_triggered(record, disposition, wait)
 
 
 def _interrupts(here: bool) -> Interrupts:
