@@ -39,7 +39,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel
 
-from .errors import StepError
+from .errors import InvalidArgumentError, StepError
 
 _ATOMS = frozenset({str, int, bool, type(None)})
 _BYTES = (bytes, bytearray, memoryview)
@@ -57,7 +57,9 @@ class _Refused(Exception):
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (a float NaN or infinity somewhere in the value)")
+    raise InvalidArgumentError(
+        f"{name} is not a JSON number (a float NaN or infinity somewhere in the value)"
+    )
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)

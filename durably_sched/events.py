@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from .errors import InvalidArgumentError
 from .store.base import Progress
 
 log = logging.getLogger("durably_sched.events")
@@ -261,7 +262,7 @@ class EventEmitter:
     def on(self, event_type: str, listener: Listener) -> Callable[[], None]:
         """Subscribe to one event type, or ``"*"`` for all. Returns a function that unsubscribes."""
         if event_type != "*" and event_type not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
+            raise InvalidArgumentError(f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
         self._listeners.setdefault(event_type, []).append(listener)
 
         def unsubscribe() -> None:

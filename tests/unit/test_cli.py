@@ -864,8 +864,8 @@ def test_a_sync_job_function_is_refused_when_the_jobs_load(project: Project) -> 
     assert result.exit_code == 2
     line = error_line(result)
     assert (
-        f"jobs module '{project.jobs}.sync' failed to import: TypeError: job 'report': run must be an "
-        in line
+        f"jobs module '{project.jobs}.sync' failed to import: ArgumentTypeError: "
+        "job 'report': run must be an " in line
     )
     assert "async function (async def report(step, payload)), but report is a plain function" in line
     assert "await step.run('name', sync_function) runs it in a thread" in line
