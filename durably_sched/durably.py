@@ -31,6 +31,7 @@ from .errors import (
 )
 from .events import (
     EventEmitter,
+    Listens,
     RunCancelEvent,
     RunCoalescedEvent,
     RunDeleteEvent,
@@ -233,7 +234,7 @@ class _JobsNamespace:
         return len(self._handles)
 
 
-class Durably(FacadeReads):
+class Durably(FacadeReads, Listens):
     """One durably-sched instance: a store, registered jobs, a worker and the event emitter."""
 
     def __init__(
@@ -327,9 +328,9 @@ class Durably(FacadeReads):
                 return handle
         raise UnknownJobError(name)  # pragma: no cover - register keeps both maps in step
 
-    def on(self, event_type: str, listener: Callable[[Any], Any]) -> Callable[[], None]:
-        """Subscribe to an event type (``"run:complete"``, ... or ``"*"``); returns unsubscribe."""
-        return self.events.on(event_type, listener)
+    def _subscribe(self, event_type: str, listener: Callable[[Any], Any]) -> Callable[[], None]:
+        """``on`` (typed per event type in :class:`~durably_sched.events.Listens`): this process's emitter."""
+        return self.events._subscribe(event_type, listener)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property

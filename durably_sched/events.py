@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 from .errors import InvalidArgumentError
 from .store.base import Progress
@@ -252,15 +252,74 @@ class ScheduleAutoPauseEvent(ScheduleEvent):
 
 
 Listener = Callable[[Any], Any]
+E = TypeVar("E", bound=Event)
+On = Callable[[E], object]
+"""A listener of events of type ``E`` (a coroutine function's result is scheduled as a task)."""
+Off = Callable[[], None]
+"""Unsubscribes the listener it was returned for."""
 
 
-class EventEmitter:
+class Listens(Protocol):
+    """``on(event_type, listener)``, typed per event type: a listener gets that type's event class
+    (``"*"``: every event). ``_subscribe`` is where an implementation registers the listener."""
+
+    def _subscribe(self, event_type: str, listener: Listener) -> Off: ...
+
+    @overload
+    def on(self, event_type: Literal["run:trigger"], listener: On[RunTriggerEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:coalesced"], listener: On[RunCoalescedEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:leased"], listener: On[RunLeasedEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:lease-renewed"], listener: On[RunLeaseRenewedEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:start"], listener: On[RunStartEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:complete"], listener: On[RunCompleteEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:fail"], listener: On[RunFailEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:cancel"], listener: On[RunCancelEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:retry"], listener: On[RunRetryEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:delete"], listener: On[RunDeleteEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:retry-scheduled"], listener: On[RunRetryScheduledEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:progress"], listener: On[RunProgressEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["step:start"], listener: On[StepStartEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["step:complete"], listener: On[StepCompleteEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["step:fail"], listener: On[StepFailEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["step:cancel"], listener: On[StepCancelEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["log:write"], listener: On[LogWriteEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["worker:error"], listener: On[WorkerErrorEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["schedule:pause"], listener: On[SchedulePauseEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["schedule:resume"], listener: On[ScheduleResumeEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["schedule:auto-pause"], listener: On[ScheduleAutoPauseEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["*"], listener: On[Event]) -> Off: ...
+    def on(self, event_type: str, listener: Listener) -> Off:
+        """Subscribe to one event type, or ``"*"`` for all. Returns a function that unsubscribes."""
+        return self._subscribe(event_type, listener)
+
+
+class EventEmitter(Listens):
     def __init__(self) -> None:
         self._listeners: dict[str, list[Listener]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def on(self, event_type: str, listener: Listener) -> Callable[[], None]:
-        """Subscribe to one event type, or ``"*"`` for all. Returns a function that unsubscribes."""
+    def _subscribe(self, event_type: str, listener: Listener) -> Off:
         if event_type != "*" and event_type not in EVENT_TYPES:
             raise InvalidArgumentError(f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
         self._listeners.setdefault(event_type, []).append(listener)

@@ -8,9 +8,11 @@ CLI and the tests hand a ``Durably`` to them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from .events import Listens
 
 if TYPE_CHECKING:
     from .events import EventEmitter
@@ -97,12 +99,11 @@ class SchedulerFacade(JobsFacade, Protocol):
     async def clear_config_error(self, reporter: str) -> None: ...
 
 
-class OpsFacade(JobsFacade, Protocol):
+class OpsFacade(JobsFacade, Listens, Protocol):
     """What the metrics and the health probes read."""
 
     @property
     def worker(self) -> WorkerView: ...
-    def on(self, event_type: Any, listener: Callable[[Any], Any]) -> Callable[[], None]: ...
     async def ping(self) -> None: ...
     async def check_schema(self) -> None: ...
     async def count_runs_by_status(self) -> dict[tuple[str, str], int]: ...
