@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import BaseRoute, Route
 
 from ..errors import RunNotFoundError
+from ..record_fields import clock_text
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.reloading import config_errors_shown
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
@@ -44,11 +45,7 @@ def _duration(seconds: float | None) -> str:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return clock_text(seconds)
 
 
 def _plural(count: int, word: str) -> str:
