@@ -57,6 +57,16 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def announce_run(run: RunRecord, extra: dict[str, Any], line: str, *, json_mode: bool, wait: bool) -> None:
+    """What a command that made or re-queued a run prints at once: ``line``, on stderr while waiting
+    (stdout is kept for the run's output); with ``--json`` and no wait, the run's id, job and status
+    with ``extra``; with ``--json`` and a wait, nothing until the run ends."""
+    if json_mode and not wait:
+        echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
+    elif not json_mode:
+        click.echo(line, err=wait)
+
+
 # --- times ----------------------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from ._base import (
 )
 from ._loader import load_jobs
 from ._output import (
+    announce_run,
     compact,
     data_text,
     echo_json,
@@ -356,15 +357,11 @@ async def retry(run_id: str, wait: bool, timeout: float | None, json_mode: bool)
             run_id = await durably.resolve_run_id(run_id)
             run = await durably.retry(run_id)
             extra = {"action": "retry"}
-            if json_mode and not wait:
-                echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
-            elif not json_mode:
-                # While waiting, stdout is kept for the run's output.
-                line = (
-                    f"run {run.id} is pending again ({_done(run)}; it resumes after the last one, "
-                    "with a fresh retry budget)"
-                )
-                click.echo(line, err=wait)
+            line = (
+                f"run {run.id} is pending again ({_done(run)}; it resumes after the last one, "
+                "with a fresh retry budget)"
+            )
+            announce_run(run, extra, line, json_mode=json_mode, wait=wait)
             if not wait:
                 return EXIT_OK
             return await follow_and_report(
@@ -402,10 +399,8 @@ async def retrigger(run_id: str, wait: bool, timeout: float | None, json_mode: b
             original = await durably.resolve_run_id(run_id)
             run = (await durably.retrigger(original)).record
             extra = {"action": "retrigger", "retrigger_of": original}
-            if json_mode and not wait:
-                echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
-            elif not json_mode:
-                click.echo(f"run {run.id} created ({run.job_name}, retrigger of {original})", err=wait)
+            line = f"run {run.id} created ({run.job_name}, retrigger of {original})"
+            announce_run(run, extra, line, json_mode=json_mode, wait=wait)
             if not wait:
                 return EXIT_OK
             return await follow_and_report(

@@ -34,7 +34,7 @@ from ._base import (
 )
 from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
-from ._output import echo_json, show_time, utc_json, zone_json
+from ._output import announce_run, echo_json, show_time, utc_json, zone_json
 from ._wait import (
     JSON_OPTION,
     TIMEOUT_OPTION,
@@ -266,15 +266,12 @@ async def trigger(
             else:
                 assert job is not None
                 run = await durably.trigger(
-                    job,
-                    payload,
-                    idempotency_key=idempotency_key,
-                    concurrency_key=concurrency_key,
-                    labels=label_map,
-                    coalesce="skip" if coalesce else None,
-                )
+                    job, payload, idempotency_key=idempotency_key, concurrency_key=concurrency_key,
+                    labels=label_map, coalesce="skip" if coalesce else None,
+                )  # fmt: skip
                 record, extra = run.record, {"disposition": run.disposition}
-                _show_triggered(record, run.disposition, json_mode=json_mode, wait=wait)
+                line = _triggered_line(record, run.disposition)
+                announce_run(record, extra, line, json_mode=json_mode, wait=wait)
             if not wait:
                 return EXIT_OK
             code = await _wait(
@@ -303,15 +300,6 @@ def _check_target(
         )
 
 
-def _show_triggered(record: RunRecord, disposition: str, *, json_mode: bool, wait: bool) -> None:
-    """What trigger prints once the run exists (with --wait and --json: nothing until it ends)."""
-    if json_mode and not wait:
-        fields = {"id": record.id, "job_name": record.job_name, "status": record.status}
-        echo_json({**fields, "disposition": disposition})
-    elif not json_mode:
-        _say_triggered(record, disposition, wait)
-
-
 def _interrupts(here: bool) -> Interrupts:
     def first(signum: int) -> None:
         if here:
@@ -325,21 +313,18 @@ def _interrupts(here: bool) -> Interrupts:
     return Interrupts(on_second=second, on_first=first)
 
 
-def _say_triggered(record: RunRecord, disposition: str, wait: bool) -> None:
+def _triggered_line(record: RunRecord, disposition: str) -> str:
     if disposition == "created":
-        line = f"run {record.id} created ({record.job_name})"
-    elif disposition == "coalesced":
-        line = (
+        return f"run {record.id} created ({record.job_name})"
+    if disposition == "coalesced":
+        return (
             f"run {record.id} is already pending for concurrency key '{record.concurrency_key}' "
             f"({record.job_name}); this trigger joined it (coalesced)"
         )
-    else:
-        line = (
-            f"run {record.id} already exists for idempotency key '{record.idempotency_key}' "
-            f"({record.job_name}, {record.status})"
-        )
-    # While waiting, stdout is kept for the run's output.
-    click.echo(line, err=wait)
+    return (
+        f"run {record.id} already exists for idempotency key '{record.idempotency_key}' "
+        f"({record.job_name}, {record.status})"
+    )
 
 
 async def _fire_slot(
