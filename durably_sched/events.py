@@ -164,39 +164,39 @@ class RunProgressEvent(RunEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepStartEvent(RunEvent):
-    type: str = "step:start"
+class _StepEvent(RunEvent):
+    """What every step event carries: the step's name and its index in the run."""
+
     step_name: str = ""
     step_index: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepCompleteEvent(RunEvent):
+class StepStartEvent(_StepEvent):
+    type: str = "step:start"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCompleteEvent(_StepEvent):
     type: str = "step:complete"
-    step_name: str = ""
-    step_index: int = 0
     output: Any = None
     duration: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepFailEvent(RunEvent):
+class StepFailEvent(_StepEvent):
     type: str = "step:fail"
-    step_name: str = ""
-    step_index: int = 0
     error: str = ""
     duration: float = 0.0
     traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepCancelEvent(RunEvent):
+class StepCancelEvent(_StepEvent):
     """A step in flight ended without a result because its run was stopped: ``reason`` is
     ``cancelled`` (by an operator), ``lease-lost``, ``timeout`` (the run's) or ``stopping``."""
 
     type: str = "step:cancel"
-    step_name: str = ""
-    step_index: int = 0
     reason: str = "cancelled"
     duration: float = 0.0
 

@@ -50,6 +50,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def lease_options(fn: F) -> F:
@@ -552,10 +553,10 @@ async def serve(
     http = _check_roles(no_scheduler, no_worker, once, http, max_runs, max_seconds)
     check_lease(heartbeat_interval, stale_threshold)
     configure_logging(log_format, log_level.upper(), utc=settings().utc)
-    if once:
-        from .once import OneShotOptions, run_one_shot
 
-        one_shot = OneShotOptions(
+    def options_of(kind: Callable[..., T], **more: Any) -> T:
+        """The options of ``serve`` or of ``serve --once`` (what both have, and ``more``)."""
+        return kind(
             scheduler=not no_scheduler,
             worker=not no_worker,
             concurrency=concurrency,
@@ -564,10 +565,14 @@ async def serve(
             stop_grace=stop_grace,
             retention=retention,
             worker_id=worker_id,
-            max_runs=max_runs,
-            max_seconds=max_seconds,
             limits=limits_from(limits),
+            **more,
         )
+
+    if once:
+        from .once import OneShotOptions, run_one_shot
+
+        one_shot = options_of(OneShotOptions, max_runs=max_runs, max_seconds=max_seconds)
         return await in_step_threads(lambda: run_one_shot(settings(), one_shot))
     if polling_interval <= 0:
         raise CliError("--polling-interval must be longer than 0")
@@ -577,21 +582,13 @@ async def serve(
         "--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN", http_read_token
     )
     check_http_security(http, token, read_only)
-    options = ServeOptions(
-        scheduler=not no_scheduler,
-        worker=not no_worker,
-        concurrency=concurrency,
+    options = options_of(
+        ServeOptions,
         polling_interval=polling_interval,
-        heartbeat_interval=heartbeat_interval,
-        stale_threshold=stale_threshold,
         http=http,
-        stop_grace=stop_grace,
-        retention=retention,
-        worker_id=worker_id,
         http_token=token,
         http_read_token=read_only,
         http_metrics=http_metrics,
-        limits=limits_from(limits),
         trust_proxy_headers=trust_proxy_headers,
     )
     return await in_step_threads(lambda: _serve(settings(), options))

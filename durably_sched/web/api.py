@@ -20,7 +20,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -39,6 +39,7 @@ from ..feed import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
 from ..schedule import manual, reloading
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key
+from ..store.base import RunRecord
 from . import _json
 from ._context import WebContext, context
 from ._parse import (
@@ -56,6 +57,9 @@ from ._parse import (
 from ._schedules import entries as _entries
 from ._schedules import entry as _entry
 from ._schedules import schedule_json, schedules_json
+
+if TYPE_CHECKING:
+    from ..ports import WebFacade
 
 HEARTBEAT_SECONDS = 15.0
 Handler = Callable[[Request], Awaitable[Response]]
@@ -223,22 +227,25 @@ async def get_logs(request: Request) -> Response:
     )
 
 
-@endpoint(act=True)
-async def retry_run(request: Request) -> Response:
-    record = await context(request).durably.retry(request.path_params["run_id"])
-    return JSONResponse({"run": _json.run(record)})
+def _run_action(act: Callable[[WebFacade, str], Awaitable[RunRecord]]) -> Handler:
+    """``POST /api/runs/{run_id}/<action>``: the action's run as it is afterwards."""
+
+    @endpoint(act=True)
+    async def handle(request: Request) -> Response:
+        record = await act(context(request).durably, request.path_params["run_id"])
+        return JSONResponse({"run": _json.run(record)})
+
+    return handle
+
+
+retry_run = _run_action(lambda durably, run_id: durably.retry(run_id))
+cancel_run = _run_action(lambda durably, run_id: durably.cancel(run_id))
 
 
 @endpoint(act=True)
 async def retrigger_run(request: Request) -> Response:
     run = await context(request).durably.retrigger(request.path_params["run_id"])
     return JSONResponse({"run": _json.run(run.record), "disposition": run.disposition}, 201)
-
-
-@endpoint(act=True)
-async def cancel_run(request: Request) -> Response:
-    record = await context(request).durably.cancel(request.path_params["run_id"])
-    return JSONResponse({"run": _json.run(record)})
 
 
 @endpoint(act=True)
