@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -350,17 +351,33 @@ durably.retry) is how a failed run runs again.
 @utc_option
 async def retry(run_id: str, wait: bool, timeout: float | None, json_mode: bool) -> int:
     """Put a failed or cancelled run back to pending; it resumes after its last completed step."""
+
+    async def act(durably: Durably) -> tuple[RunRecord, dict[str, Any], str]:
+        run = await durably.retry(await durably.resolve_run_id(run_id))
+        line = (
+            f"run {run.id} is pending again ({_done(run)}; it resumes after the last one, "
+            "with a fresh retry budget)"
+        )
+        return run, {"action": "retry"}, line
+
+    return await _act_and_follow(act, with_jobs=False, wait=wait, timeout=timeout, json_mode=json_mode)
+
+
+async def _act_and_follow(
+    act: Callable[[Durably], Awaitable[tuple[RunRecord, dict[str, Any], str]]],
+    *,
+    with_jobs: bool,
+    wait: bool,
+    timeout: float | None,
+    json_mode: bool,
+) -> int:
+    """``runs retry|retrigger``: the action, what it printed at once, then as ``trigger --wait``."""
     check_wait_options(wait, timeout)
+    jobs = (load_jobs(settings().jobs),) if with_jobs else ()
     interrupts, handling = wait_signals(wait)
     with handling:
-        async with open_durably(settings().database) as durably:
-            run_id = await durably.resolve_run_id(run_id)
-            run = await durably.retry(run_id)
-            extra = {"action": "retry"}
-            line = (
-                f"run {run.id} is pending again ({_done(run)}; it resumes after the last one, "
-                "with a fresh retry budget)"
-            )
+        async with open_durably(settings().database, *jobs) as durably:
+            run, extra, line = await act(durably)
             announce_run(run, extra, line, json_mode=json_mode, wait=wait)
             if not wait:
                 return EXIT_OK
@@ -391,21 +408,14 @@ concurrency key and labels; the original run is left as it is.
 @utc_option
 async def retrigger(run_id: str, wait: bool, timeout: float | None, json_mode: bool) -> int:
     """Start a new run of the same job with the same input, concurrency key and labels."""
-    check_wait_options(wait, timeout)
-    jobs = load_jobs(settings().jobs)
-    interrupts, handling = wait_signals(wait)
-    with handling:
-        async with open_durably(settings().database, jobs) as durably:
-            original = await durably.resolve_run_id(run_id)
-            run = (await durably.retrigger(original)).record
-            extra = {"action": "retrigger", "retrigger_of": original}
-            line = f"run {run.id} created ({run.job_name}, retrigger of {original})"
-            announce_run(run, extra, line, json_mode=json_mode, wait=wait)
-            if not wait:
-                return EXIT_OK
-            return await follow_and_report(
-                durably, run.id, interrupts, timeout=timeout, json_mode=json_mode, extra=extra
-            )
+
+    async def act(durably: Durably) -> tuple[RunRecord, dict[str, Any], str]:
+        original = await durably.resolve_run_id(run_id)
+        run = (await durably.retrigger(original)).record
+        line = f"run {run.id} created ({run.job_name}, retrigger of {original})"
+        return run, {"action": "retrigger", "retrigger_of": original}, line
+
+    return await _act_and_follow(act, with_jobs=True, wait=wait, timeout=timeout, json_mode=json_mode)
 
 
 @runs.command(
