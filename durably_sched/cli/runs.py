@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Group
@@ -328,6 +328,15 @@ def _done(run: RunRecord) -> str:
     return f"{run.step_count} step{'s' if run.step_count != 1 else ''} done"
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+_FOLLOWED_HELP = f"{WAIT_HELP}\n\n{RUN_ID_HELP}\n\n{TIME_RULE_HELP}"
+
+
+def _followed_run_options(command: F) -> F:
+    """RUN_ID, --wait/--timeout/--json and --utc: a run action that can be followed to its end."""
+    return click.argument("run_id")(wait_options(utc_option(command)))
+
+
 @runs.command(
     "retry",
     epilog=f"""\b
@@ -340,15 +349,9 @@ The run keeps its id, input and completed steps: it resumes after the last one.
 Failed runs are never retried automatically; this command (or the library's
 durably.retry) is how a failed run runs again.
 
-{WAIT_HELP}
-
-{RUN_ID_HELP}
-
-{TIME_RULE_HELP}""",
+{_FOLLOWED_HELP}""",
 )
-@click.argument("run_id")
-@wait_options
-@utc_option
+@_followed_run_options
 async def retry(run_id: str, wait: bool, timeout: float | None, json_mode: bool) -> int:
     """Put a failed or cancelled run back to pending; it resumes after its last completed step."""
 
@@ -397,15 +400,9 @@ Examples:
 A new run (a new id, no idempotency key) of the same job with the same input,
 concurrency key and labels; the original run is left as it is.
 
-{WAIT_HELP}
-
-{RUN_ID_HELP}
-
-{TIME_RULE_HELP}""",
+{_FOLLOWED_HELP}""",
 )
-@click.argument("run_id")
-@wait_options
-@utc_option
+@_followed_run_options
 async def retrigger(run_id: str, wait: bool, timeout: float | None, json_mode: bool) -> int:
     """Start a new run of the same job with the same input, concurrency key and labels."""
 
