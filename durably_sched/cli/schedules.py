@@ -19,7 +19,7 @@ from ..errors import ConfigError, StoreError
 from ..schedule import manual
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
-from ..schedule.describe import describe_cron
+from ..schedule.describe import definition_fields, describe_cron
 from ..schedule.reloading import current_config_errors
 from ..store.base import FireRecord, FireResult, RunStatus, ScheduleState
 from ._base import (
@@ -181,12 +181,7 @@ async def list_schedules(json_mode: bool) -> None:
             record = last.get(entry.name)
             items.append(
                 {
-                    "name": entry.name,
-                    "job": entry.job,
-                    "cron": entry.cron.expression,
-                    "description": describe_cron(entry.cron),
-                    "timezone": entry.timezone.key,
-                    "enabled": entry.enabled,
+                    **definition_fields(entry),
                     "overlap": entry.overlap,
                     "catchup": entry.catchup,
                     "jitter": format_duration(entry.jitter),

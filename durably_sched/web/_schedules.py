@@ -9,7 +9,7 @@ from typing import Any
 
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_times
-from ..schedule.describe import describe_cron
+from ..schedule.describe import definition_fields
 from ..store.base import ScheduleState
 from . import _json
 from ._context import WebContext
@@ -43,12 +43,7 @@ async def schedule_json(
     if last is not None and last.run_id:
         status = (await store.get_run_statuses([last.run_id])).get(last.run_id, "purged")
     return {
-        "name": entry.name,
-        "job": entry.job,
-        "cron": entry.cron.expression,
-        "description": describe_cron(entry.cron),
-        "timezone": entry.timezone.key,
-        "enabled": entry.enabled,
+        **definition_fields(entry),
         **_json.schedule_state(state),
         "pause_after_failures": entry.pause_after_failures,
         "overlap": entry.overlap,
