@@ -133,7 +133,7 @@ class OneShot:
     async def _fire(
         self, durably: Durably, config: SchedulesConfig
     ) -> list[tuple[str, datetime, FireResult]]:
-        cursors = await durably.store.get_cursors()
+        cursors = await durably.get_cursors()
         for name in sorted(set(config.schedules) - set(cursors)):
             log.info(
                 "new schedule: it starts from now (earlier fire times are not caught up; "
@@ -216,7 +216,7 @@ class OneShot:
 
     async def _left_for_others(self, durably: Durably) -> None:
         """One line on the runs still active that were not this invocation's work, and why."""
-        counts = await durably.store.count_runs_by_status()
+        counts = await durably.count_runs_by_status()
         ours = set(self.options.jobs) or set(durably.job_names)
         foreign: Counter[str] = Counter()
         running = pending_ours = 0
