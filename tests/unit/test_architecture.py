@@ -211,3 +211,41 @@ def test_no_module_over_700_lines_among_modules_being_split() -> None:
 @pytest.mark.xfail(reason=SPLIT_REASON, strict=False)
 def test_no_function_over_80_lines_among_modules_being_split() -> None:
     assert _long(split=True) == []
+
+
+# Data flows one way: the scheduler, the web layer and the probes see the facade through the
+# Protocols of durably_sched.ports, never its module or its store.
+FACADE_USERS = (
+    "durably_sched.schedule.",
+    "durably_sched.web.",
+    "durably_sched.ops.metrics",
+    "durably_sched.ops.health",
+)
+
+
+def _facade_user(name: str) -> bool:
+    return any(name.startswith(p) if p.endswith(".") else name == p for p in FACADE_USERS)
+
+
+def _store_reads(module: Module) -> Iterator[str]:
+    """``<...>.durably.store`` or ``durably.store`` anywhere in the module."""
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Attribute) and node.attr == "store":
+            owner = node.value
+            if (isinstance(owner, ast.Name) and owner.id == "durably") or (
+                isinstance(owner, ast.Attribute) and owner.attr == "durably"
+            ):
+                yield f"{module.path.relative_to(ROOT.parent)}:{node.lineno}"
+
+
+def test_the_scheduler_and_the_web_layer_use_the_facade_through_its_protocols() -> None:
+    users = [m for m in MODULES.values() if _facade_user(m.name)]
+    assert {m.name for m in users} >= {"durably_sched.schedule.scheduler", "durably_sched.web.api"}
+    assert [m.name for m in users if "durably_sched.durably" in m.imports] == []
+    assert [place for m in users for place in _store_reads(m)] == []
+
+
+def test_the_store_read_finder_finds_one() -> None:
+    source = "async def f(self, ctx, durably):\n    await self.durably.store.x()\n    durably.store.y()\n"
+    module = Module("durably_sched.web.example", ROOT / "web" / "example.py", False, ast.parse(source), 3)
+    assert sorted(_store_reads(module)) == ["durably_sched/web/example.py:2", "durably_sched/web/example.py:3"]
