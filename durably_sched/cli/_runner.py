@@ -59,13 +59,22 @@ async def in_step_threads(run: Callable[[], Awaitable[int]]) -> int:
     return code
 
 
-def stop_grace_option(help: str) -> Callable[[F], F]:
+def seconds_option(flag: str, default: float, help: str, envvar: str | None = None) -> Callable[[F], F]:
     return click.option(
-        "--stop-grace",
-        type=SECONDS,
-        default=25.0,
+        flag, type=SECONDS, default=default, show_default=True, envvar=envvar, metavar="SECONDS", help=help
+    )
+
+
+def stop_grace_option(help: str) -> Callable[[F], F]:
+    return seconds_option("--stop-grace", 25.0, help, "DURABLY_STOP_GRACE")
+
+
+def concurrency_option(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--concurrency",
+        type=click.IntRange(min=1),
+        default=4,
         show_default=True,
-        envvar="DURABLY_STOP_GRACE",
-        metavar="SECONDS",
+        envvar="DURABLY_CONCURRENCY",
         help=help,
     )

@@ -41,7 +41,7 @@ from ._base import (
 )
 from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
-from ._runner import durably_for, in_step_threads, stop_grace_option
+from ._runner import concurrency_option, durably_for, in_step_threads, seconds_option, stop_grace_option
 from ._wait import Interrupts
 
 log = logging.getLogger("durably_sched.serve")
@@ -55,22 +55,12 @@ T = TypeVar("T")
 
 def lease_options(fn: F) -> F:
     """``--heartbeat-interval`` and ``--stale-threshold``: the lease of every worker command."""
-    fn = click.option(
+    fn = seconds_option(
         "--stale-threshold",
-        type=SECONDS,
-        default=30.0,
-        show_default=True,
-        metavar="SECONDS",
-        help="Lease length: a run not renewed for this long is resumed by another worker.",
+        30.0,
+        "Lease length: a run not renewed for this long is resumed by another worker.",
     )(fn)
-    return click.option(
-        "--heartbeat-interval",
-        type=SECONDS,
-        default=5.0,
-        show_default=True,
-        metavar="SECONDS",
-        help="How often leases of running runs are renewed.",
-    )(fn)
+    return seconds_option("--heartbeat-interval", 5.0, "How often leases of running runs are renewed.")(fn)
 
 
 def check_lease(heartbeat_interval: float, stale_threshold: float) -> None:
@@ -437,14 +427,7 @@ field whole.
 @click.command("serve", cls=CliCommand, epilog=EPILOG)
 @click.option("--no-scheduler", is_flag=True, help="Do not fire schedules (worker only).")
 @click.option("--no-worker", is_flag=True, help="Do not execute runs (scheduler only).")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    envvar="DURABLY_CONCURRENCY",
-    help="Runs executed at the same time by this process.",
-)
+@concurrency_option("Runs executed at the same time by this process.")
 @click.option(
     "--polling-interval",
     type=SECONDS,

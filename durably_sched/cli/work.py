@@ -6,7 +6,7 @@ import click
 
 from ._base import SECONDS, CliCommand, CliError, settings, utc_option
 from ._limits import limit_option, limits_from
-from ._runner import in_step_threads, stop_grace_option
+from ._runner import concurrency_option, in_step_threads, stop_grace_option
 from .once import OneShotOptions, run_one_shot
 from .serve import check_lease, configure_logging, lease_options, log_options
 
@@ -40,14 +40,7 @@ both, serve --no-scheduler keeps a worker running."""
     metavar="NAME",
     help="Only runs of this job (repeatable). Default: every job found in --jobs.",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    envvar="DURABLY_CONCURRENCY",
-    help="Runs executed at the same time.",
-)
+@concurrency_option("Runs executed at the same time.")
 @click.option("--max-runs", type=click.IntRange(min=1), metavar="N", help="Claim at most N runs.")
 @click.option(
     "--max-seconds",
