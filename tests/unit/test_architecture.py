@@ -248,4 +248,5 @@ def test_the_scheduler_and_the_web_layer_use_the_facade_through_its_protocols() 
 def test_the_store_read_finder_finds_one() -> None:
     source = "async def f(self, ctx, durably):\n    await self.durably.store.x()\n    durably.store.y()\n"
     module = Module("durably_sched.web.example", ROOT / "web" / "example.py", False, ast.parse(source), 3)
-    assert sorted(_store_reads(module)) == ["durably_sched/web/example.py:2", "durably_sched/web/example.py:3"]
+    where = "durably_sched/web/example.py"
+    assert sorted(_store_reads(module)) == [f"{where}:2", f"{where}:3"]
