@@ -4,6 +4,7 @@ from .cancel import CancelToken
 from .durably import Durably, JobHandle, Run, RunResult, create_durably
 from .errors import (
     AmbiguousRunIdError,
+    ArgumentTypeError,
     ConfigError,
     DatabaseCorruptError,
     DatabaseLockedError,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousRunIdError",
+    "ArgumentTypeError",
     "AttemptRecord",
     "CancelToken",
     "ConfigError",

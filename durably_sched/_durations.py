@@ -11,6 +11,8 @@ import re
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
+from .errors import InvalidArgumentError
+
 __all__ = ["format_duration", "parse_duration"]
 
 _EXAMPLES = "use e.g. 30s, 15m, 6h, 1d"
@@ -29,15 +31,15 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
 _MAX_MICROSECONDS = timedelta.max // timedelta(microseconds=1)
 
 
-def _invalid(text: object) -> ValueError:
+def _invalid(text: object) -> InvalidArgumentError:
     shown = text if isinstance(text, str) else repr(text)
-    return ValueError(f"invalid duration '{shown}': {_EXAMPLES}")
+    return InvalidArgumentError(f"invalid duration '{shown}': {_EXAMPLES}")
 
 
 def _from_microseconds(total: int, text: object) -> timedelta:
     if total > _MAX_MICROSECONDS:
         shown = text if isinstance(text, str) else repr(text)
-        raise ValueError(f"invalid duration '{shown}': too large")
+        raise InvalidArgumentError(f"invalid duration '{shown}': too large")
     return timedelta(microseconds=total)
 
 
@@ -51,19 +53,19 @@ def _seconds_to_microseconds(seconds: str, text: object) -> int:
 def parse_duration(text: str | int | float) -> timedelta:
     """Parse a duration written as ``1h30m`` (units w, d, h, m, s) or as a number of seconds.
 
-    Raises ValueError with a message that names the bad value and shows valid examples.
+    Raises InvalidArgumentError (a ValueError) naming the bad value and showing valid examples.
     """
     if isinstance(text, bool):
         raise _invalid(text)
     if isinstance(text, int):
         if text < 0:
-            raise ValueError(f"invalid duration '{text}': must not be negative")
+            raise InvalidArgumentError(f"invalid duration '{text}': must not be negative")
         return _from_microseconds(text * 1_000_000, text)
     if isinstance(text, float):
         if not math.isfinite(text):
             raise _invalid(text)
         if text < 0:
-            raise ValueError(f"invalid duration '{text}': must not be negative")
+            raise InvalidArgumentError(f"invalid duration '{text}': must not be negative")
         return _from_microseconds(_seconds_to_microseconds(repr(text), text), text)
     if not isinstance(text, str):
         raise _invalid(text)
@@ -73,7 +75,7 @@ def parse_duration(text: str | int | float) -> timedelta:
     match = _UNITS.fullmatch(cleaned)
     if cleaned == "" or match is None:
         if cleaned.startswith("-"):
-            raise ValueError(f"invalid duration '{text}': must not be negative")
+            raise InvalidArgumentError(f"invalid duration '{text}': must not be negative")
         raise _invalid(text)
     total = 0
     for unit, factor in _MICROSECONDS.items():

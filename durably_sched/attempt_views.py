@@ -17,7 +17,7 @@ from .store.base import RunRecord
 from .worker import effective_retry
 
 if TYPE_CHECKING:
-    from .durably import Durably
+    from .ports import JobsFacade
 
 __all__ = ["attempt_fields", "failed_try", "not_recorded", "retry_budget"]
 
@@ -55,7 +55,7 @@ def failed_try(failures: int, max_attempts: int | None) -> str:
     return f"failed try {failures}" + (f" of {max_attempts}" if max_attempts else "")
 
 
-def retry_budget(durably: Durably, run: RunRecord) -> int | None:
+def retry_budget(durably: JobsFacade, run: RunRecord) -> int | None:
     """The most tries the run's retry policy allows (its own override, else its job's, when this
     process has the job); None without a policy or when neither is known here."""
     job = durably.job_by_name(run.job_name) if run.job_name in durably.job_names else None

@@ -39,7 +39,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel
 
-from .errors import StepError
+from .errors import InvalidArgumentError, StepError
 
 _ATOMS = frozenset({str, int, bool, type(None)})
 _BYTES = (bytes, bytearray, memoryview)
@@ -57,7 +57,9 @@ class _Refused(Exception):
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (a float NaN or infinity somewhere in the value)")
+    raise InvalidArgumentError(
+        f"{name} is not a JSON number (a float NaN or infinity somewhere in the value)"
+    )
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
@@ -130,20 +132,23 @@ def _prepare(value: Any, depth: int, bytes_ok: bool) -> Any:
     return value  # datetimes, decimals, UUIDs, enums...: pydantic knows them, or refuses them
 
 
+def _prepare_child(item: Any, depth: int, bytes_ok: bool, where: object) -> Any:
+    """An item of a list (``where``: its index) or a mapping (its key's repr), one level down."""
+    try:
+        return _prepare(item, depth + 1, bytes_ok)
+    except _Refused as refused:
+        refused.path.append(f"[{where}]")
+        raise
+
+
 def _prepare_sequence(value: list[Any] | tuple[Any, ...], depth: int, bytes_ok: bool) -> Any:
     copy: list[Any] | None = None
     for i, item in enumerate(value):
         kind = type(item)
-        if kind in _ATOMS or (kind is float and math.isfinite(item)):
-            prepared = item
-        else:
-            try:
-                prepared = _prepare(item, depth + 1, bytes_ok)
-            except _Refused as refused:
-                refused.path.append(f"[{i}]")
-                raise
-            if prepared is not item and copy is None:
-                copy = list(value[:i])
+        atom = kind in _ATOMS or (kind is float and math.isfinite(item))
+        prepared = item if atom else _prepare_child(item, depth, bytes_ok, i)
+        if prepared is not item and copy is None:
+            copy = list(value[:i])
         if copy is not None:
             copy.append(prepared)
     return value if copy is None else copy  # a tuple left as is: pydantic writes it as a list
@@ -155,20 +160,14 @@ def _prepare_mapping(value: Mapping[Any, Any], depth: int, bytes_ok: bool) -> An
         if type(key) is not str:
             _check_key(key)
         kind = type(item)
-        if kind in _ATOMS or (kind is float and math.isfinite(item)):
-            prepared = item
-        else:
-            try:
-                prepared = _prepare(item, depth + 1, bytes_ok)
-            except _Refused as refused:
-                refused.path.append(f"[{key!r}]")
-                raise
-            if prepared is not item and copy is None:
-                copy = {}
-                for done_key, done_item in value.items():
-                    if done_key is key:
-                        break
-                    copy[done_key] = done_item
+        atom = kind in _ATOMS or (kind is float and math.isfinite(item))
+        prepared = item if atom else _prepare_child(item, depth, bytes_ok, repr(key))
+        if prepared is not item and copy is None:
+            copy = {}
+            for done_key, done_item in value.items():
+                if done_key is key:
+                    break
+                copy[done_key] = done_item
         if copy is not None:
             copy[key] = prepared
     return value if copy is None else copy

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._bounds import SYSTEM_LABELS, check_key, check_labels, plain_labels, stored_input
 from ._durations import parse_duration
+from ._facade_reads import FacadeReads  # issue 21 (layout): the reads schedule/ and web/ ask for
 from .errors import (
     AmbiguousRunIdError,
     InputValidationError,
@@ -30,6 +31,7 @@ from .errors import (
 )
 from .events import (
     EventEmitter,
+    Listens,
     RunCancelEvent,
     RunCoalescedEvent,
     RunDeleteEvent,
@@ -232,7 +234,7 @@ class _JobsNamespace:
         return len(self._handles)
 
 
-class Durably:
+class Durably(FacadeReads, Listens):
     """One durably-sched instance: a store, registered jobs, a worker and the event emitter."""
 
     def __init__(
@@ -326,9 +328,9 @@ class Durably:
                 return handle
         raise UnknownJobError(name)  # pragma: no cover - register keeps both maps in step
 
-    def on(self, event_type: str, listener: Callable[[Any], Any]) -> Callable[[], None]:
-        """Subscribe to an event type (``"run:complete"``, ... or ``"*"``); returns unsubscribe."""
-        return self.events.on(event_type, listener)
+    def _subscribe(self, event_type: str, listener: Callable[[Any], Any]) -> Callable[[], None]:
+        """``on`` (typed per event type in :class:`~durably_sched.events.Listens`): this process's emitter."""
+        return self.events._subscribe(event_type, listener)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property

@@ -57,6 +57,10 @@ class InvalidArgumentError(DurablyError, ValueError):
     """An argument of a library call is invalid; the message names the argument."""
 
 
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of a library call has the wrong type (also a ``TypeError``); the message names it."""
+
+
 class LimitExceededError(InvalidArgumentError):
     """A value over one of the size limits (:class:`durably_sched.Limits`), refused before anything
     is stored. ``field`` names the value (``input``, ``labels['team']``, ``idempotency_key``),

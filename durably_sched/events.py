@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar, overload
 
+from .errors import InvalidArgumentError
 from .store.base import Progress
 
 log = logging.getLogger("durably_sched.events")
@@ -163,39 +164,39 @@ class RunProgressEvent(RunEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepStartEvent(RunEvent):
-    type: str = "step:start"
+class _StepEvent(RunEvent):
+    """What every step event carries: the step's name and its index in the run."""
+
     step_name: str = ""
     step_index: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepCompleteEvent(RunEvent):
+class StepStartEvent(_StepEvent):
+    type: str = "step:start"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCompleteEvent(_StepEvent):
     type: str = "step:complete"
-    step_name: str = ""
-    step_index: int = 0
     output: Any = None
     duration: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepFailEvent(RunEvent):
+class StepFailEvent(_StepEvent):
     type: str = "step:fail"
-    step_name: str = ""
-    step_index: int = 0
     error: str = ""
     duration: float = 0.0
     traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StepCancelEvent(RunEvent):
+class StepCancelEvent(_StepEvent):
     """A step in flight ended without a result because its run was stopped: ``reason`` is
     ``cancelled`` (by an operator), ``lease-lost``, ``timeout`` (the run's) or ``stopping``."""
 
     type: str = "step:cancel"
-    step_name: str = ""
-    step_index: int = 0
     reason: str = "cancelled"
     duration: float = 0.0
 
@@ -251,17 +252,76 @@ class ScheduleAutoPauseEvent(ScheduleEvent):
 
 
 Listener = Callable[[Any], Any]
+E = TypeVar("E", bound=Event)
+On = Callable[[E], object]
+"""A listener of events of type ``E`` (a coroutine function's result is scheduled as a task)."""
+Off = Callable[[], None]
+"""Unsubscribes the listener it was returned for."""
 
 
-class EventEmitter:
+class Listens(Protocol):
+    """``on(event_type, listener)``, typed per event type: a listener gets that type's event class
+    (``"*"``: every event). ``_subscribe`` is where an implementation registers the listener."""
+
+    def _subscribe(self, event_type: str, listener: Listener) -> Off: ...
+
+    @overload
+    def on(self, event_type: Literal["run:trigger"], listener: On[RunTriggerEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:coalesced"], listener: On[RunCoalescedEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:leased"], listener: On[RunLeasedEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:lease-renewed"], listener: On[RunLeaseRenewedEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:start"], listener: On[RunStartEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:complete"], listener: On[RunCompleteEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:fail"], listener: On[RunFailEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:cancel"], listener: On[RunCancelEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:retry"], listener: On[RunRetryEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:delete"], listener: On[RunDeleteEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:retry-scheduled"], listener: On[RunRetryScheduledEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:progress"], listener: On[RunProgressEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["step:start"], listener: On[StepStartEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["step:complete"], listener: On[StepCompleteEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["step:fail"], listener: On[StepFailEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["step:cancel"], listener: On[StepCancelEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["log:write"], listener: On[LogWriteEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["worker:error"], listener: On[WorkerErrorEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["schedule:pause"], listener: On[SchedulePauseEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["schedule:resume"], listener: On[ScheduleResumeEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["schedule:auto-pause"], listener: On[ScheduleAutoPauseEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["*"], listener: On[Event]) -> Off: ...
+    def on(self, event_type: str, listener: Listener) -> Off:
+        """Subscribe to one event type, or ``"*"`` for all. Returns a function that unsubscribes."""
+        return self._subscribe(event_type, listener)
+
+
+class EventEmitter(Listens):
     def __init__(self) -> None:
         self._listeners: dict[str, list[Listener]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def on(self, event_type: str, listener: Listener) -> Callable[[], None]:
-        """Subscribe to one event type, or ``"*"`` for all. Returns a function that unsubscribes."""
+    def _subscribe(self, event_type: str, listener: Listener) -> Off:
         if event_type != "*" and event_type not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
+            raise InvalidArgumentError(f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
         self._listeners.setdefault(event_type, []).append(listener)
 
         def unsubscribe() -> None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from typing_extensions import TypeVar
 
 from .codec import encode_json_value
-from .errors import InputValidationError, StepError
+from .errors import ArgumentTypeError, InputValidationError, InvalidArgumentError, StepError
 from .retry import Retry, RetryPolicyError, parse_seconds
 
 if TYPE_CHECKING:
@@ -134,27 +134,29 @@ def define_job(
     any other failure.
     """
     if not JOB_NAME.match(name):
-        raise ValueError(f"job name {name!r}: use letters, digits and _ . : -")
+        raise InvalidArgumentError(f"job name {name!r}: use letters, digits and _ . : -")
     for label, model in (("input", input), ("output", output)):
         if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise TypeError(f"job {name!r}: {label} must be a pydantic BaseModel subclass")
+            raise ArgumentTypeError(f"job {name!r}: {label} must be a pydantic BaseModel subclass")
     if not callable(run):
-        raise TypeError(f"job {name!r}: run must be an async function (step, payload)")
+        raise ArgumentTypeError(f"job {name!r}: run must be an async function (step, payload)")
     if not _is_async(run):
         what = getattr(run, "__qualname__", None) or type(run).__name__
-        raise TypeError(
+        raise ArgumentTypeError(
             f"job {name!r}: run must be an async function (async def {_plain_name(run)}(step, payload)), "
             f"but {what} is a plain function; sync work goes inside a step: "
             "await step.run('name', sync_function) runs it in a thread"
         )
     if retry is not None and not isinstance(retry, Retry):
-        raise TypeError(f"job {name!r}: retry must be a Retry(...) policy (got {type(retry).__name__})")
+        raise ArgumentTypeError(
+            f"job {name!r}: retry must be a Retry(...) policy (got {type(retry).__name__})"
+        )
     seconds: float | None = None
     if timeout is not None:
         try:
             seconds = parse_seconds(timeout, "timeout", allow_zero=False)
         except RetryPolicyError as exc:
-            raise ValueError(f"job {name!r}: {exc}") from None
+            raise InvalidArgumentError(f"job {name!r}: {exc}") from None
     return JobDefinition(
         name=name,
         run=run,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from .errors import InvalidArgumentError
+
 __all__ = ["Limits", "parse_size"]
 
 KIB = 1024
@@ -26,19 +28,19 @@ _FACTORS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB,
 def parse_size(text: str | int) -> int:
     """Bytes from ``4096``, ``"64KiB"``, ``"1MiB"`` (KB/MB mean the binary units here too).
 
-    Raises ValueError naming the text when it is not such a size or is not positive.
+    Raises InvalidArgumentError (a ValueError) naming the text when it is not such a size or is not positive.
     """
     if isinstance(text, bool):
-        raise ValueError(f"invalid size {text!r}: use e.g. 4096, 64KiB, 1MiB")
+        raise InvalidArgumentError(f"invalid size {text!r}: use e.g. 4096, 64KiB, 1MiB")
     if isinstance(text, int):
         value = text
     else:
         match = _SIZE.fullmatch(text.strip())
         if match is None:
-            raise ValueError(f"invalid size '{text}': use e.g. 4096, 64KiB, 1MiB")
+            raise InvalidArgumentError(f"invalid size '{text}': use e.g. 4096, 64KiB, 1MiB")
         value = int(match.group("n")) * _FACTORS[match.group("unit").lower()]
     if value <= 0:
-        raise ValueError(f"invalid size '{text}': must be positive")
+        raise InvalidArgumentError(f"invalid size '{text}': must be positive")
     return value
 
 
@@ -67,4 +69,6 @@ class Limits:
         for field in fields(self):
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"limits.{field.name}: expected a positive whole number, got {value!r}")
+                raise InvalidArgumentError(
+                    f"limits.{field.name}: expected a positive whole number, got {value!r}"
+                )

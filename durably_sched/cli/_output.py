@@ -12,6 +12,7 @@ import click
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from ..record_fields import clock_text, fire_fields, log_fields, step_fields, utc_text
 from ..store.base import FireRecord, LogRecord, Progress, RunRecord, StepRecord
 from ._base import display_utc
 
@@ -56,6 +57,16 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def announce_run(run: RunRecord, extra: dict[str, Any], line: str, *, json_mode: bool, wait: bool) -> None:
+    """What a command that made or re-queued a run prints at once: ``line``, on stderr while waiting
+    (stdout is kept for the run's output); with ``--json`` and no wait, the run's id, job and status
+    with ``extra``; with ``--json`` and a wait, nothing until the run ends."""
+    if json_mode and not wait:
+        echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
+    elif not json_mode:
+        click.echo(line, err=wait)
+
+
 # --- times ----------------------------------------------------------------------------------------
 
 
@@ -81,12 +92,8 @@ def zone_json(value: datetime | None, zone: tzinfo) -> str | None:
     return None if value is None else value.astimezone(zone).isoformat(timespec="seconds")
 
 
-def utc_json(value: datetime | None) -> str | None:
-    """``2026-11-21T04:30:02.123Z``: what every ``--json`` time looks like."""
-    if value is None:
-        return None
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+utc_json = utc_text
+"""``2026-11-21T04:30:02.123Z``: what every ``--json`` time looks like."""
 
 
 def seconds_text(seconds: float | None) -> str:
@@ -96,11 +103,7 @@ def seconds_text(seconds: float | None) -> str:
         return f"{seconds:.3f}s" if seconds < 1 else f"{seconds:.2f}s"
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return clock_text(seconds)
 
 
 def run_duration(run: RunRecord) -> float | None:
@@ -188,37 +191,15 @@ def run_json(run: RunRecord) -> dict[str, Any]:
 
 
 def step_json(step: StepRecord) -> dict[str, Any]:
-    return {
-        "name": step.name,
-        "index": step.index,
-        "started_at": utc_json(step.started_at),
-        "completed_at": utc_json(step.completed_at),
-        "duration": step.duration,
-        "output": json.loads(step.output_json),
-    }
+    return step_fields(step)
 
 
 def log_json(entry: LogRecord) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "created_at": utc_json(entry.created_at),
-        "level": entry.level,
-        "step_name": entry.step_name,
-        "message": entry.message,
-        "data": entry.data,
-    }
+    return log_fields(entry)
 
 
 def fire_json(record: FireRecord, key: str, run_status: str | None) -> dict[str, Any]:
-    return {
-        "schedule": record.schedule,
-        "fire_time": utc_json(record.fire_time),
-        "idempotency_key": key,
-        "outcome": record.outcome,
-        "run_id": record.run_id,
-        "run_status": run_status,
-        "recorded_at": utc_json(record.recorded_at),
-    }
+    return fire_fields(record, key, run_status)
 
 
 def data_text(data: dict[str, Any], limit: int = 120) -> str:

@@ -29,13 +29,14 @@ from datetime import datetime
 from typing import Any
 
 from .._durations import format_duration
-from ..durably import Durably, create_durably
+from ..durably import Durably
 from ..limits import Limits
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.scheduler import Scheduler
 from ..store.base import FireResult, RunRecord
 from ._base import EXIT_FAILURE, EXIT_OK, CliError, Settings, one_line, redact_url
 from ._loader import job_inputs, load_jobs
+from ._runner import durably_for
 
 log = logging.getLogger("durably_sched.once")
 
@@ -95,18 +96,7 @@ class OneShot:
             if name not in names:
                 raise CliError(f"--job {name}: unknown job (registered: {', '.join(names) or 'none'})")
         config = self._schedules(job_inputs(jobs))
-        try:
-            durably = create_durably(
-                self.cli.database,
-                heartbeat_interval=opts.heartbeat_interval,
-                stale_threshold=opts.stale_threshold,
-                max_concurrent_runs=opts.concurrency,
-                worker_id=opts.worker_id,
-                retain_runs=opts.retention,
-                limits=opts.limits,
-            )
-        except ValueError as exc:  # e.g. heartbeat interval not shorter than the stale threshold
-            raise CliError(f"{opts.command}: {exc}") from None
+        durably = durably_for(self.cli.database, opts, opts.command)
         durably.register(jobs)
         if durably.retention is not None:
             durably.retention.schedules = lambda: config
@@ -143,7 +133,7 @@ class OneShot:
     async def _fire(
         self, durably: Durably, config: SchedulesConfig
     ) -> list[tuple[str, datetime, FireResult]]:
-        cursors = await durably.store.get_cursors()
+        cursors = await durably.get_cursors()
         for name in sorted(set(config.schedules) - set(cursors)):
             log.info(
                 "new schedule: it starts from now (earlier fire times are not caught up; "
@@ -226,7 +216,7 @@ class OneShot:
 
     async def _left_for_others(self, durably: Durably) -> None:
         """One line on the runs still active that were not this invocation's work, and why."""
-        counts = await durably.store.count_runs_by_status()
+        counts = await durably.count_runs_by_status()
         ours = set(self.options.jobs) or set(durably.job_names)
         foreign: Counter[str] = Counter()
         running = pending_ours = 0

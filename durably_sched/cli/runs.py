@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Group
@@ -28,6 +29,7 @@ from ._base import (
 )
 from ._loader import load_jobs
 from ._output import (
+    announce_run,
     compact,
     data_text,
     echo_json,
@@ -328,6 +330,15 @@ def _done(run: RunRecord) -> str:
     return f"{run.step_count} step{'s' if run.step_count != 1 else ''} done"
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+_FOLLOWED_HELP = f"{WAIT_HELP}\n\n{RUN_ID_HELP}\n\n{TIME_RULE_HELP}"
+
+
+def _followed_run_options(command: F) -> F:
+    """RUN_ID, --wait/--timeout/--json and --utc: a run action that can be followed to its end."""
+    return click.argument("run_id")(wait_options(utc_option(command)))
+
+
 @runs.command(
     "retry",
     epilog=f"""\b
@@ -340,33 +351,39 @@ The run keeps its id, input and completed steps: it resumes after the last one.
 Failed runs are never retried automatically; this command (or the library's
 durably.retry) is how a failed run runs again.
 
-{WAIT_HELP}
-
-{RUN_ID_HELP}
-
-{TIME_RULE_HELP}""",
+{_FOLLOWED_HELP}""",
 )
-@click.argument("run_id")
-@wait_options
-@utc_option
+@_followed_run_options
 async def retry(run_id: str, wait: bool, timeout: float | None, json_mode: bool) -> int:
     """Put a failed or cancelled run back to pending; it resumes after its last completed step."""
+
+    async def act(durably: Durably) -> tuple[RunRecord, dict[str, Any], str]:
+        run = await durably.retry(await durably.resolve_run_id(run_id))
+        line = (
+            f"run {run.id} is pending again ({_done(run)}; it resumes after the last one, "
+            "with a fresh retry budget)"
+        )
+        return run, {"action": "retry"}, line
+
+    return await _act_and_follow(act, with_jobs=False, wait=wait, timeout=timeout, json_mode=json_mode)
+
+
+async def _act_and_follow(
+    act: Callable[[Durably], Awaitable[tuple[RunRecord, dict[str, Any], str]]],
+    *,
+    with_jobs: bool,
+    wait: bool,
+    timeout: float | None,
+    json_mode: bool,
+) -> int:
+    """``runs retry|retrigger``: the action, what it printed at once, then as ``trigger --wait``."""
     check_wait_options(wait, timeout)
+    jobs = (load_jobs(settings().jobs),) if with_jobs else ()
     interrupts, handling = wait_signals(wait)
     with handling:
-        async with open_durably(settings().database) as durably:
-            run_id = await durably.resolve_run_id(run_id)
-            run = await durably.retry(run_id)
-            extra = {"action": "retry"}
-            if json_mode and not wait:
-                echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
-            elif not json_mode:
-                # While waiting, stdout is kept for the run's output.
-                line = (
-                    f"run {run.id} is pending again ({_done(run)}; it resumes after the last one, "
-                    "with a fresh retry budget)"
-                )
-                click.echo(line, err=wait)
+        async with open_durably(settings().database, *jobs) as durably:
+            run, extra, line = await act(durably)
+            announce_run(run, extra, line, json_mode=json_mode, wait=wait)
             if not wait:
                 return EXIT_OK
             return await follow_and_report(
@@ -385,34 +402,19 @@ Examples:
 A new run (a new id, no idempotency key) of the same job with the same input,
 concurrency key and labels; the original run is left as it is.
 
-{WAIT_HELP}
-
-{RUN_ID_HELP}
-
-{TIME_RULE_HELP}""",
+{_FOLLOWED_HELP}""",
 )
-@click.argument("run_id")
-@wait_options
-@utc_option
+@_followed_run_options
 async def retrigger(run_id: str, wait: bool, timeout: float | None, json_mode: bool) -> int:
     """Start a new run of the same job with the same input, concurrency key and labels."""
-    check_wait_options(wait, timeout)
-    jobs = load_jobs(settings().jobs)
-    interrupts, handling = wait_signals(wait)
-    with handling:
-        async with open_durably(settings().database, jobs) as durably:
-            original = await durably.resolve_run_id(run_id)
-            run = (await durably.retrigger(original)).record
-            extra = {"action": "retrigger", "retrigger_of": original}
-            if json_mode and not wait:
-                echo_json({"id": run.id, "job_name": run.job_name, "status": run.status, **extra})
-            elif not json_mode:
-                click.echo(f"run {run.id} created ({run.job_name}, retrigger of {original})", err=wait)
-            if not wait:
-                return EXIT_OK
-            return await follow_and_report(
-                durably, run.id, interrupts, timeout=timeout, json_mode=json_mode, extra=extra
-            )
+
+    async def act(durably: Durably) -> tuple[RunRecord, dict[str, Any], str]:
+        original = await durably.resolve_run_id(run_id)
+        run = (await durably.retrigger(original)).record
+        line = f"run {run.id} created ({run.job_name}, retrigger of {original})"
+        return run, {"action": "retrigger", "retrigger_of": original}, line
+
+    return await _act_and_follow(act, with_jobs=True, wait=wait, timeout=timeout, json_mode=json_mode)
 
 
 @runs.command(

@@ -51,7 +51,7 @@ def _check_defined(name: str, config: SchedulesConfig) -> None:
 async def _check_known_to_database(durably: Durably, name: str, problem: Exception | None) -> None:
     """When the schedules file cannot be read (an emergency pause while it is being edited), a
     schedule the database knows (it has a cursor) may still be paused."""
-    if name not in await durably.store.get_cursors():
+    if name not in await durably.get_cursors():
         raise CliError(
             f"unknown schedule '{name}': the database has no schedule of that name and the schedules "
             f"file cannot be read ({problem})"
@@ -171,7 +171,7 @@ async def _paused_left(durably: Durably, name: str, result: ResumeResult) -> int
     state = result.state
     if not result.changed or state is None or state.paused_at is None:
         return 0
-    records = await durably.store.list_fire_records(name, limit=PAUSED_COUNT_LIMIT)
+    records = await durably.list_fire_records(name, limit=PAUSED_COUNT_LIMIT)
     return sum(1 for r in records if r.outcome == "paused" and r.fire_time >= state.paused_at)
 
 

@@ -19,7 +19,7 @@ from ..errors import ConfigError, StoreError
 from ..schedule import manual
 from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
-from ..schedule.describe import describe_cron
+from ..schedule.describe import definition_fields, describe_cron
 from ..schedule.reloading import current_config_errors
 from ..store.base import FireRecord, FireResult, RunStatus, ScheduleState
 from ._base import (
@@ -114,7 +114,7 @@ async def _last_records() -> tuple[dict[str, FireRecord], dict[str, ScheduleStat
                     f"{failed.pid}, since {show_time(failed.since)}); the last good version is running",
                     err=True,
                 )
-            return await durably.store.last_fire_records(), await durably.get_schedule_states(), None
+            return await durably.last_fire_records(), await durably.get_schedule_states(), None
     except StoreError as exc:
         return {}, {}, str(exc)
 
@@ -181,12 +181,7 @@ async def list_schedules(json_mode: bool) -> None:
             record = last.get(entry.name)
             items.append(
                 {
-                    "name": entry.name,
-                    "job": entry.job,
-                    "cron": entry.cron.expression,
-                    "description": describe_cron(entry.cron),
-                    "timezone": entry.timezone.key,
-                    "enabled": entry.enabled,
+                    **definition_fields(entry),
                     "overlap": entry.overlap,
                     "catchup": entry.catchup,
                     "jitter": format_duration(entry.jitter),
@@ -333,8 +328,8 @@ async def history(name: str, limit: int, json_mode: bool) -> None:
         config = None  # history outlives the file: a removed schedule still has records
     entry = config.schedules.get(name) if config is not None else None
     async with open_durably(settings().database, read_only=True) as durably:
-        records = await durably.store.list_fire_records(name, limit=limit)
-        statuses = await durably.store.get_run_statuses([r.run_id for r in records if r.run_id])
+        records = await durably.list_fire_records(name, limit=limit)
+        statuses = await durably.get_run_statuses([r.run_id for r in records if r.run_id])
     if not records and entry is None:
         where = f" in {config.path}" if config is not None else ""
         raise CliError(f"unknown schedule '{name}': not defined{where} and no fire times recorded")
@@ -456,7 +451,7 @@ async def _records_between(
     before = last + timedelta(milliseconds=1)
     page_size = max(expected + 1, 2)
     while True:
-        page = await durably.store.list_fire_records(schedule, limit=page_size, before=before)
+        page = await durably.list_fire_records(schedule, limit=page_size, before=before)
         for record in page:
             if record.fire_time < first:
                 return found
@@ -478,7 +473,7 @@ async def _recorded(
     async with open_durably(url) as durably:
         recorded = await _records_between(durably, entry.name, first, last, expected)
         run_ids = sorted({r.run_id for r in recorded.values() if r.run_id})
-        statuses = await durably.store.get_run_statuses(run_ids)
+        statuses = await durably.get_run_statuses(run_ids)
     return recorded, statuses
 
 

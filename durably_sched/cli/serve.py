@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from .._durations import format_duration
-from ..durably import Durably, create_durably
+from ..durably import Durably
 from ..jobs import JobDefinition
 from ..limits import Limits
 from ..ops.orphans import OrphanedJobsWatch
@@ -35,13 +35,13 @@ from ._base import (
     CliError,
     HttpAddress,
     Settings,
-    StepThreads,
     redact_url,
     settings,
     utc_option,
 )
 from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
+from ._runner import concurrency_option, durably_for, in_step_threads, seconds_option, stop_grace_option
 from ._wait import Interrupts
 
 log = logging.getLogger("durably_sched.serve")
@@ -50,26 +50,17 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def lease_options(fn: F) -> F:
     """``--heartbeat-interval`` and ``--stale-threshold``: the lease of every worker command."""
-    fn = click.option(
+    fn = seconds_option(
         "--stale-threshold",
-        type=SECONDS,
-        default=30.0,
-        show_default=True,
-        metavar="SECONDS",
-        help="Lease length: a run not renewed for this long is resumed by another worker.",
+        30.0,
+        "Lease length: a run not renewed for this long is resumed by another worker.",
     )(fn)
-    return click.option(
-        "--heartbeat-interval",
-        type=SECONDS,
-        default=5.0,
-        show_default=True,
-        metavar="SECONDS",
-        help="How often leases of running runs are renewed.",
-    )(fn)
+    return seconds_option("--heartbeat-interval", 5.0, "How often leases of running runs are renewed.")(fn)
 
 
 def check_lease(heartbeat_interval: float, stale_threshold: float) -> None:
@@ -166,19 +157,7 @@ class Server:
             )
         seen = file_state(self.cli.schedules)
         self.config = self._initial_schedules(inputs)
-        try:
-            durably = create_durably(
-                self.cli.database,
-                polling_interval=opts.polling_interval,
-                heartbeat_interval=opts.heartbeat_interval,
-                stale_threshold=opts.stale_threshold,
-                max_concurrent_runs=opts.concurrency,
-                worker_id=opts.worker_id,
-                retain_runs=opts.retention,  # the library's retention: runs from start() to stop()
-                limits=opts.limits,
-            )
-        except ValueError as exc:  # e.g. heartbeat interval not shorter than the stale threshold
-            raise CliError(f"serve: {exc}") from None
+        durably = durably_for(self.cli.database, opts, "serve", polling_interval=opts.polling_interval)
         durably.register(jobs)
         if durably.retention is not None:
             durably.retention.schedules = lambda: self.config  # fire records: this process's schedules
@@ -448,14 +427,7 @@ field whole.
 @click.command("serve", cls=CliCommand, epilog=EPILOG)
 @click.option("--no-scheduler", is_flag=True, help="Do not fire schedules (worker only).")
 @click.option("--no-worker", is_flag=True, help="Do not execute runs (scheduler only).")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    envvar="DURABLY_CONCURRENCY",
-    help="Runs executed at the same time by this process.",
-)
+@concurrency_option("Runs executed at the same time by this process.")
 @click.option(
     "--polling-interval",
     type=SECONDS,
@@ -474,15 +446,7 @@ field whole.
     "127.0.0.1; any other address needs a token). Default: off.",
 )
 @log_options
-@click.option(
-    "--stop-grace",
-    type=SECONDS,
-    default=25.0,
-    show_default=True,
-    envvar="DURABLY_STOP_GRACE",
-    metavar="SECONDS",
-    help="On SIGTERM, how long running steps may take to finish before their runs are released.",
-)
+@stop_grace_option("On SIGTERM, how long running steps may take to finish before their runs are released.")
 @click.option(
     "--retention",
     type=RETENTION,
@@ -569,6 +533,59 @@ async def serve(
     limits: tuple[tuple[str, int], ...],
 ) -> int:
     """Run the scheduler and a worker until stopped (or one role with --no-scheduler/--no-worker)."""
+    http = _check_roles(no_scheduler, no_worker, once, http, max_runs, max_seconds)
+    check_lease(heartbeat_interval, stale_threshold)
+    configure_logging(log_format, log_level.upper(), utc=settings().utc)
+
+    def options_of(kind: Callable[..., T], **more: Any) -> T:
+        """The options of ``serve`` or of ``serve --once`` (what both have, and ``more``)."""
+        return kind(
+            scheduler=not no_scheduler,
+            worker=not no_worker,
+            concurrency=concurrency,
+            heartbeat_interval=heartbeat_interval,
+            stale_threshold=stale_threshold,
+            stop_grace=stop_grace,
+            retention=retention,
+            worker_id=worker_id,
+            limits=limits_from(limits),
+            **more,
+        )
+
+    if once:
+        from .once import OneShotOptions, run_one_shot
+
+        one_shot = options_of(OneShotOptions, max_runs=max_runs, max_seconds=max_seconds)
+        return await in_step_threads(lambda: run_one_shot(settings(), one_shot))
+    if polling_interval <= 0:
+        raise CliError("--polling-interval must be longer than 0")
+    refuse_tokens_on_the_command_line()
+    token = read_token("--http-token-file", http_token_file, "DURABLY_HTTP_TOKEN", http_token)
+    read_only = read_token(
+        "--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN", http_read_token
+    )
+    check_http_security(http, token, read_only)
+    options = options_of(
+        ServeOptions,
+        polling_interval=polling_interval,
+        http=http,
+        http_token=token,
+        http_read_token=read_only,
+        http_metrics=http_metrics,
+        trust_proxy_headers=trust_proxy_headers,
+    )
+    return await in_step_threads(lambda: _serve(settings(), options))
+
+
+def _check_roles(
+    no_scheduler: bool,
+    no_worker: bool,
+    once: bool,
+    http: HttpAddress | None,
+    max_runs: int | None,
+    max_seconds: float | None,
+) -> HttpAddress | None:
+    """Refuse contradictory flags; the --http address that applies (none with --once)."""
     if no_scheduler and no_worker:
         if once:
             raise CliError("serve --once with --no-scheduler and --no-worker together leaves nothing to do")
@@ -584,61 +601,7 @@ async def serve(
         http = None  # DURABLY_HTTP set for the long-running serve of the same image: not for --once
     if max_seconds is not None and max_seconds <= 0:
         raise CliError("--max-seconds must be longer than 0")
-    check_lease(heartbeat_interval, stale_threshold)
-    configure_logging(log_format, log_level.upper(), utc=settings().utc)
-    if once:
-        from .once import OneShotOptions, run_one_shot
-
-        threads = StepThreads()
-        threads.install()
-        code = await run_one_shot(
-            settings(),
-            OneShotOptions(
-                scheduler=not no_scheduler,
-                worker=not no_worker,
-                concurrency=concurrency,
-                heartbeat_interval=heartbeat_interval,
-                stale_threshold=stale_threshold,
-                stop_grace=stop_grace,
-                retention=retention,
-                worker_id=worker_id,
-                max_runs=max_runs,
-                max_seconds=max_seconds,
-                limits=limits_from(limits),
-            ),
-        )
-        await threads.exit_if_lingering(code)
-        return code
-    if polling_interval <= 0:
-        raise CliError("--polling-interval must be longer than 0")
-    refuse_tokens_on_the_command_line()
-    token = read_token("--http-token-file", http_token_file, "DURABLY_HTTP_TOKEN", http_token)
-    read_only = read_token(
-        "--http-read-token-file", http_read_token_file, "DURABLY_HTTP_READ_TOKEN", http_read_token
-    )
-    check_http_security(http, token, read_only)
-    options = ServeOptions(
-        scheduler=not no_scheduler,
-        worker=not no_worker,
-        concurrency=concurrency,
-        polling_interval=polling_interval,
-        heartbeat_interval=heartbeat_interval,
-        stale_threshold=stale_threshold,
-        http=http,
-        stop_grace=stop_grace,
-        retention=retention,
-        worker_id=worker_id,
-        http_token=token,
-        http_read_token=read_only,
-        http_metrics=http_metrics,
-        limits=limits_from(limits),
-        trust_proxy_headers=trust_proxy_headers,
-    )
-    threads = StepThreads()
-    threads.install()
-    code = await _serve(settings(), options)
-    await threads.exit_if_lingering(code)
-    return code
+    return http
 
 
 def _at_a_time(concurrency: int) -> str:

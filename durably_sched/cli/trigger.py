@@ -34,7 +34,7 @@ from ._base import (
 )
 from ._limits import limit_option, limits_from
 from ._loader import job_inputs, load_jobs
-from ._output import echo_json, show_time, utc_json, zone_json
+from ._output import announce_run, echo_json, show_time, utc_json, zone_json
 from ._wait import (
     JSON_OPTION,
     TIMEOUT_OPTION,
@@ -223,10 +223,7 @@ async def trigger(
     s = settings()
     wait = wait or here
     check_wait_options(wait, timeout)
-    if (job is None) == (schedule_name is None):
-        raise CliError("name a JOB or a --schedule (one of them)")
-    if schedule_name is None and at is not None:
-        raise CliError("--at only applies with --schedule")
+    _check_target(job, schedule_name, at, coalesce, concurrency_key)
     if schedule_name is not None:
         _refuse_with_schedule(
             ("--input", input_text),
@@ -235,10 +232,6 @@ async def trigger(
             ("--concurrency-key", concurrency_key),
             ("--coalesce", coalesce),
             ("--label", labels or None),
-        )
-    elif coalesce is not None and concurrency_key is None:
-        raise CliError(
-            "--coalesce skip needs --concurrency-key (it joins the pending run of the job with that key)"
         )
     # Everything the user gave is checked before the database is opened.
     payload = read_input(input_text, input_file)
@@ -273,21 +266,12 @@ async def trigger(
             else:
                 assert job is not None
                 run = await durably.trigger(
-                    job,
-                    payload,
-                    idempotency_key=idempotency_key,
-                    concurrency_key=concurrency_key,
-                    labels=label_map,
-                    coalesce="skip" if coalesce else None,
-                )
-                record = run.record
-                extra = {"disposition": run.disposition}
-                if json_mode and not wait:
-                    echo_json(
-                        {"id": record.id, "job_name": record.job_name, "status": record.status, **extra}
-                    )
-                elif not json_mode:
-                    _say_triggered(record, run.disposition, wait)
+                    job, payload, idempotency_key=idempotency_key, concurrency_key=concurrency_key,
+                    labels=label_map, coalesce="skip" if coalesce else None,
+                )  # fmt: skip
+                record, extra = run.record, {"disposition": run.disposition}
+                line = _triggered_line(record, run.disposition)
+                announce_run(record, extra, line, json_mode=json_mode, wait=wait)
             if not wait:
                 return EXIT_OK
             code = await _wait(
@@ -296,6 +280,24 @@ async def trigger(
     if threads is not None:
         await threads.exit_if_lingering(code)
     return code
+
+
+def _check_target(
+    job: str | None,
+    schedule_name: str | None,
+    at: datetime | None,
+    coalesce: str | None,
+    concurrency_key: str | None,
+) -> None:
+    """A job or a schedule, and the flags that go with a job's trigger."""
+    if (job is None) == (schedule_name is None):
+        raise CliError("name a JOB or a --schedule (one of them)")
+    if schedule_name is None and at is not None:
+        raise CliError("--at only applies with --schedule")
+    if schedule_name is None and coalesce is not None and concurrency_key is None:
+        raise CliError(
+            "--coalesce skip needs --concurrency-key (it joins the pending run of the job with that key)"
+        )
 
 
 def _interrupts(here: bool) -> Interrupts:
@@ -311,21 +313,18 @@ def _interrupts(here: bool) -> Interrupts:
     return Interrupts(on_second=second, on_first=first)
 
 
-def _say_triggered(record: RunRecord, disposition: str, wait: bool) -> None:
+def _triggered_line(record: RunRecord, disposition: str) -> str:
     if disposition == "created":
-        line = f"run {record.id} created ({record.job_name})"
-    elif disposition == "coalesced":
-        line = (
+        return f"run {record.id} created ({record.job_name})"
+    if disposition == "coalesced":
+        return (
             f"run {record.id} is already pending for concurrency key '{record.concurrency_key}' "
             f"({record.job_name}); this trigger joined it (coalesced)"
         )
-    else:
-        line = (
-            f"run {record.id} already exists for idempotency key '{record.idempotency_key}' "
-            f"({record.job_name}, {record.status})"
-        )
-    # While waiting, stdout is kept for the run's output.
-    click.echo(line, err=wait)
+    return (
+        f"run {record.id} already exists for idempotency key '{record.idempotency_key}' "
+        f"({record.job_name}, {record.status})"
+    )
 
 
 async def _fire_slot(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ._base import SECONDS, CliCommand, CliError, StepThreads, settings, utc_option
+from ._base import SECONDS, CliCommand, CliError, settings, utc_option
 from ._limits import limit_option, limits_from
+from ._runner import concurrency_option, in_step_threads, stop_grace_option
 from .once import OneShotOptions, run_one_shot
 from .serve import check_lease, configure_logging, lease_options, log_options
 
@@ -39,14 +40,7 @@ both, serve --no-scheduler keeps a worker running."""
     metavar="NAME",
     help="Only runs of this job (repeatable). Default: every job found in --jobs.",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    envvar="DURABLY_CONCURRENCY",
-    help="Runs executed at the same time.",
-)
+@concurrency_option("Runs executed at the same time.")
 @click.option("--max-runs", type=click.IntRange(min=1), metavar="N", help="Claim at most N runs.")
 @click.option(
     "--max-seconds",
@@ -54,14 +48,8 @@ both, serve --no-scheduler keeps a worker running."""
     metavar="SECONDS",
     help="Stop claiming after this long (running steps then get --stop-grace).",
 )
-@click.option(
-    "--stop-grace",
-    type=SECONDS,
-    default=25.0,
-    show_default=True,
-    envvar="DURABLY_STOP_GRACE",
-    metavar="SECONDS",
-    help="On SIGTERM or --max-seconds, how long running steps may take before their runs are released.",
+@stop_grace_option(
+    "On SIGTERM or --max-seconds, how long running steps may take before their runs are released."
 )
 @lease_options
 @log_options
@@ -92,25 +80,19 @@ async def work(
         raise CliError("--max-seconds must be longer than 0")
     check_lease(heartbeat_interval, stale_threshold)
     configure_logging(log_format, log_level.upper(), utc=settings().utc)
-    threads = StepThreads()
-    threads.install()
-    code = await run_one_shot(
-        settings(),
-        OneShotOptions(
-            scheduler=False,
-            worker=True,
-            concurrency=concurrency,
-            heartbeat_interval=heartbeat_interval,
-            stale_threshold=stale_threshold,
-            stop_grace=stop_grace,
-            retention=None,
-            worker_id=worker_id,
-            max_runs=max_runs,
-            max_seconds=max_seconds,
-            jobs=tuple(dict.fromkeys(jobs)),
-            command="work --until-idle",
-            limits=limits_from(limits),
-        ),
+    options = OneShotOptions(
+        scheduler=False,
+        worker=True,
+        concurrency=concurrency,
+        heartbeat_interval=heartbeat_interval,
+        stale_threshold=stale_threshold,
+        stop_grace=stop_grace,
+        retention=None,
+        worker_id=worker_id,
+        max_runs=max_runs,
+        max_seconds=max_seconds,
+        jobs=tuple(dict.fromkeys(jobs)),
+        command="work --until-idle",
+        limits=limits_from(limits),
     )
-    await threads.exit_if_lingering(code)
-    return code
+    return await in_step_threads(lambda: run_one_shot(settings(), options))

@@ -79,7 +79,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ..durably import Durably, JobHandle, Run
-from ..errors import InputValidationError, UnknownJobError
+from ..errors import ArgumentTypeError, InputValidationError, InvalidArgumentError, UnknownJobError
 from ..jobs import JobDefinition
 from ..schedule.cron import fire_time_text
 
@@ -120,7 +120,7 @@ def apscheduler_key(job_id: str, fire_time: datetime) -> str:
     """``apscheduler:<job id>:<UTC fire time, YYYY-MM-DDTHH:MM:SSZ>``: the idempotency key of one fire
     time of an APScheduler job. ``fire_time`` must be aware and a whole second."""
     if not isinstance(job_id, str) or not job_id:
-        raise ValueError(f"APScheduler job id must be a non-empty string, not {job_id!r}")
+        raise InvalidArgumentError(f"APScheduler job id must be a non-empty string, not {job_id!r}")
     return f"{KEY_PREFIX}{job_id}:{fire_time_text(fire_time)}"
 
 
@@ -128,12 +128,12 @@ def parse_apscheduler_key(key: str) -> tuple[str, datetime]:
     """The job id and the (UTC, aware) fire time of an :func:`apscheduler_key`."""
     match = _KEY.fullmatch(key) if isinstance(key, str) else None
     if match is None:
-        raise ValueError(f"not an APScheduler fire key: {key!r}")
+        raise InvalidArgumentError(f"not an APScheduler fire key: {key!r}")
     year, month, day, hour, minute, second = (int(part) for part in match.groups()[1:])
     try:
         instant = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
-        raise ValueError(f"not an APScheduler fire key: {key!r} ({exc})") from None
+        raise InvalidArgumentError(f"not an APScheduler fire key: {key!r} ({exc})") from None
     return match.group(1), instant
 
 
@@ -213,9 +213,9 @@ def _user_labels(labels: Mapping[str, str] | None, job_id: str) -> dict[str, str
     out: dict[str, str] = {}
     for key, value in (labels or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"APScheduler job {job_id!r}: labels must map strings to strings")
+            raise ArgumentTypeError(f"APScheduler job {job_id!r}: labels must map strings to strings")
         if key in _RESERVED_LABELS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"APScheduler job {job_id!r}: label {key!r} is set by the bridge on every run; "
                 "choose another name"
             )
@@ -254,20 +254,22 @@ def add_durable_job(
     ``scheduler.start()`` (or at its first fire time when added later).
     """
     if not isinstance(id, str) or not id:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"add_durable_job: id must be a non-empty string (not {id!r}): it is part of the key of "
             "every fire time, so it must be the same in every process"
         )
     definition = _definition(job, id)
     if overlap not in _OVERLAPS:
-        raise ValueError(f"APScheduler job {id!r}: overlap must be 'queue' or 'allow', not {overlap!r}")
+        raise InvalidArgumentError(
+            f"APScheduler job {id!r}: overlap must be 'queue' or 'allow', not {overlap!r}"
+        )
     try:
         stored_input = definition.validate_input({} if input is None else input)
     except InputValidationError as exc:
         raise InputValidationError(f"APScheduler job {id!r}: {exc}") from None
     label_map = _user_labels(labels, id)
     if isinstance(trigger, BaseTrigger) and trigger_args:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"APScheduler job {id!r}: trigger arguments {', '.join(sorted(trigger_args))} given with a "
             "trigger instance; pass them to the trigger"
         )
@@ -280,10 +282,10 @@ def add_durable_job(
     if problem is None and isinstance(next_run_time, datetime):
         problem = _whole_second_problem("next_run_time", next_run_time)
     if problem is not None:
-        raise ValueError(f"APScheduler job {id!r}: {problem}")
+        raise InvalidArgumentError(f"APScheduler job {id!r}: {problem}")
     existing = getattr(scheduler, "_executors", {}).get(executor)
     if existing is not None and not isinstance(existing, DurablyExecutor):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"APScheduler job {id!r}: executor {executor!r} is a {type(existing).__name__}, "
             "not a DurablyExecutor"
         )
@@ -330,7 +332,7 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
     def __init__(self, durably: Durably, *, worker: bool | None = None) -> None:
         super().__init__()
         if not isinstance(durably, Durably):
-            raise TypeError(f"DurablyExecutor needs a Durably (create_durably(...)), not {durably!r}")
+            raise ArgumentTypeError(f"DurablyExecutor needs a Durably (create_durably(...)), not {durably!r}")
         self.durably = durably
         self._worker = worker
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -357,7 +359,7 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
             loop = self._start_thread(alias)
         else:
             if self._worker is not None:
-                raise ValueError(
+                raise InvalidArgumentError(
                     "DurablyExecutor: worker= applies to thread-based schedulers; with AsyncIOScheduler "
                     "start the Durably yourself (durably.start(worker=False) for no worker)"
                 )
@@ -468,12 +470,12 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
             )
         overlap = kwargs.get("overlap", "queue")
         if overlap not in _OVERLAPS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"APScheduler job {job.id!r}: overlap must be 'queue' or 'allow', not {overlap!r}"
             )
         problem = _trigger_problem(job.trigger)
         if problem is not None:
-            raise ValueError(f"APScheduler job {job.id!r}: {problem}")
+            raise InvalidArgumentError(f"APScheduler job {job.id!r}: {problem}")
         return _Target(
             job_name=job_name,
             input=kwargs.get("input"),
@@ -590,7 +592,9 @@ class DurablyExecutor(BaseExecutor):  # type: ignore[misc]  # APScheduler 3 is u
         try:
             when = fire_time_text(run_time)
         except ValueError:
-            raise ValueError(_whole_second_problem("its trigger", run_time) or "invalid fire time") from None
+            raise InvalidArgumentError(
+                _whole_second_problem("its trigger", run_time) or "invalid fire time"
+            ) from None
         return await self.durably.trigger(
             target.job_name,
             target.input,
@@ -607,7 +611,7 @@ def _threaded(scheduler: Any) -> bool:
     names = {cls.__name__ for cls in type(scheduler).__mro__}
     if isinstance(scheduler, BlockingScheduler) and "GeventScheduler" not in names:
         return True
-    raise TypeError(
+    raise ArgumentTypeError(
         "DurablyExecutor works with AsyncIOScheduler, BackgroundScheduler and BlockingScheduler, "
         f"not {type(scheduler).__name__}"
     )

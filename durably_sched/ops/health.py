@@ -30,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from ..schedule.scheduler import MAX_SLEEP
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import OpsFacade
     from ..schedule.scheduler import Scheduler
 
 __all__ = ["CHECK_TIMEOUT", "MAX_LOOP_LAG", "Health", "LoopLagWatcher", "scheduler_check"]
@@ -104,7 +104,7 @@ class Health:
 
     def __init__(
         self,
-        durably: Durably,
+        durably: OpsFacade,
         scheduler: Scheduler | Callable[[], Scheduler | None] | None = None,
         *,
         worker: bool | None = None,
@@ -137,8 +137,8 @@ class Health:
 
     async def readiness(self) -> tuple[bool, dict[str, dict[str, Any]]]:
         """(ready, {check name: {"status": "ok" | "fail", "detail": ...}})."""
-        store = self.durably.store
-        database, schema = await asyncio.gather(_probe(store.ping), _probe(store.check_schema))
+        durably = self.durably
+        database, schema = await asyncio.gather(_probe(durably.ping), _probe(durably.check_schema))
         checks: dict[str, dict[str, Any]] = {"database": database, "schema": schema}
         scheduler = self.scheduler
         if scheduler is not None:

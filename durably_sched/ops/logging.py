@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from .._tracebacks import format_traceback
+from ..errors import InvalidArgumentError
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_unless_configured", "parse_level"]
 
@@ -69,7 +70,9 @@ def parse_level(level: str) -> int:
     """``"info"`` (any case) -> ``logging.INFO``; ValueError naming the accepted levels otherwise."""
     number = _LEVELS.get(level.strip().lower()) if isinstance(level, str) else None
     if number is None:
-        raise ValueError(f"invalid log level {level!r}: use one of debug, info, warning, error, critical")
+        raise InvalidArgumentError(
+            f"invalid log level {level!r}: use one of debug, info, warning, error, critical"
+        )
     return number
 
 
@@ -259,7 +262,7 @@ def configure_logging(fmt: LogFormat, level: str, *, utc: bool = False) -> None:
     elif fmt == "json":
         formatter = JsonFormatter()
     else:
-        raise ValueError(f"invalid log format {fmt!r}: use text or json")
+        raise InvalidArgumentError(f"invalid log format {fmt!r}: use text or json")
     number = parse_level(level)
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:

@@ -59,7 +59,7 @@ from ..schedule.cron import jitter_offset
 from ..store.base import FINISHED_STATUSES, FIRE_OUTCOMES, RUN_STATUSES, FireResult, ScheduleState
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import OpsFacade
     from ..schedule.config import ScheduleEntry
     from ..schedule.scheduler import Scheduler
 
@@ -84,7 +84,7 @@ class Metrics:
 
     def __init__(
         self,
-        durably: Durably,
+        durably: OpsFacade,
         scheduler: Scheduler | None,
         registry: CollectorRegistry | None = None,
         *,
@@ -96,8 +96,34 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.cache_seconds = cache_seconds
         self.query_timeout = query_timeout
-        r = self.registry
+        self._define(self.registry)
+        self._counts: dict[tuple[str, str], int] | None = None
+        self._orphaned: dict[str, int] | None = None
+        self._counts_at: float | None = None
+        self._database_up: bool | None = None
+        self._schedule_states: dict[str, ScheduleState] = {}
+        self._last_runs: dict[str, datetime] = {}
+        self._lock = asyncio.Lock()
+        self._known_jobs: set[str] = set()
+        for job in durably.job_names:
+            self._init_job(job)
 
+        on = durably.on
+        self._unsubscribe: list[Callable[[], None]] = [
+            on("run:complete", self._on_run_complete),
+            on("run:fail", self._on_run_fail),
+            on("run:cancel", self._on_run_cancel),
+            on("step:complete", self._on_step_complete),
+            on("run:retry-scheduled", self._on_retry_scheduled),
+            on("worker:error", self._on_worker_error),
+            on("schedule:pause", self._on_pause),
+            on("schedule:auto-pause", self._on_auto_pause),
+        ]
+        if scheduler is not None:
+            scheduler.listeners.append(self._on_fire)
+
+    def _define(self, r: CollectorRegistry) -> None:
+        """The metrics this process counts, and the collectors read at scrape time, in ``r``."""
         self.runs_finished = Counter(
             "durably_runs_finished",
             "Runs finished by this process (cancelled: cancelled through this process), by job and status.",
@@ -157,31 +183,6 @@ class Metrics:
         r.register(_LiveCollector(self))
         for make in (ProcessCollector, PlatformCollector, GCCollector):
             make(registry=r)
-
-        self._counts: dict[tuple[str, str], int] | None = None
-        self._orphaned: dict[str, int] | None = None
-        self._counts_at: float | None = None
-        self._database_up: bool | None = None
-        self._schedule_states: dict[str, ScheduleState] = {}
-        self._last_runs: dict[str, datetime] = {}
-        self._lock = asyncio.Lock()
-        self._known_jobs: set[str] = set()
-        for job in durably.job_names:
-            self._init_job(job)
-
-        on = durably.on
-        self._unsubscribe: list[Callable[[], None]] = [
-            on("run:complete", self._on_run_complete),
-            on("run:fail", self._on_run_fail),
-            on("run:cancel", self._on_run_cancel),
-            on("step:complete", self._on_step_complete),
-            on("run:retry-scheduled", self._on_retry_scheduled),
-            on("worker:error", self._on_worker_error),
-            on("schedule:pause", self._on_pause),
-            on("schedule:auto-pause", self._on_auto_pause),
-        ]
-        if scheduler is not None:
-            scheduler.listeners.append(self._on_fire)
 
     def close(self) -> None:
         """Stop listening to events and to the scheduler (the registry keeps its values)."""
@@ -253,7 +254,7 @@ class Metrics:
             if self._fresh():
                 return
             try:
-                counts = await asyncio.wait_for(self.durably.store.count_runs_by_status(), self.query_timeout)
+                counts = await asyncio.wait_for(self.durably.count_runs_by_status(), self.query_timeout)
                 orphaned = await asyncio.wait_for(self.durably.jobs_without_worker(), self.query_timeout)
                 if self.scheduler is not None:
                     states, last_runs = await asyncio.wait_for(self._read_schedules(), self.query_timeout)
@@ -269,8 +270,8 @@ class Metrics:
             self._counts_at = time.monotonic()
 
     async def _read_schedules(self) -> tuple[dict[str, ScheduleState], dict[str, datetime]]:
-        store = self.durably.store
-        return await store.get_schedule_states(), await store.last_run_times()
+        durably = self.durably
+        return await durably.get_schedule_states(), await durably.last_run_times()
 
     def _fresh(self) -> bool:
         return self._counts_at is not None and time.monotonic() - self._counts_at < self.cache_seconds

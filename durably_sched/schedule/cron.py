@@ -39,6 +39,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 
+from ..errors import ArgumentTypeError, InvalidArgumentError
+
 __all__ = [
     "SCHEDULE_NAME_PATTERN",
     "CronSpec",
@@ -202,10 +204,10 @@ def parse_cron(expression: str) -> CronSpec:
     cron(8) (see the module docstring). Raises ValueError naming what is wrong.
     """
     if not isinstance(expression, str):
-        raise ValueError(f"cron expression must be a string, not {type(expression).__name__}")
+        raise InvalidArgumentError(f"cron expression must be a string, not {type(expression).__name__}")
     text = expression.strip()
     if not text:
-        raise ValueError("cron expression is empty")
+        raise InvalidArgumentError("cron expression is empty")
     if text.startswith("@"):
         shortcut = _SHORTCUTS.get(text.lower())
         if shortcut is None:
@@ -315,9 +317,9 @@ class _Walls:
 
 def _as_utc(value: datetime, what: str) -> datetime:
     if not isinstance(value, datetime):
-        raise TypeError(f"{what} must be a datetime, not {type(value).__name__}")
+        raise ArgumentTypeError(f"{what} must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime")
+        raise InvalidArgumentError(f"{what} must be a timezone-aware datetime")
     return value.astimezone(_UTC).replace(tzinfo=None)
 
 
@@ -428,7 +430,9 @@ def next_fire_time(spec: CronSpec, tz: ZoneInfo, after: datetime) -> datetime:
     """The first fire time strictly after ``after``."""
     for instant in fire_times(spec, tz, after):
         return instant
-    raise ValueError(f"cron expression '{spec.expression}' has no fire time after {after.isoformat()}")
+    raise InvalidArgumentError(
+        f"cron expression '{spec.expression}' has no fire time after {after.isoformat()}"
+    )
 
 
 def latest_fire_time(spec: CronSpec, tz: ZoneInfo, at_or_before: datetime) -> datetime | None:
@@ -485,13 +489,15 @@ def fire_time_text(fire_time: datetime) -> str:
     """
     instant = _as_utc(fire_time, "fire_time")
     if instant.microsecond:
-        raise ValueError(f"fire time {fire_time.isoformat()} is not a whole second")
+        raise InvalidArgumentError(f"fire time {fire_time.isoformat()} is not a whole second")
     return _utc_text(instant)
 
 
 def _check_name(schedule_name: str) -> None:
     if not isinstance(schedule_name, str) or not _SCHEDULE_NAME.fullmatch(schedule_name):
-        raise ValueError(f"invalid schedule name {schedule_name!r}: use letters, digits, '_', '.', '-'")
+        raise InvalidArgumentError(
+            f"invalid schedule name {schedule_name!r}: use letters, digits, '_', '.', '-'"
+        )
 
 
 def fire_key(schedule_name: str, fire_time: datetime) -> str:
@@ -503,7 +509,7 @@ def fire_key(schedule_name: str, fire_time: datetime) -> str:
     _check_name(schedule_name)
     instant = _as_utc(fire_time, "fire_time")
     if instant.microsecond:
-        raise ValueError(f"fire time {fire_time.isoformat()} is not a whole second")
+        raise InvalidArgumentError(f"fire time {fire_time.isoformat()} is not a whole second")
     return f"schedule:{schedule_name}:{_utc_text(instant)}"
 
 
@@ -511,19 +517,19 @@ def parse_fire_key(key: str) -> tuple[str, datetime]:
     """The schedule name and the (UTC, aware) fire time of a :func:`fire_key`."""
     match = _FIRE_KEY.fullmatch(key) if isinstance(key, str) else None
     if match is None:
-        raise ValueError(f"not a schedule fire key: {key!r}")
+        raise InvalidArgumentError(f"not a schedule fire key: {key!r}")
     year, month, day, hour, minute, second = (int(part) for part in match.groups()[1:])
     try:
         instant = datetime(year, month, day, hour, minute, second, tzinfo=_UTC)
     except ValueError as exc:
-        raise ValueError(f"not a schedule fire key: {key!r} ({exc})") from None
+        raise InvalidArgumentError(f"not a schedule fire key: {key!r} ({exc})") from None
     return match.group(1), instant
 
 
 def jitter_offset(schedule_name: str, fire_time: datetime, jitter: timedelta) -> timedelta:
     """A delay in [0, jitter) that is the same for a given schedule and fire time in every process."""
     if jitter < timedelta(0):
-        raise ValueError("jitter must not be negative")
+        raise InvalidArgumentError("jitter must not be negative")
     span = jitter // timedelta(microseconds=1)
     if span == 0:
         return timedelta(0)

@@ -26,11 +26,15 @@ accepted: where cron-descriptor fails it returns the expression itself.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from cron_descriptor import CasingTypeEnum, DescriptionTypeEnum, ExpressionDescriptor, Options
 from croniter import croniter
 
 from .cron import CronSpec
+
+if TYPE_CHECKING:
+    from .config import ScheduleEntry
 
 __all__ = ["describe_cron"]
 
@@ -121,3 +125,15 @@ def _every_day_of_week(dow: str) -> bool:
         return False
     days, _ = croniter.expand(f"0 0 * * {dow}")
     return "*" in days[_DOW]
+
+
+def definition_fields(entry: ScheduleEntry) -> dict[str, Any]:
+    """The first fields of a schedule in ``schedules list --json`` and in the HTTP API."""
+    return {
+        "name": entry.name,
+        "job": entry.job,
+        "cron": entry.cron.expression,
+        "description": describe_cron(entry.cron),
+        "timezone": entry.timezone.key,
+        "enabled": entry.enabled,
+    }

@@ -26,7 +26,7 @@ from .cron import fire_key, fire_times, is_fire_time, latest_fire_time, next_fir
 from .scheduler import make_fire
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import SchedulerFacade
 
 __all__ = [
     "BACKFILL_BATCH",
@@ -158,12 +158,12 @@ class SlotResult:
         return self.result.outcome
 
 
-async def trigger_slot(durably: Durably, entry: ScheduleEntry, fire_time: datetime) -> SlotResult:
+async def trigger_slot(durably: SchedulerFacade, entry: ScheduleEntry, fire_time: datetime) -> SlotResult:
     """Fire one slot exactly as the scheduler would (without moving its cursor)."""
     result = await durably.fire(make_fire(entry, fire_time, advance_cursor=False))
     recorded: FireOutcome | None = None
     if result.outcome == "deduplicated" and result.run is None:
-        records = await durably.store.list_fire_records(
+        records = await durably.list_fire_records(
             entry.name, limit=1, before=fire_time + timedelta(seconds=1)
         )
         if records and records[0].fire_time == fire_time.astimezone(UTC):
@@ -237,7 +237,7 @@ async def plan_backfill(
 
 
 async def backfill(
-    durably: Durably,
+    durably: SchedulerFacade,
     entry: ScheduleEntry,
     times: Sequence[datetime],
     *,

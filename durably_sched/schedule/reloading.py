@@ -32,7 +32,7 @@ from ..store.config_errors import ConfigErrorRecord
 from .config import SchedulesConfig, load_schedules
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import SchedulerFacade
     from .scheduler import Scheduler
 
 __all__ = [
@@ -79,12 +79,12 @@ def _failure_text(exc: BaseException, path: str) -> tuple[int | None, str]:
     return None, f"could not apply the schedules: {type(exc).__name__}{': ' + text if text else ''}"
 
 
-async def current_config_errors(durably: Durably) -> list[ConfigErrorRecord]:
+async def current_config_errors(durably: SchedulerFacade) -> list[ConfigErrorRecord]:
     """Failed reloads that live processes report now (rows confirmed within STALE_AFTER)."""
-    return await durably.store.list_config_errors(checked_after=datetime.now(UTC) - STALE_AFTER)
+    return await durably.list_config_errors(checked_after=datetime.now(UTC) - STALE_AFTER)
 
 
-async def config_errors_shown(durably: Durably) -> list[ConfigErrorRecord]:
+async def config_errors_shown(durably: SchedulerFacade) -> list[ConfigErrorRecord]:
     """:func:`current_config_errors` for a page banner: none when the database cannot say."""
     try:
         return await current_config_errors(durably)
@@ -111,7 +111,7 @@ def config_error_fields(
 
 
 async def config_errors_json(
-    durably: Durably, time: Callable[[datetime | None], str | None]
+    durably: SchedulerFacade, time: Callable[[datetime | None], str | None]
 ) -> list[dict[str, Any]]:
     """:func:`current_config_errors` as JSON (``config_errors`` of ``GET /api/schedules``)."""
     return [config_error_fields(record, time) for record in await current_config_errors(durably)]
@@ -122,7 +122,7 @@ class SchedulesReloader:
 
     def __init__(
         self,
-        durably: Durably,
+        durably: SchedulerFacade,
         scheduler: Scheduler,
         path: str,
         inputs: dict[str, Any],
@@ -167,13 +167,13 @@ class SchedulesReloader:
         self.on_loaded(config)
         if self.scheduler.config_error is not None:
             self.scheduler.config_error = None
-            await self._best_effort(self.durably.store.clear_config_error(self.reporter))
+            await self._best_effort(self.durably.clear_config_error(self.reporter))
         return True
 
     async def close(self) -> None:
         """At start (a row an earlier process of this worker id left) and at a clean stop: this
         process's row goes."""
-        await self._best_effort(self.durably.store.clear_config_error(self.reporter))
+        await self._best_effort(self.durably.clear_config_error(self.reporter))
 
     async def _failed(self, exc: BaseException) -> None:
         line, message = _failure_text(exc, self.path)
@@ -220,7 +220,7 @@ class SchedulesReloader:
             now,
         )
         self.scheduler.config_error = fresh
-        if await self._best_effort(self.durably.store.report_config_error(fresh)):
+        if await self._best_effort(self.durably.report_config_error(fresh)):
             self._reported_at = now
 
     async def _best_effort(self, write: Any) -> bool:

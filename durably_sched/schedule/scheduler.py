@@ -42,7 +42,7 @@ from .cron import fire_key, fire_times, jitter_offset
 from .pausing import AUTO_PAUSE_BY
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import SchedulerFacade
 
 log = logging.getLogger("durably_sched.scheduler")
 
@@ -156,7 +156,9 @@ def _utc_fire_times(entry: ScheduleEntry, after: datetime, until: datetime | Non
 class Scheduler:
     """Fires the schedules of one :class:`SchedulesConfig` through a Durably instance."""
 
-    def __init__(self, durably: Durably, config: SchedulesConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, durably: SchedulerFacade, config: SchedulesConfig, *, clock: Clock | None = None
+    ) -> None:
         self.durably = durably
         self.clock: Clock = clock or SystemClock()
         self.config = config
@@ -176,25 +178,23 @@ class Scheduler:
     # -- configuration --------------------------------------------------------------------------
     async def load(self) -> None:
         """Read cursors; schedules seen for the first time start from now (no surprise backfill)."""
-        cursors = await self.durably.store.get_cursors()
+        cursors = await self.durably.get_cursors()
         now = self.clock.now()
         states: dict[str, _State] = {}
         for name, entry in self.config.schedules.items():
             cursor = cursors.get(name)
             old = self._states.get(name)
             if cursor is None:
-                cursor = await self.durably.store.advance_cursor(name, _whole_second(now))
+                cursor = await self.durably.advance_cursor(name, _whole_second(now))
             elif old is not None and (
                 old.entry.cron.expression != entry.cron.expression or old.entry.timezone != entry.timezone
             ):
                 # A new cron or zone starts from now: its "missed" fire times were never promised.
-                cursor = await self.durably.store.advance_cursor(name, _whole_second(now))
+                cursor = await self.durably.advance_cursor(name, _whole_second(now))
             states[name] = _State(entry=entry, cursor=cursor)
         self._states = states
         paused = {
-            name: state
-            for name, state in (await self.durably.store.get_schedule_states()).items()
-            if state.paused
+            name: state for name, state in (await self.durably.get_schedule_states()).items() if state.paused
         }
         for name, state in paused.items():
             if name in states and name not in self._paused:
@@ -356,8 +356,8 @@ class Scheduler:
     # -- pauses ---------------------------------------------------------------------------------
     async def _read_pauses(self) -> None:
         """One read per tick: what changed among paused schedules, and automatic pauses due."""
-        store = self.durably.store
-        found = await store.get_schedule_states(attention_only=True)
+        durably = self.durably
+        found = await durably.schedule_states_needing_attention()
         paused = {name: state for name, state in found.items() if state.paused}
         for name in paused.keys() - self._paused.keys():
             if name in self._states:
@@ -372,7 +372,7 @@ class Scheduler:
         self._paused = paused
         if resumed:
             # The resume moved each cursor past the paused span: never fire that span from here.
-            cursors = await store.get_cursors()
+            cursors = await durably.get_cursors()
             for name in resumed:
                 state = self._states[name]
                 cursor = cursors.get(name)
@@ -398,15 +398,15 @@ class Scheduler:
             await self._auto_pause(entry, row, limit)
 
     async def _auto_pause(self, entry: ScheduleEntry, state: ScheduleState, limit: int) -> None:
-        store = self.durably.store
+        durably = self.durably
         failures = state.failures_since_resume
         reason = f"{failures} consecutive failed runs"
         if state.last_failed_run_id is not None:
-            last = await store.get_run(state.last_failed_run_id)
+            last = await durably.find_run(state.last_failed_run_id)
             error = (last.error or "").splitlines()[0][:200] if last is not None and last.error else ""
             reason += f"; the last, run {state.last_failed_run_id}, failed" + (f": {error}" if error else "")
-        change = await store.pause_schedule(
-            entry.name, reason=reason, by=AUTO_PAUSE_BY, auto=True, min_failures=limit
+        change = await durably.auto_pause_schedule(
+            entry.name, reason=reason, by=AUTO_PAUSE_BY, min_failures=limit
         )
         if change.state.paused:
             self._paused[entry.name] = change.state

@@ -26,7 +26,7 @@ from ..errors import StoreError
 from .auth import SESSION_COOKIE, SESSION_SCOPE_KEY, Auth
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import WebFacade
 
 __all__ = ["RequestGuard", "TooLarge", "size_text"]
 
@@ -64,7 +64,7 @@ def _answer(status: int, error: str, detail: str, *, api: bool) -> tuple[dict[st
 class RequestGuard:
     """See the module docstring; ``auth`` and ``durably`` are the app's."""
 
-    def __init__(self, app: Any, auth: Auth, durably: Durably) -> None:
+    def __init__(self, app: Any, auth: Auth, durably: WebFacade) -> None:
         self.app = app
         self.auth = auth
         self.durably = durably
@@ -129,7 +129,7 @@ class RequestGuard:
         if verified is None:
             return
         role, session_id = verified
-        live = await self.durably.store.web_session_role(session_id)
+        live = await self.durably.web_session_role(session_id)
         conn.scope[SESSION_SCOPE_KEY] = role if live == role else None
 
     @staticmethod

@@ -1,5 +1,7 @@
-"""The JSON shapes of the HTTP API (kept here, apart from the CLI's ``--json``, so one can change
-without silently changing the other). Times are UTC ISO 8601 with milliseconds and ``Z``.
+"""The JSON shapes of the HTTP API. Where the CLI's ``--json`` shows the same record (a step, a log
+entry, a fire record, a schedule's state, a worker, an attempt) both use the one function that
+writes its fields (``record_fields``, ``state_fields``, ``worker_fields``, ``attempt_fields``). Times
+are UTC ISO 8601 with milliseconds and ``Z``.
 
 Lists and event streams never carry a large value whole: a run's input, output or labels, a step's
 output or a log's data whose JSON is over :data:`PREVIEW_BYTES` is replaced by the marker
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..attempt_views import attempt_fields, not_recorded, retry_budget
 from ..events import Event
+from ..record_fields import fire_fields, log_fields, step_fields, utc_text
 from ..registry import worker_fields
 from ..schedule.pausing import state_fields
 from ..store.base import (
@@ -28,7 +31,7 @@ from ..store.base import (
 )
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import WebFacade
 
 PREVIEW_BYTES = 4096
 """The largest value (as UTF-8 JSON) a list row or a streamed event carries whole."""
@@ -54,11 +57,7 @@ def clipped(text: str | None) -> str | None:
     return text[:PREVIEW_CHARS] + f"\u2026 [{len(text) - PREVIEW_CHARS} more characters]"
 
 
-def utc(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    t = value.astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+utc = utc_text
 
 
 def progress(value: Progress | None) -> dict[str, Any] | None:
@@ -104,14 +103,14 @@ def run(record: RunRecord) -> dict[str, Any]:
     }
 
 
-async def run_detail(durably: Durably, run_id: str) -> dict[str, Any]:
+async def run_detail(durably: WebFacade, run_id: str) -> dict[str, Any]:
     """A run with every attempt that ended (oldest first, as in ``runs show --json``), the most
     tries its retry policy allows (``max_attempts``, None without one) and how many attempts
     before the first recorded one were never recorded (they ended before the upgrade)."""
     return await detail_of(durably, await durably.get_run(run_id))
 
 
-async def detail_of(durably: Durably, record: RunRecord) -> dict[str, Any]:
+async def detail_of(durably: WebFacade, record: RunRecord) -> dict[str, Any]:
     """:func:`run_detail` of a run already read."""
     budget = retry_budget(durably, record)
     attempts = await durably.get_attempts(record.id)
@@ -121,6 +120,7 @@ async def detail_of(durably: Durably, record: RunRecord) -> dict[str, Any]:
         "attempts": [attempt_fields(a, utc, budget) for a in attempts],
         "attempts_not_recorded": not_recorded(attempts),
     }
+
 
 def run_row(record: RunRecord) -> dict[str, Any]:
     """A run in a list (``GET /api/runs``, the dashboard's tables, a stream's snapshot): the detail
@@ -155,14 +155,7 @@ def run_summary(record: RunRecord) -> dict[str, Any]:
 
 
 def step(record: StepRecord) -> dict[str, Any]:
-    return {
-        "name": record.name,
-        "index": record.index,
-        "started_at": utc(record.started_at),
-        "completed_at": utc(record.completed_at),
-        "duration": record.duration,
-        "output": json.loads(record.output_json),
-    }
+    return step_fields(record)
 
 
 def step_row(record: StepRecord) -> dict[str, Any]:
@@ -176,26 +169,11 @@ def log_row(entry: LogRecord) -> dict[str, Any]:
 
 
 def log(entry: LogRecord) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "created_at": utc(entry.created_at),
-        "level": entry.level,
-        "step_name": entry.step_name,
-        "message": entry.message,
-        "data": entry.data,
-    }
+    return log_fields(entry)
 
 
 def fire(record: FireRecord, key: str, run_status: str | None) -> dict[str, Any]:
-    return {
-        "schedule": record.schedule,
-        "fire_time": utc(record.fire_time),
-        "idempotency_key": key,
-        "outcome": record.outcome,
-        "run_id": record.run_id,
-        "run_status": run_status,
-        "recorded_at": utc(record.recorded_at),
-    }
+    return fire_fields(record, key, run_status)
 
 
 _EVENT_FIELDS: dict[type, tuple[str, ...]] = {}

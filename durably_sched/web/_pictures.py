@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..store.base import FireRecord, RunRecord, Store
+from ..store.base import FireRecord, RunRecord
 from . import charts
+
+if TYPE_CHECKING:
+    from ..ports import WebFacade
 
 SPARK_BUCKETS = 24
 SPARK_BUCKET = timedelta(hours=1)
@@ -57,7 +60,7 @@ def schedule_pictures(
     }
 
 
-async def sparklines(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+async def sparklines(store: WebFacade, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each schedule's runs and failures in the last 24 hours (``svg``, ``runs``, ``failed``), from
     one query for all of them."""
     activity = await store.schedule_activity(datetime.now(UTC), SPARK_BUCKET, SPARK_BUCKETS)

@@ -20,7 +20,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -38,10 +38,10 @@ from ..errors import (
 from ..feed import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
 from ..schedule import manual, reloading
 from ..schedule.config import ScheduleEntry
-from ..schedule.cron import fire_key, fire_times
-from ..schedule.describe import describe_cron
-from ..store.base import ScheduleState
+from ..schedule.cron import fire_key
+from ..store.base import RunRecord
 from . import _json
+from ._context import WebContext, context
 from ._parse import (
     MAX_LIMIT,
     ApiError,
@@ -54,7 +54,12 @@ from ._parse import (
     run_query,
     shown,
 )
-from .app import WebContext, context
+from ._schedules import entries as _entries
+from ._schedules import entry as _entry
+from ._schedules import schedule_json, schedules_json
+
+if TYPE_CHECKING:
+    from ..ports import WebFacade
 
 HEARTBEAT_SECONDS = 15.0
 Handler = Callable[[Request], Awaitable[Response]]
@@ -184,7 +189,7 @@ async def trigger_job(request: Request) -> Response:
 
 @endpoint()
 async def list_runs(request: Request) -> Response:
-    store = context(request).durably.store
+    store = context(request).durably
     query = run_query(request)
     page, (total, capped) = await asyncio.gather(store.list_runs_page(query), store.count_runs(query))
     return JSONResponse(
@@ -222,22 +227,25 @@ async def get_logs(request: Request) -> Response:
     )
 
 
-@endpoint(act=True)
-async def retry_run(request: Request) -> Response:
-    record = await context(request).durably.retry(request.path_params["run_id"])
-    return JSONResponse({"run": _json.run(record)})
+def _run_action(act: Callable[[WebFacade, str], Awaitable[RunRecord]]) -> Handler:
+    """``POST /api/runs/{run_id}/<action>``: the action's run as it is afterwards."""
+
+    @endpoint(act=True)
+    async def handle(request: Request) -> Response:
+        record = await act(context(request).durably, request.path_params["run_id"])
+        return JSONResponse({"run": _json.run(record)})
+
+    return handle
+
+
+retry_run = _run_action(lambda durably, run_id: durably.retry(run_id))
+cancel_run = _run_action(lambda durably, run_id: durably.cancel(run_id))
 
 
 @endpoint(act=True)
 async def retrigger_run(request: Request) -> Response:
     run = await context(request).durably.retrigger(request.path_params["run_id"])
     return JSONResponse({"run": _json.run(run.record), "disposition": run.disposition}, 201)
-
-
-@endpoint(act=True)
-async def cancel_run(request: Request) -> Response:
-    record = await context(request).durably.cancel(request.path_params["run_id"])
-    return JSONResponse({"run": _json.run(record)})
 
 
 @endpoint(act=True)
@@ -396,75 +404,11 @@ async def list_events(request: Request) -> Response:
 
 
 # -- schedules ---------------------------------------------------------------------------------------
-def _entries(ctx: WebContext) -> dict[str, ScheduleEntry]:
-    config = ctx.schedules()
-    return dict(config.schedules) if config is not None else {}
-
-
-def _entry(ctx: WebContext, name: str) -> ScheduleEntry:
-    entries = _entries(ctx)
-    entry = entries.get(name)
-    if entry is None:
-        known = ", ".join(sorted(entries)) or "none"
-        raise ApiError(404, "not_found", f"unknown schedule '{name}' (defined: {known})")
-    return entry
-
-
-async def schedule_json(
-    ctx: WebContext, entry: ScheduleEntry, now: datetime, state: ScheduleState | None
-) -> dict[str, Any]:
-    """A schedule as the API shows it; ``state`` is its run-time state (read by the caller, once
-    for a whole list: :meth:`Durably.get_schedule_states`)."""
-    store = ctx.durably.store
-    upcoming = list(itertools.islice(fire_times(entry.cron, entry.timezone, now), 3)) if entry.enabled else []
-    records = await store.list_fire_records(entry.name, limit=1)
-    last = records[0] if records else None
-    status = None
-    if last is not None and last.run_id:
-        status = (await store.get_run_statuses([last.run_id])).get(last.run_id, "purged")
-    return {
-        "name": entry.name,
-        "job": entry.job,
-        "cron": entry.cron.expression,
-        "description": describe_cron(entry.cron),
-        "timezone": entry.timezone.key,
-        "enabled": entry.enabled,
-        **_json.schedule_state(state),
-        "pause_after_failures": entry.pause_after_failures,
-        "overlap": entry.overlap,
-        "catchup": entry.catchup,
-        "catchup_window": entry.catchup_window.total_seconds(),
-        "jitter": entry.jitter.total_seconds(),
-        "input": entry.input,
-        "labels": entry.labels,
-        "next_fire_times": [{"utc": _json.utc(t), "local": t.isoformat()} for t in upcoming],
-        "last": None
-        if last is None
-        else {
-            "fire_time": _json.utc(last.fire_time),
-            "local": last.fire_time.astimezone(entry.timezone).isoformat(),
-            "outcome": last.outcome,
-            "run_id": last.run_id,
-            "run_status": status,
-        },
-    }
-
-
 @endpoint()
 async def list_schedules(request: Request) -> Response:
     ctx = context(request)
     errors = await reloading.config_errors_json(ctx.durably, _json.utc)
     return JSONResponse({"schedules": await schedules_json(ctx), "config_errors": errors})
-
-
-async def schedules_json(ctx: WebContext) -> list[dict[str, Any]]:
-    """Every schedule in use, with its state: one read of the states for the whole list."""
-    entries = _entries(ctx)
-    if not entries:
-        return []
-    states = await ctx.durably.get_schedule_states()
-    now = datetime.now(UTC)
-    return [await schedule_json(ctx, e, now, states.get(e.name)) for e in entries.values()]
 
 
 @endpoint()
@@ -568,7 +512,7 @@ async def schedule_history(request: Request) -> Response:
     limit = parse_int(request.query_params.get("limit"), "limit", 50, 1, MAX_LIMIT)
     before_text = request.query_params.get("before")
     before = parse_time(before_text, "before") if before_text else None
-    store = ctx.durably.store
+    store = ctx.durably
     records = await store.list_fire_records(name, limit=limit, before=before)
     if not records and name not in _entries(ctx) and before is None:
         raise ApiError(404, "not_found", f"unknown schedule '{name}': not defined and no fire times recorded")

@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 
+from ..errors import InvalidArgumentError
+
 Role = Literal["admin", "read"]
 SESSION_COOKIE = "durably_session"
 SESSION_SCOPE_KEY = "durably_session_role"
@@ -70,9 +72,9 @@ class Auth:
 
     def __post_init__(self) -> None:
         if self.read_token is not None and self.token is None:
-            raise ValueError("a read-only token needs the full-access token as well")
+            raise InvalidArgumentError("a read-only token needs the full-access token as well")
         if self.read_token is not None and self.read_token == self.token:
-            raise ValueError("the read-only token must differ from the full-access token")
+            raise InvalidArgumentError("the read-only token must differ from the full-access token")
         object.__setattr__(self, "_open_csrf", secrets.token_urlsafe(16))
 
     @property

@@ -24,18 +24,21 @@ from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from ..durably import Durably
+    from ..ports import WebFacade
 
 __all__ = ["DurablyLifespan", "lifespan"]
 
 
 class DurablyLifespan:
-    """A lifespan for Starlette/FastAPI (``lifespan=`` takes it as is); ``scheduler`` is the
-    running scheduler between start-up and shut-down."""
+    """A Starlette/FastAPI lifespan (``lifespan=`` takes it as is) running ``durably``'s worker and
+    (with ``schedules``, a path to a schedules file or a loaded config) a scheduler for the app's
+    lifetime. With ``log`` (the default) durably-sched's log lines reach stderr when the host app
+    has not configured logging. ``scheduler`` is the running scheduler between start-up and
+    shut-down. :func:`lifespan` is this class."""
 
     def __init__(
         self,
-        durably: Durably,
+        durably: WebFacade,
         *,
         schedules: str | SchedulesConfig | None = None,
         scheduler: bool = True,
@@ -92,18 +95,5 @@ class DurablyLifespan:
             self.scheduler = None
 
 
-def lifespan(
-    durably: Durably,
-    *,
-    schedules: str | SchedulesConfig | None = None,
-    scheduler: bool = True,
-    worker: bool = True,
-    stop_grace: float = 10.0,
-    log: bool = True,
-) -> DurablyLifespan:
-    """A Starlette/FastAPI lifespan running ``durably``'s worker and (with ``schedules``, a path to
-    a schedules file or a loaded config) a scheduler for the app's lifetime. With ``log`` (the
-    default) durably-sched's log lines reach stderr when the host app has not configured logging."""
-    return DurablyLifespan(
-        durably, schedules=schedules, scheduler=scheduler, worker=worker, stop_grace=stop_grace, log=log
-    )
+lifespan = DurablyLifespan
+"""``lifespan(durably, schedules=..., scheduler=True, worker=True, stop_grace=10.0, log=True)``."""

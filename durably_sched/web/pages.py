@@ -16,14 +16,15 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import BaseRoute, Route
 
 from ..errors import RunNotFoundError
+from ..record_fields import clock_text
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.reloading import config_errors_shown
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
 from . import _json
+from ._context import app_root, context
 from ._parse import ApiError, check_request_text, parse_time, run_query, shown
 from ._pictures import schedule_pictures, sparklines
-from .api import schedule_json, schedules_json
-from .app import app_root, context
+from ._schedules import schedule_json, schedules_json
 from .auth import SESSION_COOKIE, SESSION_SECONDS, safe_next
 
 _env = jinja2.Environment(
@@ -44,11 +45,7 @@ def _duration(seconds: float | None) -> str:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return clock_text(seconds)
 
 
 def _plural(count: int, word: str) -> str:
@@ -126,8 +123,8 @@ async def home(request: Request) -> Response:
     ctx = context(request)
     config = ctx.schedules()
     schedules = await schedules_json(ctx)
-    page_ = await ctx.durably.store.list_runs_page(run_query_for(limit=15))
-    sparks = await sparklines(ctx.durably.store, [s["name"] for s in schedules]) if schedules else {}
+    page_ = await ctx.durably.list_runs_page(run_query_for(limit=15))
+    sparks = await sparklines(ctx.durably, [s["name"] for s in schedules]) if schedules else {}
     return render(
         request,
         "home.html",
@@ -149,7 +146,7 @@ def run_query_for(limit: int) -> Any:
 async def runs_page(request: Request) -> Response:
     ctx = context(request)
     query = run_query(request)
-    store = ctx.durably.store
+    store = ctx.durably
     page_ = await store.list_runs_page(query)
     total, capped = await store.count_runs(query)
     params = request.query_params
@@ -223,7 +220,7 @@ async def schedule_page(request: Request) -> Response:
     entry = config.schedules.get(name) if config is not None else None
     before_text = request.query_params.get("before")
     before = parse_time(before_text, "before") if before_text else None
-    store = ctx.durably.store
+    store = ctx.durably
     records = await store.list_fire_records(name, limit=50, before=before)
     if entry is None and not records:
         raise ApiError(404, "not_found", f"unknown schedule '{name}'")
@@ -356,7 +353,7 @@ async def login(request: Request) -> Response:
         ctx.throttle.failed(client)
         return render(request, "login.html", 401, next=target, failed=True, wait=None)
     cookie, session = ctx.auth.make_session(role)
-    await ctx.durably.store.create_web_session(session, role, SESSION_SECONDS)
+    await ctx.durably.create_web_session(session, role, SESSION_SECONDS)
     response = RedirectResponse(target, 303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -380,7 +377,7 @@ async def logout(request: Request) -> Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     verified = ctx.auth.verify_session(cookie) if cookie and ctx.auth.enabled else None
     if verified is not None:
-        await ctx.durably.store.delete_web_session(verified[1])
+        await ctx.durably.delete_web_session(verified[1])
     response = RedirectResponse(f"{root}/login", 303)
     response.delete_cookie(SESSION_COOKIE, path=(root or "") + "/", httponly=True, samesite="strict")
     return response

@@ -847,3 +847,27 @@ def test_serve_refuses_an_empty_role_set(project: Project) -> None:
     assert result.exit_code == 2
     assert "leave nothing to do" in result.stderr
     assert not project.db.exists()
+
+
+# --- sync job functions ------------------------------------------------------------------------------
+
+
+def test_a_sync_job_function_is_refused_when_the_jobs_load(project: Project) -> None:
+    project.write(
+        f"{project.jobs}/sync.py",
+        "from durably_sched import define_job\n\n"
+        "def report(step, payload):\n"
+        "    return {}\n\n"
+        "report_job = define_job(name='report', run=report)\n",
+    )
+    result = project.run("trigger", "plain")
+    assert result.exit_code == 2
+    line = error_line(result)
+    assert (
+        f"jobs module '{project.jobs}.sync' failed to import: ArgumentTypeError: "
+        "job 'report': run must be an " in line
+    )
+    assert "async function (async def report(step, payload)), but report is a plain function" in line
+    assert "await step.run('name', sync_function) runs it in a thread" in line
+    assert f"{project.jobs}/sync.py:6" in line
+    assert not project.db.exists()

@@ -470,7 +470,7 @@ async def test_events_are_typed_and_a_raising_listener_breaks_nothing(make: Any)
     durably.on("worker:error", worker_errors.append)
     res = await durably.jobs.ev.trigger_and_wait({"filename": "a"}, timeout=5)
     assert res.output == ImageOut(url="x")
-    # Lease renewals depend on timing (heartbeats every 0.2 s here): tests/unit/test_parity.py.
+    # Lease renewals depend on timing (heartbeats every 0.2 s here): tests/unit/test_facade_api.py.
     types = [e.type for e in seen if e.type not in ("worker:error", "run:lease-renewed")]
     assert types == [
         "run:trigger",

@@ -1,4 +1,4 @@
-"""The rest of the ported library's API, on SQLite and PostgreSQL (every test takes the ``backend``
+"""The facade's API beyond the core, on SQLite and PostgreSQL (every test takes the ``backend``
 fixture through ``make``): coalescing triggers, ``wait_for_run`` callbacks, one-shot processing,
 retention options, typed labels and the events added with them.
 

@@ -1,4 +1,4 @@
-"""Failures you can act on, in one process, on SQLite and on PostgreSQL (the ``backend`` fixture):
+"""The worker on failures you can act on, in one process, on SQLite and PostgreSQL (``backend``):
 tracebacks, automatic retries, timeouts, cooperative cancellation, a stop that stops, the worker
 registry and early takeover of a gone worker on this host.
 
@@ -92,7 +92,7 @@ async def test_a_failed_run_keeps_its_traceback_and_events_and_the_log_carry_it(
     assert run.failed_step_name == "decode" and run.failed_attempts == 1
     assert run.traceback is not None
     assert run.traceback.startswith("Traceback (most recent call last):")
-    assert 'test_failures.py", line' in run.traceback and "in parse" in run.traceback
+    assert 'test_worker.py", line' in run.traceback and "in parse" in run.traceback
     # The exception line ends it, followed (a note, as Python prints them) by what was left out.
     assert run.traceback.rstrip().splitlines()[-2:][0] == "ValueError: not a binary PPM image"
     step_fail = next(e for e in events if e.type == "step:fail")
