@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from .base import ScheduleActivity
+from .records import ScheduleActivity
 
 SQLITE = (
     "SELECT schedule_name AS schedule, (created_at - ?) / ? AS bucket, count(*) AS runs, "

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .base import RunQuery
+from .records import RunQuery
 
 Dialect = Literal["sqlite", "postgres"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import SchemaVersionError
 from ._common import SCHEMA_VERSION, newer_schema_message
-from .base import (
+from .records import (
     FINISHED_STATUSES,
     FireRecord,
     LogRecord,
