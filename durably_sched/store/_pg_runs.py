@@ -95,9 +95,6 @@ class PostgresRuns(PostgresAccess):
 
         return await self._run("get_run_statuses", read)
 
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        return (await self.list_runs_page(query)).runs
-
     async def list_runs_page(self, query: RunQuery) -> RunPage:
         built = _runs_query.page_sql(query, RUN_SELECT, "postgres", aware)
         if built is None:

@@ -43,6 +43,7 @@ from .rows import (
     leased_by_worker,
     run_from_row,
     worker_from_row,
+    worker_values,
 )
 from .rules import END_STATUS, AttemptEnd, EndKind
 
@@ -50,14 +51,8 @@ from .rules import END_STATUS, AttemptEnd, EndKind
 class PostgresWork(PostgresAccess):
     """Claims and every write a run's holder makes, fenced on the run's generation."""
 
-    async def claim(
-        self,
-        worker_id: str,
-        job_names: Sequence[str],
-        limit: int,
-        lease_seconds: float,
-        *,
-        run_ids: Sequence[str] | None = None,
+    async def _claim(
+        self, worker_id: str, jobs: list[str], limit: int, lease_seconds: float, run_ids: Sequence[str] | None
     ) -> list[RunRecord]:
         """Claim up to ``limit`` runs, oldest first.
 
@@ -79,9 +74,6 @@ class PostgresWork(PostgresAccess):
            taken after our key locks were granted, so it sees every claim committed by earlier
            holders of those locks; only one claim of a key can pass the re-check at a time.
         """
-        if limit <= 0 or not job_names or (run_ids is not None and not run_ids):
-            return []
-        jobs = list(job_names)
         only = list(run_ids) if run_ids is not None else None
         only_sql = "AND r.id = ANY($5::text[])" if only else ""
         quick_sql = CLAIM_ONE_STATEMENT.format(only=only_sql)
@@ -125,17 +117,9 @@ class PostgresWork(PostgresAccess):
             claimed = await conn.fetch(CLAIM_UPDATE, list(previous), worker_id, float(lease_seconds))
         return [(r["seq"], run_from_row(r, previous_worker_id=previous.get(r["seq"]))) for r in claimed]
 
-    async def renew_leases(
-        self,
-        leases: Sequence[tuple[str, int]],
-        lease_seconds: float,
-        *,
-        worker: tuple[str, int] | None = None,
+    async def _renew_leases(
+        self, leases: Sequence[tuple[str, int]], lease_seconds: float, worker: tuple[str, int] | None
     ) -> dict[str, WriteResult]:
-        if not leases:
-            if worker is not None:
-                await self.heartbeat_worker(*worker)
-            return {}
         args: list[Any] = [[r for r, _ in leases], [g for _, g in leases], float(lease_seconds)]
         sql = RENEW
         if worker is not None:
@@ -204,17 +188,7 @@ class PostgresWork(PostgresAccess):
         return await self._fenced("append_logs", APPEND_LOGS, run_id, generation, logs)
 
     async def register_worker(self, info: WorkerInfo) -> None:
-        args = (
-            info.id,
-            info.host,
-            info.host_key,
-            info.pid,
-            info.process_start,
-            info.version,
-            dumps(list(info.jobs)),
-            info.concurrency,
-            float(info.lease_seconds),
-        )
+        args = worker_values(info)
 
         async def register(conn: Any, replay: bool) -> None:
             await conn.execute(

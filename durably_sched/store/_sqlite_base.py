@@ -8,12 +8,28 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ._common import dt_to_ms, dumps, ms_to_dt
-from .records import NewLog, RunRecord, WriteResult
-from .rows import RUN_COLUMNS, STATE_COLUMNS, columns, fence_result, run_from_row
+from .records import FireRecord, LogRecord, NewLog, RunRecord, ScheduleState, StepRecord, WriteResult
+from .rows import (
+    LOG_COLUMNS,
+    RUN_COLUMNS,
+    STATE_COLUMNS,
+    STEP_COLUMNS,
+    WORKER_COLUMNS,
+    columns,
+    fence_result,
+    fire_from_row,
+    log_from_row,
+    run_from_row,
+    state_from_row,
+    step_from_row,
+)
 
 T = TypeVar("T")
 RUN_SELECT = columns(RUN_COLUMNS)
 STATE_SELECT = columns(STATE_COLUMNS)
+STEP_SELECT = columns(STEP_COLUMNS)
+LOG_SELECT = columns(LOG_COLUMNS)
+WORKER_SELECT = columns(WORKER_COLUMNS)
 
 
 class SqliteAccess:
@@ -54,3 +70,19 @@ def insert_logs(conn: sqlite3.Connection, run_id: str, logs: Sequence[NewLog]) -
                 for lg in logs
             ],
         )
+
+
+def step_record(row: Any) -> StepRecord:
+    return step_from_row(row, ms_to_dt)
+
+
+def log_record(row: Any) -> LogRecord:
+    return log_from_row(row, ms_to_dt)
+
+
+def fire_record(row: Any) -> FireRecord:
+    return fire_from_row(row, ms_to_dt)
+
+
+def state_record(row: Any) -> ScheduleState:
+    return state_from_row(row, ms_to_dt)

@@ -11,29 +11,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, TypeVar
 
-from ._common import dt_to_ms, dumps, ms_to_dt
-from ._sqlite_base import RUN_SELECT, STATE_SELECT, SqliteAccess, fetch_run, now_ms, run_record
+from . import rules
+from ._common import dt_to_ms, dumps
+from ._sqlite_base import RUN_SELECT, STATE_SELECT, SqliteAccess, fetch_run, now_ms, run_record, state_record
 from .records import Disposition, NewRun, RunRecord, ScheduleState
-from .rows import ACTIVE_SQL, state_from_row
-from .rules import (
-    AdvanceCursor,
-    FetchRun,
-    FetchState,
-    FindCoalesceTarget,
-    FindIdempotent,
-    InsertRuns,
-    LockCoalescing,
-    LockSchedules,
-    MakeRule,
-    Op,
-    PauseState,
-    RecordFire,
-    ResumeState,
-    ScheduleActive,
-    SeenFire,
-    TakeFireSlot,
-    drive,
-)
+from .rows import ACTIVE_SQL
 
 T = TypeVar("T")
 UPSERT_CURSOR = (
@@ -45,9 +27,9 @@ UPSERT_CURSOR = (
 class SqliteRules(SqliteAccess):
     """Runs the domain rules on the SQLite store's writer."""
 
-    async def _rule(self, what: str, make: MakeRule[T], *, atomic: bool = True) -> T:
+    async def _rule(self, what: str, make: rules.MakeRule[T], *, atomic: bool = True) -> T:
         def run(conn: sqlite3.Connection) -> T:
-            return drive(make(False), Answers(conn).answer)
+            return rules.drive(make(False), Answers(conn).answer)
 
         return await self._write(run)
 
@@ -59,46 +41,46 @@ class Answers:
         self.conn = conn
         self.now = now_ms()
 
-    def answer(self, op: Op) -> Any:
+    def answer(self, op: rules.Op) -> Any:
         conn = self.conn
         match op:
-            case LockSchedules() | LockCoalescing():
+            case rules.LockSchedules() | rules.LockCoalescing():
                 return None  # BEGIN IMMEDIATE holds the file's write lock already
-            case AdvanceCursor(schedule, to):
+            case rules.AdvanceCursor(schedule, to):
                 conn.execute(UPSERT_CURSOR, (schedule, dt_to_ms(to)))
                 return None
-            case TakeFireSlot():
+            case rules.TakeFireSlot():
                 return self.take_fire_slot(op)
-            case RecordFire(schedule, fire_time, outcome, run_id):
+            case rules.RecordFire(schedule, fire_time, outcome, run_id):
                 conn.execute(
                     "UPDATE fire_records SET outcome = ?, run_id = ?, recorded_at = ? "
                     "WHERE schedule = ? AND fire_time = ?",
                     (outcome, run_id, self.now, schedule, dt_to_ms(fire_time)),
                 )
                 return None
-            case ScheduleActive(schedule):
+            case rules.ScheduleActive(schedule):
                 sql = (
                     "SELECT 1 FROM runs INDEXED BY runs_schedule_active WHERE schedule_name = ? "
                     f"AND status IN {ACTIVE_SQL} LIMIT 1"
                 )
                 return conn.execute(sql, (schedule,)).fetchone() is not None
-            case FetchRun(run_id):
+            case rules.FetchRun(run_id):
                 return fetch_run(conn, run_id)
-            case FindIdempotent(run):
+            case rules.FindIdempotent(run):
                 return _idempotent(conn, run)
-            case FindCoalesceTarget(run):
+            case rules.FindCoalesceTarget(run):
                 return self.coalesce_target(run)
-            case InsertRuns(runs):
+            case rules.InsertRuns(runs):
                 return [self.insert_run(run) for run in runs]
-            case PauseState():
+            case rules.PauseState():
                 return self.pause(op)
-            case ResumeState():
+            case rules.ResumeState():
                 return self.resume(op)
-            case FetchState(schedule):
+            case rules.FetchState(schedule):
                 return _state(conn, schedule)
         raise AssertionError(f"unknown operation {op!r}")  # pragma: no cover
 
-    def take_fire_slot(self, op: TakeFireSlot) -> SeenFire | None:
+    def take_fire_slot(self, op: rules.TakeFireSlot) -> rules.SeenFire | None:
         key = (op.schedule, dt_to_ms(op.fire_time))
         taken = self.conn.execute(
             "INSERT INTO fire_records (schedule, fire_time, outcome, run_id, recorded_at) "
@@ -116,7 +98,7 @@ class Answers:
         row = self.conn.execute(
             "SELECT outcome, run_id FROM fire_records WHERE schedule = ? AND fire_time = ?", key
         ).fetchone()
-        return SeenFire(row["outcome"], row["run_id"])
+        return rules.SeenFire(row["outcome"], row["run_id"])
 
     def coalesce_target(self, run: NewRun) -> RunRecord | None:
         row = self.conn.execute(
@@ -160,7 +142,7 @@ class Answers:
         assert existing is not None
         return existing, "idempotent"
 
-    def pause(self, op: PauseState) -> ScheduleState | None:
+    def pause(self, op: rules.PauseState) -> ScheduleState | None:
         now = self.now if op.at is None else dt_to_ms(op.at)
         self.conn.execute(
             "INSERT INTO schedule_states (schedule, updated_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -174,9 +156,9 @@ class Answers:
             f"RETURNING {STATE_SELECT}",
             (int(op.auto), now, now, op.by, op.reason, int(op.auto), now, op.schedule, op.min_failures),
         ).fetchone()
-        return None if row is None else state_from_row(row, ms_to_dt)
+        return None if row is None else state_record(row)
 
-    def resume(self, op: ResumeState) -> ScheduleState | None:
+    def resume(self, op: rules.ResumeState) -> ScheduleState | None:
         now = self.now if op.at is None else dt_to_ms(op.at)
         row = self.conn.execute(
             "UPDATE schedule_states SET paused = 0, resumed_at = ?, resumed_by = ?, "
@@ -184,7 +166,7 @@ class Answers:
             f"RETURNING {STATE_SELECT}",
             (now, op.by, now, op.schedule),
         ).fetchone()
-        return None if row is None else state_from_row(row, ms_to_dt)
+        return None if row is None else state_record(row)
 
 
 def _idempotent(conn: sqlite3.Connection, run: NewRun) -> RunRecord | None:
@@ -201,4 +183,4 @@ def _state(conn: sqlite3.Connection, schedule: str) -> ScheduleState | None:
     row = conn.execute(
         f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ?", (schedule,)
     ).fetchone()
-    return None if row is None else state_from_row(row, ms_to_dt)
+    return None if row is None else state_record(row)

@@ -5,42 +5,33 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from . import _runs_query
 from ._common import dt_to_ms, ms_to_dt, prefix_upper_bound
 from ._sqlite_base import (
+    LOG_SELECT,
     RUN_SELECT,
+    STEP_SELECT,
     SqliteAccess,
     fetch_run,
+    log_record,
     now_ms,
     run_record,
+    step_record,
 )
 from .attempts import ATTEMPTS_SQL, AttemptRecord, attempt_from_row
-from .records import (
-    COUNT_CAP,
-    LogRecord,
-    RunChanges,
-    RunPage,
-    RunQuery,
-    RunRecord,
-    RunStatus,
-    StepRecord,
-)
+from .records import COUNT_CAP, LogRecord, RunChanges, RunPage, RunQuery, RunRecord, RunStatus, StepRecord
 from .rows import (
     ACTIVE_SQL,
     FINISHED_SQL,
-    LOG_COLUMNS,
     RUN_COLUMNS,
-    STEP_COLUMNS,
     columns,
-    log_from_row,
-    step_from_row,
 )
 
 
 class SqliteRuns(SqliteAccess):
-    """Reads of runs, steps and logs, and the operator's writes to runs."""
+    """Reads on the reader connection (never blocked by the writer in WAL mode); the operator's
+    writes to runs through the writer."""
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         rows = await self._read(f"SELECT {RUN_SELECT} FROM runs WHERE id = ?", (run_id,))
@@ -52,9 +43,6 @@ class SqliteRuns(SqliteAccess):
         marks = ",".join("?" * len(run_ids))
         rows = await self._read(f"SELECT id, status FROM runs WHERE id IN ({marks})", list(run_ids))
         return {r["id"]: r["status"] for r in rows}
-
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        return (await self.list_runs_page(query)).runs
 
     async def list_runs_page(self, query: RunQuery) -> RunPage:
         built = _runs_query.page_sql(query, RUN_SELECT, "sqlite", dt_to_ms)
@@ -83,11 +71,11 @@ class SqliteRuns(SqliteAccess):
         if not positions:
             return {}
         sql = " UNION ALL ".join(
-            f"SELECT {columns(STEP_COLUMNS)} FROM steps WHERE run_id = ? AND idx >= ?" for _ in positions
+            f"SELECT {STEP_SELECT} FROM steps WHERE run_id = ? AND idx >= ?" for _ in positions
         )
         out: dict[str, list[StepRecord]] = {}
         for r in await self._read(sql, [value for item in positions.items() for value in item]):
-            out.setdefault(r["run_id"], []).append(step_from_row(r, ms_to_dt))
+            out.setdefault(r["run_id"], []).append(step_record(r))
         for steps in out.values():
             steps.sort(key=lambda step: step.index)
         return out
@@ -98,14 +86,13 @@ class SqliteRuns(SqliteAccess):
         if not positions:
             return {}
         sql = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = ? AND id > ? "
-            "ORDER BY id LIMIT ?)"
+            f"SELECT * FROM (SELECT {LOG_SELECT} FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?)"
             for _ in positions
         )
         params = [value for run_id, after in positions.items() for value in (run_id, after, limit)]
         out: dict[str, list[LogRecord]] = {}
         for r in await self._read(sql, params):
-            out.setdefault(r["run_id"], []).append(log_from_row(r, ms_to_dt))
+            out.setdefault(r["run_id"], []).append(log_record(r))
         for logs in out.values():
             logs.sort(key=lambda entry: entry.id)
         return out
@@ -118,28 +105,23 @@ class SqliteRuns(SqliteAccess):
             "ORDER BY seq DESC LIMIT ?",
             (active_limit,),
         )
-        created: list[Any] = []
+        created: list[RunRecord] = []
+        finished: list[RunRecord] = []
+        last_seq = after_seq or 0
         if after_seq is None:
-            rows = await self._read("SELECT max(seq) AS last FROM runs")
-            last_seq = int(rows[0]["last"] or 0)
+            last_seq = int((await self._read("SELECT coalesce(max(seq), 0) FROM runs"))[0][0])
         else:
-            created = await self._read(
-                f"SELECT seq, {RUN_SELECT} FROM runs WHERE seq > ? ORDER BY seq LIMIT 500", (after_seq,)
-            )
-            last_seq = int(created[-1]["seq"]) if created else after_seq
-        finished: list[Any] = []
+            sql = f"SELECT seq, {RUN_SELECT} FROM runs WHERE seq > ? ORDER BY seq LIMIT 500"
+            for row in await self._read(sql, (after_seq,)):
+                created.append(run_record(row))
+                last_seq = int(row["seq"])
         if finished_since is not None:
-            finished = await self._read(
+            sql = (
                 f"SELECT {RUN_SELECT} FROM runs INDEXED BY runs_finished WHERE status IN {FINISHED_SQL} "
-                "AND completed_at >= ? ORDER BY completed_at LIMIT 500",
-                (dt_to_ms(finished_since),),
+                "AND completed_at >= ? ORDER BY completed_at LIMIT 500"
             )
-        return RunChanges(
-            active=[run_record(r) for r in active],
-            created=[run_record(r) for r in created],
-            finished=[run_record(r) for r in finished],
-            last_seq=last_seq,
-        )
+            finished.extend(run_record(r) for r in await self._read(sql, (dt_to_ms(finished_since),)))
+        return RunChanges([run_record(r) for r in active], created, finished, last_seq)
 
     async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
         # A range on the id's unique index (BINARY collation = code point order), not LIKE, which
@@ -158,10 +140,8 @@ class SqliteRuns(SqliteAccess):
         return {(r["job_name"], r["status"]): r["n"] for r in rows}
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
-        rows = await self._read(
-            f"SELECT {columns(STEP_COLUMNS)} FROM steps WHERE run_id = ? ORDER BY idx", (run_id,)
-        )
-        return [step_from_row(r, ms_to_dt) for r in rows]
+        rows = await self._read(f"SELECT {STEP_SELECT} FROM steps WHERE run_id = ? ORDER BY idx", (run_id,))
+        return [step_record(r) for r in rows]
 
     async def get_attempts(self, run_id: str, after: int = 0) -> list[AttemptRecord]:
         rows = await self._read(ATTEMPTS_SQL.format(run="?", after="?"), (run_id, after))
@@ -169,10 +149,10 @@ class SqliteRuns(SqliteAccess):
 
     async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
         rows = await self._read(
-            f"SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
+            f"SELECT {LOG_SELECT} FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
             (run_id, after_id, limit),
         )
-        return [log_from_row(r, ms_to_dt) for r in rows]
+        return [log_record(r) for r in rows]
 
     async def last_log_id(self, run_id: str) -> int:
         rows = await self._read("SELECT max(id) AS last FROM logs WHERE run_id = ?", (run_id,))

@@ -7,10 +7,7 @@ from datetime import datetime, timedelta
 
 from . import _activity
 from ._common import dt_to_ms, ms_to_dt
-from ._sqlite_base import (
-    STATE_SELECT,
-    SqliteAccess,
-)
+from ._sqlite_base import STATE_SELECT, SqliteAccess, fire_record, state_record
 from .records import (
     FireRecord,
     ScheduleActivity,
@@ -19,13 +16,11 @@ from .records import (
 from .rows import (
     FIRE_COLUMNS,
     columns,
-    fire_from_row,
-    state_from_row,
 )
 
 
 class SqliteSchedules(SqliteAccess):
-    """Cursors, fire records and schedule states."""
+    """Cursors, fire records and schedule states (times stored as epoch milliseconds)."""
 
     async def get_cursors(self) -> dict[str, datetime]:
         rows = await self._read("SELECT schedule, last_fire_time FROM schedule_cursors")
@@ -56,7 +51,7 @@ class SqliteSchedules(SqliteAccess):
             "WHERE schedule = ? AND fire_time < ? ORDER BY fire_time DESC LIMIT ?",
             (schedule, bound, limit),
         )
-        return [fire_from_row(r, ms_to_dt) for r in rows]
+        return [fire_record(r) for r in rows]
 
     async def last_fire_records(self) -> dict[str, FireRecord]:
         rows = await self._read(
@@ -64,7 +59,7 @@ class SqliteSchedules(SqliteAccess):
             "JOIN (SELECT schedule, max(fire_time) AS t FROM fire_records GROUP BY schedule) m "
             "ON m.schedule = f.schedule AND m.t = f.fire_time"
         )
-        return {r["schedule"]: fire_from_row(r, ms_to_dt) for r in rows}
+        return {r["schedule"]: fire_record(r) for r in rows}
 
     async def purge_fire_records(self, older_than: datetime, batch_size: int = 500) -> int:
         cutoff = dt_to_ms(older_than)
@@ -81,11 +76,11 @@ class SqliteSchedules(SqliteAccess):
     async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
         where = " WHERE paused = 1 OR consecutive_failures > 0" if attention_only else ""
         rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states{where}")
-        return {r["schedule"]: state_from_row(r, ms_to_dt) for r in rows}
+        return {r["schedule"]: state_record(r) for r in rows}
 
     async def get_schedule_state(self, schedule: str) -> ScheduleState | None:
         rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ?", (schedule,))
-        return state_from_row(rows[0], ms_to_dt) if rows else None
+        return state_record(rows[0]) if rows else None
 
     async def schedule_activity(
         self, until: datetime, bucket: timedelta, buckets: int

@@ -8,50 +8,27 @@ from datetime import datetime
 from typing import Any
 
 from ._common import dt_to_ms, dumps, ms_to_dt
-from ._sqlite_base import (
-    RUN_SELECT,
-    SqliteAccess,
-    fence,
-    insert_logs,
-    now_ms,
-)
-from .records import (
-    Checkpoint,
-    NewLog,
-    Progress,
-    RunRecord,
-    WorkerInfo,
-    WorkerRecord,
-    WriteResult,
-)
+from ._sqlite_base import RUN_SELECT, WORKER_SELECT, SqliteAccess, fence, insert_logs, now_ms
+from .records import Checkpoint, NewLog, Progress, RunRecord, WorkerInfo, WorkerRecord, WriteResult
 from .rows import (
     ACTIVE_SQL,
     HELD_SQL,
     LEASED_RUNS,
-    WORKER_COLUMNS,
-    columns,
     leased_by_worker,
     run_from_row,
     worker_from_row,
+    worker_values,
 )
 from .rules import AttemptEnd, EndKind
 
 
 class SqliteWork(SqliteAccess):
-    """Claims and every write a run's holder makes, fenced on the run's generation."""
+    """Claims (one write: a scan of active runs, checked key by key) and the holder's writes, fenced on
+    the generation in the UPDATE's WHERE clause; the registry."""
 
-    async def claim(
-        self,
-        worker_id: str,
-        job_names: Sequence[str],
-        limit: int,
-        lease_seconds: float,
-        *,
-        run_ids: Sequence[str] | None = None,
+    async def _claim(
+        self, worker_id: str, jobs: list[str], limit: int, lease_seconds: float, run_ids: Sequence[str] | None
     ) -> list[RunRecord]:
-        if limit <= 0 or not job_names or (run_ids is not None and not run_ids):
-            return []
-        jobs = list(job_names)
         only = list(run_ids) if run_ids is not None else []
         only_clause = f"AND id IN ({','.join('?' * len(only))}) " if only else ""
         lease_ms = int(lease_seconds * 1000)
@@ -104,17 +81,9 @@ class SqliteWork(SqliteAccess):
 
         return await self._write(claim)
 
-    async def renew_leases(
-        self,
-        leases: Sequence[tuple[str, int]],
-        lease_seconds: float,
-        *,
-        worker: tuple[str, int] | None = None,
+    async def _renew_leases(
+        self, leases: Sequence[tuple[str, int]], lease_seconds: float, worker: tuple[str, int] | None
     ) -> dict[str, WriteResult]:
-        if not leases:
-            if worker is not None:
-                await self.heartbeat_worker(*worker)
-            return {}
         lease_ms = int(lease_seconds * 1000)
 
         def renew(conn: sqlite3.Connection) -> dict[str, WriteResult]:
@@ -203,26 +172,14 @@ class SqliteWork(SqliteAccess):
         def register(conn: sqlite3.Connection) -> None:
             now = now_ms()
             conn.execute(
-                f"INSERT INTO workers ({columns(WORKER_COLUMNS)}) "
+                f"INSERT INTO workers ({WORKER_SELECT}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL) "
                 "ON CONFLICT (id) DO UPDATE SET host = excluded.host, host_key = excluded.host_key, "
                 "pid = excluded.pid, process_start = excluded.process_start, version = excluded.version, "
                 "jobs = excluded.jobs, concurrency = excluded.concurrency, "
                 "lease_seconds = excluded.lease_seconds, heartbeat_at = excluded.heartbeat_at, "
                 "gone_at = NULL, gone_by = NULL",
-                (
-                    info.id,
-                    info.host,
-                    info.host_key,
-                    info.pid,
-                    info.process_start,
-                    info.version,
-                    dumps(list(info.jobs)),
-                    info.concurrency,
-                    float(info.lease_seconds),
-                    now,
-                    now,
-                ),
+                (*worker_values(info), now, now),
             )
 
         await self._write(register)
@@ -243,7 +200,7 @@ class SqliteWork(SqliteAccess):
         at = now_ms()
         now = ms_to_dt(at)
         assert now is not None
-        rows = await self._read(f"SELECT {columns(WORKER_COLUMNS)} FROM workers ORDER BY started_at, id")
+        rows = await self._read(f"SELECT {WORKER_SELECT} FROM workers ORDER BY started_at, id")
         held = leased_by_worker(await self._read(LEASED_RUNS.format(now="?"), (at,)) if rows else [])
         return [worker_from_row(r, now, ms_to_dt, held) for r in rows]
 

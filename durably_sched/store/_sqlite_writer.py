@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import DatabaseLockedError, InvalidArgumentError, StoreError
-from ._common import NOT_UNICODE
+from ._common import NOT_UNICODE, stop_task
 
 __all__ = ["CHECKPOINT_EVERY", "WriteFn", "Writer", "is_busy", "switch_to_wal"]
 
@@ -143,10 +143,7 @@ class Writer:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         for write in self._pending:
             if not write.future.done():
                 write.future.set_exception(StoreError("store closed"))

@@ -169,9 +169,9 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
     async def get_run_statuses(self, run_ids: Sequence[str]) -> dict[str, RunStatus]:
         """Statuses of many runs in one query (used by waiters polling across processes)."""
 
-    @abc.abstractmethod
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching the query, newest first."""
+        return (await self.list_runs_page(query)).runs
 
     @abc.abstractmethod
     async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
@@ -232,7 +232,6 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         """The id of the run's newest log line (0 when it has none): where "logs from now on" start."""
 
     # -- worker side: claims and fenced writes ------------------------------------------------
-    @abc.abstractmethod
     async def claim(
         self,
         worker_id: str,
@@ -254,8 +253,16 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         (the fencing token every later write by this holder is conditioned on); the records
         returned carry ``previous_worker_id``.
         """
+        if limit <= 0 or not job_names or (run_ids is not None and not run_ids):
+            return []
+        return await self._claim(worker_id, list(job_names), limit, lease_seconds, run_ids)
 
     @abc.abstractmethod
+    async def _claim(
+        self, worker_id: str, jobs: list[str], limit: int, lease_seconds: float, run_ids: Sequence[str] | None
+    ) -> list[RunRecord]:
+        """The backend's claim (``jobs`` and ``limit``, and ``run_ids`` when given, are not empty)."""
+
     async def renew_leases(
         self,
         leases: Sequence[tuple[str, int]],
@@ -268,6 +275,17 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         ``worker`` = (worker id, runs held): the registry's heartbeat of that worker, written in the
         same transaction (no extra round trip).
         """
+        if not leases:
+            if worker is not None:
+                await self.heartbeat_worker(*worker)
+            return {}
+        return await self._renew_leases(leases, lease_seconds, worker)
+
+    @abc.abstractmethod
+    async def _renew_leases(
+        self, leases: Sequence[tuple[str, int]], lease_seconds: float, worker: tuple[str, int] | None
+    ) -> dict[str, WriteResult]:
+        """The backend's renewal of (not zero) leases."""
 
     @abc.abstractmethod
     async def checkpoint(self, cp: Checkpoint) -> WriteResult:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import SchemaVersionError
-from ._common import SCHEMA_VERSION, newer_schema_message
+from ._common import SCHEMA_VERSION, dumps, newer_schema_message
 from .records import (
     FINISHED_STATUSES,
     FireRecord,
@@ -28,6 +28,7 @@ from .records import (
     RunRecord,
     ScheduleState,
     StepRecord,
+    WorkerInfo,
     WorkerRecord,
     WriteResult,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "state_from_row",
     "step_from_row",
     "worker_from_row",
+    "worker_values",
 ]
 
 Row = Mapping[str, Any]
@@ -319,3 +321,20 @@ def check_schema_version(found: int) -> None:
         raise SchemaVersionError(
             f"database schema version {found} is older than {SCHEMA_VERSION}: run `durably-sched migrate`"
         )
+
+
+def worker_values(info: WorkerInfo) -> tuple[Any, ...]:
+    """A registry row's values as the worker registers them: id, host, host_key, pid,
+    process_start, version, jobs (JSON), concurrency, lease_seconds."""
+    jobs = dumps(list(info.jobs))
+    return (
+        info.id,
+        info.host,
+        info.host_key,
+        info.pid,
+        info.process_start,
+        info.version,
+        jobs,
+        info.concurrency,
+        float(info.lease_seconds),
+    )
