@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+from ..errors import InvalidArgumentError
+
 SCHEMA_VERSION = 8
 NOT_UNICODE = "a text argument is not valid Unicode (a lone surrogate such as \\ud800 has no UTF-8 form)"
 """Both stores refuse such text with InvalidArgumentError (the facade names the field first)."""
@@ -43,7 +45,7 @@ def ms_to_dt(ms: int | None) -> datetime | None:
 
 def dt_to_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
-        raise ValueError("naive datetime: durably-sched needs timezone-aware times")
+        raise InvalidArgumentError("naive datetime: durably-sched needs timezone-aware times")
     return round(dt.timestamp() * 1000)
 
 

@@ -507,7 +507,7 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
     ) -> dict[str, ScheduleActivity]:
         """For every schedule with runs created in the ``buckets`` buckets of length ``bucket``
         ending at ``until``: its runs and failed runs per bucket, in one query (schedules without
-        runs in the window are left out). ValueError for fewer than 1 or more than 1000 buckets."""
+        runs in the window are left out). InvalidArgumentError for fewer than 1 or more than 1000 buckets."""
 
     @abc.abstractmethod
     async def last_run_times(self) -> dict[str, datetime]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..errors import SchemaVersionError
+from ..errors import SchemaVersionError, StoreError
 from ._common import SCHEMA_VERSION, dumps, newer_schema_message
 from .records import (
     FINISHED_STATUSES,
@@ -148,7 +148,7 @@ def _same(value: Any) -> Any:
 
 def _required(value: datetime | None, column: str) -> datetime:
     if value is None:  # pragma: no cover - NOT NULL columns
-        raise ValueError(f"column {column} is NULL")
+        raise StoreError(f"column {column} is NULL")
     return value
 
 
