@@ -61,33 +61,42 @@ class SeenFire:
 
 
 @dataclass(frozen=True, slots=True)
-class TakeFireSlot:
+class _OfFireTime:
+    schedule: str
+    fire_time: datetime
+    outcome: FireOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class TakeFireSlot(_OfFireTime):
     """Record the fire time with ``outcome`` unless it has a record (with ``replace_paused``, a
     ``paused`` record is taken over as if there were none). Answer: None when the record is now
     ours, else the :class:`SeenFire` that was there. The record's key (schedule, fire time) is what
     makes a fire time happen once, whichever process fires it."""
 
-    schedule: str
-    fire_time: datetime
-    outcome: FireOutcome
     replace_paused: bool
 
 
 @dataclass(frozen=True, slots=True)
-class RecordFire:
+class RecordFire(_OfFireTime):
     """Set the outcome (and run) of a fire record taken in this transaction. Answer: None."""
 
-    schedule: str
-    fire_time: datetime
-    outcome: FireOutcome
     run_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class ScheduleActive:
+class _OfSchedule:
+    schedule: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleActive(_OfSchedule):
     """Answer: whether a run of the schedule is pending or running."""
 
-    schedule: str
+
+@dataclass(frozen=True, slots=True)
+class FetchState(_OfSchedule):
+    """Answer: the schedule's state, or None when it has no row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,25 +107,24 @@ class FetchRun:
 
 
 @dataclass(frozen=True, slots=True)
-class LockCoalescing:
+class _OfRun:
+    run: NewRun
+
+
+@dataclass(frozen=True, slots=True)
+class LockCoalescing(_OfRun):
     """Make the look-ups and the insert that follow one step for every other coalescing trigger of
     the run's job and concurrency key. Answer: None."""
 
-    run: NewRun
-
 
 @dataclass(frozen=True, slots=True)
-class FindIdempotent:
+class FindIdempotent(_OfRun):
     """Answer: the existing run of the run's job and idempotency key, or None."""
 
-    run: NewRun
-
 
 @dataclass(frozen=True, slots=True)
-class FindCoalesceTarget:
+class FindCoalesceTarget(_OfRun):
     """Answer: the oldest pending, never started run of the run's job and concurrency key, or None."""
-
-    run: NewRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +156,6 @@ class ResumeState:
     schedule: str
     by: str
     at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchState:
-    """Answer: the schedule's state, or None when it has no row."""
-
-    schedule: str
 
 
 Op = (
