@@ -119,7 +119,9 @@ def install() -> None:
 
         @functools.wraps(original)
         async def op(self: Any, *args: Any, __original: Any = original, __name: str = name, **kw: Any) -> Any:
-            if not TRACE.active:
+            if not TRACE.active or current_op.get() != "(outside the store)":
+                # An operation called by another (fire -> fire_many, list_runs -> list_runs_page)
+                # counts as part of the outer one.
                 return await __original(self, *args, **kw)
             token = current_op.set(__name)
             t0 = time.perf_counter()

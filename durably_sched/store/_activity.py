@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from .base import ScheduleActivity
+from ..errors import InvalidArgumentError
+from .records import ScheduleActivity
 
 SQLITE = (
     "SELECT schedule_name AS schedule, (created_at - ?) / ? AS bucket, count(*) AS runs, "
@@ -35,9 +36,11 @@ POSTGRES = (
 
 
 def window(until: datetime, bucket: timedelta, buckets: int) -> datetime:
-    """Where the window of ``buckets`` buckets ending at ``until`` starts; ValueError on nonsense."""
+    """Where the window of ``buckets`` buckets ending at ``until`` starts.
+
+    InvalidArgumentError on nonsense."""
     if buckets < 1 or buckets > 1000 or bucket <= timedelta(0):
-        raise ValueError("activity needs 1 to 1000 buckets of a positive length")
+        raise InvalidArgumentError("activity needs 1 to 1000 buckets of a positive length")
     return until - bucket * buckets
 
 

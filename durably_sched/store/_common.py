@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+
+from ..errors import InvalidArgumentError
 
 SCHEMA_VERSION = 8
 NOT_UNICODE = "a text argument is not valid Unicode (a lone surrogate such as \\ud800 has no UTF-8 form)"
@@ -41,7 +45,7 @@ def ms_to_dt(ms: int | None) -> datetime | None:
 
 def dt_to_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
-        raise ValueError("naive datetime: durably-sched needs timezone-aware times")
+        raise InvalidArgumentError("naive datetime: durably-sched needs timezone-aware times")
     return round(dt.timestamp() * 1000)
 
 
@@ -66,3 +70,11 @@ def newer_schema_message(found: int) -> str:
         f"database schema version {found} is newer than this durably-sched supports "
         f"({SCHEMA_VERSION}); upgrade durably-sched"
     )
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

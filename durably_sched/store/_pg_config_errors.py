@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
+from ._pg_base import PostgresAccess
 from .config_errors import ConfigErrorRecord, ConfigErrorStore
-
-T = TypeVar("T")
 
 _COLUMNS = "reporter, host, pid, path, line, message, since, checked_at"
 
 
-class PostgresConfigErrors(ConfigErrorStore):
+class PostgresConfigErrors(PostgresAccess, ConfigErrorStore):
     """Mixed into the PostgreSQL store, whose ``_run`` (retries on lost connections) it uses.
 
     Every statement is safe to run twice: an upsert of the same values and deletes."""
-
-    async def _run(
-        self, what: str, op: Callable[[Any, bool], Awaitable[T]], *, budget: float | None = None
-    ) -> T:
-        raise NotImplementedError  # pragma: no cover - the store's own
 
     async def report_config_error(self, record: ConfigErrorRecord) -> None:
         async def upsert(conn: Any, replay: bool) -> None:
@@ -30,14 +23,7 @@ class PostgresConfigErrors(ConfigErrorStore):
                 "ON CONFLICT (reporter) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
                 "path = EXCLUDED.path, line = EXCLUDED.line, message = EXCLUDED.message, "
                 "since = EXCLUDED.since, checked_at = EXCLUDED.checked_at",
-                record.reporter,
-                record.host,
-                record.pid,
-                record.path,
-                record.line,
-                record.message,
-                record.since,
-                record.checked_at,
+                *record.values(),
             )
 
         await self._run("report_config_error", upsert)

@@ -11,7 +11,6 @@ nobody listened are gone. Polling stays the fallback, so a lost listener costs l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from .._ratelimit import RateLimitedLog
+from ._common import stop_task
 from ._pg_errors import describe
 from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL
 
@@ -57,10 +57,7 @@ class Listener:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     def _notified(self, *_: Any) -> None:
         # asyncpg calls listeners on the connection's loop; hop through call_soon_threadsafe anyway

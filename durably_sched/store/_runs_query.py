@@ -29,17 +29,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .base import RunQuery
+from ..errors import InvalidArgumentError
+from .records import RunQuery
 
 Dialect = Literal["sqlite", "postgres"]
 
 
 def parse_cursor(cursor: str | None) -> int | None:
-    """The position a cursor stands for; ValueError for anything a page did not hand out."""
+    """The position a cursor stands for; InvalidArgumentError for anything a page did not hand out."""
     if cursor is None:
         return None
     if not cursor.isdigit() or len(cursor) > 19:
-        raise ValueError(f"invalid cursor {cursor!r} (use the `next` value of a previous page)")
+        raise InvalidArgumentError(f"invalid cursor {cursor!r} (use the `next` value of a previous page)")
     return int(cursor)
 
 

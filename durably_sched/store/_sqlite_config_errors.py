@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from ._common import dt_to_ms, ms_to_dt
-from ._sqlite_writer import WriteFn
+from ._sqlite_base import SqliteAccess
 from .config_errors import ConfigErrorRecord, ConfigErrorStore
 
 _COLUMNS = "reporter, host, pid, path, line, message, since, checked_at"
@@ -22,26 +21,12 @@ def _record(row: Any) -> ConfigErrorRecord:
     )
 
 
-class SqliteConfigErrors(ConfigErrorStore):
+class SqliteConfigErrors(SqliteAccess, ConfigErrorStore):
     """Mixed into the SQLite store, whose ``_write`` and ``_read`` it uses."""
 
-    async def _write(self, fn: WriteFn, *, heavy: bool = False) -> Any:
-        raise NotImplementedError  # pragma: no cover - the store's own
-
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError  # pragma: no cover - the store's own
-
     async def report_config_error(self, record: ConfigErrorRecord) -> None:
-        values = (
-            record.reporter,
-            record.host,
-            record.pid,
-            record.path,
-            record.line,
-            record.message,
-            dt_to_ms(record.since),
-            dt_to_ms(record.checked_at),
-        )
+        *fields, since, checked_at = record.values()
+        values = (*fields, dt_to_ms(since), dt_to_ms(checked_at))
 
         def upsert(conn: sqlite3.Connection) -> None:
             conn.execute(

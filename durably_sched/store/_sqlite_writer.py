@@ -34,16 +34,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import DatabaseLockedError, InvalidArgumentError, StoreError
-from ._common import NOT_UNICODE
+from ._common import NOT_UNICODE, stop_task
 
 __all__ = ["CHECKPOINT_EVERY", "WriteFn", "Writer", "is_busy", "switch_to_wal"]
 
 log = logging.getLogger("durably_sched.store.sqlite")
 
 WriteFn = Callable[[sqlite3.Connection], Any]
+T = TypeVar("T")
 CHECKPOINT_EVERY = 200
 """With inline writes the connection's auto-checkpoint is off; the writer checkpoints (PASSIVE) on
 its thread after this many commits instead, so the WAL stays small without fsyncs on the loop."""
@@ -142,10 +143,7 @@ class Writer:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         for write in self._pending:
             if not write.future.done():
                 write.future.set_exception(StoreError("store closed"))
@@ -164,7 +162,7 @@ class Writer:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- writes ---------------------------------------------------------------------------------
-    async def write(self, fn: WriteFn, *, heavy: bool = False) -> Any:
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, heavy: bool = False) -> T:
         """Run ``fn(conn)`` in the next group commit and return its result (or raise its error).
 
         ``heavy``: the write may touch many rows; its batch runs on the writer thread.
@@ -174,7 +172,8 @@ class Writer:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(_Write(fn, heavy, future))
         self._wake.set()
-        return await future
+        result: T = await future
+        return result
 
     async def _loop(self) -> None:
         conn = self.connection

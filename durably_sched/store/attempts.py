@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from ..errors import StoreError
+
 __all__ = [
     "ATTEMPTS_SQL",
     "ATTEMPT_OUTCOMES",
@@ -78,7 +80,7 @@ def attempt_from_row(row: Mapping[str, Any], time: Callable[[Any], datetime | No
     """An attempt from its row; ``time`` turns a stored time into an aware UTC datetime."""
     ended = time(row["ended_at"])
     if ended is None:  # pragma: no cover - NOT NULL column
-        raise ValueError("run_attempts.ended_at is NULL")
+        raise StoreError("run_attempts.ended_at is NULL")
     return AttemptRecord(
         run_id=row["run_id"],
         attempt=row["attempt"],

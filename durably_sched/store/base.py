@@ -1,4 +1,4 @@
-"""The store contract: what every backend (SQLite, PostgreSQL) provides, and its record types.
+"""The store contract: what every backend (SQLite, PostgreSQL) provides, above its record types (records.py).
 
 Backend differences (claim query, upsert syntax, clocks, wake-ups) stay inside the backend modules.
 Values crossing this boundary are plain Python: JSON-able dicts for inputs/outputs, aware UTC
@@ -10,348 +10,105 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from ._web_sessions import WebSessionStore
 from .attempts import AttemptReads
 from .config_errors import ConfigErrorStore
-
-RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
-RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "completed", "failed", "cancelled")
-FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
-Disposition = Literal["created", "idempotent", "coalesced"]
-"""How a trigger was resolved: a new run; the existing run of its idempotency key; or (with
-``coalesce``) the existing pending run of its job and concurrency key."""
-FireOutcome = Literal["triggered", "deduplicated", "skipped", "missed", "disabled", "paused"]
-FIRE_OUTCOMES: tuple[FireOutcome, ...] = (
-    "triggered",
-    "deduplicated",
-    "skipped",
-    "missed",
-    "disabled",
-    "paused",
+from .records import (
+    COUNT_CAP,
+    FINISHED_STATUSES,
+    FIRE_OUTCOMES,
+    RUN_STATUSES,
+    Checkpoint,
+    Disposition,
+    Fire,
+    FireOutcome,
+    FireRecord,
+    FireResult,
+    LogRecord,
+    NewLog,
+    NewRun,
+    Progress,
+    RunChanges,
+    RunPage,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    ScheduleActivity,
+    ScheduleState,
+    StateChange,
+    StepRecord,
+    WorkerInfo,
+    WorkerRecord,
+    WriteResult,
 )
-WriteResult = Literal["ok", "cancelled", "lost"]
-"""Outcome of a fenced write: applied; applied but the run was cancelled meanwhile; rejected."""
+from .rows import bounded_traceback
+from .rules import (
+    AttemptEnd,
+    EndKind,
+    MakeRule,
+    PauseState,
+    ResumeState,
+    create_runs,
+    fire_many,
+    pause,
+    resume,
+)
+
+T = TypeVar("T")
+__all__ = [
+    "COUNT_CAP",
+    "FINISHED_STATUSES",
+    "FIRE_OUTCOMES",
+    "RUN_STATUSES",
+    "Checkpoint",
+    "Disposition",
+    "Fire",
+    "FireOutcome",
+    "FireRecord",
+    "FireResult",
+    "LogRecord",
+    "NewLog",
+    "NewRun",
+    "Progress",
+    "RunChanges",
+    "RunPage",
+    "RunQuery",
+    "RunRecord",
+    "RunStatus",
+    "ScheduleActivity",
+    "ScheduleState",
+    "StateChange",
+    "StepRecord",
+    "Store",
+    "WorkerInfo",
+    "WorkerRecord",
+    "WriteResult",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class NewRun:
-    """A run to create. ``id`` is chosen by the caller so retries of an insert are harmless.
-
-    ``coalesce`` (with a ``concurrency_key``): if a run of the same job with the same key is pending
-    and has never started, return it (disposition ``coalesced``) instead of creating another. An
-    existing run of the idempotency key still comes first (``idempotent``). Decided inside the
-    insert's transaction, so concurrent coalescing triggers of one key make one run.
-    """
-
-    id: str
-    job_name: str
-    input: dict[str, Any]
-    idempotency_key: str | None = None
-    concurrency_key: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    coalesce: bool = False
-    retry_policy: dict[str, Any] | None = None
-    """The effective retry policy (``Retry.to_json()``) when the trigger or schedule overrode the
-    job's; None: the job's own policy applies."""
-    timeout: float | None = None
-    """Seconds one attempt may take, when the trigger or schedule set it; None: the job's."""
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    current: int
-    total: int | None = None
-    message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    id: str
-    job_name: str
-    status: RunStatus
-    input: dict[str, Any]
-    output: Any
-    error: str | None
-    failed_step_name: str | None
-    idempotency_key: str | None
-    concurrency_key: str | None
-    labels: dict[str, str]
-    generation: int
-    worker_id: str | None
-    lease_expires_at: datetime | None
-    progress: Progress | None
-    step_count: int
-    attempt: int
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    updated_at: datetime
-    traceback: str | None = None
-    """The formatted traceback of the failed attempt that set ``error`` (its last 16 KiB)."""
-    failed_attempts: int = 0
-    """Attempts that failed so far (the retry budget's counter); ``attempt`` counts claims."""
-    not_before: datetime | None = None
-    """A pending run waiting for its retry backoff is not claimed before this time."""
-    retry_policy: dict[str, Any] | None = None
-    """The retry policy stored on the run (an override); None: the job's policy applies."""
-    timeout: float | None = None
-    """Seconds one attempt may take, stored on the run (an override); None: the job's."""
-    previous_worker_id: str | None = None
-    """Only on records returned by ``claim``: the worker that held (or last held) the run before."""
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_STATUSES
-
-
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    run_id: str
-    index: int
-    name: str
-    output_json: str
-    started_at: datetime
-    completed_at: datetime
-
-    @property
-    def duration(self) -> float:
-        return (self.completed_at - self.started_at).total_seconds()
-
-
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    id: int
-    run_id: str
-    step_name: str | None
-    level: str
-    message: str
-    data: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class NewLog:
-    level: str
-    message: str
-    step_name: str | None
-    data: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """One completed step, written atomically with the run's step counter and pending logs."""
-
-    run_id: str
-    generation: int
-    index: int
-    name: str
-    output_json: str
-    started_at: datetime
-    completed_at: datetime
-    logs: Sequence[NewLog] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleActivity:
-    """A schedule's runs in equal buckets of time: ``runs[i]`` were created in
-    ``[since + i * bucket, since + (i + 1) * bucket)``, ``failed[i]`` of them have failed."""
-
-    since: datetime
-    bucket: timedelta
-    runs: tuple[int, ...]
-    failed: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FireRecord:
-    schedule: str
-    fire_time: datetime
-    outcome: FireOutcome
-    run_id: str | None
-    recorded_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Fire:
-    """One fire time of a schedule, handled atomically: fire record + run + cursor.
-
-    ``run`` is None for outcomes without a run (missed, disabled, paused). With ``skip_if_active``
-    the fire time is recorded as skipped when a run of the schedule is pending or running.
-    ``advance_cursor`` is False for manual slot triggers and backfills, which must not move
-    the scheduler's cursor. With ``replace_paused`` (catch-up on resume) a fire time recorded as
-    ``paused`` is handled again, as if it had no record, in the same atomic way; any other
-    record still makes it ``deduplicated``.
-    """
-
-    schedule: str
-    fire_time: datetime
-    run: NewRun | None
-    outcome_without_run: FireOutcome = "missed"
-    skip_if_active: bool = False
-    advance_cursor: bool = True
-    replace_paused: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleState:
-    """The run-time state of a schedule, shared by every process through the database.
-
-    ``paused_*`` describe the current pause while ``paused`` is true, else the last one (None if
-    never paused). The failure fields are kept by the database itself, in the transaction that
-    finishes a run of the schedule: a completed run resets ``consecutive_failures`` to 0, a
-    failed one adds 1; cancelled runs change nothing. ``failures_at_resume`` is the count when the
-    schedule was last resumed, so an automatic pause counts only failures after a resume.
-    """
-
-    schedule: str
-    paused: bool
-    paused_at: datetime | None
-    paused_by: str | None
-    pause_reason: str | None
-    auto_paused: bool
-    resumed_at: datetime | None
-    resumed_by: str | None
-    consecutive_failures: int
-    failures_at_resume: int
-    last_success_at: datetime | None
-    last_failure_at: datetime | None
-    last_failed_run_id: str | None
-    updated_at: datetime
-
-    @property
-    def failures_since_resume(self) -> int:
-        return max(0, self.consecutive_failures - self.failures_at_resume)
-
-
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    """What a pause or resume did: the state after it, and whether it changed anything."""
-
-    state: ScheduleState
-    changed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FireResult:
-    outcome: FireOutcome
-    run: RunRecord | None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    """What a worker process registers about itself when it starts."""
-
-    id: str
-    host: str
-    host_key: str | None
-    """Host name + boot id + pid namespace: workers with equal keys see the same pids (None: unknown)."""
-    pid: int
-    process_start: str | None
-    """The process's start time in clock ticks since boot (tells a reused pid apart; None: unknown)."""
-    version: str
-    jobs: tuple[str, ...]
-    concurrency: int
-    lease_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRecord:
-    """A row of the worker registry, as read at ``read_at`` (the store's clock)."""
-
-    id: str
-    host: str
-    host_key: str | None
-    pid: int
-    process_start: str | None
-    version: str
-    jobs: tuple[str, ...]
-    concurrency: int
-    lease_seconds: float
-    runs_held: int
-    started_at: datetime
-    heartbeat_at: datetime
-    gone_at: datetime | None
-    gone_by: str | None
-    read_at: datetime
-    leased: tuple[str, ...] = ()
-    """The runs it holds now (running, its lease unexpired at ``read_at``), oldest first; unlike
-    ``runs_held`` (its last heartbeat's count) this drops at once when its runs are taken over."""
-    process_gone: bool = False
-    """Set by :meth:`Durably.list_workers` when the reader runs on the worker's host and found its
-    process gone (see registry.py): its row is not marked gone until a worker takes it over."""
-
-    @property
-    def heartbeat_age(self) -> timedelta:
-        return max(self.read_at - self.heartbeat_at, timedelta(0))
-
-    @property
-    def state(self) -> Literal["live", "stale", "gone"]:
-        """``gone``: another worker on its host found its process gone; ``stale``: no heartbeat for
-        longer than its lease (dead, stopped or cut off); ``live`` otherwise."""
-        if self.gone_at is not None or self.process_gone:
-            return "gone"
-        if self.heartbeat_age.total_seconds() > self.lease_seconds:
-            return "stale"
-        return "live"
-
-    @property
-    def alive(self) -> bool:
-        return self.state == "live"
-
-
-@dataclass(frozen=True, slots=True)
-class RunQuery:
-    """Which runs to list, newest (highest creation order) first. Every filter given must hold.
-
-    ``job_name`` and ``job_names`` both restrict the job (a run must match both when both are
-    given); ``statuses`` and ``job_names`` match any of their values; ``labels`` must all be on the
-    run. ``created_after`` is inclusive, ``before_created`` exclusive. ``cursor`` continues after
-    the last run of a previous page (:attr:`RunPage.next_cursor`); it is opaque.
-    """
-
-    statuses: Sequence[RunStatus] = ()
-    job_name: str | None = None
-    schedule: str | None = None
-    limit: int = 50
-    before_created: datetime | None = None
-    job_names: Sequence[str] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
-    created_after: datetime | None = None
-    cursor: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunPage:
-    """One page of :meth:`Store.list_runs_page`; ``next_cursor`` is None on the last page."""
-
-    runs: list[RunRecord]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RunChanges:
-    """What :meth:`Store.poll_run_changes` found (the run feed's view of the runs table).
-
-    ``active``: pending and running runs (newest first, at most the limit asked for); ``created``:
-    runs created after the ``after_seq`` given, in creation order; ``finished``: runs that finished
-    at or after the time given, in completion order. ``last_seq`` is where the next poll continues
-    (the creation-order position of the last run in ``created``, or of the newest run when polled
-    without ``after_seq``).
-    """
-
-    active: list[RunRecord]
-    created: list[RunRecord]
-    finished: list[RunRecord]
-    last_seq: int
-
-
-COUNT_CAP = 10_000
-"""``count_runs`` stops counting here: "10,000+" is what a page needs, at any history size."""
+def _failure(
+    kind: EndKind,
+    run_id: str,
+    generation: int,
+    error: str,
+    failed_step_name: str | None,
+    logs: Sequence[NewLog],
+    traceback: str | None,
+    delay_seconds: float = 0.0,
+) -> AttemptEnd:
+    return AttemptEnd(
+        kind,
+        run_id,
+        generation,
+        logs,
+        error=error,
+        failed_step_name=failed_step_name,
+        traceback=bounded_traceback(traceback),
+        delay_seconds=max(0.0, float(delay_seconds)),
+    )
 
 
 class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
@@ -383,9 +140,12 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         """A cheap round trip; raises StoreError when the database is unreachable."""
 
     # -- runs: creation and queries ---------------------------------------------------------
-    @abc.abstractmethod
     async def create_runs(self, runs: Sequence[NewRun]) -> list[tuple[RunRecord, Disposition]]:
         """Insert runs; a run whose (job, idempotency key) exists returns the existing one."""
+        if not runs:
+            return []
+        coalescing = any(run.coalesce and run.concurrency_key is not None for run in runs)
+        return await self._rule("create_runs", lambda replay: create_runs(runs, replay), atomic=coalescing)
 
     async def create_and_claim(
         self, run: NewRun, worker_id: str, job_names: Sequence[str], lease_seconds: float
@@ -409,9 +169,9 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
     async def get_run_statuses(self, run_ids: Sequence[str]) -> dict[str, RunStatus]:
         """Statuses of many runs in one query (used by waiters polling across processes)."""
 
-    @abc.abstractmethod
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching the query, newest first."""
+        return (await self.list_runs_page(query)).runs
 
     @abc.abstractmethod
     async def find_run_ids(self, prefix: str, limit: int) -> list[str]:
@@ -472,7 +232,6 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         """The id of the run's newest log line (0 when it has none): where "logs from now on" start."""
 
     # -- worker side: claims and fenced writes ------------------------------------------------
-    @abc.abstractmethod
     async def claim(
         self,
         worker_id: str,
@@ -494,8 +253,16 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         (the fencing token every later write by this holder is conditioned on); the records
         returned carry ``previous_worker_id``.
         """
+        if limit <= 0 or not job_names or (run_ids is not None and not run_ids):
+            return []
+        return await self._claim(worker_id, list(job_names), limit, lease_seconds, run_ids)
 
     @abc.abstractmethod
+    async def _claim(
+        self, worker_id: str, jobs: list[str], limit: int, lease_seconds: float, run_ids: Sequence[str] | None
+    ) -> list[RunRecord]:
+        """The backend's claim (``jobs`` and ``limit``, and ``run_ids`` when given, are not empty)."""
+
     async def renew_leases(
         self,
         leases: Sequence[tuple[str, int]],
@@ -508,6 +275,17 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         ``worker`` = (worker id, runs held): the registry's heartbeat of that worker, written in the
         same transaction (no extra round trip).
         """
+        if not leases:
+            if worker is not None:
+                await self.heartbeat_worker(*worker)
+            return {}
+        return await self._renew_leases(leases, lease_seconds, worker)
+
+    @abc.abstractmethod
+    async def _renew_leases(
+        self, leases: Sequence[tuple[str, int]], lease_seconds: float, worker: tuple[str, int] | None
+    ) -> dict[str, WriteResult]:
+        """The backend's renewal of (not zero) leases."""
 
     @abc.abstractmethod
     async def checkpoint(self, cp: Checkpoint) -> WriteResult:
@@ -521,13 +299,12 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
     @abc.abstractmethod
     async def append_logs(self, run_id: str, generation: int, logs: Sequence[NewLog]) -> WriteResult: ...
 
-    @abc.abstractmethod
     async def complete_run(
         self, run_id: str, generation: int, output: Any, logs: Sequence[NewLog] = ()
     ) -> WriteResult:
         """Mark completed (fenced on status running and generation)."""
+        return await self._end_attempt(AttemptEnd("completed", run_id, generation, logs, output=output))
 
-    @abc.abstractmethod
     async def fail_run(
         self,
         run_id: str,
@@ -539,8 +316,10 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         traceback: str | None = None,
     ) -> WriteResult:
         """Mark failed (fenced on status running and generation); counts a failed attempt."""
+        return await self._end_attempt(
+            _failure("failed", run_id, generation, error, failed_step_name, logs, traceback)
+        )
 
-    @abc.abstractmethod
     async def retry_later(
         self,
         run_id: str,
@@ -553,12 +332,27 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         traceback: str | None = None,
     ) -> WriteResult:
         """A failed attempt that will be retried (fenced like ``fail_run``): the run goes back to
-        pending, claimable from ``now + delay_seconds`` (the store's clock) on, with its error,
-        traceback and completed steps kept and one more failed attempt counted."""
+        pending, claimable from ``now + delay_seconds`` (the store's clock; never before now) on,
+        with its error, traceback and completed steps kept and one more failed attempt counted."""
+        end = _failure("retry", run_id, generation, error, failed_step_name, logs, traceback, delay_seconds)
+        return await self._end_attempt(end)
 
-    @abc.abstractmethod
     async def release_run(self, run_id: str, generation: int) -> WriteResult:
         """Give a running run back (graceful stop): pending again, resumable by anyone at once."""
+        return await self._end_attempt(AttemptEnd("released", run_id, generation))
+
+    @abc.abstractmethod
+    async def _end_attempt(self, end: AttemptEnd) -> WriteResult:
+        """The backend's fenced terminal write (see :class:`~.rules.AttemptEnd`)."""
+
+    @abc.abstractmethod
+    async def _rule(self, what: str, make: MakeRule[T], *, atomic: bool = True) -> T:
+        """Run a domain rule (:mod:`.rules`) in one transaction, answering its operations with this
+        backend's SQL. ``atomic`` False: the rule needs no transaction of its own (one statement)."""
+
+    def _free_text(self, text: str | None) -> str | None:
+        """Free text as this backend stores it (PostgreSQL replaces NUL)."""
+        return text
 
     # -- operator actions ------------------------------------------------------------------
     @abc.abstractmethod
@@ -635,13 +429,21 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         zone changes.
         """
 
-    @abc.abstractmethod
     async def fire(self, fire: Fire) -> FireResult:
         """Handle one fire time atomically (see :class:`Fire`).
 
         The fire record is the authority: when one exists for (schedule, fire time), the result is
         ``deduplicated`` and no run is created, even if the run itself was purged since.
         """
+        [result] = await self.fire_many([fire])
+        return result
+
+    async def fire_many(self, fires: Sequence[Fire]) -> list[FireResult]:
+        """Handle many fire times in one transaction, each as :meth:`fire` would, in the order
+        given (a later fire time of the same schedule sees the runs created for earlier ones)."""
+        if not fires:
+            return []
+        return await self._rule("fire", lambda replay: fire_many(fires, replay))
 
     @abc.abstractmethod
     async def list_fire_records(
@@ -665,7 +467,6 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
     @abc.abstractmethod
     async def get_schedule_state(self, schedule: str) -> ScheduleState | None: ...
 
-    @abc.abstractmethod
     async def pause_schedule(
         self,
         schedule: str,
@@ -685,8 +486,9 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         prevents the pause. An automatic pause counts from the failure that caused it (``paused_at``
         is that run's completion): fire times after it are paused, whenever a scheduler gets to them.
         """
+        request = PauseState(schedule, by, self._free_text(reason), auto, min_failures or 0, at)
+        return await self._rule("pause_schedule", lambda replay: pause(request, replay))
 
-    @abc.abstractmethod
     async def resume_schedule(
         self, schedule: str, *, by: str, at: datetime | None = None
     ) -> StateChange | None:
@@ -696,6 +498,8 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         the paused span that no scheduler handled while it was paused are never caught up later
         behind the operator's back.
         """
+        request = ResumeState(schedule, by, at)
+        return await self._rule("resume_schedule", lambda replay: resume(request, replay))
 
     @abc.abstractmethod
     async def schedule_activity(
@@ -703,7 +507,7 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
     ) -> dict[str, ScheduleActivity]:
         """For every schedule with runs created in the ``buckets`` buckets of length ``bucket``
         ending at ``until``: its runs and failed runs per bucket, in one query (schedules without
-        runs in the window are left out). ValueError for fewer than 1 or more than 1000 buckets."""
+        runs in the window are left out). InvalidArgumentError for fewer than 1 or more than 1000 buckets."""
 
     @abc.abstractmethod
     async def last_run_times(self) -> dict[str, datetime]:

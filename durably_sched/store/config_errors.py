@@ -30,6 +30,19 @@ class ConfigErrorRecord:
     since: datetime
     checked_at: datetime
 
+    def values(self) -> tuple[str, str, int, str, int | None, str, datetime, datetime]:
+        """The fields in column order (reporter, host, pid, path, line, message, since, checked_at)."""
+        return (
+            self.reporter,
+            self.host,
+            self.pid,
+            self.path,
+            self.line,
+            self.message,
+            self.since,
+            self.checked_at,
+        )
+
     @property
     def location(self) -> str:
         """``path:line`` (or the path alone when the line is not known)."""

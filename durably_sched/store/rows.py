@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..errors import SchemaVersionError
-from ._common import SCHEMA_VERSION, newer_schema_message
-from .base import (
+from ..errors import SchemaVersionError, StoreError
+from ._common import SCHEMA_VERSION, dumps, newer_schema_message
+from .records import (
     FINISHED_STATUSES,
     FireRecord,
     LogRecord,
@@ -28,6 +28,7 @@ from .base import (
     RunRecord,
     ScheduleState,
     StepRecord,
+    WorkerInfo,
     WorkerRecord,
     WriteResult,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "state_from_row",
     "step_from_row",
     "worker_from_row",
+    "worker_values",
 ]
 
 Row = Mapping[str, Any]
@@ -146,7 +148,7 @@ def _same(value: Any) -> Any:
 
 def _required(value: datetime | None, column: str) -> datetime:
     if value is None:  # pragma: no cover - NOT NULL columns
-        raise ValueError(f"column {column} is NULL")
+        raise StoreError(f"column {column} is NULL")
     return value
 
 
@@ -319,3 +321,20 @@ def check_schema_version(found: int) -> None:
         raise SchemaVersionError(
             f"database schema version {found} is older than {SCHEMA_VERSION}: run `durably-sched migrate`"
         )
+
+
+def worker_values(info: WorkerInfo) -> tuple[Any, ...]:
+    """A registry row's values as the worker registers them: id, host, host_key, pid,
+    process_start, version, jobs (JSON), concurrency, lease_seconds."""
+    jobs = dumps(list(info.jobs))
+    return (
+        info.id,
+        info.host,
+        info.host_key,
+        info.pid,
+        info.process_start,
+        info.version,
+        jobs,
+        info.concurrency,
+        float(info.lease_seconds),
+    )
