@@ -17,7 +17,7 @@ import pytest
 from durably_sched import Retry, Step, define_job
 from durably_sched.cancel import CancelToken
 from durably_sched.clock import ManualClock, SystemClock
-from durably_sched.errors import RunTimeoutError, StepCancelled, StepTimeoutError, DatabaseUnavailableError
+from durably_sched.errors import DatabaseUnavailableError, RunTimeoutError, StepCancelled, StepTimeoutError
 from durably_sched.execution.deadline import Deadline
 from durably_sched.execution.outcome import Cancelled, Failed, LeaseLost, Released, decide
 from durably_sched.execution.service import Service
@@ -37,7 +37,7 @@ async def make(db_url: str) -> AsyncIterator[Callable[..., Any]]:
         yield factory
 
 
-# -- the clock -----------------------------------------------------------------------------------------------
+# -- the clock ------------------------------------------------------------------------
 
 
 async def test_a_manual_clock_fires_timers_in_time_order_only_when_moved() -> None:
@@ -72,7 +72,7 @@ async def test_a_clock_wait_ends_when_the_event_is_set_or_its_time_is_up() -> No
     assert await SystemClock().wait(event, 0) is True
 
 
-# -- the deadline ----------------------------------------------------------------------------------------------
+# -- the deadline ------------------------------------------------------------------------
 
 
 async def test_a_deadline_sets_the_token_first_then_cancels_with_timeout_error() -> None:
@@ -108,7 +108,7 @@ async def test_a_deadline_not_reached_changes_nothing() -> None:
     assert not deadline.fired and not token.cancelled and clock.pending == 0
 
 
-# -- the one decision ------------------------------------------------------------------------------------------
+# -- the one decision ------------------------------------------------------------------------
 
 
 def _run(**changes: Any) -> RunRecord:
@@ -155,7 +155,8 @@ def test_the_outcome_of_a_stopped_run_follows_the_reason_it_stopped() -> None:
 
 
 def test_a_timeout_fails_the_attempt_with_run_timeout_error_and_the_policy_decides_the_retry() -> None:
-    job = define_job(name="j", run=_noop, timeout=5, retry=Retry(max_attempts=3, backoff=1.0, multiplier=2.0, jitter=0))
+    policy = Retry(max_attempts=3, backoff=1.0, multiplier=2.0, jitter=0)
+    job = define_job(name="j", run=_noop, timeout=5, retry=policy)
     first = decide(StepCancelled("timeout"), job, _run(), lost=False, timed_out=True)
     assert isinstance(first, Failed) and isinstance(first.error, RunTimeoutError)
     assert (first.failures, first.retry_in) == (1, 1.0)
@@ -166,7 +167,7 @@ def test_a_timeout_fails_the_attempt_with_run_timeout_error_and_the_policy_decid
     assert isinstance(last, Failed) and isinstance(last.error, ValueError) and last.retry_in is None
 
 
-# -- timeouts on a moved clock -------------------------------------------------------------------------------
+# -- timeouts on a moved clock ------------------------------------------------------------------------
 
 
 async def test_a_run_timeout_fails_the_run_when_the_clock_passes_it(make: Any) -> None:
@@ -216,7 +217,7 @@ async def test_a_step_timeout_fails_the_step_when_the_clock_passes_it(make: Any)
     assert (final.status, final.output) == ("completed", {"gave up on": "wait"})
 
 
-# -- leases on a moved clock ---------------------------------------------------------------------------------
+# -- leases on a moved clock ------------------------------------------------------------------------
 
 
 async def test_leases_are_renewed_at_each_heartbeat_of_the_clock(make: Any) -> None:
@@ -273,7 +274,7 @@ async def test_a_lease_found_lost_at_a_heartbeat_stops_the_run_and_writes_nothin
     assert (final.status, final.output, final.generation) == ("completed", {"step": "second holder"}, 2)
 
 
-# -- the producer's two modes and the hand-off ------------------------------------------------------------------
+# -- the producer's two modes and the hand-off ----------------------------------------------------------
 
 
 async def test_until_idle_is_the_claim_loop_returning_when_nothing_is_claimable(make: Any) -> None:
@@ -314,7 +315,7 @@ async def test_a_run_created_already_claimed_is_handed_to_the_worker_without_a_c
         assert (await durably.get_run(result.id)).worker_id == durably.worker.worker_id
 
 
-# -- the service base -------------------------------------------------------------------------------------------
+# -- the service base ------------------------------------------------------------------------
 
 
 class _Flaky(Service):
