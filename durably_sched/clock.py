@@ -114,6 +114,9 @@ class ManualClock:
         return timer
 
     async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
         done = asyncio.Event()
         timer = self.call_later(seconds, done.set)
         try:

@@ -10,7 +10,7 @@ import logging
 import time
 import types
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic_core
@@ -437,14 +437,21 @@ class Step:
             ctx.current_step = None
             if token is not None:
                 ctx.token._forget(token)
-        duration = time.perf_counter() - started
+        return await self._checkpoint(name, index, text, value, started_wall, time.perf_counter() - started)
+
+    async def _checkpoint(
+        self, name: str, index: int, text: str, value: Any, started_at: datetime, duration: float
+    ) -> Any:
+        """Store a step's result (one fenced write, with the logs buffered since the last) and
+        say so; the step's value is returned."""
+        ctx = self._ctx
         checkpoint = Checkpoint(
             run_id=ctx.run_id,
             generation=ctx.generation,
             index=index,
             name=name,
             output_json=text,
-            started_at=started_wall,
+            started_at=started_at,
             completed_at=ctx.clock.now(),
             logs=ctx.take_logs(),
         )

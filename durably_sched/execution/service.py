@@ -99,11 +99,15 @@ class Service:
         raise NotImplementedError(f"{type(self).__name__} overrides neither run_once() nor run()")
 
     async def run(self) -> None:
-        """The body: by default ``run_once`` every ``interval`` seconds."""
+        """The body: by default ``run_once`` every ``interval`` seconds, at a fixed rate (a pass
+        that takes longer than the interval is followed by the next at once, none skipped twice)."""
+        clock = self.clock
+        due = clock.monotonic()
         while True:
             await self.run_once()
             self.healthy()
-            await self.clock.sleep(self.interval)
+            due = max(due + self.interval, clock.monotonic())
+            await clock.sleep(due - clock.monotonic())
 
     def on_error(self, exc: Exception) -> None:
         """How a failure of the body is reported (override to change the level or add an event)."""

@@ -613,7 +613,8 @@ async def test_a_claim_in_flight_during_stop_is_never_left_held(make: Any) -> No
         claimed = await claim(*args, **kwargs)  # committed: the run is running, held by us
         if claimed:
             in_flight.set()
-            await asyncio.sleep(0.5)  # ... and the answer is still on its way
+            # ... and the answer is still on its way when the stop begins
+            await until(lambda: durably.worker.stopping, 10, "the stop began")
         return claimed
 
     store.claim = slow_answer  # type: ignore[method-assign]
@@ -634,7 +635,8 @@ async def test_a_claim_in_flight_outliving_the_grace_is_released_too(make: Any) 
         claimed = await claim(*args, **kwargs)
         if claimed:
             in_flight.set()
-            await asyncio.sleep(1.0)  # longer than the grace below
+            await until(lambda: durably.worker.stopping, 10, "the stop began")
+            await asyncio.sleep(0.3)  # outlives the stop's 0.1 s grace: the case under test
         return claimed
 
     durably.store.claim = slow_answer  # type: ignore[method-assign]
