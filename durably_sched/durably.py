@@ -38,6 +38,7 @@ from .events import (
     SchedulePauseEvent,
     ScheduleResumeEvent,
 )
+from .execution.producer import Producer
 from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition, describe_validation_error
 from .limits import Limits
@@ -62,7 +63,6 @@ from .store.base import (
     WorkerRecord,
 )
 from .waiters import LogCallback, ProgressCallback, Waiters, follow_run_updates
-from .worker import Worker
 
 if TYPE_CHECKING:
     from .clock import Clock as ExecutionClock
@@ -268,7 +268,7 @@ class Durably:
         """The pydantic model every trigger's labels are validated with (None: any str -> str)."""
         self.preserve_steps = preserve_steps
         self.waiters = Waiters(store)
-        self.worker = Worker(
+        self.worker = Producer(
             store=store,
             events=self.events,
             jobs=self._by_name,

@@ -136,7 +136,8 @@ async def finish(ctx: RunContext, outcome: Outcome, env: ExecutionEnv) -> None:
             await _store_logs(ctx, env)
             await release(ctx, env, outcome.why, retry=outcome.store_failed)
         else:
-            log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
+            if ctx.token.reason != "stopping":  # at a stop's end the stop releases it and says so
+                log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
             if isinstance(outcome, Cancelled) and not ctx.lost:
                 await _store_logs(ctx, env)
     except Exception as exc:
