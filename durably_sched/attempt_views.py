@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .execution.outcome import effective_retry
 from .store.attempts import AttemptRecord
 from .store.base import RunRecord
-from .worker import effective_retry
 
 if TYPE_CHECKING:
     from .ports import JobsFacade

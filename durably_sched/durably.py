@@ -40,6 +40,7 @@ from .events import (
     SchedulePauseEvent,
     ScheduleResumeEvent,
 )
+from .execution.producer import Producer
 from .feed import RunFeed, RunListSubscription, RunSubscription
 from .jobs import JobDefinition, describe_validation_error
 from .limits import Limits
@@ -64,9 +65,10 @@ from .store.base import (
     WorkerRecord,
 )
 from .waiters import LogCallback, ProgressCallback, Waiters, follow_run_updates
-from .worker import Worker
 
 if TYPE_CHECKING:
+    from .clock import Clock as ExecutionClock
+    from .execution.producer import HandOff
     from .ops.retention import Retention
     from .schedule.config import ScheduleEntry, SchedulesConfig
     from .schedule.pausing import ResumeResult
@@ -250,6 +252,7 @@ class Durably(FacadeReads, Listens):
         preserve_steps: bool = True,
         retain_runs: str | timedelta | None = None,
         limits: Limits | None = None,
+        clock: ExecutionClock | None = None,
     ) -> None:
         if labels is not None and not (isinstance(labels, type) and issubclass(labels, BaseModel)):
             raise InvalidArgumentError(f"labels: expected a pydantic BaseModel subclass, got {labels!r}")
@@ -267,7 +270,7 @@ class Durably(FacadeReads, Listens):
         """The pydantic model every trigger's labels are validated with (None: any str -> str)."""
         self.preserve_steps = preserve_steps
         self.waiters = Waiters(store)
-        self.worker = Worker(
+        self.worker = Producer(
             store=store,
             events=self.events,
             jobs=self._by_name,
@@ -279,6 +282,7 @@ class Durably(FacadeReads, Listens):
             worker_id=worker_id,
             keep_steps=preserve_steps,
             limits=self.limits,
+            clock=clock,
         )
         self.retention: Retention | None = None
         """With ``retain_runs``: the purge of finished runs (``durably_sched.ops.retention``)."""
@@ -490,33 +494,28 @@ class Durably(FacadeReads, Listens):
         ]
         if not new_runs:
             return []
-        if claim_here and len(new_runs) == 1 and self.worker.reserve(job.name):
-            return [await self._create_here(new_runs[0])]
+        slot = self.worker.hand_off(job.name) if claim_here and len(new_runs) == 1 else None
+        if slot is not None:
+            return [await self._create_here(new_runs[0], slot)]
         runs = [Run(record, disposition) for record, disposition in await self.store.create_runs(new_runs)]
         self._after_trigger(runs, new_runs)
         return runs
 
-    async def _create_here(self, new: NewRun) -> Run:
-        """Create a run already claimed by this process's worker, in a slot reserved for it: it
+    async def _create_here(self, new: NewRun, slot: HandOff) -> Run:
+        """Create a run already claimed by this process's worker, in a slot held for it: it
         starts without waiting for a wake-up or a claim's round trips (where the store can do it in
         the insert; see Store.create_and_claim)."""
-        worker = self.worker
-        try:
+        async with slot:
             record, disposition = await self.store.create_and_claim(
-                new, worker.worker_id, list(self._by_name), worker.stale_threshold
+                new, slot.worker_id, list(self._by_name), slot.lease_seconds
             )
-        except BaseException:
-            worker.unreserve()
-            raise
-        run = Run(record, disposition)
-        mine = record.status == "running" and record.worker_id == worker.worker_id
-        if disposition != "created" or not mine:
-            worker.unreserve()
-            self._after_trigger([run], [new])
+            run = Run(record, disposition)
+            if disposition != "created" or record.status != "running" or record.worker_id != slot.worker_id:
+                self._after_trigger([run], [new])
+                return run
+            self._after_trigger([run], [new], wake=False)
+            await slot.take(record)
             return run
-        self._after_trigger([run], [new], wake=False)
-        await worker.adopt(record)
-        return run
 
     def _after_trigger(self, runs: Sequence[Run], asked: Sequence[NewRun] = (), *, wake: bool = True) -> None:
         if wake and any(r.disposition == "created" for r in runs):
@@ -1105,6 +1104,7 @@ def create_durably(
     preserve_steps: bool = True,
     retain_runs: str | timedelta | None = None,
     limits: Limits | None = None,
+    clock: ExecutionClock | None = None,
 ) -> Durably:
     """A Durably instance on ``database`` (default: $DURABLY_DATABASE_URL, else sqlite:///durably.db).
 
@@ -1112,7 +1112,9 @@ def create_durably(
     the step rows of a run are deleted once it completes (failed and cancelled runs keep theirs, to
     resume from on ``retry``). ``retain_runs="30d"``: finished runs older than that are purged
     while the instance runs (``serve --retention`` is the same option). ``limits``: size limits
-    (:class:`durably_sched.Limits`; the defaults are documented there).
+    (:class:`durably_sched.Limits`; the defaults are documented there). ``clock``: the clock the
+    worker's leases, timeouts and back-offs read (``durably_sched.clock``; tests pass a
+    ``ManualClock`` to move time).
     """
     store = open_store(database_url(database), worker_concurrency=max_concurrent_runs)
     return Durably(
@@ -1126,6 +1128,7 @@ def create_durably(
         preserve_steps=preserve_steps,
         retain_runs=retain_runs,
         limits=limits,
+        clock=clock,
     )
 
 

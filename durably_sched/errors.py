@@ -196,20 +196,3 @@ class StepCancelled(BaseException):
 
 def _seconds(value: float) -> str:
     return f"{value:g}s"
-
-
-class LeaseLostError(BaseException):
-    """Internal: the worker no longer holds the run (lease expired and taken, or the run deleted).
-
-    A BaseException so that a job's ``except Exception`` cannot swallow it; it never reaches users:
-    the worker stops and writes nothing more for the run.
-    """
-
-
-class RunCancelledSignal(BaseException):
-    """Internal: the run was cancelled; raised by ``step.run`` instead of starting another step."""
-
-
-class RunStoppingSignal(BaseException):
-    """Internal: the worker is stopping; raised by ``step.run`` instead of starting another step,
-    so the run is released at once (its completed steps are kept) for another worker."""

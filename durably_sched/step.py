@@ -10,7 +10,7 @@ import logging
 import time
 import types
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic_core
@@ -29,16 +29,9 @@ from ._ratelimit import RateLimitedLog
 from ._step_threads import SyncSteps
 from ._tracebacks import error_line, format_traceback
 from .cancel import CancelReason, CancelToken
+from .clock import Clock, SystemClock
 from .codec import encode_json_value
-from .errors import (
-    InputValidationError,
-    LeaseLostError,
-    RunCancelledSignal,
-    RunStoppingSignal,
-    StepCancelled,
-    StepError,
-    StepTimeoutError,
-)
+from .errors import InputValidationError, StepCancelled, StepError, StepTimeoutError
 from .events import (
     LogWriteEvent,
     RunProgressEvent,
@@ -47,6 +40,7 @@ from .events import (
     StepFailEvent,
     StepStartEvent,
 )
+from .execution.deadline import Deadline
 from .limits import Limits
 from .retry import RetryPolicyError, parse_seconds
 from .store.base import Checkpoint, NewLog, Progress, RunRecord, WriteResult
@@ -74,8 +68,13 @@ class RunContext:
         events: EventEmitter,
         completed: dict[str, str],
         limits: Limits | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.run = run
+        self.clock: Clock = clock or SystemClock()
+        """Decides the run's and its steps' deadlines."""
+        self.started = 0.0
+        """``time.perf_counter()`` when the attempt's job began (its durations are measured from it)."""
         self.limits = limits or Limits()
         """The size limits on step values, the job's output, log lines and progress messages."""
         self.run_id = run.id
@@ -191,25 +190,24 @@ class RunContext:
     def observe(self, result: WriteResult) -> None:
         if result == "lost":
             self.lost = True
-            raise LeaseLostError(self.run_id)
+            raise StepCancelled("lease-lost")
         if result == "cancelled":
             self.cancelled = True
 
     def ensure_held(self) -> None:
-        """Raise unless this holder may still finish the run (not lost, not cancelled)."""
+        """Raise ``StepCancelled`` unless this holder may still finish the run (not lost, not
+        cancelled). The one signal that stops a run's code: the executor decides by its reason."""
         if self._lost:
-            raise LeaseLostError(self.run_id)
+            raise StepCancelled("lease-lost")
         if self._cancelled:
-            raise RunCancelledSignal(self.run_id)
+            raise StepCancelled("cancelled")
 
     def ensure_active(self) -> None:
-        """Raise unless a new step may start (``ensure_held``, and the worker is not stopping)."""
-        if self._lost:
-            raise LeaseLostError(self.run_id)
-        if self._cancelled:
-            raise RunCancelledSignal(self.run_id)
+        """Raise ``StepCancelled`` unless a new step may start (``ensure_held``, and the worker
+        is not stopping)."""
+        self.ensure_held()
         if self.stopping:
-            raise RunStoppingSignal(self.run_id)
+            raise StepCancelled("stopping")
 
     def schedule_log_flush(self) -> None:
         if self._flush_handle is None and (self._flush_task is None or self._flush_task.done()):
@@ -272,7 +270,7 @@ class StepLogger:
                 message=message,
                 step_name=ctx.current_step,
                 data=clean,
-                created_at=datetime.now(UTC),
+                created_at=ctx.clock.now(),
             )
         )
         ctx.schedule_log_flush()
@@ -396,18 +394,12 @@ class Step:
         stored = ctx.completed.get(name)
         if stored is not None:
             return json.loads(stored)
-        limit: float | None = None
-        if timeout is not None:
-            try:
-                limit = parse_seconds(timeout, "timeout", allow_zero=False)
-            except RetryPolicyError as exc:
-                raise StepError(f"step '{name}': {exc}") from None
+        limit = _step_limit(name, timeout)
         ctx.ensure_active()
         index = ctx.next_index
         ctx.next_index += 1
-        events = ctx.events
-        if events.wants("step:start"):
-            events.emit(
+        if ctx.events.wants("step:start"):
+            ctx.events.emit(
                 StepStartEvent(
                     run_id=ctx.run_id,
                     job_name=ctx.run.job_name,
@@ -421,7 +413,7 @@ class Step:
         if _takes_token(fn):
             token = CancelToken(ctx.token)
             call = functools.partial(fn, token)  # type: ignore[call-arg]
-        started_wall = datetime.now(UTC)
+        started_wall = ctx.clock.now()
         started = time.perf_counter()
         ctx.current_step = name
         try:
@@ -433,56 +425,40 @@ class Step:
                 if inspect.isawaitable(result):
                     result = await result
             else:
-                if token is None:
-                    token = CancelToken(ctx.token)
+                token = token or CancelToken(ctx.token)
                 result = await self._call_with_timeout(name, call, limit, token)
             text, value = ctx.encode_value(name, result)
-        except StepCancelled as exc:
-            reason = _reason(exc.reason)
-            self._cancelled_step(name, index, reason, started)
-            raise _stop_signal(reason, ctx.run_id) from None
-        except asyncio.CancelledError:
-            ctx.interrupted_step = name
-            if ctx.token.cancelled:
-                self._cancelled_step(name, index, ctx.token.reason or "cancelled", started)
-            raise
-        except Exception as exc:
-            ctx.failed_step = name
-            if events.wants("step:fail"):
-                events.emit(
-                    StepFailEvent(
-                        run_id=ctx.run_id,
-                        job_name=ctx.run.job_name,
-                        labels=ctx.run.labels,
-                        step_name=name,
-                        step_index=index,
-                        error=error_line(exc),
-                        duration=time.perf_counter() - started,
-                        traceback=format_traceback(exc),
-                    )
-                )
+        except BaseException as exc:
+            signal = self._step_ended(name, index, started, exc)
+            if signal is not None:
+                raise signal from None
             raise
         finally:
             ctx.current_step = None
             if token is not None:
                 ctx.token._forget(token)
-        duration = time.perf_counter() - started
-        result_state = await ctx.store.checkpoint(
-            Checkpoint(
-                run_id=ctx.run_id,
-                generation=ctx.generation,
-                index=index,
-                name=name,
-                output_json=text,
-                started_at=started_wall,
-                completed_at=datetime.now(UTC),
-                logs=ctx.take_logs(),
-            )
+        return await self._checkpoint(name, index, text, value, started_wall, time.perf_counter() - started)
+
+    async def _checkpoint(
+        self, name: str, index: int, text: str, value: Any, started_at: datetime, duration: float
+    ) -> Any:
+        """Store a step's result (one fenced write, with the logs buffered since the last) and
+        say so; the step's value is returned."""
+        ctx = self._ctx
+        checkpoint = Checkpoint(
+            run_id=ctx.run_id,
+            generation=ctx.generation,
+            index=index,
+            name=name,
+            output_json=text,
+            started_at=started_at,
+            completed_at=ctx.clock.now(),
+            logs=ctx.take_logs(),
         )
-        ctx.observe(result_state)
+        ctx.observe(await ctx.store.checkpoint(checkpoint))
         ctx.completed[name] = text
-        if events.wants("step:complete"):
-            events.emit(
+        if ctx.events.wants("step:complete"):
+            ctx.events.emit(
                 StepCompleteEvent(
                     run_id=ctx.run_id,
                     job_name=ctx.run.job_name,
@@ -494,6 +470,37 @@ class Step:
                 )
             )
         return value
+
+    def _step_ended(self, name: str, index: int, started: float, exc: BaseException) -> BaseException | None:
+        """A step that ended without a result: its event, and the signal to raise instead of
+        ``exc`` (None: ``exc`` itself). A step that stopped itself raises ``StepCancelled`` with
+        the run's reason; the executor decides the run's outcome from it."""
+        ctx = self._ctx
+        if isinstance(exc, StepCancelled):
+            reason = _reason(exc.reason)
+            self._cancelled_step(name, index, reason, started)
+            return exc if exc.reason == reason else StepCancelled(reason)
+        if isinstance(exc, asyncio.CancelledError):
+            ctx.interrupted_step = name
+            if ctx.token.cancelled:
+                self._cancelled_step(name, index, ctx.token.reason or "cancelled", started)
+            return None
+        if isinstance(exc, Exception):
+            ctx.failed_step = name
+            if ctx.events.wants("step:fail"):
+                ctx.events.emit(
+                    StepFailEvent(
+                        run_id=ctx.run_id,
+                        job_name=ctx.run.job_name,
+                        labels=ctx.run.labels,
+                        step_name=name,
+                        step_index=index,
+                        error=error_line(exc),
+                        duration=time.perf_counter() - started,
+                        traceback=format_traceback(exc),
+                    )
+                )
+        return None
 
     async def progress(self, current: int, total: int | None = None, message: str | None = None) -> None:
         """Report progress; stored with the run (other processes can show it) and emitted."""
@@ -522,27 +529,18 @@ class Step:
     async def _call_with_timeout(
         self, name: str, call: Callable[[], Any], limit: float, token: CancelToken
     ) -> Any:
-        loop = asyncio.get_running_loop()
-        scope = asyncio.timeout(None)
-
-        def expire() -> None:
-            token.cancel("timeout")  # first, so the step sees why it is stopped
-            scope.reschedule(loop.time())
-
-        handle = loop.call_later(limit, expire)
+        deadline = Deadline(limit, token, self._ctx.clock)
         try:
-            async with scope:
+            async with deadline:
                 return await self._call(call)
         except TimeoutError:
-            if scope.expired():
+            if deadline.fired:
                 raise StepTimeoutError(name, limit) from None
             raise
         except StepCancelled:
             if token.reason == "timeout" and not self._ctx.token.cancelled:
                 raise StepTimeoutError(name, limit) from None
             raise
-        finally:
-            handle.cancel()
 
     def _cancelled_step(self, name: str, index: int, reason: CancelReason, started: float) -> None:
         ctx = self._ctx
@@ -560,18 +558,16 @@ class Step:
             )
 
 
+def _step_limit(name: str, timeout: float | timedelta | str | None) -> float | None:
+    if timeout is None:
+        return None
+    try:
+        return parse_seconds(timeout, "timeout", allow_zero=False)
+    except RetryPolicyError as exc:
+        raise StepError(f"step '{name}': {exc}") from None
+
+
 def _reason(text: str) -> CancelReason:
     if text in ("cancelled", "lease-lost", "timeout", "stopping"):
         return text  # type: ignore[return-value]
     return "cancelled"
-
-
-def _stop_signal(reason: CancelReason, run_id: str) -> BaseException:
-    """What a step that stopped itself raises into the job, by why it stopped."""
-    if reason == "lease-lost":
-        return LeaseLostError(run_id)
-    if reason == "stopping":
-        return RunStoppingSignal(run_id)
-    if reason == "timeout":
-        return asyncio.CancelledError()  # the run's timeout is cancelling the task
-    return RunCancelledSignal(run_id)

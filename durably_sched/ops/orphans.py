@@ -11,12 +11,12 @@ and ``trigger --wait`` name the reason on the run itself.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from .._ratelimit import RateLimitedLog
+from ..clock import Clock
+from ..execution.service import Service
 
 if TYPE_CHECKING:
     from ..durably import Durably
@@ -29,8 +29,9 @@ CHECK_INTERVAL = 30.0
 REPEAT_EVERY = 300.0
 
 
-class OrphanedJobsWatch:
-    """``start()`` on the loop, ``await stop()`` on shutdown; ``check()`` runs one pass."""
+class OrphanedJobsWatch(Service):
+    """A service (``execution.service``): ``start()`` on the loop, ``await stop()`` on shutdown;
+    ``check()`` runs one pass, the first ``first_after`` seconds after the start."""
 
     def __init__(
         self,
@@ -39,36 +40,27 @@ class OrphanedJobsWatch:
         interval: float = CHECK_INTERVAL,
         first_after: float = 10.0,
         repeat_every: float = REPEAT_EVERY,
+        clock: Clock | None = None,
     ) -> None:
+        # first_after: let the workers starting with us register first
+        super().__init__(
+            "orphan watch",
+            interval=interval,
+            first_after=first_after,
+            clock=clock,
+            backoff_max=interval,
+            logger=log,
+        )
         self.durably = durably
-        self.interval = interval
-        self.first_after = first_after
         self._warnings = RateLimitedLog(log, every=repeat_every, count=False)
-        self._task: asyncio.Task[None] | None = None
         self.orphaned: dict[str, int] = {}
         """The last pass's pending runs per job that no live worker has."""
 
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="durably-orphans")
+    async def run_once(self) -> dict[str, int]:
+        return await self.check()
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
-        await asyncio.sleep(self.first_after)  # let the workers starting with us register first
-        while True:
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is failing: the worker and scheduler say so
-                log.debug("could not look for runs without a worker: %s", exc)
-            await asyncio.sleep(self.interval)
+    def on_error(self, exc: Exception) -> None:
+        log.debug("could not look for runs without a worker: %s", exc)  # the worker and scheduler say so
 
     async def check(self) -> dict[str, int]:
         found = await self.durably.jobs_without_worker()

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .._durations import format_duration
+from ..clock import Clock
+from ..execution.service import Service
 from ..schedule.scheduler import MISSED_LOOKBACK
 
 if TYPE_CHECKING:
@@ -81,8 +82,9 @@ class PurgeResult:
     fire_records: int | None
 
 
-class Retention:
-    """The background purge of one process. ``start()`` on the loop, ``await stop()`` on shutdown."""
+class Retention(Service):
+    """The background purge of one process, a service (``execution.service``): ``start()`` on the
+    loop, ``await stop()`` on shutdown; a pass every ``interval`` seconds, the first at the start."""
 
     def __init__(
         self,
@@ -92,6 +94,7 @@ class Retention:
         *,
         interval: float = 600.0,
         batch_size: int = 500,
+        clock: Clock | None = None,
     ) -> None:
         if older_than <= timedelta(0):
             raise ValueError("retention: older_than must be a positive duration")
@@ -99,34 +102,14 @@ class Retention:
             raise ValueError("retention: interval must be positive")
         if batch_size < 1:
             raise ValueError("retention: batch_size must be at least 1")
+        super().__init__("retention", interval=interval, clock=clock, logger=log)
         self.durably = durably
         self.older_than = older_than
         self.schedules = schedules
-        self.interval = interval
         self.batch_size = batch_size
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.last_pass_at: float | None = None
-        """``time.monotonic()`` when the last pass ended (None before the first)."""
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        if not self.running:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="durably-retention")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])  # a cancellation of stop() itself still propagates
-
-    async def _loop(self) -> None:
-        while True:
-            await self.run_once()
-            await asyncio.sleep(self.interval)
+        """The clock's monotonic time when the last pass ended (None before the first)."""
 
     async def run_if_due(self) -> PurgeResult | None:
         """A pass unless one ended less than ``interval`` ago (None then). A pass already under way
@@ -134,20 +117,20 @@ class Retention:
         if self._lock.locked():
             async with self._lock:
                 return None
-        if self.last_pass_at is not None and time.monotonic() - self.last_pass_at < self.interval:
+        if self.last_pass_at is not None and self.clock.monotonic() - self.last_pass_at < self.interval:
             return None
         return await self.run_once()
 
     async def run_once(self) -> PurgeResult:
-        """One pass: purge runs, then fire records. Errors are logged, not raised."""
+        """One pass (the service's): purge runs, then fire records. Errors are logged, not raised."""
         async with self._lock:
             try:
                 return await self._pass()
             finally:
-                self.last_pass_at = time.monotonic()
+                self.last_pass_at = self.clock.monotonic()
 
     async def _pass(self) -> PurgeResult:
-        now = datetime.now(UTC)
+        now = self.clock.now()
         store = self.durably.store
         runs: int | None = None
         records: int | None = None

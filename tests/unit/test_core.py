@@ -650,7 +650,7 @@ async def test_trigger_and_wait_in_process_does_not_wait_for_the_polling_interva
 
     # With a 60 s polling interval, only the in-process wake-up can make this finish in time.
     durably = await make(define_job(name="fast", run=fn), polling_interval=60)
-    await asyncio.sleep(0.1)  # the worker is now idle in its long poll
+    await until(lambda: durably.worker.last_claim_at > 0, 10, "the first claim")  # then idle in its long poll
     for _ in range(3):
         result = await durably.jobs.fast.trigger_and_wait({}, timeout=5)
         assert result.output == {"v": 1}
@@ -677,9 +677,8 @@ async def test_a_write_lock_held_by_another_process_never_blocks_the_event_loop(
     ticking = asyncio.create_task(ticker())
     try:
         trigger = asyncio.create_task(durably.jobs.locked.trigger({}))
-        await asyncio.sleep(0.5)
-        assert not trigger.done()  # still waiting for the lock...
-        assert ticks >= 20  # ...while the loop kept running
+        await until(lambda: ticks >= 20, 10, "the loop ran on")  # the loop keeps running...
+        assert not trigger.done()  # ...while the trigger still waits for the lock
         other.execute("COMMIT")
         run = await asyncio.wait_for(trigger, 5)
         assert run.disposition == "created"

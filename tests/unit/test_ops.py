@@ -423,7 +423,7 @@ async def test_process_state_metrics(durably: Durably) -> None:
     GATE["gate"] = asyncio.Event()
     run = await durably.jobs.wait.trigger()
     await until(lambda: run.id in durably.worker.active, what="run claimed")
-    durably.worker.lease_losses = 2
+    durably.worker.leases.lease_losses = 2  # as two renewals finding their leases lost count them
     durably.events.emit(WorkerErrorEvent(error="StoreError: gone", context="claim"))
     for metrics in (one, two):
         found = samples(metrics)

@@ -412,6 +412,8 @@ async def test_a_sync_step_past_its_timeout_is_told_to_stop_and_its_late_result_
     durably = await make(define_job(name="s", run=job_fn))
     with pytest.raises(RunFailedError, match="StepTimeoutError") as failed:
         await durably.jobs.s.trigger_and_wait({}, timeout=10)
+    # The token is set before the run fails; the thread notes it on its own time.
+    await until(lambda: "reason" in seen, 10, "the thread saw the token")
     assert seen == {"cancelled_at_timeout": True, "reason": "timeout"}  # failed before the thread ended
     release.set()
     await until(lambda: seen.get("returned"), 10, "the thread returned")
@@ -613,7 +615,8 @@ async def test_a_claim_in_flight_during_stop_is_never_left_held(make: Any) -> No
         claimed = await claim(*args, **kwargs)  # committed: the run is running, held by us
         if claimed:
             in_flight.set()
-            await asyncio.sleep(0.5)  # ... and the answer is still on its way
+            # ... and the answer is still on its way when the stop begins
+            await until(lambda: durably.worker.stopping, 10, "the stop began")
         return claimed
 
     store.claim = slow_answer  # type: ignore[method-assign]
@@ -634,7 +637,8 @@ async def test_a_claim_in_flight_outliving_the_grace_is_released_too(make: Any) 
         claimed = await claim(*args, **kwargs)
         if claimed:
             in_flight.set()
-            await asyncio.sleep(1.0)  # longer than the grace below
+            await until(lambda: durably.worker.stopping, 10, "the stop began")
+            await asyncio.sleep(0.3)  # outlives the stop's 0.1 s grace: the case under test
         return claimed
 
     durably.store.claim = slow_answer  # type: ignore[method-assign]
