@@ -1,5 +1,6 @@
 """durably-sched: cron schedules as durable, checkpointed jobs that run exactly once per fire time."""
 
+from ._version import __version__
 from .cancel import CancelToken
 from .durably import Durably, JobHandle, Run, RunResult, create_durably
 from .errors import (
@@ -37,8 +38,6 @@ from .retry import Retry
 from .step import Step
 from .store.attempts import AttemptRecord
 from .store.base import LogRecord, Progress, RunRecord, ScheduleState, StepRecord, WorkerRecord
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousRunIdError",

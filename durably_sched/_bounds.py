@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pydantic_core
 
 from .errors import InputValidationError, InvalidArgumentError, LimitExceededError, StepValueTooLargeError
 from .limits import KIB, MIB, Limits
 
-if TYPE_CHECKING:
-    from .jobs import JobDefinition
+
+class ValidatesInput(Protocol):
+    """What :func:`stored_input` needs of a job (``jobs.JobDefinition`` is one)."""
+
+    def validate_input(self, raw: Any) -> dict[str, Any]: ...
 
 __all__ = [
     "check_key",
@@ -134,7 +137,7 @@ def json_size(field: str, value: Any, where: str = "") -> int:
         raise InvalidArgumentError(f"{where}{field}: cannot be stored as JSON: {exc}") from None
 
 
-def stored_input(limits: Limits, job: JobDefinition[Any, Any], raw: Any, where: str = "") -> dict[str, Any]:
+def stored_input(limits: Limits, job: ValidatesInput, raw: Any, where: str = "") -> dict[str, Any]:
     """The input a trigger stores (``job.validate_input``), within ``limits.input`` and valid Unicode."""
     try:
         stored = job.validate_input(raw)

@@ -11,7 +11,7 @@ import time
 import types
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pydantic_core
 
@@ -47,10 +47,19 @@ from .store.base import Checkpoint, NewLog, Progress, RunRecord, WriteResult
 
 if TYPE_CHECKING:
     from .events import EventEmitter
-    from .jobs import JobDefinition
     from .store.base import Store
 
 T = TypeVar("T")
+
+
+class ValidatesOutput(Protocol):
+    """What :meth:`RunContext.output` needs of a job (``jobs.JobDefinition`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def validate_output(self, result: Any) -> tuple[Any, Any]: ...
+
 run_log = logging.getLogger("durably_sched.run")
 LOG_FLUSH_DELAY = 0.25
 MAX_PENDING_LOGS = 1000
@@ -150,7 +159,7 @@ class RunContext:
             self._flush_handle = None
         return logs
 
-    def output(self, job: JobDefinition[Any, Any], result: Any) -> tuple[Any, Any]:
+    def output(self, job: ValidatesOutput, result: Any) -> tuple[Any, Any]:
         """The job's output (``job.validate_output``): (value for listeners, stored JSON form),
         valid Unicode (InputValidationError) and within ``limits.step_value``
         (StepValueTooLargeError); neither is retried."""

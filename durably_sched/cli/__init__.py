@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..store import DEFAULT_DATABASE_URL
 from ._base import EXIT_CODES_HELP, TIME_RULE_HELP, CliGroup, Settings
 from .admin import healthcheck, migrate

@@ -35,6 +35,7 @@ from typing import Any
 
 from .._ratelimit import RateLimitedLog
 from .._tracebacks import error_line
+from .._version import __version__
 from ..clock import Clock, SystemClock
 from ..events import EventEmitter, RunLeasedEvent, WorkerErrorEvent
 from ..jobs import JobDefinition
@@ -473,7 +474,6 @@ class Producer:
         )
 
     def _describe(self, identity: HostIdentity) -> WorkerInfo:
-        from .. import __version__
 
         return WorkerInfo(
             id=self.worker_id,

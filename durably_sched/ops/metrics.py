@@ -44,7 +44,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .. import __version__
+from .._version import __version__
 from ..events import (
     RunCancelEvent,
     RunCompleteEvent,

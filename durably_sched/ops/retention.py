@@ -50,7 +50,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .._durations import format_duration
 from ..clock import Clock
@@ -58,8 +58,15 @@ from ..execution.service import Service
 from ..schedule.scheduler import MISSED_LOOKBACK
 
 if TYPE_CHECKING:
-    from ..durably import Durably
     from ..schedule.config import SchedulesConfig
+    from ..store.base import Store
+
+
+class HasStore(Protocol):
+    """What a :class:`Retention` needs of the facade: its store (``Durably`` is one)."""
+
+    @property
+    def store(self) -> Store: ...
 
 __all__ = ["FIRE_RECORD_MARGIN", "PurgeResult", "Retention", "fire_record_horizon"]
 
@@ -88,7 +95,7 @@ class Retention(Service):
 
     def __init__(
         self,
-        durably: Durably,
+        durably: HasStore,
         older_than: timedelta,
         schedules: Callable[[], SchedulesConfig | None] = lambda: None,
         *,
