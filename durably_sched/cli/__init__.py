@@ -10,7 +10,7 @@ import click
 
 from .._version import __version__
 from ..store import DEFAULT_DATABASE_URL
-from ._base import EXIT_CODES_HELP, TIME_RULE_HELP, CliGroup, Settings
+from ._base import EXIT_CODES_HELP, REPORTED_RUNS, TIME_RULE_HELP, CliGroup, Settings
 from .admin import healthcheck, migrate
 from .runs import runs
 from .schedules import schedules
@@ -112,6 +112,15 @@ class _OneLineFormatter(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+def _not_reported(record: logging.LogRecord) -> bool:
+    """False for the worker's "run failed" line about a run the command reports itself."""
+    return not (
+        record.name == "durably_sched.worker"
+        and getattr(record, "run_id", None) in REPORTED_RUNS
+        and record.getMessage().startswith("run failed")
+    )
+
+
 def _plain_logging() -> Callable[[], None]:
     """Commands other than serve: warnings and errors only, one line each, on stderr.
 
@@ -121,6 +130,7 @@ def _plain_logging() -> Callable[[], None]:
     level = root.level
     handler = _StderrHandler()
     handler.setFormatter(_OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_not_reported)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
 

@@ -56,6 +56,10 @@ Exit codes:
 
 log = logging.getLogger("durably_sched.cli")
 
+REPORTED_RUNS: set[str] = set()
+"""Runs whose failures the command reports itself, one line per attempt and the final error
+(``trigger --here``): the worker's own "run failed" log lines for them are not printed again."""
+
 
 class CliError(Exception):
     """A problem reported as one line ``error: <message>`` with an exit code (2 unless given)."""

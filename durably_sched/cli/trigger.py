@@ -22,6 +22,7 @@ from ..store.base import RunRecord
 from ._base import (
     EXIT_FAILURE,
     EXIT_OK,
+    REPORTED_RUNS,
     TIME,
     TIME_RULE_HELP,
     CliCommand,
@@ -274,6 +275,8 @@ async def trigger(
                 announce_run(record, extra, line, json_mode=json_mode, wait=wait)
             if not wait:
                 return EXIT_OK
+            if here:
+                REPORTED_RUNS.add(record.id)
             code = await _wait(
                 durably, record, interrupts, here=here, timeout=timeout, json_mode=json_mode, extra=extra
             )

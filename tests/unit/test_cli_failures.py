@@ -97,6 +97,7 @@ def test_wait_prints_each_failed_attempt_as_it_happens(migrated: Project) -> Non
     assert result.exit_code == 0, result.stderr
     failed = [line for line in result.stderr.splitlines() if line.startswith("attempt ")]
     assert len(failed) == 1, result.stderr
+    assert "run failed" not in result.stderr  # the worker's own line would say it a second time
     assert re.fullmatch(
         r"attempt 1 failed \(failed try 1 of 3\) after [0-9.]+m?s on \S+: ConnectionError: upstream said 503",
         failed[0],
