@@ -11,7 +11,7 @@ from ..errors import (
     InvalidArgumentError,
 )
 from ..jobs import JobDefinition
-from ..retry import Retry, RetryPolicyError, parse_seconds
+from ..retry import Retry, RetryPolicyError, timeout_seconds
 from ..store.base import (
     Disposition,
     RunRecord,
@@ -74,9 +74,8 @@ def stored_retry_policy(
 
 
 def stored_timeout(job: JobDefinition[Any, Any], value: float | timedelta | str | None) -> float | None:
-    if value is None:
-        return None
+    """A run's timeout override as stored (seconds; None: the job's applies); errors name the job."""
     try:
-        return parse_seconds(value, "timeout", allow_zero=False)
+        return timeout_seconds(value)
     except RetryPolicyError as exc:
         raise InvalidArgumentError(f"job '{job.name}': {exc}") from None
