@@ -7,19 +7,14 @@ construction, registration, lifecycle, one-shot processing; and ``create_durably
 :mod:`.handles` holds ``durably.jobs.<key>`` and :mod:`.values` what a trigger returns.
 """
 
-from .actions import MIN_RUN_ID_PREFIX, RUN_ID_CANDIDATES_SHOWN
+from .actions import MIN_RUN_ID_PREFIX as MIN_RUN_ID_PREFIX
 from .facade import Durably, create_durably
-from .handles import JobHandle, JobsNamespace
-from .values import COALESCE_MODES, Coalesce, Run, RunResult, stored_retry_policy, stored_timeout
+from .handles import JobHandle
+from .values import Run, RunResult, stored_retry_policy, stored_timeout
 
 __all__ = [
-    "COALESCE_MODES",
-    "MIN_RUN_ID_PREFIX",
-    "RUN_ID_CANDIDATES_SHOWN",
-    "Coalesce",
     "Durably",
     "JobHandle",
-    "JobsNamespace",
     "Run",
     "RunResult",
     "create_durably",

@@ -1,38 +1,20 @@
-"""ACTIONS"""
+"""Reading runs and their live events, operator actions on runs (retry, retrigger, cancel, delete,
+purge), and the worker registry."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from .._bounds import plain_labels
-from ..errors import (
-    AmbiguousRunIdError,
-    InvalidStateError,
-    RunNotFoundError,
-)
-from ..events import (
-    RunCancelEvent,
-    RunDeleteEvent,
-    RunRetryEvent,
-)
+from ..errors import AmbiguousRunIdError, InvalidStateError, RunNotFoundError
+from ..events import RunCancelEvent, RunDeleteEvent, RunRetryEvent
 from ..feed import RunFeed, RunListSubscription, RunSubscription
 from ..registry import check_processes
 from ..store.attempts import AttemptRecord
-from ..store.base import (
-    LogRecord,
-    RunQuery,
-    RunRecord,
-    RunStatus,
-    StepRecord,
-    WorkerRecord,
-)
+from ..store.base import LogRecord, RunQuery, RunRecord, RunStatus, StepRecord, WorkerRecord
 from .triggers import Triggers
 from .values import Run
-
-if TYPE_CHECKING:
-    pass
 
 MIN_RUN_ID_PREFIX = 6
 """The shortest run id prefix :meth:`Durably.resolve_run_id` accepts (tables show 8 characters)."""

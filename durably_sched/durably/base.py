@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
-from ..errors import (
-    RunNotFoundError,
-    UnknownJobError,
-)
-from ..events import (
-    EventEmitter,
-)
+from ..errors import RunNotFoundError, UnknownJobError
+from ..events import EventEmitter
 from ..execution.producer import Producer
 from ..jobs import JobDefinition
 from ..limits import Limits
-from ..store.base import (
-    RunRecord,
-    Store,
-)
+from ..store.base import RunRecord, Store
 from ..waiters import Waiters
-
-if TYPE_CHECKING:
-    pass
 
 
 class FacadeBase:

@@ -1,4 +1,4 @@
-"""FACADE"""
+"""``Durably`` itself (construction, registration, lifecycle, one-shot processing) and ``create_durably``."""
 
 from __future__ import annotations
 
@@ -11,24 +11,14 @@ from pydantic import BaseModel
 
 from .._durations import parse_duration
 from .._facade_reads import FacadeReads  # issue 21 (layout): the reads schedule/ and web/ ask for
-from ..errors import (
-    InvalidArgumentError,
-    InvalidStateError,
-    UnknownJobError,
-)
-from ..events import (
-    EventEmitter,
-    Listens,
-)
+from ..errors import InvalidArgumentError, InvalidStateError, UnknownJobError
+from ..events import EventEmitter, Listens
 from ..execution.producer import Producer
 from ..feed import RunFeed
 from ..jobs import JobDefinition
 from ..limits import Limits
 from ..store import database_url, open_store
-from ..store.base import (
-    RunRecord,
-    Store,
-)
+from ..store.base import RunRecord, Store
 from ..waiters import Waiters
 from .actions import RunActions
 from .handles import JobHandle, JobsNamespace

@@ -1,4 +1,4 @@
-"""SCHEDULES"""
+"""Schedules at run time: which are in use, and pausing and resuming them in every process."""
 
 from __future__ import annotations
 
@@ -8,19 +8,9 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..errors import (
-    InvalidArgumentError,
-    ScheduleNotFoundError,
-)
-from ..events import (
-    SchedulePauseEvent,
-    ScheduleResumeEvent,
-)
-from ..store.base import (
-    FireResult,
-    ScheduleState,
-    StateChange,
-)
+from ..errors import InvalidArgumentError, ScheduleNotFoundError
+from ..events import SchedulePauseEvent, ScheduleResumeEvent
+from ..store.base import FireResult, ScheduleState, StateChange
 from .triggers import Triggers
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""TRIGGERS"""
+"""Creating runs (triggers, batches, the hand-off to this process's producer, schedule fire times)
+and waiting for them to finish."""
 
 from __future__ import annotations
 
@@ -12,26 +13,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .._bounds import SYSTEM_LABELS, check_key, check_labels, plain_labels, stored_input
-from ..errors import (
-    InputValidationError,
-    InvalidArgumentError,
-    RunCancelledError,
-    RunFailedError,
-)
-from ..events import (
-    RunCoalescedEvent,
-    RunTriggerEvent,
-)
+from ..errors import InputValidationError, InvalidArgumentError, RunCancelledError, RunFailedError
+from ..events import RunCoalescedEvent, RunTriggerEvent
 from ..jobs import JobDefinition, describe_validation_error
 from ..retry import Retry
-from ..store.base import (
-    Disposition,
-    Fire,
-    FireResult,
-    NewRun,
-    Progress,
-    RunRecord,
-)
+from ..store.base import Disposition, Fire, FireResult, NewRun, Progress, RunRecord
 from ..waiters import LogCallback, ProgressCallback, follow_run_updates
 from .base import FacadeBase
 from .values import COALESCE_MODES, Coalesce, Run, RunResult, stored_retry_policy, stored_timeout

@@ -5,21 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from ..errors import (
-    InvalidArgumentError,
-)
+from ..errors import InvalidArgumentError
 from ..jobs import JobDefinition
 from ..retry import Retry, RetryPolicyError, timeout_seconds
-from ..store.base import (
-    Disposition,
-    RunRecord,
-    RunStatus,
-)
-
-if TYPE_CHECKING:
-    pass
+from ..store.base import Disposition, RunRecord, RunStatus
 
 O = TypeVar("O")  # noqa: E741
 
