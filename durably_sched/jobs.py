@@ -14,7 +14,7 @@ from typing_extensions import TypeVar
 
 from .codec import encode_json_value
 from .errors import ArgumentTypeError, InputValidationError, InvalidArgumentError, StepError
-from .retry import Retry, RetryPolicyError, parse_seconds
+from .retry import Retry, RetryPolicyError, timeout_seconds
 
 if TYPE_CHECKING:
     from .step import Step
@@ -151,12 +151,10 @@ def define_job(
         raise ArgumentTypeError(
             f"job {name!r}: retry must be a Retry(...) policy (got {type(retry).__name__})"
         )
-    seconds: float | None = None
-    if timeout is not None:
-        try:
-            seconds = parse_seconds(timeout, "timeout", allow_zero=False)
-        except RetryPolicyError as exc:
-            raise InvalidArgumentError(f"job {name!r}: {exc}") from None
+    try:
+        seconds = timeout_seconds(timeout)
+    except RetryPolicyError as exc:
+        raise InvalidArgumentError(f"job {name!r}: {exc}") from None
     return JobDefinition(
         name=name,
         run=run,

@@ -30,7 +30,14 @@ from typing import Any
 from ._durations import format_duration, parse_duration
 from .errors import InputValidationError, NonRetryableError, StepError
 
-__all__ = ["DEFAULT_MAX_BACKOFF", "Retry", "RetryPolicyError", "class_name", "parse_seconds"]
+__all__ = [
+    "DEFAULT_MAX_BACKOFF",
+    "Retry",
+    "RetryPolicyError",
+    "class_name",
+    "parse_seconds",
+    "timeout_seconds",
+]
 
 DEFAULT_MAX_BACKOFF = 24 * 3600.0
 """The cap on a delay when ``max_backoff`` is not given: one day."""
@@ -54,6 +61,11 @@ class RetryPolicyError(ValueError):
 
 def class_name(cls: type[BaseException]) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def timeout_seconds(value: object) -> float | None:
+    """A run's or a step's timeout as float seconds, None for none (RetryPolicyError names ``timeout``)."""
+    return None if value is None else parse_seconds(value, "timeout", allow_zero=False)
 
 
 def parse_seconds(value: object, field: str, *, allow_zero: bool = True) -> float:

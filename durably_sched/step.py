@@ -42,7 +42,7 @@ from .events import (
 )
 from .execution.deadline import Deadline
 from .limits import Limits
-from .retry import RetryPolicyError, parse_seconds
+from .retry import RetryPolicyError, timeout_seconds
 from .store.base import Checkpoint, NewLog, Progress, RunRecord, WriteResult
 
 if TYPE_CHECKING:
@@ -568,10 +568,8 @@ class Step:
 
 
 def _step_limit(name: str, timeout: float | timedelta | str | None) -> float | None:
-    if timeout is None:
-        return None
     try:
-        return parse_seconds(timeout, "timeout", allow_zero=False)
+        return timeout_seconds(timeout)
     except RetryPolicyError as exc:
         raise StepError(f"step '{name}': {exc}") from None
 

@@ -4,8 +4,7 @@ Imports are read with :mod:`ast`, so every import counts: module level, inside f
 under ``if TYPE_CHECKING:``. Importing ``a.b.c`` is counted as an edge to ``a.b.c`` only (the parent
 packages' ``__init__`` modules run too, but they are not where a design's cycle lives).
 
-Modules that another branch of issue 21 is splitting this round are checked by the same rules in
-separate tests marked as expected failures; the integrator removes the marks after the merge.
+The rules hold for every module of the package (issue 21 split the last ones over the limits).
 """
 
 from __future__ import annotations
@@ -15,21 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "durably_sched"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
 MAX_MODULE_LINES = 700
 MAX_FUNCTION_LINES = 80
-
-# Modules still over the size limit, to be split (issue 21); prefixes end with a dot.
-BEING_SPLIT = ("durably_sched.durably",)
-SPLIT_REASON = "issue 21: durably.py is still to be split into a facade subpackage"
-
-
-def being_split(module: str) -> bool:
-    return any(module == p or (p.endswith(".") and module.startswith(p)) for p in BEING_SPLIT)
 
 
 @dataclass
@@ -129,20 +118,12 @@ def long_functions(module: Module) -> Iterator[str]:
 MODULES = load_modules()
 
 
-def _cycles(split: bool) -> list[list[str]]:
-    return [c for c in import_cycles(MODULES) if any(being_split(m) for m in c) == split]
-
-
-def _oversized(split: bool) -> list[str]:
+def _oversized() -> list[str]:
     return [
         f"{m.path.relative_to(ROOT.parent)} ({m.lines} lines)"
         for m in MODULES.values()
-        if m.lines > MAX_MODULE_LINES and being_split(m.name) == split
+        if m.lines > MAX_MODULE_LINES
     ]
-
-
-def _long(split: bool) -> list[str]:
-    return [f for m in MODULES.values() if being_split(m.name) == split for f in long_functions(m)]
 
 
 def test_the_import_graph_is_read() -> None:
@@ -180,28 +161,15 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_no_import_cycle() -> None:
-    assert _cycles(split=False) == []
+    assert import_cycles(MODULES) == []
 
 
 def test_no_module_over_700_lines() -> None:
-    assert _oversized(split=False) == []
+    assert _oversized() == []
 
 
 def test_no_function_over_80_lines() -> None:
-    assert _long(split=False) == []
-
-
-def test_no_import_cycle_through_modules_being_split() -> None:
-    assert _cycles(split=True) == []
-
-
-@pytest.mark.xfail(reason=SPLIT_REASON, strict=True)
-def test_no_module_over_700_lines_among_modules_being_split() -> None:
-    assert _oversized(split=True) == []
-
-
-def test_no_function_over_80_lines_among_modules_being_split() -> None:
-    assert _long(split=True) == []
+    assert [f for m in MODULES.values() for f in long_functions(m)] == []
 
 
 # Data flows one way: the scheduler, the web layer and the probes see the facade through the
@@ -232,7 +200,13 @@ def _store_reads(module: Module) -> Iterator[str]:
 def test_the_scheduler_and_the_web_layer_use_the_facade_through_its_protocols() -> None:
     users = [m for m in MODULES.values() if _facade_user(m.name)]
     assert {m.name for m in users} >= {"durably_sched.schedule.scheduler", "durably_sched.web.api"}
-    assert [m.name for m in users if "durably_sched.durably" in m.imports] == []
+    facade = [
+        i
+        for m in users
+        for i in m.imports
+        if i == "durably_sched.durably" or i.startswith("durably_sched.durably.")
+    ]
+    assert facade == []
     assert [place for m in users for place in _store_reads(m)] == []
 
 
