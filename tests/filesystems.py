@@ -37,19 +37,19 @@ def fill(disk: Path, name: str = "filler.bin") -> Path:
     """Write a file until the disk has no space left; returns it (delete it to free the space)."""
     path = disk / name
     chunk = os.urandom(64 * 1024)
-    with open(path, "ab") as fh:
+    # Unbuffered: a write the disk refuses leaves nothing behind for close() to flush (a buffered
+    # file would raise ENOSPC again from close, depending on how the free space falls).
+    with open(path, "ab", buffering=0) as fh:
         while True:
             try:
                 fh.write(chunk)
-                fh.flush()
             except OSError:
                 break
     with contextlib.suppress(OSError):
         # Whatever a page still fits: the last bytes too.
-        with open(path, "ab") as fh:
+        with open(path, "ab", buffering=0) as fh:
             for _ in range(64):
                 fh.write(b"\0" * 1024)
-                fh.flush()
     return path
 
 

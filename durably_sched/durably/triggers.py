@@ -187,13 +187,21 @@ class Triggers(FacadeBase):
         return runs[0]
 
     async def fire(self, fire: Fire) -> FireResult:
-        """Handle one schedule fire time (used by the scheduler, slot triggers and backfills)."""
-        if fire.run is not None:
-            fire = dataclasses.replace(fire, run=self.scheduled_run(fire.schedule, fire.run))
-        result = await self.store.fire(fire)
-        if result.run is not None and result.outcome == "triggered":
-            self._after_trigger([Run(result.run, "created")])
-        return result
+        """Handle one schedule fire time (used by the scheduler and slot triggers)."""
+        return (await self.fire_many([fire]))[0]
+
+    async def fire_many(self, fires: Sequence[Fire]) -> list[FireResult]:
+        """Handle several fire times in one transaction, in the order given (backfills): their runs
+        are created in that order, so a queue of them runs in fire-time order."""
+        ready = [
+            dataclasses.replace(f, run=self.scheduled_run(f.schedule, f.run)) if f.run is not None else f
+            for f in fires
+        ]
+        results = await self.store.fire_many(ready)
+        created = [Run(r.run, "created") for r in results if r.run is not None and r.outcome == "triggered"]
+        if created:
+            self._after_trigger(created)
+        return results
 
     def scheduled_run(self, schedule: str, run: NewRun) -> NewRun:
         """A schedule's run as it is stored, exactly as a direct trigger would store it (defaults

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from durably_sched import Step, define_job
 from durably_sched.errors import InvalidArgumentError
 from durably_sched.schedule import manual
 from durably_sched.schedule.config import ScheduleEntry, parse_schedules
+from tests.backends import Backend
+from tests.helpers import durably_factory
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -106,3 +111,32 @@ async def test_planning_a_large_backfill_leaves_the_event_loop_free() -> None:
     print(f"planned {len(times):,} fire times in {took:.2f} s; the loop ran {during} times meanwhile")
     assert len(times) == 17 * 24 * 120 + 1 and len(times) <= manual.BACKFILL_MAX
     assert during > 1  # a blocking computation would have let the heartbeat run at most once
+
+
+# -- the order a backfill's runs are made in ----------------------------------------------------------
+
+
+@pytest.fixture
+async def make(backend: Backend) -> AsyncIterator[Callable[..., Any]]:
+    async with durably_factory(backend.url) as factory:
+        yield factory
+
+
+async def test_a_backfill_makes_its_runs_in_fire_time_order_so_a_queue_runs_them_in_order(make: Any) -> None:
+    """Operators backfill a range expecting its runs to catch up oldest first (``overlap: queue``):
+    the runs are made in fire-time order, across batches, on both backends (PostgreSQL used to make
+    each batch's runs concurrently, out of order)."""
+    ran: list[str] = []
+
+    async def record(step: Step, payload: dict[str, Any]) -> None:
+        ran.append(step.labels["scheduled_for"])
+
+    durably = await make(define_job(name="x", run=record), start=False, max_concurrent_runs=1)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    times = manual.backfill_times(entry(), start, start + timedelta(minutes=150), now=NOW)
+    assert len(times) > manual.BACKFILL_BATCH  # two batches at least
+    results = await manual.backfill(durably, entry(), times)
+    assert [r.outcome for r in results] == ["triggered"] * len(times)
+    await durably.process_until_idle()
+    assert len(ran) == len(times)
+    assert ran == sorted(ran)
