@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -30,6 +31,12 @@ def load_migrations(backend: str) -> list[tuple[int, str]]:
     if found[-1][0] != SCHEMA_VERSION:
         raise RuntimeError(f"{backend} migrations end at {found[-1][0]}, code expects {SCHEMA_VERSION}")
     return found
+
+
+def as_stored(row: Mapping[str, Any], names: str) -> dict[str, Any]:
+    """The columns ``names`` (separated by spaces) of ``row`` as they are stored, keyed by name: the
+    record fields that take a column's value unchanged."""
+    return {name: row[name] for name in names.split()}
 
 
 def dumps(value: Any) -> str:

@@ -25,6 +25,7 @@ from .rows import (
     ACTIVE_SQL,
     FINISHED_SQL,
     RUN_COLUMNS,
+    by_run,
     columns,
 )
 
@@ -73,9 +74,7 @@ class SqliteRuns(SqliteAccess):
         sql = " UNION ALL ".join(
             f"SELECT {STEP_SELECT} FROM steps WHERE run_id = ? AND idx >= ?" for _ in positions
         )
-        out: dict[str, list[StepRecord]] = {}
-        for r in await self._read(sql, [value for item in positions.items() for value in item]):
-            out.setdefault(r["run_id"], []).append(step_record(r))
+        out = by_run(await self._read(sql, [v for item in positions.items() for v in item]), step_record)
         for steps in out.values():
             steps.sort(key=lambda step: step.index)
         return out
@@ -90,9 +89,7 @@ class SqliteRuns(SqliteAccess):
             for _ in positions
         )
         params = [value for run_id, after in positions.items() for value in (run_id, after, limit)]
-        out: dict[str, list[LogRecord]] = {}
-        for r in await self._read(sql, params):
-            out.setdefault(r["run_id"], []).append(log_record(r))
+        out = by_run(await self._read(sql, params), log_record)
         for logs in out.values():
             logs.sort(key=lambda entry: entry.id)
         return out
