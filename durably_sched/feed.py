@@ -60,7 +60,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
 
 from .errors import RunNotFoundError
 from .events import (
@@ -146,25 +146,61 @@ class _Closed(Exception):
     pass
 
 
-class RunSubscription(AsyncIterator[Event]):
+T = TypeVar("T")
+
+
+class _Clearable(Protocol):
+    def clear(self) -> None: ...
+
+
+class _Subscription(AsyncIterator[T]):
+    """What both subscriptions share: the queue's wake-up, the done flag, waiting and closing."""
+
+    _items: _Clearable
+
+    def __init__(self, feed: RunFeed) -> None:
+        self._feed = feed
+        self._ready = asyncio.Event()
+        self._done = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def _idle(self) -> None:
+        """Nothing queued: end the iteration when done, else wait for the feed's next put."""
+        if self._done:
+            self._feed._remove(self)
+            raise StopAsyncIteration
+        self._ready.clear()
+        await self._ready.wait()
+
+    async def close(self) -> None:
+        self._done = True
+        self._items.clear()
+        self._feed._remove(self)
+        self._ready.set()
+
+    aclose = close
+
+    def _end(self) -> None:
+        self._done = True
+        self._ready.set()
+
+
+class RunSubscription(_Subscription[Event]):
     """Events of one run, until it finishes (``async for``); ``await close()`` to stop early."""
 
     def __init__(self, feed: RunFeed, run_id: str, since: RunRecord | None, after_log_id: int | None) -> None:
-        self._feed = feed
+        super().__init__(feed)
         self.run_id = run_id
         self.last: RunRecord | None = since
         self.last_log_id = after_log_id
         self.started = since is not None
         self._items: deque[Event] = deque()
         self._dropped = 0
-        self._ready = asyncio.Event()
-        self._done = False
         self._error: BaseException | None = None
 
     # -- consumer side ---------------------------------------------------------------------------
-    def __aiter__(self) -> RunSubscription:
-        return self
-
     async def __anext__(self) -> Event:
         while True:
             if self._dropped:
@@ -177,11 +213,7 @@ class RunSubscription(AsyncIterator[Event]):
                 self._done = True
                 self._feed._remove(self)
                 raise error
-            if self._done:
-                self._feed._remove(self)
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
+            await self._idle()
 
     def ready_now(self) -> list[Event]:
         """The events already queued (after one from ``__anext__``), without waiting: a consumer that
@@ -193,14 +225,6 @@ class RunSubscription(AsyncIterator[Event]):
         out += self._items
         self._items.clear()
         return out
-
-    async def close(self) -> None:
-        self._done = True
-        self._items.clear()
-        self._feed._remove(self)
-        self._ready.set()
-
-    aclose = close
 
     # -- feed side -------------------------------------------------------------------------------
     def _put(self, event: Event) -> None:
@@ -224,23 +248,14 @@ class RunSubscription(AsyncIterator[Event]):
         self._error = error
         self._ready.set()
 
-    def _end(self) -> None:
-        self._done = True
-        self._ready.set()
 
-
-class RunListSubscription(AsyncIterator[RunListEvent]):
+class RunListSubscription(_Subscription[RunListEvent]):
     """Changes of the run list (``async for``), one event per run per tick; ``await close()``."""
 
     def __init__(self, feed: RunFeed) -> None:
-        self._feed = feed
+        super().__init__(feed)
         self._items: OrderedDict[str, RunListEvent] = OrderedDict()
         self._reset = False
-        self._ready = asyncio.Event()
-        self._done = False
-
-    def __aiter__(self) -> RunListSubscription:
-        return self
 
     async def __anext__(self) -> RunListEvent:
         while True:
@@ -249,11 +264,7 @@ class RunListSubscription(AsyncIterator[RunListEvent]):
                 return RunListEvent("feed:reset", None, None)
             if self._items:
                 return self._items.popitem(last=False)[1]
-            if self._done:
-                self._feed._remove(self)
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
+            await self._idle()
 
     def ready_now(self) -> list[RunListEvent]:
         """The changes already queued, without waiting (see :meth:`RunSubscription.ready_now`)."""
@@ -263,14 +274,6 @@ class RunListSubscription(AsyncIterator[RunListEvent]):
         self._items.clear()
         return out
 
-    async def close(self) -> None:
-        self._done = True
-        self._items.clear()
-        self._feed._remove(self)
-        self._ready.set()
-
-    aclose = close
-
     def _put(self, event: RunListEvent) -> None:
         if self._done or event.run_id is None:
             return
@@ -279,10 +282,6 @@ class RunListSubscription(AsyncIterator[RunListEvent]):
             self._items.clear()
             self._reset = True
         self._items[event.run_id] = event
-        self._ready.set()
-
-    def _end(self) -> None:
-        self._done = True
         self._ready.set()
 
 
@@ -365,14 +364,14 @@ class RunFeed:
         if self._closed:
             raise RuntimeError("the run feed is closed")
 
-    def _remove(self, sub: RunSubscription | RunListSubscription) -> None:
+    def _remove(self, sub: _Subscription[Any]) -> None:
         if isinstance(sub, RunSubscription):
             subs = self._runs.get(sub.run_id, [])
             if sub in subs:
                 subs.remove(sub)
             if not subs:
                 self._runs.pop(sub.run_id, None)
-        elif sub in self._lists:
+        elif isinstance(sub, RunListSubscription) and sub in self._lists:
             self._lists.remove(sub)
             if not self._lists:
                 self._list_state = _ListState()
