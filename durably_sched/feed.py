@@ -52,7 +52,6 @@ add a write per step to the checkpoint path; a failing step shows as ``run:fail`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -62,6 +61,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, Self, TypeVar
 
+from ._tasks import stop_task
 from .errors import RunNotFoundError
 from .events import (
     Event,
@@ -347,10 +347,7 @@ class RunFeed:
         self._runs.clear()
         self._lists.clear()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     def end_all(self) -> None:
         """End every current subscription (their iterators finish) without closing the feed."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -77,11 +75,3 @@ def newer_schema_message(found: int) -> str:
         f"database schema version {found} is newer than this durably-sched supports "
         f"({SCHEMA_VERSION}); upgrade durably-sched"
     )
-
-
-async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background task (if any) and wait until it has ended."""
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
