@@ -67,6 +67,27 @@ MAX_PENDING_LOGS = 1000
 _warnings = RateLimitedLog(run_log)
 
 
+class _StopFlag:
+    """A flag of RunContext kept in ``_<name>``; setting it true cancels the run's token with
+    ``reason``."""
+
+    def __init__(self, reason: CancelReason) -> None:
+        self.reason = reason
+        self.attr = ""
+
+    def __set_name__(self, owner: type[RunContext], name: str) -> None:
+        self.attr = f"_{name}"
+
+    def __get__(self, ctx: RunContext, owner: type[RunContext] | None = None) -> bool:
+        value: bool = getattr(ctx, self.attr)
+        return value
+
+    def __set__(self, ctx: RunContext, value: bool) -> None:
+        setattr(ctx, self.attr, value)
+        if value:
+            ctx.token.cancel(self.reason)
+
+
 class RunContext:
     """The worker's state for one claimed run (one generation of it)."""
 
@@ -113,25 +134,8 @@ class RunContext:
             self.log_extra["schedule"] = run.labels["schedule"]
             self.log_extra["scheduled_for"] = run.labels.get("scheduled_for")
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    @cancelled.setter
-    def cancelled(self, value: bool) -> None:
-        self._cancelled = value
-        if value:
-            self.token.cancel("cancelled")
-
-    @property
-    def lost(self) -> bool:
-        return self._lost
-
-    @lost.setter
-    def lost(self, value: bool) -> None:
-        self._lost = value
-        if value:
-            self.token.cancel("lease-lost")
+    cancelled = _StopFlag("cancelled")
+    lost = _StopFlag("lease-lost")
 
     def add_log(self, entry: NewLog) -> None:
         """Buffer a log line; past MAX_PENDING_LOGS (the store keeps failing) the oldest is dropped."""
