@@ -214,14 +214,11 @@ class SqliteRuns(SqliteAccess):
         return await self._write(delete, heavy=True)
 
     async def delete_steps(self, run_id: str) -> int:
-        def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM steps WHERE run_id = ? AND EXISTS "
-                "(SELECT 1 FROM runs WHERE id = ? AND status = 'completed')",
-                (run_id, run_id),
-            ).rowcount
-
-        return await self._write(delete)
+        return await self._write_count(
+            "DELETE FROM steps WHERE run_id = ? AND EXISTS "
+            "(SELECT 1 FROM runs WHERE id = ? AND status = 'completed')",
+            (run_id, run_id),
+        )
 
     async def purge_runs(self, older_than: datetime, batch_size: int = 500) -> int:
         cutoff = dt_to_ms(older_than)
