@@ -76,6 +76,7 @@ from .events import (
     RunStartEvent,
     RunTriggerEvent,
     StepCompleteEvent,
+    run_scope,
 )
 from .store.base import FINISHED_STATUSES, LogRecord, RunRecord, StepRecord, Store
 
@@ -571,16 +572,19 @@ def _list_type(old: tuple[Any, ...] | None, record: RunRecord) -> str:
     return "run:progress"
 
 
+_STATUS_TYPES = {
+    "completed": "run:complete",
+    "failed": "run:fail",
+    "cancelled": "run:cancel",
+    "running": "run:start",
+}
+"""The event a run's row in this status stands for (a pending row: see :func:`_status_type`)."""
+
+
 def _status_type(old_status: str | None, record: RunRecord) -> str:
-    status = record.status
-    if status == "completed":
-        return "run:complete"
-    if status == "failed":
-        return "run:fail"
-    if status == "cancelled":
-        return "run:cancel"
-    if status == "running":
-        return "run:start"
+    kind = _STATUS_TYPES.get(record.status)
+    if kind is not None:
+        return kind
     if old_status == "running":
         return "run:release"
     if old_status in FINISHED_STATUSES:
@@ -595,7 +599,7 @@ def _duration(record: RunRecord) -> float:
 
 
 def _status_event(old: RunRecord, record: RunRecord) -> Event:
-    common: dict[str, Any] = {"run_id": record.id, "job_name": record.job_name, "labels": record.labels}
+    common = run_scope(record)
     kind = _status_type(old.status if old is not record else None, record)
     if kind == "run:complete":
         return RunCompleteEvent(**common, output=record.output, duration=_duration(record))
@@ -625,7 +629,7 @@ def _run_events(
     """What changed between the subscriber's last view of the run and ``record``, in order."""
     old = sub.last
     assert old is not None
-    common: dict[str, Any] = {"run_id": record.id, "job_name": record.job_name, "labels": record.labels}
+    common = run_scope(record)
     out: list[Event] = []
     terminal: Event | None = None
     # A tick samples the row: a run may have been retried, claimed and finished since the last one,
