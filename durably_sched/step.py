@@ -39,6 +39,7 @@ from .events import (
     StepCompleteEvent,
     StepFailEvent,
     StepStartEvent,
+    run_scope,
 )
 from .execution.deadline import Deadline
 from .limits import Limits
@@ -295,9 +296,7 @@ class StepLogger:
         if ctx.events.wants("log:write"):
             ctx.events.emit(
                 LogWriteEvent(
-                    run_id=ctx.run_id,
-                    job_name=ctx.run.job_name,
-                    labels=ctx.run.labels,
+                    **run_scope(ctx.run),
                     step_name=ctx.current_step,
                     level=level,
                     message=message,
@@ -412,15 +411,7 @@ class Step:
         index = ctx.next_index
         ctx.next_index += 1
         if ctx.events.wants("step:start"):
-            ctx.events.emit(
-                StepStartEvent(
-                    run_id=ctx.run_id,
-                    job_name=ctx.run.job_name,
-                    labels=ctx.run.labels,
-                    step_name=name,
-                    step_index=index,
-                )
-            )
+            ctx.events.emit(StepStartEvent(**_step_fields(ctx, name, index)))
         token: CancelToken | None = None
         call: Callable[[], Any] = fn  # type: ignore[assignment]
         if _takes_token(fn):
@@ -473,11 +464,7 @@ class Step:
         if ctx.events.wants("step:complete"):
             ctx.events.emit(
                 StepCompleteEvent(
-                    run_id=ctx.run_id,
-                    job_name=ctx.run.job_name,
-                    labels=ctx.run.labels,
-                    step_name=name,
-                    step_index=index,
+                    **_step_fields(ctx, name, index),
                     output=value,
                     duration=duration,
                 )
@@ -503,11 +490,7 @@ class Step:
             if ctx.events.wants("step:fail"):
                 ctx.events.emit(
                     StepFailEvent(
-                        run_id=ctx.run_id,
-                        job_name=ctx.run.job_name,
-                        labels=ctx.run.labels,
-                        step_name=name,
-                        step_index=index,
+                        **_step_fields(ctx, name, index),
                         error=error_line(exc),
                         duration=time.perf_counter() - started,
                         traceback=format_traceback(exc),
@@ -523,11 +506,7 @@ class Step:
         result = await ctx.store.set_progress(ctx.run_id, ctx.generation, progress, ctx.take_logs())
         ctx.observe(result)
         if ctx.events.wants("run:progress"):
-            ctx.events.emit(
-                RunProgressEvent(
-                    run_id=ctx.run_id, job_name=ctx.run.job_name, labels=ctx.run.labels, progress=progress
-                )
-            )
+            ctx.events.emit(RunProgressEvent(**run_scope(ctx.run), progress=progress))
 
     async def _call(self, call: Callable[[], Any]) -> Any:
         target = call.func if isinstance(call, functools.partial) else call
@@ -560,15 +539,16 @@ class Step:
         if ctx.events.wants("step:cancel"):
             ctx.events.emit(
                 StepCancelEvent(
-                    run_id=ctx.run_id,
-                    job_name=ctx.run.job_name,
-                    labels=ctx.run.labels,
-                    step_name=name,
-                    step_index=index,
+                    **_step_fields(ctx, name, index),
                     reason=reason,
                     duration=time.perf_counter() - started,
                 )
             )
+
+
+def _step_fields(ctx: RunContext, name: str, index: int) -> dict[str, Any]:
+    """The fields every step event carries: the run's, the step's name and its index."""
+    return {**run_scope(ctx.run), "step_name": name, "step_index": index}
 
 
 def _step_limit(name: str, timeout: float | timedelta | str | None) -> float | None:
