@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, overload
 
 from .errors import InvalidArgumentError
-from .store.base import Progress
+from .store.base import Progress, RunRecord
 
 log = logging.getLogger("durably_sched.events")
 
@@ -58,6 +58,19 @@ class RunEvent(Event):
     run_id: str
     job_name: str
     labels: dict[str, str] = field(default_factory=dict)
+
+
+class RunScope(TypedDict):
+    """The fields every run event carries (``RunEvent(**run_scope(run), ...)``)."""
+
+    run_id: str
+    job_name: str
+    labels: dict[str, str]
+
+
+def run_scope(run: RunRecord) -> RunScope:
+    """The run-scoped fields of an event about ``run``: its id, job name and labels."""
+    return {"run_id": run.id, "job_name": run.job_name, "labels": run.labels}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

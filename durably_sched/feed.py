@@ -52,7 +52,6 @@ add a write per step to the checkpoint path; a failing step shows as ``run:fail`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -60,8 +59,9 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
 
+from ._tasks import stop_task
 from .errors import RunNotFoundError
 from .events import (
     Event,
@@ -76,6 +76,7 @@ from .events import (
     RunStartEvent,
     RunTriggerEvent,
     StepCompleteEvent,
+    run_scope,
 )
 from .store.base import FINISHED_STATUSES, LogRecord, RunRecord, StepRecord, Store
 
@@ -146,25 +147,61 @@ class _Closed(Exception):
     pass
 
 
-class RunSubscription(AsyncIterator[Event]):
+T = TypeVar("T")
+
+
+class _Clearable(Protocol):
+    def clear(self) -> None: ...
+
+
+class _Subscription(AsyncIterator[T]):
+    """What both subscriptions share: the queue's wake-up, the done flag, waiting and closing."""
+
+    _items: _Clearable
+
+    def __init__(self, feed: RunFeed) -> None:
+        self._feed = feed
+        self._ready = asyncio.Event()
+        self._done = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def _idle(self) -> None:
+        """Nothing queued: end the iteration when done, else wait for the feed's next put."""
+        if self._done:
+            self._feed._remove(self)
+            raise StopAsyncIteration
+        self._ready.clear()
+        await self._ready.wait()
+
+    async def close(self) -> None:
+        self._done = True
+        self._items.clear()
+        self._feed._remove(self)
+        self._ready.set()
+
+    aclose = close
+
+    def _end(self) -> None:
+        self._done = True
+        self._ready.set()
+
+
+class RunSubscription(_Subscription[Event]):
     """Events of one run, until it finishes (``async for``); ``await close()`` to stop early."""
 
     def __init__(self, feed: RunFeed, run_id: str, since: RunRecord | None, after_log_id: int | None) -> None:
-        self._feed = feed
+        super().__init__(feed)
         self.run_id = run_id
         self.last: RunRecord | None = since
         self.last_log_id = after_log_id
         self.started = since is not None
         self._items: deque[Event] = deque()
         self._dropped = 0
-        self._ready = asyncio.Event()
-        self._done = False
         self._error: BaseException | None = None
 
     # -- consumer side ---------------------------------------------------------------------------
-    def __aiter__(self) -> RunSubscription:
-        return self
-
     async def __anext__(self) -> Event:
         while True:
             if self._dropped:
@@ -177,11 +214,7 @@ class RunSubscription(AsyncIterator[Event]):
                 self._done = True
                 self._feed._remove(self)
                 raise error
-            if self._done:
-                self._feed._remove(self)
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
+            await self._idle()
 
     def ready_now(self) -> list[Event]:
         """The events already queued (after one from ``__anext__``), without waiting: a consumer that
@@ -193,14 +226,6 @@ class RunSubscription(AsyncIterator[Event]):
         out += self._items
         self._items.clear()
         return out
-
-    async def close(self) -> None:
-        self._done = True
-        self._items.clear()
-        self._feed._remove(self)
-        self._ready.set()
-
-    aclose = close
 
     # -- feed side -------------------------------------------------------------------------------
     def _put(self, event: Event) -> None:
@@ -224,23 +249,14 @@ class RunSubscription(AsyncIterator[Event]):
         self._error = error
         self._ready.set()
 
-    def _end(self) -> None:
-        self._done = True
-        self._ready.set()
 
-
-class RunListSubscription(AsyncIterator[RunListEvent]):
+class RunListSubscription(_Subscription[RunListEvent]):
     """Changes of the run list (``async for``), one event per run per tick; ``await close()``."""
 
     def __init__(self, feed: RunFeed) -> None:
-        self._feed = feed
+        super().__init__(feed)
         self._items: OrderedDict[str, RunListEvent] = OrderedDict()
         self._reset = False
-        self._ready = asyncio.Event()
-        self._done = False
-
-    def __aiter__(self) -> RunListSubscription:
-        return self
 
     async def __anext__(self) -> RunListEvent:
         while True:
@@ -249,11 +265,7 @@ class RunListSubscription(AsyncIterator[RunListEvent]):
                 return RunListEvent("feed:reset", None, None)
             if self._items:
                 return self._items.popitem(last=False)[1]
-            if self._done:
-                self._feed._remove(self)
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
+            await self._idle()
 
     def ready_now(self) -> list[RunListEvent]:
         """The changes already queued, without waiting (see :meth:`RunSubscription.ready_now`)."""
@@ -263,14 +275,6 @@ class RunListSubscription(AsyncIterator[RunListEvent]):
         self._items.clear()
         return out
 
-    async def close(self) -> None:
-        self._done = True
-        self._items.clear()
-        self._feed._remove(self)
-        self._ready.set()
-
-    aclose = close
-
     def _put(self, event: RunListEvent) -> None:
         if self._done or event.run_id is None:
             return
@@ -279,10 +283,6 @@ class RunListSubscription(AsyncIterator[RunListEvent]):
             self._items.clear()
             self._reset = True
         self._items[event.run_id] = event
-        self._ready.set()
-
-    def _end(self) -> None:
-        self._done = True
         self._ready.set()
 
 
@@ -348,10 +348,7 @@ class RunFeed:
         self._runs.clear()
         self._lists.clear()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     def end_all(self) -> None:
         """End every current subscription (their iterators finish) without closing the feed."""
@@ -365,14 +362,14 @@ class RunFeed:
         if self._closed:
             raise RuntimeError("the run feed is closed")
 
-    def _remove(self, sub: RunSubscription | RunListSubscription) -> None:
+    def _remove(self, sub: _Subscription[Any]) -> None:
         if isinstance(sub, RunSubscription):
             subs = self._runs.get(sub.run_id, [])
             if sub in subs:
                 subs.remove(sub)
             if not subs:
                 self._runs.pop(sub.run_id, None)
-        elif sub in self._lists:
+        elif isinstance(sub, RunListSubscription) and sub in self._lists:
             self._lists.remove(sub)
             if not self._lists:
                 self._list_state = _ListState()
@@ -575,16 +572,19 @@ def _list_type(old: tuple[Any, ...] | None, record: RunRecord) -> str:
     return "run:progress"
 
 
+_STATUS_TYPES = {
+    "completed": "run:complete",
+    "failed": "run:fail",
+    "cancelled": "run:cancel",
+    "running": "run:start",
+}
+"""The event a run's row in this status stands for (a pending row: see :func:`_status_type`)."""
+
+
 def _status_type(old_status: str | None, record: RunRecord) -> str:
-    status = record.status
-    if status == "completed":
-        return "run:complete"
-    if status == "failed":
-        return "run:fail"
-    if status == "cancelled":
-        return "run:cancel"
-    if status == "running":
-        return "run:start"
+    kind = _STATUS_TYPES.get(record.status)
+    if kind is not None:
+        return kind
     if old_status == "running":
         return "run:release"
     if old_status in FINISHED_STATUSES:
@@ -599,7 +599,7 @@ def _duration(record: RunRecord) -> float:
 
 
 def _status_event(old: RunRecord, record: RunRecord) -> Event:
-    common: dict[str, Any] = {"run_id": record.id, "job_name": record.job_name, "labels": record.labels}
+    common = run_scope(record)
     kind = _status_type(old.status if old is not record else None, record)
     if kind == "run:complete":
         return RunCompleteEvent(**common, output=record.output, duration=_duration(record))
@@ -629,7 +629,7 @@ def _run_events(
     """What changed between the subscriber's last view of the run and ``record``, in order."""
     old = sub.last
     assert old is not None
-    common: dict[str, Any] = {"run_id": record.id, "job_name": record.job_name, "labels": record.labels}
+    common = run_scope(record)
     out: list[Event] = []
     terminal: Event | None = None
     # A tick samples the row: a run may have been retried, claimed and finished since the last one,

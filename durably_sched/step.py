@@ -39,6 +39,7 @@ from .events import (
     StepCompleteEvent,
     StepFailEvent,
     StepStartEvent,
+    run_scope,
 )
 from .execution.deadline import Deadline
 from .limits import Limits
@@ -65,6 +66,27 @@ LOG_FLUSH_DELAY = 0.25
 MAX_PENDING_LOGS = 1000
 """Log lines a run keeps while they cannot be stored (a database outage); older ones are dropped."""
 _warnings = RateLimitedLog(run_log)
+
+
+class _StopFlag:
+    """A flag of RunContext kept in ``_<name>``; setting it true cancels the run's token with
+    ``reason``."""
+
+    def __init__(self, reason: CancelReason) -> None:
+        self.reason = reason
+        self.attr = ""
+
+    def __set_name__(self, owner: type[RunContext], name: str) -> None:
+        self.attr = f"_{name}"
+
+    def __get__(self, ctx: RunContext, owner: type[RunContext] | None = None) -> bool:
+        value: bool = getattr(ctx, self.attr)
+        return value
+
+    def __set__(self, ctx: RunContext, value: bool) -> None:
+        setattr(ctx, self.attr, value)
+        if value:
+            ctx.token.cancel(self.reason)
 
 
 class RunContext:
@@ -113,25 +135,8 @@ class RunContext:
             self.log_extra["schedule"] = run.labels["schedule"]
             self.log_extra["scheduled_for"] = run.labels.get("scheduled_for")
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    @cancelled.setter
-    def cancelled(self, value: bool) -> None:
-        self._cancelled = value
-        if value:
-            self.token.cancel("cancelled")
-
-    @property
-    def lost(self) -> bool:
-        return self._lost
-
-    @lost.setter
-    def lost(self, value: bool) -> None:
-        self._lost = value
-        if value:
-            self.token.cancel("lease-lost")
+    cancelled = _StopFlag("cancelled")
+    lost = _StopFlag("lease-lost")
 
     def add_log(self, entry: NewLog) -> None:
         """Buffer a log line; past MAX_PENDING_LOGS (the store keeps failing) the oldest is dropped."""
@@ -291,9 +296,7 @@ class StepLogger:
         if ctx.events.wants("log:write"):
             ctx.events.emit(
                 LogWriteEvent(
-                    run_id=ctx.run_id,
-                    job_name=ctx.run.job_name,
-                    labels=ctx.run.labels,
+                    **run_scope(ctx.run),
                     step_name=ctx.current_step,
                     level=level,
                     message=message,
@@ -408,15 +411,7 @@ class Step:
         index = ctx.next_index
         ctx.next_index += 1
         if ctx.events.wants("step:start"):
-            ctx.events.emit(
-                StepStartEvent(
-                    run_id=ctx.run_id,
-                    job_name=ctx.run.job_name,
-                    labels=ctx.run.labels,
-                    step_name=name,
-                    step_index=index,
-                )
-            )
+            ctx.events.emit(StepStartEvent(**_step_fields(ctx, name, index)))
         token: CancelToken | None = None
         call: Callable[[], Any] = fn  # type: ignore[assignment]
         if _takes_token(fn):
@@ -469,11 +464,7 @@ class Step:
         if ctx.events.wants("step:complete"):
             ctx.events.emit(
                 StepCompleteEvent(
-                    run_id=ctx.run_id,
-                    job_name=ctx.run.job_name,
-                    labels=ctx.run.labels,
-                    step_name=name,
-                    step_index=index,
+                    **_step_fields(ctx, name, index),
                     output=value,
                     duration=duration,
                 )
@@ -499,11 +490,7 @@ class Step:
             if ctx.events.wants("step:fail"):
                 ctx.events.emit(
                     StepFailEvent(
-                        run_id=ctx.run_id,
-                        job_name=ctx.run.job_name,
-                        labels=ctx.run.labels,
-                        step_name=name,
-                        step_index=index,
+                        **_step_fields(ctx, name, index),
                         error=error_line(exc),
                         duration=time.perf_counter() - started,
                         traceback=format_traceback(exc),
@@ -519,11 +506,7 @@ class Step:
         result = await ctx.store.set_progress(ctx.run_id, ctx.generation, progress, ctx.take_logs())
         ctx.observe(result)
         if ctx.events.wants("run:progress"):
-            ctx.events.emit(
-                RunProgressEvent(
-                    run_id=ctx.run_id, job_name=ctx.run.job_name, labels=ctx.run.labels, progress=progress
-                )
-            )
+            ctx.events.emit(RunProgressEvent(**run_scope(ctx.run), progress=progress))
 
     async def _call(self, call: Callable[[], Any]) -> Any:
         target = call.func if isinstance(call, functools.partial) else call
@@ -556,15 +539,16 @@ class Step:
         if ctx.events.wants("step:cancel"):
             ctx.events.emit(
                 StepCancelEvent(
-                    run_id=ctx.run_id,
-                    job_name=ctx.run.job_name,
-                    labels=ctx.run.labels,
-                    step_name=name,
-                    step_index=index,
+                    **_step_fields(ctx, name, index),
                     reason=reason,
                     duration=time.perf_counter() - started,
                 )
             )
+
+
+def _step_fields(ctx: RunContext, name: str, index: int) -> dict[str, Any]:
+    """The fields every step event carries: the run's, the step's name and its index."""
+    return {**run_scope(ctx.run), "step_name": name, "step_index": index}
 
 
 def _step_limit(name: str, timeout: float | timedelta | str | None) -> float | None:

@@ -12,13 +12,13 @@ rather than on every poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._tasks import stop_task
 from .errors import RunNotFoundError
 from .store.base import FINISHED_STATUSES, LogRecord, Progress, RunRecord, Store
 
@@ -71,10 +71,7 @@ class Waiters:
 
     async def close(self) -> None:
         poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        await stop_task(poller)
 
     async def _poll(self) -> None:
         failing_since: float | None = None

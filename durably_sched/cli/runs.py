@@ -417,15 +417,17 @@ async def retrigger(run_id: str, wait: bool, timeout: float | None, json_mode: b
     return await _act_and_follow(act, with_jobs=True, wait=wait, timeout=timeout, json_mode=json_mode)
 
 
-@runs.command(
-    "cancel",
-    epilog=f"""\b
-Example:
-  durably-sched runs cancel 0b6e0c1e
+def _run_id_command(name: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """``runs NAME RUN_ID``: its help ends with an example and what RUN_ID may be."""
+    epilog = f"\b\nExample:\n  durably-sched runs {name} 0b6e0c1e\n\n{RUN_ID_HELP}"
 
-{RUN_ID_HELP}""",
-)
-@click.argument("run_id")
+    def make(f: Callable[..., Any]) -> click.Command:
+        return runs.command(name, epilog=epilog)(click.argument("run_id")(f))
+
+    return make
+
+
+@_run_id_command("cancel")
 async def cancel(run_id: str) -> None:
     """Cancel a pending run, or stop a running one after its current step."""
     async with open_durably(settings().database) as durably:
@@ -439,15 +441,7 @@ async def cancel(run_id: str) -> None:
     click.echo(f"run {run.id} cancelled{note}")
 
 
-@runs.command(
-    "delete",
-    epilog=f"""\b
-Example:
-  durably-sched runs delete 0b6e0c1e
-
-{RUN_ID_HELP}""",
-)
-@click.argument("run_id")
+@_run_id_command("delete")
 async def delete(run_id: str) -> None:
     """Delete a run that is not running, with its steps and logs."""
     async with open_durably(settings().database) as durably:

@@ -424,6 +424,12 @@ field whole.
 )
 
 
+def _token_file_option(flag: str, holding: str) -> Callable[[F], F]:
+    """A --...-token-file option: "A file holding " ``holding``."""
+    text = f"A file holding {holding}"
+    return click.option(flag, type=click.Path(dir_okay=False), metavar="FILE", help=text)
+
+
 @click.command("serve", cls=CliCommand, epilog=EPILOG)
 @click.option("--no-scheduler", is_flag=True, help="Do not fire schedules (worker only).")
 @click.option("--no-worker", is_flag=True, help="Do not execute runs (scheduler only).")
@@ -457,18 +463,14 @@ field whole.
     help="Purge finished runs older than this ('off' keeps them).",
 )
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
-@click.option(
+@_token_file_option(
     "--http-token-file",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="A file holding the token every dashboard and API request must carry (env DURABLY_HTTP_TOKEN "
+    "the token every dashboard and API request must carry (env DURABLY_HTTP_TOKEN "
     "holds the token itself). Required for a non-loopback --http.",
 )
-@click.option(
+@_token_file_option(
     "--http-read-token-file",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="A file holding a read-only token: it sees everything, changes nothing "
+    "a read-only token: it sees everything, changes nothing "
     "(env DURABLY_HTTP_READ_TOKEN holds the token itself).",
 )
 @click.option("--http-token", envvar="DURABLY_HTTP_TOKEN", hidden=True, help="Only from the environment.")

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from .._bounds import SYSTEM_LABELS, check_key, check_labels, plain_labels, stored_input
 from ..errors import InputValidationError, InvalidArgumentError, RunCancelledError, RunFailedError
-from ..events import RunCoalescedEvent, RunTriggerEvent
+from ..events import RunCoalescedEvent, RunTriggerEvent, run_scope
 from ..jobs import JobDefinition, describe_validation_error
 from ..retry import Retry
 from ..store.base import Disposition, Fire, FireResult, NewRun, Progress, RunRecord
@@ -106,20 +106,14 @@ class Triggers(FacadeBase):
             for run in runs:
                 if run.disposition == "created":
                     rec = run.record
-                    self.events.emit(
-                        RunTriggerEvent(
-                            run_id=rec.id, job_name=rec.job_name, labels=rec.labels, input=rec.input
-                        )
-                    )
+                    self.events.emit(RunTriggerEvent(**run_scope(rec), input=rec.input))
         if self.events.wants("run:coalesced"):
             for run, new in zip(runs, asked, strict=False):
                 if run.disposition == "coalesced":
                     rec = run.record
                     self.events.emit(
                         RunCoalescedEvent(
-                            run_id=rec.id,
-                            job_name=rec.job_name,
-                            labels=rec.labels,
+                            **run_scope(rec),
                             skipped_input=new.input,
                             skipped_labels=new.labels,
                         )

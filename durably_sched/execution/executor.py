@@ -32,7 +32,14 @@ from typing import Any
 from .._tracebacks import error_line, format_traceback
 from ..clock import Clock
 from ..errors import StepCancelled
-from ..events import EventEmitter, RunCompleteEvent, RunFailEvent, RunRetryScheduledEvent, RunStartEvent
+from ..events import (
+    EventEmitter,
+    RunCompleteEvent,
+    RunFailEvent,
+    RunRetryScheduledEvent,
+    RunStartEvent,
+    run_scope,
+)
 from ..jobs import JobDefinition
 from ..step import RunContext, Step
 from ..store.base import RunRecord, Store
@@ -116,9 +123,7 @@ def _started(ctx: RunContext, env: ExecutionEnv) -> None:
     if env.events.wants("run:start"):
         env.events.emit(
             RunStartEvent(
-                run_id=run.id,
-                job_name=run.job_name,
-                labels=run.labels,
+                **run_scope(run),
                 attempt=run.attempt,
                 resumed_steps=len(ctx.completed),
             )
@@ -157,9 +162,7 @@ async def _complete(ctx: RunContext, outcome: Completed, env: ExecutionEnv) -> N
     if env.events.wants("run:complete"):
         env.events.emit(
             RunCompleteEvent(
-                run_id=run.id,
-                job_name=run.job_name,
-                labels=run.labels,
+                **run_scope(run),
                 output=outcome.value,
                 duration=duration,
             )
@@ -191,6 +194,20 @@ def _failure(ctx: RunContext, outcome: Failed) -> tuple[str, str, str | None, st
     return error_line(exc), format_traceback(exc), step_name, f" in step '{step_name}'" if step_name else ""
 
 
+def _failed_fields(
+    ctx: RunContext, error: str, step_name: str | None, trace: str, failures: int
+) -> dict[str, Any]:
+    """The fields a run:fail and a run:retry-scheduled event share."""
+    return {
+        **run_scope(ctx.run),
+        "error": error,
+        "failed_step_name": step_name,
+        "traceback": trace,
+        "failed_attempts": failures,
+        "duration": time.perf_counter() - ctx.started,
+    }
+
+
 async def _retry(ctx: RunContext, outcome: Failed, env: ExecutionEnv) -> None:
     run, exc, policy, delay = ctx.run, outcome.error, outcome.policy, outcome.retry_in
     assert policy is not None and delay is not None
@@ -208,16 +225,9 @@ async def _retry(ctx: RunContext, outcome: Failed, env: ExecutionEnv) -> None:
     if env.events.wants("run:retry-scheduled"):
         env.events.emit(
             RunRetryScheduledEvent(
-                run_id=run.id,
-                job_name=run.job_name,
-                labels=run.labels,
-                error=error,
-                failed_step_name=step_name,
-                traceback=trace,
-                failed_attempts=outcome.failures,
+                **_failed_fields(ctx, error, step_name, trace, outcome.failures),
                 max_attempts=policy.max_attempts,
                 delay=delay,
-                duration=time.perf_counter() - ctx.started,
             )
         )
 
@@ -241,18 +251,7 @@ async def _fail(ctx: RunContext, outcome: Failed, env: ExecutionEnv) -> None:
         exc_info=(type(exc), exc, exc.__traceback__), extra=ctx.log_extra,
     )  # fmt: skip
     if env.events.wants("run:fail"):
-        env.events.emit(
-            RunFailEvent(
-                run_id=run.id,
-                job_name=run.job_name,
-                labels=run.labels,
-                error=error,
-                failed_step_name=step_name,
-                duration=time.perf_counter() - ctx.started,
-                traceback=trace,
-                failed_attempts=failures,
-            )
-        )
+        env.events.emit(RunFailEvent(**_failed_fields(ctx, error, step_name, trace, failures)))
     if env.on_finished is not None:
         env.on_finished(run.id, False, None)
 

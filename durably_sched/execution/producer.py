@@ -37,7 +37,7 @@ from .._ratelimit import RateLimitedLog
 from .._tracebacks import error_line
 from .._version import __version__
 from ..clock import Clock, SystemClock
-from ..events import EventEmitter, RunLeasedEvent, WorkerErrorEvent
+from ..events import EventEmitter, RunLeasedEvent, WorkerErrorEvent, run_scope
 from ..jobs import JobDefinition
 from ..limits import Limits
 from ..registry import HostIdentity
@@ -425,9 +425,7 @@ class Producer:
         if self.events.wants("run:leased"):
             self.events.emit(
                 RunLeasedEvent(
-                    run_id=run.id,
-                    job_name=run.job_name,
-                    labels=run.labels,
+                    **run_scope(run),
                     input=run.input,
                     worker_id=self.worker_id,
                     lease_expires_at=run.lease_expires_at,

@@ -81,7 +81,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..durably import Durably, JobHandle, Run
 from ..errors import ArgumentTypeError, InputValidationError, InvalidArgumentError, UnknownJobError
 from ..jobs import JobDefinition
-from ..schedule.cron import fire_time_text
+from ..schedule.cron import fire_time_text, parse_timed_key
 
 __all__ = [
     "KEY_PREFIX",
@@ -126,15 +126,7 @@ def apscheduler_key(job_id: str, fire_time: datetime) -> str:
 
 def parse_apscheduler_key(key: str) -> tuple[str, datetime]:
     """The job id and the (UTC, aware) fire time of an :func:`apscheduler_key`."""
-    match = _KEY.fullmatch(key) if isinstance(key, str) else None
-    if match is None:
-        raise InvalidArgumentError(f"not an APScheduler fire key: {key!r}")
-    year, month, day, hour, minute, second = (int(part) for part in match.groups()[1:])
-    try:
-        instant = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"not an APScheduler fire key: {key!r} ({exc})") from None
-    return match.group(1), instant
+    return parse_timed_key(_KEY, key, "an APScheduler fire key")
 
 
 # --- the APScheduler job's function -------------------------------------------------------------

@@ -507,22 +507,25 @@ def fire_key(schedule_name: str, fire_time: datetime) -> str:
     must never come from "now").
     """
     _check_name(schedule_name)
-    instant = _as_utc(fire_time, "fire_time")
-    if instant.microsecond:
-        raise InvalidArgumentError(f"fire time {fire_time.isoformat()} is not a whole second")
-    return f"schedule:{schedule_name}:{_utc_text(instant)}"
+    return f"schedule:{schedule_name}:{fire_time_text(fire_time)}"
 
 
 def parse_fire_key(key: str) -> tuple[str, datetime]:
     """The schedule name and the (UTC, aware) fire time of a :func:`fire_key`."""
-    match = _FIRE_KEY.fullmatch(key) if isinstance(key, str) else None
+    return parse_timed_key(_FIRE_KEY, key, "a schedule fire key")
+
+
+def parse_timed_key(pattern: re.Pattern[str], key: str, what: str) -> tuple[str, datetime]:
+    """The name and the (UTC, aware) time of a key ``pattern`` matches whole: group 1 the name, the
+    next six year, month, day, hour, minute, second. InvalidArgumentError "not {what}: ..."."""
+    match = pattern.fullmatch(key) if isinstance(key, str) else None
     if match is None:
-        raise InvalidArgumentError(f"not a schedule fire key: {key!r}")
+        raise InvalidArgumentError(f"not {what}: {key!r}")
     year, month, day, hour, minute, second = (int(part) for part in match.groups()[1:])
     try:
         instant = datetime(year, month, day, hour, minute, second, tzinfo=_UTC)
     except ValueError as exc:
-        raise InvalidArgumentError(f"not a schedule fire key: {key!r} ({exc})") from None
+        raise InvalidArgumentError(f"not {what}: {key!r} ({exc})") from None
     return match.group(1), instant
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .._durations import format_duration
 from .._ratelimit import RateLimitedLog
+from .._tasks import stop_task
 from ..errors import ConfigError, InputValidationError, InvalidArgumentError
 from ..events import ScheduleAutoPauseEvent
 from ..store.base import Fire, FireOutcome, FireResult, NewRun, ScheduleState
@@ -238,10 +239,7 @@ class Scheduler:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     @property
     def running(self) -> bool:

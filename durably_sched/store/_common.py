@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -30,6 +29,12 @@ def load_migrations(backend: str) -> list[tuple[int, str]]:
     if found[-1][0] != SCHEMA_VERSION:
         raise RuntimeError(f"{backend} migrations end at {found[-1][0]}, code expects {SCHEMA_VERSION}")
     return found
+
+
+def as_stored(row: Mapping[str, Any], names: str) -> dict[str, Any]:
+    """The columns ``names`` (separated by spaces) of ``row`` as they are stored, keyed by name: the
+    record fields that take a column's value unchanged."""
+    return {name: row[name] for name in names.split()}
 
 
 def dumps(value: Any) -> str:
@@ -70,11 +75,3 @@ def newer_schema_message(found: int) -> str:
         f"database schema version {found} is newer than this durably-sched supports "
         f"({SCHEMA_VERSION}); upgrade durably-sched"
     )
-
-
-async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background task (if any) and wait until it has ended."""
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from .._ratelimit import RateLimitedLog
-from ._common import stop_task
+from .._tasks import stop_task
 from ._pg_errors import describe
 from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL
 

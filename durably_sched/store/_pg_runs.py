@@ -35,6 +35,7 @@ from .rows import (
     LOG_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
+    by_run,
     columns,
     log_from_row,
     run_from_row,
@@ -145,10 +146,7 @@ class PostgresRuns(PostgresAccess):
                 list(positions),
                 list(positions.values()),
             )
-            out: dict[str, list[StepRecord]] = {}
-            for r in rows:
-                out.setdefault(r["run_id"], []).append(step_from_row(r))
-            return out
+            return by_run(rows, step_from_row)
 
         return await self._run("get_steps_since", read)
 
@@ -169,10 +167,7 @@ class PostgresRuns(PostgresAccess):
                 list(positions.values()),
                 limit,
             )
-            out: dict[str, list[LogRecord]] = {}
-            for r in rows:
-                out.setdefault(r["run_id"], []).append(log_from_row(r))
-            return out
+            return by_run(rows, log_from_row)
 
         return await self._run("get_logs_since", read)
 

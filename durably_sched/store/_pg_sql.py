@@ -70,8 +70,9 @@ KEY_BLOCKED = f"""
       AND (o.seq < r.seq OR (o.status = 'running' AND o.lease_expires_at >= now()))
 """
 
-CLAIM_CANDIDATES = f"""
-WITH c AS MATERIALIZED (
+# The runs a claim may take ($1 job names, $2 limit; ``{only}`` narrows to given run ids), locked:
+# the body of the ``c`` CTE of both claim statements below.
+_CANDIDATES = f"""\
     SELECT r.seq, r.concurrency_key, r.worker_id FROM runs r
     WHERE r.status IN {ACTIVE_SQL} AND r.job_name = ANY($1::text[]) {{only}}
       AND {CLAIMABLE}
@@ -79,7 +80,11 @@ WITH c AS MATERIALIZED (
     ORDER BY r.seq
     LIMIT $2
     FOR UPDATE OF r SKIP LOCKED
-)
+"""
+
+CLAIM_CANDIDATES = f"""
+WITH c AS MATERIALIZED (
+{_CANDIDATES})
 SELECT seq, worker_id, (concurrency_key IS NULL
              OR pg_try_advisory_xact_lock({KEY_LOCK_NAMESPACE}, hashtext(concurrency_key))) AS free
 FROM c ORDER BY seq
@@ -104,14 +109,7 @@ RETURNING r.seq, {columns(RUN_COLUMNS, "r.")}
 # (a run per row). $1 job names, $2 limit, $3 worker id, $4 lease seconds[, $5 run ids].
 CLAIM_ONE_STATEMENT = f"""
 WITH c AS MATERIALIZED (
-    SELECT r.seq, r.concurrency_key, r.worker_id FROM runs r
-    WHERE r.status IN {ACTIVE_SQL} AND r.job_name = ANY($1::text[]) {{only}}
-      AND {CLAIMABLE}
-      AND (r.concurrency_key IS NULL OR NOT EXISTS ({KEY_BLOCKED}))
-    ORDER BY r.seq
-    LIMIT $2
-    FOR UPDATE OF r SKIP LOCKED
-), upd AS (
+{_CANDIDATES}), upd AS (
     UPDATE runs r SET status = 'running', generation = r.generation + 1, worker_id = $3,
         lease_expires_at = clock_timestamp() + make_interval(secs => $4),
         started_at = COALESCE(r.started_at, now()), attempt = r.attempt + 1, not_before = NULL,

@@ -42,6 +42,14 @@ class SqliteAccess:
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError  # pragma: no cover - the store's own
 
+    async def _write_count(self, sql: str, params: Sequence[Any], *, heavy: bool = False) -> int:
+        """One statement through ``_write``; the number of rows it changed."""
+
+        def execute(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, params).rowcount
+
+        return await self._write(execute, heavy=heavy)
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)

@@ -25,6 +25,7 @@ from .rows import (
     ACTIVE_SQL,
     FINISHED_SQL,
     RUN_COLUMNS,
+    by_run,
     columns,
 )
 
@@ -73,9 +74,7 @@ class SqliteRuns(SqliteAccess):
         sql = " UNION ALL ".join(
             f"SELECT {STEP_SELECT} FROM steps WHERE run_id = ? AND idx >= ?" for _ in positions
         )
-        out: dict[str, list[StepRecord]] = {}
-        for r in await self._read(sql, [value for item in positions.items() for value in item]):
-            out.setdefault(r["run_id"], []).append(step_record(r))
+        out = by_run(await self._read(sql, [v for item in positions.items() for v in item]), step_record)
         for steps in out.values():
             steps.sort(key=lambda step: step.index)
         return out
@@ -90,9 +89,7 @@ class SqliteRuns(SqliteAccess):
             for _ in positions
         )
         params = [value for run_id, after in positions.items() for value in (run_id, after, limit)]
-        out: dict[str, list[LogRecord]] = {}
-        for r in await self._read(sql, params):
-            out.setdefault(r["run_id"], []).append(log_record(r))
+        out = by_run(await self._read(sql, params), log_record)
         for logs in out.values():
             logs.sort(key=lambda entry: entry.id)
         return out
@@ -217,14 +214,11 @@ class SqliteRuns(SqliteAccess):
         return await self._write(delete, heavy=True)
 
     async def delete_steps(self, run_id: str) -> int:
-        def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM steps WHERE run_id = ? AND EXISTS "
-                "(SELECT 1 FROM runs WHERE id = ? AND status = 'completed')",
-                (run_id, run_id),
-            ).rowcount
-
-        return await self._write(delete)
+        return await self._write_count(
+            "DELETE FROM steps WHERE run_id = ? AND EXISTS "
+            "(SELECT 1 FROM runs WHERE id = ? AND status = 'completed')",
+            (run_id, run_id),
+        )
 
     async def purge_runs(self, older_than: datetime, batch_size: int = 500) -> int:
         cutoff = dt_to_ms(older_than)

@@ -62,16 +62,12 @@ class SqliteSchedules(SqliteAccess):
         return {r["schedule"]: fire_record(r) for r in rows}
 
     async def purge_fire_records(self, older_than: datetime, batch_size: int = 500) -> int:
-        cutoff = dt_to_ms(older_than)
-
-        def purge(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM fire_records WHERE (schedule, fire_time) IN (SELECT schedule, fire_time "
-                "FROM fire_records WHERE fire_time < ? LIMIT ?)",
-                (cutoff, batch_size),
-            ).rowcount
-
-        return await self._write(purge, heavy=True)
+        return await self._write_count(
+            "DELETE FROM fire_records WHERE (schedule, fire_time) IN (SELECT schedule, fire_time "
+            "FROM fire_records WHERE fire_time < ? LIMIT ?)",
+            (dt_to_ms(older_than), batch_size),
+            heavy=True,
+        )
 
     async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
         where = " WHERE paused = 1 OR consecutive_failures > 0" if attention_only else ""

@@ -222,12 +222,7 @@ class SqliteWork(SqliteAccess):
         return await self._write(take)
 
     async def purge_workers(self, older_than: datetime) -> int:
-        cutoff = dt_to_ms(older_than)
-
-        def purge(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (cutoff,)).rowcount
-
-        return await self._write(purge)
+        return await self._write_count("DELETE FROM workers WHERE heartbeat_at < ?", (dt_to_ms(older_than),))
 
     async def _end_attempt(self, end: AttemptEnd) -> WriteResult:
         now = now_ms()

@@ -36,8 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .._tasks import stop_task
 from ..errors import DatabaseLockedError, InvalidArgumentError, StoreError
-from ._common import NOT_UNICODE, stop_task
+from ._common import NOT_UNICODE
 
 __all__ = ["CHECKPOINT_EVERY", "WriteFn", "Writer", "is_busy", "switch_to_wal"]
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ..errors import StoreError
+from ._common import as_stored
 
 __all__ = [
     "ATTEMPTS_SQL",
@@ -82,16 +83,12 @@ def attempt_from_row(row: Mapping[str, Any], time: Callable[[Any], datetime | No
     if ended is None:  # pragma: no cover - NOT NULL column
         raise StoreError("run_attempts.ended_at is NULL")
     return AttemptRecord(
-        run_id=row["run_id"],
-        attempt=row["attempt"],
-        outcome=row["outcome"],
-        worker_id=row["worker_id"],
+        **as_stored(
+            row,
+            "run_id attempt outcome worker_id failed_attempts error failed_step_name traceback",
+        ),
         started_at=time(row["started_at"]),
         ended_at=ended,
-        failed_attempts=row["failed_attempts"],
-        error=row["error"],
-        failed_step_name=row["failed_step_name"],
-        traceback=row["traceback"],
     )
 
 

@@ -249,18 +249,10 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerRecord:
-    """A row of the worker registry, as read at ``read_at`` (the store's clock)."""
+class WorkerRecord(WorkerInfo):
+    """A row of the worker registry, as read at ``read_at`` (the store's clock): what the worker
+    registered (its fields first, in their order) and its state."""
 
-    id: str
-    host: str
-    host_key: str | None
-    pid: int
-    process_start: str | None
-    version: str
-    jobs: tuple[str, ...]
-    concurrency: int
-    lease_seconds: float
     runs_held: int
     started_at: datetime
     heartbeat_at: datetime

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import SchemaVersionError, StoreError
-from ._common import SCHEMA_VERSION, dumps, newer_schema_message
+from ._common import SCHEMA_VERSION, as_stored, dumps, newer_schema_message
 from .records import (
     FINISHED_STATUSES,
     FireRecord,
@@ -61,6 +61,7 @@ __all__ = [
 
 Row = Mapping[str, Any]
 TimeFn = Callable[[Any], datetime | None]
+R = TypeVar("R")
 
 RUN_COLUMNS: tuple[str, ...] = (
     "id",
@@ -175,31 +176,22 @@ def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None 
     output = row["output"]
     policy = row["retry_policy"]
     return RunRecord(
-        id=row["id"],
-        job_name=row["job_name"],
-        status=row["status"],
+        **as_stored(
+            row,
+            "id job_name status error failed_step_name idempotency_key concurrency_key "
+            "generation worker_id step_count attempt traceback failed_attempts timeout",
+        ),
         input=json.loads(row["input"]),
         output=None if output is None else json.loads(output),
-        error=row["error"],
-        failed_step_name=row["failed_step_name"],
-        idempotency_key=row["idempotency_key"],
-        concurrency_key=row["concurrency_key"],
         labels=json.loads(row["labels"]),
-        generation=row["generation"],
-        worker_id=row["worker_id"],
         lease_expires_at=time(row["lease_expires_at"]),
         progress=progress,
-        step_count=row["step_count"],
-        attempt=row["attempt"],
         created_at=_required(time(row["created_at"]), "created_at"),
         started_at=time(row["started_at"]),
         completed_at=time(row["completed_at"]),
         updated_at=_required(time(row["updated_at"]), "updated_at"),
-        traceback=row["traceback"],
-        failed_attempts=row["failed_attempts"],
         not_before=time(row["not_before"]),
         retry_policy=None if policy is None else json.loads(policy),
-        timeout=row["timeout"],
         previous_worker_id=previous_worker_id,
     )
 
@@ -208,20 +200,15 @@ def worker_from_row(
     row: Row, read_at: datetime, time: TimeFn = _same, leased: Mapping[str, list[str]] | None = None
 ) -> WorkerRecord:
     return WorkerRecord(
-        id=row["id"],
-        host=row["host"],
-        host_key=row["host_key"],
-        pid=row["pid"],
-        process_start=row["process_start"],
-        version=row["version"],
+        **as_stored(
+            row,
+            "id host host_key pid process_start version concurrency runs_held gone_by",
+        ),
         jobs=tuple(json.loads(row["jobs"])),
-        concurrency=row["concurrency"],
         lease_seconds=float(row["lease_seconds"]),
-        runs_held=row["runs_held"],
         started_at=_required(time(row["started_at"]), "started_at"),
         heartbeat_at=_required(time(row["heartbeat_at"]), "heartbeat_at"),
         gone_at=time(row["gone_at"]),
-        gone_by=row["gone_by"],
         read_at=read_at,
         leased=tuple((leased or {}).get(row["id"], ())),
     )
@@ -253,6 +240,14 @@ def bounded_traceback(text: str | None, limit: int = TRACEBACK_LIMIT) -> str | N
     return f"[... {len(text) - len(cut)} characters of the traceback cut ...]\n{cut}"
 
 
+def by_run(rows: Iterable[Row], record: Callable[[Row], R]) -> dict[str, list[R]]:
+    """The records of ``rows``, grouped by their ``run_id`` column in the order of the rows."""
+    out: dict[str, list[R]] = {}
+    for row in rows:
+        out.setdefault(row["run_id"], []).append(record(row))
+    return out
+
+
 def step_from_row(row: Row, time: TimeFn = _same) -> StepRecord:
     return StepRecord(
         run_id=row["run_id"],
@@ -266,11 +261,7 @@ def step_from_row(row: Row, time: TimeFn = _same) -> StepRecord:
 
 def log_from_row(row: Row, time: TimeFn = _same) -> LogRecord:
     return LogRecord(
-        id=row["id"],
-        run_id=row["run_id"],
-        step_name=row["step_name"],
-        level=row["level"],
-        message=row["message"],
+        **as_stored(row, "id run_id step_name level message"),
         data=json.loads(row["data"]),
         created_at=_required(time(row["created_at"]), "created_at"),
     )
@@ -289,19 +280,17 @@ def fire_from_row(row: Row, time: TimeFn = _same) -> FireRecord:
 def state_from_row(row: Row, time: TimeFn = _same) -> ScheduleState:
     """A schedule_states row (SQLite keeps the flags as 0/1, PostgreSQL as booleans)."""
     return ScheduleState(
-        schedule=row["schedule"],
+        **as_stored(
+            row,
+            "schedule paused_by pause_reason "
+            "resumed_by consecutive_failures failures_at_resume last_failed_run_id",
+        ),
         paused=bool(row["paused"]),
         paused_at=time(row["paused_at"]),
-        paused_by=row["paused_by"],
-        pause_reason=row["pause_reason"],
         auto_paused=bool(row["auto_paused"]),
         resumed_at=time(row["resumed_at"]),
-        resumed_by=row["resumed_by"],
-        consecutive_failures=row["consecutive_failures"],
-        failures_at_resume=row["failures_at_resume"],
         last_success_at=time(row["last_success_at"]),
         last_failure_at=time(row["last_failure_at"]),
-        last_failed_run_id=row["last_failed_run_id"],
         updated_at=_required(time(row["updated_at"]), "updated_at"),
     )
 
