@@ -198,6 +198,48 @@ WHERE id = (SELECT run_id FROM step)
 RETURNING status
 """
 
+# Several checkpoints (of concurrent runs) in one statement, so they share one commit (group
+# commit, see _pg_group_commit.py). Each is fenced on its own run's generation exactly as CHECKPOINT
+# is: a run no longer held by its generation is not locked, so its step is not inserted and its row
+# is missing from the answer ("lost" for that checkpoint alone); a step already written (same name)
+# is not inserted again. Runs are locked in id order (two batches never wait for each other in a
+# cycle). $1..$7: one element per checkpoint -- run ids, generations, names, indexes, outputs,
+# started, completed; $8..$14: one element per log line -- its checkpoint's run id and step name,
+# then the line (step name, level, message, data, created). One row per step written: run id,
+# step name, and the run's status after the write.
+CHECKPOINT_BATCH = f"""
+WITH cp AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::text[],
+                         $6::timestamptz[], $7::timestamptz[])
+        AS c(run_id, generation, name, idx, output, started_at, completed_at)
+), run AS (
+    SELECT r.id FROM runs r
+    WHERE (r.id, r.generation) IN (SELECT run_id, generation FROM cp) AND r.status IN {HELD_SQL}
+    ORDER BY r.id
+    FOR UPDATE OF r
+), step AS (
+    INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
+    SELECT cp.run_id, cp.name, cp.idx, cp.output, cp.started_at, cp.completed_at, cp.generation
+    FROM cp JOIN run ON run.id = cp.run_id
+    ON CONFLICT DO NOTHING
+    RETURNING run_id, name
+), upd AS (
+    UPDATE runs r SET step_count = r.step_count + s.n, updated_at = now()
+    FROM (SELECT run_id, count(*) AS n FROM step GROUP BY run_id) AS s
+    WHERE r.id = s.run_id
+    RETURNING r.id, r.status
+), lg AS (
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
+    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at
+    FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::json[],
+                $14::timestamptz[])
+         WITH ORDINALITY AS l(run_id, of_step, step_name, level, message, data, created_at, ord)
+    WHERE (l.run_id, l.of_step) IN (SELECT run_id, name FROM step)
+    ORDER BY l.ord
+)
+SELECT step.run_id, step.name, upd.status FROM step JOIN upd ON upd.id = step.run_id
+"""
+
 CHECKPOINT_REPLAYED = f"""
 SELECT r.status FROM runs r JOIN steps s ON s.run_id = r.id
 WHERE r.id = $1 AND r.generation = $2 AND r.status IN {HELD_SQL}

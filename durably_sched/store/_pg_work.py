@@ -8,10 +8,12 @@ from typing import Any
 
 from ._common import dumps
 from ._pg_base import PostgresAccess, aware, free_text, log_arrays, row_status
+from ._pg_group_commit import CheckpointBatcher
 from ._pg_sql import (
     APPEND_LOGS,
     BEAT,
     CHECKPOINT,
+    CHECKPOINT_BATCH,
     CHECKPOINT_NO_LOGS,
     CHECKPOINT_REPLAYED,
     CLAIM_CANDIDATES,
@@ -133,7 +135,14 @@ class PostgresWork(PostgresAccess):
 
         return await self._run("renew_leases", renew)
 
+    _checkpoints: CheckpointBatcher
+    """Checkpoints of concurrent runs share statements and commits (the store makes it)."""
+
     async def checkpoint(self, cp: Checkpoint) -> WriteResult:
+        return await self._checkpoints.checkpoint(cp)
+
+    async def _checkpoint_one(self, cp: Checkpoint) -> WriteResult:
+        """One checkpoint in one statement (the group commit's answer when it is alone)."""
         step = (cp.name, cp.index, cp.output_json, aware(cp.started_at), aware(cp.completed_at))
         if cp.logs:
             sql, args = CHECKPOINT, (cp.run_id, cp.generation, *log_arrays(cp.logs), *step)
@@ -145,6 +154,25 @@ class PostgresWork(PostgresAccess):
             if status is None and replay:
                 status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
             return fence_result(status)
+
+        return await self._run("checkpoint", write)
+
+    async def _checkpoint_batch(self, cps: list[Checkpoint]) -> list[WriteResult]:
+        """Several checkpoints in one statement, one commit, each fenced on its own run: each
+        one's result, in order. A replay (after a lost connection) asks about each checkpoint the
+        answer does not name, as a replayed single checkpoint does."""
+        args = _batch_arrays(cps)
+
+        async def write(conn: Any, replay: bool) -> list[WriteResult]:
+            rows = await conn.fetch(CHECKPOINT_BATCH, *args)
+            found = {(r["run_id"], r["name"]): r["status"] for r in rows}
+            results: list[WriteResult] = []
+            for cp in cps:
+                status = found.get((cp.run_id, cp.name))
+                if status is None and replay:
+                    status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
+                results.append(fence_result(status))
+            return results
 
         return await self._run("checkpoint", write)
 
@@ -273,6 +301,24 @@ class PostgresWork(PostgresAccess):
         # found our own committed write (the generation changes only on claims).
         what = _WHAT[end.kind]
         return await self._fenced(what, sql, end.run_id, end.generation, logs, params, END_STATUS[end.kind])
+
+
+def _batch_arrays(cps: list[Checkpoint]) -> list[list[Any]]:
+    """CHECKPOINT_BATCH's fourteen arrays: seven of one element per checkpoint, seven per log line."""
+    logs = [(cp.run_id, cp.name, lg) for cp in cps for lg in cp.logs]
+    lines = log_arrays([lg for _, _, lg in logs])
+    return [
+        [cp.run_id for cp in cps],
+        [cp.generation for cp in cps],
+        [cp.name for cp in cps],
+        [cp.index for cp in cps],
+        [cp.output_json for cp in cps],
+        [aware(cp.started_at) for cp in cps],
+        [aware(cp.completed_at) for cp in cps],
+        [run_id for run_id, _, _ in logs],
+        [name for _, name, _ in logs],
+        *lines,
+    ]
 
 
 _WHAT: dict[EndKind, str] = {
