@@ -49,7 +49,9 @@ class CheckpointBatcher:
         self._busy = False
         self._drain: asyncio.Task[None] | None = None
         self.batches = 0
-        """Statements of more than one checkpoint sent so far (for tests and benchmarks)."""
+        """Statements of more than one checkpoint written so far (for tests and benchmarks)."""
+        self.refused = 0
+        """Batches refused as a whole and sent again checkpoint by checkpoint."""
 
     async def checkpoint(self, cp: Checkpoint) -> WriteResult:
         if self._busy:
@@ -105,6 +107,7 @@ class CheckpointBatcher:
                     batch[0][1].set_exception(exc)
                 return
             # Refused as a whole: each on its own, so an error reaches only its own run.
+            self.refused += 1
             await asyncio.gather(*(self._alone(cp, future) for cp, future in batch))
             return
         for (_, future), result in zip(batch, results, strict=True):
