@@ -77,9 +77,9 @@ class PostgresWork(PostgresAccess):
            holders of those locks; only one claim of a key can pass the re-check at a time.
         """
         only = list(run_ids) if run_ids is not None else None
-        only_sql = "AND r.id = ANY($5::text[])" if only else ""
-        quick_sql = CLAIM_ONE_STATEMENT.format(only=only_sql)
-        quick_args: list[Any] = [jobs, limit, worker_id, float(lease_seconds)] + ([only] if only else [])
+        only_sql = "AND r.id = ANY($4::text[])" if only else ""
+        quick_sql = CLAIM_ONE_STATEMENT.format(only=only_sql, limit=limit)
+        quick_args: list[Any] = [jobs, worker_id, float(lease_seconds)] + ([only] if only else [])
 
         async def claim(conn: Any, replay: bool) -> list[RunRecord]:
             # Runs without a concurrency key: one statement, no explicit transaction.
@@ -109,8 +109,9 @@ class PostgresWork(PostgresAccess):
     ) -> list[tuple[int, RunRecord]]:
         """The claim of runs with a concurrency key (and any others among the candidates): one
         transaction of two statements, see :meth:`claim`."""
-        candidates_sql = CLAIM_CANDIDATES.format(only="AND r.id = ANY($3::text[])" if only else "")
-        args: list[Any] = [jobs, limit] + ([only] if only else [])
+        only_sql = "AND r.id = ANY($2::text[])" if only else ""
+        candidates_sql = CLAIM_CANDIDATES.format(only=only_sql, limit=limit)
+        args: list[Any] = [jobs] + ([only] if only else [])
         async with conn.transaction():
             rows = await conn.fetch(candidates_sql, *args)
             previous = {r["seq"]: r["worker_id"] for r in rows if r["free"]}

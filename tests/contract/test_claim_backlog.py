@@ -73,9 +73,8 @@ async def test_a_claim_reads_only_what_it_takes_of_a_backlog_of_100k(backend: Ba
     tr = conn.transaction()
     await tr.start()
     try:  # the plan as executed (it claims: rolled back after)
-        rows = await conn.fetch(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + CLAIM_ONE_STATEMENT.format(only=""), [JOB], 10, "w", 30.0
-        )
+        sql = CLAIM_ONE_STATEMENT.format(only="", limit=10)
+        rows = await conn.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, [JOB], "w", 30.0)
     finally:
         await tr.rollback()
     nodes = _nodes(json.loads(rows[0][0])[0]["Plan"])
