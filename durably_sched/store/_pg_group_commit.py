@@ -1,8 +1,10 @@
-"""Group commit of checkpoints on PostgreSQL: concurrent runs' steps share commits.
+"""Group commit on PostgreSQL: concurrent runs' checkpoints (and completions) share commits.
 
 A checkpoint is one statement and so one commit; a commit waits for a WAL flush, which caps one
 connection at the server's one-row commit rate. Checkpoints of runs executing at the same time
-therefore go to the server together, as the SQLite writer's group commit does:
+therefore go to the server together, as the SQLite writer's group commit does (completions of
+runs likewise, in a batcher of their own -- the schedule's state that a scheduled run's completion
+updates, by trigger, rides in the same statement):
 
 * a checkpoint that finds no checkpoint in flight is sent at once, alone (one run alone pays no
   wait and no extra hop);
@@ -22,45 +24,49 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from ..errors import DatabaseUnavailableError, StoreError
-from .records import Checkpoint, WriteResult
+from .records import WriteResult
 
-__all__ = ["BATCH_MAX", "CheckpointBatcher"]
+__all__ = ["BATCH_MAX", "GroupCommit"]
 
 BATCH_MAX = 256
-"""Checkpoints per statement at most (a larger queue is sent in several statements in a row)."""
+"""Writes per statement at most (a larger queue is sent in several statements in a row)."""
 
-Send = Callable[[list[Checkpoint]], Awaitable[list[WriteResult]]]
-SendOne = Callable[[Checkpoint], Awaitable[WriteResult]]
-_Waiting = tuple[Checkpoint, "asyncio.Future[WriteResult]"]
+W = TypeVar("W")
 
 
-class CheckpointBatcher:
-    """Sends checkpoints one at a time, or as a batch when several are waiting (see the module).
+class GroupCommit(Generic[W]):
+    """Sends writes (checkpoints, completions) one at a time, or as a batch when several are
+    waiting (see the module).
 
-    ``send_one(cp)`` writes one checkpoint; ``send_batch(cps)`` writes several in one statement
-    and answers each, in order."""
+    ``send_one(w)`` makes one write; ``send_batch(ws)`` makes several in one statement and answers
+    each, in order."""
 
-    def __init__(self, send_one: SendOne, send_batch: Send) -> None:
+    def __init__(
+        self,
+        send_one: Callable[[W], Awaitable[WriteResult]],
+        send_batch: Callable[[list[W]], Awaitable[list[WriteResult]]],
+    ) -> None:
         self._send_one = send_one
         self._send_batch = send_batch
-        self._waiting: list[_Waiting] = []
+        self._waiting: list[tuple[W, asyncio.Future[WriteResult]]] = []
         self._busy = False
         self._drain: asyncio.Task[None] | None = None
         self.batches = 0
-        """Statements of more than one checkpoint written so far (for tests and benchmarks)."""
+        """Statements of more than one write made so far (for tests and benchmarks)."""
         self.refused = 0
         """Batches refused as a whole and sent again checkpoint by checkpoint."""
 
-    async def checkpoint(self, cp: Checkpoint) -> WriteResult:
+    async def write(self, item: W) -> WriteResult:
         if self._busy:
             future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-            self._waiting.append((cp, future))
+            self._waiting.append((item, future))
             return await future
         self._busy = True
         try:
-            return await self._send_one(cp)
+            return await self._send_one(item)
         finally:
             self._next()
 
@@ -87,10 +93,10 @@ class CheckpointBatcher:
                         future.set_exception(StoreError("store closed"))
                 self._waiting.clear()
 
-    async def _send(self, batch: list[_Waiting]) -> None:
-        cps = [cp for cp, _ in batch]
+    async def _send(self, batch: list[tuple[W, asyncio.Future[WriteResult]]]) -> None:
+        items = [item for item, _ in batch]
         try:
-            results = await (self._send_batch(cps) if len(cps) > 1 else self._one(cps[0]))
+            results = await (self._send_batch(items) if len(items) > 1 else self._one(items[0]))
         except asyncio.CancelledError:
             for _, future in batch:
                 if not future.done():
@@ -108,20 +114,20 @@ class CheckpointBatcher:
                 return
             # Refused as a whole: each on its own, so an error reaches only its own run.
             self.refused += 1
-            await asyncio.gather(*(self._alone(cp, future) for cp, future in batch))
+            await asyncio.gather(*(self._alone(item, future) for item, future in batch))
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
-        if len(cps) > 1:
+        if len(items) > 1:
             self.batches += 1
 
-    async def _one(self, cp: Checkpoint) -> list[WriteResult]:
-        return [await self._send_one(cp)]
+    async def _one(self, item: W) -> list[WriteResult]:
+        return [await self._send_one(item)]
 
-    async def _alone(self, cp: Checkpoint, future: asyncio.Future[WriteResult]) -> None:
+    async def _alone(self, item: W, future: asyncio.Future[WriteResult]) -> None:
         try:
-            result = await self._send_one(cp)
+            result = await self._send_one(item)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)

@@ -267,6 +267,37 @@ SELECT status{", " + NOTIFY if notify else ""} FROM upd
 """
 
 
+# Several completions (of concurrent runs) in one statement, one commit (group commit, as
+# CHECKPOINT_BATCH): each fenced as COMPLETE is, on its own run's generation and status running,
+# runs locked in id order. A run's schedule state (the runs_schedule_finished trigger) is updated
+# by this same statement. $1 run ids, $2 generations, $3 outputs (json); $4..$9: one element per
+# log line -- its run id, then the line (step name, level, message, data, created). One row (id,
+# status) per run completed.
+COMPLETE_BATCH = """
+WITH c AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::json[]) AS c(id, generation, output)
+), run AS (
+    SELECT r.id FROM runs r
+    WHERE (r.id, r.generation) IN (SELECT id, generation FROM c) AND r.status = 'running'
+    ORDER BY r.id
+    FOR UPDATE OF r
+), upd AS (
+    UPDATE runs r SET status = 'completed', output = c.output, completed_at = now(),
+        lease_expires_at = NULL, error = NULL, failed_step_name = NULL, updated_at = now()
+    FROM c JOIN run ON run.id = c.id
+    WHERE r.id = c.id
+    RETURNING r.id, r.status
+), lg AS (
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
+    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at
+    FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::json[], $9::timestamptz[])
+         WITH ORDINALITY AS l(run_id, step_name, level, message, data, created_at, ord)
+    WHERE l.run_id IN (SELECT id FROM upd)
+    ORDER BY l.ord
+)
+SELECT id, status FROM upd
+"""
+
 SET_PROGRESS = fenced_sql("progress_current = $8, progress_total = $9, progress_message = $10", HELD_SQL)
 APPEND_LOGS = fenced_sql("generation = generation", HELD_SQL)
 COMPLETE = fenced_sql(

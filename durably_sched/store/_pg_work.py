@@ -8,7 +8,7 @@ from typing import Any
 
 from ._common import dumps
 from ._pg_base import PostgresAccess, aware, free_text, log_arrays, row_status
-from ._pg_group_commit import CheckpointBatcher
+from ._pg_group_commit import GroupCommit
 from ._pg_sql import (
     APPEND_LOGS,
     BEAT,
@@ -20,6 +20,7 @@ from ._pg_sql import (
     CLAIM_ONE_STATEMENT,
     CLAIM_UPDATE,
     COMPLETE,
+    COMPLETE_BATCH,
     FAIL,
     NOTIFY,
     RELEASE,
@@ -136,11 +137,13 @@ class PostgresWork(PostgresAccess):
 
         return await self._run("renew_leases", renew)
 
-    _checkpoints: CheckpointBatcher
+    _checkpoints: GroupCommit[Checkpoint]
     """Checkpoints of concurrent runs share statements and commits (the store makes it)."""
+    _completions: GroupCommit[AttemptEnd]
+    """Completions likewise."""
 
     async def checkpoint(self, cp: Checkpoint) -> WriteResult:
-        return await self._checkpoints.checkpoint(cp)
+        return await self._checkpoints.write(cp)
 
     async def _checkpoint_one(self, cp: Checkpoint) -> WriteResult:
         """One checkpoint in one statement (the group commit's answer when it is alone)."""
@@ -288,6 +291,41 @@ class PostgresWork(PostgresAccess):
         return await self._run("purge_workers", purge)
 
     async def _end_attempt(self, end: AttemptEnd) -> WriteResult:
+        if end.kind == "completed":
+            return await self._completions.write(end)
+        return await self._end_one(end)
+
+    async def _complete_batch(self, ends: list[AttemptEnd]) -> list[WriteResult]:
+        """Several completions in one statement, one commit, each fenced on its own run: each
+        one's result, in order. A replay asks about each run the answer does not name, as a
+        replayed single completion does (completed with our generation: ours)."""
+        logs = [(end.run_id, lg) for end in ends for lg in end.logs]
+        args = [
+            [end.run_id for end in ends],
+            [end.generation for end in ends],
+            [dumps(end.output) for end in ends],
+            [run_id for run_id, _ in logs],
+            *log_arrays([lg for _, lg in logs]),
+        ]
+
+        async def write(conn: Any, replay: bool) -> list[WriteResult]:
+            done = {r["id"]: r["status"] for r in await conn.fetch(COMPLETE_BATCH, *args)}
+            results: list[WriteResult] = []
+            for end in ends:
+                status = done.get(end.run_id)
+                if status is None and replay:
+                    status = await conn.fetchval(
+                        "SELECT status FROM runs WHERE id = $1 AND generation = $2 AND status = 'completed'",
+                        end.run_id,
+                        end.generation,
+                    )
+                results.append(fence_result(status))
+            return results
+
+        return await self._run("complete_run", write)
+
+    async def _end_one(self, end: AttemptEnd) -> WriteResult:
+        """One attempt's ending in one statement (a completion's, when it is alone)."""
         sql, logs = RELEASE, end.logs
         params: tuple[Any, ...] = ()
         if end.kind == "completed":

@@ -6,8 +6,9 @@ concurrent runs that share commits -- on both backends.
   row counts; SQLite: the plan, and the virtual machine's work, the same at 10^3 and 10^5).
 * Separate processes claiming several runs per claim at the same time never get the same run, and
   a concurrency key still lets only its oldest run out.
-* Checkpoints written at the same time (PostgreSQL sends them as one statement) are each fenced on
-  their own run: a stale generation loses its own write only.
+* Checkpoints and completions written at the same time (PostgreSQL sends them as one statement)
+  are each fenced on their own run: a stale generation loses its own write only; a scheduled
+  run's completion keeps its schedule's state (failures reset, last success) in the same write.
 """
 
 from __future__ import annotations
@@ -233,3 +234,45 @@ async def test_concurrent_checkpoints_are_each_fenced_on_their_own_run(
     more = await asyncio.gather(*(store.checkpoint(checkpoint(r, "t", 1)) for r in runs if r.id != stale.id))
     assert set(more) == {"ok"}
     assert uuid.UUID(runs[0].id)  # ids made by the store's callers, untouched
+
+
+async def test_concurrent_completions_are_each_fenced_and_keep_schedule_states(
+    backend: Backend, store: Store
+) -> None:
+    labels = {"schedule": "nightly"}
+    await store.create_runs([new_run(labels=labels) for _ in range(10)])
+    runs = await store.claim("w1", [JOB], 10, 30)
+    # The schedule has a failure on record; a completion resets the count.
+    assert await store.fail_run(runs[0].id, runs[0].generation, "boom", None) == "ok"
+    state = await store.get_schedule_state("nightly")
+    assert state is not None and state.consecutive_failures == 1
+    stale = runs[4]
+    await backend.expire_lease(stale.id)
+    assert (await claim_one(store, "w2")).id == stale.id
+    rest = runs[1:]
+    results = await asyncio.gather(
+        *(
+            store.complete_run(r.id, r.generation, {"i": i}, [log_line(f"done {i}")] if i % 2 else ())
+            for i, r in enumerate(rest)
+        )
+    )
+    assert results == ["lost" if r.id == stale.id else "ok" for r in rest]
+    if backend.name == "postgres":  # the eight that waited for the first went as one statement
+        assert store._completions.batches == 1  # type: ignore[attr-defined]
+    for i, r in enumerate(rest):
+        record = await store.get_run(r.id)
+        assert record is not None
+        logs = [lg.message for lg in await store.get_logs(r.id)]
+        if r.id == stale.id:
+            assert record.status == "running" and record.output is None and logs == []
+        else:
+            assert record.status == "completed" and record.output == {"i": i}
+            assert logs == ([f"done {i}"] if i % 2 else [])
+    state = await store.get_schedule_state("nightly")
+    assert state is not None and state.consecutive_failures == 0
+    newest = max(
+        record.completed_at
+        for record in [await store.get_run(r.id) for r in rest if r.id != stale.id]
+        if record is not None and record.completed_at is not None
+    )
+    assert state.last_success_at == newest
