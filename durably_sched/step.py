@@ -356,6 +356,8 @@ class Step(WaitSteps):
     The durable waits (``sleep``, ``sleep_until``, ``wait_for_event``, ``run_job``) are in
     :mod:`durably_sched.step_waits`."""
 
+    _ctx: RunContext
+
     def __init__(self, ctx: RunContext) -> None:
         self._ctx = ctx
         self.log = StepLogger(ctx)

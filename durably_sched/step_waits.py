@@ -27,18 +27,17 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._bounds import valid_text
+from .clock import Clock
 from .errors import ChildRunFailedError, EventTimeoutError, RunSuspended, StepCancelled, StepError
 from .retry import RetryPolicyError, parse_seconds, timeout_seconds
-from .store.records import RunRecord, WaitState
+from .store.base import Store
+from .store.records import NewLog, RunRecord, WaitState, WriteResult
 from .store.waits import NewWait, Suspension
 
-if TYPE_CHECKING:
-    from .step import RunContext
-
-__all__ = ["ChildBatches", "ChildStarter", "WaitSteps", "child_key"]
+__all__ = ["ChildBatches", "ChildStarter", "WaitContext", "WaitSteps", "child_key"]
 
 ChildStarter = Callable[[str, Any, str, Mapping[str, Any]], Awaitable[RunRecord]]
 """``(job name, input, idempotency key, trigger options)``: the child run, created or (the key's
@@ -73,10 +72,32 @@ class ChildBatches:
         return ids, done
 
 
+class WaitContext(Protocol):
+    """What the waits need of the run's context (``step.RunContext`` is one)."""
+
+    run: RunRecord
+    run_id: str
+    generation: int
+    store: Store
+    clock: Clock
+    completed: dict[str, str]
+    next_index: int
+    failed_step: str | None
+    children: ChildBatches
+    start_child: ChildStarter | None
+    suspended_on: WaitState | None
+
+    def use_name(self, name: object) -> None: ...
+    def ensure_active(self) -> None: ...
+    def take_logs(self) -> list[NewLog]: ...
+    def encode_value(self, name: str, result: Any) -> tuple[str, Any]: ...
+    def observe(self, result: WriteResult) -> None: ...
+
+
 class WaitSteps:
     """``sleep``, ``sleep_until``, ``wait_for_event`` and ``run_job`` (mixed into ``Step``)."""
 
-    _ctx: RunContext
+    _ctx: WaitContext
 
     async def _checkpoint(
         self, name: str, index: int, text: str, value: Any, started_at: datetime, duration: float
@@ -199,11 +220,8 @@ class WaitSteps:
         """Store the run as waiting and end the attempt (RunSuspended), or return: nothing to wait for."""
         ctx = self._ctx
         result = await ctx.store.suspend_run(ctx.run_id, ctx.generation, wait, ctx.take_logs())
-        if result.result == "lost":
-            ctx.lost = True
-            raise StepCancelled("lease-lost")
-        if result.result == "cancelled":
-            ctx.cancelled = True
+        if result.result in ("lost", "cancelled"):
+            ctx.observe(result.result)  # raises StepCancelled for a lost run
             raise StepCancelled("cancelled")
         if result.result == "waiting":
             until = wait.until
@@ -224,7 +242,7 @@ class WaitSteps:
         return await self._checkpoint(name, index, text, decoded, ctx.clock.now(), 0.0)
 
 
-def _ended(ctx: RunContext, name: str) -> WaitState | None:
+def _ended(ctx: WaitContext, name: str) -> WaitState | None:
     """How this step's wait ended, when the run was woken from it; None: it has not waited yet."""
     wait = ctx.run.wait
     if wait is None or wait.step != name or wait.outcome is None:

@@ -24,8 +24,12 @@ class WaitActions(RunActions):
 
         The event is kept: a run created before it was sent that reaches its wait for ``key``
         later receives it too. Each run receives an event once (see docs/waiting.md)."""
-        if not isinstance(key, str) or not key.strip():
-            raise InvalidArgumentError("event key: expected non-empty text")
+        if not isinstance(key, str) or not key.strip() or any(ch.isspace() and ch != " " for ch in key):
+            raise InvalidArgumentError(
+                f"event key {key!r}: expected non-empty text on one line (such as approve:2026-12-06)"
+            )
+        if any(not ch.isprintable() for ch in key):
+            raise InvalidArgumentError(f"event key {key!r}: control characters are not allowed")
         check_key(self.limits, "event key", key)
         try:
             text, value = encode_json_value(data)
@@ -42,6 +46,10 @@ class WaitActions(RunActions):
     async def list_children(self, run_id: str) -> list[RunRecord]:
         """The runs this run started with ``step.run_job``, oldest first."""
         return await self.store.list_children(run_id)
+
+    async def count_waiting(self) -> dict[tuple[str, str], int]:
+        """{(job, wait kind): runs waiting}, for metrics."""
+        return await self.store.count_waiting()
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Pending or waiting: cancelled at once; running: finishes at most its current step, never

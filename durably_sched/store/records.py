@@ -58,6 +58,7 @@ class Progress:
 
 
 WaitKind = Literal["sleep", "event", "children"]
+WAIT_KINDS: tuple[WaitKind, ...] = ("sleep", "event", "children")
 
 
 @dataclass(frozen=True, slots=True)
