@@ -79,13 +79,7 @@ class SqliteWaits(SqliteAccess, WaitStore):
 
         def wake(conn: sqlite3.Connection) -> WakeResult:
             at = now_ms()
-            woken = conn.execute(
-                "UPDATE runs SET status = 'pending', wait_outcome = CASE wait_kind WHEN 'sleep' THEN 'due' "
-                "ELSE 'timeout' END, updated_at = ? WHERE seq IN (SELECT seq FROM runs INDEXED BY "
-                "runs_waking WHERE status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ? "
-                "ORDER BY wake_at LIMIT ?)",
-                (at, at, limit),
-            ).rowcount
+            woken = conn.execute(_WAKE, (at, at, limit)).rowcount
             row = conn.execute(_NEXT_DUE).fetchone()
             nxt = row[0] if row is not None else None
             return WakeResult(woken, None if nxt is None else max(0.0, (nxt - at) / 1000))
@@ -101,13 +95,7 @@ class SqliteWaits(SqliteAccess, WaitStore):
                 "INSERT INTO events (key, data, created_at, woken) VALUES (?, ?, ?, 0) RETURNING seq",
                 (key, text, now),
             ).fetchone()[0]
-            woken = conn.execute(
-                "UPDATE runs SET status = 'pending', wait_outcome = 'event', wait_data = ?, event_seq = ?, "
-                "updated_at = ? WHERE seq IN (SELECT seq FROM runs INDEXED BY runs_waiting_key "
-                "WHERE status = 'waiting' AND wait_key = ? AND wait_key IS NOT NULL) "
-                "AND wait_kind = 'event'",
-                (text, seq, now, key),
-            ).rowcount
+            woken = conn.execute(_WAKE_EVENT, (text, seq, now, key)).rowcount
             conn.execute("UPDATE events SET woken = ? WHERE seq = ?", (woken, seq))
             return woken
 
@@ -133,6 +121,19 @@ class SqliteWaits(SqliteAccess, WaitStore):
         return {(r["job_name"], r["wait_kind"] or "sleep"): r["n"] for r in rows}
 
 
+_WAKE = (
+    "UPDATE runs SET status = 'pending', wait_outcome = CASE wait_kind WHEN 'sleep' THEN 'due' "
+    "ELSE 'timeout' END, updated_at = ? WHERE seq IN (SELECT seq FROM runs INDEXED BY "
+    "runs_waking WHERE status = 'waiting' AND wake_at IS NOT NULL AND wake_at <= ? "
+    "ORDER BY wake_at LIMIT ?)"
+)
+"""Due sleepers and timeouts -> pending: (now, now, limit)."""
+_WAKE_EVENT = (
+    "UPDATE runs SET status = 'pending', wait_outcome = 'event', wait_data = ?, event_seq = ?, "
+    "updated_at = ? WHERE seq IN (SELECT seq FROM runs INDEXED BY runs_waiting_key "
+    "WHERE status = 'waiting' AND wait_key = ? AND wait_key IS NOT NULL) AND wait_kind = 'event'"
+)
+"""An event's waiters -> pending with its data: (data, event seq, now, key)."""
 _NEXT_DUE = (
     "SELECT wake_at FROM runs INDEXED BY runs_waking WHERE status = 'waiting' AND wake_at IS NOT NULL "
     "ORDER BY wake_at LIMIT 1"
