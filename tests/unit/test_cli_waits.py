@@ -81,3 +81,10 @@ def test_events_send_refuses_bad_input_in_one_line(project: Project) -> None:
         assert result.exit_code == 2, result.stdout
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and what in lines[0]
+
+
+def test_watching_a_waiting_run_says_what_it_waits_for(project: Project) -> None:
+    asyncio.run(_waiting_parent_and_child(f"sqlite:///{project.db}"))
+    result = project.run("runs", "watch", "e0000000-cccc", "--timeout", "0.5")
+    assert result.exit_code == 124, (result.stdout, result.stderr)
+    assert "waiting: waiting for event approve:2026-12-06 (until " in result.stderr, result.stderr
