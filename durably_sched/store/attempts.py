@@ -21,7 +21,7 @@ import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..errors import StoreError
 from ._common import as_stored
@@ -36,14 +36,7 @@ __all__ = [
 ]
 
 AttemptOutcome = Literal["completed", "failed", "released", "cancelled", "lease_lost", "suspended"]
-ATTEMPT_OUTCOMES: tuple[AttemptOutcome, ...] = (
-    "completed",
-    "failed",
-    "released",
-    "cancelled",
-    "lease_lost",
-    "suspended",
-)
+ATTEMPT_OUTCOMES: tuple[AttemptOutcome, ...] = get_args(AttemptOutcome)
 
 ATTEMPTS_SQL = (
     "SELECT run_id, attempt, outcome, worker_id, started_at, ended_at, error, failed_step_name, "

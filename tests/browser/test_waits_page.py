@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.browser.test_dashboard import CHROMIUM, FLAGS
-from tests.system.serve_procs import HERE, ROOT, wait_for
+from tests.system.serve_procs import HERE, ROOT, http_base, wait_for
 
 pytestmark = pytest.mark.system
 TOKEN = "waits-browser-token-0123456789"
@@ -32,7 +32,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     (tmp_path / "schedules.yaml").write_text("schedules: {}\n")
     log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
-    env.update(PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}", WAIT_EFFECTS=str(tmp_path / "effects"))
+    env.update(PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}", CHAOS_EFFECTS=str(tmp_path / "effects"))
     database = f"sqlite:///{tmp_path / 'd.db'}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "durably_sched.cli", "--database", database, "--jobs", "wait_jobs",
@@ -41,13 +41,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )  # fmt: skip
 
-    def port() -> int | None:
-        assert proc.poll() is None, log.read_text()
-        found = re.search(r"on http://127\.0\.0\.1:(\d+)", log.read_text())
-        return int(found.group(1)) if found else None
-
     try:
-        yield f"http://127.0.0.1:{wait_for(port, 60, 'serve listening')}", tmp_path
+        yield http_base(proc, log), tmp_path
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -57,7 +57,7 @@ class WaitServe:
 
 
 def env(effects: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}", "WAIT_EFFECTS": str(effects)}
+    return {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}", "CHAOS_EFFECTS": str(effects)}
 
 
 def cli(database: str, workdir: Path, effects: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 """Jobs for the durable-wait system tests, loaded by `durably-sched serve --jobs wait_jobs`.
 
-Side effects go to the file named by $WAIT_EFFECTS, one fsynced line each, so a test can count what
-really ran across kill -9: ``<pid> <run_id> <step> done``.
+Side effects go to the file named by $CHAOS_EFFECTS (``chaos_jobs.record``: one fsynced line each), so
+a test can count what really ran across kill -9: ``<pid> <run_id> <step> done``.
 """
 
 from __future__ import annotations
@@ -9,17 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from chaos_jobs import record  # type: ignore[import-not-found]
+
 from durably_sched import Step, define_job
-
-
-def record(*parts: object) -> None:
-    line = " ".join(str(p) for p in (os.getpid(), *parts)) + "\n"
-    fd = os.open(os.environ["WAIT_EFFECTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def sleeper(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
