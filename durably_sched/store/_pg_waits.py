@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from ._common import dumps
@@ -127,6 +128,18 @@ class PostgresWaits(PostgresAccess, WaitStore):
             return [run_from_row(r) for r in rows]
 
         return await self._run("list_children", read)
+
+    async def purge_events(self, older_than: datetime, batch_size: int = 500) -> int:
+        async def purge(conn: Any, replay: bool) -> int:
+            deleted = await conn.fetch(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_at < $1 "
+                "ORDER BY created_at LIMIT $2) RETURNING seq",
+                aware(older_than),
+                batch_size,
+            )
+            return len(deleted)
+
+        return await self._run("purge_events", purge)
 
     async def count_waiting(self) -> dict[tuple[str, str], int]:
         async def read(conn: Any, replay: bool) -> dict[tuple[str, str], int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from ._common import dt_to_ms, dumps
@@ -112,6 +113,13 @@ class SqliteWaits(SqliteAccess, WaitStore):
             f"SELECT {RUN_SELECT} FROM runs WHERE parent_run_id = ? ORDER BY seq", (run_id,)
         )
         return [run_record(r) for r in rows]
+
+    async def purge_events(self, older_than: datetime, batch_size: int = 500) -> int:
+        return await self._write_count(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events INDEXED BY events_created "
+            "WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            (dt_to_ms(older_than), batch_size),
+        )
 
     async def count_waiting(self) -> dict[tuple[str, str], int]:
         rows = await self._read(

@@ -104,5 +104,9 @@ class WaitStore(abc.ABC):
         """The runs started by this run's ``step.run_job`` (linked to it), oldest first."""
 
     @abc.abstractmethod
+    async def purge_events(self, older_than: datetime, batch_size: int = 500) -> int:
+        """Delete up to ``batch_size`` events sent before ``older_than``; how many."""
+
+    @abc.abstractmethod
     async def count_waiting(self) -> dict[tuple[str, str], int]:
         """{(job_name, wait kind): count} of the waiting runs, for metrics."""

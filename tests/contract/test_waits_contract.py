@@ -41,7 +41,8 @@ async def test_a_sleeping_run_holds_nothing_and_wakes_when_due(store: Store) -> 
 async def test_a_sleep_already_due_does_not_suspend(store: Store) -> None:
     await create(store)
     run = await claim_one(store)
-    result = await store.suspend_run(run.id, run.generation, NewWait("sleep", "nap", until=now()))
+    past = now() - timedelta(milliseconds=10)
+    result = await store.suspend_run(run.id, run.generation, NewWait("sleep", "nap", until=past))
     assert result.result == "ready"
     assert (await store.get_run(run.id)).status == "running"  # type: ignore[union-attr]
 
@@ -147,3 +148,16 @@ async def test_a_waiting_run_can_be_cancelled_and_counts_as_active_for_overlap(s
     cancelled = await store.cancel_run(run.id)
     assert cancelled is not None and cancelled.status == "cancelled"
     assert (await store.wake_due()).next_in is None
+
+
+async def test_old_events_are_purged_in_batches_and_no_longer_delivered(store: Store) -> None:
+    await create(store)
+    for n in range(3):
+        await store.send_event("old", n)
+    assert await store.purge_events(now() - timedelta(hours=1)) == 0  # none that old
+    assert await store.purge_events(now() + timedelta(seconds=1), batch_size=2) == 2
+    assert await store.purge_events(now() + timedelta(seconds=1), batch_size=2) == 1
+    run = await claim_one(store)
+    assert (
+        await store.suspend_run(run.id, run.generation, NewWait("event", "w", key="old"))
+    ).result == "waiting"

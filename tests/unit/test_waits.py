@@ -175,3 +175,16 @@ async def test_event_input_is_checked(make: Any) -> None:
         await durably.send_event("")
     with pytest.raises(InvalidArgumentError, match="event data"):
         await durably.send_event("k", {"bad": object()})
+
+
+async def test_retention_purges_events_with_the_runs_cutoff(make: Any) -> None:
+    from durably_sched.clock import ManualClock
+    from durably_sched.ops.retention import Retention
+
+    durably = await make()
+    assert await durably.send_event("nobody-waits", {"n": 1}) == 0
+    kept = Retention(durably, timedelta(hours=1), lambda: None)
+    assert (await kept.run_once()).events == 0
+    later = ManualClock(datetime.now(UTC) + timedelta(hours=2))  # the same retention, two hours on
+    purged = Retention(durably, timedelta(hours=1), lambda: None, clock=later)
+    assert (await purged.run_once()).events == 1

@@ -40,6 +40,8 @@ CREATE TABLE events (
     woken INTEGER NOT NULL              -- the waiting runs it woke when it was sent
 );
 CREATE INDEX events_key ON events (key, seq);
+-- Retention deletes events by age (as it does finished runs).
+CREATE INDEX events_created ON events (created_at);
 
 -- The attempt that ends by waiting is recorded as `suspended` (it ended well; the run goes on in
 -- a later attempt).
