@@ -188,3 +188,29 @@ async def test_retention_purges_events_with_the_runs_cutoff(make: Any) -> None:
     later = ManualClock(datetime.now(UTC) + timedelta(hours=2))  # the same retention, two hours on
     purged = Retention(durably, timedelta(hours=1), lambda: None, clock=later)
     assert (await purged.run_once()).events == 1
+
+
+async def test_a_lease_renewal_racing_a_suspend_is_not_a_lost_lease(make: Any) -> None:
+    from durably_sched.execution.leases import ActiveRun
+    from durably_sched.store.base import NewRun
+    from durably_sched.store.records import WaitState
+    from durably_sched.store.waits import NewWait
+
+    durably = await make(start=False)
+    worker, store = durably.worker, durably.store
+    await store.create_runs([NewRun(id=f"r{n}", job_name="j", input={}) for n in range(2)])
+    runs = await store.claim(worker.worker_id, ["j"], 2, 30.0)
+    tasks = []
+    for run in runs:  # both stop being "running" (one waits); the renewal finds neither running
+        await store.suspend_run(run.id, run.generation, NewWait("sleep", "nap", seconds=60))
+        ctx = worker.context(run)
+        task = asyncio.get_running_loop().create_task(asyncio.sleep(60))
+        worker.active[run.id] = ActiveRun(ctx, task)
+        tasks.append(task)
+    worker.active[runs[0].id].ctx.suspended_on = WaitState(kind="sleep", step="nap")  # the one that waits
+    await worker.leases.beat()
+    assert not tasks[0].cancelled() and worker.lease_losses == 1  # only the other one counts as lost
+    await asyncio.sleep(0)
+    assert tasks[1].cancelled()
+    tasks[0].cancel()
+    worker.active.clear()
