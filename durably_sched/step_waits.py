@@ -196,6 +196,9 @@ class WaitSteps:
             why = f"waiting in step '{name}' for {_count(len(ids))}"
             try:
                 done.set_result(await self._suspend(NewWait("children", name, children=ids), why))
+            except asyncio.CancelledError:
+                done.cancel()  # the gathered calls stop too
+                raise
             except BaseException as exc:
                 done.set_exception(exc)
         await asyncio.shield(done)
