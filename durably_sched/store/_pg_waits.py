@@ -22,7 +22,7 @@ from .waits import NewWait, Suspension, WaitStore, WakeResult
 EVENT_LOCK_NAMESPACE = LOCK_NAMESPACE + 4  # (.., hashtext(event key))
 
 _LOCK_KEY = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
-_LOCK_RUN = "SELECT status, generation, created_at, event_seq FROM runs WHERE id = $1 FOR UPDATE"
+_LOCK_RUN = "SELECT seq, status, generation, event_seq FROM runs WHERE id = $1 FOR UPDATE"
 _SUSPEND = """
 UPDATE runs SET status = 'waiting', wait_kind = $3, wait_step = $4, wait_key = $5,
     wake_at = CASE WHEN $6::float8 IS NULL THEN $7::timestamptz
@@ -56,7 +56,8 @@ SELECT (SELECT count(*) FROM woken) AS woken,
 """
 _SEND = f"""
 WITH ev AS (
-    INSERT INTO events (key, data, woken) VALUES ($1, $2::json, 0) RETURNING seq
+    INSERT INTO events (key, data, run_seq, woken)
+    VALUES ($1, $2::json, (SELECT coalesce(max(seq), 0) FROM runs), 0) RETURNING seq
 ), woken AS (
     UPDATE runs SET status = 'pending', wait_outcome = 'event', wait_data = $2::json,
         event_seq = (SELECT seq FROM ev), updated_at = now()
@@ -161,11 +162,11 @@ async def _suspend(conn: Any, run: Any, run_id: str, generation: int, wait: NewW
     if wait.kind == "event":
         await conn.execute(_LOCK_KEY, EVENT_LOCK_NAMESPACE, wait.key)
         event = await conn.fetchrow(
-            "SELECT seq, data FROM events WHERE key = $1 AND seq > $2 AND created_at >= $3 "
+            "SELECT seq, data FROM events WHERE key = $1 AND seq > $2 AND run_seq >= $3 "
             "ORDER BY seq DESC LIMIT 1",
             wait.key,
             run["event_seq"],
-            run["created_at"],
+            run["seq"],
         )
         if event is not None:
             await conn.execute("UPDATE runs SET event_seq = $2 WHERE id = $1", run_id, event["seq"])

@@ -35,7 +35,7 @@ class SqliteWaits(SqliteAccess, WaitStore):
         def write(conn: sqlite3.Connection) -> Suspension:
             now = now_ms()
             run = conn.execute(
-                "SELECT status, generation, created_at, event_seq FROM runs WHERE id = ?", (run_id,)
+                "SELECT seq, status, generation, event_seq FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
             if (
                 run is None
@@ -52,9 +52,9 @@ class SqliteWaits(SqliteAccess, WaitStore):
                 return Suspension("ready")
             if wait.kind == "event":
                 event = conn.execute(
-                    "SELECT seq, data FROM events WHERE key = ? AND seq > ? AND created_at >= ? "
+                    "SELECT seq, data FROM events WHERE key = ? AND seq > ? AND run_seq >= ? "
                     "ORDER BY seq DESC LIMIT 1",
-                    (wait.key, run["event_seq"], run["created_at"]),
+                    (wait.key, run["event_seq"], run["seq"]),
                 ).fetchone()
                 if event is not None:
                     conn.execute("UPDATE runs SET event_seq = ? WHERE id = ?", (event["seq"], run_id))
@@ -93,7 +93,8 @@ class SqliteWaits(SqliteAccess, WaitStore):
         def write(conn: sqlite3.Connection) -> int:
             now = now_ms()
             seq = conn.execute(
-                "INSERT INTO events (key, data, created_at, woken) VALUES (?, ?, ?, 0) RETURNING seq",
+                "INSERT INTO events (key, data, created_at, run_seq, woken) "
+                "VALUES (?, ?, ?, (SELECT coalesce(max(seq), 0) FROM runs), 0) RETURNING seq",
                 (key, text, now),
             ).fetchone()[0]
             woken = conn.execute(_WAKE_EVENT, (text, seq, now, key)).rowcount

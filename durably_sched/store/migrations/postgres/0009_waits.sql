@@ -35,12 +35,14 @@ CREATE INDEX runs_schedule_waiting ON runs (schedule_name)
     WHERE status = 'waiting' AND schedule_name IS NOT NULL;
 
 -- Every event sent (durably.send_event, `events send`, POST /api/events): kept, so a run that
--- reaches its wait after the event was sent (and was created before it) still receives it.
+-- reaches its wait after the event was sent (and was created before it: runs.seq <= run_seq) still
+-- receives it.
 CREATE TABLE events (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     key text NOT NULL,
     data json,                          -- NULL: no data
     created_at timestamptz NOT NULL DEFAULT now(),
+    run_seq bigint NOT NULL,            -- the newest run when it was sent: it is for runs up to it
     woken integer NOT NULL              -- the waiting runs it woke when it was sent
 );
 CREATE INDEX events_key ON events (key, seq);
