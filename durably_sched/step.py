@@ -44,7 +44,9 @@ from .events import (
 from .execution.deadline import Deadline
 from .limits import Limits
 from .retry import RetryPolicyError, timeout_seconds
+from .step_waits import ChildBatches, ChildStarter, WaitSteps
 from .store.base import Checkpoint, NewLog, Progress, RunRecord, WriteResult
+from .store.records import WaitState
 
 if TYPE_CHECKING:
     from .events import EventEmitter
@@ -128,6 +130,12 @@ class RunContext:
         self.interrupted_step: str | None = None
         """The step that was in flight when the run's task was cancelled (timeout, stop, lease)."""
         self.sync_steps = SyncSteps()  # runs sync step functions off the loop thread
+        self.start_child: ChildStarter | None = None
+        """Starts a child run (``step.run_job``); set by the worker of a Durably instance."""
+        self.children = ChildBatches()
+        """The ``step.run_job`` calls in flight, waited for together."""
+        self.suspended_on: WaitState | None = None
+        """What the run waits for once a durable wait suspended it."""
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self.log_extra: dict[str, Any] = {"run_id": run.id, "job": run.job_name}
@@ -342,8 +350,13 @@ def _takes_token(fn: Callable[..., Any]) -> bool:
     return len(required) == 1
 
 
-class Step:
-    """Handed to a job's ``run`` function. Every ``run`` is a checkpoint: on resume it replays."""
+class Step(WaitSteps):
+    """Handed to a job's ``run`` function. Every ``run`` is a checkpoint: on resume it replays.
+
+    The durable waits (``sleep``, ``sleep_until``, ``wait_for_event``, ``run_job``) are in
+    :mod:`durably_sched.step_waits`."""
+
+    _ctx: RunContext
 
     def __init__(self, ctx: RunContext) -> None:
         self._ctx = ctx

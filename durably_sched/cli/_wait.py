@@ -31,9 +31,10 @@ from .._tracebacks import user_frame
 from ..attempt_views import retry_budget
 from ..durably import Durably
 from ..store.base import RunRecord
+from ..wait_views import waiting_for_text
 from ._attempts import AttemptLines
 from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, SECONDS, CliError, one_line
-from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text
+from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text, show_time
 
 POLL_INTERVAL = 0.15
 EXPLAIN_EVERY = 1.0
@@ -154,6 +155,11 @@ async def follow_run(
                 explained_at = time.monotonic()
                 reason = await _waiting_reason(durably, record)
                 if reason != waiting and reason is not None and not live:
+                    click.echo(f"waiting: {reason}", err=True)
+                waiting = reason
+            elif record.status == "waiting":
+                reason = waiting_for_text(record, show_time)
+                if reason != waiting and not live and show:
                     click.echo(f"waiting: {reason}", err=True)
                 waiting = reason
             elif record.status != "pending":
