@@ -160,7 +160,7 @@ async def follow_run(
             elif record.status == "waiting":
                 reason = waiting_for_text(record, show_time)
                 if reason != waiting and not live and show:
-                    click.echo(f"waiting: {reason}", err=True)
+                    click.echo(reason, err=True)  # "sleeping until T", "waiting for event KEY ..."
                 waiting = reason
             elif record.status != "pending":
                 waiting = None

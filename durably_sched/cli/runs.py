@@ -253,7 +253,8 @@ def _wait_rows(run: RunRecord, children: list[RunRecord]) -> list[tuple[str, Any
     rows: list[tuple[str, Any]] = []
     text = waiting_for_text(run, show_time)
     if text:
-        rows.append(("waiting for", Text(text, style="cyan")))
+        # "waiting  for event KEY (until T)", "waiting  sleeping until T": the label says it once
+        rows.append(("waiting", Text(text.removeprefix("waiting "), style="cyan")))
     if run.parent_run_id:
         rows.append(("parent", run.parent_run_id))
     if children:

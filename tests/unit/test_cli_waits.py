@@ -36,7 +36,7 @@ def test_runs_show_says_what_a_waiting_run_waits_for_and_links_parent_and_childr
     url = f"sqlite:///{project.db}"
     parent, child = asyncio.run(_waiting_parent_and_child(url))
     shown = project.ok("runs", "show", parent).stdout
-    assert "waiting for 1 child run (step 'kids')" in shown and child[:8] in shown
+    assert "waiting        for 1 child run (step 'kids')" in shown and child[:8] in shown
     data = project.json("runs", "show", parent, "--json")
     assert data["status"] == "waiting"
     assert data["waiting_for"] == {
@@ -51,7 +51,7 @@ def test_runs_show_says_what_a_waiting_run_waits_for_and_links_parent_and_childr
     event = project.json("runs", "show", "e0000000-cccc", "--json")["waiting_for"]
     assert event["kind"] == "event" and event["key"] == "approve:2026-12-06" and event["until"].endswith("Z")
     assert (
-        "waiting for event approve:2026-12-06 (until " in project.ok("runs", "show", "e0000000-cccc").stdout
+        "waiting        for event approve:2026-12-06 (until " in project.ok("runs", "show", "e0000000-cccc").stdout
     )
     listed = project.json("runs", "list", "--status", "waiting", "--json")
     assert sorted(r["id"] for r in listed) == sorted([parent, "e0000000-cccc"])
@@ -87,4 +87,4 @@ def test_watching_a_waiting_run_says_what_it_waits_for(project: Project) -> None
     asyncio.run(_waiting_parent_and_child(f"sqlite:///{project.db}"))
     result = project.run("runs", "watch", "e0000000-cccc", "--timeout", "0.5")
     assert result.exit_code == 124, (result.stdout, result.stderr)
-    assert "waiting: waiting for event approve:2026-12-06 (until " in result.stderr, result.stderr
+    assert "waiting for event approve:2026-12-06 (until " in result.stderr, result.stderr
