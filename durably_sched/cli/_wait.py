@@ -237,7 +237,10 @@ def report(
                     click.echo(f"  at {where} (traceback: durably-sched runs show {record.id})", err=True)
         return EXIT_FAILURE
     run = f"run {record.id}"
-    if here:
+    if here and record.status == "waiting":
+        waits = waiting_for_text(record, show_time)
+        continues = f"{run} is {waits}; a worker (durably-sched serve) resumes it after that"
+    elif here:
         continues = f"{run} was released and resumes when a worker picks it up (durably-sched serve)"
     else:
         continues = f"{run} continues ({record.status}); follow it with: durably-sched runs watch {record.id}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -144,3 +145,29 @@ def test_a_parent_with_one_slot_completes_with_its_children_started_once(
     assert all(n == 1 for n in counted.values())
     # The parent replayed after its wait (a second attempt) and found its children by their keys.
     assert [a["outcome"] for a in final["attempts"]] == ["suspended", "completed"]  # type: ignore[union-attr]
+
+
+def test_trigger_here_interrupted_while_its_run_sleeps_says_the_run_waits(
+    database: str, tmp_path: Path
+) -> None:
+    """`trigger --here --wait` executes the run itself; Ctrl-C while the run sleeps ends the command
+    and says the run sleeps (until when) and that a worker resumes it, not that it was released."""
+    effects = tmp_path / "effects.log"
+    migrated = cli(database, tmp_path, effects, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    err = tmp_path / "trigger.err"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "durably_sched.cli", "--database", database, "--jobs", "wait_jobs",
+         "trigger", "sleeper", "--input", '{"seconds": 600}', "--here", "--wait"],
+        stdout=subprocess.PIPE, stderr=err.open("wb"), cwd=tmp_path, env=env(effects),
+    )  # fmt: skip
+    try:
+        wait_for(lambda: "suspended" in err.read_text(), 30, "the attempt to end in the sleep")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    assert "is sleeping until " in text and "a worker (durably-sched serve) resumes it" in text, text
+    assert "was released" not in text, text

@@ -50,9 +50,8 @@ def test_runs_show_says_what_a_waiting_run_waits_for_and_links_parent_and_childr
     assert project.json("runs", "show", child, "--json")["parent_run_id"] == parent
     event = project.json("runs", "show", "e0000000-cccc", "--json")["waiting_for"]
     assert event["kind"] == "event" and event["key"] == "approve:2026-12-06" and event["until"].endswith("Z")
-    assert (
-        "waiting        for event approve:2026-12-06 (until " in project.ok("runs", "show", "e0000000-cccc").stdout
-    )
+    shown = project.ok("runs", "show", "e0000000-cccc").stdout
+    assert "waiting        for event approve:2026-12-06 (until " in shown
     listed = project.json("runs", "list", "--status", "waiting", "--json")
     assert sorted(r["id"] for r in listed) == sorted([parent, "e0000000-cccc"])
 
