@@ -50,6 +50,7 @@ from .rules import (
     TakeFireSlot,
     drive_async,
 )
+from .waits import SCHEDULE_WAITING
 
 
 class PostgresRules(PostgresAccess):
@@ -100,7 +101,9 @@ class Answers:
                 return None
             case ScheduleActive(schedule):
                 sql = f"SELECT true FROM runs WHERE schedule_name = $1 AND status IN {ACTIVE_SQL} LIMIT 1"
-                return bool(await conn.fetchval(sql, schedule))
+                if await conn.fetchval(sql, schedule):
+                    return True
+                return bool(await conn.fetchval(SCHEDULE_WAITING.replace("?", "$1"), schedule))
             case FetchRun(run_id):
                 return await fetch_run(conn, run_id)
             case FindIdempotent(run):

@@ -16,6 +16,7 @@ from ._common import dt_to_ms, dumps
 from ._sqlite_base import RUN_SELECT, STATE_SELECT, SqliteAccess, fetch_run, now_ms, run_record, state_record
 from .records import Disposition, NewRun, RunRecord, ScheduleState
 from .rows import ACTIVE_SQL
+from .waits import SCHEDULE_WAITING
 
 T = TypeVar("T")
 UPSERT_CURSOR = (
@@ -63,7 +64,9 @@ class Answers:
                     "SELECT 1 FROM runs INDEXED BY runs_schedule_active WHERE schedule_name = ? "
                     f"AND status IN {ACTIVE_SQL} LIMIT 1"
                 )
-                return conn.execute(sql, (schedule,)).fetchone() is not None
+                if conn.execute(sql, (schedule,)).fetchone() is not None:
+                    return True
+                return conn.execute(SCHEDULE_WAITING, (schedule,)).fetchone() is not None
             case rules.FetchRun(run_id):
                 return fetch_run(conn, run_id)
             case rules.FindIdempotent(run):
