@@ -217,14 +217,16 @@ WITH cp AS (
                          $6::timestamptz[], $7::timestamptz[])
         AS c(run_id, generation, name, idx, output, started_at, completed_at)
 ), run AS (
-    SELECT r.id FROM runs r
-    WHERE (r.id, r.generation) IN (SELECT run_id, generation FROM cp) AND r.status IN {HELD_SQL}
+    -- Each run's row by its id, locked, its status tested after the lock (the locked row's latest
+    -- version): a status test in this WHERE would let the planner walk every held run instead.
+    SELECT r.id, r.status FROM cp JOIN runs r ON r.id = cp.run_id AND r.generation = cp.generation
     ORDER BY r.id
     FOR UPDATE OF r
 ), step AS (
     INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
     SELECT cp.run_id, cp.name, cp.idx, cp.output, cp.started_at, cp.completed_at, cp.generation
     FROM cp JOIN run ON run.id = cp.run_id
+    WHERE run.status IN {HELD_SQL}
     ON CONFLICT DO NOTHING
     RETURNING run_id, name
 ), upd AS (
@@ -276,16 +278,15 @@ SELECT status{", " + NOTIFY if notify else ""} FROM upd
 COMPLETE_BATCH = """
 WITH c AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::json[]) AS c(id, generation, output)
-), run AS (
-    SELECT r.id FROM runs r
-    WHERE (r.id, r.generation) IN (SELECT id, generation FROM c) AND r.status = 'running'
+), run AS (  -- by id, status tested after the lock (as in CHECKPOINT_BATCH)
+    SELECT r.id, r.status FROM c JOIN runs r ON r.id = c.id AND r.generation = c.generation
     ORDER BY r.id
     FOR UPDATE OF r
 ), upd AS (
     UPDATE runs r SET status = 'completed', output = c.output, completed_at = now(),
         lease_expires_at = NULL, error = NULL, failed_step_name = NULL, updated_at = now()
     FROM c JOIN run ON run.id = c.id
-    WHERE r.id = c.id
+    WHERE r.id = c.id AND run.status = 'running'
     RETURNING r.id, r.status
 ), lg AS (
     INSERT INTO logs (run_id, step_name, level, message, data, created_at)

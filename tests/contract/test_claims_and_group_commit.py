@@ -19,6 +19,7 @@ import sqlite3
 import sys
 import textwrap
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from durably_sched.store.base import RunRecord, Store
@@ -87,6 +88,30 @@ async def test_a_claim_reads_only_what_it_takes_of_a_backlog_of_100k(backend: Ba
     assert all(n["Actual Rows"] * n["Actual Loops"] <= 10 for n in candidates), candidates
     claimed = await store.claim("w", [JOB], 10, 30)
     assert [r.id for r in claimed] == [f"backlog-{i}" for i in range(10)]  # the oldest, in order
+    await _batches_read_runs_by_id(conn, claimed)
+
+
+async def _batches_read_runs_by_id(conn: Any, claimed: list[RunRecord]) -> None:
+    """The group-commit statements find each run by its id (never a walk of the held runs)."""
+    from durably_sched.store._pg_sql import CHECKPOINT_BATCH, COMPLETE_BATCH
+
+    ids, gens = [r.id for r in claimed], [r.generation for r in claimed]
+    at = [datetime.now(UTC)] * len(ids)
+    no_logs: list[list[Any]] = [[], [], [], [], [], []]
+    for sql, args in (
+        (
+            CHECKPOINT_BATCH,
+            [ids, gens, ["s"] * len(ids), [0] * len(ids), ["1"] * len(ids), at, at, [], *no_logs],
+        ),
+        (COMPLETE_BATCH, [ids, gens, ["1"] * len(ids), *no_logs]),
+    ):
+        rows = await conn.fetch("EXPLAIN (FORMAT JSON) " + sql, *args)
+        nodes = _nodes(json.loads(rows[0][0])[0]["Plan"])
+        scans = [n for n in nodes if n.get("Relation Name") == "runs" and "Scan" in n["Node Type"]]
+        assert scans, sql
+        for scan in scans:
+            assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan
+            assert ".id = " in scan.get("Index Cond", "") or "(id = " in scan.get("Index Cond", ""), scan
 
 
 async def _sqlite_claim_work_is_flat(backend: Backend, store: Store) -> None:
