@@ -468,6 +468,21 @@ def markdown(results: dict[str, Any]) -> str:
         for size, ms, us in zip(c["sizes"], c["claim_ms"], c["query_us"], strict=True):
             lines.append(f"| {size:,} | {ms:.3f} | {us:,.0f} |")
         lines += ["", f"Plan of the candidate query: `{'; '.join(c['plan'])}`."]
+    cb = s.get("claim_backlog")
+    if cb:
+        lines += [
+            "",
+            "Claim latency by backlog of pending runs (`store.claim` end to end, median; claims of one "
+            "run, and of ten in one call):",
+            "",
+            "| backend | pending runs | claim of 1 (ms) | claim of 10 (ms) |",
+            "|---|---:|---:|---:|",
+        ]
+        for backend, rows in cb.items():
+            for row in rows:
+                lines.append(
+                    f"| {backend} | {row['pending']:,} | {row['claim_1_ms']:.3f} | {row['claim_10_ms']:.3f} |"
+                )
     p = s.get("punctuality")
     if p:
         lines += [

@@ -10,7 +10,8 @@ Figures are medians over the repetitions. See bench/README.md for what each benc
 Benchmarks (``--only``): ``core`` (1-4 and 1s on SQLite), ``sync`` (1 and 1s on SQLite alone),
 ``core-pg`` (1-4 on PostgreSQL, and the server's one-row-commit rate), ``punctuality``, ``claim``,
 ``idle``, ``postgres`` (8: several worker processes), ``failures`` (9: kill -9 to resumed step with
-an immediate restart; steps/s and runs/s with retries configured or not).
+an immediate restart; steps/s and runs/s with retries configured or not), ``claim-backlog`` (11:
+claim latency at 10^3..10^5 pending runs, both backends).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SIZES = {
         "reps_other": 1,
         "punctuality": ["--period", "60", "--duration", "20"],
         "claim": ["--repeats", "100"],
+        "claim_backlog": ["--repeats", "100"],
         "idle": ["--warmup", "5", "--window", "20"],
         "postgres": ["--runs", "2000", "--rounds", "1", "--latency", "50"],
         "sync_steps": {"durably": ["--steps", "2000"], "dbos": ["--steps", "500"]},
@@ -55,6 +57,7 @@ SIZES = {
         "reps_other": 3,
         "punctuality": ["--period", "60", "--duration", "70"],
         "claim": ["--repeats", "300"],
+        "claim_backlog": ["--repeats", "300"],
         "idle": ["--warmup", "10", "--window", "60"],
         "postgres": ["--runs", "5000", "--rounds", "3", "--latency", "200"],
         "sync_steps": {"durably": ["--steps", "5000"], "dbos": ["--steps", "1000"]},
@@ -66,7 +69,18 @@ SIZES = {
         "failures": ["--rounds", "5", "--steps", "3000", "--runs", "500", "--reps", "5"],
     },
 }
-BENCHMARKS = ("core", "sync", "core-pg", "punctuality", "claim", "idle", "postgres", "web", "failures")
+BENCHMARKS = (
+    "core",
+    "sync",
+    "core-pg",
+    "punctuality",
+    "claim",
+    "claim-backlog",
+    "idle",
+    "postgres",
+    "web",
+    "failures",
+)
 
 
 def log(message: str) -> None:
@@ -218,6 +232,21 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
             ],
             "plan": reps[0]["sizes"][-1]["candidate_query_plan"],
         }
+    if raw.get("claim_backlog"):
+        reps = raw["claim_backlog"]
+        s["claim_backlog"] = {}
+        for backend in ("sqlite", "postgres"):
+            if backend not in reps[0]:
+                continue
+            rows = [r[backend]["sizes"] for r in reps]
+            s["claim_backlog"][backend] = [
+                {
+                    "pending": rows[0][i]["pending"],
+                    "claim_1_ms": med([r[i]["claim_1"]["p50_ms"] for r in rows]),
+                    "claim_10_ms": med([r[i]["claim_10"]["p50_ms"] for r in rows]),
+                }
+                for i in range(len(rows[0]))
+            ]
     if raw.get("idle"):
         reps = raw["idle"]
         s["idle"] = {
@@ -341,6 +370,14 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark 6 (claim vs history)",
             "bench.claim_history",
             cfg["claim"],
+            cfg["reps_other"],
+            1800,
+        )
+    if "claim-backlog" in only:
+        raw["claim_backlog"] = run_repeated(
+            "benchmark 11 (claim vs pending backlog)",
+            "bench.claim_backlog",
+            [*cfg["claim_backlog"], "--postgres", args.postgres],
             cfg["reps_other"],
             1800,
         )

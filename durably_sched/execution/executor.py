@@ -182,7 +182,8 @@ async def _complete(ctx: RunContext, outcome: Completed, env: ExecutionEnv) -> N
         log.info("run finished but was no longer held (%s); output dropped", result, extra=ctx.log_extra)
         return
     duration = time.perf_counter() - ctx.started
-    log.info("run completed in %s", _took(run, duration, env.clock), extra=ctx.log_extra)
+    if log.isEnabledFor(logging.INFO):  # hot: no text made for a line nobody logs
+        log.info("run completed in %s", _took(run, duration, env.clock), extra=ctx.log_extra)
     if env.events.wants("run:complete"):
         env.events.emit(
             RunCompleteEvent(

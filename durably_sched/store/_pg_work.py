@@ -8,16 +8,19 @@ from typing import Any
 
 from ._common import dumps
 from ._pg_base import PostgresAccess, aware, free_text, log_arrays, row_status
+from ._pg_group_commit import GroupCommit
 from ._pg_sql import (
     APPEND_LOGS,
     BEAT,
     CHECKPOINT,
+    CHECKPOINT_BATCH,
     CHECKPOINT_NO_LOGS,
     CHECKPOINT_REPLAYED,
     CLAIM_CANDIDATES,
     CLAIM_ONE_STATEMENT,
     CLAIM_UPDATE,
     COMPLETE,
+    COMPLETE_BATCH,
     FAIL,
     NOTIFY,
     RELEASE,
@@ -75,9 +78,9 @@ class PostgresWork(PostgresAccess):
            holders of those locks; only one claim of a key can pass the re-check at a time.
         """
         only = list(run_ids) if run_ids is not None else None
-        only_sql = "AND r.id = ANY($5::text[])" if only else ""
-        quick_sql = CLAIM_ONE_STATEMENT.format(only=only_sql)
-        quick_args: list[Any] = [jobs, limit, worker_id, float(lease_seconds)] + ([only] if only else [])
+        only_sql = "AND r.id = ANY($4::text[])" if only else ""
+        quick_sql = CLAIM_ONE_STATEMENT.format(only=only_sql, limit=limit)
+        quick_args: list[Any] = [jobs, worker_id, float(lease_seconds)] + ([only] if only else [])
 
         async def claim(conn: Any, replay: bool) -> list[RunRecord]:
             # Runs without a concurrency key: one statement, no explicit transaction.
@@ -107,8 +110,9 @@ class PostgresWork(PostgresAccess):
     ) -> list[tuple[int, RunRecord]]:
         """The claim of runs with a concurrency key (and any others among the candidates): one
         transaction of two statements, see :meth:`claim`."""
-        candidates_sql = CLAIM_CANDIDATES.format(only="AND r.id = ANY($3::text[])" if only else "")
-        args: list[Any] = [jobs, limit] + ([only] if only else [])
+        only_sql = "AND r.id = ANY($2::text[])" if only else ""
+        candidates_sql = CLAIM_CANDIDATES.format(only=only_sql, limit=limit)
+        args: list[Any] = [jobs] + ([only] if only else [])
         async with conn.transaction():
             rows = await conn.fetch(candidates_sql, *args)
             previous = {r["seq"]: r["worker_id"] for r in rows if r["free"]}
@@ -133,7 +137,16 @@ class PostgresWork(PostgresAccess):
 
         return await self._run("renew_leases", renew)
 
+    _checkpoints: GroupCommit[Checkpoint]
+    """Checkpoints of concurrent runs share statements and commits (the store makes it)."""
+    _completions: GroupCommit[AttemptEnd]
+    """Completions likewise."""
+
     async def checkpoint(self, cp: Checkpoint) -> WriteResult:
+        return await self._checkpoints.write(cp)
+
+    async def _checkpoint_one(self, cp: Checkpoint) -> WriteResult:
+        """One checkpoint in one statement (the group commit's answer when it is alone)."""
         step = (cp.name, cp.index, cp.output_json, aware(cp.started_at), aware(cp.completed_at))
         if cp.logs:
             sql, args = CHECKPOINT, (cp.run_id, cp.generation, *log_arrays(cp.logs), *step)
@@ -145,6 +158,25 @@ class PostgresWork(PostgresAccess):
             if status is None and replay:
                 status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
             return fence_result(status)
+
+        return await self._run("checkpoint", write)
+
+    async def _checkpoint_batch(self, cps: list[Checkpoint]) -> list[WriteResult]:
+        """Several checkpoints in one statement, one commit, each fenced on its own run: each
+        one's result, in order. A replay (after a lost connection) asks about each checkpoint the
+        answer does not name, as a replayed single checkpoint does."""
+        args = _batch_arrays(cps)
+
+        async def write(conn: Any, replay: bool) -> list[WriteResult]:
+            rows = await conn.fetch(CHECKPOINT_BATCH, *args)
+            found = {(r["run_id"], r["name"]): r["status"] for r in rows}
+            results: list[WriteResult] = []
+            for cp in cps:
+                status = found.get((cp.run_id, cp.name))
+                if status is None and replay:
+                    status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
+                results.append(fence_result(status))
+            return results
 
         return await self._run("checkpoint", write)
 
@@ -259,6 +291,41 @@ class PostgresWork(PostgresAccess):
         return await self._run("purge_workers", purge)
 
     async def _end_attempt(self, end: AttemptEnd) -> WriteResult:
+        if end.kind == "completed":
+            return await self._completions.write(end)
+        return await self._end_one(end)
+
+    async def _complete_batch(self, ends: list[AttemptEnd]) -> list[WriteResult]:
+        """Several completions in one statement, one commit, each fenced on its own run: each
+        one's result, in order. A replay asks about each run the answer does not name, as a
+        replayed single completion does (completed with our generation: ours)."""
+        logs = [(end.run_id, lg) for end in ends for lg in end.logs]
+        args = [
+            [end.run_id for end in ends],
+            [end.generation for end in ends],
+            [dumps(end.output) for end in ends],
+            [run_id for run_id, _ in logs],
+            *log_arrays([lg for _, lg in logs]),
+        ]
+
+        async def write(conn: Any, replay: bool) -> list[WriteResult]:
+            done = {r["id"]: r["status"] for r in await conn.fetch(COMPLETE_BATCH, *args)}
+            results: list[WriteResult] = []
+            for end in ends:
+                status = done.get(end.run_id)
+                if status is None and replay:
+                    status = await conn.fetchval(
+                        "SELECT status FROM runs WHERE id = $1 AND generation = $2 AND status = 'completed'",
+                        end.run_id,
+                        end.generation,
+                    )
+                results.append(fence_result(status))
+            return results
+
+        return await self._run("complete_run", write)
+
+    async def _end_one(self, end: AttemptEnd) -> WriteResult:
+        """One attempt's ending in one statement (a completion's, when it is alone)."""
         sql, logs = RELEASE, end.logs
         params: tuple[Any, ...] = ()
         if end.kind == "completed":
@@ -273,6 +340,24 @@ class PostgresWork(PostgresAccess):
         # found our own committed write (the generation changes only on claims).
         what = _WHAT[end.kind]
         return await self._fenced(what, sql, end.run_id, end.generation, logs, params, END_STATUS[end.kind])
+
+
+def _batch_arrays(cps: list[Checkpoint]) -> list[list[Any]]:
+    """CHECKPOINT_BATCH's fourteen arrays: seven of one element per checkpoint, seven per log line."""
+    logs = [(cp.run_id, cp.name, lg) for cp in cps for lg in cp.logs]
+    lines = log_arrays([lg for _, _, lg in logs])
+    return [
+        [cp.run_id for cp in cps],
+        [cp.generation for cp in cps],
+        [cp.name for cp in cps],
+        [cp.index for cp in cps],
+        [cp.output_json for cp in cps],
+        [aware(cp.started_at) for cp in cps],
+        [aware(cp.completed_at) for cp in cps],
+        [run_id for run_id, _, _ in logs],
+        [name for _, name, _ in logs],
+        *lines,
+    ]
 
 
 _WHAT: dict[EndKind, str] = {

@@ -21,6 +21,8 @@ from .rows import (
 )
 from .rules import AttemptEnd, EndKind
 
+CLAIM_PAGE_MAX = 256
+
 
 class SqliteWork(SqliteAccess):
     """Claims (one write: a scan of active runs, checked key by key) and the holder's writes, fenced on
@@ -39,8 +41,11 @@ class SqliteWork(SqliteAccess):
             "SELECT seq, concurrency_key, worker_id FROM runs INDEXED BY runs_active "
             f"WHERE status IN {ACTIVE_SQL} AND job_name IN ({marks}) {only_clause}"
             "AND (status = 'pending' OR lease_expires_at < ?) AND (not_before IS NULL OR not_before <= ?) "
-            "AND seq > ? ORDER BY seq LIMIT 256"
+            "AND seq > ? ORDER BY seq LIMIT ?"
         )
+        # Pages as large as the claim (a few more for keyed runs the key rule may skip): a claim of
+        # one run reads a few index entries, not a page of 256 of a long backlog.
+        page_size = min(CLAIM_PAGE_MAX, limit + 8)
 
         def claim(conn: sqlite3.Connection) -> list[RunRecord]:
             now = now_ms()
@@ -49,7 +54,7 @@ class SqliteWork(SqliteAccess):
             last_seq = 0
             while len(claimed) < limit:
                 # Each page is read completely before any update (no update under a live cursor).
-                page = conn.execute(scan, [*jobs, *only, now, now, last_seq]).fetchall()
+                page = conn.execute(scan, [*jobs, *only, now, now, last_seq, page_size]).fetchall()
                 if not page:
                     break
                 for candidate in page:

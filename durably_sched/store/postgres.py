@@ -57,6 +57,7 @@ from ._common import SCHEMA_VERSION, load_migrations, newer_schema_message
 from ._pg_base import ConnOp, T, aware
 from ._pg_config_errors import PostgresConfigErrors
 from ._pg_errors import describe, is_connection_error, is_transient, statement_error
+from ._pg_group_commit import GroupCommit
 from ._pg_listener import Listener
 from ._pg_rules import PostgresRules
 from ._pg_runs import PostgresRuns
@@ -185,6 +186,8 @@ class PostgresStore(
         self._waiting = 0  # operations waiting in the pool's acquire
         self._warnings = RateLimitedLog(log)
         self._listener = Listener(self._dsn, self._server_settings(), self.where, lambda: self._wakeup)
+        self._checkpoints = GroupCommit(self._checkpoint_one, self._checkpoint_batch)
+        self._completions = GroupCommit(self._end_one, self._complete_batch)
 
     def _server_settings(self) -> dict[str, str]:
         return {"search_path": f'"{self.schema}"', "application_name": "durably-sched"}
@@ -228,6 +231,8 @@ class PostgresStore(
         return text.replace(password, "***") if password else text
 
     async def close(self) -> None:
+        await self._checkpoints.close()
+        await self._completions.close()
         await self._listener.stop()
         pool, self._pool = self._pool, None
         if pool is not None:

@@ -185,23 +185,34 @@ def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None 
     )
     output = row["output"]
     policy = row["retry_policy"]
+    # Hot (every claim, trigger and run read): plain keywords, which Python passes without
+    # building a dict (``**fields`` costs ~2 µs more per record).
     return RunRecord(
-        **as_stored(
-            row,
-            "id job_name status error failed_step_name idempotency_key concurrency_key "
-            "generation worker_id step_count attempt traceback failed_attempts timeout",
-        ),
+        id=row["id"],
+        job_name=row["job_name"],
+        status=row["status"],
         input=json.loads(row["input"]),
         output=None if output is None else json.loads(output),
+        error=row["error"],
+        failed_step_name=row["failed_step_name"],
+        idempotency_key=row["idempotency_key"],
+        concurrency_key=row["concurrency_key"],
         labels=json.loads(row["labels"]),
+        generation=row["generation"],
+        worker_id=row["worker_id"],
         lease_expires_at=time(row["lease_expires_at"]),
         progress=progress,
+        step_count=row["step_count"],
+        attempt=row["attempt"],
         created_at=_required(time(row["created_at"]), "created_at"),
         started_at=time(row["started_at"]),
         completed_at=time(row["completed_at"]),
         updated_at=_required(time(row["updated_at"]), "updated_at"),
+        traceback=row["traceback"],
+        failed_attempts=row["failed_attempts"],
         not_before=time(row["not_before"]),
         retry_policy=None if policy is None else json.loads(policy),
+        timeout=row["timeout"],
         previous_worker_id=previous_worker_id,
         parent_run_id=row["parent_run_id"],
         wait=_wait_from_row(row, time),

@@ -436,3 +436,22 @@ async def test_run_id_prefixes_use_an_index_under_a_linguistic_collation(postgre
     finally:
         await store.close()
         _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_checkpoint_the_server_refuses_fails_only_its_own_run_in_a_batch(pg: PostgresBackend) -> None:
+    """Group commit: checkpoints waiting together go as one statement; one the server refuses (a
+    NUL in its output: PostgreSQL text cannot hold it) makes that statement fail, and then each is
+    sent on its own -- the others are written, the refused one raises for its run alone."""
+    store = await pg.open_store()
+    assert isinstance(store, PostgresStore)
+    await store.create_runs([new_run() for _ in range(6)])
+    runs = await store.claim("w", ["job"], 6, 30)
+    cps = [checkpoint(run, "s", output_json="a\x00" if i == 3 else '"fine"') for i, run in enumerate(runs)]
+    results = await asyncio.gather(*(store.checkpoint(cp) for cp in cps), return_exceptions=True)
+    assert isinstance(results[3], StoreError), results
+    assert [r for i, r in enumerate(results) if i != 3] == ["ok"] * 5
+    # The five that waited for the first went together, were refused, then went one by one.
+    assert (store._checkpoints.batches, store._checkpoints.refused) == (0, 1)
+    for i, run in enumerate(runs):
+        record = await store.get_run(run.id)
+        assert record is not None and record.step_count == (0 if i == 3 else 1)

@@ -1050,9 +1050,9 @@ async def _explain_postgres_claim(backend: Backend, store: Store) -> None:
         for mode in ("force_custom_plan", "force_generic_plan"):
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
             for name, sql, args in (
-                ("candidates", CLAIM_CANDIDATES.format(only=""), "(ARRAY['job'], 10)"),
+                ("candidates", CLAIM_CANDIDATES.format(only="", limit=10), "(ARRAY['job'])"),
                 ("update", CLAIM_UPDATE, "(ARRAY[1, 2]::bigint[], 'w', 30.0)"),
-                ("one_statement", CLAIM_ONE_STATEMENT.format(only=""), "(ARRAY['job'], 10, 'w', 30.0)"),
+                ("one_statement", CLAIM_ONE_STATEMENT.format(only="", limit=10), "(ARRAY['job'], 'w', 30.0)"),
                 # the trigger that claims its own run checks for waiting runs first
                 (
                     "insert_claimed",

@@ -579,8 +579,10 @@ async def test_stop_starts_no_new_step_lets_the_step_in_flight_checkpoint_and_re
 
 async def test_a_step_outliving_the_grace_is_told_to_stop_and_the_run_is_released(make: Any) -> None:
     reasons: list[str | None] = []
+    started = threading.Event()
 
     def long(token: CancelToken) -> None:
+        started.set()
         token.wait(30)
         reasons.append(token.reason)
 
@@ -589,8 +591,11 @@ async def test_a_step_outliving_the_grace_is_told_to_stop_and_the_run_is_release
 
     durably = await make(define_job(name="long", run=job_fn), stale_threshold=30.0)
     events = collect(durably, "step:cancel")
-    run = await durably.jobs.long.trigger({})
-    await until(lambda: run.id in durably.worker.active, 10, "claimed")
+    await durably.jobs.long.trigger({})
+    # The step runs (claimed is not enough: a stop before the step starts releases the run with
+    # the step never begun, which a test of its own covers).
+    await until(started.is_set, 10, "the step started")
+    run = next(iter(durably.worker.active.values())).ctx.run
     await durably.stop(grace=0.3)
     released = await durably.get_run(run.id)
     assert (released.status, released.lease_expires_at) == ("pending", None)
