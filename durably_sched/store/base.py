@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from ..errors import InvalidArgumentError
 from ._web_sessions import WebSessionStore
 from .attempts import AttemptReads
 from .config_errors import ConfigErrorStore
@@ -443,6 +444,8 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         given (a later fire time of the same schedule sees the runs created for earlier ones)."""
         if not fires:
             return []
+        if any(f.fire_time.tzinfo is None for f in fires):
+            raise InvalidArgumentError("naive datetime: durably-sched needs timezone-aware times")
         return await self._rule("fire", lambda replay: fire_many(fires, replay))
 
     @abc.abstractmethod
