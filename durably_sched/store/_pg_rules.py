@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import StoreError
 from ._common import dumps
 from ._pg_base import PostgresAccess, T, aware, fetch_run, free_text
+from ._pg_buckets import bucket_answer
 from ._pg_sql import (
     ADVANCE_CURSORS,
     COALESCE_LOCK,
@@ -41,6 +42,7 @@ from .rows import run_from_row, state_from_row
 from .rules import (
     AdvanceCursor,
     AdvanceCursors,
+    BeatScheduler,
     FetchRun,
     FetchRuns,
     FetchState,
@@ -53,10 +55,13 @@ from .rules import (
     Op,
     PauseState,
     RecordFires,
+    ReleaseBuckets,
+    RenewBuckets,
     ResumeState,
     SchedulesActive,
     SeenFire,
     Slot,
+    TakeBuckets,
     TakeFireSlots,
     drive_async,
 )
@@ -139,6 +144,8 @@ class Answers:
             case FetchState(schedule):
                 sql = f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = $1"
                 return _state(await conn.fetchrow(sql, schedule))
+            case BeatScheduler() | RenewBuckets() | ReleaseBuckets() | TakeBuckets():
+                return await bucket_answer(conn, op)
         raise AssertionError(f"unknown operation {op!r}")  # pragma: no cover
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from . import rules
 from ._common import dt_to_ms, dumps
 from ._sqlite_base import RUN_SELECT, STATE_SELECT, SqliteAccess, fetch_run, now_ms, run_record, state_record
+from ._sqlite_buckets import bucket_answer
 from .records import Disposition, NewRun, RunRecord, ScheduleState
 from .rows import ACTIVE_SQL
 
@@ -84,6 +85,8 @@ class Answers:
                 return self.resume(op)
             case rules.FetchState(schedule):
                 return _state(conn, schedule)
+            case rules.BeatScheduler() | rules.RenewBuckets() | rules.ReleaseBuckets() | rules.TakeBuckets():
+                return bucket_answer(conn, op, self.now)
         raise AssertionError(f"unknown operation {op!r}")  # pragma: no cover
 
     def take_fire_slot(self, op: rules.Slot) -> rules.SeenFire | None:

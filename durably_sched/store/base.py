@@ -22,6 +22,7 @@ from .records import (
     FINISHED_STATUSES,
     FIRE_OUTCOMES,
     RUN_STATUSES,
+    BucketLease,
     Checkpoint,
     Disposition,
     Fire,
@@ -38,6 +39,8 @@ from .records import (
     RunRecord,
     RunStatus,
     ScheduleActivity,
+    SchedulerInfo,
+    SchedulerRecord,
     ScheduleState,
     StateChange,
     StepRecord,
@@ -52,8 +55,10 @@ from .rules import (
     MakeRule,
     PauseState,
     ResumeState,
+    balance_buckets,
     create_runs,
     fire_many,
+    leave,
     pause,
     resume,
 )
@@ -64,6 +69,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "FIRE_OUTCOMES",
     "RUN_STATUSES",
+    "BucketLease",
     "Checkpoint",
     "Disposition",
     "Fire",
@@ -81,6 +87,8 @@ __all__ = [
     "RunStatus",
     "ScheduleActivity",
     "ScheduleState",
+    "SchedulerInfo",
+    "SchedulerRecord",
     "StateChange",
     "StepRecord",
     "Store",
@@ -447,6 +455,23 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         if any(f.fire_time.tzinfo is None for f in fires):
             raise InvalidArgumentError("naive datetime: durably-sched needs timezone-aware times")
         return await self._rule("fire", lambda replay: fire_many(fires, replay))
+
+    # -- schedulers sharing the schedules (schedule/ownership.py) ----------------------------------
+    async def balance_buckets(self, info: SchedulerInfo, lease_seconds: float, total: int) -> BucketLease:
+        """One beat of a scheduler's bucket leases (rules.balance_buckets), by the store's clock."""
+        return await self._rule("balance_buckets", lambda replay: balance_buckets(info, lease_seconds, total))
+
+    async def leave_buckets(self, scheduler_id: str) -> None:
+        """The scheduler stops: its buckets are free at once and its row goes."""
+        await self._rule("leave_buckets", lambda replay: leave(scheduler_id))
+
+    @abc.abstractmethod
+    async def list_schedulers(self) -> list[SchedulerRecord]:
+        """The scheduler registry, with the buckets each owns now (oldest first)."""
+
+    @abc.abstractmethod
+    async def database_time(self) -> datetime:
+        """The store's clock now (PostgreSQL: the server's ``clock_timestamp()``)."""
 
     @abc.abstractmethod
     async def list_fire_records(

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar, cast
 
 from .records import (
+    BucketLease,
     Disposition,
     Fire,
     FireOutcome,
@@ -30,6 +31,7 @@ from .records import (
     NewLog,
     NewRun,
     RunRecord,
+    SchedulerInfo,
     StateChange,
 )
 
@@ -180,6 +182,47 @@ class ResumeState:
     at: datetime | None
 
 
+# -- scheduler bucket leases -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BeatScheduler:
+    """Register the scheduler (or refresh its row): live until now + ``lease_seconds``. Answer:
+    ``(database time, ids of the live schedulers, sorted)``, this one included."""
+
+    info: SchedulerInfo
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RenewBuckets:
+    """Extend the owner's unexpired bucket leases that have less than half their length left.
+    Answer: ``[(bucket, lease end)]`` of the buckets it owns under an unexpired lease."""
+
+    owner: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseBuckets:
+    """Free these buckets of the owner; with ``buckets`` None, all of them, and the scheduler's row
+    goes (it leaves). Answer: None."""
+
+    owner: str
+    buckets: tuple[int, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TakeBuckets:
+    """Lease up to ``count`` buckets that are free or whose lease expired, lowest first (one that
+    another taker holds locked is passed over). Answer: ``[(bucket, lease end)]`` of those taken."""
+
+    owner: str
+    count: int
+    lease_seconds: float
+
+
+BucketOp = BeatScheduler | RenewBuckets | ReleaseBuckets | TakeBuckets
+
+
 Op = (
     LockSchedules
     | AdvanceCursor
@@ -196,6 +239,7 @@ Op = (
     | PauseState
     | ResumeState
     | FetchState
+    | BucketOp
 )
 Rule = Generator[Op, Any, T]
 """A rule: yields operations, receives their answers, returns its result."""
@@ -388,6 +432,39 @@ def resume(request: ResumeState, replay: bool) -> Rule[StateChange | None]:
     return StateChange(found, replay and found.resumed_by == request.by)
 
 
+# -- the rules of bucket leases ----------------------------------------------------------------------
+def fair_share(total: int, live: Sequence[str], me: str) -> int:
+    """How many of ``total`` buckets ``me`` owns when they are spread over the live schedulers:
+    equal shares, the remainder to the first in id order, so the shares always add up to ``total``."""
+    count, rest = divmod(total, len(live))
+    return count + (1 if live.index(me) < rest else 0)
+
+
+def balance_buckets(info: SchedulerInfo, lease_seconds: float, total: int) -> Rule[BucketLease]:
+    """One beat of a scheduler: refresh its registration, renew its leases, then move toward its
+    fair share -- release the buckets above it (the highest), or take free and expired ones up to
+    it. A newcomer's share is taken from the others as they release above theirs at their beats;
+    a scheduler that stopped beating is dropped from the live ones when its row expires, and its
+    buckets are taken by the others when their leases expire."""
+    now, live = yield BeatScheduler(info, lease_seconds)
+    share = fair_share(total, live, info.id)
+    owned: dict[int, datetime] = dict((yield RenewBuckets(info.id, lease_seconds)))
+    if len(owned) > share:
+        extra = tuple(sorted(owned)[share:])
+        yield ReleaseBuckets(info.id, extra)
+        for bucket in extra:
+            del owned[bucket]
+    elif len(owned) < share:
+        owned.update((yield TakeBuckets(info.id, share - len(owned), lease_seconds)))
+    until = min(owned.values()) if owned else None
+    return BucketLease(frozenset(owned), until, now, len(live))
+
+
+def leave(owner: str) -> Rule[None]:
+    """A scheduler that stops frees its buckets at once (the others take them at their next beat)."""
+    yield ReleaseBuckets(owner, None)
+
+
 # -- how an attempt ends -----------------------------------------------------------------------------
 EndKind = Literal["completed", "failed", "retry", "released"]
 END_STATUS: dict[EndKind, str] = {
@@ -422,6 +499,8 @@ __all__ = [
     "AdvanceCursor",
     "AdvanceCursors",
     "AttemptEnd",
+    "BeatScheduler",
+    "BucketOp",
     "EndKind",
     "FetchRun",
     "FetchRuns",
@@ -435,18 +514,24 @@ __all__ = [
     "Op",
     "PauseState",
     "RecordFires",
+    "ReleaseBuckets",
+    "RenewBuckets",
     "ResumeState",
     "Rule",
     "SchedulesActive",
     "SeenFire",
     "Slot",
+    "TakeBuckets",
     "TakeFireSlots",
+    "balance_buckets",
     "coalescing",
     "create_runs",
     "drive",
     "drive_async",
+    "fair_share",
     "fire_many",
     "insert_run",
+    "leave",
     "pause",
     "resume",
 ]

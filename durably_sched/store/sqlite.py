@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ._common import SCHEMA_VERSION, load_migrations, newer_schema_message
 from ._sqlite_base import T
+from ._sqlite_buckets import SqliteBuckets
 from ._sqlite_config_errors import SqliteConfigErrors
 from ._sqlite_rules import SqliteRules
 from ._sqlite_runs import SqliteRuns
@@ -145,7 +146,14 @@ def _split_sql(script: str) -> list[str]:
 
 
 class SqliteStore(
-    SqliteRuns, SqliteWork, SqliteSchedules, SqliteRules, SqliteConfigErrors, SqliteWebSessions, Store
+    SqliteRuns,
+    SqliteWork,
+    SqliteSchedules,
+    SqliteRules,
+    SqliteConfigErrors,
+    SqliteWebSessions,
+    SqliteBuckets,
+    Store,
 ):
     """Store on one SQLite file. URL: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.
 

@@ -390,3 +390,23 @@ async def test_a_run_the_previous_release_left_running_records_its_lost_attempt_
     assert [(a.attempt, a.outcome) for a in attempts] == [(1, "lease_lost"), (2, "completed")]
     assert attempts[0].worker_id == "w-old:2:bbbb" and attempts[1].worker_id not in (None, "w-old:2:bbbb")
     assert _iso(attempts[0].started_at) == expected["runs"]["running"]["started_at"]
+
+
+@pytest.mark.parametrize("release", ["v1", "v2"])
+async def test_an_upgraded_database_has_free_buckets_for_its_schedulers(
+    backend: Backend, release: str
+) -> None:
+    """0009 (schedulers share the schedules): every bucket exists, free; the first scheduler to
+    beat after the upgrade owns them all, and its cursors and fire records are the release's."""
+    await load_v1(backend, release)
+    store = await backend.open_store(migrate=False)
+    await store.migrate()
+    cursors = await store.get_cursors()
+    assert cursors  # the release's cursors are there
+    assert await store.list_schedulers() == []
+    from durably_sched.schedule.ownership import BUCKETS
+    from durably_sched.store.base import SchedulerInfo
+
+    lease = await store.balance_buckets(SchedulerInfo("s", "h", 1, 2, None), 30.0, BUCKETS)
+    assert lease.buckets == frozenset(range(BUCKETS))
+    assert await store.get_cursors() == cursors
