@@ -55,6 +55,7 @@ from .rules import (
     MakeRule,
     PauseState,
     ResumeState,
+    advance_cursors,
     balance_buckets,
     create_runs,
     fire_many,
@@ -437,6 +438,15 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
         Used when a schedule is first seen (start from now, no backfill) and when its cron or time
         zone changes.
         """
+
+    async def advance_cursors(self, cursors: Mapping[str, datetime]) -> None:
+        """Move many schedules' cursors forward (never back) in one transaction (a scheduler's load:
+        the schedules without a cursor, or with a new cron, start from now)."""
+        if any(t.tzinfo is None for t in cursors.values()):
+            raise InvalidArgumentError("naive datetime: durably-sched needs timezone-aware times")
+        moves = tuple(sorted(cursors.items()))
+        if moves:
+            await self._rule("advance_cursors", lambda replay: advance_cursors(moves))
 
     async def fire(self, fire: Fire) -> FireResult:
         """Handle one fire time atomically (see :class:`Fire`).

@@ -317,6 +317,11 @@ def _cursor_moves(fires: Sequence[Fire]) -> tuple[tuple[str, datetime], ...]:
     return tuple(sorted(latest.items()))
 
 
+def advance_cursors(moves: tuple[tuple[str, datetime], ...]) -> Rule[None]:
+    """Many cursors forward in one operation (names sorted)."""
+    yield AdvanceCursors(moves)
+
+
 def fire_many(fires: Sequence[Fire], replay: bool) -> Rule[list[FireResult]]:
     """Many fire times in one transaction, each decided in the order given as one would be alone:
     deduplicate on its record, record an outcome without a run, skip while a run of the schedule
@@ -523,6 +528,7 @@ __all__ = [
     "Slot",
     "TakeBuckets",
     "TakeFireSlots",
+    "advance_cursors",
     "balance_buckets",
     "coalescing",
     "create_runs",
