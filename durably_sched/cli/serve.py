@@ -168,6 +168,8 @@ class Server:
         try:
             if self.config is not None:  # it checks the schedules against the limits: before any write
                 self.scheduler = Scheduler(durably, self.config)
+                # Serves on one database share the schedules by leased buckets, by its clock.
+                self.scheduler.share(durably.worker.worker_id)
             await durably.migrate()
             await durably.start(worker=opts.worker)
             if self.scheduler is not None:

@@ -207,9 +207,11 @@ class Scheduler(PauseWatch, Service):
                 log.info("schedule %s is paused (%s)", name, pause_text(state), extra={"schedule": name})
         self._paused = paused
         if not self._loaded:
+            count = len(self._states)
             log.info(
-                "scheduler ready: %d schedules loaded in %.2fs (%d cursors created)",
-                len(self._states), time.monotonic() - started, len(restart),
+                "scheduler ready: %d schedule%s loaded in %.2fs (%d new cursor%s)",
+                count, "" if count == 1 else "s", time.monotonic() - started,
+                len(restart), "" if len(restart) == 1 else "s",
             )  # fmt: skip
         self._loaded = True
 
