@@ -22,6 +22,7 @@ from ..limits import Limits
 from ..ops.orphans import OrphanedJobsWatch
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.cron import next_fire_time
+from ..schedule.ownership import BEAT, LEASE
 from ..schedule.reloading import SchedulesReloader, file_state
 from ..schedule.scheduler import Scheduler
 from ._base import (
@@ -107,6 +108,7 @@ class ServeOptions:
     http_metrics: str = "auto"
     limits: Limits | None = None
     trust_proxy_headers: bool = False
+    scheduler_lease: float = LEASE
 
 
 def configure_logging(fmt: str, level: str, *, utc: bool = False) -> None:
@@ -169,7 +171,10 @@ class Server:
             if self.config is not None:  # it checks the schedules against the limits: before any write
                 self.scheduler = Scheduler(durably, self.config)
                 # Serves on one database share the schedules by leased buckets, by its clock.
-                self.scheduler.share(durably.worker.worker_id)
+                lease = opts.scheduler_lease
+                self.scheduler.share(
+                    durably.worker.worker_id, lease_seconds=lease, interval=min(BEAT, lease / 5)
+                )
             await durably.migrate()
             await durably.start(worker=opts.worker)
             if self.scheduler is not None:
@@ -465,6 +470,15 @@ def _token_file_option(flag: str, holding: str) -> Callable[[F], F]:
     help="Purge finished runs older than this ('off' keeps them).",
 )
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
+@click.option(
+    "--scheduler-lease",
+    type=SECONDS,
+    default=LEASE,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long this scheduler's lease on its share of the schedules lasts: when it dies, the "
+    "other serves fire its schedules after at most this (plus a beat of a second).",
+)
 @_token_file_option(
     "--http-token-file",
     "the token every dashboard and API request must carry (env DURABLY_HTTP_TOKEN "
@@ -531,6 +545,7 @@ async def serve(
     http_read_token: str | None,
     http_metrics: str,
     trust_proxy_headers: bool,
+    scheduler_lease: float,
     once: bool,
     max_runs: int | None,
     max_seconds: float | None,
@@ -577,6 +592,7 @@ async def serve(
         http_read_token=read_only,
         http_metrics=http_metrics,
         trust_proxy_headers=trust_proxy_headers,
+        scheduler_lease=scheduler_lease,
     )
     return await in_step_threads(lambda: _serve(settings(), options))
 

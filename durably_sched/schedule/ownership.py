@@ -172,6 +172,7 @@ class Ownership(Service):
         await self.beat()
 
     async def measure_clock(self) -> None:
+        """Measure the host clock's offset, at most every ``measure_every`` seconds (None: never)."""
         now = self.clock.monotonic()
         if self.measure_every is None:
             return

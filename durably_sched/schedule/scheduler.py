@@ -263,6 +263,14 @@ class Scheduler(PauseWatch, Service):
             await self.ownership.leave()
 
     async def run(self) -> None:
+        ownership = self.ownership
+        if (
+            ownership is not None
+            and ownership.measure_every is not None
+            and ownership.database_clock.offset is None
+        ):
+            # The cursors of new schedules start at the database's now, so measure before loading.
+            await ownership.database_clock.measure(self.durably.database_time)
         while True:
             if not self._loaded:
                 await self.load()
