@@ -10,7 +10,8 @@ Figures are medians over the repetitions. See bench/README.md for what each benc
 Benchmarks (``--only``): ``core`` (1-4 and 1s on SQLite), ``sync`` (1 and 1s on SQLite alone),
 ``core-pg`` (1-4 on PostgreSQL, and the server's one-row-commit rate), ``punctuality``, ``claim``,
 ``idle``, ``postgres`` (8: several worker processes), ``failures`` (9: kill -9 to resumed step with
-an immediate restart; steps/s and runs/s with retries configured or not).
+an immediate restart; steps/s and runs/s with retries configured or not), ``scale`` (11: schedules x
+serves, bench/scale.py; its matrix takes about 15 minutes in either mode).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import report
+from . import report, scale_suite
 from ._pg import default_url
 from ._util import machine_info, run_child
 
@@ -66,7 +67,18 @@ SIZES = {
         "failures": ["--rounds", "5", "--steps", "3000", "--runs", "500", "--reps", "5"],
     },
 }
-BENCHMARKS = ("core", "sync", "core-pg", "punctuality", "claim", "idle", "postgres", "web", "failures")
+BENCHMARKS = (
+    "core",
+    "sync",
+    "core-pg",
+    "punctuality",
+    "claim",
+    "idle",
+    "postgres",
+    "web",
+    "failures",
+    "scale",
+)
 
 
 def log(message: str) -> None:
@@ -248,6 +260,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         }
     if raw.get("failures"):
         s["failures"] = summarize_failures(raw["failures"][0])
+    if raw.get("scale"):
+        s["scale"] = raw["scale"]  # one measurement per size (a minute each): no median
     return s
 
 
@@ -368,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             1,
             1800,
         )
+    if "scale" in only:
+        log("benchmark 11 (schedules x serves): its matrix, each size in a child process")
+        raw["scale"] = scale_suite.run_matrix(args.postgres)
     machine["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
 
     results = {
@@ -394,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "RESULTS.md").write_text(report.markdown(results))
     report.chart(results, out / "results.png")
+    if results["summary"].get("scale"):
+        scale_suite.chart(results["summary"]["scale"], out / "scale.png")
     log(
         f"wrote {out / 'results.json'}, {out / 'RESULTS.md'}, {out / 'results.png'} "
         f"in {results['duration_seconds']:.0f}s"
