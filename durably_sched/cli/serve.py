@@ -46,6 +46,8 @@ from ._runner import concurrency_option, durably_for, in_step_threads, seconds_o
 from ._wait import Interrupts
 
 log = logging.getLogger("durably_sched.serve")
+LISTED = 20
+"""Schedule names the start log lists (then: "and N more")."""
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -268,7 +270,9 @@ class Server:
         log.info("%s from '%s': %s", _count(len(jobs), "job"), self.cli.jobs, names)
         if self.config is not None:
             entries = self.config.schedules
-            listed = f": {', '.join(entries)}" if entries else ""
+            shown = list(entries)[:LISTED]
+            more = f" and {len(entries) - LISTED:,} more" if len(entries) > LISTED else ""
+            listed = f": {', '.join(shown)}{more}" if entries else ""
             log.info("%s from %s%s", _count(len(entries), "schedule"), self.cli.schedules, listed)
         kept = _duration_text(opts.retention) if retention and opts.retention is not None else "off"
         log.info("database %s, retention %s, http %s", redact_url(self.cli.database), kept, http or "off")
@@ -288,12 +292,18 @@ def _first_fire(config: SchedulesConfig) -> tuple[str, datetime] | None:
     """The enabled schedule that fires first from now, and when (jitter aside)."""
     now = datetime.now(UTC)
     best: tuple[str, datetime] | None = None
+    seen: dict[tuple[str, str], datetime | None] = {}  # thousands of schedules share a few crons
     for entry in config.schedules.values():
         if not entry.enabled:
             continue
-        try:
-            at = next_fire_time(entry.cron, entry.timezone, now)
-        except ValueError:
+        key = (entry.cron.expression, str(entry.timezone))
+        if key not in seen:
+            try:
+                seen[key] = next_fire_time(entry.cron, entry.timezone, now)
+            except ValueError:
+                seen[key] = None
+        at = seen[key]
+        if at is None:
             continue
         if best is None or at < best[1]:
             best = (entry.name, at)

@@ -131,6 +131,7 @@ class Scheduler(PauseWatch, Service):
         self._loaded = False
         self._gained = False  # buckets were taken: read their cursors before firing them
         self.ownership: Ownership | None = None
+        self._checked: dict[str, tuple[ScheduleEntry, NewRun]] = {}  # by check(): each schedule's run
         self.last_tick_monotonic = 0.0
         self.listeners: list[Listener] = []
         self.config_error: ConfigErrorRecord | None = None
@@ -217,6 +218,9 @@ class Scheduler(PauseWatch, Service):
 
     def _template(self, entry: ScheduleEntry) -> NewRun | None:
         """The schedule's run as stored, checked once (None while its job is not registered)."""
+        checked = self._checked.get(entry.name)
+        if checked is not None and checked[0] is entry:
+            return checked[1]  # made by check() for this very entry
         if entry.job not in self.durably.job_names:
             return None
         return self.durably.scheduled_run(entry.name, scheduled_run(entry, CHECK_TIME))
@@ -243,12 +247,15 @@ class Scheduler(PauseWatch, Service):
         or a key past a limit), once, when they load: ConfigError naming the file and the schedule
         (its cause is the facade's error). Schedules of jobs not registered here are left to their
         fire times."""
+        checked: dict[str, tuple[ScheduleEntry, NewRun]] = {}
         for entry in config.schedules.values():
             if entry.job in self.durably.job_names:
                 try:
-                    self.durably.scheduled_run(entry.name, scheduled_run(entry, CHECK_TIME))
+                    run = self.durably.scheduled_run(entry.name, scheduled_run(entry, CHECK_TIME))
                 except (InvalidArgumentError, InputValidationError) as exc:
                     raise ConfigError(str(exc), path=config.path) from exc
+                checked[entry.name] = (entry, run)
+        self._checked = checked
 
     # -- the loop (a service: start, stop, back-off) ---------------------------------------------
     def start(self) -> None:
