@@ -9,15 +9,17 @@ same length at every fire time, so what passed the check once passes at every fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from .._durations import format_duration
 from ..store.base import Fire, FireOutcome, FireResult, NewRun, ScheduleState
 from .config import ScheduleEntry, SchedulesConfig
-from .cron import fire_key, fire_times, jitter_offset
+from .cron import CronSpec, fire_key, fire_times, jitter_offset
 
 MISFIRE_GRACE = timedelta(seconds=10)
 """A fire time handled less than this late counts as on time: it fires whatever the catch-up policy."""
@@ -95,7 +97,10 @@ class ScheduleClock:
     def next_fire(self) -> datetime:
         """The next fire time after the cursor; computed once per cursor move."""
         if self._next is None:
-            self._next = next(utc_fire_times(self.entry, self.cursor, None))
+            found = next_utc_fire(self.entry.cron, self.entry.timezone, self.cursor)
+            if found is None:
+                raise StopIteration  # no fire time within 50 years (cron.py looks no further)
+            self._next = found
         return self._next
 
     def due_at(self) -> datetime:
@@ -126,6 +131,16 @@ class ScheduleClock:
         return Fire(
             schedule=self.entry.name, fire_time=utc, run=run, skip_if_active=self.entry.overlap == "skip"
         )
+
+
+@functools.lru_cache(maxsize=65536)
+def next_utc_fire(cron: CronSpec, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """The first fire time strictly after ``after``, in UTC (None: none). The same for every schedule
+    of one cron and zone whose cursor is at ``after``, so a tick of 10,000 such schedules computes it
+    once, not 10,000 times (croniter costs about 100 µs a step)."""
+    for fire_time in fire_times(cron, tz, after, None):
+        return fire_time.astimezone(UTC)
+    return None
 
 
 def utc_fire_times(entry: ScheduleEntry, after: datetime, until: datetime | None) -> Iterator[datetime]:
@@ -228,6 +243,7 @@ __all__ = [
     "ScheduleClock",
     "describe_changes",
     "make_fire",
+    "next_utc_fire",
     "outcome_text",
     "pause_text",
     "plan_fire_times",

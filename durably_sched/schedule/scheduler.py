@@ -52,10 +52,10 @@ from .firing import (
     ScheduleClock,
     describe_changes,
     make_fire,
+    next_utc_fire,
     outcome_text,
     pause_text,
     scheduled_run,
-    utc_fire_times,
     whole_second,
 )
 from .ownership import BEAT, LEASE, DatabaseClock, Ownership, bucket_of
@@ -442,8 +442,10 @@ class Scheduler(PauseWatch, Service):
             )
             start = floor
         due: list[datetime] = []
-        for fire_time in utc_fire_times(entry, start, now):
-            if fire_time + jitter_offset(entry.name, fire_time, entry.jitter) > now:
+        fire_time: datetime | None = start
+        while fire_time is not None:
+            fire_time = next_utc_fire(entry.cron, entry.timezone, fire_time)
+            if fire_time is None or fire_time + jitter_offset(entry.name, fire_time, entry.jitter) > now:
                 break
             due.append(fire_time)
         return due
