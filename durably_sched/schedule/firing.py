@@ -93,6 +93,7 @@ class ScheduleClock:
     """Consecutive failed attempts to handle this schedule's due fire times."""
     retry_at: datetime | None = None
     """After a failure: not handled again before this (the others are not held back)."""
+    _prepared: Fire | None = None  # the next fire time's Fire, made before it was due
 
     def next_fire(self) -> datetime:
         """The next fire time after the cursor; computed once per cursor move."""
@@ -115,11 +116,24 @@ class ScheduleClock:
     def moved(self) -> None:
         self._next = self._due = None
 
+    def prepare(self) -> None:
+        """Make the next fire time's Fire ahead of its time (the scheduler does so while it waits
+        for a burst), so that when it is due it only has to be sent."""
+        if self.template is not None and self._prepared is None:
+            self._prepared = self._from_template(self.next_fire())
+
     def fire(self, fire_time: datetime, outcome: FireOutcome | None) -> Fire:
         """The Fire of one fire time: a run made from the template (already checked), or a record
         only; without a template, a run the facade checks (make_fire)."""
+        prepared, self._prepared = self._prepared, None
         if outcome is not None or self.template is None:
             return make_fire(self.entry, fire_time, outcome_without_run=outcome)
+        if prepared is not None and prepared.fire_time == fire_time:
+            return prepared
+        return self._from_template(fire_time)
+
+    def _from_template(self, fire_time: datetime) -> Fire:
+        assert self.template is not None
         utc = fire_time.astimezone(UTC)
         template = self.template
         run = dataclasses.replace(

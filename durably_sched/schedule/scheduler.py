@@ -71,6 +71,8 @@ BATCH = 500
 """Fire times per transaction (PostgreSQL locks a skip-overlap schedule per fire; keep it bounded)."""
 PARALLEL = 4
 """Batches of one tick in flight at once."""
+PREPARE_AHEAD = 0.2
+"""A wait at least this long is used first to make the coming fire times' Fires."""
 
 
 class Clock(Protocol):
@@ -283,7 +285,7 @@ class Scheduler(PauseWatch, Service):
                 await self.load()
             await self.tick()
             self.healthy()
-            await self._sleep(self.seconds_until_next())
+            await self._sleep(self._prepare_next())
 
     def on_error(self, exc: Exception) -> None:
         what = "scheduler tick failed" if self._loaded else "scheduler could not read its cursors"
@@ -295,6 +297,18 @@ class Scheduler(PauseWatch, Service):
             return MAX_SLEEP
         due = min(state.due_at() for state in owned)
         return max(0.0, min((due - self.clock.now()).total_seconds(), MAX_SLEEP))
+
+    def _prepare_next(self) -> float:
+        """Before sleeping until a burst, make its fire times' Fires (fair: nothing is written
+        before its time); returns the seconds to sleep from now."""
+        wait = self.seconds_until_next()
+        if wait >= PREPARE_AHEAD:
+            due = self.clock.now() + timedelta(seconds=wait)
+            for name, state in self._states.items():
+                if state.due_at() <= due and self.owns(name):
+                    state.prepare()
+            wait = self.seconds_until_next()
+        return wait
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
