@@ -42,6 +42,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from durably_sched.schedule.ownership import bucket_of
+
 from ._pg import default_url, fresh_database
 from ._util import emit, percentile, proc_cpu_seconds, scratch_dir
 
@@ -129,6 +131,22 @@ class Database:
         started = [t for t in (since(s) for _, s in rows) if t is not None]
         return created, started
 
+    def owners(self) -> dict[int, str]:
+        """{bucket: owner} now (the owners of the burst: the bench waits for them to settle first)."""
+        return {int(b): str(o) for b, o in self.query("SELECT bucket, owner FROM schedule_buckets")}
+
+    def created_by_owner(self, key_suffix: str, fire: datetime) -> dict[str, float]:
+        """Creation p99 of each owner's share of the burst (which serve is the slow one)."""
+        owners = self.owners()
+        rows = self.query(
+            "SELECT schedule_name, created_at FROM runs WHERE idempotency_key LIKE $1", f"%:{key_suffix}"
+        )
+        late: dict[str, list[float]] = {}
+        for name, at in rows:
+            when = datetime.fromtimestamp(at / 1000, UTC) if isinstance(at, int) else at
+            late.setdefault(owners.get(bucket_of(name), "?"), []).append((when - fire).total_seconds())
+        return {owner: round(percentile(v, 0.99), 3) for owner, v in sorted(late.items())}
+
     def stats(self) -> dict[str, int] | None:
         if self.sqlite:
             return None
@@ -193,6 +211,7 @@ def measure(url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             while db.counts(key)[1] < args.schedules and datetime.now(UTC) < deadline:
                 time.sleep(0.5)
         created, started = db.times(key, fire)
+        by_serve = db.created_by_owner(key, fire)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -216,6 +235,10 @@ def measure(url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "created_p99": round(percentile(created, 0.99), 3),
         "created_max": round(max(created), 3),
         "all_created_after": round(created_done, 2),
+        "created_p99_by_serve": by_serve,
+        "serve_log_errors": [
+            sum(" ERROR " in line for line in log.read_text(errors="replace").splitlines()) for log in logs
+        ],
         "cpu_ms_per_fire_per_process": [
             round((b - a) * 1000 / n, 4) for a, b in zip(cpu0, cpu1, strict=True)
         ],
