@@ -114,7 +114,7 @@ class Answers:
                 return None
             case SchedulesActive(schedules):
                 rows = await conn.fetch(SCHEDULES_ACTIVE, list(schedules))
-                return {row["schedule_name"] for row in rows}
+                return {row["name"] for row in rows}
             case FetchRun(run_id):
                 return await fetch_run(conn, run_id)
             case FetchRuns(run_ids):

@@ -297,10 +297,9 @@ UPDATE fire_records f SET outcome = n.outcome, run_id = n.run_id FROM {_SLOTS}
 WHERE f.schedule = n.schedule AND f.fire_time = n.fire_time
 """
 SCHEDULES_ACTIVE = f"""
-SELECT DISTINCT r.schedule_name FROM unnest($1::text[]) AS n(name)
-CROSS JOIN LATERAL (
-    SELECT schedule_name FROM runs WHERE schedule_name = n.name AND status IN {ACTIVE_SQL} LIMIT 1
-) AS r
+SELECT n.name FROM unnest($1::text[]) AS n(name)
+WHERE EXISTS (SELECT 1 FROM runs WHERE schedule_name = n.name AND status IN {ACTIVE_SQL})
+   OR EXISTS (SELECT 1 FROM runs WHERE schedule_name = n.name AND status = 'waiting')
 """
 
 UPSERT_CURSOR = """
