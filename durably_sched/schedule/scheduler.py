@@ -67,10 +67,12 @@ log = logging.getLogger("durably_sched.scheduler")
 
 MAX_SLEEP = 30.0
 """Longest single sleep, so a wall-clock jump is noticed within this many seconds."""
-BATCH = 500
-"""Fire times per transaction (PostgreSQL locks a skip-overlap schedule per fire; keep it bounded)."""
-PARALLEL = 4
-"""Batches of one tick in flight at once."""
+BATCH = 1000
+"""Fire times per transaction (PostgreSQL locks a skip-overlap schedule per fire; keep it bounded).
+With PARALLEL, a serve's share of a 10,000-schedule burst goes out in one round of batches: 500 and
+4 took two rounds, and the second was the creation p99 (1.8 s against 0.26 s, 3 serves)."""
+PARALLEL = 8
+"""Batches of one tick in flight at once (each on a pool connection of its own)."""
 PREPARE_AHEAD = 0.2
 """A wait at least this long is used first to make the coming fire times' Fires."""
 
