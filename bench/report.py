@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from . import scale_suite
+
 TIMES = "\N{MULTIPLICATION SIGN}"
 DASH = "\N{EN DASH}"
 
@@ -351,6 +353,7 @@ def metrics(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             )
     out += failure_metrics(s.get("failures") or {})
+    out += scale_suite.metrics(s.get("scale") or {})
     return out
 
 
@@ -544,6 +547,8 @@ def markdown(results: dict[str, Any]) -> str:
             )
         if notes:
             lines += ["", f"[{name}] " + "; ".join(notes) + "."]
+    if s.get("scale"):
+        lines += ["", *scale_suite.markdown(s["scale"])]
     lines += [
         "",
         "![benchmark chart](results.png)",

@@ -11,7 +11,8 @@ Benchmarks (``--only``): ``core`` (1-4 and 1s on SQLite), ``sync`` (1 and 1s on 
 ``core-pg`` (1-4 on PostgreSQL, and the server's one-row-commit rate), ``punctuality``, ``claim``,
 ``idle``, ``postgres`` (8: several worker processes), ``failures`` (9: kill -9 to resumed step with
 an immediate restart; steps/s and runs/s with retries configured or not), ``claim-backlog`` (11:
-claim latency at 10^3..10^5 pending runs, both backends).
+claim latency at 10^3..10^5 pending runs, both backends), ``scale`` (12: schedules x serves,
+bench/scale.py; its matrix takes about 15 minutes in either mode).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import report
+from . import report, scale_suite
 from ._pg import default_url
 from ._util import machine_info, run_child
 
@@ -80,6 +81,7 @@ BENCHMARKS = (
     "postgres",
     "web",
     "failures",
+    "scale",
 )
 
 
@@ -277,6 +279,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         }
     if raw.get("failures"):
         s["failures"] = summarize_failures(raw["failures"][0])
+    if raw.get("scale"):
+        s["scale"] = raw["scale"]  # one measurement per size (a minute each): no median
     return s
 
 
@@ -405,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
             1,
             1800,
         )
+    if "scale" in only:
+        log("benchmark 12 (schedules x serves): its matrix, each size in a child process")
+        raw["scale"] = scale_suite.run_matrix(args.postgres)
     machine["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
 
     results = {
@@ -431,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "RESULTS.md").write_text(report.markdown(results))
     report.chart(results, out / "results.png")
+    if results["summary"].get("scale"):
+        scale_suite.chart(results["summary"]["scale"], out / "scale.png")
     log(
         f"wrote {out / 'results.json'}, {out / 'RESULTS.md'}, {out / 'results.png'} "
         f"in {results['duration_seconds']:.0f}s"

@@ -30,6 +30,7 @@ class ValidatesInput(Protocol):
 
     def validate_input(self, raw: Any) -> dict[str, Any]: ...
 
+
 __all__ = [
     "check_key",
     "check_labels",

@@ -8,7 +8,7 @@ store operation of the same meaning; what they need of the facade is written dow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from .store import base
@@ -53,6 +53,10 @@ class FacadeReads:
     async def advance_cursor(self, schedule: str, to: datetime) -> datetime:
         """Move a schedule's cursor to ``to`` (never back); the cursor it has afterwards."""
         return await self.store.advance_cursor(schedule, to)
+
+    async def advance_cursors(self, cursors: Mapping[str, datetime]) -> None:
+        """Move many schedules' cursors forward (never back), in one transaction."""
+        await self.store.advance_cursors(cursors)
 
     async def schedule_states_needing_attention(self) -> dict[str, base.ScheduleState]:
         """The states of the schedules that are paused or have failures since their last resume."""

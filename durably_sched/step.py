@@ -64,6 +64,7 @@ class ValidatesOutput(Protocol):
 
     def validate_output(self, result: Any) -> tuple[Any, Any]: ...
 
+
 run_log = logging.getLogger("durably_sched.run")
 LOG_FLUSH_DELAY = 0.25
 MAX_PENDING_LOGS = 1000

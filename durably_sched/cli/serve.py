@@ -22,6 +22,7 @@ from ..limits import Limits
 from ..ops.orphans import OrphanedJobsWatch
 from ..schedule.config import SchedulesConfig, load_schedules
 from ..schedule.cron import next_fire_time
+from ..schedule.ownership import BEAT, LEASE
 from ..schedule.reloading import SchedulesReloader, file_state
 from ..schedule.scheduler import Scheduler
 from ._base import (
@@ -45,6 +46,8 @@ from ._runner import concurrency_option, durably_for, in_step_threads, seconds_o
 from ._wait import Interrupts
 
 log = logging.getLogger("durably_sched.serve")
+LISTED = 20
+"""Schedule names the start log lists (then: "and N more")."""
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -107,6 +110,7 @@ class ServeOptions:
     http_metrics: str = "auto"
     limits: Limits | None = None
     trust_proxy_headers: bool = False
+    scheduler_lease: float = LEASE
 
 
 def configure_logging(fmt: str, level: str, *, utc: bool = False) -> None:
@@ -168,6 +172,11 @@ class Server:
         try:
             if self.config is not None:  # it checks the schedules against the limits: before any write
                 self.scheduler = Scheduler(durably, self.config)
+                # Serves on one database share the schedules by leased buckets, by its clock.
+                lease = opts.scheduler_lease
+                self.scheduler.share(
+                    durably.worker.worker_id, lease_seconds=lease, interval=min(BEAT, lease / 5)
+                )
             await durably.migrate()
             await durably.start(worker=opts.worker)
             if self.scheduler is not None:
@@ -261,7 +270,9 @@ class Server:
         log.info("%s from '%s': %s", _count(len(jobs), "job"), self.cli.jobs, names)
         if self.config is not None:
             entries = self.config.schedules
-            listed = f": {', '.join(entries)}" if entries else ""
+            shown = list(entries)[:LISTED]
+            more = f" and {len(entries) - LISTED:,} more" if len(entries) > LISTED else ""
+            listed = f": {', '.join(shown)}{more}" if entries else ""
             log.info("%s from %s%s", _count(len(entries), "schedule"), self.cli.schedules, listed)
         kept = _duration_text(opts.retention) if retention and opts.retention is not None else "off"
         log.info("database %s, retention %s, http %s", redact_url(self.cli.database), kept, http or "off")
@@ -281,12 +292,18 @@ def _first_fire(config: SchedulesConfig) -> tuple[str, datetime] | None:
     """The enabled schedule that fires first from now, and when (jitter aside)."""
     now = datetime.now(UTC)
     best: tuple[str, datetime] | None = None
+    seen: dict[tuple[str, str], datetime | None] = {}  # thousands of schedules share a few crons
     for entry in config.schedules.values():
         if not entry.enabled:
             continue
-        try:
-            at = next_fire_time(entry.cron, entry.timezone, now)
-        except ValueError:
+        key = (entry.cron.expression, str(entry.timezone))
+        if key not in seen:
+            try:
+                seen[key] = next_fire_time(entry.cron, entry.timezone, now)
+            except ValueError:
+                seen[key] = None
+        at = seen[key]
+        if at is None:
             continue
         if best is None or at < best[1]:
             best = (entry.name, at)
@@ -463,6 +480,15 @@ def _token_file_option(flag: str, holding: str) -> Callable[[F], F]:
     help="Purge finished runs older than this ('off' keeps them).",
 )
 @click.option("--worker-id", metavar="ID", help="Name this worker (default: host:pid:random).")
+@click.option(
+    "--scheduler-lease",
+    type=SECONDS,
+    default=LEASE,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long this scheduler's lease on its share of the schedules lasts: when it dies, the "
+    "other serves fire its schedules after at most this (plus a beat of a second).",
+)
 @_token_file_option(
     "--http-token-file",
     "the token every dashboard and API request must carry (env DURABLY_HTTP_TOKEN "
@@ -529,6 +555,7 @@ async def serve(
     http_read_token: str | None,
     http_metrics: str,
     trust_proxy_headers: bool,
+    scheduler_lease: float,
     once: bool,
     max_runs: int | None,
     max_seconds: float | None,
@@ -575,6 +602,7 @@ async def serve(
         http_read_token=read_only,
         http_metrics=http_metrics,
         trust_proxy_headers=trust_proxy_headers,
+        scheduler_lease=scheduler_lease,
     )
     return await in_step_threads(lambda: _serve(settings(), options))
 

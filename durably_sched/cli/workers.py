@@ -8,7 +8,8 @@ import click
 from rich.text import Text
 
 from ..registry import worker_fields
-from ..store.base import WorkerRecord
+from ..schedule.ownership import BUCKETS, OFFSET_WARN
+from ..store.base import SchedulerRecord, WorkerRecord
 from ._base import TIME_RULE_HELP, CliGroup, open_durably, settings, utc_option
 from ._output import echo_json, print_table, seconds_text, show_time, table, utc_json
 
@@ -26,8 +27,44 @@ def workers() -> None:
     """
 
 
-def worker_json(worker: WorkerRecord) -> dict[str, Any]:
-    return worker_fields(worker, utc_json)
+def worker_json(worker: WorkerRecord, scheduler: SchedulerRecord | None = None) -> dict[str, Any]:
+    out = worker_fields(worker, utc_json)
+    out["scheduler"] = None if scheduler is None else scheduler_json(scheduler)
+    return out
+
+
+def scheduler_json(scheduler: SchedulerRecord) -> dict[str, Any]:
+    return {
+        "state": "live" if scheduler.live else "stale",
+        "buckets": scheduler.buckets,
+        "schedules": scheduler.schedules,
+        "clock_offset_seconds": scheduler.clock_offset,
+        "heartbeat_at": utc_json(scheduler.heartbeat_at),
+    }
+
+
+def _offset(seconds: float | None) -> Text:
+    if seconds is None:
+        return Text("?")
+    way = "ahead" if seconds > 0 else "behind"
+    text = f"{abs(seconds):.1f}s {way}" if abs(seconds) >= 0.05 else "0.0s"
+    return Text(text, style="yellow" if abs(seconds) > OFFSET_WARN else "")
+
+
+def _schedulers_table(found: list[SchedulerRecord]) -> Any:
+    grid = table("SCHEDULER", "STATE", "HOST", "PID", "BUCKETS", "SCHEDULES", "CLOCK", "HEARTBEAT")
+    for s in found:
+        grid.add_row(
+            s.id,
+            Text("live" if s.live else "stale", style="green" if s.live else "yellow"),
+            s.host,
+            str(s.pid),
+            f"{s.buckets}/{BUCKETS}",
+            str(s.schedules),
+            _offset(s.clock_offset),
+            f"{seconds_text((s.read_at - s.heartbeat_at).total_seconds())} ago",
+        )
+    return grid
 
 
 def _state(worker: WorkerRecord) -> Text:
@@ -68,6 +105,13 @@ the host this command runs on, its pid is checked now and no longer runs). RUNS:
 runs it holds now (leased and running; their ids follow) out of its concurrency. A
 worker that stops cleanly removes itself; rows of dead workers are kept for a day.
 
+\b
+The schedulers (serves with a scheduler) come first: BUCKETS is how many of the 256
+schedule buckets each owns now (the schedules are shared among the live ones),
+SCHEDULES how many it has loaded, CLOCK how far its host's clock is from the
+database's (fire times fall due by the database's clock). In --json, each worker has
+a "scheduler" object (null for a worker without a scheduler).
+
 """
     + TIME_RULE_HELP,
 )
@@ -77,9 +121,14 @@ async def list_workers(json_mode: bool) -> None:
     """List registered workers: host, pid, heartbeat age, runs held, jobs."""
     async with open_durably(settings().database, read_only=True) as durably:
         found = await durably.list_workers()
+        schedulers = await durably.list_schedulers()
+    by_id = {s.id: s for s in schedulers}
     if json_mode:
-        echo_json([worker_json(w) for w in found])
+        echo_json([worker_json(w, by_id.get(w.id)) for w in found])
         return
+    if schedulers:
+        print_table(_schedulers_table(schedulers))
+        click.echo()
     if not found:
         click.echo("no workers registered (start one with `durably-sched serve`)", err=True)
         return

@@ -12,7 +12,17 @@ from ..events import RunCancelEvent, RunDeleteEvent, RunRetryEvent
 from ..feed import RunFeed, RunListSubscription, RunSubscription
 from ..registry import check_processes
 from ..store.attempts import AttemptRecord
-from ..store.base import LogRecord, RunQuery, RunRecord, RunStatus, StepRecord, WorkerRecord
+from ..store.base import (
+    BucketLease,
+    LogRecord,
+    RunQuery,
+    RunRecord,
+    RunStatus,
+    SchedulerInfo,
+    SchedulerRecord,
+    StepRecord,
+    WorkerRecord,
+)
 from .triggers import Triggers
 from .values import Run
 
@@ -183,6 +193,23 @@ class RunActions(Triggers):
         host whose process has ended say ``gone`` at once (their pid is checked now), and each
         worker's ``leased`` runs are the ones it holds now."""
         return check_processes(await self.store.list_workers())
+
+    async def list_schedulers(self) -> list[SchedulerRecord]:
+        """The scheduler registry: each scheduler's host, pid, schedules loaded, clock offset and
+        the schedule buckets it owns now (rows of schedulers that stopped cleanly are gone)."""
+        return await self.store.list_schedulers()
+
+    async def balance_buckets(self, info: SchedulerInfo, lease_seconds: float, total: int) -> BucketLease:
+        """One beat of a scheduler's bucket leases (schedule/ownership.py)."""
+        return await self.store.balance_buckets(info, lease_seconds, total)
+
+    async def leave_buckets(self, scheduler_id: str) -> None:
+        """A scheduler stops: its buckets are free at once."""
+        await self.store.leave_buckets(scheduler_id)
+
+    async def database_time(self) -> datetime:
+        """The database's clock now (PostgreSQL: the server's; SQLite: this host's)."""
+        return await self.store.database_time()
 
     async def jobs_without_worker(self) -> dict[str, int]:
         """Pending runs of jobs that no live worker has, by job name (say, a job added after the

@@ -184,13 +184,19 @@ class Triggers(FacadeBase):
         """Handle one schedule fire time (used by the scheduler and slot triggers)."""
         return (await self.fire_many([fire]))[0]
 
-    async def fire_many(self, fires: Sequence[Fire]) -> list[FireResult]:
-        """Handle several fire times in one transaction, in the order given (backfills): their runs
-        are created in that order, so a queue of them runs in fire-time order."""
-        ready = [
-            dataclasses.replace(f, run=self.scheduled_run(f.schedule, f.run)) if f.run is not None else f
-            for f in fires
-        ]
+    async def fire_many(self, fires: Sequence[Fire], *, checked: bool = False) -> list[FireResult]:
+        """Handle several fire times in one transaction, in the order given (backfills, a
+        scheduler's tick): their runs are created in that order, so a queue of them runs in
+        fire-time order. ``checked``: the runs are as :meth:`scheduled_run` returns them (the
+        scheduler checks each schedule's run once, when it loads), so they are not checked again."""
+        ready = (
+            fires
+            if checked
+            else [
+                dataclasses.replace(f, run=self.scheduled_run(f.schedule, f.run)) if f.run is not None else f
+                for f in fires
+            ]
+        )
         results = await self.store.fire_many(ready)
         created = [Run(r.run, "created") for r in results if r.run is not None and r.outcome == "triggered"]
         if created:

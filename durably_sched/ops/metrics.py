@@ -62,6 +62,7 @@ from ..store.records import WAIT_KINDS
 if TYPE_CHECKING:
     from ..ports import OpsFacade
     from ..schedule.config import ScheduleEntry
+    from ..schedule.ownership import Ownership
     from ..schedule.scheduler import Scheduler
 
 __all__ = ["Metrics"]
@@ -309,6 +310,8 @@ class Metrics:
             )
             age.add_metric([], max(0.0, time.monotonic() - scheduler.last_tick_monotonic))
             yield age
+        if scheduler is not None and scheduler.ownership is not None:
+            yield from _ownership_families(scheduler.ownership)
         if scheduler is not None:
             failed = GaugeMetricFamily(
                 "durably_schedules_reload_failed",
@@ -416,3 +419,26 @@ class _LiveCollector:
 
     def collect(self) -> Iterable[Metric]:
         return self._metrics._live()
+
+
+def _ownership_families(ownership: Ownership) -> Iterable[Metric]:
+    """This scheduler's share of the schedule buckets and its host clock's offset."""
+    owned = GaugeMetricFamily(
+        "durably_scheduler_buckets",
+        "Schedule buckets this process's scheduler owns now (of 256, shared among the live schedulers).",
+        labels=["scheduler"],
+    )
+    owned.add_metric([ownership.id], float(len(ownership.owned)))
+    yield owned
+    live = GaugeMetricFamily("durably_schedulers_live", "Live schedulers on the database at the last beat.")
+    live.add_metric([], float(ownership.live))
+    yield live
+    offset = ownership.database_clock.offset
+    if offset is not None:
+        clock = GaugeMetricFamily(
+            "durably_scheduler_clock_offset_seconds",
+            "Seconds this host's clock is ahead of the database's (negative: behind); fire times "
+            "fall due by the database's clock.",
+        )
+        clock.add_metric([], offset)
+        yield clock

@@ -69,6 +69,7 @@ class HasStore(Protocol):
     @property
     def store(self) -> Store: ...
 
+
 __all__ = ["FIRE_RECORD_MARGIN", "PurgeResult", "Retention", "fire_record_horizon"]
 
 log = logging.getLogger("durably_sched.ops.retention")

@@ -28,6 +28,7 @@ no one meaning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import deque
@@ -205,6 +206,13 @@ def parse_cron(expression: str) -> CronSpec:
     """
     if not isinstance(expression, str):
         raise InvalidArgumentError(f"cron expression must be a string, not {type(expression).__name__}")
+    return _parse_cron(expression)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cron(expression: str) -> CronSpec:
+    """parse_cron's work, once per distinct expression (thousands of schedules share a few crons;
+    a CronSpec is immutable, and a refusal is raised again each time, never cached)."""
     text = expression.strip()
     if not text:
         raise InvalidArgumentError("cron expression is empty")

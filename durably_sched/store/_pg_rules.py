@@ -18,22 +18,33 @@ from typing import Any
 from ..errors import StoreError
 from ._common import dumps
 from ._pg_base import PostgresAccess, T, aware, fetch_run, free_text
+from ._pg_buckets import bucket_answer
 from ._pg_sql import (
+    ADVANCE_CURSORS,
     COALESCE_LOCK,
     COALESCE_TARGET,
     INSERT_RUNS,
+    LOCK_SCHEDULES,
     PAUSE_SCHEDULE,
+    RECORD_FIRES,
     RESUME_SCHEDULE,
     RUN_SELECT,
     SCHEDULE_LOCK_NAMESPACE,
+    SCHEDULES_ACTIVE,
+    SEEN_FIRE_SLOTS,
     STATE_SELECT,
+    TAKE_FIRE_SLOTS,
+    TAKE_PAUSED_SLOTS,
     UPSERT_CURSOR,
 )
 from .records import Disposition, NewRun, RunRecord, ScheduleState
-from .rows import ACTIVE_SQL, run_from_row, state_from_row
+from .rows import run_from_row, state_from_row
 from .rules import (
     AdvanceCursor,
+    AdvanceCursors,
+    BeatScheduler,
     FetchRun,
+    FetchRuns,
     FetchState,
     FindCoalesceTarget,
     FindIdempotent,
@@ -43,14 +54,17 @@ from .rules import (
     MakeRule,
     Op,
     PauseState,
-    RecordFire,
+    RecordFires,
+    ReleaseBuckets,
+    RenewBuckets,
     ResumeState,
-    ScheduleActive,
+    SchedulesActive,
     SeenFire,
-    TakeFireSlot,
+    Slot,
+    TakeBuckets,
+    TakeFireSlots,
     drive_async,
 )
-from .waits import SCHEDULE_WAITING
 
 
 class PostgresRules(PostgresAccess):
@@ -81,9 +95,7 @@ class Answers:
         conn = self.conn
         match op:
             case LockSchedules(schedules):
-                for schedule in schedules:
-                    lock = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
-                    await conn.execute(lock, SCHEDULE_LOCK_NAMESPACE, schedule)
+                await conn.execute(LOCK_SCHEDULES, SCHEDULE_LOCK_NAMESPACE, list(schedules))
                 return None
             case LockCoalescing(run):
                 await conn.execute(COALESCE_LOCK, run.job_name, run.concurrency_key)
@@ -91,21 +103,25 @@ class Answers:
             case AdvanceCursor(schedule, to):
                 await conn.execute(UPSERT_CURSOR, schedule, aware(to))
                 return None
-            case TakeFireSlot():
-                return await self.take_fire_slot(op)
-            case RecordFire(schedule, fire_time, outcome, run_id):
-                sql = (
-                    "UPDATE fire_records SET outcome = $3, run_id = $4 WHERE schedule = $1 AND fire_time = $2"
-                )
-                await conn.execute(sql, schedule, aware(fire_time), outcome, run_id)
+            case AdvanceCursors(cursors):
+                names, times = [c[0] for c in cursors], [aware(c[1]) for c in cursors]
+                await conn.execute(ADVANCE_CURSORS, names, times)
                 return None
-            case ScheduleActive(schedule):
-                sql = f"SELECT true FROM runs WHERE schedule_name = $1 AND status IN {ACTIVE_SQL} LIMIT 1"
-                if await conn.fetchval(sql, schedule):
-                    return True
-                return bool(await conn.fetchval(SCHEDULE_WAITING.replace("?", "$1"), schedule))
+            case TakeFireSlots(slots):
+                return await take_fire_slots(conn, slots)
+            case RecordFires(records):
+                await conn.execute(RECORD_FIRES, *_columns(records, 4))
+                return None
+            case SchedulesActive(schedules):
+                rows = await conn.fetch(SCHEDULES_ACTIVE, list(schedules))
+                return {row["name"] for row in rows}
             case FetchRun(run_id):
                 return await fetch_run(conn, run_id)
+            case FetchRuns(run_ids):
+                rows = await conn.fetch(
+                    f"SELECT {RUN_SELECT} FROM runs WHERE id = ANY($1::text[])", list(run_ids)
+                )
+                return {row["id"]: run_from_row(row) for row in rows}
             case FindIdempotent(run):
                 return await _idempotent(conn, run)
             case FindCoalesceTarget(run):
@@ -128,29 +144,39 @@ class Answers:
             case FetchState(schedule):
                 sql = f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = $1"
                 return _state(await conn.fetchrow(sql, schedule))
+            case BeatScheduler() | RenewBuckets() | ReleaseBuckets() | TakeBuckets():
+                return await bucket_answer(conn, op)
         raise AssertionError(f"unknown operation {op!r}")  # pragma: no cover
 
-    async def take_fire_slot(self, op: TakeFireSlot) -> SeenFire | None:
-        key = (op.schedule, aware(op.fire_time))
-        taken = await self.conn.fetchval(
-            "INSERT INTO fire_records (schedule, fire_time, outcome, run_id, recorded_at) "
-            "VALUES ($1, $2, $3, NULL, now()) ON CONFLICT DO NOTHING RETURNING true",
-            *key,
-            op.outcome,
-        )
-        if not taken and op.replace_paused:  # catch-up on resume: a paused record is handled again
-            taken = await self.conn.fetchval(
-                "UPDATE fire_records SET outcome = $3, run_id = NULL, recorded_at = now() "
-                "WHERE schedule = $1 AND fire_time = $2 AND outcome = 'paused' RETURNING true",
-                *key,
-                op.outcome,
-            )
-        if taken:
-            return None
-        row = await self.conn.fetchrow(
-            "SELECT outcome, run_id FROM fire_records WHERE schedule = $1 AND fire_time = $2", *key
-        )
-        return SeenFire(None, None) if row is None else SeenFire(row["outcome"], row["run_id"])
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` parallel arrays (the parameters of an ``unnest``)."""
+    return [[row[k] for row in rows] for k in range(width)]
+
+
+async def take_fire_slots(conn: Any, slots: Sequence[Slot]) -> list[SeenFire | None]:
+    """TakeFireSlots: one insert of every record; the paused ones not taken are taken over in one
+    update; what the others found is read in one select."""
+    keys = [(s.schedule, aware(s.fire_time)) for s in slots]
+    args: list[list[Any]] = [
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [s.outcome for s in slots],
+        [s.run_id for s in slots],
+    ]
+    taken = {(r["schedule"], r["fire_time"]) for r in await conn.fetch(TAKE_FIRE_SLOTS, *args)}
+    paused = [
+        i for i, (key, s) in enumerate(zip(keys, slots, strict=True)) if s.replace_paused and key not in taken
+    ]
+    if paused:
+        rows = await conn.fetch(TAKE_PAUSED_SLOTS, *([column[i] for i in paused] for column in args))
+        taken.update((r["schedule"], r["fire_time"]) for r in rows)
+    others = [key for key in keys if key not in taken]
+    found: dict[tuple[str, Any], SeenFire] = {}
+    if others:
+        rows = await conn.fetch(SEEN_FIRE_SLOTS, [k[0] for k in others], [k[1] for k in others])
+        found = {(r["schedule"], r["fire_time"]): SeenFire(r["outcome"], r["run_id"]) for r in rows}
+    return [None if key in taken else found.get(key, SeenFire(None, None)) for key in keys]
 
 
 def _state(row: Any) -> ScheduleState | None:

@@ -339,6 +339,47 @@ WITH beat AS (
 
 BEAT = "UPDATE workers SET heartbeat_at = clock_timestamp(), runs_held = $2 WHERE id = $1 RETURNING 1"
 
+# The fire sequence's set-based statements (rules.fire_many): parallel arrays, rows in sorted order.
+LOCK_SCHEDULES = """
+SELECT count(pg_advisory_xact_lock($1, hashtext(s.name)))
+FROM (SELECT name FROM unnest($2::text[]) WITH ORDINALITY AS n(name, ord) ORDER BY ord) AS s
+"""
+ADVANCE_CURSORS = """
+INSERT INTO schedule_cursors AS c (schedule, last_fire_time)
+SELECT n.schedule, n.fire_time FROM unnest($1::text[], $2::timestamptz[]) AS n(schedule, fire_time)
+ORDER BY n.schedule
+ON CONFLICT (schedule) DO UPDATE SET last_fire_time = EXCLUDED.last_fire_time
+WHERE c.last_fire_time < EXCLUDED.last_fire_time
+"""
+_SLOTS = (
+    "unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[]) AS n(schedule, fire_time, outcome, run_id)"
+)
+TAKE_FIRE_SLOTS = f"""
+INSERT INTO fire_records (schedule, fire_time, outcome, run_id, recorded_at)
+SELECT n.schedule, n.fire_time, n.outcome, n.run_id, now() FROM {_SLOTS}
+ORDER BY n.schedule, n.fire_time
+ON CONFLICT DO NOTHING RETURNING schedule, fire_time
+"""
+TAKE_PAUSED_SLOTS = f"""
+UPDATE fire_records f SET outcome = n.outcome, run_id = n.run_id, recorded_at = now() FROM {_SLOTS}
+WHERE f.schedule = n.schedule AND f.fire_time = n.fire_time AND f.outcome = 'paused'
+RETURNING f.schedule, f.fire_time
+"""
+SEEN_FIRE_SLOTS = """
+SELECT f.schedule, f.fire_time, f.outcome, f.run_id
+FROM fire_records f JOIN unnest($1::text[], $2::timestamptz[]) AS n(schedule, fire_time)
+  ON f.schedule = n.schedule AND f.fire_time = n.fire_time
+"""
+RECORD_FIRES = f"""
+UPDATE fire_records f SET outcome = n.outcome, run_id = n.run_id FROM {_SLOTS}
+WHERE f.schedule = n.schedule AND f.fire_time = n.fire_time
+"""
+SCHEDULES_ACTIVE = f"""
+SELECT n.name FROM unnest($1::text[]) AS n(name)
+WHERE EXISTS (SELECT 1 FROM runs WHERE schedule_name = n.name AND status IN {ACTIVE_SQL})
+   OR EXISTS (SELECT 1 FROM runs WHERE schedule_name = n.name AND status = 'waiting')
+"""
+
 UPSERT_CURSOR = """
 INSERT INTO schedule_cursors AS c (schedule, last_fire_time) VALUES ($1, $2)
 ON CONFLICT (schedule) DO UPDATE SET last_fire_time = GREATEST(c.last_fire_time, EXCLUDED.last_fire_time)

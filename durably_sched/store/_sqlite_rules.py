@@ -14,14 +14,16 @@ from typing import Any, TypeVar
 from . import rules
 from ._common import dt_to_ms, dumps
 from ._sqlite_base import RUN_SELECT, STATE_SELECT, SqliteAccess, fetch_run, now_ms, run_record, state_record
+from ._sqlite_buckets import bucket_answer
 from .records import Disposition, NewRun, RunRecord, ScheduleState
 from .rows import ACTIVE_SQL
 from .waits import SCHEDULE_WAITING
 
 T = TypeVar("T")
-UPSERT_CURSOR = (
+ADVANCE_CURSOR = (
     "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES (?, ?) "
-    "ON CONFLICT (schedule) DO UPDATE SET last_fire_time = max(last_fire_time, excluded.last_fire_time)"
+    "ON CONFLICT (schedule) DO UPDATE SET last_fire_time = excluded.last_fire_time "
+    "WHERE last_fire_time < excluded.last_fire_time"
 )
 
 
@@ -48,27 +50,35 @@ class Answers:
             case rules.LockSchedules() | rules.LockCoalescing():
                 return None  # BEGIN IMMEDIATE holds the file's write lock already
             case rules.AdvanceCursor(schedule, to):
-                conn.execute(UPSERT_CURSOR, (schedule, dt_to_ms(to)))
+                conn.execute(ADVANCE_CURSOR, (schedule, dt_to_ms(to)))
                 return None
-            case rules.TakeFireSlot():
-                return self.take_fire_slot(op)
-            case rules.RecordFire(schedule, fire_time, outcome, run_id):
-                conn.execute(
+            case rules.AdvanceCursors(cursors):
+                conn.executemany(ADVANCE_CURSOR, [(name, dt_to_ms(to)) for name, to in cursors])
+                return None
+            case rules.TakeFireSlots(slots):
+                return [self.take_fire_slot(slot) for slot in slots]
+            case rules.RecordFires(records):
+                conn.executemany(
                     "UPDATE fire_records SET outcome = ?, run_id = ?, recorded_at = ? "
                     "WHERE schedule = ? AND fire_time = ?",
-                    (outcome, run_id, self.now, schedule, dt_to_ms(fire_time)),
+                    [(outcome, run_id, self.now, name, dt_to_ms(t)) for name, t, outcome, run_id in records],
                 )
                 return None
-            case rules.ScheduleActive(schedule):
+            case rules.SchedulesActive(schedules):
                 sql = (
                     "SELECT 1 FROM runs INDEXED BY runs_schedule_active WHERE schedule_name = ? "
                     f"AND status IN {ACTIVE_SQL} LIMIT 1"
                 )
-                if conn.execute(sql, (schedule,)).fetchone() is not None:
-                    return True
-                return conn.execute(SCHEDULE_WAITING, (schedule,)).fetchone() is not None
+                return {
+                    name
+                    for name in schedules
+                    if conn.execute(sql, (name,)).fetchone() is not None
+                    or conn.execute(SCHEDULE_WAITING, (name,)).fetchone() is not None
+                }
             case rules.FetchRun(run_id):
                 return fetch_run(conn, run_id)
+            case rules.FetchRuns(run_ids):
+                return {run_id: run for run_id in run_ids if (run := fetch_run(conn, run_id)) is not None}
             case rules.FindIdempotent(run):
                 return _idempotent(conn, run)
             case rules.FindCoalesceTarget(run):
@@ -81,20 +91,22 @@ class Answers:
                 return self.resume(op)
             case rules.FetchState(schedule):
                 return _state(conn, schedule)
+            case rules.BeatScheduler() | rules.RenewBuckets() | rules.ReleaseBuckets() | rules.TakeBuckets():
+                return bucket_answer(conn, op, self.now)
         raise AssertionError(f"unknown operation {op!r}")  # pragma: no cover
 
-    def take_fire_slot(self, op: rules.TakeFireSlot) -> rules.SeenFire | None:
+    def take_fire_slot(self, op: rules.Slot) -> rules.SeenFire | None:
         key = (op.schedule, dt_to_ms(op.fire_time))
         taken = self.conn.execute(
             "INSERT INTO fire_records (schedule, fire_time, outcome, run_id, recorded_at) "
-            "VALUES (?, ?, ?, NULL, ?) ON CONFLICT DO NOTHING RETURNING 1",
-            (*key, op.outcome, self.now),
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+            (*key, op.outcome, op.run_id, self.now),
         ).fetchone()
         if taken is None and op.replace_paused:
             taken = self.conn.execute(
-                "UPDATE fire_records SET outcome = ?, run_id = NULL, recorded_at = ? "
+                "UPDATE fire_records SET outcome = ?, run_id = ?, recorded_at = ? "
                 "WHERE schedule = ? AND fire_time = ? AND outcome = 'paused' RETURNING 1",
-                (op.outcome, self.now, *key),
+                (op.outcome, op.run_id, self.now, *key),
             ).fetchone()
         if taken is not None:
             return None

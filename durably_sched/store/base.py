@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from ..errors import InvalidArgumentError
 from ._web_sessions import WebSessionStore
 from .attempts import AttemptReads
 from .config_errors import ConfigErrorStore
@@ -21,6 +22,7 @@ from .records import (
     FINISHED_STATUSES,
     FIRE_OUTCOMES,
     RUN_STATUSES,
+    BucketLease,
     Checkpoint,
     Disposition,
     Fire,
@@ -37,6 +39,8 @@ from .records import (
     RunRecord,
     RunStatus,
     ScheduleActivity,
+    SchedulerInfo,
+    SchedulerRecord,
     ScheduleState,
     StateChange,
     StepRecord,
@@ -51,8 +55,11 @@ from .rules import (
     MakeRule,
     PauseState,
     ResumeState,
+    advance_cursors,
+    balance_buckets,
     create_runs,
     fire_many,
+    leave,
     pause,
     resume,
 )
@@ -64,6 +71,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "FIRE_OUTCOMES",
     "RUN_STATUSES",
+    "BucketLease",
     "Checkpoint",
     "Disposition",
     "Fire",
@@ -81,6 +89,8 @@ __all__ = [
     "RunStatus",
     "ScheduleActivity",
     "ScheduleState",
+    "SchedulerInfo",
+    "SchedulerRecord",
     "StateChange",
     "StepRecord",
     "Store",
@@ -430,6 +440,15 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore):
         zone changes.
         """
 
+    async def advance_cursors(self, cursors: Mapping[str, datetime]) -> None:
+        """Move many schedules' cursors forward (never back) in one transaction (a scheduler's load:
+        the schedules without a cursor, or with a new cron, start from now)."""
+        if any(t.tzinfo is None for t in cursors.values()):
+            raise InvalidArgumentError("naive datetime: durably-sched needs timezone-aware times")
+        moves = tuple(sorted(cursors.items()))
+        if moves:
+            await self._rule("advance_cursors", lambda replay: advance_cursors(moves))
+
     async def fire(self, fire: Fire) -> FireResult:
         """Handle one fire time atomically (see :class:`Fire`).
 
@@ -444,7 +463,26 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore):
         given (a later fire time of the same schedule sees the runs created for earlier ones)."""
         if not fires:
             return []
+        if any(f.fire_time.tzinfo is None for f in fires):
+            raise InvalidArgumentError("naive datetime: durably-sched needs timezone-aware times")
         return await self._rule("fire", lambda replay: fire_many(fires, replay))
+
+    # -- schedulers sharing the schedules (schedule/ownership.py) ----------------------------------
+    async def balance_buckets(self, info: SchedulerInfo, lease_seconds: float, total: int) -> BucketLease:
+        """One beat of a scheduler's bucket leases (rules.balance_buckets), by the store's clock."""
+        return await self._rule("balance_buckets", lambda replay: balance_buckets(info, lease_seconds, total))
+
+    async def leave_buckets(self, scheduler_id: str) -> None:
+        """The scheduler stops: its buckets are free at once and its row goes."""
+        await self._rule("leave_buckets", lambda replay: leave(scheduler_id))
+
+    @abc.abstractmethod
+    async def list_schedulers(self) -> list[SchedulerRecord]:
+        """The scheduler registry, with the buckets each owns now (oldest first)."""
+
+    @abc.abstractmethod
+    async def database_time(self) -> datetime:
+        """The store's clock now (PostgreSQL: the server's ``clock_timestamp()``)."""
 
     @abc.abstractmethod
     async def list_fire_records(

@@ -55,6 +55,7 @@ from .._ratelimit import RateLimitedLog
 from ..errors import DatabaseUnavailableError, DatabaseUrlError, SchemaVersionError, StoreError
 from ._common import SCHEMA_VERSION, load_migrations, newer_schema_message
 from ._pg_base import ConnOp, T, aware
+from ._pg_buckets import PostgresBuckets
 from ._pg_config_errors import PostgresConfigErrors
 from ._pg_errors import describe, is_connection_error, is_transient, statement_error
 from ._pg_group_commit import GroupCommit
@@ -117,6 +118,7 @@ class PostgresStore(
     PostgresRules,
     PostgresConfigErrors,
     PostgresWebSessions,
+    PostgresBuckets,
     PostgresWaits,
     Store,
 ):

@@ -374,3 +374,44 @@ class RunChanges:
 
 COUNT_CAP = 10_000
 """``count_runs`` stops counting here: "10,000+" is what a page needs, at any history size."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerInfo:
+    """What a scheduler says about itself at every beat of its bucket leases."""
+
+    id: str
+    host: str
+    pid: int
+    schedules: int
+    """Schedules it has loaded."""
+    clock_offset: float | None
+    """Seconds its host's clock is ahead of the database's (negative: behind; None: unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketLease:
+    """What a beat of a scheduler's bucket leases came to: the buckets it owns now, and until when
+    (the earliest lease end among them), by the database's clock at the beat (``database_time``)."""
+
+    buckets: frozenset[int]
+    until: datetime | None
+    database_time: datetime
+    live: int
+    """Live schedulers, this one included."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerRecord(SchedulerInfo):
+    """A row of the scheduler registry, as read at ``read_at`` (the store's clock)."""
+
+    started_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    buckets: int
+    """Buckets it owns under an unexpired lease at ``read_at``."""
+    read_at: datetime
+
+    @property
+    def live(self) -> bool:
+        return self.expires_at > self.read_at

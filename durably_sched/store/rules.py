@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar, cast
 
 from .records import (
+    BucketLease,
     Disposition,
     Fire,
     FireOutcome,
@@ -30,6 +31,7 @@ from .records import (
     NewLog,
     NewRun,
     RunRecord,
+    SchedulerInfo,
     StateChange,
 )
 
@@ -53,6 +55,14 @@ class AdvanceCursor:
 
 
 @dataclass(frozen=True, slots=True)
+class AdvanceCursors:
+    """Move each schedule's cursor forward to its time (one time per schedule, sorted by name);
+    a cursor at or past it is not written. Answer: None."""
+
+    cursors: tuple[tuple[str, datetime], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SeenFire:
     """The record a fire time already had: its outcome and run (None when unknown or none)."""
 
@@ -61,37 +71,51 @@ class SeenFire:
 
 
 @dataclass(frozen=True, slots=True)
-class _OfFireTime:
+class Slot:
+    """One fire time to record: its outcome and run (the run's id is chosen before the insert)."""
+
     schedule: str
     fire_time: datetime
     outcome: FireOutcome
-
-
-@dataclass(frozen=True, slots=True)
-class TakeFireSlot(_OfFireTime):
-    """Record the fire time with ``outcome`` unless it has a record (with ``replace_paused``, a
-    ``paused`` record is taken over as if there were none). Answer: None when the record is now
-    ours, else the :class:`SeenFire` that was there. The record's key (schedule, fire time) is what
-    makes a fire time happen once, whichever process fires it."""
-
+    run_id: str | None
     replace_paused: bool
 
 
 @dataclass(frozen=True, slots=True)
-class RecordFire(_OfFireTime):
-    """Set the outcome (and run) of a fire record taken in this transaction. Answer: None."""
+class TakeFireSlots:
+    """Record each fire time (distinct, sorted by schedule and fire time) unless it has a record
+    (with ``replace_paused``, a ``paused`` record is taken over as if there were none). Answer: a
+    list in the order given, None where the record is now ours, else the :class:`SeenFire` that
+    was there. The record's key (schedule, fire time) is what makes a fire time happen once,
+    whichever process fires it; a fire time another transaction is recording waits for it."""
 
-    run_id: str | None
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFires:
+    """Set the outcome and run of fire records taken in this transaction. Answer: None."""
+
+    records: tuple[tuple[str, datetime, FireOutcome, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulesActive:
+    """Answer: the set of these schedules that have a pending or running run."""
+
+    schedules: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRuns:
+    """Answer: ``{run id: record}`` of those of these runs that exist."""
+
+    run_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class _OfSchedule:
     schedule: str
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleActive(_OfSchedule):
-    """Answer: whether a run of the schedule is pending or running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +182,56 @@ class ResumeState:
     at: datetime | None
 
 
+# -- scheduler bucket leases -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BeatScheduler:
+    """Register the scheduler (or refresh its row): live until now + ``lease_seconds``. Answer:
+    ``(database time, ids of the live schedulers, sorted)``, this one included."""
+
+    info: SchedulerInfo
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RenewBuckets:
+    """Extend the owner's unexpired bucket leases that have less than half their length left.
+    Answer: ``[(bucket, lease end)]`` of the buckets it owns under an unexpired lease."""
+
+    owner: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseBuckets:
+    """Free these buckets of the owner; with ``buckets`` None, all of them, and the scheduler's row
+    goes (it leaves). Answer: None."""
+
+    owner: str
+    buckets: tuple[int, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TakeBuckets:
+    """Lease up to ``count`` buckets that are free or whose lease expired, lowest first (one that
+    another taker holds locked is passed over). Answer: ``[(bucket, lease end)]`` of those taken."""
+
+    owner: str
+    count: int
+    lease_seconds: float
+
+
+BucketOp = BeatScheduler | RenewBuckets | ReleaseBuckets | TakeBuckets
+
+
 Op = (
     LockSchedules
     | AdvanceCursor
-    | TakeFireSlot
-    | RecordFire
-    | ScheduleActive
+    | AdvanceCursors
+    | TakeFireSlots
+    | RecordFires
+    | SchedulesActive
     | FetchRun
+    | FetchRuns
     | LockCoalescing
     | FindIdempotent
     | FindCoalesceTarget
@@ -172,6 +239,7 @@ Op = (
     | PauseState
     | ResumeState
     | FetchState
+    | BucketOp
 )
 Rule = Generator[Op, Any, T]
 """A rule: yields operations, receives their answers, returns its result."""
@@ -235,38 +303,111 @@ def create_runs(runs: Sequence[NewRun], replay: bool) -> Rule[list[tuple[RunReco
     return out
 
 
-def fire_one(fire: Fire, replay: bool) -> Rule[FireResult]:
-    """One fire time (see :class:`Fire`): deduplicate on its record, record an outcome without a
-    run, skip while a run of the schedule is active, else insert the run and record it."""
-    if fire.advance_cursor:
-        yield AdvanceCursor(fire.schedule, fire.fire_time)
-    first: FireOutcome = fire.outcome_without_run if fire.run is None else "triggered"
-    seen: SeenFire | None = yield TakeFireSlot(fire.schedule, fire.fire_time, first, fire.replace_paused)
-    if seen is not None:
-        run: RunRecord | None = None if seen.run_id is None else (yield FetchRun(seen.run_id))
-        if replay and fire.run is not None and seen.run_id == fire.run.id and seen.outcome == "triggered":
-            return FireResult("triggered", run)  # our own first attempt committed
-        return FireResult("deduplicated", run)
+def _slot(fire: Fire) -> Slot:
     if fire.run is None:
-        return FireResult(first, None)
-    if fire.skip_if_active and (yield ScheduleActive(fire.schedule)):
-        yield RecordFire(fire.schedule, fire.fire_time, "skipped", None)
-        return FireResult("skipped", None)
-    record, disposition = yield from insert_run(fire.run, replay)
-    outcome: FireOutcome = "triggered" if disposition == "created" else "deduplicated"
-    yield RecordFire(fire.schedule, fire.fire_time, outcome, record.id)
-    return FireResult(outcome, record)
+        return Slot(fire.schedule, fire.fire_time, fire.outcome_without_run, None, fire.replace_paused)
+    return Slot(fire.schedule, fire.fire_time, "triggered", fire.run.id, fire.replace_paused)
+
+
+def _cursor_moves(fires: Sequence[Fire]) -> tuple[tuple[str, datetime], ...]:
+    latest: dict[str, datetime] = {}
+    for fire in fires:
+        if fire.advance_cursor and (fire.schedule not in latest or fire.fire_time > latest[fire.schedule]):
+            latest[fire.schedule] = fire.fire_time
+    return tuple(sorted(latest.items()))
+
+
+def advance_cursors(moves: tuple[tuple[str, datetime], ...]) -> Rule[None]:
+    """Many cursors forward in one operation (names sorted)."""
+    yield AdvanceCursors(moves)
 
 
 def fire_many(fires: Sequence[Fire], replay: bool) -> Rule[list[FireResult]]:
-    """Many fire times in one transaction, in the order given. The schedules are locked first, in
-    name order, so that a run of the schedule created by another process's fire that committed
-    before us is seen by ``skip_if_active``."""
-    yield LockSchedules(tuple(sorted({fire.schedule for fire in fires})))
-    results: list[FireResult] = []
-    for fire in fires:
-        results.append((yield from fire_one(fire, replay)))
-    return results
+    """Many fire times in one transaction, each decided in the order given as one would be alone:
+    deduplicate on its record, record an outcome without a run, skip while a run of the schedule
+    is active (``skip_if_active``; runs created earlier in the batch count), else insert the run.
+
+    Set-based: the cursors in one operation, every fire record in one (each taken with the outcome
+    it will most likely keep: a run's fire time with "triggered" and the run's id, chosen before
+    the insert), the active schedules in one read, the runs in one insert; only the rare fire time
+    whose decision changes after it was taken (skipped, or its run's key existed already) is
+    written again. So a scheduler that loses every fire time to another writes no row, and rows
+    are locked in one global order (cursors, then fire records, each sorted), whatever order the
+    batch lists them in. The schedules with ``skip_if_active`` are locked first, in name order, so
+    that a run created by another process's fire that committed before us is seen."""
+    skip = sorted({f.schedule for f in fires if f.skip_if_active and f.run is not None})
+    if skip:
+        yield LockSchedules(tuple(skip))
+    moves = _cursor_moves(fires)
+    if moves:
+        yield AdvanceCursors(moves)
+    first: dict[tuple[str, datetime], int] = {}  # a fire time listed twice: its first listing decides
+    for i, fire in enumerate(fires):
+        first.setdefault((fire.schedule, fire.fire_time), i)
+    order = sorted(first.items())
+    seen_list: list[SeenFire | None] = yield TakeFireSlots(tuple(_slot(fires[i]) for _, i in order))
+    seen = {i: found for (_, i), found in zip(order, seen_list, strict=True)}
+    known = tuple(sorted({s.run_id for s in seen.values() if s is not None and s.run_id is not None}))
+    runs: dict[str, RunRecord] = (yield FetchRuns(known)) if known else {}
+    taken_skips = tuple(sorted({fires[i].schedule for i, s in seen.items() if s is None} & set(skip)))
+    active: set[str] = (yield SchedulesActive(taken_skips)) if taken_skips else set()
+    return (yield from _decide(fires, first, seen, runs, active, replay))
+
+
+def _decide(
+    fires: Sequence[Fire],
+    first: dict[tuple[str, datetime], int],
+    seen: dict[int, SeenFire | None],
+    runs: dict[str, RunRecord],
+    active: set[str],
+    replay: bool,
+) -> Rule[list[FireResult]]:
+    """The outcome of each fire time, its fire record taken (or found): see :func:`fire_many`."""
+    results: dict[int, FireResult] = {}
+    plain: list[tuple[int, NewRun]] = []  # runs to insert in one operation, in the order given
+    later: list[tuple[int, NewRun]] = []  # coalescing runs: one at a time, after them
+    rewrite: list[tuple[str, datetime, FireOutcome, str | None]] = []
+    for i, fire in enumerate(fires):
+        if first[(fire.schedule, fire.fire_time)] != i:
+            continue  # a repeat: decided below, as its first listing
+        found = seen[i]
+        if found is not None:
+            own = replay and fire.run is not None and found.run_id == fire.run.id
+            run = None if found.run_id is None else runs.get(found.run_id)
+            outcome: FireOutcome = "triggered" if own and found.outcome == "triggered" else "deduplicated"
+            results[i] = FireResult(outcome, run)
+        elif fire.run is None:
+            results[i] = FireResult(fire.outcome_without_run, None)
+        elif fire.skip_if_active and fire.schedule in active:
+            rewrite.append((fire.schedule, fire.fire_time, "skipped", None))
+            results[i] = FireResult("skipped", None)
+        else:
+            (later if coalescing(fire.run) else plain).append((i, fire.run))
+            active.add(fire.schedule)  # a pending run of the schedule from here on
+    inserted: list[tuple[RunRecord, Disposition]] = []
+    if plain:
+        inserted = yield InsertRuns(tuple(run for _, run in plain))
+    for _, new in later:
+        inserted.append((yield from insert_run(new, replay)))
+    for (i, _), (record, disposition) in zip([*plain, *later], inserted, strict=True):
+        if disposition == "created":
+            results[i] = FireResult("triggered", record)
+            continue
+        results[i] = FireResult("deduplicated", record)
+        rewrite.append((fires[i].schedule, fires[i].fire_time, "deduplicated", record.id))
+    if rewrite:
+        yield RecordFires(tuple(rewrite))
+    return [_repeat(results, first, i, fire) for i, fire in enumerate(fires)]
+
+
+def _repeat(
+    results: dict[int, FireResult], first: dict[tuple[str, datetime], int], i: int, fire: Fire
+) -> FireResult:
+    """The result of the i-th fire: a repeat of a fire time finds the run its first listing made."""
+    at = first[(fire.schedule, fire.fire_time)]
+    if at == i:
+        return results[i]
+    return FireResult("deduplicated", results[at].run)
 
 
 def pause(request: PauseState, replay: bool) -> Rule[StateChange]:
@@ -294,6 +435,39 @@ def resume(request: ResumeState, replay: bool) -> Rule[StateChange | None]:
         return None
     # On replay, a resume by us that committed unheard reads as "not paused": it was ours.
     return StateChange(found, replay and found.resumed_by == request.by)
+
+
+# -- the rules of bucket leases ----------------------------------------------------------------------
+def fair_share(total: int, live: Sequence[str], me: str) -> int:
+    """How many of ``total`` buckets ``me`` owns when they are spread over the live schedulers:
+    equal shares, the remainder to the first in id order, so the shares always add up to ``total``."""
+    count, rest = divmod(total, len(live))
+    return count + (1 if live.index(me) < rest else 0)
+
+
+def balance_buckets(info: SchedulerInfo, lease_seconds: float, total: int) -> Rule[BucketLease]:
+    """One beat of a scheduler: refresh its registration, renew its leases, then move toward its
+    fair share -- release the buckets above it (the highest), or take free and expired ones up to
+    it. A newcomer's share is taken from the others as they release above theirs at their beats;
+    a scheduler that stopped beating is dropped from the live ones when its row expires, and its
+    buckets are taken by the others when their leases expire."""
+    now, live = yield BeatScheduler(info, lease_seconds)
+    share = fair_share(total, live, info.id)
+    owned: dict[int, datetime] = dict((yield RenewBuckets(info.id, lease_seconds)))
+    if len(owned) > share:
+        extra = tuple(sorted(owned)[share:])
+        yield ReleaseBuckets(info.id, extra)
+        for bucket in extra:
+            del owned[bucket]
+    elif len(owned) < share:
+        owned.update((yield TakeBuckets(info.id, share - len(owned), lease_seconds)))
+    until = min(owned.values()) if owned else None
+    return BucketLease(frozenset(owned), until, now, len(live))
+
+
+def leave(owner: str) -> Rule[None]:
+    """A scheduler that stops frees its buckets at once (the others take them at their next beat)."""
+    yield ReleaseBuckets(owner, None)
 
 
 # -- how an attempt ends -----------------------------------------------------------------------------
@@ -328,9 +502,13 @@ class AttemptEnd:
 __all__ = [
     "END_STATUS",
     "AdvanceCursor",
+    "AdvanceCursors",
     "AttemptEnd",
+    "BeatScheduler",
+    "BucketOp",
     "EndKind",
     "FetchRun",
+    "FetchRuns",
     "FetchState",
     "FindCoalesceTarget",
     "FindIdempotent",
@@ -340,19 +518,26 @@ __all__ = [
     "MakeRule",
     "Op",
     "PauseState",
-    "RecordFire",
+    "RecordFires",
+    "ReleaseBuckets",
+    "RenewBuckets",
     "ResumeState",
     "Rule",
-    "ScheduleActive",
+    "SchedulesActive",
     "SeenFire",
-    "TakeFireSlot",
+    "Slot",
+    "TakeBuckets",
+    "TakeFireSlots",
+    "advance_cursors",
+    "balance_buckets",
     "coalescing",
     "create_runs",
     "drive",
     "drive_async",
+    "fair_share",
     "fire_many",
-    "fire_one",
     "insert_run",
+    "leave",
     "pause",
     "resume",
 ]

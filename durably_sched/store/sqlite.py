@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ._common import SCHEMA_VERSION, load_migrations, newer_schema_message
 from ._sqlite_base import T
+from ._sqlite_buckets import SqliteBuckets
 from ._sqlite_config_errors import SqliteConfigErrors
 from ._sqlite_rules import SqliteRules
 from ._sqlite_runs import SqliteRuns
@@ -152,6 +153,7 @@ class SqliteStore(
     SqliteRules,
     SqliteConfigErrors,
     SqliteWebSessions,
+    SqliteBuckets,
     SqliteWaits,
     Store,
 ):

@@ -13,7 +13,7 @@ import pytest
 
 from durably_sched.errors import InvalidArgumentError
 from durably_sched.store.base import Fire, RunQuery, Store
-from tests.backends import Backend
+from tests.backends import Backend, PostgresBackend, SqliteBackend
 from tests.contract.test_store_contract import claim_one, fire, slot
 
 
@@ -80,3 +80,36 @@ async def test_concurrent_batches_over_the_same_schedules_fire_each_slot_once(
     for name in schedules:
         assert len(await store.list_runs(RunQuery(schedule=name))) == 4
         assert (await store.get_cursors())[name] == slot(3)
+
+
+async def test_a_tick_of_many_schedules_is_one_batch_and_a_second_scheduler_writes_nothing(
+    backend: Backend, store: Store
+) -> None:
+    """The scheduler's batch: 300 schedules' fire times in one call; a second scheduler that fires
+    the same batch (an overlap of owners) gets every fire time deduplicated to the same run and
+    writes no row (PostgreSQL: no row has a new version)."""
+    names = [f"s{i:03d}" for i in range(300)]
+    batch = [fire(name, 1) for name in names] + [fire(name, 2, run=False) for name in names[:10]]
+    results = await store.fire_many(batch)
+    assert Counter(r.outcome for r in results) == {"triggered": 300, "missed": 10}
+    assert len(await store.list_runs(RunQuery(limit=1000))) == 300
+    cursors = await store.get_cursors()
+    assert cursors == {name: slot(2) if name in names[:10] else slot(1) for name in names}
+    versions = await _row_versions(backend)
+    other = await backend.open_store(migrate=False)
+    again = await other.fire_many([fire(name, 1) for name in names])
+    assert {r.outcome for r in again} == {"deduplicated"}
+    assert [r.run.id for r in again if r.run] == [r.run.id for r in results[:300] if r.run]
+    assert await _row_versions(backend) == versions
+    assert await store.get_cursors() == cursors
+
+
+async def _row_versions(backend: Backend) -> object:
+    """PostgreSQL: the transaction that wrote each row of the fire sequence's tables (xmin), so a
+    write of an unchanged value shows; SQLite: the rows themselves."""
+    tables = ("schedule_cursors", "fire_records", "runs", "run_labels")
+    if isinstance(backend, PostgresBackend):
+        conn = await backend.admin()
+        return [sorted(r[0] for r in await conn.fetch(f"SELECT xmin::text FROM {t}")) for t in tables]
+    assert isinstance(backend, SqliteBackend)
+    return [sorted(map(tuple, backend._execute(f"SELECT * FROM {t}"))) for t in tables]

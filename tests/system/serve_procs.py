@@ -33,8 +33,17 @@ class Serve:
     """One `durably-sched serve` subprocess with its log file."""
 
     def __init__(
-        self, database: str, schedules: Path, workdir: Path, *extra: str, env: dict[str, str]
+        self,
+        database: str,
+        schedules: Path,
+        workdir: Path,
+        *extra: str,
+        env: dict[str, str],
+        prefix: tuple[str, ...] = (),
     ) -> None:
+        """``prefix``: a command the serve runs under (``faketime -f +20s``); it may fork, so the
+        serve then gets a process group of its own and signals go to the group."""
+        self.prefix = prefix
         self.database = database
         self.schedules = schedules
         self.workdir = workdir
@@ -49,6 +58,7 @@ class Serve:
         self.log_path = log
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "durably_sched.cli",
@@ -65,6 +75,7 @@ class Serve:
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
             env={**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}", **self.env},
+            start_new_session=bool(self.prefix),
         )
         return self
 
@@ -79,12 +90,15 @@ class Serve:
     def kill9(self) -> None:
         if self.alive():
             assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
+            self.signal(signal.SIGKILL)
             self.proc.wait(10)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
-        self.proc.send_signal(sig)
+        if self.prefix:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
 
     def ready(self) -> bool:
         return "serve started" in self.output()
@@ -94,11 +108,11 @@ class Serve:
         assert self.proc is not None
         if self.proc.poll() is None:
             wait_for(lambda: self.ready() or self.proc.poll() is not None, 30, "serve started")  # type: ignore[union-attr]
-            self.proc.send_signal(signal.SIGTERM)
+            self.signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.signal(signal.SIGKILL)
             self.proc.wait(10)
             raise AssertionError(
                 f"serve pid {self.proc.pid} did not stop within {timeout}s of SIGTERM; log tail:\n"

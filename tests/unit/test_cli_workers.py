@@ -101,3 +101,28 @@ def test_a_killed_worker_on_this_host_is_gone_at_once_and_holds_no_run_once_take
     pending = migrated.json("runs", "list", "--status", "pending", "--json")
     waiting = migrated.json("runs", "show", pending[0]["id"], "--json")["waiting"]
     assert waiting == "no live worker has job 'plain'"
+
+
+async def _schedulers(project: Project) -> None:
+    from durably_sched.store.base import SchedulerInfo
+
+    store = _store(project)
+    await store.connect()
+    try:
+        await store.balance_buckets(SchedulerInfo("sched-a", "host-a", 11, 40, 20.4), 30.0, 256)
+        await store.balance_buckets(SchedulerInfo("sched-b", "host-b", 12, 40, -0.01), 30.0, 256)
+        await store.balance_buckets(SchedulerInfo("sched-a", "host-a", 11, 40, 20.4), 30.0, 256)
+        await store.balance_buckets(SchedulerInfo("sched-b", "host-b", 12, 40, -0.01), 30.0, 256)
+    finally:
+        await store.close()
+
+
+def test_workers_list_shows_who_owns_how_many_schedule_buckets_and_their_clocks(
+    migrated: Project,
+) -> None:
+    asyncio.run(_schedulers(migrated))
+    out = migrated.ok("workers", "list").stdout
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("sched-")}
+    assert "BUCKETS" in out and "CLOCK" in out
+    assert re.search(r"live\s+host-a\s+11\s+128/256\s+40\s+20\.4s ahead", rows["sched-a"]), out
+    assert re.search(r"live\s+host-b\s+12\s+128/256\s+40\s+0\.0s", rows["sched-b"]), out

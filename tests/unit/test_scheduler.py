@@ -344,3 +344,53 @@ async def test_the_log_says_what_the_fire_record_says(
     lines = [m for m in _fire_lines(caplog) if m.startswith(("not run:", "missed:", "fired:"))]
     assert paused and len(lines) == len(paused), lines
     assert all(m.startswith("not run: the schedule is paused") for m in lines), lines
+
+
+async def _until(predicate: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def test_the_loop_is_a_supervised_service_a_failing_load_backs_off_then_it_fires(
+    durably: Durably, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler runs on the service base: a load that fails is logged and tried again after a
+    back-off that doubles (on the injected clock), and the loop then fires as usual."""
+    from durably_sched.clock import ManualClock
+    from durably_sched.errors import StoreError
+
+    clock = ManualClock(T0)
+    scheduler = Scheduler(durably, config(EVERY_MINUTE), clock=clock)
+    real, calls = durably.get_cursors, 0
+
+    async def flaky() -> dict[str, datetime]:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise StoreError("database is locked")
+        return await real()
+
+    monkeypatch.setattr(durably, "get_cursors", flaky)
+    with caplog.at_level(logging.ERROR, logger="durably_sched.scheduler"):
+        scheduler.start()
+        try:
+            await _until(lambda: scheduler.failures == 1, "the first load failed")
+            assert scheduler.backoff() == 1.0
+            await clock.advance(1.0)
+            await _until(lambda: scheduler.failures == 2, "the second load failed")
+            assert scheduler.backoff() == 2.0 and scheduler.restarts == 2
+            await clock.advance(1.9)
+            assert calls == 2  # still backing off
+            await clock.advance(0.1)
+            await _until(lambda: scheduler.failures == 0 and scheduler.last_tick_monotonic > 0, "loaded")
+            await clock.advance(60)
+            deadline = time.monotonic() + 10
+            while not await scheduled_keys(durably, "minutely"):
+                assert time.monotonic() < deadline, "the loop did not fire after it recovered"
+                await clock.advance(1)
+        finally:
+            await scheduler.stop()
+    assert not scheduler.running
+    assert any("scheduler could not read its cursors" in r.getMessage() for r in caplog.records)

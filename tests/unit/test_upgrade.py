@@ -432,3 +432,23 @@ async def test_a_release_database_upgrades_to_durable_waits(backend: Backend, re
         await durably.close()
     assert done.output == {"data": [1], "kid": {"n": 1}}
     assert [a.outcome for a in attempts] == ["suspended", "suspended", "suspended", "completed"]
+
+
+@pytest.mark.parametrize("release", ["v1", "v2"])
+async def test_an_upgraded_database_has_free_buckets_for_its_schedulers(
+    backend: Backend, release: str
+) -> None:
+    """0010 (schedulers share the schedules): every bucket exists, free; the first scheduler to
+    beat after the upgrade owns them all, and its cursors and fire records are the release's."""
+    await load_v1(backend, release)
+    store = await backend.open_store(migrate=False)
+    await store.migrate()
+    cursors = await store.get_cursors()
+    assert cursors  # the release's cursors are there
+    assert await store.list_schedulers() == []
+    from durably_sched.schedule.ownership import BUCKETS
+    from durably_sched.store.base import SchedulerInfo
+
+    lease = await store.balance_buckets(SchedulerInfo("s", "h", 1, 2, None), 30.0, BUCKETS)
+    assert lease.buckets == frozenset(range(BUCKETS))
+    assert await store.get_cursors() == cursors
