@@ -61,7 +61,7 @@ def metrics(rows: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             _metric(
                 "scale_10k3_created_p99",
-                "11. 10,000 schedules, 3 serves [PG]: created p99",
+                "12. 10,000 schedules, 3 serves [PG]: created p99",
                 "s",
                 big["created_p99"],
                 "≤ 1 s",
@@ -73,7 +73,7 @@ def metrics(rows: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             _metric(
                 "scale_10k3_started_p99",
-                "11a. ... started p99 (none left waiting)",
+                "12a. ... started p99 (none left waiting)",
                 "s",
                 started,
                 "≤ 20 s, 0 waiting",
@@ -83,7 +83,7 @@ def metrics(rows: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             _metric(
                 "scale_10k3_ready",
-                "11b. ... each serve ready (fresh database)",
+                "12b. ... each serve ready (fresh database)",
                 "s",
                 big["ready_max"],
                 "≤ 5 s",
@@ -94,7 +94,7 @@ def metrics(rows: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             _metric(
                 "scale_10k3_cpu",
-                "11c. ... CPU per fire time per process (max of 3)",
+                "12c. ... CPU per fire time per process (max of 3)",
                 "ms",
                 cpu,
                 "≤ 0.4 ms",
@@ -104,11 +104,11 @@ def metrics(rows: dict[str, Any]) -> list[dict[str, Any]]:
     one = rows.get("pg-10k-1") or {}
     if "rows_per_fire" in one and "rows_per_fire" in big:
         same = abs(one["rows_per_fire"] - big["rows_per_fire"]) <= 0.05 * one["rows_per_fire"]
-        what = f"11d. Rows per fire time, 3 serves (1 serve: {one['rows_per_fire']:g})"
+        what = f"12d. Rows per fire time, 3 serves (1 serve: {one['rows_per_fire']:g})"
         out.append(_metric("scale_rows", what, "rows", big["rows_per_fire"], "same as 1 serve", same))
     huge = rows.get("pg-100k-1-no-worker") or {}
     if "created_p99" in huge:
-        what = "11e. 100,000 schedules, one --no-worker serve [PG]: created p99"
+        what = "12e. 100,000 schedules, one --no-worker serve [PG]: created p99"
         out.append(
             _metric(
                 "scale_100k_created_p99", what, "s", huge["created_p99"], "≤ 5 s", huge["created_p99"] <= 5
@@ -127,7 +127,7 @@ def _cell(value: Any, unit: str = "") -> str:
 
 def markdown(rows: dict[str, Any]) -> list[str]:
     lines = [
-        "## 11. Schedules x serves",
+        "## 12. Schedules x serves",
         "",
         "Every schedule `* * * * *`, real `durably-sched serve` processes started together on a fresh "
         "database; times after the fire time by the database's clock. The machine is shared with other "
