@@ -45,7 +45,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -64,10 +64,12 @@ from ._pg_rules import PostgresRules
 from ._pg_runs import PostgresRuns
 from ._pg_schedules import PostgresSchedules
 from ._pg_sql import CONNECT_TIMEOUT, DEFAULT_POOL_MAX, LOCK_NAMESPACE, MIGRATION_LOCK, SCHEMA_NAME
+from ._pg_statistics import RunStatistics
 from ._pg_waits import PostgresWaits
 from ._pg_work import PostgresWork
 from ._web_sessions import PostgresWebSessions
 from .base import Store
+from .records import Fire, FireResult
 from .rows import check_schema_version
 
 log = logging.getLogger("durably_sched.store.postgres")
@@ -190,6 +192,7 @@ class PostgresStore(
         self._listener = Listener(self._dsn, self._server_settings(), self.where, lambda: self._wakeup)
         self._checkpoints = GroupCommit(self._checkpoint_one, self._checkpoint_batch)
         self._completions = GroupCommit(self._end_one, self._complete_batch)
+        self._statistics = RunStatistics(lambda op: self._run("analyze", op))
 
     def _server_settings(self) -> dict[str, str]:
         return {"search_path": f'"{self.schema}"', "application_name": "durably-sched"}
@@ -233,6 +236,7 @@ class PostgresStore(
         return text.replace(password, "***") if password else text
 
     async def close(self) -> None:
+        await self._statistics.close()
         await self._checkpoints.close()
         await self._completions.close()
         await self._listener.stop()
@@ -243,6 +247,13 @@ class PostgresStore(
                 await asyncio.wait_for(pool.close(), 10.0)
             except Exception:
                 pool.terminate()
+
+    async def fire_many(self, fires: Sequence[Fire]) -> list[FireResult]:
+        results = await super().fire_many(fires)
+        # A burst of new runs: the planner must know, or claims read the whole backlog
+        # (_pg_statistics).
+        self._statistics.inserted(sum(1 for r in results if r.outcome == "triggered"))
+        return results
 
     def set_wakeup(self, callback: Callable[[], None]) -> None:
         super().set_wakeup(callback)

@@ -22,8 +22,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from durably_sched.store.base import RunRecord, Store
 from tests.backends import Backend
+from tests.helpers import until
 
 from .test_store_contract import JOB, checkpoint, claim_one, create, create_many, log_line, new_run
 
@@ -301,3 +304,61 @@ async def test_concurrent_completions_are_each_fenced_and_keep_schedule_states(
         if record is not None and record.completed_at is not None
     )
     assert state.last_success_at == newest
+
+
+async def test_after_a_burst_of_scheduled_runs_a_claim_still_reads_only_what_it_takes(
+    backend: Backend, store: Store
+) -> None:
+    """A minute's burst of scheduled runs (each keyed by its schedule, as `overlap: queue` makes
+    them) on a table the planner last saw small: the store refreshes the statistics itself, so
+    the claim keeps walking runs_active in order instead of reading and sorting the whole burst
+    (store/_pg_statistics.py)."""
+    if backend.name == "sqlite":
+        pytest.skip("SQLite plans by its fixed rules; PostgreSQL plans by statistics")
+    from durably_sched.store._pg_sql import CLAIM_ONE_STATEMENT
+    from durably_sched.store._pg_statistics import BURST
+    from durably_sched.store.base import Fire
+
+    conn = await backend.admin()  # type: ignore[attr-defined]
+    await conn.execute("ANALYZE runs")  # what the planner knows: an empty table
+    at = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    fires = [
+        Fire(
+            schedule=f"s{i}",
+            fire_time=at,
+            run=new_run(
+                key=f"schedule:s{i}:2030-01-01T12:00:00Z", ckey=f"schedule:s{i}", labels={"schedule": f"s{i}"}
+            ),
+        )
+        for i in range(BURST * 4)
+    ]
+    results = await store.fire_many(fires)
+    assert [r.outcome for r in results] == ["triggered"] * len(fires)
+
+    async def plan() -> list[dict[str, Any]]:
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            sql = CLAIM_ONE_STATEMENT.format(only="", limit=4)
+            rows = await conn.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, [JOB], "w", 30.0)
+        finally:
+            await tr.rollback()
+        return _nodes(json.loads(rows[0][0])[0]["Plan"])
+
+    async def walks_in_order() -> bool:
+        nodes = await plan()
+        scans = [
+            n
+            for n in nodes
+            # the candidates' scan (not the key check's, nor the update's by primary key)
+            if n.get("Relation Name") == "runs"
+            and "Scan" in n["Node Type"]
+            and n.get("Index Name") not in ("runs_concurrency_active", "runs_pkey")
+        ]
+        return not [n for n in nodes if n["Node Type"] == "Sort"] and all(
+            n.get("Index Name") == "runs_active" and n["Actual Rows"] * n["Actual Loops"] <= 4 for n in scans
+        )
+
+    await until(walks_in_order, 20, "the claim to walk runs_active after the burst")
+    claimed = await store.claim("w", [JOB], 4, 30)
+    assert [r.concurrency_key for r in claimed] == [f"schedule:s{i}" for i in range(4)]
