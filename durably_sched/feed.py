@@ -41,6 +41,7 @@ a log row written                          ``log:write``
 -> completed / failed / cancelled          ``run:complete`` / ``run:fail`` (error) / ``run:cancel``
 failed or cancelled -> pending             ``run:retry``
 running -> pending (released on stop)      ``run:release`` (feed only)
+-> waiting (a durable wait)                ``run:waiting`` (``waiting_for``)
 the run row is gone                        ``run:delete`` (feed only)
 =========================================  ==================================================
 
@@ -75,6 +76,7 @@ from .events import (
     RunRetryEvent,
     RunStartEvent,
     RunTriggerEvent,
+    RunWaitingEvent,
     StepCompleteEvent,
     run_scope,
 )
@@ -572,12 +574,8 @@ def _list_type(old: tuple[Any, ...] | None, record: RunRecord) -> str:
     return "run:progress"
 
 
-_STATUS_TYPES = {
-    "completed": "run:complete",
-    "failed": "run:fail",
-    "cancelled": "run:cancel",
-    "running": "run:start",
-}
+_STATUS_TYPES = {"completed": "run:complete", "failed": "run:fail", "cancelled": "run:cancel",
+                 "running": "run:start", "waiting": "run:waiting"}  # fmt: skip
 """The event a run's row in this status stands for (a pending row: see :func:`_status_type`)."""
 
 
@@ -618,9 +616,16 @@ def _status_event(old: RunRecord, record: RunRecord) -> Event:
         )
     if kind == "run:release":
         return RunReleaseEvent(**common)
+    if kind == "run:waiting":
+        return _waiting_event(record)
     if kind == "run:retry":
         return RunRetryEvent(**common)
     return RunTriggerEvent(**common, input=record.input)
+
+
+def _waiting_event(record: RunRecord) -> RunWaitingEvent:
+    step = record.wait.step if record.wait is not None else ""
+    return RunWaitingEvent(**run_scope(record), step_name=step, waiting_for=record.waiting_for or {})
 
 
 def _run_events(
@@ -645,6 +650,8 @@ def _run_events(
             or old.completed_at != record.completed_at
         ):
             terminal = _status_event(old, record)
+    elif record.status == "waiting" and (old.status != "waiting" or old.wait != record.wait):
+        out.append(_waiting_event(record))
     elif record.status == "pending" and old.status == "running" and record.attempt == old.attempt:
         out.append(RunReleaseEvent(**common))
     timed: list[tuple[datetime, int, Event]] = []

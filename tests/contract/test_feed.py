@@ -45,8 +45,17 @@ def _explode() -> None:
 STEPPED = define_job(name="stepped", run=stepped)
 
 
+async def napper(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+    await step.run("before", lambda: 1)
+    await step.sleep("nap", 0.3)
+    return {"slept": True}
+
+
+NAPPER = define_job(name="napper", run=napper)
+
+
 def make_durably(url: str, **options: Any) -> Durably:
-    return Durably(open_store(url), polling_interval=0.05, **options).register([STEPPED])
+    return Durably(open_store(url), polling_interval=0.05, **options).register([STEPPED, NAPPER])
 
 
 @pytest.fixture
@@ -107,6 +116,24 @@ async def test_a_failed_run_ends_the_stream_with_its_error(pair: tuple[Durably, 
     assert got[-1].type == "run:fail"
     assert got[-1].error == "ValueError: exploded on purpose"  # type: ignore[attr-defined]
     assert got[-1].failed_step_name == "explode"  # type: ignore[attr-defined]
+
+
+async def test_a_durable_wait_of_a_run_executed_elsewhere_is_streamed(pair: tuple[Durably, Durably]) -> None:
+    """Run and list subscribers see the run begin to wait (what for), then its next attempt."""
+    watcher, _ = pair
+    listed = watcher.subscribe_runs()
+    list_events = asyncio.create_task(collect(listed))  # type: ignore[arg-type]
+    await until(lambda: watcher.feed.polls > 1, 10, "the list stream's first poll")  # as a live page's
+    run = await watcher.trigger("napper")
+    got = await collect(watcher.subscribe(run.id, since=run.record))
+    types = [e.type for e in got]
+    assert types[-1] == "run:complete", types
+    waiting = [e for e in got if e.type == "run:waiting"]
+    assert len(waiting) == 1 and types.index("run:waiting") < len(types) - 2, types
+    assert waiting[0].step_name == "nap" and waiting[0].waiting_for["kind"] == "sleep"  # type: ignore[attr-defined]
+    assert [e.attempt for e in got if e.type == "run:start"][-1] == 2  # type: ignore[attr-defined]
+    await listed.close()
+    assert "run:waiting" in [e.type for e in await list_events if e.run_id == run.id]
 
 
 async def test_cancel_retry_and_a_finished_run(pair: tuple[Durably, Durably]) -> None:

@@ -300,7 +300,7 @@
       setDuration(row.querySelector('[data-field="duration"]'), run.duration, run.status === "running");
       errorCell(row.querySelector('[data-field="error"]'), run);
     };
-    for (const type of ["run:trigger", "run:start", "run:progress", "step:complete", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release", "run:delete"]) {
+    for (const type of ["run:trigger", "run:start", "run:progress", "step:complete", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release", "run:waiting", "run:delete"]) {
       source.addEventListener(type, onRun);
     }
     source.addEventListener("feed:reset", () => location.reload());
@@ -395,6 +395,8 @@
     // A released attempt (a failure to retry, a graceful stop): reload for the new attempt row
     // and the error it left.
     source.addEventListener("run:release", () => { setStatus("pending"); setTimeout(() => location.reload(), 800); });
+    // A durable wait ended the attempt: reload for what the run waits for and the attempt row.
+    source.addEventListener("run:waiting", () => { setStatus("waiting"); setTimeout(() => location.reload(), 800); });
     source.addEventListener("run:retry", () => setStatus("pending"));
     source.addEventListener("step:complete", reloadSteps);
     source.addEventListener("log:write", (event) => {
@@ -462,7 +464,7 @@
         const data = JSON.parse(event.data);
         if (data.run && data.run.schedule === name) soon();
       };
-      for (const type of ["run:trigger", "run:start", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release"]) {
+      for (const type of ["run:trigger", "run:start", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release", "run:waiting"]) {
         source.addEventListener(type, onRun);
       }
     }
