@@ -27,6 +27,7 @@ OUTCOME_TEXT = {
     "released": "released (a graceful stop)",
     "cancelled": "cancelled while running",
     "lease_lost": "lease lost (taken over)",
+    "suspended": "suspended (waited durably)",
 }
 
 

@@ -196,3 +196,41 @@ class StepCancelled(BaseException):
 
 def _seconds(value: float) -> str:
     return f"{value:g}s"
+
+
+class EventTimeoutError(TimeoutError):
+    """Raised in a job by ``step.wait_for_event`` when no event of its key came within the timeout.
+
+    A step failure like any other: the run's retry policy decides; a retried wait starts over with
+    its full timeout."""
+
+    def __init__(self, step_name: str, key: str, timeout: float) -> None:
+        self.step_name = step_name
+        self.key = key
+        self.timeout = timeout
+        super().__init__(f"step '{step_name}': no event '{key}' within {_seconds(timeout)}")
+
+
+class ChildRunFailedError(DurablyError):
+    """Raised in a job by ``step.run_job`` when the child run failed or was cancelled; carries the
+    child's error."""
+
+    def __init__(self, run_id: str, status: str, error: str | None, failed_step_name: str | None) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+        self.failed_step_name = failed_step_name
+        step = f" in step '{failed_step_name}'" if failed_step_name else ""
+        what = "was cancelled" if status == "cancelled" else f"failed{step}: {error}"
+        super().__init__(f"child run {run_id} {what}")
+
+
+class RunSuspended(BaseException):
+    """Raised by a durable wait once the run is stored as ``waiting``: the attempt ends here (the
+    executor writes nothing more) and the run resumes, on any worker, when its wait ends.
+
+    A BaseException, so that a job's ``except Exception`` does not swallow it."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        super().__init__(why)

@@ -33,6 +33,8 @@ EventType = Literal[
     "run:retry",
     "run:delete",
     "run:retry-scheduled",
+    "run:waiting",
+    "run:wake",
     "run:progress",
     "step:start",
     "step:complete",
@@ -149,6 +151,24 @@ class RunRetryScheduledEvent(RunEvent):
     max_attempts: int = 1
     delay: float = 0.0
     duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunWaitingEvent(RunEvent):
+    """The run waits durably (``step.sleep``, ``step.wait_for_event``, ``step.run_job``): its
+    attempt ended, it holds no lease and no slot; ``waiting_for`` says what it waits for."""
+
+    type: str = "run:waiting"
+    step_name: str = ""
+    waiting_for: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunWakeEvent(Event):
+    """This worker woke waiting runs whose time had come (sleeps ended, event timeouts)."""
+
+    type: str = "run:wake"
+    count: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,6 +320,10 @@ class Listens(Protocol):
     def on(self, event_type: Literal["run:delete"], listener: On[RunDeleteEvent]) -> Off: ...
     @overload
     def on(self, event_type: Literal["run:retry-scheduled"], listener: On[RunRetryScheduledEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:waiting"], listener: On[RunWaitingEvent]) -> Off: ...
+    @overload
+    def on(self, event_type: Literal["run:wake"], listener: On[RunWakeEvent]) -> Off: ...
     @overload
     def on(self, event_type: Literal["run:progress"], listener: On[RunProgressEvent]) -> Off: ...
     @overload

@@ -7,6 +7,7 @@ import functools
 import inspect
 import json
 import logging
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -44,7 +45,9 @@ from .events import (
 from .execution.deadline import Deadline
 from .limits import Limits
 from .retry import RetryPolicyError, timeout_seconds
+from .step_waits import ChildBatches, ChildStarter, WaitSteps
 from .store.base import Checkpoint, NewLog, Progress, RunRecord, WriteResult
+from .store.records import WaitState
 
 if TYPE_CHECKING:
     from .events import EventEmitter
@@ -129,8 +132,19 @@ class RunContext:
         self.interrupted_step: str | None = None
         """The step that was in flight when the run's task was cancelled (timeout, stop, lease)."""
         self.sync_steps = SyncSteps()  # runs sync step functions off the loop thread
+        self.start_child: ChildStarter | None = None
+        """Starts a child run (``step.run_job``); set by the worker of a Durably instance."""
+        self.children = ChildBatches()
+        """The ``step.run_job`` calls in flight, waited for together."""
+        self.suspended_on: WaitState | None = None
+        """What the run waits for once a durable wait suspended it."""
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # built outside a loop (tests); logs then come from the loop thread only
+            self._loop = None
+        self._loop_thread = threading.get_ident()
         self.log_extra: dict[str, Any] = {"run_id": run.id, "job": run.job_name}
         if "schedule" in run.labels:
             self.log_extra["schedule"] = run.labels["schedule"]
@@ -224,6 +238,14 @@ class RunContext:
         if self.stopping:
             raise StepCancelled("stopping")
 
+    def on_loop(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the run's event loop: now when on its thread, else handed over (a sync
+        step's function runs on a step thread and may write logs there)."""
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            call()
+        else:
+            self._loop.call_soon_threadsafe(call)
+
     def schedule_log_flush(self) -> None:
         if self._flush_handle is None and (self._flush_task is None or self._flush_task.done()):
             loop = asyncio.get_running_loop()
@@ -288,20 +310,25 @@ class StepLogger:
                 created_at=ctx.clock.now(),
             )
         )
-        ctx.schedule_log_flush()
+        step_name = ctx.current_step
         py_level = logging.getLevelName(level.upper())
         if isinstance(py_level, int) and run_log.isEnabledFor(py_level):
-            run_log.log(
-                py_level, "%s", message, extra={**ctx.log_extra, "step": ctx.current_step, "data": clean}
-            )
+            run_log.log(py_level, "%s", message, extra={**ctx.log_extra, "step": step_name, "data": clean})
+        # The line is buffered already (a checkpoint takes it); its flush timer and its event belong
+        # to the loop's thread.
+        ctx.on_loop(functools.partial(self._announce, level, message, clean, step_name))
+
+    def _announce(self, level: str, message: str, data: dict[str, Any], step_name: str | None) -> None:
+        ctx = self._ctx
+        ctx.schedule_log_flush()
         if ctx.events.wants("log:write"):
             ctx.events.emit(
                 LogWriteEvent(
                     **run_scope(ctx.run),
-                    step_name=ctx.current_step,
+                    step_name=step_name,
                     level=level,
                     message=message,
-                    data=clean,
+                    data=data,
                 )
             )
 
@@ -343,8 +370,13 @@ def _takes_token(fn: Callable[..., Any]) -> bool:
     return len(required) == 1
 
 
-class Step:
-    """Handed to a job's ``run`` function. Every ``run`` is a checkpoint: on resume it replays."""
+class Step(WaitSteps):
+    """Handed to a job's ``run`` function. Every ``run`` is a checkpoint: on resume it replays.
+
+    The durable waits (``sleep``, ``sleep_until``, ``wait_for_event``, ``run_job``) are in
+    :mod:`durably_sched.step_waits`."""
+
+    _ctx: RunContext
 
     def __init__(self, ctx: RunContext) -> None:
         self._ctx = ctx

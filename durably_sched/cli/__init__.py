@@ -12,6 +12,7 @@ from .._version import __version__
 from ..store import DEFAULT_DATABASE_URL
 from ._base import EXIT_CODES_HELP, REPORTED_RUNS, TIME_RULE_HELP, CliGroup, Settings
 from .admin import healthcheck, migrate
+from .events import events
 from .runs import runs
 from .schedules import schedules
 from .serve import serve
@@ -141,5 +142,5 @@ def _plain_logging() -> Callable[[], None]:
     return restore
 
 
-for command in (serve, work, migrate, healthcheck, trigger, runs, schedules, workers):
+for command in (serve, work, migrate, healthcheck, trigger, runs, schedules, workers, events):
     main.add_command(command)

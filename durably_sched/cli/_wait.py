@@ -31,9 +31,10 @@ from .._tracebacks import user_frame
 from ..attempt_views import retry_budget
 from ..durably import Durably
 from ..store.base import RunRecord
+from ..wait_views import waiting_for_text
 from ._attempts import AttemptLines
 from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, SECONDS, CliError, one_line
-from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text
+from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text, show_time
 
 POLL_INTERVAL = 0.15
 EXPLAIN_EVERY = 1.0
@@ -156,6 +157,11 @@ async def follow_run(
                 if reason != waiting and reason is not None and not live:
                     click.echo(f"waiting: {reason}", err=True)
                 waiting = reason
+            elif record.status == "waiting":
+                reason = waiting_for_text(record, show_time)
+                if reason != waiting and not live and show:
+                    click.echo(reason, err=True)  # "sleeping until T", "waiting for event KEY ..."
+                waiting = reason
             elif record.status != "pending":
                 waiting = None
             if show:
@@ -231,7 +237,10 @@ def report(
                     click.echo(f"  at {where} (traceback: durably-sched runs show {record.id})", err=True)
         return EXIT_FAILURE
     run = f"run {record.id}"
-    if here:
+    if here and record.status == "waiting":
+        waits = waiting_for_text(record, show_time)
+        continues = f"{run} is {waits}; a worker (durably-sched serve) resumes it after that"
+    elif here:
         continues = f"{run} was released and resumes when a worker picks it up (durably-sched serve)"
     else:
         continues = f"{run} continues ({record.status}); follow it with: durably-sched runs watch {record.id}"

@@ -16,6 +16,7 @@ from ..attempt_views import attempt_fields, retry_budget
 from ..durably import Durably
 from ..retry import Retry
 from ..store.base import RUN_STATUSES, LogRecord, RunRecord, StepRecord, WorkerRecord
+from ..wait_views import children_fields, wait_fields, waiting_for_text
 from ._attempts import attempts_section, known_jobs
 from ._base import (
     DURATION,
@@ -63,6 +64,7 @@ run's logs, then its output (exit 0) or error (exit 1); --timeout gives up
 STATUS_STYLE = {
     "pending": "yellow",
     "running": "cyan",
+    "waiting": "blue",
     "completed": "green",
     "failed": "red",
     "cancelled": "magenta",
@@ -175,6 +177,7 @@ async def show(run_id: str, json_mode: bool) -> None:
         steps = await durably.get_steps(run_id)
         logs = await _all_logs(durably, run_id)
         waiting = await durably.waiting_reason(run)
+        children = await durably.list_children(run_id)
         attempts, budget = await durably.get_attempts(run_id), retry_budget(durably, run)
         holder = None
         if run.status == "running" and run.worker_id:
@@ -183,6 +186,8 @@ async def show(run_id: str, json_mode: bool) -> None:
         echo_json(
             {
                 **run_json(run),
+                **wait_fields(run),
+                "children": children_fields(children),
                 "waiting": waiting,
                 "error_location": user_frame(run.traceback),
                 "holder": None if holder is None else worker_json(holder),
@@ -211,6 +216,7 @@ async def show(run_id: str, json_mode: bool) -> None:
     if waiting:
         style = "yellow" if waiting.startswith(("no live worker", "retry")) else ""
         rows.append(("waiting", Text(waiting, style=style)))
+    rows += _wait_rows(run, children)
     if run.worker_id and run.status == "running":
         rows.append(("worker", run.worker_id))
         rows.append(("lease", _lease(run, holder)))
@@ -240,6 +246,20 @@ async def show(run_id: str, json_mode: bool) -> None:
         parts += [Text(""), Text(heading, style="bold"), Text(run.traceback.rstrip(), style="red")]
     parts += attempts_section(run, attempts, budget)
     print_table(Group(*parts, *_steps_and_logs(steps, logs)))
+
+
+def _wait_rows(run: RunRecord, children: list[RunRecord]) -> list[tuple[str, Any]]:
+    """What a waiting run waits for; its parent and its children."""
+    rows: list[tuple[str, Any]] = []
+    text = waiting_for_text(run, show_time)
+    if text:
+        # "waiting  for event KEY (until T)", "waiting  sleeping until T": the label says it once
+        rows.append(("waiting", Text(text.removeprefix("waiting "), style="cyan")))
+    if run.parent_run_id:
+        rows.append(("parent", run.parent_run_id))
+    if children:
+        rows.append(("children", " ".join(f"{c.id[:8]} ({c.status})" for c in children)))
+    return rows
 
 
 def _steps_and_logs(steps: list[StepRecord], logs: list[LogRecord]) -> list[Any]:

@@ -307,8 +307,9 @@ def _interrupts(here: bool) -> Interrupts:
     def first(signum: int) -> None:
         if here:
             click.echo(
-                f"\nstopping: the run gets up to {HERE_STOP_GRACE:.0f}s to finish, then it is released for "
-                "another worker (an unfinished step runs again there); Ctrl-C again exits at once",
+                f"\nstopping: a step in progress gets up to {HERE_STOP_GRACE:.0f}s to finish, then the run "
+                "is released for another worker (an unfinished step runs again there); Ctrl-C again exits "
+                "at once",
                 err=True,
             )
 

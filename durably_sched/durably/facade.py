@@ -20,9 +20,9 @@ from ..limits import Limits
 from ..store import database_url, open_store
 from ..store.base import RunRecord, Store
 from ..waiters import Waiters
-from .actions import RunActions
 from .handles import JobHandle, JobsNamespace
 from .schedules import SchedulePausing
+from .waits import WaitActions
 
 if TYPE_CHECKING:
     from ..clock import Clock as ExecutionClock
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..schedule.scheduler import Clock
 
 
-class Durably(FacadeReads, Listens, RunActions, SchedulePausing):
+class Durably(FacadeReads, Listens, WaitActions, SchedulePausing):
     """One durably-sched instance: a store, registered jobs, a worker and the event emitter."""
 
     def __init__(
@@ -79,6 +79,7 @@ class Durably(FacadeReads, Listens, RunActions, SchedulePausing):
             limits=self.limits,
             clock=clock,
         )
+        self.worker.start_child = self._start_child
         self.retention: Retention | None = None
         """With ``retain_runs``: the purge of finished runs (``durably_sched.ops.retention``)."""
         if retention_age is not None:

@@ -31,20 +31,31 @@ from typing import Any
 
 from .._tracebacks import error_line, format_traceback
 from ..clock import Clock
-from ..errors import StepCancelled
+from ..errors import RunSuspended, StepCancelled
 from ..events import (
     EventEmitter,
     RunCompleteEvent,
     RunFailEvent,
     RunRetryScheduledEvent,
     RunStartEvent,
+    RunWaitingEvent,
     run_scope,
 )
 from ..jobs import JobDefinition
 from ..step import RunContext, Step
 from ..store.base import RunRecord, Store
 from .deadline import Deadline
-from .outcome import Cancelled, Completed, Failed, LeaseLost, Outcome, Released, decide, effective_timeout
+from .outcome import (
+    Cancelled,
+    Completed,
+    Failed,
+    LeaseLost,
+    Outcome,
+    Released,
+    Suspended,
+    decide,
+    effective_timeout,
+)
 
 __all__ = ["ExecutionEnv", "FinishedCallback", "execute", "finish", "release"]
 
@@ -107,6 +118,8 @@ async def execute(ctx: RunContext, job: JobDefinition[Any, Any], env: ExecutionE
         if ctx.lost:
             return LeaseLost()  # the lease renewal (or the stop) cancelled us: write nothing more
         raise
+    except RunSuspended as exc:
+        return Suspended(exc.why)
     except BaseException as exc:
         if not isinstance(exc, Exception | StepCancelled):
             raise
@@ -140,6 +153,8 @@ async def finish(ctx: RunContext, outcome: Outcome, env: ExecutionEnv) -> None:
         elif isinstance(outcome, Released):
             await _store_logs(ctx, env)
             await release(ctx, env, outcome.why, retry=outcome.store_failed)
+        elif isinstance(outcome, Suspended):
+            _suspended(ctx, outcome, env)
         else:
             if ctx.token.reason != "stopping":  # at a stop's end the stop releases it and says so
                 log.info("run stopped: %s", "lease lost" if ctx.lost else "cancelled", extra=ctx.log_extra)
@@ -149,6 +164,15 @@ async def finish(ctx: RunContext, outcome: Outcome, env: ExecutionEnv) -> None:
         env.report(exc, "execute", ctx.run_id)
         if not ctx.lost and not isinstance(outcome, Released | LeaseLost):
             await release(ctx, env, " after a database error", retry=True)
+
+
+def _suspended(ctx: RunContext, outcome: Suspended, env: ExecutionEnv) -> None:
+    """The run waits (stored by the step that waits): say so."""
+    log.info("run %s", outcome.why, extra=ctx.log_extra)
+    wait = ctx.suspended_on
+    if env.events.wants("run:waiting") and wait is not None:
+        event = RunWaitingEvent(**run_scope(ctx.run), step_name=wait.step, waiting_for=wait.describe())
+        env.events.emit(event)
 
 
 async def _complete(ctx: RunContext, outcome: Completed, env: ExecutionEnv) -> None:

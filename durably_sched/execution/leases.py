@@ -154,7 +154,8 @@ class Leases(Service):
     # -- leases ------------------------------------------------------------------------------------
     async def beat(self) -> None:
         """Renew the leases of the runs held here (the registry's heartbeat rides on it)."""
-        contexts = {run_id: e.ctx for run_id, e in self.active.items() if not e.ctx.lost}
+        held = self.active.items()
+        contexts = {run_id: e.ctx for run_id, e in held if not e.ctx.lost and e.ctx.suspended_on is None}
         try:
             if not contexts:
                 if not await self.store.heartbeat_worker(self.worker_id, 0):
@@ -172,8 +173,8 @@ class Leases(Service):
         for run_id, outcome in results.items():
             ctx = contexts[run_id]
             entry = self.active.get(run_id)
-            if entry is None or entry.ctx is not ctx:
-                continue  # finished while the renewal was in flight: "lost" means completed
+            if entry is None or entry.ctx is not ctx or ctx.suspended_on is not None:
+                continue  # finished (or began to wait) while the renewal was in flight: not a loss
             if outcome == "ok" and renewed:
                 self.events.emit(
                     RunLeaseRenewedEvent(

@@ -22,6 +22,7 @@ __all__ = [
     "LeaseLost",
     "Outcome",
     "Released",
+    "Suspended",
     "decide",
     "effective_retry",
     "effective_timeout",
@@ -64,7 +65,15 @@ class Cancelled:
     """An operator cancelled the run (the store already says so)."""
 
 
-Outcome = Completed | Failed | Released | LeaseLost | Cancelled
+@dataclass(frozen=True, slots=True)
+class Suspended:
+    """The run waits durably (a sleep, an event, child runs): the store already says so (status
+    ``waiting``, no lease); nothing more is written by this attempt."""
+
+    why: str
+
+
+Outcome = Completed | Failed | Released | LeaseLost | Cancelled | Suspended
 
 
 def effective_retry(job: JobDefinition[Any, Any] | None, run: RunRecord) -> Retry | None:

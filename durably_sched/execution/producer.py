@@ -42,10 +42,12 @@ from ..jobs import JobDefinition
 from ..limits import Limits
 from ..registry import HostIdentity
 from ..step import RunContext
+from ..step_waits import ChildStarter
 from ..store.base import RunRecord, Store, WorkerInfo
 from .executor import ExecutionEnv, FinishedCallback, execute, finish, release
 from .leases import ActiveRun, Leases
 from .outcome import effective_retry
+from .timers import WakeTimer
 
 __all__ = ["ORPHAN_CLAIM_WAIT", "HandOff", "Producer", "make_worker_id"]
 
@@ -160,6 +162,10 @@ class Producer:
             wake=self.wake,
             clock=self.clock,
         )
+        self.timers = WakeTimer(store, events, self.clock, polling_interval)
+        """Wakes waiting runs whose time came (durable sleeps, event timeouts)."""
+        self.start_child: ChildStarter | None = None
+        """How ``step.run_job`` starts a child run (set by the Durably facade)."""
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[list[RunRecord]] | None = None
@@ -333,6 +339,7 @@ class Producer:
         mine: list[asyncio.Task[None]] = []  # until idle: the runs claimed here still executing
         failures = 0
         while not self._stopping:
+            await self.timers.poll()
             room = self.free_slots()
             if max_runs is not None:
                 room = min(room, max_runs - len(claimed_all))
@@ -365,7 +372,7 @@ class Producer:
             if room <= 0:
                 self._wake.clear()  # nothing to claim until a slot frees (that wakes the loop)
             if not until_idle:
-                await self.clock.wait(self._wake, self.polling_interval)
+                await self.clock.wait(self._wake, self.timers.wait(self.polling_interval))
                 continue
             mine = [task for task in mine if not task.done()]
             if not mine:
@@ -414,7 +421,9 @@ class Producer:
 
     # -- runs ----------------------------------------------------------------------------------------
     def context(self, run: RunRecord) -> RunContext:
-        return RunContext(run, self.store, self.events, {}, self.limits, self.clock)
+        ctx = RunContext(run, self.store, self.events, {}, self.limits, self.clock)
+        ctx.start_child = self.start_child
+        return ctx
 
     def launch(self, run: RunRecord) -> asyncio.Task[None]:
         """Execute a run claimed for this worker in a slot of its own."""
@@ -446,9 +455,14 @@ class Producer:
             entry = self.active.get(run.id)
             if entry is not None and entry.ctx is ctx:
                 del self.active[run.id]
-            if full or run.concurrency_key is not None or self.only_run_ids is not None:
+            if (
+                full
+                or run.concurrency_key is not None
+                or run.parent_run_id is not None
+                or self.only_run_ids is not None
+            ):
                 # A claim now may find what the last one could not take (no slot was free) or what
-                # this run held back (its key's next run). Otherwise the last claim found every
+                # this run held back (its key's next run, its parent). Otherwise the last claim found every
                 # run there was, and newer ones wake the worker themselves.
                 self._wake.set()
             await ctx.close()

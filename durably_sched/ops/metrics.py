@@ -57,6 +57,7 @@ from ..events import (
 )
 from ..schedule.cron import jitter_offset
 from ..store.base import FINISHED_STATUSES, FIRE_OUTCOMES, RUN_STATUSES, FireResult, ScheduleState
+from ..store.records import WAIT_KINDS
 
 if TYPE_CHECKING:
     from ..ports import OpsFacade
@@ -100,6 +101,7 @@ class Metrics:
         self._define(self.registry)
         self._counts: dict[tuple[str, str], int] | None = None
         self._orphaned: dict[str, int] | None = None
+        self._waiting: dict[tuple[str, str], int] = {}
         self._counts_at: float | None = None
         self._database_up: bool | None = None
         self._schedule_states: dict[str, ScheduleState] = {}
@@ -257,6 +259,7 @@ class Metrics:
             try:
                 counts = await asyncio.wait_for(self.durably.count_runs_by_status(), self.query_timeout)
                 orphaned = await asyncio.wait_for(self.durably.jobs_without_worker(), self.query_timeout)
+                self._waiting = await asyncio.wait_for(self.durably.count_waiting(), self.query_timeout)
                 if self.scheduler is not None:
                     states, last_runs = await asyncio.wait_for(self._read_schedules(), self.query_timeout)
                     self._schedule_states, self._last_runs = states, last_runs
@@ -338,6 +341,15 @@ class Metrics:
             for status in RUN_STATUSES:
                 runs.add_metric([job, status], counts.get((job, status), 0))
         yield runs
+        waiting = GaugeMetricFamily(
+            "durably_waiting_runs",
+            "Runs waiting (holding no worker) by job and what they wait for: sleep, event, children.",
+            labels=["job", "kind"],
+        )
+        for job in jobs:
+            for kind in WAIT_KINDS:
+                waiting.add_metric([job, kind], self._waiting.get((job, kind), 0))
+        yield waiting
         depth = GaugeMetricFamily(
             "durably_queue_depth", "Pending runs in the database (all jobs, all processes)."
         )

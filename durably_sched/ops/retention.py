@@ -5,7 +5,8 @@ Every ``interval`` seconds (first right at :meth:`Retention.start`):
 1. **Runs**: finished runs (completed, failed, cancelled) that finished more than ``older_than`` ago
    are deleted with their steps, logs and attempts (the database deletes a run's attempts with
    it), ``batch_size`` at a time, yielding to the event loop between batches, until a batch comes
-   back short. Pending and running runs are never touched.
+   back short. Pending, running and waiting runs are never touched. Events (``send_event``) sent
+   before the same cutoff go too.
 2. **Fire records**: the per-(schedule, fire time) records are deleted only when their fire time is
    older than the *fire-record horizon*::
 
@@ -88,6 +89,8 @@ class PurgeResult:
 
     runs: int | None
     fire_records: int | None
+    events: int | None = None
+    """Events (``send_event``) sent before the same cutoff as runs."""
 
 
 class Retention(Service):
@@ -150,6 +153,7 @@ class Retention(Service):
         else:
             if runs:
                 log.info("retention: purged %d finished runs that finished before %s", runs, _iso(cutoff))
+        events = await self._purge_events(cutoff)
         try:
             config = self.schedules()
             if config is None:
@@ -164,7 +168,19 @@ class Retention(Service):
                     )  # fmt: skip
         except Exception as exc:
             log.error("retention: could not purge fire records (next try in %.0fs): %s", self.interval, exc)
-        return PurgeResult(runs, records)
+        return PurgeResult(runs, records, events)
+
+    async def _purge_events(self, cutoff: datetime) -> int | None:
+        """Events sent before the runs' cutoff: a run created before then that has not reached its
+        wait yet no longer receives them (docs/waiting.md)."""
+        try:
+            events = await self._in_batches(self.durably.store.purge_events, cutoff)
+        except Exception as exc:
+            log.error("retention: could not purge events (next try in %.0fs): %s", self.interval, exc)
+            return None
+        if events:
+            log.info("retention: purged %d events sent before %s", events, _iso(cutoff))
+        return events
 
     async def _in_batches(self, purge: Callable[[datetime, int], Awaitable[int]], cutoff: datetime) -> int:
         total = 0

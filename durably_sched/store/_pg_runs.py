@@ -42,6 +42,7 @@ from .rows import (
     step_from_row,
 )
 from .rules import coalescing, create_runs
+from .waits import WAITING_OR_ACTIVE_SQL
 
 
 class PostgresRuns(PostgresAccess):
@@ -283,7 +284,7 @@ class PostgresRuns(PostgresAccess):
         async def cancel(conn: Any, replay: bool) -> RunRecord | None:
             row = await conn.fetchrow(
                 "UPDATE runs SET status = 'cancelled', completed_at = now(), updated_at = now() "
-                f"WHERE id = $1 AND status IN {ACTIVE_SQL} RETURNING {RUN_SELECT}",
+                f"WHERE id = $1 AND status IN {WAITING_OR_ACTIVE_SQL} RETURNING {RUN_SELECT}",
                 run_id,
             )
             return run_from_row(row) if row is not None else await fetch_run(conn, run_id)

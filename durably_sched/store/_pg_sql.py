@@ -297,11 +297,12 @@ UPDATE fire_records f SET outcome = n.outcome, run_id = n.run_id FROM {_SLOTS}
 WHERE f.schedule = n.schedule AND f.fire_time = n.fire_time
 """
 SCHEDULES_ACTIVE = f"""
-SELECT DISTINCT r.schedule_name FROM unnest($1::text[]) AS n(name)
-CROSS JOIN LATERAL (
-    SELECT schedule_name FROM runs WHERE schedule_name = n.name AND status IN {ACTIVE_SQL} LIMIT 1
-) AS r
+SELECT n.name AS schedule_name FROM unnest($1::text[]) AS n(name)
+WHERE EXISTS (SELECT 1 FROM runs WHERE schedule_name = n.name AND status IN {ACTIVE_SQL})
+   OR EXISTS (SELECT 1 FROM runs WHERE schedule_name = n.name AND status = 'waiting')
 """
+"""The schedules of ``$1`` with a run pending, running or waiting (the overlap policy treats a waiting
+run as still running): the partial indexes runs_schedule_active and runs_schedule_waiting."""
 
 UPSERT_CURSOR = """
 INSERT INTO schedule_cursors AS c (schedule, last_fire_time) VALUES ($1, $2)

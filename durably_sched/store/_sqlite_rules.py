@@ -17,6 +17,7 @@ from ._sqlite_base import RUN_SELECT, STATE_SELECT, SqliteAccess, fetch_run, now
 from ._sqlite_buckets import bucket_answer
 from .records import Disposition, NewRun, RunRecord, ScheduleState
 from .rows import ACTIVE_SQL
+from .waits import SCHEDULE_WAITING
 
 T = TypeVar("T")
 ADVANCE_CURSOR = (
@@ -68,7 +69,12 @@ class Answers:
                     "SELECT 1 FROM runs INDEXED BY runs_schedule_active WHERE schedule_name = ? "
                     f"AND status IN {ACTIVE_SQL} LIMIT 1"
                 )
-                return {name for name in schedules if conn.execute(sql, (name,)).fetchone() is not None}
+                return {
+                    name
+                    for name in schedules
+                    if conn.execute(sql, (name,)).fetchone() is not None
+                    or conn.execute(SCHEDULE_WAITING, (name,)).fetchone() is not None
+                }
             case rules.FetchRun(run_id):
                 return fetch_run(conn, run_id)
             case rules.FetchRuns(run_ids):

@@ -28,6 +28,7 @@ from .rows import (
     by_run,
     columns,
 )
+from .waits import WAITING_OR_ACTIVE_SQL
 
 
 class SqliteRuns(SqliteAccess):
@@ -177,7 +178,7 @@ class SqliteRuns(SqliteAccess):
             now = now_ms()
             conn.execute(
                 f"UPDATE runs SET status = 'cancelled', completed_at = ?, updated_at = ? "
-                f"WHERE id = ? AND status IN {ACTIVE_SQL}",
+                f"WHERE id = ? AND status IN {WAITING_OR_ACTIVE_SQL}",
                 (now, now, run_id),
             )
             return fetch_run(conn, run_id)

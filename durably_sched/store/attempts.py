@@ -2,8 +2,9 @@
 
 An attempt starts with a claim and ends with the write that takes the run from its holder:
 ``completed``, ``failed`` (for good, or to be retried later), ``released`` (a graceful stop gave it
-back), ``cancelled`` (an operator cancelled it while it ran) or ``lease_lost`` (its holder stopped
-renewing the lease and a later claim took the run over).
+back), ``cancelled`` (an operator cancelled it while it ran), ``lease_lost`` (its holder stopped
+renewing the lease and a later claim took the run over) or ``suspended`` (the run waits durably:
+a sleep, an event, child runs; a later attempt goes on after the wait).
 
 Who records it: the database, in the very statement that ends the attempt (a trigger on ``runs``
 in both backends), so the hot path of a completed run has no extra statement, round trip or
@@ -20,7 +21,7 @@ import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..errors import StoreError
 from ._common import as_stored
@@ -34,8 +35,8 @@ __all__ = [
     "attempt_from_row",
 ]
 
-AttemptOutcome = Literal["completed", "failed", "released", "cancelled", "lease_lost"]
-ATTEMPT_OUTCOMES: tuple[AttemptOutcome, ...] = ("completed", "failed", "released", "cancelled", "lease_lost")
+AttemptOutcome = Literal["completed", "failed", "released", "cancelled", "lease_lost", "suspended"]
+ATTEMPT_OUTCOMES: tuple[AttemptOutcome, ...] = get_args(AttemptOutcome)
 
 ATTEMPTS_SQL = (
     "SELECT run_id, attempt, outcome, worker_id, started_at, ended_at, error, failed_step_name, "

@@ -63,6 +63,7 @@ from .rules import (
     pause,
     resume,
 )
+from .waits import WaitStore
 
 T = TypeVar("T")
 __all__ = [
@@ -121,7 +122,7 @@ def _failure(
     )
 
 
-class Store(ConfigErrorStore, AttemptReads, WebSessionStore):
+class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore):
     """The storage contract. One instance per process; safe for concurrent use from one loop."""
 
     url: str

@@ -63,6 +63,7 @@ from ._pg_rules import PostgresRules
 from ._pg_runs import PostgresRuns
 from ._pg_schedules import PostgresSchedules
 from ._pg_sql import CONNECT_TIMEOUT, DEFAULT_POOL_MAX, LOCK_NAMESPACE, MIGRATION_LOCK, SCHEMA_NAME
+from ._pg_waits import PostgresWaits
 from ._pg_work import PostgresWork
 from ._web_sessions import PostgresWebSessions
 from .base import Store
@@ -117,6 +118,7 @@ class PostgresStore(
     PostgresConfigErrors,
     PostgresWebSessions,
     PostgresBuckets,
+    PostgresWaits,
     Store,
 ):
     """Store on a PostgreSQL database through an asyncpg connection pool.

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
-RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "completed", "failed", "cancelled")
+RunStatus = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "cancelled")
 Disposition = Literal["created", "idempotent", "coalesced"]
 """How a trigger was resolved: a new run; the existing run of its idempotency key; or (with
@@ -57,6 +57,34 @@ class Progress:
     message: str | None = None
 
 
+WaitKind = Literal["sleep", "event", "children"]
+WAIT_KINDS: tuple[WaitKind, ...] = ("sleep", "event", "children")
+
+
+@dataclass(frozen=True, slots=True)
+class WaitState:
+    """A run's last durable wait (``step.sleep``, ``step.wait_for_event``, ``step.run_job``): what
+    it waits (or waited) for, and once woken, how the wait ended."""
+
+    kind: WaitKind
+    step: str
+    """The step that waits: its name makes the replay deterministic."""
+    key: str | None = None
+    """The event key (kind ``event``)."""
+    until: datetime | None = None
+    """When it may wake: the sleep's end, or the event's timeout (None: no timeout)."""
+    children: int | None = None
+    """The child runs it waits for (kind ``children``)."""
+    outcome: str | None = None
+    """How it ended: ``due``, ``event``, ``timeout``, ``children``; None while it waits."""
+    data: Any = None
+    """The data of the event that ended it."""
+
+    def describe(self) -> dict[str, Any]:
+        """The ``waiting_for`` JSON field: kind, until, key, children."""
+        return {"kind": self.kind, "until": self.until, "key": self.key, "children": self.children}
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     id: str
@@ -91,10 +119,23 @@ class RunRecord:
     """Seconds one attempt may take, stored on the run (an override); None: the job's."""
     previous_worker_id: str | None = None
     """Only on records returned by ``claim``: the worker that held (or last held) the run before."""
+    parent_run_id: str | None = None
+    """The run that started this one with ``step.run_job`` (None: started otherwise)."""
+    wait: WaitState | None = None
+    """The run's last durable wait (kept after it ended, for the replay); see ``waiting_for``."""
+    event_seq: int = 0
+    """The newest event this run received."""
 
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+    @property
+    def waiting_for(self) -> dict[str, Any] | None:
+        """What a ``waiting`` run waits for (``{"kind", "until", "key", "children"}``); None otherwise."""
+        if self.status != "waiting" or self.wait is None:
+            return None
+        return self.wait.describe()
 
 
 @dataclass(frozen=True, slots=True)

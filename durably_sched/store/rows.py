@@ -28,6 +28,7 @@ from .records import (
     RunRecord,
     ScheduleState,
     StepRecord,
+    WaitState,
     WorkerInfo,
     WorkerRecord,
     WriteResult,
@@ -91,6 +92,15 @@ RUN_COLUMNS: tuple[str, ...] = (
     "not_before",
     "retry_policy",
     "timeout",
+    "parent_run_id",
+    "wait_kind",
+    "wait_step",
+    "wait_key",
+    "wake_at",
+    "wait_children",
+    "wait_outcome",
+    "wait_data",
+    "event_seq",
 )
 STEP_COLUMNS: tuple[str, ...] = ("run_id", "name", "idx", "output", "started_at", "completed_at")
 LOG_COLUMNS: tuple[str, ...] = ("id", "run_id", "step_name", "level", "message", "data", "created_at")
@@ -193,6 +203,25 @@ def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None 
         not_before=time(row["not_before"]),
         retry_policy=None if policy is None else json.loads(policy),
         previous_worker_id=previous_worker_id,
+        parent_run_id=row["parent_run_id"],
+        wait=_wait_from_row(row, time),
+        event_seq=row["event_seq"],
+    )
+
+
+def _wait_from_row(row: Row, time: TimeFn) -> WaitState | None:
+    kind = row["wait_kind"]
+    if kind is None:
+        return None
+    data = row["wait_data"]
+    return WaitState(
+        kind=kind,
+        step=row["wait_step"],
+        key=row["wait_key"],
+        until=time(row["wake_at"]),
+        children=row["wait_children"],
+        outcome=row["wait_outcome"],
+        data=None if data is None else json.loads(data),
     )
 
 

@@ -49,6 +49,7 @@ from ._sqlite_config_errors import SqliteConfigErrors
 from ._sqlite_rules import SqliteRules
 from ._sqlite_runs import SqliteRuns
 from ._sqlite_schedules import SqliteSchedules
+from ._sqlite_waits import SqliteWaits
 from ._sqlite_work import SqliteWork
 from ._sqlite_writer import Writer, read_error
 from ._web_sessions import SqliteWebSessions
@@ -153,6 +154,7 @@ class SqliteStore(
     SqliteConfigErrors,
     SqliteWebSessions,
     SqliteBuckets,
+    SqliteWaits,
     Store,
 ):
     """Store on one SQLite file. URL: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.

@@ -29,6 +29,7 @@ from ..store.base import (
     StepRecord,
     WorkerRecord,
 )
+from ..wait_views import children_fields, wait_fields, waiting_for_text
 
 if TYPE_CHECKING:
     from ..ports import WebFacade
@@ -100,6 +101,7 @@ def run(record: RunRecord) -> dict[str, Any]:
         "completed_at": utc(record.completed_at),
         "updated_at": utc(record.updated_at),
         "duration": duration(record),
+        **wait_fields(record),
     }
 
 
@@ -114,8 +116,11 @@ async def detail_of(durably: WebFacade, record: RunRecord) -> dict[str, Any]:
     """:func:`run_detail` of a run already read."""
     budget = retry_budget(durably, record)
     attempts = await durably.get_attempts(record.id)
+    children = await durably.list_children(record.id)
     return {
         **run(record),
+        "waiting_for_text": waiting_for_text(record),
+        "children": children_fields(children),
         "max_attempts": budget,
         "attempts": [attempt_fields(a, utc, budget) for a in attempts],
         "attempts_not_recorded": not_recorded(attempts),

@@ -255,6 +255,17 @@ async def delete_run(request: Request) -> Response:
     return JSONResponse({"deleted": run_id})
 
 
+@endpoint(act=True)
+async def send_event(request: Request) -> Response:
+    """``POST /api/events`` with ``{"key", "data"}``: the runs it woke (``step.wait_for_event``)."""
+    body = await body_object(request, {"key", "data"})
+    key = optional_str(body, "key")
+    if not key:
+        raise ApiError(400, "bad_request", "key is required: the event's key, such as approve:2026-12-06")
+    woken = await context(request).durably.send_event(key, body.get("data"))
+    return JSONResponse({"key": key, "woken": woken})
+
+
 # -- live streams ------------------------------------------------------------------------------------
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _ENCODE_ANY = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
@@ -601,6 +612,7 @@ async def backfill_schedule(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/events", send_event, methods=["POST"]),
         Route("/jobs/{job}/trigger", trigger_job, methods=["POST"]),
         Route("/runs", list_runs, methods=["GET"]),
         Route("/runs/events", list_events, methods=["GET"]),

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.system.serve_procs import ROOT, wait_for
+from tests.system.serve_procs import ROOT, http_base
 
 pytestmark = pytest.mark.system
 CHROMIUM = "/usr/bin/chromium"
@@ -91,13 +91,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )  # fmt: skip
 
-    def port() -> int | None:
-        assert proc.poll() is None, log.read_text()
-        found = re.search(r"on http://127\.0\.0\.1:(\d+)", log.read_text())
-        return int(found.group(1)) if found else None
-
     try:
-        yield f"http://127.0.0.1:{wait_for(port, 60, 'serve listening')}", work
+        yield http_base(proc, log), work
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

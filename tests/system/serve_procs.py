@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,3 +121,14 @@ class Serve:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if hasattr(self, "log_path") else ""
+
+
+def http_base(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> str:
+    """The address a `serve --http 127.0.0.1:0` listens on, once its log says so (it must not exit)."""
+
+    def port() -> int | None:
+        assert proc.poll() is None, log.read_text()
+        found = re.search(r"on http://127\.0\.0\.1:(\d+)", log.read_text())
+        return int(found.group(1)) if found else None
+
+    return f"http://127.0.0.1:{wait_for(port, timeout, 'serve listening')}"

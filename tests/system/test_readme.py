@@ -14,6 +14,8 @@ without one are run:
   running the tests; a ``durably-sched ... serve`` line runs in the background until it has
   logged "serve started" and is stopped with SIGTERM at the end of the block (it must stop
   gracefully). ``with-serve``: a `serve` of the example is started first, as the quick start does.
+  ``runs-complete``: after the block, every run in its database completes (none fails or is left
+  waiting), as the text around such a block promises.
   ``terminal``: the block runs on a pseudo-terminal and must draw a progress bar that advances.
 * ``install``: only in :func:`test_install_blocks_work_in_a_fresh_copy`, as written, with real
   virtualenvs and ``pip install`` (slow; ``DURABLY_README_INSTALL=0`` skips it).
@@ -27,6 +29,7 @@ without one are run:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import re
@@ -297,6 +300,24 @@ def check_shell(block: Block, repo: Path, env: dict[str, str]) -> None:
             check_progress_bar(block, output)
         elif script.strip():
             run_script(script, repo, env, 180, block)
+        if "runs-complete" in block.options:
+            check_runs_complete(block, repo, env)
+
+
+def check_runs_complete(block: Block, repo: Path, env: dict[str, str]) -> None:
+    """The runs the block made (not those the example's schedules fire meanwhile) all complete."""
+    command = ".venv/bin/durably-sched --database sqlite:///durably.db runs list --json"
+    statuses: dict[str, str] = {}
+
+    def all_completed() -> bool:
+        runs = json.loads(run_script(command, repo, env, 60, block))
+        statuses.update({run["id"]: run["status"] for run in runs if "schedule" not in run["labels"]})
+        return bool(statuses) and all(status == "completed" for status in statuses.values())
+
+    try:
+        wait_for(all_completed, 60, f"{block}: every run to complete")
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}; the runs: {statuses}") from None
 
 
 def check_progress_bar(block: Block, output: str) -> None:

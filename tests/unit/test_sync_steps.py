@@ -137,6 +137,35 @@ async def test_sync_steps_see_the_callers_context_variables_but_cannot_change_th
     assert seen == ["job-1", "job-1"]  # each step starts from the job's context, not the last step's
 
 
+async def test_a_sync_step_writes_logs_that_are_stored_and_emitted_on_the_loop_thread(make: Any) -> None:
+    """``step.log`` inside a plain ``def`` step (on a step thread): the lines are stored with the
+    step that wrote them and their ``log:write`` events reach listeners on the loop's thread."""
+    loop_thread = threading.get_ident()
+    emitted: list[tuple[str, str | None, int]] = []
+
+    def slow_report(step: Step) -> int:
+        time.sleep(SYNC_WAIT * 20)  # the awaited path
+        step.log.info("slow line", n=2)
+        return 2
+
+    async def fn(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        await step.run("quick", lambda: step.log.info("quick line", n=1))
+        await step.run("slow", lambda: slow_report(step))
+        return {}
+
+    durably = await make(define_job(name="logs_in_threads", run=fn))
+    durably.on(
+        "log:write", lambda e: emitted.append((e.message, e.step_name, threading.get_ident()))
+    )
+    run = await durably.jobs.logs_in_threads.trigger_and_wait({}, timeout=10)
+    logs = await durably.get_logs(run.id)
+    assert [(entry.message, entry.step_name, entry.data) for entry in logs] == [
+        ("quick line", "quick", {"n": 1}),
+        ("slow line", "slow", {"n": 2}),
+    ]
+    assert emitted == [("quick line", "quick", loop_thread), ("slow line", "slow", loop_thread)]
+
+
 async def test_sync_step_errors_fail_the_run_with_the_step_named(make: Any) -> None:
     def quick_fail() -> None:
         raise ValueError("quick failure")

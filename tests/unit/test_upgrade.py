@@ -22,6 +22,7 @@ from durably_sched import SchemaVersionError, Step, create_durably, define_job
 from durably_sched.store._common import SCHEMA_VERSION
 from durably_sched.store.base import Fire, NewRun, RunQuery, Store
 from tests.backends import Backend, PostgresBackend, SqliteBackend
+from tests.helpers import until
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -396,7 +397,7 @@ async def test_a_run_the_previous_release_left_running_records_its_lost_attempt_
 async def test_an_upgraded_database_has_free_buckets_for_its_schedulers(
     backend: Backend, release: str
 ) -> None:
-    """0009 (schedulers share the schedules): every bucket exists, free; the first scheduler to
+    """0010 (schedulers share the schedules): every bucket exists, free; the first scheduler to
     beat after the upgrade owns them all, and its cursors and fire records are the release's."""
     await load_v1(backend, release)
     store = await backend.open_store(migrate=False)
@@ -410,3 +411,44 @@ async def test_an_upgraded_database_has_free_buckets_for_its_schedulers(
     lease = await store.balance_buckets(SchedulerInfo("s", "h", 1, 2, None), 30.0, BUCKETS)
     assert lease.buckets == frozenset(range(BUCKETS))
     assert await store.get_cursors() == cursors
+
+
+@pytest.mark.parametrize("release", ["v1", "v2"])
+async def test_a_release_database_upgrades_to_durable_waits(backend: Backend, release: str) -> None:
+    """The old runs have no wait, parent or children; new runs sleep, wait for events and start
+    children on the upgraded database, and the attempt that waits is recorded as suspended."""
+    expected = await load_v1(backend, release)
+    store = await backend.open_store(migrate=False)
+    assert await store.migrate() == SCHEMA_VERSION
+    for run_id in expected["ids"].values():
+        old = await store.get_run(run_id)
+        assert old is not None and (old.wait, old.parent_run_id, old.waiting_for) == (None, None, None)
+        assert await store.list_children(run_id) == []
+
+    async def kid(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"n": payload["n"]}
+
+    async def flow(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        await step.sleep("nap", 0.1)
+        data = await step.wait_for_event("go", f"go:{release}", timeout="1h")
+        return {"data": data, "kid": await step.run_job("kid", "kid", {"n": 1})}
+
+    durably = create_durably(backend.url, polling_interval=0.05).register(
+        [define_job(name="flow", run=flow), define_job(name="kid", run=kid)]
+    )
+    await durably.start()
+    try:
+        run = await durably.trigger("flow")
+
+        async def waiting_for_event() -> bool:
+            waiting = (await durably.get_run(run.id)).waiting_for
+            return waiting is not None and waiting["kind"] == "event"
+
+        await until(waiting_for_event, 20, "the run waits for its event")
+        assert await durably.send_event(f"go:{release}", [1]) == 1
+        done = await durably.wait_for_run(run.id, timeout=20)
+        attempts = await durably.get_attempts(run.id)
+    finally:
+        await durably.close()
+    assert done.output == {"data": [1], "kid": {"n": 1}}
+    assert [a.outcome for a in attempts] == ["suspended", "suspended", "suspended", "completed"]

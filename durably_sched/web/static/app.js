@@ -245,7 +245,7 @@
 
   function statusBadge(node, status) {
     node.textContent = status;
-    node.className = node.className.replace(/\b(pending|running|completed|failed|cancelled)\b/g, "").trim() + " " + status;
+    node.className = node.className.replace(/\b(pending|running|waiting|completed|failed|cancelled)\b/g, "").trim() + " " + status;
   }
 
   function matches(box, run) {
