@@ -63,6 +63,7 @@ from .rules import (
     pause,
     resume,
 )
+from .schedule_defs import ScheduleDefStore
 from .waits import WaitStore
 
 T = TypeVar("T")
@@ -122,7 +123,7 @@ def _failure(
     )
 
 
-class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore):
+class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore, ScheduleDefStore):
     """The storage contract. One instance per process; safe for concurrent use from one loop."""
 
     url: str

@@ -61,6 +61,7 @@ from ._pg_errors import describe, is_connection_error, is_transient, statement_e
 from ._pg_listener import Listener
 from ._pg_rules import PostgresRules
 from ._pg_runs import PostgresRuns
+from ._pg_schedule_defs import PostgresScheduleDefs
 from ._pg_schedules import PostgresSchedules
 from ._pg_sql import CONNECT_TIMEOUT, DEFAULT_POOL_MAX, LOCK_NAMESPACE, MIGRATION_LOCK, SCHEMA_NAME
 from ._pg_waits import PostgresWaits
@@ -119,6 +120,7 @@ class PostgresStore(
     PostgresWebSessions,
     PostgresBuckets,
     PostgresWaits,
+    PostgresScheduleDefs,
     Store,
 ):
     """Store on a PostgreSQL database through an asyncpg connection pool.
