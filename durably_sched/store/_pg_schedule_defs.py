@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from ._pg_base import PostgresAccess
-from ._pg_sql import LOCK_NAMESPACE
+from ._pg_sql import LOCK_NAMESPACE, UPSERT_CURSOR
 from .schedule_defs import (
     DefChange,
     ScheduleDef,
@@ -20,6 +21,7 @@ from .schedule_defs import (
     ScheduleVersion,
     SyncEntry,
     SyncResult,
+    cursor_move,
     decide,
     encode_cursor,
     plan_sync,
@@ -35,8 +37,8 @@ _VERSION = (
     "name, version, op, source, by, at, note, definition::text AS definition, changed::text AS changed, seq"
 )
 _INSERT_VERSION = (
-    "INSERT INTO schedule_versions (name, version, op, source, by, note, definition, changed) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb) RETURNING seq, at"
+    "INSERT INTO schedule_versions (name, version, op, source, by, note, definition, changed, at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, coalesce($9, now())) RETURNING seq, at"
 )
 _UPSERT_DEF = (
     "INSERT INTO schedule_defs (name, source, version, seq, deleted, job, labels, definition, path, line, "
@@ -47,6 +49,10 @@ _UPSERT_DEF = (
     "created_at = CASE WHEN schedule_defs.deleted AND NOT EXCLUDED.deleted THEN EXCLUDED.created_at "
     "ELSE schedule_defs.created_at END"
 )
+
+
+def whole_second(at: datetime) -> datetime:
+    return at.replace(microsecond=0)
 
 
 def _def(row: Any) -> ScheduleDef:
@@ -73,6 +79,7 @@ async def _apply(
     row = await conn.fetchrow(
         _INSERT_VERSION, version.name, version.version, version.op, version.source, version.by,
         version.note, text, json.dumps(list(version.changed)),
+        None if version.at == datetime.min else version.at,
     )  # fmt: skip
     kept = version.definition if version.definition is not None else (current.definition if current else {})
     path, line = where if version.source == "yaml" else (None, None)
@@ -81,6 +88,12 @@ async def _apply(
         str(kept.get("job", "")), json.dumps(kept.get("labels") or {}), json.dumps(kept, sort_keys=True),
         path, line, row["at"],
     )  # fmt: skip
+    move = cursor_move(current, version)
+    if move != "keep":
+        start = (
+            "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        )
+        await conn.execute(start if move == "start" else UPSERT_CURSOR, version.name, whole_second(row["at"]))
     return ScheduleVersion(
         name=version.name, version=version.version, op=version.op, source=version.source, by=version.by,
         at=row["at"], note=version.note, definition=version.definition, changed=version.changed,
@@ -93,9 +106,9 @@ async def _notify(conn: Any, versions: Sequence[ScheduleVersion]) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", SCHEDULES_CHANNEL, str(max(v.seq for v in versions)))
 
 
-async def _sync(conn: Any, entries: Sequence[SyncEntry], by: str | None) -> SyncResult:
+async def _sync(conn: Any, entries: Sequence[SyncEntry], by: str | None, at: datetime | None) -> SyncResult:
     rows = {row["name"]: _def(row) for row in await conn.fetch(f"SELECT {_DEF} FROM schedule_defs")}
-    plan = plan_sync(rows, entries, by)
+    plan = plan_sync(rows, entries, by, at)
     versions = [await _apply(conn, current, version, where) for current, version, where in plan.writes]
     if plan.moved:
         await conn.executemany("UPDATE schedule_defs SET path = $2, line = $3 WHERE name = $1", plan.moved)
@@ -145,11 +158,13 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
 
         return await self._run("save_schedule", write)
 
-    async def sync_schedules(self, entries: Sequence[SyncEntry], *, by: str | None) -> SyncResult:
+    async def sync_schedules(
+        self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
+    ) -> SyncResult:
         async def write(conn: Any, replay: bool) -> SyncResult:
             async with conn.transaction():
                 await conn.execute(_LOCK)
-                return await _sync(conn, entries, by)
+                return await _sync(conn, entries, by, at)
 
         return await self._run("sync_schedules", write)
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from ._common import ms_to_dt
+from ._common import dt_to_ms, ms_to_dt
 from ._sqlite_base import SqliteAccess, now_ms
+from ._sqlite_rules import ADVANCE_CURSOR
 from .schedule_defs import (
     DefChange,
     ScheduleDef,
@@ -19,6 +21,7 @@ from .schedule_defs import (
     ScheduleVersion,
     SyncEntry,
     SyncResult,
+    cursor_move,
     decide,
     encode_cursor,
     plan_sync,
@@ -83,6 +86,11 @@ def _apply(
          str(kept.get("job", "")), json.dumps(kept.get("labels") or {}, sort_keys=True),
          json.dumps(kept, sort_keys=True), path, line, at, at),
     )  # fmt: skip
+    move = cursor_move(current, version)
+    if move != "keep":
+        start = at // 1000 * 1000  # the change's whole second
+        sql = "INSERT OR IGNORE INTO schedule_cursors (schedule, last_fire_time) VALUES (?, ?)"
+        conn.execute(sql if move == "start" else ADVANCE_CURSOR, (version.name, start))
     return _stored(version, at, seq)
 
 
@@ -95,10 +103,12 @@ def _stored(version: ScheduleVersion, at: int, seq: int) -> ScheduleVersion:
     )  # fmt: skip
 
 
-def _sync(conn: sqlite3.Connection, entries: Sequence[SyncEntry], by: str | None) -> SyncResult:
+def _sync(
+    conn: sqlite3.Connection, entries: Sequence[SyncEntry], by: str | None, when: datetime | None
+) -> SyncResult:
     rows = {row["name"]: _def(row) for row in conn.execute(f"SELECT {_DEF} FROM schedule_defs")}
-    plan = plan_sync(rows, entries, by)
-    at = now_ms()
+    plan = plan_sync(rows, entries, by, when)
+    at = now_ms() if when is None else dt_to_ms(when)
     versions = [_apply(conn, current, version, at, where) for current, version, where in plan.writes]
     conn.executemany("UPDATE schedule_defs SET path = ?, line = ? WHERE name = ?",
                      [(path, line, name) for name, path, line in plan.moved])  # fmt: skip
@@ -115,12 +125,15 @@ class SqliteScheduleDefs(SqliteAccess, ScheduleDefStore):
             if version is None:
                 return None
             where = (current.path, current.line) if current is not None else (None, None)
-            return _apply(conn, current, version, now_ms(), where)
+            at = now_ms() if change.at is None else dt_to_ms(change.at)
+            return _apply(conn, current, version, at, where)
 
         return await self._write(write)
 
-    async def sync_schedules(self, entries: Sequence[SyncEntry], *, by: str | None) -> SyncResult:
-        return await self._write(lambda conn: _sync(conn, entries, by), heavy=True)
+    async def sync_schedules(
+        self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
+    ) -> SyncResult:
+        return await self._write(lambda conn: _sync(conn, entries, by, at), heavy=True)
 
     async def get_schedule_def(self, name: str) -> ScheduleDef | None:
         rows = await self._read(f"SELECT {_DEF} FROM schedule_defs WHERE name = ?", (name,))

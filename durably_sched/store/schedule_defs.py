@@ -37,6 +37,7 @@ __all__ = [
     "SyncPlan",
     "SyncResult",
     "changed_fields",
+    "cursor_move",
     "decide",
     "decode_cursor",
     "encode_cursor",
@@ -103,6 +104,8 @@ class DefChange:
     definition: dict[str, Any] | None = None
     by: str | None = None
     note: str | None = None
+    at: datetime | None = None
+    """When the change is made (None: the database's now); a new cron fires from then on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +234,29 @@ def decide(current: ScheduleDef | None, change: DefChange, replay: bool = False)
         op=change.op,
         source=source,
         by=change.by,
-        at=datetime.min,
+        at=change.at or datetime.min,
         note=change.note,
         definition=definition,
         changed=changed,
     )
+
+
+def cursor_move(current: ScheduleDef | None, version: ScheduleVersion) -> Literal["keep", "start", "restart"]:
+    """What a change does to the schedule's cursor (in its transaction, by the database's time):
+    a new cron or zone, or a name created again after a delete, fires from the change on
+    (``restart``: the cursor moves up to the change; no catch-up of the old expression's fire
+    times); a first definition starts from the change unless a cursor exists (``start``: a
+    schedule of an earlier release keeps its cursor, so its catch-up policy still applies)."""
+    if version.definition is None or version.op in ("pause", "resume"):
+        return "keep"
+    if current is None:
+        return "start"
+    if current.deleted:
+        return "restart"
+    old, new = current.definition, version.definition
+    if old.get("cron") != new.get("cron") or old.get("timezone") != new.get("timezone"):
+        return "restart"
+    return "keep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,13 +268,15 @@ class SyncPlan:
     refused: dict[str, str]
 
 
-def plan_sync(rows: Mapping[str, ScheduleDef], entries: Sequence[SyncEntry], by: str | None) -> SyncPlan:
+def plan_sync(
+    rows: Mapping[str, ScheduleDef], entries: Sequence[SyncEntry], by: str | None, at: datetime | None
+) -> SyncPlan:
     """The sync of ``entries`` against every stored row (see :meth:`ScheduleDefStore.sync_schedules`)."""
     plan = SyncPlan([], [], {})
     for entry in entries:
         current = rows.get(entry.name)
         try:
-            version = decide(current, DefChange(entry.name, "sync", "yaml", entry.definition, by=by))
+            version = decide(current, DefChange(entry.name, "sync", "yaml", entry.definition, by=by, at=at))
         except ScheduleConflictError as exc:
             plan.refused[entry.name] = str(exc)
             continue
@@ -261,10 +284,12 @@ def plan_sync(rows: Mapping[str, ScheduleDef], entries: Sequence[SyncEntry], by:
             plan.writes.append((current, version, (entry.path, entry.line)))
         elif current is not None and (current.path, current.line) != (entry.path, entry.line):
             plan.moved.append((entry.name, entry.path, entry.line))
+    if plan.refused:  # all or nothing, like any other error in the file
+        return SyncPlan([], [], plan.refused)
     names = {entry.name for entry in entries}
     for name, current in rows.items():
         if current.source == "yaml" and not current.deleted and name not in names:
-            removed = DefChange(name, "delete", "yaml", by=by, note="removed from schedules.yaml")
+            removed = DefChange(name, "delete", "yaml", by=by, note="removed from schedules.yaml", at=at)
             gone = decide(current, removed)
             assert gone is not None
             plan.writes.append((current, gone, (None, None)))
@@ -280,11 +305,14 @@ class ScheduleDefStore(abc.ABC):
         None when it changed nothing. Raises ScheduleConflictError / ScheduleNotFoundError."""
 
     @abc.abstractmethod
-    async def sync_schedules(self, entries: Sequence[SyncEntry], *, by: str | None) -> SyncResult:
-        """Make the YAML schedules those of ``entries`` in one transaction: new or changed entries
-        become a version (op ``sync``), YAML schedules not among them are deleted, an entry whose
-        name is an API schedule's is refused (and the API schedule left alone). A moved line is
-        written without a version."""
+    async def sync_schedules(
+        self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
+    ) -> SyncResult:
+        """Make the YAML schedules those of ``entries`` in one transaction: new or changed
+        entries become a version (op ``sync``), YAML schedules not among them are deleted. An
+        entry whose name is an API schedule's is refused, and then nothing is written (all or
+        nothing, like any error of the file). A moved line is written without a version.
+        ``at``: the sync's time (None: the database's now)."""
 
     @abc.abstractmethod
     async def get_schedule_def(self, name: str) -> ScheduleDef | None:

@@ -445,7 +445,7 @@ def _facade_knows_schedules(ctx: WebContext) -> None:
     """A Durably without a scheduler in this process (an app given only ``schedules=``) learns the
     schedules in use, so it checks names and can catch up, as a Scheduler would tell it."""
     config = ctx.schedules()
-    if config is not None and ctx.durably.schedules is None:
+    if config is not None and ctx.durably.schedules_config is None:
         ctx.durably.use_schedules(config)
 
 
