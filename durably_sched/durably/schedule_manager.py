@@ -47,6 +47,7 @@ class Durably(Protocol):
     def job_by_name(self, name: str) -> JobDefinition[Any, Any]: ...
     def scheduled_run(self, schedule: str, run: NewRun) -> NewRun: ...
 
+
 __all__ = ["MAX_PAGE", "ScheduleManager"]
 
 MAX_PAGE = 1000

@@ -53,6 +53,7 @@ class DefinitionWatch:
     clock: Clock
     _states: dict[str, ScheduleClock]
     _seq: int = 0
+    _versions: dict[str, int]  # each schedule's version when the definitions were read
     _own: dict[str, tuple[str, ScheduleEntry]]  # the file's entries: (definition as stored, entry)
 
     def _template(self, entry: ScheduleEntry) -> NewRun | None:
@@ -85,6 +86,7 @@ class DefinitionWatch:
         """Every live schedule of the database (the newest version of each)."""
         rows = await self.durably.schedule_defs_since(0)
         self._seq = max((row.seq for row in rows), default=0)
+        self._versions = {row.name: row.version for row in rows}
         return {row.name: self._entry(row) for row in rows if not row.deleted}
 
     def _entry(self, row: ScheduleDef) -> ScheduleEntry:
@@ -120,7 +122,9 @@ class DefinitionWatch:
             template = self._template(entry)
         except (UnknownJobError, InvalidArgumentError, InputValidationError):
             template = None  # each fire time is checked, and fails on its own (see Scheduler._fires)
-        self._states[row.name] = ScheduleClock(entry=entry, cursor=cursor, template=template)
+        self._states[row.name] = ScheduleClock(
+            entry=entry, cursor=cursor, template=template, version=row.version
+        )
         log.info(
             "schedule %s %s (version %d, %s source): it fires by cron '%s' (%s) from %s",
             row.name, "changed" if old is not None else "added", row.version, row.source,

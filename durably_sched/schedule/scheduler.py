@@ -137,6 +137,7 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
         self._checked: dict[str, tuple[ScheduleEntry, NewRun]] = {}  # by check(): each schedule's run
         self._own: dict[str, tuple[str, ScheduleEntry]] = {}
         self._seq = 0  # the newest schedule change applied (definitions.py)
+        self._versions: dict[str, int] = {}
         self.last_tick_monotonic = 0.0
         self.listeners: list[Listener] = []
         self.config_error: ConfigErrorRecord | None = None
@@ -213,7 +214,12 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
             await self.durably.advance_cursors(restart)
             cursors = await self.durably.get_cursors()
         self._states = {
-            name: ScheduleClock(entry=entry, cursor=cursors[name], template=self._template(entry))
+            name: ScheduleClock(
+                entry=entry,
+                cursor=cursors[name],
+                template=self._template(entry),
+                version=self._versions.get(name),
+            )
             for name, entry in schedules.items()
         }
         paused = {

@@ -38,13 +38,13 @@ LOGS_FROM = (
 INSERT_RUNS = f"""
 WITH ins AS (
     INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, schedule_name,
-                      retry_policy, timeout)
+                      retry_policy, timeout, schedule_version)
     SELECT n.id, n.job_name, 'pending', n.input, n.idempotency_key, n.concurrency_key, n.labels,
-           n.schedule_name, n.retry_policy, n.timeout
+           n.schedule_name, n.retry_policy, n.timeout, n.schedule_version
     FROM unnest($1::text[], $2::text[], $3::json[], $4::text[], $5::text[], $6::json[], $7::text[],
-                $8::json[], $9::float8[])
+                $8::json[], $9::float8[], $10::int[])
          WITH ORDINALITY AS n(id, job_name, input, idempotency_key, concurrency_key, labels,
-                              schedule_name, retry_policy, timeout, ord)
+                              schedule_name, retry_policy, timeout, schedule_version, ord)
     ORDER BY n.ord
     ON CONFLICT DO NOTHING
     RETURNING seq, {RUN_SELECT}

@@ -231,3 +231,22 @@ def test_keyword_names_match_the_issue() -> None:
     ]  # fmt: skip
     listing = inspect.signature(ScheduleManager.list).parameters
     assert list(listing)[1:] == ["job", "labels", "source", "q", "paused", "limit", "cursor"]
+
+
+async def test_each_run_records_the_version_that_fired_it(durably: Durably, clock: FakeClock) -> None:
+    s = await scheduler(durably, clock)
+    await durably.schedules.create("v", cron="* * * * *", job="report", input={"n": 1})
+    await s.apply_changes()
+    clock.advance(minutes=1)
+    await s.tick()
+    await durably.schedules.update("v", input={"n": 2})
+    await s.apply_changes()
+    clock.advance(minutes=1)
+    await s.tick()
+    runs = sorted(await durably.get_runs(schedule="v", limit=10), key=lambda r: r.created_at)
+    assert [(r.schedule_version, r.input) for r in runs] == [(1, {"n": 1}), (2, {"n": 2})]
+    # A YAML schedule's runs record its synced version.
+    clock.advance(minutes=4)
+    await s.tick()
+    [from_file] = await durably.get_runs(schedule="from-file", limit=10)
+    assert from_file.schedule_version == 1
