@@ -185,7 +185,10 @@ async def update(name: str, note: str | None, by: str | None, json_mode: bool, *
     _report(row, "updated", json_mode)
 
 
-@click.command("delete", cls=CliCommand)
+@click.command("delete", cls=CliCommand, epilog="""\b
+Examples:
+  durably-sched schedules delete acme-report --note "customer left, ticket 5120"
+""")  # fmt: skip
 @click.argument("name")
 @click.option("--note", metavar="TEXT", help="Why: recorded with the version.")
 @click.option("--by", metavar="TEXT", help="Who (default: user@host).")
@@ -196,7 +199,11 @@ async def delete(name: str, note: str | None, by: str | None) -> None:
     click.echo(f"schedule '{name}' deleted (version {version.version}); it fires nothing more")
 
 
-@click.command("versions", cls=CliCommand)
+@click.command("versions", cls=CliCommand, epilog="""\b
+Examples:
+  durably-sched schedules versions acme-report
+  durably-sched schedules versions acme-report --json
+""")  # fmt: skip
 @click.argument("name")
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array, oldest first.")
 async def versions(name: str, json_mode: bool) -> None:
@@ -209,11 +216,14 @@ async def versions(name: str, json_mode: bool) -> None:
     grid = table("VERSION", "AT", "OP", "SOURCE", "BY", "CHANGED", "NOTE")
     for v in found:
         grid.add_row(str(v.version), show_time(v.at), v.op, v.source, v.by or "-",
-                     ", ".join(v.changed) or "-", v.note or "")  # fmt: skip
+                     v.what_changed, v.note or "")  # fmt: skip
     print_table(grid)
 
 
-@click.command("rollback", cls=CliCommand)
+@click.command("rollback", cls=CliCommand, epilog="""\b
+Examples:
+  durably-sched schedules rollback acme-report --to 2 --note "version 3 ran too early"
+""")  # fmt: skip
 @click.argument("name")
 @click.option(
     "--to", "to", type=int, required=True, metavar="N", help="The version whose definition to restore."

@@ -76,10 +76,9 @@ class DefinitionWatch:
         self._own = own
         for version in result.versions:
             log.info(
-                "schedule %s: version %d (%s%s) synced from %s",
-                version.name, version.version, version.op,
-                f": {', '.join(version.changed)}" if version.changed and version.op != "delete" else "",
-                config.path, extra={"schedule": version.name},
+                "schedule %s: version %d (%s) synced from %s by %s",
+                version.name, version.version, version.what_changed, config.path, version.by,
+                extra={"schedule": version.name},
             )  # fmt: skip
 
     async def definitions(self) -> dict[str, ScheduleEntry]:

@@ -93,6 +93,15 @@ class ScheduleVersion:
     changed: tuple[str, ...] = ()
     seq: int = 0
 
+    @property
+    def what_changed(self) -> str:
+        """The changed fields in words: ``cron, input``; ``new`` for a first definition."""
+        if self.op == "delete":
+            return "deleted"
+        if self.definition is not None and set(self.changed) >= set(self.definition):
+            return "new"
+        return ", ".join(self.changed) or "-"
+
 
 @dataclass(frozen=True, slots=True)
 class DefChange:
