@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from .events import Listens
 
 if TYPE_CHECKING:
+    from .durably.schedule_manager import ScheduleManager
     from .events import EventEmitter
     from .feed import RunListSubscription, RunSubscription
     from .jobs import JobDefinition
@@ -132,6 +133,9 @@ class OpsFacade(JobsFacade, Listens, Protocol):
 class WebFacade(SchedulerFacade, OpsFacade, Protocol):
     """What :mod:`durably_sched.web` needs: the reads of the API and the pages, the run actions,
     the sessions of the dashboard, the streams, and the lifecycle for its lifespan."""
+
+    @property
+    def schedules(self) -> ScheduleManager: ...
 
     @property
     def limits(self) -> Limits: ...

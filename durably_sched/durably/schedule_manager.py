@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InputValidationError, InvalidArgumentError, ScheduleNotFoundError
@@ -32,15 +32,18 @@ from ..store.schedule_defs import (
 
 if TYPE_CHECKING:
     from ..jobs import JobDefinition
-    from ..schedule.scheduler import Clock
     from ..store.base import NewRun, Store
+
+
+class _Clock(Protocol):
+    def now(self) -> datetime: ...
 
 
 class Durably(Protocol):
     """What the manager uses of the facade."""
 
     store: Store
-    schedule_clock: Clock | None
+    schedule_clock: _Clock | None
 
     @property
     def job_names(self) -> list[str]: ...

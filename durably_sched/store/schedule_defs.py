@@ -98,7 +98,8 @@ class ScheduleVersion:
         """The changed fields in words: ``cron, input``; ``new`` for a first definition."""
         if self.op == "delete":
             return "deleted"
-        if self.definition is not None and set(self.changed) >= set(self.definition):
+        given = {k for k, v in (self.definition or {}).items() if v is not None}
+        if given and set(self.changed) >= given:
             return "new"
         return ", ".join(self.changed) or "-"
 
