@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -51,6 +51,10 @@ class SchedulePausing(Triggers):
     ) -> SyncResult:
         """Make the database's YAML schedules those of a schedules file (the scheduler's load)."""
         return await self.store.sync_schedules(entries, by=by, at=at)
+
+    def on_schedules_changed(self, callback: Callable[[], None], *, add: bool = True) -> None:
+        """Add (or remove) a callback for a change of a schedule in another process (PostgreSQL)."""
+        self.store.on_schedules_changed(callback, add=add)
 
     async def schedule_seq(self) -> int:
         """The newest change of any schedule (cheap: schedulers poll it)."""

@@ -283,9 +283,11 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
     def start(self) -> None:
         if self.ownership is not None:
             self.ownership.start()
+        self.durably.on_schedules_changed(self._wake.set)  # PostgreSQL: a change's NOTIFY wakes it
         super().start()
 
     async def stop(self) -> None:
+        self.durably.on_schedules_changed(self._wake.set, add=False)
         await super().stop()
         if self.ownership is not None:
             await self.ownership.stop()

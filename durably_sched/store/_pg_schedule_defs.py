@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ._pg_base import PostgresAccess
-from ._pg_sql import LOCK_NAMESPACE, UPSERT_CURSOR
+from ._pg_sql import LOCK_NAMESPACE, SCHEDULES_CHANNEL, UPSERT_CURSOR
 from .schedule_defs import (
     DefChange,
     ScheduleDef,
@@ -27,8 +27,6 @@ from .schedule_defs import (
     plan_sync,
 )
 
-SCHEDULES_CHANNEL = "durably_sched_schedules"
-"""Notified (with the newest seq) on the commit of every change of a schedule."""
 _LOCK = f"SELECT pg_advisory_xact_lock({LOCK_NAMESPACE + 4}, 0)"
 _DEF = (
     "name, source, version, definition::text AS definition, deleted, path, line, seq, created_at, updated_at"

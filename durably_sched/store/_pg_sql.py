@@ -28,6 +28,8 @@ SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 RUN_SELECT = columns(RUN_COLUMNS)
 STATE_SELECT = columns(STATE_COLUMNS)
 NOTIFY = f"pg_notify('{CHANNEL}', job_name)"
+SCHEDULES_CHANNEL = "durably_sched_schedules"
+"""Notified (with the newest seq) on the commit of every change of a schedule (_pg_schedule_defs.py)."""
 
 # Logs travel as five parallel arrays; WITH ORDINALITY keeps their order in the id sequence.
 LOGS_FROM = (

@@ -563,3 +563,18 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore, Schedule
         self._wakeup = callback
 
     _wakeup: Callable[[], None] | None = None
+
+    def on_schedules_changed(self, callback: Callable[[], None], *, add: bool = True) -> None:
+        """Add (or remove) a callback run on the event loop when a schedule may have changed in
+        another process. PostgreSQL calls it on the change's NOTIFY; other backends never do (a
+        scheduler polls ``schedule_seq`` anyway)."""
+        callbacks = self.__dict__.setdefault("_schedule_callbacks", [])
+        if add:
+            callbacks.append(callback)
+        elif callback in callbacks:
+            callbacks.remove(callback)
+
+    def schedules_changed(self) -> None:
+        """Run the callbacks of :meth:`on_schedules_changed`."""
+        for callback in list(self.__dict__.get("_schedule_callbacks", [])):
+            callback()

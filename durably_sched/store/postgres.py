@@ -188,7 +188,9 @@ class PostgresStore(
         self._idle: list[Any] = []  # connections kept between operations (see _acquire)
         self._waiting = 0  # operations waiting in the pool's acquire
         self._warnings = RateLimitedLog(log)
-        self._listener = Listener(self._dsn, self._server_settings(), self.where, lambda: self._wakeup)
+        self._listener = Listener(
+            self._dsn, self._server_settings(), self.where, lambda: self._wakeup, self.schedules_changed
+        )
 
     def _server_settings(self) -> dict[str, str]:
         return {"search_path": f'"{self.schema}"', "application_name": "durably-sched"}
@@ -207,7 +209,7 @@ class PostgresStore(
             )
         except Exception as exc:
             raise self._connect_error(exc) from None
-        if self._wakeup is not None:
+        if self._wakeup is not None or self.__dict__.get("_schedule_callbacks"):
             self._listener.start(asyncio.get_running_loop())
 
     def _connect_error(self, exc: BaseException) -> StoreError:
@@ -244,6 +246,11 @@ class PostgresStore(
     def set_wakeup(self, callback: Callable[[], None]) -> None:
         super().set_wakeup(callback)
         if self._pool is not None:
+            self._listener.start(asyncio.get_running_loop())
+
+    def on_schedules_changed(self, callback: Callable[[], None], *, add: bool = True) -> None:
+        super().on_schedules_changed(callback, add=add)
+        if add and self._pool is not None:
             self._listener.start(asyncio.get_running_loop())
 
     async def _acquire(self, pool: Any) -> Any:
