@@ -452,3 +452,36 @@ async def test_a_release_database_upgrades_to_durable_waits(backend: Backend, re
         await durably.close()
     assert done.output == {"data": [1], "kid": {"n": 1}}
     assert [a.outcome for a in attempts] == ["suspended", "suspended", "suspended", "completed"]
+
+
+@pytest.mark.parametrize("release", ["v1", "v2"])
+async def test_the_first_sync_makes_a_release_s_yaml_schedules_version_1_with_their_state_kept(
+    backend: Backend, release: str
+) -> None:
+    """0011 (schedules as data): the release kept schedules only in its file. The first scheduler
+    to load the file after the upgrade syncs each entry as version 1 (op ``sync``, source yaml);
+    the pause, the cursors and the fire records the release stored stay as they were (the cursor
+    is not moved: the catch-up policy still applies from it), and the old runs have no version."""
+    expected = await load_v1(backend, release)
+    store = await backend.open_store(migrate=False)
+    await store.migrate()
+    cursors = await store.get_cursors()
+    states = await store.get_schedule_states()
+    names = sorted(cursors)
+    records = {name: await store.list_fire_records(name, limit=1000) for name in names}
+    from durably_sched.store.schedule_defs import SyncEntry
+
+    definition = {"cron": "0 2 * * *", "job": "report"}
+    result = await store.sync_schedules(
+        [SyncEntry(name, definition, "schedules.yaml", 3 + i) for i, name in enumerate(names)], by="serve-1"
+    )
+    assert sorted((v.name, v.version, v.op, v.source) for v in result.versions) == [
+        (name, 1, "sync", "yaml") for name in names
+    ]
+    assert await store.get_cursors() == cursors
+    assert await store.get_schedule_states() == states
+    for name in names:
+        assert await store.list_fire_records(name, limit=1000) == records[name]
+    for run_id in expected["ids"].values():
+        old = await store.get_run(run_id)
+        assert old is not None and old.schedule_version is None
