@@ -88,13 +88,13 @@ async def schedule_json(
     }
 
 
-async def schedules_json(ctx: WebContext) -> list[dict[str, Any]]:
-    """Every schedule in use (the file's, then the database's API schedules), with its state:
-    one read of the states for the whole list."""
+async def schedules_json(ctx: WebContext, *, api: bool = True) -> list[dict[str, Any]]:
+    """Every schedule in use (the file's, then -- with ``api`` -- the database's API schedules),
+    with its state: one read of the states for the whole list."""
     found = entries(ctx)
     rows: list[ScheduleDef] = []
     cursor: str | None = None
-    while True:
+    while api:
         page = await ctx.durably.schedules.list(source="api", limit=1000, cursor=cursor)
         rows += [row for row in page.items if row.name not in found]
         if (cursor := page.next_cursor) is None:
