@@ -137,6 +137,9 @@ class WebFacade(SchedulerFacade, OpsFacade, Protocol):
 
     @property
     def schedules(self) -> ScheduleManager: ...
+    async def last_fire_records(
+        self, schedules: Sequence[str] | None = None
+    ) -> dict[str, base.FireRecord]: ...
 
     @property
     def limits(self) -> Limits: ...

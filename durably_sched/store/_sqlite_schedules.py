@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from . import _activity
@@ -53,7 +54,18 @@ class SqliteSchedules(SqliteAccess):
         )
         return [fire_record(r) for r in rows]
 
-    async def last_fire_records(self) -> dict[str, FireRecord]:
+    async def last_fire_records(self, schedules: Sequence[str] | None = None) -> dict[str, FireRecord]:
+        if schedules is not None:
+            names = list(dict.fromkeys(schedules))[:900]  # within SQLite's bound parameters
+            if not names:
+                return {}
+            rows = await self._read(
+                f"SELECT {columns(FIRE_COLUMNS, 'f.')} FROM fire_records f WHERE f.schedule IN "
+                f"({', '.join('?' * len(names))}) AND f.fire_time = "
+                "(SELECT max(fire_time) FROM fire_records m WHERE m.schedule = f.schedule)",
+                names,
+            )
+            return {r["schedule"]: fire_record(r) for r in rows}
         rows = await self._read(
             f"SELECT {columns(FIRE_COLUMNS, 'f.')} FROM fire_records f "
             "JOIN (SELECT schedule, max(fire_time) AS t FROM fire_records GROUP BY schedule) m "

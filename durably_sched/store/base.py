@@ -492,8 +492,9 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore, Schedule
         """Newest first."""
 
     @abc.abstractmethod
-    async def last_fire_records(self) -> dict[str, FireRecord]:
-        """The newest fire record of every schedule."""
+    async def last_fire_records(self, schedules: Sequence[str] | None = None) -> dict[str, FireRecord]:
+        """The newest fire record of every schedule (with ``schedules``: of these only, one index
+        read each, for a page of a list)."""
 
     @abc.abstractmethod
     async def purge_fire_records(self, older_than: datetime, batch_size: int = 500) -> int: ...

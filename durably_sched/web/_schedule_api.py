@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..store.schedule_defs import ScheduleVersion
+from ..store.schedule_defs import ScheduleDef, ScheduleVersion
 from . import _json
 from ._context import context
 from ._parse import ApiError, body_object, parse_int
@@ -49,12 +49,8 @@ def _note(body: dict[str, Any]) -> str | None:
     return note
 
 
-async def _one(request: Request, name: str, status: int = 200) -> Response:
-    ctx = context(request)
-    row = await ctx.durably.schedules.get(name)
-    if row is None:
-        raise ApiError(404, "not_found", f"unknown schedule '{name}'")
-    [item] = await rows_json(ctx, [row])
+async def _one(request: Request, row: ScheduleDef, status: int = 200) -> Response:
+    [item] = await rows_json(context(request), [row])
     return JSONResponse({"schedule": item}, status)
 
 
@@ -67,8 +63,8 @@ async def create_schedule(request: Request, by: str) -> Response:
     for field in ("cron", "job"):
         if not isinstance(body.get(field), str):
             raise ApiError(400, "bad_request", f"{field}: required, a string")
-    await context(request).durably.schedules.create(name, **body, note=note, by=by)
-    return await _one(request, name, 201)
+    row = await context(request).durably.schedules.create(name, **body, note=note, by=by)
+    return await _one(request, row, 201)
 
 
 async def update_schedule(request: Request, by: str) -> Response:
@@ -77,8 +73,9 @@ async def update_schedule(request: Request, by: str) -> Response:
     note = _note(body)
     if not body:
         raise ApiError(400, "bad_request", "nothing to change: give at least one field of the definition")
-    await context(request).durably.schedules.update(name, **body, note=note, by=by)
-    return await _one(request, name)
+    return await _one(
+        request, await context(request).durably.schedules.update(name, **body, note=note, by=by)
+    )
 
 
 async def delete_schedule(request: Request, by: str) -> Response:
@@ -94,8 +91,9 @@ async def rollback_schedule(request: Request, by: str) -> Response:
     to = body.get("to")
     if isinstance(to, bool) or not isinstance(to, int):
         raise ApiError(400, "bad_request", "to: required, a version number")
-    await context(request).durably.schedules.rollback(name, to=to, note=_note(body), by=by)
-    return await _one(request, name)
+    return await _one(
+        request, await context(request).durably.schedules.rollback(name, to=to, note=_note(body), by=by)
+    )
 
 
 async def schedule_versions(request: Request) -> Response:

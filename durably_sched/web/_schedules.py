@@ -3,15 +3,15 @@ times and last fire record."""
 
 from __future__ import annotations
 
-import itertools
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from ..schedule.config import ScheduleEntry, entry_of
-from ..schedule.cron import SCHEDULE_NAME_PATTERN, fire_times
+from ..schedule.cron import SCHEDULE_NAME_PATTERN
 from ..schedule.describe import definition_fields
-from ..store.base import ScheduleState
+from ..schedule.firing import next_utc_fire
+from ..store.base import FireRecord, ScheduleState
 from ..store.schedule_defs import ScheduleDef
 from . import _json
 from ._context import WebContext
@@ -52,16 +52,20 @@ async def schedule_json(
     now: datetime,
     state: ScheduleState | None,
     source: ScheduleDef | str | None = None,
+    read: tuple[dict[str, FireRecord], dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A schedule as the API shows it; ``state`` is its run-time state (read by the caller, once
-    for a whole list: :meth:`Durably.get_schedule_states`)."""
+    for a whole list: :meth:`Durably.get_schedule_states`); ``read``: the last fire records and
+    their runs' statuses, read once for a page (else read here)."""
     store = ctx.durably
-    upcoming = list(itertools.islice(fire_times(entry.cron, entry.timezone, now), 3)) if entry.enabled else []
-    records = await store.list_fire_records(entry.name, limit=1)
-    last = records[0] if records else None
-    status = None
-    if last is not None and last.run_id:
-        status = (await store.get_run_statuses([last.run_id])).get(last.run_id, "purged")
+    upcoming = _upcoming(entry, now) if entry.enabled else []
+    if read is None:
+        records = await store.list_fire_records(entry.name, limit=1)
+        first = records[0] if records else None
+        ids = [first.run_id] if first is not None and first.run_id else []
+        read = ({entry.name: first} if first else {}, dict(await store.get_run_statuses(ids)) if ids else {})
+    last = read[0].get(entry.name)
+    status = read[1].get(last.run_id, "purged") if last is not None and last.run_id else None
     row = source if isinstance(source, ScheduleDef) else None
     return {
         **definition_fields(entry),
@@ -111,10 +115,33 @@ async def rows_json(
     ctx: WebContext, rows: list[ScheduleDef], states: dict[str, ScheduleState] | None = None
 ) -> list[dict[str, Any]]:
     """Stored schedules as the API shows them."""
-    if states is None:
+    if states is None and len(rows) == 1:  # one schedule: its own state, not the whole table's
+        state = await ctx.durably.get_schedule_state(rows[0].name)
+        states = {rows[0].name: state} if state is not None else {}
+    elif states is None:
         states = await ctx.durably.get_schedule_states() if rows else {}
     now = datetime.now(UTC)
-    return [
-        await schedule_json(ctx, entry_of(r.name, r.definition, r.line), now, states.get(r.name), r)
-        for r in rows
-    ]
+    last = await ctx.durably.last_fire_records([row.name for row in rows]) if rows else {}
+    ids = [r.run_id for r in last.values() if r.run_id]
+    statuses: dict[str, str] = dict(await ctx.durably.get_run_statuses(ids)) if ids else {}
+    read = (last, statuses)
+    out = []
+    for row in rows:
+        entry = entry_of(row.name, row.definition, row.line)
+        out.append(await schedule_json(ctx, entry, now, states.get(row.name), row, read))
+    return out
+
+
+def _upcoming(entry: ScheduleEntry, now: datetime) -> list[datetime]:
+    """The next 3 fire times, in the schedule's zone: each after the previous through the
+    scheduler's cache of next fire times (``firing.next_utc_fire``), so a list of many schedules
+    of few crons, or the same list again, steps croniter once per cron and second."""
+    out: list[datetime] = []
+    after = now.astimezone(UTC).replace(microsecond=0)
+    while len(out) < 3:
+        found = next_utc_fire(entry.cron, entry.timezone, after)
+        if found is None:
+            break
+        out.append(found.astimezone(entry.timezone))
+        after = found
+    return out
