@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from . import schedule_defs as rules
 from ._pg_base import PostgresAccess
 from ._pg_sql import LOCK_NAMESPACE, SCHEDULES_CHANNEL, UPSERT_CURSOR
 from .schedule_defs import (
@@ -21,10 +22,6 @@ from .schedule_defs import (
     ScheduleVersion,
     SyncEntry,
     SyncResult,
-    cursor_move,
-    decide,
-    encode_cursor,
-    plan_sync,
 )
 
 _LOCK = f"SELECT pg_advisory_xact_lock({LOCK_NAMESPACE + 4}, 0)"
@@ -86,7 +83,7 @@ async def _apply(
         str(kept.get("job", "")), json.dumps(kept.get("labels") or {}), json.dumps(kept, sort_keys=True),
         path, line, row["at"],
     )  # fmt: skip
-    move = cursor_move(current, version)
+    move = rules.cursor_move(current, version)
     if move != "keep":
         start = (
             "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES ($1, $2) ON CONFLICT DO NOTHING"
@@ -106,7 +103,7 @@ async def _notify(conn: Any, versions: Sequence[ScheduleVersion]) -> None:
 
 async def _sync(conn: Any, entries: Sequence[SyncEntry], by: str | None, at: datetime | None) -> SyncResult:
     rows = {row["name"]: _def(row) for row in await conn.fetch(f"SELECT {_DEF} FROM schedule_defs")}
-    plan = plan_sync(rows, entries, by, at)
+    plan = rules.plan_sync(rows, entries, by, at)
     versions = [await _apply(conn, current, version, where) for current, version, where in plan.writes]
     if plan.moved:
         await conn.executemany("UPDATE schedule_defs SET path = $2, line = $3 WHERE name = $1", plan.moved)
@@ -146,7 +143,7 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
                 await conn.execute(_LOCK)
                 row = await conn.fetchrow(f"SELECT {_DEF} FROM schedule_defs WHERE name = $1", change.name)
                 current = None if row is None else _def(row)
-                version = decide(current, change, replay)
+                version = rules.decide(current, change, replay)
                 if version is None:
                     return None
                 where = (current.path, current.line) if current is not None else (None, None)
@@ -187,7 +184,7 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
         rows = await self._run("list_schedule_defs", read)
         items = [_def(row) for row in rows[: query.limit]]
         more = len(rows) > query.limit
-        return ScheduleDefPage(items, encode_cursor(items[-1].name) if more and items else None)
+        return ScheduleDefPage(items, rules.encode_cursor(items[-1].name) if more and items else None)
 
     async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]:
         async def read(conn: Any, replay: bool) -> list[ScheduleDef]:
