@@ -8,14 +8,16 @@ the settings name a jobs module, so the job and its input are checked as the YAM
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, StoreError
+from ..schedule.config import SchedulesConfig, entry_of
 from ..store.schedule_defs import ScheduleDef, ScheduleVersion
-from ._base import CliCommand, CliError, open_durably, settings
+from ._base import CliCommand, CliError, open_durably, settings, sqlite_path
 from ._loader import load_jobs
 from ._output import echo_json, print_table, show_time, table, utc_json
 
@@ -126,6 +128,27 @@ def version_json(version: ScheduleVersion) -> dict[str, Any]:
         "changed": list(version.changed),
         "definition": version.definition,
     }
+
+
+async def with_stored(config: SchedulesConfig | None, name: str | None) -> SchedulesConfig | None:
+    """The file's schedules, plus the schedule ``name`` from the database when the file does not
+    define it (an API schedule, or one another serve synced): so pause, resume, trigger, backfill,
+    history and next work on every schedule. Without a database (or a file), as given."""
+    if config is None or name is None or name in config.schedules:
+        return config
+    url = settings().database
+    path = sqlite_path(url)
+    if path is not None and not os.path.exists(path):
+        return config
+    try:
+        async with open_durably(url, read_only=True) as durably:
+            row = await durably.schedules.get(name)
+    except (StoreError, InvalidArgumentError):
+        return config  # the command then says the name is unknown, as before
+    if row is None:
+        return config
+    entry = entry_of(row.name, row.definition, row.line)
+    return config.model_copy(update={"schedules": {**config.schedules, name: entry}})
 
 
 def _jobs() -> dict[str, Any]:

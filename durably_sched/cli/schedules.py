@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import textwrap
@@ -37,7 +38,7 @@ from ._base import (
 )
 from ._loader import job_inputs, load_jobs
 from ._output import console, echo_json, print_table, show_time, table, utc_json, zone_json
-from .schedule_defs import create, delete, rollback, update, versions
+from .schedule_defs import create, delete, rollback, update, versions, with_stored
 from .schedule_pause import pause, pause_text, resume, state_json
 from .trigger import find_schedule
 
@@ -341,7 +342,8 @@ in UTC (fire_time) and on the schedule's own clock (fire_time_in_zone).
 @utc_option
 def next_times(name: str | None, count: int, after: datetime | None, json_mode: bool) -> None:
     """The next fire times of a schedule (all schedules when NAME is omitted), with their keys."""
-    config = _load(with_jobs=False)
+    loaded = _load(with_jobs=False)
+    config = asyncio.run(with_stored(loaded, name)) or loaded
     entries = (
         [find_schedule(config.schedules, name, config.path)] if name else list(config.schedules.values())
     )
@@ -392,6 +394,7 @@ async def history(name: str, limit: int, json_mode: bool) -> None:
         config: SchedulesConfig | None = _load(with_jobs=False)
     except ConfigError:
         config = None  # history outlives the file: a removed schedule still has records
+    config = await with_stored(config, name)
     entry = config.schedules.get(name) if config is not None else None
     async with open_durably(settings().database, read_only=True) as durably:
         records = await durably.list_fire_records(name, limit=limit)
@@ -478,7 +481,8 @@ async def backfill(
     """Trigger every fire time of a schedule in a past range (runs missed while nothing ran)."""
     s = settings()
     jobs = load_jobs(s.jobs)
-    config = load_schedules(s.schedules, job_inputs(jobs))
+    config = await with_stored(load_schedules(s.schedules, job_inputs(jobs)), name)
+    assert config is not None
     entry = find_schedule(config.schedules, name, config.path)
     first, last = in_display_zone(start), in_display_zone(end)
     try:

@@ -13,6 +13,7 @@ from tests.unit.test_cli import Project, error_line
 
 project = test_cli.project
 migrated = test_cli.migrated
+_logging_restored = test_cli._logging_restored  # `serve --once` configures process-wide logging
 
 
 def test_create_update_rollback_delete_with_versions(migrated: Project) -> None:
@@ -98,3 +99,18 @@ def test_list_filters_and_pages_the_database(migrated: Project) -> None:
     # Without filters: the file's schedules, then the API schedules.
     everything = [item["name"] for item in migrated.json("schedules", "list", "--json")]
     assert everything == ["hourly", "images", "c-0", "c-1", "c-2", "c-3", "c-4"]
+
+
+def test_an_api_schedule_is_operated_like_a_file_s(migrated: Project) -> None:
+    migrated.ok("schedules", "create", "api-one", "--cron", "0 1 * * *", "--job", "plain")
+    paused = migrated.ok("schedules", "pause", "api-one", "--reason", "quiet week")
+    assert paused.stdout.startswith("schedule 'api-one' paused ")
+    migrated.ok("schedules", "resume", "api-one")
+    fired = migrated.ok("trigger", "--schedule", "api-one", "--at", "2026-01-05T01:00:00Z")
+    assert "schedule:api-one:2026-01-05T01:00:00Z" in fired.stdout
+    history = migrated.json("schedules", "history", "api-one", "--json")
+    assert [(r["fire_time"], r["outcome"]) for r in history] == [("2026-01-05T01:00:00.000Z", "triggered")]
+    upcoming = migrated.json("schedules", "next", "api-one", "--count", "2", "--json")
+    assert [item["fire_time"][11:] for item in upcoming] == ["01:00:00.000Z", "01:00:00.000Z"]
+    ops = [v["op"] for v in migrated.json("schedules", "versions", "api-one", "--json")]
+    assert ops == ["create", "pause", "resume"]
