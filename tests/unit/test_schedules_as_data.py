@@ -7,8 +7,9 @@ synced as versions and cannot be redefined through the API."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import BaseModel
@@ -19,7 +20,7 @@ from durably_sched.schedule.config import parse_schedules
 from durably_sched.schedule.scheduler import Scheduler
 from durably_sched.store.schedule_defs import ScheduleConflictError
 from tests.backends import Backend
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, until
 
 
 class Size(BaseModel):
@@ -250,3 +251,33 @@ async def test_each_run_records_the_version_that_fired_it(durably: Durably, cloc
     await s.tick()
     [from_file] = await durably.get_runs(schedule="from-file", limit=10)
     assert from_file.schedule_version == 1
+
+
+async def test_a_running_scheduler_applies_a_change_within_a_second(durably: Durably) -> None:
+    """The service loop, on the system clock: SQLite polls the newest change, PostgreSQL is also
+    woken by its NOTIFY; either way a created schedule fires within about a second of the create
+    (it fires every second) and a delete stops it."""
+    s = Scheduler(durably, parse_schedules(FILE, path="schedules.yaml", job_inputs={"report": Size}))
+    s.start()
+    try:
+        await until(lambda: s._loaded, 10, "the scheduler loaded")
+        created = datetime.now(UTC)
+        await durably.schedules.create("every-second", cron="* * * * * *", job="report", input={"n": 1})
+
+        async def fired() -> bool:
+            return bool(await durably.get_runs(schedule="every-second", limit=1))
+
+        await until(fired, 5, "the created schedule fired")
+        [first] = await durably.get_runs(schedule="every-second", limit=1_000)
+        assert first.created_at - created < timedelta(seconds=2.5)
+        await durably.schedules.delete("every-second")
+        deleted = datetime.now(UTC)
+        await asyncio.sleep(2.5)
+        late = [
+            r
+            for r in await durably.get_runs(schedule="every-second", limit=1_000)
+            if r.created_at > deleted + timedelta(seconds=1.2)
+        ]
+        assert late == []
+    finally:
+        await s.stop()
