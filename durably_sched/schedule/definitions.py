@@ -53,6 +53,7 @@ class DefinitionWatch:
     clock: Clock
     _states: dict[str, ScheduleClock]
     _seq: int = 0
+    _synced: SchedulesConfig | None = None  # the configuration last synced (load() syncs others)
     _versions: dict[str, int]  # each schedule's version when the definitions were read
     _own: dict[str, tuple[str, ScheduleEntry]]  # the file's entries: (definition as stored, entry)
 
@@ -74,6 +75,7 @@ class DefinitionWatch:
             name, why = next(iter(result.refused.items()))
             raise ConfigError(f"schedule '{name}': {why}", path=config.path, line=config.schedules[name].line)
         self._own = own
+        self._synced = config
         for version in result.versions:
             log.info(
                 "schedule %s: version %d (%s) synced from %s by %s",

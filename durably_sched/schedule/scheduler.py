@@ -195,7 +195,8 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
         Cursors are read in one query and the missing (or changed) ones written in one batch, then
         read again: a schedule another process started first keeps that process's cursor."""
         started = time.monotonic()
-        await self.sync(self.config)
+        if self._synced is not self.config:
+            await self.sync(self.config)
         schedules = await self.definitions()
         cursors = await self.durably.get_cursors()
         now = whole_second(self.clock.now())

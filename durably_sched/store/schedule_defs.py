@@ -198,8 +198,8 @@ def _refuse(current: ScheduleDef | None, change: DefChange, replay: bool) -> boo
     if change.op == "sync":
         if current is not None and live and current.source == "api":
             raise ScheduleConflictError(
-                f"schedule '{name}' is an API schedule (created at run time); schedules.yaml cannot "
-                "define the same name: rename the entry, or delete the API schedule first"
+                "the name is an API schedule's (created at run time); schedules.yaml cannot define it "
+                "too: rename the entry, or delete the API schedule first"
             )
         return False
     if current is None or not live:

@@ -114,3 +114,16 @@ def test_an_api_schedule_is_operated_like_a_file_s(migrated: Project) -> None:
     assert [item["fire_time"][11:] for item in upcoming] == ["01:00:00.000Z", "01:00:00.000Z"]
     ops = [v["op"] for v in migrated.json("schedules", "versions", "api-one", "--json")]
     assert ops == ["create", "pause", "resume"]
+
+
+def test_a_file_entry_with_an_api_schedule_s_name_is_an_error_of_the_file(migrated: Project) -> None:
+    migrated.ok("schedules", "create", "taken", "--cron", "0 1 * * *", "--job", "plain")
+    migrated.write("schedules.yaml", 'schedules:\n  hourly:\n    cron: "0 * * * *"\n    job: plain\n'
+                   '  taken:\n    cron: "5 * * * *"\n    job: plain\n')  # fmt: skip
+    refused = migrated.run("serve", "--once", "--no-worker")
+    assert refused.exit_code == 2
+    line = refused.stderr.strip().splitlines()[-1]  # after serve's start lines
+    assert "schedules.yaml:5: schedule 'taken': " in line and "API schedule" in line, line
+    kept = migrated.json("schedules", "versions", "taken", "--json")
+    assert [(v["op"], v["definition"]["cron"]) for v in kept] == [("create", "0 1 * * *")]
+    assert migrated.run("schedules", "versions", "hourly").exit_code == 2  # nothing of the file synced
