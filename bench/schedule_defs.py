@@ -1,15 +1,15 @@
-"""Benchmark 12: schedules as data on PostgreSQL (``python -m bench.schedule_defs``).
+"""Benchmark 13: schedules as data on PostgreSQL (``python -m bench.schedule_defs``).
 
-**12a. Creates over HTTP.** ``--creates`` schedules (default 1,000) made with ``POST /api/schedules``
+**13a. Creates over HTTP.** ``--creates`` schedules (default 1,000) made with ``POST /api/schedules``
 through the ASGI app in process (httpx's ASGI transport: the app, the facade and the database,
 without network), ``--clients`` requests in flight at once. Target: all of them within 5 s.
 
-**12b. Lists at 10,000 API schedules.** The database is filled up to ``--schedules`` API schedules
+**13b. Lists at 10,000 API schedules.** The database is filled up to ``--schedules`` API schedules
 (through the library), then ``GET /api/schedules?limit=50``, a page filtered by job, one by label,
 a search by name and a next page by cursor, ``--requests`` of each, alternated. Target: p99 of each
 at most 50 ms.
 
-**12c. A change seen by 3 serves.** Three real ``durably-sched serve --no-worker`` processes on the
+**13c. A change seen by 3 serves.** Three real ``durably-sched serve --no-worker`` processes on the
 same database (JSON logs); ``--changes`` updates of one schedule's cron through the library, one a
 second; for each change and serve, the time from the change's commit (its version's ``at``, by the
 database's clock) to the serve's log line that applied it. Target: p99 at most 1 s.
