@@ -59,6 +59,16 @@ _UNSET: Any = object()
 _SOURCES = ("yaml", "api")
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not re.fullmatch(SCHEDULE_NAME_PATTERN, name, re.ASCII):
         raise InvalidArgumentError(
@@ -78,6 +88,9 @@ class ScheduleManager:
         durably = self._durably
         jobs = {job: durably.job_by_name(job).input for job in durably.job_names}
         entry = validate_entry(name, values, jobs or None)
+        for field in ("input", "labels"):  # PostgreSQL's jsonb cannot hold NUL: refused on every backend
+            if _has_nul(getattr(entry, field)):
+                raise InvalidArgumentError(f"schedule '{name}': {field}: a NUL character cannot be stored")
         if entry.job in jobs:
             from ..schedule.firing import CHECK_TIME, scheduled_run
 

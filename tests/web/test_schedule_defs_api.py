@@ -140,3 +140,9 @@ async def test_the_list_filters_searches_and_pages(idle: Durably) -> None:
         ):
             response = await http.get("/api/schedules", params=bad)
             assert response.status_code == 400, (bad, response.text)
+
+
+async def test_a_nul_character_is_400_on_every_backend(idle: Durably) -> None:
+    async with client(idle) as http:
+        body = {"name": "nul", "cron": "0 * * * *", "job": "counted", "labels": {"k": "a\u0000b"}}
+        assert "NUL" in error_of(await http.post("/api/schedules", json=body), 400)
