@@ -31,6 +31,7 @@ from ..store.base import NewRun
 from ..store.schedule_defs import ScheduleDef, SyncEntry
 from .config import ScheduleEntry, SchedulesConfig, entry_definition, entry_of
 from .firing import ScheduleClock, whole_second
+from .ownership import DatabaseClock
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -70,7 +71,10 @@ class DefinitionWatch:
         entries = [
             SyncEntry(name, json.loads(text), config.path, entry.line) for name, (text, entry) in own.items()
         ]
-        result = await self.durably.sync_schedules(entries, by=self.sync_by(), at=self.clock.now())
+        # Shared (serves): the sync's time is the database's, by which fire times fall due, even
+        # before this scheduler measured its host's offset; else this scheduler's clock (tests).
+        at = None if isinstance(self.clock, DatabaseClock) else self.clock.now()
+        result = await self.durably.sync_schedules(entries, by=self.sync_by(), at=at)
         if result.refused:
             name, why = next(iter(result.refused.items()))
             raise ConfigError(f"schedule '{name}': {why}", path=config.path, line=config.schedules[name].line)
