@@ -519,6 +519,10 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
                 log.error("scheduler listener failed: %r", exc)
 
     # -- queries for tools ----------------------------------------------------------------------
+    def schedule_names(self) -> list[str]:
+        """The schedules it fires (the database's, of both sources), or the file's before it loaded."""
+        return list(self._states) if self._loaded else list(self.config.schedules)
+
     def next_fire_times(self) -> dict[str, datetime]:
         """The next fire time (UTC) this scheduler will handle, per schedule."""
         return {name: state.next_fire() for name, state in self._states.items()}
