@@ -110,6 +110,10 @@ class SchedulePausing(Triggers):
         """The run-time state of every schedule the database knows (paused, failure counts)."""
         return await self.store.get_schedule_states()
 
+    async def get_schedule_states_of(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        """The states of these schedules (a page of a list)."""
+        return await self.store.get_schedule_states_of(names)
+
     async def get_schedule_state(self, name: str) -> ScheduleState | None:
         """One schedule's state; None if it was never paused and no run of it finished."""
         return await self.store.get_schedule_state(name)

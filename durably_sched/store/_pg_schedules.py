@@ -108,6 +108,16 @@ class PostgresSchedules(PostgresAccess):
 
         return await self._run("get_schedule_states", read)
 
+    async def get_schedule_states_of(self, schedules: Sequence[str]) -> dict[str, ScheduleState]:
+        async def read(conn: Any, replay: bool) -> dict[str, ScheduleState]:
+            rows = await conn.fetch(
+                f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ANY($1::text[])",
+                list(schedules),
+            )
+            return {r["schedule"]: state_from_row(r) for r in rows}
+
+        return await self._run("get_schedule_states_of", read)
+
     async def get_schedule_state(self, schedule: str) -> ScheduleState | None:
         async def read(conn: Any, replay: bool) -> ScheduleState | None:
             row = await conn.fetchrow(

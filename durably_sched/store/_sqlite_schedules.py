@@ -86,6 +86,16 @@ class SqliteSchedules(SqliteAccess):
         rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states{where}")
         return {r["schedule"]: state_record(r) for r in rows}
 
+    async def get_schedule_states_of(self, schedules: Sequence[str]) -> dict[str, ScheduleState]:
+        names = list(dict.fromkeys(schedules))[:900]  # within SQLite's bound parameters
+        if not names:
+            return {}
+        marks = ", ".join("?" * len(names))
+        rows = await self._read(
+            f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule IN ({marks})", names
+        )
+        return {r["schedule"]: state_record(r) for r in rows}
+
     async def get_schedule_state(self, schedule: str) -> ScheduleState | None:
         rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ?", (schedule,))
         return state_record(rows[0]) if rows else None

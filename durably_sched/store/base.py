@@ -508,6 +508,10 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore, Schedule
     @abc.abstractmethod
     async def get_schedule_state(self, schedule: str) -> ScheduleState | None: ...
 
+    @abc.abstractmethod
+    async def get_schedule_states_of(self, schedules: Sequence[str]) -> dict[str, ScheduleState]:
+        """The state rows of these schedules (a page of a schedule list), by their key."""
+
     async def pause_schedule(
         self,
         schedule: str,

@@ -115,11 +115,8 @@ async def rows_json(
     ctx: WebContext, rows: list[ScheduleDef], states: dict[str, ScheduleState] | None = None
 ) -> list[dict[str, Any]]:
     """Stored schedules as the API shows them."""
-    if states is None and len(rows) == 1:  # one schedule: its own state, not the whole table's
-        state = await ctx.durably.get_schedule_state(rows[0].name)
-        states = {rows[0].name: state} if state is not None else {}
-    elif states is None:
-        states = await ctx.durably.get_schedule_states() if rows else {}
+    if states is None:  # the page's own states, not the whole table's
+        states = await ctx.durably.get_schedule_states_of([row.name for row in rows]) if rows else {}
     now = datetime.now(UTC)
     last = await ctx.durably.last_fire_records([row.name for row in rows]) if rows else {}
     ids = [r.run_id for r in last.values() if r.run_id]

@@ -145,6 +145,10 @@ async def test_lists_filter_search_and_page_by_cursor(store: Store) -> None:
     assert await listed(q="ST-6") == ["cust-6"]
     assert await listed(paused=True) == ["cust-1"]
     assert "cust-1" not in await listed(paused=False)
+    # The states of a page's schedules, read for that page only.
+    states = await store.get_schedule_states_of(["cust-1", "cust-2", "ghost"])
+    assert list(states) == ["cust-1"] and states["cust-1"].paused
+    assert await store.get_schedule_states_of([]) == {}
 
 
 def test_a_cursor_not_made_by_a_list_is_refused() -> None:
