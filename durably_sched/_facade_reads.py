@@ -76,9 +76,9 @@ class FacadeReads:
         """A schedule's fire records, newest first, older than ``before`` if given."""
         return await self.store.list_fire_records(schedule, limit=limit, before=before)
 
-    async def last_fire_records(self) -> dict[str, base.FireRecord]:
-        """Each schedule's latest fire record."""
-        return await self.store.last_fire_records()
+    async def last_fire_records(self, schedules: Sequence[str] | None = None) -> dict[str, base.FireRecord]:
+        """Each schedule's latest fire record (with ``schedules``: of these only)."""
+        return await self.store.last_fire_records(schedules)
 
     async def schedule_activity(
         self, until: datetime, bucket: timedelta, buckets: int

@@ -8,13 +8,14 @@ CLI and the tests hand a ``Durably`` to them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .events import Listens
 
 if TYPE_CHECKING:
+    from .durably.schedule_manager import ScheduleManager
     from .events import EventEmitter
     from .feed import RunListSubscription, RunSubscription
     from .jobs import JobDefinition
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .store import base
     from .store.attempts import AttemptRecord
     from .store.config_errors import ConfigErrorRecord
+    from .store.schedule_defs import ScheduleDef, SyncEntry, SyncResult
 
 
 class WorkerView(Protocol):
@@ -75,7 +77,13 @@ class SchedulerFacade(JobsFacade, Protocol):
     @property
     def worker(self) -> WorkerView: ...
     @property
-    def schedules(self) -> SchedulesConfig | None: ...
+    def schedules_config(self) -> SchedulesConfig | None: ...
+    async def sync_schedules(
+        self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
+    ) -> SyncResult: ...
+    async def schedule_seq(self) -> int: ...
+    def on_schedules_changed(self, callback: Callable[[], None], *, add: bool = True) -> None: ...
+    async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]: ...
     def use_schedules(self, config: SchedulesConfig | None) -> None: ...
     def scheduled_run(self, schedule: str, run: base.NewRun) -> base.NewRun: ...
     async def fire(self, fire: base.Fire) -> base.FireResult: ...
@@ -126,6 +134,13 @@ class OpsFacade(JobsFacade, Listens, Protocol):
 class WebFacade(SchedulerFacade, OpsFacade, Protocol):
     """What :mod:`durably_sched.web` needs: the reads of the API and the pages, the run actions,
     the sessions of the dashboard, the streams, and the lifecycle for its lifespan."""
+
+    @property
+    def schedules(self) -> ScheduleManager: ...
+    async def get_schedule_states_of(self, names: Sequence[str]) -> dict[str, base.ScheduleState]: ...
+    async def last_fire_records(
+        self, schedules: Sequence[str] | None = None
+    ) -> dict[str, base.FireRecord]: ...
 
     @property
     def limits(self) -> Limits: ...

@@ -168,6 +168,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "concurrency_key": run.concurrency_key,
         "labels": dict(run.labels),
         "schedule": run.labels.get("schedule"),
+        "schedule_version": run.schedule_version,
         "input": run.input,
         "output": run.output,
         "error": run.error,

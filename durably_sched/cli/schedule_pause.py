@@ -18,6 +18,7 @@ from ..store.base import ScheduleState
 from ._base import EXIT_USAGE, CliCommand, CliError, open_durably, settings, utc_option
 from ._loader import job_inputs, load_jobs
 from ._output import echo_json, print_table, show_time, table, utc_json
+from .schedule_defs import with_stored
 
 PAUSED_COUNT_LIMIT = 10_000
 """How many fire records ``resume`` reads back to count the paused fire times it leaves alone."""
@@ -83,6 +84,7 @@ async def pause(name: str, reason: str | None, by: str | None, json_mode: bool) 
     """Pause a schedule in every scheduler process until it is resumed."""
     text, actor = check_reason(reason), check_actor(by)
     config, problem = _load_lenient()
+    config = await with_stored(config, name)
     entry: ScheduleEntry | None = None
     if config is not None:
         _check_defined(name, config)
@@ -138,6 +140,7 @@ async def resume(name: str, catchup: bool, by: str | None, json_mode: bool) -> N
         config: SchedulesConfig | None = load_schedules(s.schedules, job_inputs(jobs))
     else:
         config, problem = _load_lenient()
+    config = await with_stored(config, name)
     async with open_durably(s.database, jobs) as durably:
         if config is not None:
             durably.use_schedules(config)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import textwrap
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,13 +17,14 @@ from rich.table import Table
 
 from .._durations import format_duration
 from ..durably import Durably
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, InvalidArgumentError, StoreError
 from ..schedule import manual
-from ..schedule.config import ScheduleEntry, SchedulesConfig, load_schedules
+from ..schedule.config import ScheduleEntry, SchedulesConfig, entry_of, load_schedules
 from ..schedule.cron import fire_key, fire_times, next_fire_time
 from ..schedule.describe import definition_fields, describe_cron
 from ..schedule.reloading import current_config_errors
 from ..store.base import FireRecord, FireResult, RunStatus, ScheduleState
+from ..store.schedule_defs import ScheduleDef
 from ._base import (
     TIME,
     TIME_RULE_HELP,
@@ -35,6 +38,7 @@ from ._base import (
 )
 from ._loader import job_inputs, load_jobs
 from ._output import console, echo_json, print_table, show_time, table, utc_json, zone_json
+from .schedule_defs import create, delete, rollback, update, versions, with_stored
 from .schedule_pause import pause, pause_text, resume, state_json
 from .trigger import find_schedule
 
@@ -99,13 +103,25 @@ def validate(file: str | None) -> None:
     click.echo(f"ok: {_plural(len(config.schedules), 'schedule')} in {path}")
 
 
-async def _last_records() -> tuple[dict[str, FireRecord], dict[str, ScheduleState], str | None]:
-    """The newest fire record and the run-time state per schedule, without ever creating a database;
-    warns (stderr) about every serve whose last reload of its schedules file failed."""
+@dataclass
+class _Database:
+    """What `schedules list` reads of the database (nothing when it does not exist)."""
+
+    last: dict[str, FireRecord] = field(default_factory=dict)
+    states: dict[str, ScheduleState] = field(default_factory=dict)
+    rows: list[ScheduleDef] = field(default_factory=list)
+    next_cursor: str | None = None
+    problem: str | None = None
+
+
+async def _read_database(page: dict[str, Any] | None) -> _Database:
+    """The newest fire record and the run-time state per schedule, and the schedules stored in the
+    database (``page``: one page of them by these filters; None: every API schedule), without ever
+    creating a database; warns (stderr) about every serve whose last reload of its file failed."""
     url = settings().database
     path = sqlite_path(url)
     if path is not None and not os.path.exists(path):
-        return {}, {}, None
+        return _Database()
     try:
         async with open_durably(url, read_only=True) as durably:
             for failed in await current_config_errors(durably):
@@ -114,9 +130,21 @@ async def _last_records() -> tuple[dict[str, FireRecord], dict[str, ScheduleStat
                     f"{failed.pid}, since {show_time(failed.since)}); the last good version is running",
                     err=True,
                 )
-            return await durably.last_fire_records(), await durably.get_schedule_states(), None
+            found = _Database(await durably.last_fire_records(), await durably.get_schedule_states())
+            if page is not None:
+                listed = await durably.schedules.list(**page)
+                found.rows, found.next_cursor = listed.items, listed.next_cursor
+                return found
+            cursor: str | None = None
+            while True:
+                listed = await durably.schedules.list(source="api", limit=1000, cursor=cursor)
+                found.rows += listed.items
+                if (cursor := listed.next_cursor) is None:
+                    return found
+    except InvalidArgumentError as exc:
+        raise CliError(str(exc)) from None
     except StoreError as exc:
-        return {}, {}, str(exc)
+        return _Database(problem=str(exc))
 
 
 def _state_word(entry: ScheduleEntry, state: ScheduleState | None) -> str:
@@ -165,23 +193,57 @@ Examples:
 
 {TIME_RULE_HELP}""",
 )
+@click.option("--job", metavar="JOB", help="Only the schedules of this job (from the database).")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Only schedules with this label.")
+@click.option("--source", type=click.Choice(["yaml", "api"]), help="Only schedules of this source.")
+@click.option("--limit", type=click.IntRange(1, 1000), help="One page of this many (from the database).")
+@click.option("--cursor", metavar="CURSOR", help="The page after the one that printed this cursor.")
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
 @utc_option
-async def list_schedules(json_mode: bool) -> None:
-    """Every schedule: job, cron and what it means, time zone, next fire time, last outcome."""
-    config = _load(with_jobs=False)
-    last, states, problem = await _last_records()
-    if problem is not None:
-        click.echo(f"warning: last outcomes unavailable: {problem}", err=True)
+async def list_schedules(
+    json_mode: bool, job: str | None, labels: tuple[str, ...], source: str | None, limit: int | None,
+    cursor: str | None,
+) -> None:  # fmt: skip
+    """Every schedule: job, cron and what it means, time zone, next fire time, last outcome.
+
+    Without filters: the file's schedules, then the API schedules of the database. With --job,
+    --label, --source, --limit or --cursor: one page of the database's schedules (both sources,
+    as the serves synced them), by name; the next page's cursor is printed on stderr."""
+    page = None
+    if job or labels or source or limit or cursor:
+        label_map = dict(item.partition("=")[::2] for item in labels)
+        page = {
+            "job": job,
+            "labels": label_map or None,
+            "source": source,
+            "limit": limit or 50,
+            "cursor": cursor,
+        }
+    config = None if page is not None else _load(with_jobs=False)
+    db = await _read_database(page)
+    if db.problem is not None:
+        click.echo(f"warning: last outcomes unavailable: {db.problem}", err=True)
+    listed = [(entry, "yaml") for entry in config.schedules.values()] if config is not None else []
+    listed += [(entry_of(row.name, row.definition, row.line), row.source) for row in db.rows]
+    _show_list(listed, db, json_mode, config)
+    if db.next_cursor is not None:
+        click.echo(f"next cursor: {db.next_cursor}  (--cursor {db.next_cursor} for the next page)", err=True)
+
+
+def _show_list(
+    listed: list[tuple[ScheduleEntry, str]], db: _Database, json_mode: bool, config: SchedulesConfig | None
+) -> None:
     now = datetime.now(UTC)
+    last, states = db.last, db.states
     if json_mode:
         items = []
-        for entry in config.schedules.values():
+        for entry, source in listed:
             upcoming = _next(entry, now)
             record = last.get(entry.name)
             items.append(
                 {
                     **definition_fields(entry),
+                    "source": source,
                     "overlap": entry.overlap,
                     "catchup": entry.catchup,
                     "jitter": format_duration(entry.jitter),
@@ -195,15 +257,15 @@ async def list_schedules(json_mode: bool) -> None:
             )
         echo_json(items)
         return
-    if not config.schedules:
-        click.echo(f"no schedules in {config.path}", err=True)
+    if not listed:
+        click.echo(f"no schedules in {config.path}" if config is not None else "no schedules", err=True)
         return
     # Every column one line (no wrapping), so each schedule's description can follow its row. The
     # cron expression and its zone go on that line, with the words for them: the row stays within
     # 100 columns for names of up to 14 characters.
     grid = table("NAME", "JOB", "STATE", "NEXT FIRE TIME", "LAST")
     descriptions: list[list[str]] = []
-    for entry in config.schedules.values():
+    for entry, source in listed:
         upcoming = _next(entry, now)
         record = last.get(entry.name)
         state = states.get(entry.name)
@@ -215,11 +277,16 @@ async def list_schedules(json_mode: bool) -> None:
             "-" if record is None else f"{record.outcome} {_short_time(record.fire_time, now)}",
         )
         about = f"{entry.cron.expression} ({entry.timezone.key}): {describe_cron(entry.cron)}"
+        if source == "api":
+            about += "; API schedule"
         if record is not None and record.run_id:
             about += f"; last run {record.run_id[:8]}"
         descriptions.append([about, *_state_lines(state)])
     _print_with_descriptions(grid, descriptions)
-    gone = sorted(name for name, state in states.items() if state.paused and name not in config.schedules)
+    if config is None:
+        return
+    names = {entry.name for entry, _ in listed}
+    gone = sorted(name for name, state in states.items() if state.paused and name not in names)
     for name in gone:
         click.echo(
             f"note: schedule '{name}' is paused in the database but not defined in {config.path} "
@@ -275,7 +342,8 @@ in UTC (fire_time) and on the schedule's own clock (fire_time_in_zone).
 @utc_option
 def next_times(name: str | None, count: int, after: datetime | None, json_mode: bool) -> None:
     """The next fire times of a schedule (all schedules when NAME is omitted), with their keys."""
-    config = _load(with_jobs=False)
+    loaded = _load(with_jobs=False)
+    config = asyncio.run(with_stored(loaded, name)) or loaded
     entries = (
         [find_schedule(config.schedules, name, config.path)] if name else list(config.schedules.values())
     )
@@ -326,6 +394,7 @@ async def history(name: str, limit: int, json_mode: bool) -> None:
         config: SchedulesConfig | None = _load(with_jobs=False)
     except ConfigError:
         config = None  # history outlives the file: a removed schedule still has records
+    config = await with_stored(config, name)
     entry = config.schedules.get(name) if config is not None else None
     async with open_durably(settings().database, read_only=True) as durably:
         records = await durably.list_fire_records(name, limit=limit)
@@ -412,7 +481,8 @@ async def backfill(
     """Trigger every fire time of a schedule in a past range (runs missed while nothing ran)."""
     s = settings()
     jobs = load_jobs(s.jobs)
-    config = load_schedules(s.schedules, job_inputs(jobs))
+    config = await with_stored(load_schedules(s.schedules, job_inputs(jobs)), name)
+    assert config is not None
     entry = find_schedule(config.schedules, name, config.path)
     first, last = in_display_zone(start), in_display_zone(end)
     try:
@@ -559,3 +629,5 @@ def _show_results(
 # Pause and resume live in their own module (schedule_pause.py); they are commands of this group.
 schedules.add_command(pause)
 schedules.add_command(resume)
+for _command in (create, update, delete, versions, rollback):  # schedules as data (schedule_defs.py)
+    schedules.add_command(_command)

@@ -179,7 +179,9 @@ class Server:
                 )
             await durably.migrate()
             await durably.start(worker=opts.worker)
-            if self.scheduler is not None:
+            if self.scheduler is not None and self.config is not None:
+                # A name of the file that an API schedule has is an error of the file: exit 2 here.
+                await self.scheduler.sync(self.config)
                 self.scheduler.start()
                 reloader = SchedulesReloader(
                     durably, self.scheduler, self.cli.schedules, inputs, on_loaded=self._loaded

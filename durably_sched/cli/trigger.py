@@ -46,6 +46,7 @@ from ._wait import (
     follow_run,
     report,
 )
+from .schedule_defs import with_stored
 
 HERE_STOP_GRACE = 5.0
 """With --here, Ctrl-C (or --timeout) gives the run this long to finish before it is released."""
@@ -240,7 +241,8 @@ async def trigger(
     jobs = load_jobs(s.jobs)
     entry: ScheduleEntry | None = None
     if schedule_name is not None:
-        config = load_schedules(s.schedules, job_inputs(jobs))
+        config = await with_stored(load_schedules(s.schedules, job_inputs(jobs)), schedule_name)
+        assert config is not None
         entry = find_schedule(config.schedules, schedule_name, config.path)
         fire_time = slot_time(entry, at)
     else:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import InvalidArgumentError, ScheduleNotFoundError
 from ..events import SchedulePauseEvent, ScheduleResumeEvent
 from ..store.base import FireResult, ScheduleState, StateChange
+from ..store.schedule_defs import DefChange, ScheduleDef, SyncEntry, SyncResult
 from .triggers import Triggers
 
 if TYPE_CHECKING:
     from ..schedule.config import ScheduleEntry, SchedulesConfig
     from ..schedule.pausing import ResumeResult
     from ..schedule.scheduler import Clock
+    from .schedule_manager import ScheduleManager
 log = logging.getLogger("durably_sched")
 
 
@@ -28,9 +31,38 @@ class SchedulePausing(Triggers):
 
     # -- schedules at run time ---------------------------------------------------------------------
     @property
-    def schedules(self) -> SchedulesConfig | None:
-        """The schedules in use (see :meth:`use_schedules`), or None."""
+    def schedules_config(self) -> SchedulesConfig | None:
+        """The schedules file in use (see :meth:`use_schedules`), or None. (This was
+        ``durably.schedules`` before schedules became data; that is now the :class:`ScheduleManager`.)"""
         return self._schedules
+
+    @property
+    def schedules(self) -> ScheduleManager:
+        """Schedules as data: create, update, delete, list, versions, rollback."""
+        from .schedule_manager import ScheduleManager
+
+        manager: ScheduleManager | None = self.__dict__.get("_schedule_manager")
+        if manager is None:
+            manager = self.__dict__["_schedule_manager"] = ScheduleManager(self)
+        return manager
+
+    async def sync_schedules(
+        self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
+    ) -> SyncResult:
+        """Make the database's YAML schedules those of a schedules file (the scheduler's load)."""
+        return await self.store.sync_schedules(entries, by=by, at=at)
+
+    def on_schedules_changed(self, callback: Callable[[], None], *, add: bool = True) -> None:
+        """Add (or remove) a callback for a change of a schedule in another process (PostgreSQL)."""
+        self.store.on_schedules_changed(callback, add=add)
+
+    async def schedule_seq(self) -> int:
+        """The newest change of any schedule (cheap: schedulers poll it)."""
+        return await self.store.schedule_seq()
+
+    async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]:
+        """The schedules changed after ``seq`` (deleted ones too)."""
+        return await self.store.schedule_defs_since(seq)
 
     def use_schedules(self, config: SchedulesConfig | None) -> None:
         """Tell this instance which schedules are in use (a :class:`Scheduler` does so itself).
@@ -47,6 +79,25 @@ class SchedulePausing(Triggers):
             raise ScheduleNotFoundError(f"unknown schedule {name!r}: not a schedule name")
         return None if self._schedules is None else self._schedules.schedules.get(name)
 
+    async def _definition(self, name: str) -> ScheduleEntry | None:
+        """The schedule's definition: the file's in use, else the database's newest (API schedules)."""
+        entry = self._defined(name)
+        if entry is not None:
+            return entry
+        row = await self.store.get_schedule_def(name)
+        if row is None or row.deleted:
+            return None
+        from ..schedule.config import entry_of
+
+        return entry_of(row.name, row.definition, row.line)
+
+    async def _version(self, name: str, op: Literal["pause", "resume"], by: str, note: str | None) -> None:
+        """A pause or resume is a version of a schedule defined in the database (if it is)."""
+        try:
+            await self.store.save_schedule(DefChange(name, op, "api", by=by, note=note))
+        except ScheduleNotFoundError:
+            pass  # a schedule only the file knows (not synced yet) or a name never defined
+
     def _unknown(self, name: str) -> ScheduleNotFoundError:
         config = self._schedules
         known = ", ".join(sorted(config.schedules)) if config is not None else ""
@@ -58,6 +109,10 @@ class SchedulePausing(Triggers):
     async def get_schedule_states(self) -> dict[str, ScheduleState]:
         """The run-time state of every schedule the database knows (paused, failure counts)."""
         return await self.store.get_schedule_states()
+
+    async def get_schedule_states_of(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        """The states of these schedules (a page of a list)."""
+        return await self.store.get_schedule_states_of(names)
 
     async def get_schedule_state(self, name: str) -> ScheduleState | None:
         """One schedule's state; None if it was never paused and no run of it finished."""
@@ -74,7 +129,7 @@ class SchedulePausing(Triggers):
         """
         from ..schedule.pausing import check_actor, check_reason
 
-        if self._defined(name) is None and self._schedules is not None:
+        if await self._definition(name) is None and self._schedules is not None:
             raise self._unknown(name)
         text, actor = check_reason(reason), check_actor(by)
         clock = self.schedule_clock
@@ -82,6 +137,7 @@ class SchedulePausing(Triggers):
             name, reason=text, by=actor, at=clock.now() if clock is not None else None
         )
         if change.changed:
+            await self._version(name, "pause", actor, text)
             log.info(
                 "schedule %s paused by %s%s",
                 name,
@@ -107,7 +163,7 @@ class SchedulePausing(Triggers):
         from ..schedule.pausing import ResumeResult, catchup_fire_times, check_actor
         from ..schedule.scheduler import make_fire
 
-        entry = self._defined(name)
+        entry = await self._definition(name)
         actor = check_actor(by)
         if catchup and entry is None:
             if self._schedules is None:
@@ -144,6 +200,7 @@ class SchedulePausing(Triggers):
                 )
                 caught.extend(zip(batch, results, strict=True))
         if change.changed:
+            await self._version(name, "resume", actor, None)
             log.info(
                 "schedule %s resumed by %s%s",
                 name,

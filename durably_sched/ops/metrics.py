@@ -11,7 +11,8 @@ Two sources, kept apart in the names' help texts:
   cache, so scrapes of several Prometheus servers cost one query) and :meth:`Metrics.render` reads
   the cached result. ``durably_database_up`` says whether the last query succeeded; when it did not,
   the row counts are left out rather than shown stale.
-* **per schedule** (processes running a scheduler, for the schedules of their schedules.yaml):
+* **per schedule** (processes running a scheduler, for the schedules they fire: their file's
+  and the API schedules):
   paused, auto-paused, consecutive failures, last success and last fire come from the database
   (``schedule_states`` and an index lookup per schedule), the same in every instance; the next fire
   time is this scheduler's own (it moves only when this process handles the fire time before it).
@@ -207,7 +208,7 @@ class Metrics:
         """A zero for each schedule's missed fire times, so the first miss is an increase that
         ``increase()`` (and the DurablyScheduleMissedFireTimes alert) can see."""
         if self.scheduler is not None:
-            for name in self.scheduler.config.schedules:
+            for name in self.scheduler.schedule_names():
                 self.fire_times.labels(name, "missed")
 
     def _finished(self, job: str, status: str, duration: float | None) -> None:
@@ -367,7 +368,7 @@ class Metrics:
 
     def _schedule_families(self, scheduler: Scheduler) -> Iterable[Metric]:
         """Per-schedule gauges: the database's view (cached by refresh) and this scheduler's next fire."""
-        names = list(scheduler.config.schedules)
+        names = scheduler.schedule_names()
         states, last_runs = self._schedule_states, self._last_runs
         db = "from the database, the same in every instance"
 

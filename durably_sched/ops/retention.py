@@ -32,7 +32,8 @@ Why that horizon is enough for "exactly once per fire time" to survive purging:
 
 Instances are expected to run the same schedules file: the horizon uses the schedules of this
 process at the time of each pass (``schedules()`` returns the current configuration, so a reload
-is taken into account). Without schedules (a worker-only process, ``schedules()`` returns None)
+is taken into account) and the API schedules in the database (schedules as data: their longest
+catch-up window, read at each pass). Without schedules (a worker-only process, ``schedules()`` returns None)
 fire records are left to a process that runs the scheduler.
 
 Failures are logged and retried at the next interval; they never stop the process.
@@ -53,7 +54,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from .._durations import format_duration
+from .._durations import format_duration, parse_duration
 from ..clock import Clock
 from ..execution.service import Service
 from ..schedule.scheduler import MISSED_LOOKBACK
@@ -77,9 +78,13 @@ log = logging.getLogger("durably_sched.ops.retention")
 FIRE_RECORD_MARGIN = timedelta(days=1)
 
 
-def fire_record_horizon(older_than: timedelta, config: SchedulesConfig) -> timedelta:
-    """How old a fire time must be before its record may be deleted (see the module docstring)."""
-    longest = max((entry.catchup_window for entry in config.schedules.values()), default=timedelta(0))
+def fire_record_horizon(
+    older_than: timedelta, config: SchedulesConfig, stored: timedelta = timedelta(0)
+) -> timedelta:
+    """How old a fire time must be before its record may be deleted (see the module docstring);
+    ``stored``: the longest catch-up window of the API schedules in the database."""
+    longest = max((entry.catchup_window for entry in config.schedules.values()), default=stored)
+    longest = max(longest, stored)
     return max(older_than, longest + MISSED_LOOKBACK) + FIRE_RECORD_MARGIN
 
 
@@ -159,7 +164,7 @@ class Retention(Service):
             if config is None:
                 log.debug("retention: no schedules in this process; fire records are left alone")
             else:
-                horizon = fire_record_horizon(self.older_than, config)
+                horizon = fire_record_horizon(self.older_than, config, await self._stored_window())
                 records = await self._in_batches(store.purge_fire_records, now - horizon)
                 if records:
                     log.info(
@@ -169,6 +174,21 @@ class Retention(Service):
         except Exception as exc:
             log.error("retention: could not purge fire records (next try in %.0fs): %s", self.interval, exc)
         return PurgeResult(runs, records, events)
+
+    async def _stored_window(self) -> timedelta:
+        """The longest catch-up window of the API schedules (schedules as data), read page by page."""
+        from ..store.schedule_defs import ScheduleDefQuery
+
+        longest, after = timedelta(0), None
+        while True:
+            page = await self.durably.store.list_schedule_defs(
+                ScheduleDefQuery(source="api", limit=1000, after=after)
+            )
+            for row in page.items:
+                longest = max(longest, parse_duration(row.definition.get("catchup_window") or 0))
+            if page.next_cursor is None or not page.items:
+                return longest
+            after = page.items[-1].name
 
     async def _purge_events(self, cutoff: datetime) -> int | None:
         """Events sent before the runs' cutoff: a run created before then that has not reached its

@@ -42,8 +42,11 @@ __all__ = [
     "ScheduleDefaults",
     "ScheduleEntry",
     "SchedulesConfig",
+    "entry_definition",
+    "entry_of",
     "load_schedules",
     "parse_schedules",
+    "validate_entry",
 ]
 
 _UTC = ZoneInfo("UTC")
@@ -516,3 +519,54 @@ def load_schedules(
             f"the file is not UTF-8 text: {exc.reason}", path=_one_line(where), line=line
         ) from None
     return parse_schedules(text, path=where, job_inputs=job_inputs)
+
+
+def validate_entry(
+    name: str, values: Mapping[str, Any], job_inputs: Mapping[str, type[BaseModel] | None] | None = None
+) -> ScheduleEntry:
+    """One schedule defined at run time (``durably.schedules.create``/``update``), checked as the
+    YAML's entries are: ``InvalidArgumentError`` naming the field (``cron: ...``, ``input.n: ...``)."""
+    from ..errors import InvalidArgumentError
+
+    unknown = sorted(set(values) - set(_ENTRY_KEYS))
+    if unknown:
+        raise InvalidArgumentError(f"{unknown[0]}: unknown field (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+
+    def refuse(exc: ValidationError, prefix: str = "") -> NoReturn:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"] if part != "[key]")
+        field = f"{prefix}{where}" if where else (prefix.rstrip(".") or "schedule")
+        raise InvalidArgumentError(f"schedule '{name}': {field}: {_error_text(error)}") from None
+
+    try:
+        entry = ScheduleEntry.model_validate({**values, "name": name})
+    except ValidationError as exc:
+        refuse(exc)
+    if entry.retry is not None:
+        try:
+            Retry().merged(entry.retry.override())
+        except RetryPolicyError as exc:
+            raise InvalidArgumentError(f"schedule '{name}': retry.{exc.field}: {exc.message}") from None
+    if job_inputs:
+        if entry.job not in job_inputs:
+            known = ", ".join(sorted(job_inputs))
+            raise InvalidArgumentError(
+                f"schedule '{name}': job: unknown job '{entry.job}' (known jobs: {known})"
+            )
+        model = job_inputs[entry.job]
+        if model is not None:
+            try:
+                model.model_validate(entry.input)
+            except ValidationError as exc:
+                refuse(exc, "input.")
+    return entry
+
+
+def entry_of(name: str, definition: Mapping[str, Any], line: int | None = None) -> ScheduleEntry:
+    """The schedule a stored definition makes (it was checked when it was written)."""
+    return ScheduleEntry.model_validate({**definition, "name": name, "line": line})
+
+
+def entry_definition(entry: ScheduleEntry) -> dict[str, Any]:
+    """The whole definition as stored (the YAML's spellings: ``"6h"``, zone and cron as text)."""
+    return entry.model_dump(mode="json", exclude={"name", "line"})

@@ -94,6 +94,8 @@ class ScheduleClock:
     retry_at: datetime | None = None
     """After a failure: not handled again before this (the others are not held back)."""
     _prepared: Fire | None = None  # the next fire time's Fire, made before it was due
+    version: int | None = None
+    """The schedule's version (store/schedule_defs.py) its runs record."""
 
     def next_fire(self) -> datetime:
         """The next fire time after the cursor; computed once per cursor move."""
@@ -127,7 +129,10 @@ class ScheduleClock:
         only; without a template, a run the facade checks (make_fire)."""
         prepared, self._prepared = self._prepared, None
         if outcome is not None or self.template is None:
-            return make_fire(self.entry, fire_time, outcome_without_run=outcome)
+            made = make_fire(self.entry, fire_time, outcome_without_run=outcome)
+            if made.run is None:
+                return made
+            return dataclasses.replace(made, run=dataclasses.replace(made.run, schedule_version=self.version))
         if prepared is not None and prepared.fire_time == fire_time:
             return prepared
         return self._from_template(fire_time)
@@ -141,6 +146,7 @@ class ScheduleClock:
             id=str(uuid.uuid4()),
             idempotency_key=fire_key(self.entry.name, utc),
             labels={**template.labels, "scheduled_for": utc.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            schedule_version=self.version,
         )
         return Fire(
             schedule=self.entry.name, fire_time=utc, run=run, skip_if_active=self.entry.overlap == "skip"

@@ -18,12 +18,12 @@ granted it. That ends before the database lets anyone else take the bucket, what
 clocks say. Should two owners still overlap (a paused process resumes), the fire-time key is the
 backstop: one run per fire time, the other attempt is deduplicated and writes nothing.
 
-**What an owner fires.** The schedules of its buckets *that it has loaded*. During a rolling
-deploy (serves with different schedules.yaml), a schedule added in the new file fires once its
-bucket's owner runs the new file; fire times it missed meanwhile are caught up by its catch-up
-policy from its cursor (the first serve that loads it sets the cursor, so nothing before is
-invented); a schedule removed from the new file keeps firing from owners that still run the old
-one. Nothing fires twice: the fire-time key holds across versions.
+**What an owner fires.** The schedules of its buckets as the database defines them (the newest
+version of each, of both sources: ``schedule/definitions.py``). During a rolling deploy each serve
+syncs its schedules.yaml when it loads it, and every owner fires the newest version; a schedule
+added in the new file fires from its next fire time once a serve running the new file synced it,
+and one removed from the new file stops everywhere. Nothing fires twice: the fire-time key holds
+across versions.
 
 **One clock.** On PostgreSQL fire times fall due by the database's clock: :class:`DatabaseClock`
 is the host's clock minus its offset from the database's, measured at start and every

@@ -45,6 +45,7 @@ from ..store.config_errors import ConfigErrorRecord
 from ._pauses import PauseWatch
 from .config import ScheduleEntry, SchedulesConfig
 from .cron import jitter_offset
+from .definitions import CHANGE_POLL, DefinitionWatch
 from .firing import (
     CHECK_TIME,
     MISFIRE_GRACE,
@@ -119,7 +120,7 @@ Done = list[tuple[str, datetime, FireResult]]
 Listener = Callable[[ScheduleEntry, datetime, FireResult, timedelta], None]
 
 
-class Scheduler(PauseWatch, Service):
+class Scheduler(DefinitionWatch, PauseWatch, Service):
     """Fires the schedules of one :class:`SchedulesConfig` through a Durably instance."""
 
     def __init__(
@@ -136,6 +137,9 @@ class Scheduler(PauseWatch, Service):
         self._gained = False  # buckets were taken: read their cursors before firing them
         self.ownership: Ownership | None = None
         self._checked: dict[str, tuple[ScheduleEntry, NewRun]] = {}  # by check(): each schedule's run
+        self._own: dict[str, tuple[str, ScheduleEntry]] = {}
+        self._seq = 0  # the newest schedule change applied (definitions.py)
+        self._versions: dict[str, int] = {}
         self.last_tick_monotonic = 0.0
         self.listeners: list[Listener] = []
         self.config_error: ConfigErrorRecord | None = None
@@ -178,16 +182,28 @@ class Scheduler(PauseWatch, Service):
         return self.ownership is None or self.ownership.owns(name)
 
     # -- configuration --------------------------------------------------------------------------
+    def sync_by(self) -> str:
+        """Who a sync of the file is, in its versions: this scheduler (the serve's worker id)."""
+        if self.ownership is not None:
+            return self.ownership.id
+        from .pausing import default_actor
+
+        return f"scheduler of {default_actor()}"
+
     async def load(self) -> None:
-        """Read cursors; schedules seen for the first time start from now (no surprise backfill).
+        """Sync the file into the database, read the definitions (definitions.py) and the cursors;
+        schedules seen for the first time start from now (no surprise backfill).
 
         Cursors are read in one query and the missing (or changed) ones written in one batch, then
         read again: a schedule another process started first keeps that process's cursor."""
         started = time.monotonic()
+        if self._synced is not self.config:
+            await self.sync(self.config)
+        schedules = await self.definitions()
         cursors = await self.durably.get_cursors()
         now = whole_second(self.clock.now())
         restart: dict[str, datetime] = {}
-        for name, entry in self.config.schedules.items():
+        for name, entry in schedules.items():
             old = self._states.get(name)
             if name not in cursors or (
                 old is not None
@@ -201,8 +217,13 @@ class Scheduler(PauseWatch, Service):
             await self.durably.advance_cursors(restart)
             cursors = await self.durably.get_cursors()
         self._states = {
-            name: ScheduleClock(entry=entry, cursor=cursors[name], template=self._template(entry))
-            for name, entry in self.config.schedules.items()
+            name: ScheduleClock(
+                entry=entry,
+                cursor=cursors[name],
+                template=self._template(entry),
+                version=self._versions.get(name),
+            )
+            for name, entry in schedules.items()
         }
         paused = {
             name: state for name, state in (await self.durably.get_schedule_states()).items() if state.paused
@@ -265,9 +286,11 @@ class Scheduler(PauseWatch, Service):
     def start(self) -> None:
         if self.ownership is not None:
             self.ownership.start()
+        self.durably.on_schedules_changed(self._wake.set)  # PostgreSQL: a change's NOTIFY wakes it
         super().start()
 
     async def stop(self) -> None:
+        self.durably.on_schedules_changed(self._wake.set, add=False)
         await super().stop()
         if self.ownership is not None:
             await self.ownership.stop()
@@ -285,6 +308,7 @@ class Scheduler(PauseWatch, Service):
         while True:
             if not self._loaded:
                 await self.load()
+            await self.apply_changes()
             await self.tick()
             self.healthy()
             await self._sleep(self._prepare_next())
@@ -313,8 +337,15 @@ class Scheduler(PauseWatch, Service):
         return wait
 
     async def _sleep(self, seconds: float) -> None:
+        """Sleep until the next due time or a wake-up; meanwhile apply schedule changes as they
+        come (read every CHANGE_POLL seconds, or at once when the store notifies)."""
         self._wake.clear()
-        await self.clock.wait(self._wake, seconds)
+        until = self.clock.monotonic() + seconds
+        while (left := until - self.clock.monotonic()) > 0:
+            if await self.clock.wait(self._wake, min(left, CHANGE_POLL)):
+                return
+            if await self.apply_changes():
+                return
 
     async def tick(self) -> Done:
         """Handle every fire time due by now of the schedules this scheduler owns; returns what was
@@ -490,6 +521,10 @@ class Scheduler(PauseWatch, Service):
                 log.error("scheduler listener failed: %r", exc)
 
     # -- queries for tools ----------------------------------------------------------------------
+    def schedule_names(self) -> list[str]:
+        """The schedules it fires (the database's, of both sources), or the file's before it loaded."""
+        return list(self._states) if self._loaded else list(self.config.schedules)
+
     def next_fire_times(self) -> dict[str, datetime]:
         """The next fire time (UTC) this scheduler will handle, per schedule."""
         return {name: state.next_fire() for name, state in self._states.items()}

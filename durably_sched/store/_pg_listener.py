@@ -21,7 +21,7 @@ import asyncpg
 from .._ratelimit import RateLimitedLog
 from .._tasks import stop_task
 from ._pg_errors import describe
-from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL
+from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL, SCHEDULES_CHANNEL
 
 __all__ = ["Listener"]
 
@@ -37,11 +37,13 @@ class Listener:
         server_settings: dict[str, str],
         where: str,
         callback: Callable[[], Callable[[], None] | None],
+        schedules: Callable[[], None] | None = None,
     ) -> None:
         self._dsn = dsn
         self._server_settings = server_settings
         self._where = where
         self._callback = callback  # returns the current wake-up function (it may be replaced)
+        self._schedules = schedules  # a schedule changed (SCHEDULES_CHANNEL, _pg_schedule_defs.py)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._warnings = RateLimitedLog(log)
@@ -66,6 +68,11 @@ class Listener:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.wake)
 
+    def _schedule_notified(self, *_: Any) -> None:
+        loop, schedules = self._loop, self._schedules
+        if loop is not None and not loop.is_closed() and schedules is not None:
+            loop.call_soon_threadsafe(schedules)
+
     def wake(self) -> None:
         callback = self._callback()
         if callback is not None:
@@ -86,6 +93,9 @@ class Listener:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._notified)
+                if self._schedules is not None:
+                    await conn.add_listener(SCHEDULES_CHANNEL, self._schedule_notified)
+                    self._schedules()
                 delay = 0.1
                 self.wake()  # notifications sent while we were not listening are gone
                 while not lost.is_set():

@@ -206,6 +206,7 @@ def _insert_args(runs: Sequence[NewRun]) -> list[list[Any]]:
         [r.labels.get("schedule") for r in runs],
         [None if r.retry_policy is None else dumps(r.retry_policy) for r in runs],
         [r.timeout for r in runs],
+        [r.schedule_version for r in runs],
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,8 +67,16 @@ class PostgresSchedules(PostgresAccess):
 
         return await self._run("list_fire_records", read)
 
-    async def last_fire_records(self) -> dict[str, FireRecord]:
+    async def last_fire_records(self, schedules: Sequence[str] | None = None) -> dict[str, FireRecord]:
         async def read(conn: Any, replay: bool) -> dict[str, FireRecord]:
+            if schedules is not None:
+                rows = await conn.fetch(
+                    f"SELECT f.* FROM unnest($1::text[]) AS s(name) CROSS JOIN LATERAL (SELECT "
+                    f"{columns(FIRE_COLUMNS)} FROM fire_records WHERE schedule = s.name "
+                    "ORDER BY fire_time DESC LIMIT 1) f",
+                    list(schedules),
+                )
+                return {r["schedule"]: fire_from_row(r) for r in rows}
             rows = await conn.fetch(
                 f"SELECT DISTINCT ON (schedule) {columns(FIRE_COLUMNS)} FROM fire_records "
                 "ORDER BY schedule, fire_time DESC"
@@ -98,6 +107,16 @@ class PostgresSchedules(PostgresAccess):
             return {r["schedule"]: state_from_row(r) for r in rows}
 
         return await self._run("get_schedule_states", read)
+
+    async def get_schedule_states_of(self, schedules: Sequence[str]) -> dict[str, ScheduleState]:
+        async def read(conn: Any, replay: bool) -> dict[str, ScheduleState]:
+            rows = await conn.fetch(
+                f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule = ANY($1::text[])",
+                list(schedules),
+            )
+            return {r["schedule"]: state_from_row(r) for r in rows}
+
+        return await self._run("get_schedule_states_of", read)
 
     async def get_schedule_state(self, schedule: str) -> ScheduleState | None:
         async def read(conn: Any, replay: bool) -> ScheduleState | None:

@@ -28,6 +28,8 @@ SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 RUN_SELECT = columns(RUN_COLUMNS)
 STATE_SELECT = columns(STATE_COLUMNS)
 NOTIFY = f"pg_notify('{CHANNEL}', job_name)"
+SCHEDULES_CHANNEL = "durably_sched_schedules"
+"""Notified (with the newest seq) on the commit of every change of a schedule (_pg_schedule_defs.py)."""
 
 # Logs travel as five parallel arrays; WITH ORDINALITY keeps their order in the id sequence.
 LOGS_FROM = (
@@ -38,13 +40,13 @@ LOGS_FROM = (
 INSERT_RUNS = f"""
 WITH ins AS (
     INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, schedule_name,
-                      retry_policy, timeout)
+                      retry_policy, timeout, schedule_version)
     SELECT n.id, n.job_name, 'pending', n.input, n.idempotency_key, n.concurrency_key, n.labels,
-           n.schedule_name, n.retry_policy, n.timeout
+           n.schedule_name, n.retry_policy, n.timeout, n.schedule_version
     FROM unnest($1::text[], $2::text[], $3::json[], $4::text[], $5::text[], $6::json[], $7::text[],
-                $8::json[], $9::float8[])
+                $8::json[], $9::float8[], $10::int[])
          WITH ORDINALITY AS n(id, job_name, input, idempotency_key, concurrency_key, labels,
-                              schedule_name, retry_policy, timeout, ord)
+                              schedule_name, retry_policy, timeout, schedule_version, ord)
     ORDER BY n.ord
     ON CONFLICT DO NOTHING
     RETURNING seq, {RUN_SELECT}
@@ -379,6 +381,8 @@ SELECT n.name FROM unnest($1::text[]) AS n(name)
 WHERE EXISTS (SELECT 1 FROM runs WHERE schedule_name = n.name AND status IN {ACTIVE_SQL})
    OR EXISTS (SELECT 1 FROM runs WHERE schedule_name = n.name AND status = 'waiting')
 """
+"""The schedules of ``$1`` with a run pending, running or waiting (the overlap policy treats a waiting
+run as still running): the partial indexes runs_schedule_active and runs_schedule_waiting."""
 
 UPSERT_CURSOR = """
 INSERT INTO schedule_cursors AS c (schedule, last_fire_time) VALUES ($1, $2)

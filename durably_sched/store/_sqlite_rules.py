@@ -127,8 +127,8 @@ class Answers:
     def insert_run(self, run: NewRun) -> tuple[RunRecord, Disposition]:
         row = self.conn.execute(
             "INSERT INTO runs (id, job_name, status, input, idempotency_key, concurrency_key, labels, "
-            "schedule_name, retry_policy, timeout, created_at, updated_at) "
-            "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "schedule_name, retry_policy, timeout, schedule_version, created_at, updated_at) "
+            "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             f"ON CONFLICT DO NOTHING RETURNING {RUN_SELECT}",
             (
                 run.id,
@@ -140,6 +140,7 @@ class Answers:
                 run.labels.get("schedule"),
                 None if run.retry_policy is None else dumps(run.retry_policy),
                 run.timeout,
+                run.schedule_version,
                 self.now,
                 self.now,
             ),

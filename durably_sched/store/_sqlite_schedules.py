@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from . import _activity
@@ -53,7 +54,18 @@ class SqliteSchedules(SqliteAccess):
         )
         return [fire_record(r) for r in rows]
 
-    async def last_fire_records(self) -> dict[str, FireRecord]:
+    async def last_fire_records(self, schedules: Sequence[str] | None = None) -> dict[str, FireRecord]:
+        if schedules is not None:
+            names = list(dict.fromkeys(schedules))[:900]  # within SQLite's bound parameters
+            if not names:
+                return {}
+            rows = await self._read(
+                f"SELECT {columns(FIRE_COLUMNS, 'f.')} FROM fire_records f WHERE f.schedule IN "
+                f"({', '.join('?' * len(names))}) AND f.fire_time = "
+                "(SELECT max(fire_time) FROM fire_records m WHERE m.schedule = f.schedule)",
+                names,
+            )
+            return {r["schedule"]: fire_record(r) for r in rows}
         rows = await self._read(
             f"SELECT {columns(FIRE_COLUMNS, 'f.')} FROM fire_records f "
             "JOIN (SELECT schedule, max(fire_time) AS t FROM fire_records GROUP BY schedule) m "
@@ -72,6 +84,16 @@ class SqliteSchedules(SqliteAccess):
     async def get_schedule_states(self, *, attention_only: bool = False) -> dict[str, ScheduleState]:
         where = " WHERE paused = 1 OR consecutive_failures > 0" if attention_only else ""
         rows = await self._read(f"SELECT {STATE_SELECT} FROM schedule_states{where}")
+        return {r["schedule"]: state_record(r) for r in rows}
+
+    async def get_schedule_states_of(self, schedules: Sequence[str]) -> dict[str, ScheduleState]:
+        names = list(dict.fromkeys(schedules))[:900]  # within SQLite's bound parameters
+        if not names:
+            return {}
+        marks = ", ".join("?" * len(names))
+        rows = await self._read(
+            f"SELECT {STATE_SELECT} FROM schedule_states WHERE schedule IN ({marks})", names
+        )
         return {r["schedule"]: state_record(r) for r in rows}
 
     async def get_schedule_state(self, schedule: str) -> ScheduleState | None:

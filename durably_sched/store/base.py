@@ -63,6 +63,7 @@ from .rules import (
     pause,
     resume,
 )
+from .schedule_defs import ScheduleDefStore
 from .waits import WaitStore
 
 T = TypeVar("T")
@@ -122,7 +123,7 @@ def _failure(
     )
 
 
-class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore):
+class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore, ScheduleDefStore):
     """The storage contract. One instance per process; safe for concurrent use from one loop."""
 
     url: str
@@ -491,8 +492,9 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore):
         """Newest first."""
 
     @abc.abstractmethod
-    async def last_fire_records(self) -> dict[str, FireRecord]:
-        """The newest fire record of every schedule."""
+    async def last_fire_records(self, schedules: Sequence[str] | None = None) -> dict[str, FireRecord]:
+        """The newest fire record of every schedule (with ``schedules``: of these only, one index
+        read each, for a page of a list)."""
 
     @abc.abstractmethod
     async def purge_fire_records(self, older_than: datetime, batch_size: int = 500) -> int: ...
@@ -505,6 +507,10 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore):
 
     @abc.abstractmethod
     async def get_schedule_state(self, schedule: str) -> ScheduleState | None: ...
+
+    @abc.abstractmethod
+    async def get_schedule_states_of(self, schedules: Sequence[str]) -> dict[str, ScheduleState]:
+        """The state rows of these schedules (a page of a schedule list), by their key."""
 
     async def pause_schedule(
         self,
@@ -562,3 +568,18 @@ class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore):
         self._wakeup = callback
 
     _wakeup: Callable[[], None] | None = None
+
+    def on_schedules_changed(self, callback: Callable[[], None], *, add: bool = True) -> None:
+        """Add (or remove) a callback run on the event loop when a schedule may have changed in
+        another process. PostgreSQL calls it on the change's NOTIFY; other backends never do (a
+        scheduler polls ``schedule_seq`` anyway)."""
+        callbacks = self.__dict__.setdefault("_schedule_callbacks", [])
+        if add:
+            callbacks.append(callback)
+        elif callback in callbacks:
+            callbacks.remove(callback)
+
+    def schedules_changed(self) -> None:
+        """Run the callbacks of :meth:`on_schedules_changed`."""
+        for callback in list(self.__dict__.get("_schedule_callbacks", [])):
+            callback()

@@ -62,6 +62,7 @@ from ._pg_group_commit import GroupCommit
 from ._pg_listener import Listener
 from ._pg_rules import PostgresRules
 from ._pg_runs import PostgresRuns
+from ._pg_schedule_defs import PostgresScheduleDefs
 from ._pg_schedules import PostgresSchedules
 from ._pg_sql import CONNECT_TIMEOUT, DEFAULT_POOL_MAX, LOCK_NAMESPACE, MIGRATION_LOCK, SCHEMA_NAME
 from ._pg_statistics import RunStatistics
@@ -122,6 +123,7 @@ class PostgresStore(
     PostgresWebSessions,
     PostgresBuckets,
     PostgresWaits,
+    PostgresScheduleDefs,
     Store,
 ):
     """Store on a PostgreSQL database through an asyncpg connection pool.
@@ -189,7 +191,9 @@ class PostgresStore(
         self._idle: list[Any] = []  # connections kept between operations (see _acquire)
         self._waiting = 0  # operations waiting in the pool's acquire
         self._warnings = RateLimitedLog(log)
-        self._listener = Listener(self._dsn, self._server_settings(), self.where, lambda: self._wakeup)
+        self._listener = Listener(
+            self._dsn, self._server_settings(), self.where, lambda: self._wakeup, self.schedules_changed
+        )
         self._checkpoints = GroupCommit(self._checkpoint_one, self._checkpoint_batch)
         self._completions = GroupCommit(self._end_one, self._complete_batch)
         self._statistics = RunStatistics(lambda op: self._run("analyze", op))
@@ -211,7 +215,7 @@ class PostgresStore(
             )
         except Exception as exc:
             raise self._connect_error(exc) from None
-        if self._wakeup is not None:
+        if self._wakeup is not None or self.__dict__.get("_schedule_callbacks"):
             self._listener.start(asyncio.get_running_loop())
 
     def _connect_error(self, exc: BaseException) -> StoreError:
@@ -258,6 +262,11 @@ class PostgresStore(
     def set_wakeup(self, callback: Callable[[], None]) -> None:
         super().set_wakeup(callback)
         if self._pool is not None:
+            self._listener.start(asyncio.get_running_loop())
+
+    def on_schedules_changed(self, callback: Callable[[], None], *, add: bool = True) -> None:
+        super().on_schedules_changed(callback, add=add)
+        if add and self._pool is not None:
             self._listener.start(asyncio.get_running_loop())
 
     async def _acquire(self, pool: Any) -> Any:

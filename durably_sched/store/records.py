@@ -48,6 +48,8 @@ class NewRun:
     job's; None: the job's own policy applies."""
     timeout: float | None = None
     """Seconds one attempt may take, when the trigger or schedule set it; None: the job's."""
+    schedule_version: int | None = None
+    """The version of the schedule that fired it (None: not fired by a schedule's definition)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,8 @@ class RunRecord:
     wait: WaitState | None = None
     """The run's last durable wait (kept after it ended, for the replay); see ``waiting_for``."""
     event_seq: int = 0
+    schedule_version: int | None = None
+    """The version of the schedule whose fire time made this run (None: not a scheduled run)."""
     """The newest event this run received."""
 
     @property

@@ -101,6 +101,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "wait_outcome",
     "wait_data",
     "event_seq",
+    "schedule_version",
 )
 STEP_COLUMNS: tuple[str, ...] = ("run_id", "name", "idx", "output", "started_at", "completed_at")
 LOG_COLUMNS: tuple[str, ...] = ("id", "run_id", "step_name", "level", "message", "data", "created_at")
@@ -217,6 +218,7 @@ def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None 
         parent_run_id=row["parent_run_id"],
         wait=_wait_from_row(row, time),
         event_seq=row["event_seq"],
+        schedule_version=row["schedule_version"],
     )
 
 

@@ -48,6 +48,7 @@ from ._sqlite_buckets import SqliteBuckets
 from ._sqlite_config_errors import SqliteConfigErrors
 from ._sqlite_rules import SqliteRules
 from ._sqlite_runs import SqliteRuns
+from ._sqlite_schedule_defs import SqliteScheduleDefs
 from ._sqlite_schedules import SqliteSchedules
 from ._sqlite_waits import SqliteWaits
 from ._sqlite_work import SqliteWork
@@ -155,6 +156,7 @@ class SqliteStore(
     SqliteWebSessions,
     SqliteBuckets,
     SqliteWaits,
+    SqliteScheduleDefs,
     Store,
 ):
     """Store on one SQLite file. URL: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``.

@@ -83,6 +83,7 @@ def run(record: RunRecord) -> dict[str, Any]:
         "concurrency_key": record.concurrency_key,
         "labels": dict(record.labels),
         "schedule": record.labels.get("schedule"),
+        "schedule_version": record.schedule_version,
         "scheduled_for": record.labels.get("scheduled_for"),
         "input": record.input,
         "output": record.output,

@@ -41,6 +41,7 @@ from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key
 from ..store.base import RunRecord
 from . import _json
+from . import _schedule_api as _defs
 from ._context import WebContext, context
 from ._parse import (
     MAX_LIMIT,
@@ -57,6 +58,7 @@ from ._parse import (
 from ._schedules import entries as _entries
 from ._schedules import entry as _entry
 from ._schedules import schedule_json, schedules_json
+from ._schedules import stored as _stored
 
 if TYPE_CHECKING:
     from ..ports import WebFacade
@@ -417,17 +419,41 @@ async def list_events(request: Request) -> Response:
 # -- schedules ---------------------------------------------------------------------------------------
 @endpoint()
 async def list_schedules(request: Request) -> Response:
+    """Without filters: every schedule (the file's, then the API schedules). With ``job``,
+    ``label`` (``K:V``, repeatable), ``source``, ``q``, ``paused``, ``limit`` or ``cursor``: one
+    page of the database's schedules by name, and its ``next_cursor``."""
     ctx = context(request)
     errors = await reloading.config_errors_json(ctx.durably, _json.utc)
-    return JSONResponse({"schedules": await schedules_json(ctx), "config_errors": errors})
+    query = _defs.page_query(request)
+    if query is not None:
+        return JSONResponse({**await _defs.schedules_page(request, query), "config_errors": errors})
+    return JSONResponse(
+        {"schedules": await schedules_json(ctx), "next_cursor": None, "config_errors": errors}
+    )
+
+
+def _changing(change: Callable[[Request, str], Awaitable[Response]]) -> Handler:
+    @endpoint(act=True)
+    async def handle(request: Request) -> Response:
+        return await change(request, actor(request))
+
+    return handle
+
+
+create_schedule = _changing(_defs.create_schedule)
+update_schedule = _changing(_defs.update_schedule)
+delete_schedule = _changing(_defs.delete_schedule)
+rollback_schedule = _changing(_defs.rollback_schedule)
+schedule_versions = endpoint()(_defs.schedule_versions)
 
 
 @endpoint()
 async def get_schedule(request: Request) -> Response:
     ctx = context(request)
-    entry = _entry(ctx, request.path_params["name"])
+    entry = await _entry(ctx, request.path_params["name"])
     state = await ctx.durably.get_schedule_state(entry.name)
-    return JSONResponse({"schedule": await schedule_json(ctx, entry, datetime.now(UTC), state)})
+    row = await _stored(ctx, entry.name)
+    return JSONResponse({"schedule": await schedule_json(ctx, entry, datetime.now(UTC), state, row)})
 
 
 def actor(request: Request) -> str:
@@ -445,7 +471,7 @@ def _facade_knows_schedules(ctx: WebContext) -> None:
     """A Durably without a scheduler in this process (an app given only ``schedules=``) learns the
     schedules in use, so it checks names and can catch up, as a Scheduler would tell it."""
     config = ctx.schedules()
-    if config is not None and ctx.durably.schedules is None:
+    if config is not None and ctx.durably.schedules_config is None:
         ctx.durably.use_schedules(config)
 
 
@@ -454,7 +480,7 @@ async def pause_schedule(request: Request) -> Response:
     """Body ``{"reason"}`` (optional). Pausing a paused schedule changes nothing: 200 with
     ``changed: false`` and the pause in force (as the CLI's no-op)."""
     ctx = context(request)
-    entry = _entry(ctx, request.path_params["name"])
+    entry = await _entry(ctx, request.path_params["name"])
     body = await body_object(request, {"reason"})
     _facade_knows_schedules(ctx)
     change = await ctx.durably.pause_schedule(entry.name, reason=body.get("reason"), by=actor(request))
@@ -472,7 +498,7 @@ async def resume_schedule(request: Request) -> Response:
     caught up; ``catchup: true`` on a schedule no longer paused catches up its last pause (as
     ``schedules resume --catchup``), and answers 200 with ``changed: false`` if that ran anything."""
     ctx = context(request)
-    entry = _entry(ctx, request.path_params["name"])
+    entry = await _entry(ctx, request.path_params["name"])
     body = await body_object(request, {"catchup"})
     catchup = body.get("catchup", False)
     if not isinstance(catchup, bool):
@@ -525,7 +551,7 @@ async def schedule_history(request: Request) -> Response:
     before = parse_time(before_text, "before") if before_text else None
     store = ctx.durably
     records = await store.list_fire_records(name, limit=limit, before=before)
-    if not records and name not in _entries(ctx) and before is None:
+    if not records and name not in _entries(ctx) and before is None and await _stored(ctx, name) is None:
         raise ApiError(404, "not_found", f"unknown schedule '{name}': not defined and no fire times recorded")
     statuses = await store.get_run_statuses([r.run_id for r in records if r.run_id])
     items = [
@@ -540,7 +566,7 @@ async def schedule_history(request: Request) -> Response:
 @endpoint(act=True)
 async def trigger_schedule(request: Request) -> Response:
     ctx = context(request)
-    entry = _entry(ctx, request.path_params["name"])
+    entry = await _entry(ctx, request.path_params["name"])
     body = await body_object(request, {"at"})
     at_text = optional_str(body, "at")
     at = _in_zone(at_text, "at", entry) if at_text else None  # naive: the schedule's zone
@@ -579,7 +605,7 @@ async def backfill_schedule(request: Request) -> Response:
     """Body ``{"from", "to", "dry_run", "force"}``; times without an offset are in the schedule's
     zone. A dry run lists the fire times and writes nothing."""
     ctx = context(request)
-    entry = _entry(ctx, request.path_params["name"])
+    entry = await _entry(ctx, request.path_params["name"])
     body = await body_object(request, {"from", "to", "dry_run", "force"})
     start, end = optional_str(body, "from"), optional_str(body, "to")
     if not start or not end:
@@ -625,7 +651,12 @@ def routes() -> list[BaseRoute]:
         Route("/runs/{run_id}/retrigger", retrigger_run, methods=["POST"]),
         Route("/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
         Route("/schedules", list_schedules, methods=["GET"]),
+        Route("/schedules", create_schedule, methods=["POST"]),
         Route("/schedules/{name}", get_schedule, methods=["GET"]),
+        Route("/schedules/{name}", update_schedule, methods=["PATCH"]),
+        Route("/schedules/{name}", delete_schedule, methods=["DELETE"]),
+        Route("/schedules/{name}/versions", schedule_versions, methods=["GET"]),
+        Route("/schedules/{name}/rollback", rollback_schedule, methods=["POST"]),
         Route("/schedules/{name}/history", schedule_history, methods=["GET"]),
         Route("/schedules/{name}/trigger", trigger_schedule, methods=["POST"]),
         Route("/schedules/{name}/backfill", backfill_schedule, methods=["POST"]),

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..errors import RunNotFoundError
+from ..errors import InvalidArgumentError, RunNotFoundError, ScheduleNotFoundError
 from ..record_fields import clock_text
+from ..schedule.config import entry_of
 from ..schedule.cron import fire_key, fire_times
 from ..schedule.reloading import config_errors_shown
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
@@ -24,7 +25,9 @@ from . import _json
 from ._context import app_root, context
 from ._parse import ApiError, check_request_text, parse_time, run_query, shown
 from ._pictures import schedule_pictures, sparklines
-from ._schedules import schedule_json, schedules_json
+from ._schedule_api import version_json
+from ._schedules import rows_json, schedule_json, schedules_json
+from ._schedules import stored as stored_schedule
 from .auth import SESSION_COOKIE, SESSION_SECONDS, safe_next
 
 _env = jinja2.Environment(
@@ -120,9 +123,28 @@ def page(handler: Any) -> Any:
 # -- pages -------------------------------------------------------------------------------------------
 @page
 async def home(request: Request) -> Response:
+    """The Schedules page: one page (50) of the database's schedules by name, searched by name and
+    filtered by job and source; the file's schedules while the database has none."""
     ctx = context(request)
     config = ctx.schedules()
-    schedules = await schedules_json(ctx)
+    params = request.query_params
+    search = {key: params.get(key, "").strip() for key in ("q", "job", "source")}
+    searching = any(search.values()) or bool(params.get("cursor"))
+    if not searching:
+        search["source"] = "api"  # the file's schedules (in its order), then a page of the API's
+    listed = await ctx.durably.schedules.list(
+        q=search["q"] or None, job=search["job"] or None, source=search["source"] or None,
+        limit=HOME_PAGE, cursor=params.get("cursor") or None,
+    )  # fmt: skip
+    schedules = [] if searching else await schedules_json(ctx, api=False)
+    shown_names = {s["name"] for s in schedules}
+    schedules += await rows_json(ctx, [row for row in listed.items if row.name not in shown_names])
+    next_query = None
+    if listed.next_cursor is not None:
+        kept = [(k, v) for k, v in search.items() if v] + [("cursor", listed.next_cursor)]
+        next_query = "&".join(f"{quote(k)}={quote(v)}" for k, v in kept)
+    if not searching:
+        search["source"] = ""
     page_ = await ctx.durably.list_runs_page(run_query_for(limit=15))
     sparks = await sparklines(ctx.durably, [s["name"] for s in schedules]) if schedules else {}
     return render(
@@ -130,7 +152,9 @@ async def home(request: Request) -> Response:
         "home.html",
         schedules=schedules,
         sparks=sparks,
-        has_schedules=config is not None,
+        search=search,
+        next_query=next_query,
+        has_schedules=config is not None or bool(schedules) or any(search.values()),
         runs=[_json.run_row(r) for r in page_.runs],
         jobs=sorted(ctx.durably.job_names),
     )
@@ -218,6 +242,10 @@ async def schedule_page(request: Request) -> Response:
     name = request.path_params["name"]
     config = ctx.schedules()
     entry = config.schedules.get(name) if config is not None else None
+    row = await stored_schedule(ctx, name)
+    if row is not None and (entry is None or row.source == "api"):
+        entry = entry_of(row.name, row.definition, row.line)
+    versions = [version_json(v) for v in reversed(await _versions(ctx, name))]
     before_text = request.query_params.get("before")
     before = parse_time(before_text, "before") if before_text else None
     store = ctx.durably
@@ -237,7 +265,7 @@ async def schedule_page(request: Request) -> Response:
         for r in records
     ]
     info = (
-        await schedule_json(ctx, entry, datetime.now(UTC), await ctx.durably.get_schedule_state(name))
+        await schedule_json(ctx, entry, datetime.now(UTC), await ctx.durably.get_schedule_state(name), row)
         if entry is not None
         else None
     )
@@ -254,6 +282,8 @@ async def schedule_page(request: Request) -> Response:
         "schedule.html",
         name=name,
         schedule=info,
+        source=row,
+        versions=versions,
         upcoming=upcoming,
         history=history,
         outcomes=FIRE_OUTCOMES,
@@ -277,16 +307,7 @@ async def workers_page(request: Request) -> Response:
 
 @page
 async def jobs_page(request: Request) -> Response:
-    durably = context(request).durably
-    jobs = []
-    for name in sorted(durably.job_names):
-        job = durably.job_by_name(name)
-        schema = (
-            job.input.model_json_schema() if job.input is not None else {"type": "object", "properties": {}}
-        )
-        jobs.append(
-            {"name": name, "description": job.description, "fields": form_fields(schema), "schema": schema}
-        )
+    jobs = _job_forms(context(request))
     return render(request, "jobs.html", jobs=jobs, selected=request.query_params.get("job"))
 
 
@@ -320,6 +341,60 @@ def form_fields(schema: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return fields
+
+
+# -- schedules as data: the create and edit forms -----------------------------------------------------
+HOME_PAGE = 50
+"""Schedules per page on the Schedules page."""
+_NEW = {
+    "cron": "", "timezone": "UTC", "catchup": "all", "overlap": "queue", "catchup_window": "1d",
+    "jitter": "0s", "timeout": None, "pause_after_failures": None, "enabled": True,
+}  # fmt: skip
+
+
+def _job_forms(ctx: Any) -> list[dict[str, Any]]:
+    """Each registered job with its input schema and the form fields made from it."""
+    durably = ctx.durably
+    forms = []
+    for name in sorted(durably.job_names):
+        job = durably.job_by_name(name)
+        schema = (
+            job.input.model_json_schema() if job.input is not None else {"type": "object", "properties": {}}
+        )
+        forms.append(
+            {"name": name, "description": job.description, "fields": form_fields(schema), "schema": schema}
+        )
+    return forms
+
+
+async def _versions(ctx: Any, name: str) -> list[Any]:
+    try:
+        return list(await ctx.durably.schedules.versions(name))
+    except (ScheduleNotFoundError, InvalidArgumentError):
+        return []  # a name the database never held (a schedule of the file not synced yet)
+
+
+@page
+async def new_schedule_page(request: Request) -> Response:
+    ctx = context(request)
+    jobs = _job_forms(ctx)
+    first = jobs[0]["name"] if jobs else None
+    values: dict[str, Any] = {**_NEW, "job": first, "input": {}, "labels_text": ""}
+    return render(request, "schedule_form.html", jobs=jobs, d=values, editing=False, name=None)
+
+
+@page
+async def edit_schedule_page(request: Request) -> Response:
+    ctx = context(request)
+    name = request.path_params["name"]
+    row = await stored_schedule(ctx, name)
+    if row is None:
+        raise ApiError(404, "not_found", f"unknown schedule '{name}'")
+    if row.source == "yaml":
+        raise ApiError(409, "conflict", f"schedule '{name}' is defined in {row.location}: change it there")
+    labels = " ".join(f"{k}={v}" for k, v in (row.definition.get("labels") or {}).items())
+    values = {**row.definition, "labels_text": labels}
+    return render(request, "schedule_form.html", jobs=_job_forms(ctx), d=values, editing=True, name=name)
 
 
 # -- login -------------------------------------------------------------------------------------------
@@ -388,7 +463,9 @@ def routes() -> list[BaseRoute]:
         Route("/", home, methods=["GET"]),
         Route("/runs", runs_page, methods=["GET"]),
         Route("/runs/{run_id}", run_page, methods=["GET"]),
+        Route("/new-schedule", new_schedule_page, methods=["GET"]),
         Route("/schedules/{name}", schedule_page, methods=["GET"]),
+        Route("/schedules/{name}/edit", edit_schedule_page, methods=["GET"]),
         Route("/jobs", jobs_page, methods=["GET"]),
         Route("/workers", workers_page, methods=["GET"]),
         Route("/login", login, methods=["GET", "POST"]),

@@ -856,6 +856,10 @@ async def test_fire_records_newest_first_with_paging_and_last_per_schedule(store
         "a": (slot(4), "triggered"),
         "b": (slot(7), "missed"),
     }
+    # Of some schedules only (a page of a schedule list): the same records, one read.
+    some = await store.last_fire_records(["b", "none", "b"])
+    assert {k: (v.fire_time, v.outcome) for k, v in some.items()} == {"b": (slot(7), "missed")}
+    assert await store.last_fire_records([]) == {}
 
 
 async def test_purge_fire_records_by_fire_time_in_batches(store: Store) -> None:

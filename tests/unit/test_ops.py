@@ -770,3 +770,17 @@ def test_retention_rejects_nonsense() -> None:
         Retention(None, timedelta(0), lambda: None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size"):
         Retention(None, timedelta(days=1), lambda: None, batch_size=0)  # type: ignore[arg-type]
+
+
+async def test_fire_records_are_kept_for_the_longest_window_of_the_api_schedules(durably: Durably) -> None:
+    """An API schedule (schedules as data) with a 7-day catch-up window keeps every schedule's
+    records for that window too, as a file's schedule with that window would."""
+    today = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
+    slots = {age: today - timedelta(days=age) for age in (10, 4)}
+    ids = [await fire_and_finish(durably, t) for t in slots.values()]
+    await make_old(durably, ids)
+    await durably.schedules.create("weekly-api", cron="0 3 * * 1", job=NIGHTLY.schedules["nightly"].job,
+                                   catchup_window="7d")  # fmt: skip
+    result = await Retention(durably, timedelta(hours=1), lambda: NIGHTLY).run_once()
+    assert result.fire_records == 1  # 7d + 1d lookback + 1d margin: the 4-day-old record stays
+    assert {r.fire_time for r in await durably.store.list_fire_records("nightly")} == {slots[4]}

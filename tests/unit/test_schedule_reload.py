@@ -148,7 +148,8 @@ async def test_a_failed_apply_keeps_the_previous_schedules_in_force(
     setup.path.write_text(OTHER)
     assert await setup.reloader.reload() is False
     assert setup.names() == ["nightly"]  # the scheduler's reload is all or nothing
-    assert setup.durably.schedules is not None and list(setup.durably.schedules.schedules) == ["nightly"]
+    config = setup.durably.schedules_config
+    assert config is not None and list(config.schedules) == ["nightly"]
     monkeypatch.undo()
     [row] = await current_config_errors(setup.durably)
     assert row.message == "could not apply the schedules: StoreError: database is locked"

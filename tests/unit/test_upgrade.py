@@ -394,6 +394,26 @@ async def test_a_run_the_previous_release_left_running_records_its_lost_attempt_
 
 
 @pytest.mark.parametrize("release", ["v1", "v2"])
+async def test_an_upgraded_database_has_free_buckets_for_its_schedulers(
+    backend: Backend, release: str
+) -> None:
+    """0010 (schedulers share the schedules): every bucket exists, free; the first scheduler to
+    beat after the upgrade owns them all, and its cursors and fire records are the release's."""
+    await load_v1(backend, release)
+    store = await backend.open_store(migrate=False)
+    await store.migrate()
+    cursors = await store.get_cursors()
+    assert cursors  # the release's cursors are there
+    assert await store.list_schedulers() == []
+    from durably_sched.schedule.ownership import BUCKETS
+    from durably_sched.store.base import SchedulerInfo
+
+    lease = await store.balance_buckets(SchedulerInfo("s", "h", 1, 2, None), 30.0, BUCKETS)
+    assert lease.buckets == frozenset(range(BUCKETS))
+    assert await store.get_cursors() == cursors
+
+
+@pytest.mark.parametrize("release", ["v1", "v2"])
 async def test_a_release_database_upgrades_to_durable_waits(backend: Backend, release: str) -> None:
     """The old runs have no wait, parent or children; new runs sleep, wait for events and start
     children on the upgraded database, and the attempt that waits is recorded as suspended."""
@@ -435,20 +455,33 @@ async def test_a_release_database_upgrades_to_durable_waits(backend: Backend, re
 
 
 @pytest.mark.parametrize("release", ["v1", "v2"])
-async def test_an_upgraded_database_has_free_buckets_for_its_schedulers(
+async def test_the_first_sync_makes_a_release_s_yaml_schedules_version_1_with_their_state_kept(
     backend: Backend, release: str
 ) -> None:
-    """0010 (schedulers share the schedules): every bucket exists, free; the first scheduler to
-    beat after the upgrade owns them all, and its cursors and fire records are the release's."""
-    await load_v1(backend, release)
+    """0011 (schedules as data): the release kept schedules only in its file. The first scheduler
+    to load the file after the upgrade syncs each entry as version 1 (op ``sync``, source yaml);
+    the pause, the cursors and the fire records the release stored stay as they were (the cursor
+    is not moved: the catch-up policy still applies from it), and the old runs have no version."""
+    expected = await load_v1(backend, release)
     store = await backend.open_store(migrate=False)
     await store.migrate()
     cursors = await store.get_cursors()
-    assert cursors  # the release's cursors are there
-    assert await store.list_schedulers() == []
-    from durably_sched.schedule.ownership import BUCKETS
-    from durably_sched.store.base import SchedulerInfo
+    states = await store.get_schedule_states()
+    names = sorted(cursors)
+    records = {name: await store.list_fire_records(name, limit=1000) for name in names}
+    from durably_sched.store.schedule_defs import SyncEntry
 
-    lease = await store.balance_buckets(SchedulerInfo("s", "h", 1, 2, None), 30.0, BUCKETS)
-    assert lease.buckets == frozenset(range(BUCKETS))
+    definition = {"cron": "0 2 * * *", "job": "report"}
+    result = await store.sync_schedules(
+        [SyncEntry(name, definition, "schedules.yaml", 3 + i) for i, name in enumerate(names)], by="serve-1"
+    )
+    assert sorted((v.name, v.version, v.op, v.source) for v in result.versions) == [
+        (name, 1, "sync", "yaml") for name in names
+    ]
     assert await store.get_cursors() == cursors
+    assert await store.get_schedule_states() == states
+    for name in names:
+        assert await store.list_fire_records(name, limit=1000) == records[name]
+    for run_id in expected["ids"].values():
+        old = await store.get_run(run_id)
+        assert old is not None and old.schedule_version is None

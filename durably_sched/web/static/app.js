@@ -129,6 +129,19 @@
         setTimeout(() => location.reload(), 600);
       });
     },
+    "delete-schedule": (b) => {
+      const note = window.prompt(`Delete ${b.dataset.schedule}? It fires nothing more; its runs and versions stay. Why? (kept with the version)`, "");
+      if (note === null) return Promise.reject(new Error(""));
+      const body = note.trim() ? { note: note.trim() } : {};
+      return api("DELETE", `/schedules/${encodeURIComponent(b.dataset.schedule)}`, body).then(() => { location.href = `${ROOT}/`; });
+    },
+    "rollback-schedule": (b) => {
+      const note = window.prompt(`Roll ${b.dataset.schedule} back to version ${b.dataset.version}? Why? (kept with the new version)`, "");
+      if (note === null) return Promise.reject(new Error(""));
+      const body = { to: parseInt(b.dataset.version, 10) };
+      if (note.trim()) body.note = note.trim();
+      return api("POST", `/schedules/${encodeURIComponent(b.dataset.schedule)}/rollback`, body).then(() => location.reload());
+    },
     resume: (b) => api("POST", `/schedules/${encodeURIComponent(b.dataset.schedule)}/resume`, { catchup: b.dataset.catchup === "1" }).then((d) => {
       const caught = d.caught_up.filter((c) => c.outcome === "triggered").length;
       flash(`${b.dataset.schedule} resumed` + (b.dataset.catchup === "1" ? `; ${caught} paused fire time(s) run` : ""), "ok");
@@ -146,33 +159,87 @@
   });
 
   // -- the trigger form of a job ---------------------------------------------------------------
+  // One control of a job's input form as its value (undefined: left empty).
+  function fieldValue(field, name) {
+    const type = field.dataset.type;
+    if (type === "boolean") return field.checked;
+    const raw = field.value.trim();
+    if (raw === "") return undefined;
+    if (type === "integer") return parseInt(raw, 10);
+    if (type === "number") return parseFloat(raw);
+    if (type === "json") {
+      try { return JSON.parse(raw); } catch (e) { throw new Error(`${name}: not valid JSON`); }
+    }
+    return raw;
+  }
+
+  function labelsOf(text) {
+    const labels = {};
+    for (const pair of text.split(/\s+/).filter(Boolean)) {
+      const at = pair.indexOf("=");
+      if (at < 1) throw new Error(`labels: '${pair}' is not KEY=VALUE`);
+      labels[pair.slice(0, at)] = pair.slice(at + 1);
+    }
+    return labels;
+  }
+
   function formInput(form) {
     const input = {};
     const extra = {};
     for (const field of form.querySelectorAll("[name]")) {
-      const name = field.name, type = field.dataset.type;
+      const name = field.name;
       if (name.startsWith("@")) { if (field.value.trim()) extra[name.slice(1)] = field.value.trim(); continue; }
-      if (type === "boolean") { input[name] = field.checked; continue; }
-      const raw = field.value.trim();
-      if (raw === "") continue;
-      if (type === "integer") input[name] = parseInt(raw, 10);
-      else if (type === "number") input[name] = parseFloat(raw);
-      else if (type === "json") {
-        try { input[name] = JSON.parse(raw); } catch (e) { throw new Error(`${name}: not valid JSON`); }
-      } else input[name] = raw;
+      const value = fieldValue(field, name);
+      if (value !== undefined) input[name] = value;
     }
     const body = { input };
     if (extra.idempotency_key) body.idempotency_key = extra.idempotency_key;
     if (extra.concurrency_key) body.concurrency_key = extra.concurrency_key;
-    if (extra.labels) {
-      body.labels = {};
-      for (const pair of extra.labels.split(/\s+/)) {
-        const at = pair.indexOf("=");
-        if (at < 1) throw new Error(`labels: '${pair}' is not KEY=VALUE`);
-        body.labels[pair.slice(0, at)] = pair.slice(at + 1);
+    if (extra.labels) body.labels = labelsOf(extra.labels);
+    return body;
+  }
+
+  // -- the create and edit form of a schedule (schedules as data) -------------------------------
+  function scheduleBody(form) {
+    const body = { input: {} };
+    const fieldset = form.querySelector("fieldset[data-job-input]:not([disabled])");
+    if (fieldset) {
+      for (const field of fieldset.querySelectorAll("[name]")) {
+        const name = field.name.slice("input.".length);
+        const value = fieldValue(field, "input." + name);
+        if (value !== undefined) body.input[name] = value;
       }
     }
+    for (const field of form.querySelectorAll(":scope > label [name], :scope > details [name]")) {
+      const name = field.name, raw = field.type === "checkbox" ? field.checked : field.value.trim();
+      if (name === "labels") body.labels = labelsOf(raw);
+      else if (name === "enabled") body.enabled = raw;
+      else if (name === "pause_after_failures") body.pause_after_failures = raw === "" ? null : parseInt(raw, 10);
+      else if (name === "timeout") body.timeout = raw === "" ? null : raw;
+      else if (raw !== "") body[name] = raw;
+    }
     return body;
+  }
+
+  for (const form of document.querySelectorAll("form[data-schedule-form]")) {
+    const select = form.querySelector("[data-job-select]");
+    if (select) select.addEventListener("change", () => {
+      for (const fs of form.querySelectorAll("fieldset[data-job-input]")) {
+        const on = fs.dataset.jobInput === select.value;
+        fs.hidden = !on; fs.disabled = !on;
+      }
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      let body;
+      try { body = scheduleBody(form); } catch (err) { flash(err.message, "error"); return; }
+      const editing = form.dataset.scheduleForm;
+      const request = editing
+        ? api("PATCH", `/schedules/${encodeURIComponent(editing)}`, body)
+        : api("POST", "/schedules", body);
+      request.then((d) => { location.href = `${ROOT}/schedules/${encodeURIComponent(d.schedule.name)}`; })
+        .catch((err) => flash(err.message, "error"));
+    });
   }
 
   for (const form of document.querySelectorAll("form[data-trigger-job]")) {

@@ -1,0 +1,212 @@
+"""PostgreSQL's part of schedules as data (:mod:`.schedule_defs`): the SQL only; the decisions are
+``schedule_defs.decide``. Every write holds one transaction-scoped advisory lock, so the changes
+of schedules (API writes and every serve's sync) are applied one at a time, in ``seq`` order, and
+each serve's scheduler hears of them through ``pg_notify`` on :data:`SCHEDULES_CHANNEL`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from . import schedule_defs as rules
+from ._pg_base import PostgresAccess
+from ._pg_sql import LOCK_NAMESPACE, SCHEDULES_CHANNEL, UPSERT_CURSOR
+from .schedule_defs import (
+    DefChange,
+    ScheduleDef,
+    ScheduleDefPage,
+    ScheduleDefQuery,
+    ScheduleDefStore,
+    ScheduleVersion,
+    SyncEntry,
+    SyncResult,
+)
+
+_LOCK = f"SELECT pg_advisory_xact_lock({LOCK_NAMESPACE + 4}, 0)"
+_DEF = (
+    "name, source, version, definition::text AS definition, deleted, path, line, seq, created_at, updated_at"
+)
+_VERSION = (
+    "name, version, op, source, by, at, note, definition::text AS definition, changed::text AS changed, seq"
+)
+_INSERT_VERSION = (
+    "INSERT INTO schedule_versions (name, version, op, source, by, note, definition, changed, at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, coalesce($9, now())) RETURNING seq, at"
+)
+_UPSERT_DEF = (
+    "INSERT INTO schedule_defs (name, source, version, seq, deleted, job, labels, definition, path, line, "
+    "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $11) "
+    "ON CONFLICT (name) DO UPDATE SET source = EXCLUDED.source, version = EXCLUDED.version, seq = "
+    "EXCLUDED.seq, deleted = EXCLUDED.deleted, job = EXCLUDED.job, labels = EXCLUDED.labels, definition = "
+    "EXCLUDED.definition, path = EXCLUDED.path, line = EXCLUDED.line, updated_at = EXCLUDED.updated_at, "
+    "created_at = CASE WHEN schedule_defs.deleted AND NOT EXCLUDED.deleted THEN EXCLUDED.created_at "
+    "ELSE schedule_defs.created_at END"
+)
+
+
+def whole_second(at: datetime) -> datetime:
+    return at.replace(microsecond=0)
+
+
+def _def(row: Any) -> ScheduleDef:
+    return ScheduleDef(
+        name=row["name"], source=row["source"], version=row["version"],
+        definition=json.loads(row["definition"]), deleted=row["deleted"], path=row["path"],
+        line=row["line"], seq=row["seq"], created_at=row["created_at"], updated_at=row["updated_at"],
+    )  # fmt: skip
+
+
+def _version(row: Any) -> ScheduleVersion:
+    definition = row["definition"]
+    return ScheduleVersion(
+        name=row["name"], version=row["version"], op=row["op"], source=row["source"], by=row["by"],
+        at=row["at"], note=row["note"], definition=None if definition is None else json.loads(definition),
+        changed=tuple(json.loads(row["changed"])), seq=row["seq"],
+    )  # fmt: skip
+
+
+async def _apply(
+    conn: Any, current: ScheduleDef | None, version: ScheduleVersion, where: tuple[str | None, int | None]
+) -> ScheduleVersion:
+    text = None if version.definition is None else json.dumps(version.definition, sort_keys=True)
+    row = await conn.fetchrow(
+        _INSERT_VERSION, version.name, version.version, version.op, version.source, version.by,
+        version.note, text, json.dumps(list(version.changed)),
+        None if version.at == datetime.min else version.at,
+    )  # fmt: skip
+    kept = version.definition if version.definition is not None else (current.definition if current else {})
+    path, line = where if version.source == "yaml" else (None, None)
+    await conn.execute(
+        _UPSERT_DEF, version.name, version.source, version.version, row["seq"], version.op == "delete",
+        str(kept.get("job", "")), json.dumps(kept.get("labels") or {}), json.dumps(kept, sort_keys=True),
+        path, line, row["at"],
+    )  # fmt: skip
+    move = rules.cursor_move(current, version)
+    if move != "keep":
+        start = (
+            "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        )
+        await conn.execute(start if move == "start" else UPSERT_CURSOR, version.name, whole_second(row["at"]))
+    return ScheduleVersion(
+        name=version.name, version=version.version, op=version.op, source=version.source, by=version.by,
+        at=row["at"], note=version.note, definition=version.definition, changed=version.changed,
+        seq=row["seq"],
+    )  # fmt: skip
+
+
+async def _notify(conn: Any, versions: Sequence[ScheduleVersion]) -> None:
+    if versions:
+        await conn.execute("SELECT pg_notify($1, $2)", SCHEDULES_CHANNEL, str(max(v.seq for v in versions)))
+
+
+async def _sync(conn: Any, entries: Sequence[SyncEntry], by: str | None, at: datetime | None) -> SyncResult:
+    rows = {row["name"]: _def(row) for row in await conn.fetch(f"SELECT {_DEF} FROM schedule_defs")}
+    plan = rules.plan_sync(rows, entries, by, at)
+    versions = [await _apply(conn, current, version, where) for current, version, where in plan.writes]
+    if plan.moved:
+        await conn.executemany("UPDATE schedule_defs SET path = $2, line = $3 WHERE name = $1", plan.moved)
+    await _notify(conn, versions)
+    return SyncResult(versions, plan.refused)
+
+
+def _filters(query: ScheduleDefQuery) -> tuple[list[str], list[Any]]:
+    where, params = ["NOT d.deleted"], []
+
+    def add(condition: str, value: Any) -> None:
+        params.append(value)
+        where.append(condition.replace("?", f"${len(params)}"))
+
+    if query.after is not None:
+        add("d.name > ?", query.after)
+    if query.job is not None:
+        add("d.job = ?", query.job)
+    if query.source is not None:
+        add("d.source = ?", query.source)
+    if query.q:
+        add("strpos(lower(d.name), ?) > 0", query.q.lower())
+    if query.labels:
+        add("d.labels @> ?::jsonb", json.dumps(dict(query.labels)))
+    if query.paused is not None:
+        test = "EXISTS" if query.paused else "NOT EXISTS"
+        where.append(f"{test} (SELECT 1 FROM schedule_states s WHERE s.schedule = d.name AND s.paused)")
+    return where, params
+
+
+class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
+    """Mixed into the PostgreSQL store."""
+
+    async def save_schedule(self, change: DefChange) -> ScheduleVersion | None:
+        async def write(conn: Any, replay: bool) -> ScheduleVersion | None:
+            async with conn.transaction():
+                await conn.execute(_LOCK)
+                row = await conn.fetchrow(f"SELECT {_DEF} FROM schedule_defs WHERE name = $1", change.name)
+                current = None if row is None else _def(row)
+                version = rules.decide(current, change, replay)
+                if version is None:
+                    return None
+                where = (current.path, current.line) if current is not None else (None, None)
+                stored = await _apply(conn, current, version, where)
+                await _notify(conn, [stored])
+                return stored
+
+        return await self._run("save_schedule", write)
+
+    async def sync_schedules(
+        self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
+    ) -> SyncResult:
+        async def write(conn: Any, replay: bool) -> SyncResult:
+            async with conn.transaction():
+                await conn.execute(_LOCK)
+                return await _sync(conn, entries, by, at)
+
+        return await self._run("sync_schedules", write)
+
+    async def get_schedule_def(self, name: str) -> ScheduleDef | None:
+        async def read(conn: Any, replay: bool) -> ScheduleDef | None:
+            row = await conn.fetchrow(f"SELECT {_DEF} FROM schedule_defs WHERE name = $1", name)
+            return None if row is None else _def(row)
+
+        return await self._run("get_schedule_def", read)
+
+    async def list_schedule_defs(self, query: ScheduleDefQuery) -> ScheduleDefPage:
+        where, params = _filters(query)
+        columns = ", ".join("d." + c for c in _DEF.split(", "))
+        sql = (
+            f"SELECT {columns} FROM schedule_defs d WHERE {' AND '.join(where)} "
+            f"ORDER BY d.name LIMIT ${len(params) + 1}"
+        )
+
+        async def read(conn: Any, replay: bool) -> list[Any]:
+            return list(await conn.fetch(sql, *params, query.limit + 1))
+
+        rows = await self._run("list_schedule_defs", read)
+        items = [_def(row) for row in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return ScheduleDefPage(items, rules.encode_cursor(items[-1].name) if more and items else None)
+
+    async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]:
+        async def read(conn: Any, replay: bool) -> list[ScheduleDef]:
+            rows = await conn.fetch(f"SELECT {_DEF} FROM schedule_defs WHERE seq > $1 ORDER BY seq", seq)
+            return [_def(row) for row in rows]
+
+        return await self._run("schedule_defs_since", read)
+
+    async def schedule_versions(self, name: str) -> list[ScheduleVersion]:
+        async def read(conn: Any, replay: bool) -> list[ScheduleVersion]:
+            rows = await conn.fetch(
+                f"SELECT {_VERSION} FROM schedule_versions WHERE name = $1 ORDER BY version", name
+            )
+            return [_version(row) for row in rows]
+
+        return await self._run("schedule_versions", read)
+
+    async def schedule_seq(self) -> int:
+        async def read(conn: Any, replay: bool) -> int:
+            return int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM schedule_versions"))
+
+        return await self._run("schedule_seq", read)
+
+
+__all__ = ["SCHEDULES_CHANNEL", "PostgresScheduleDefs"]

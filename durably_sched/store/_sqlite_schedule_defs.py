@@ -1,0 +1,186 @@
+"""SQLite's part of schedules as data (:mod:`.schedule_defs`): the SQL only; the decisions are
+``schedule_defs.decide``. Every write runs in one ``BEGIN IMMEDIATE`` transaction of the writer."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ._common import dt_to_ms, ms_to_dt
+from ._sqlite_base import SqliteAccess, now_ms
+from ._sqlite_rules import ADVANCE_CURSOR
+from .schedule_defs import (
+    DefChange,
+    ScheduleDef,
+    ScheduleDefPage,
+    ScheduleDefQuery,
+    ScheduleDefStore,
+    ScheduleVersion,
+    SyncEntry,
+    SyncResult,
+    cursor_move,
+    decide,
+    encode_cursor,
+    plan_sync,
+)
+
+_DEF = "name, source, version, definition, deleted, path, line, seq, created_at, updated_at"
+_VERSION = "name, version, op, source, by, at, note, definition, changed, seq"
+
+
+def _def(row: Any) -> ScheduleDef:
+    return ScheduleDef(
+        name=row["name"], source=row["source"], version=row["version"],
+        definition=json.loads(row["definition"]), deleted=bool(row["deleted"]), path=row["path"],
+        line=row["line"], seq=row["seq"], created_at=ms_to_dt(row["created_at"]),
+        updated_at=ms_to_dt(row["updated_at"]),
+    )  # fmt: skip
+
+
+def _version(row: Any) -> ScheduleVersion:
+    at = ms_to_dt(row["at"])
+    assert at is not None
+    definition = row["definition"]
+    return ScheduleVersion(
+        name=row["name"], version=row["version"], op=row["op"], source=row["source"], by=row["by"],
+        at=at, note=row["note"], definition=None if definition is None else json.loads(definition),
+        changed=tuple(json.loads(row["changed"])), seq=row["seq"],
+    )  # fmt: skip
+
+
+def _current(conn: sqlite3.Connection, name: str) -> ScheduleDef | None:
+    row = conn.execute(f"SELECT {_DEF} FROM schedule_defs WHERE name = ?", (name,)).fetchone()
+    return None if row is None else _def(row)
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    current: ScheduleDef | None,
+    version: ScheduleVersion,
+    at: int,
+    where: tuple[str | None, int | None],
+) -> ScheduleVersion:
+    """Write the version and make it the schedule's row; the version as stored."""
+    text = None if version.definition is None else json.dumps(version.definition, sort_keys=True)
+    seq = conn.execute(
+        "INSERT INTO schedule_versions (name, version, op, source, by, at, note, definition, changed) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (version.name, version.version, version.op, version.source, version.by, at, version.note, text,
+         json.dumps(list(version.changed))),
+    ).lastrowid  # fmt: skip
+    assert seq is not None
+    kept = version.definition if version.definition is not None else (current.definition if current else {})
+    path, line = where if version.source == "yaml" else (None, None)
+    conn.execute(
+        "INSERT INTO schedule_defs (name, source, version, seq, deleted, job, labels, definition, path, "
+        "line, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO "
+        "UPDATE SET source = excluded.source, version = excluded.version, seq = excluded.seq, "
+        "deleted = excluded.deleted, job = excluded.job, labels = excluded.labels, definition = "
+        "excluded.definition, path = excluded.path, line = excluded.line, updated_at = excluded.updated_at, "
+        "created_at = CASE WHEN schedule_defs.deleted AND NOT excluded.deleted THEN excluded.created_at "
+        "ELSE schedule_defs.created_at END",
+        (version.name, version.source, version.version, seq, int(version.op == "delete"),
+         str(kept.get("job", "")), json.dumps(kept.get("labels") or {}, sort_keys=True),
+         json.dumps(kept, sort_keys=True), path, line, at, at),
+    )  # fmt: skip
+    move = cursor_move(current, version)
+    if move != "keep":
+        start = at // 1000 * 1000  # the change's whole second
+        sql = "INSERT OR IGNORE INTO schedule_cursors (schedule, last_fire_time) VALUES (?, ?)"
+        conn.execute(sql if move == "start" else ADVANCE_CURSOR, (version.name, start))
+    return _stored(version, at, seq)
+
+
+def _stored(version: ScheduleVersion, at: int, seq: int) -> ScheduleVersion:
+    stamp = ms_to_dt(at)
+    assert stamp is not None
+    return ScheduleVersion(
+        name=version.name, version=version.version, op=version.op, source=version.source, by=version.by,
+        at=stamp, note=version.note, definition=version.definition, changed=version.changed, seq=seq,
+    )  # fmt: skip
+
+
+def _sync(
+    conn: sqlite3.Connection, entries: Sequence[SyncEntry], by: str | None, when: datetime | None
+) -> SyncResult:
+    rows = {row["name"]: _def(row) for row in conn.execute(f"SELECT {_DEF} FROM schedule_defs")}
+    plan = plan_sync(rows, entries, by, when)
+    at = now_ms() if when is None else dt_to_ms(when)
+    versions = [_apply(conn, current, version, at, where) for current, version, where in plan.writes]
+    conn.executemany("UPDATE schedule_defs SET path = ?, line = ? WHERE name = ?",
+                     [(path, line, name) for name, path, line in plan.moved])  # fmt: skip
+    return SyncResult(versions, plan.refused)
+
+
+class SqliteScheduleDefs(SqliteAccess, ScheduleDefStore):
+    """Mixed into the SQLite store."""
+
+    async def save_schedule(self, change: DefChange) -> ScheduleVersion | None:
+        def write(conn: sqlite3.Connection) -> ScheduleVersion | None:
+            current = _current(conn, change.name)
+            version = decide(current, change)
+            if version is None:
+                return None
+            where = (current.path, current.line) if current is not None else (None, None)
+            at = now_ms() if change.at is None else dt_to_ms(change.at)
+            return _apply(conn, current, version, at, where)
+
+        return await self._write(write)
+
+    async def sync_schedules(
+        self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
+    ) -> SyncResult:
+        return await self._write(lambda conn: _sync(conn, entries, by, at), heavy=True)
+
+    async def get_schedule_def(self, name: str) -> ScheduleDef | None:
+        rows = await self._read(f"SELECT {_DEF} FROM schedule_defs WHERE name = ?", (name,))
+        return _def(rows[0]) if rows else None
+
+    async def list_schedule_defs(self, query: ScheduleDefQuery) -> ScheduleDefPage:
+        where, params = ["NOT d.deleted"], []
+        if query.after is not None:
+            where.append("d.name > ?")
+            params.append(query.after)
+        if query.job is not None:
+            where.append("d.job = ?")
+            params.append(query.job)
+        if query.source is not None:
+            where.append("d.source = ?")
+            params.append(query.source)
+        if query.q:
+            where.append("instr(lower(d.name), ?) > 0")
+            params.append(query.q.lower())
+        for key, value in (query.labels or {}).items():
+            where.append("json_extract(d.labels, ?) = ?")
+            params.extend([f'$."{key}"', value])
+        if query.paused is not None:
+            test = "EXISTS" if query.paused else "NOT EXISTS"
+            where.append(f"{test} (SELECT 1 FROM schedule_states s WHERE s.schedule = d.name AND s.paused)")
+        sql = (
+            f"SELECT {', '.join('d.' + c for c in _DEF.split(', '))} FROM schedule_defs d "
+            f"WHERE {' AND '.join(where)} ORDER BY d.name LIMIT ?"
+        )
+        rows = await self._read(sql, (*params, query.limit + 1))
+        items = [_def(row) for row in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return ScheduleDefPage(items, encode_cursor(items[-1].name) if more and items else None)
+
+    async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]:
+        rows = await self._read(f"SELECT {_DEF} FROM schedule_defs WHERE seq > ? ORDER BY seq", (seq,))
+        return [_def(row) for row in rows]
+
+    async def schedule_versions(self, name: str) -> list[ScheduleVersion]:
+        rows = await self._read(
+            f"SELECT {_VERSION} FROM schedule_versions WHERE name = ? ORDER BY version", (name,)
+        )
+        return [_version(row) for row in rows]
+
+    async def schedule_seq(self) -> int:
+        rows = await self._read("SELECT max(seq) AS seq FROM schedule_versions")
+        return int(rows[0]["seq"] or 0)
+
+
+__all__ = ["SqliteScheduleDefs"]
