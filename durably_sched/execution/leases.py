@@ -47,7 +47,6 @@ class ActiveRun:
     task: asyncio.Task[None]
 
 
-
 class Leases(Service):
     """The heartbeat of one worker (see the module docstring)."""
 
