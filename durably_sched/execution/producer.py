@@ -178,20 +178,14 @@ class Producer:
         return self._stopping
 
     @property
-    def registered(self) -> bool:
-        return self.leases.registered
-
-    @property
     def lease_losses(self) -> int:
+        """Runs whose lease a renewal found lost (expired and taken, or deleted): the heartbeat's count."""
         return self.leases.lease_losses
 
     @property
     def takeovers(self) -> int:
+        """Gone workers on this host whose runs this worker made claimable at once (the heartbeat's)."""
         return self.leases.takeovers
-
-    @property
-    def registry_checks(self) -> int:
-        return self.leases.registry_checks
 
     def wake(self) -> None:
         self._wake.set()
