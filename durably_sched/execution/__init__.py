@@ -7,7 +7,8 @@
 * ``producer``: :class:`~.producer.Producer` owns the slots and the claim loop (until stopped, or
   until idle for ``process_until_idle``), and hands off runs created already claimed;
 * ``leases``: lease renewal with the worker registry and early takeover, a service;
-* ``service``: the small supervised service base (leases, retention, the orphan watch).
+* ``service``: the small supervised service base (leases, retention, the orphan watch, the
+  PostgreSQL store's LISTEN connection).
 
 This package's ``__init__`` imports nothing, so ``step.py`` can use the deadline without a cycle.
 """

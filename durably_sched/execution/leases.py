@@ -11,7 +11,7 @@
   its own host key whose process is certainly gone (see registry.py) and makes their runs
   claimable at once; anywhere else, a lease expires as before.
 
-Every failure is reported (the worker's ``report``) and the next heartbeat tries again; the
+Every failure is reported (the worker's ``env.report``) and the next heartbeat tries again; the
 service base restarts the loop should anything escape.
 """
 
@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ..clock import Clock
-from ..events import EventEmitter, RunLeaseRenewedEvent
+from ..events import RunLeaseRenewedEvent
 from ..registry import HostIdentity, found_gone, host_identity
 from ..step import RunContext
-from ..store.base import Store, WorkerInfo
+from ..store.base import WorkerInfo
+from .executor import ExecutionEnv
 from .service import Service
 
 __all__ = ["REGISTRY_KEEP", "REGISTRY_PURGE_EVERY", "ActiveRun", "Leases"]
@@ -47,34 +47,25 @@ class ActiveRun:
     task: asyncio.Task[None]
 
 
-Report = Callable[[BaseException, str], None]
-
-
 class Leases(Service):
     """The heartbeat of one worker (see the module docstring)."""
 
     def __init__(
         self,
+        env: ExecutionEnv,
         *,
-        store: Store,
-        events: EventEmitter,
         worker_id: str,
         active: dict[str, ActiveRun],
-        lease_seconds: float,
         interval: float,
         describe: Callable[[HostIdentity], WorkerInfo],
-        report: Report,
         wake: Callable[[], None],
-        clock: Clock,
     ) -> None:
-        super().__init__("heartbeat", interval=interval, first_after=interval, clock=clock, logger=log)
-        self.store = store
-        self.events = events
+        super().__init__("heartbeat", interval=interval, first_after=interval, clock=env.clock, logger=log)
+        self.env = env
+        """The worker's store, events, clock, lease length and error report."""
         self.worker_id = worker_id
         self.active = active
-        self.lease_seconds = lease_seconds
         self._describe = describe
-        self._report = report
         self._wake = wake
         self.identity: HostIdentity | None = None
         self.registered = False
@@ -92,9 +83,9 @@ class Leases(Service):
         if self._last_purge is None or now - self._last_purge >= REGISTRY_PURGE_EVERY:
             self._last_purge = now
             try:
-                await self.store.purge_workers(self.clock.now() - REGISTRY_KEEP)
+                await self.env.store.purge_workers(self.clock.now() - REGISTRY_KEEP)
             except Exception as exc:
-                self._report(exc, "registry")
+                self.env.report(exc, "registry", None)
 
     # -- registry ----------------------------------------------------------------------------------
     def _identity(self) -> HostIdentity:
@@ -103,16 +94,16 @@ class Leases(Service):
 
     async def register(self) -> None:
         try:
-            await self.store.register_worker(self._describe(self._identity()))
+            await self.env.store.register_worker(self._describe(self._identity()))
             self.registered = True
         except Exception as exc:
-            self._report(exc, "register")
+            self.env.report(exc, "register", None)
 
     async def deregister(self) -> None:
         if not self.registered:
             return
         try:
-            await self.store.deregister_worker(self.worker_id)
+            await self.env.store.deregister_worker(self.worker_id)
             self.registered = False
         except Exception as exc:
             log.warning("could not remove worker %s from the registry: %s", self.worker_id, exc)
@@ -127,10 +118,10 @@ class Leases(Service):
         if identity.host_key is None:
             return []
         taken: list[str] = []
-        for worker in await self.store.list_workers():
+        for worker in await self.env.store.list_workers():
             if worker.id == self.worker_id or not found_gone(worker, identity):
                 continue
-            runs = await self.store.take_over_worker(worker.id, self.worker_id)
+            runs = await self.env.store.take_over_worker(worker.id, self.worker_id)
             self.takeovers += 1
             taken.append(worker.id)
             held = "it held no run"
@@ -148,7 +139,7 @@ class Leases(Service):
         try:
             await self.take_over_gone_workers()
         except Exception as exc:
-            self._report(exc, "takeover")
+            self.env.report(exc, "takeover", None)
         self.registry_checks += 1
 
     # -- leases ------------------------------------------------------------------------------------
@@ -158,31 +149,31 @@ class Leases(Service):
         contexts = {run_id: e.ctx for run_id, e in held if not e.ctx.lost and e.ctx.suspended_on is None}
         try:
             if not contexts:
-                if not await self.store.heartbeat_worker(self.worker_id, 0):
+                if not await self.env.store.heartbeat_worker(self.worker_id, 0):
                     await self.register()  # the row went away (purged, or the database restored)
                 return
-            results = await self.store.renew_leases(
+            results = await self.env.store.renew_leases(
                 [(run_id, ctx.generation) for run_id, ctx in contexts.items()],
-                self.lease_seconds,
+                self.env.lease_seconds,
                 worker=(self.worker_id, len(contexts)),
             )
         except Exception as exc:
-            self._report(exc, "heartbeat")
+            self.env.report(exc, "heartbeat", None)
             return
-        renewed = self.events.wants("run:lease-renewed")
+        renewed = self.env.events.wants("run:lease-renewed")
         for run_id, outcome in results.items():
             ctx = contexts[run_id]
             entry = self.active.get(run_id)
             if entry is None or entry.ctx is not ctx or ctx.suspended_on is not None:
                 continue  # finished (or began to wait) while the renewal was in flight: not a loss
             if outcome == "ok" and renewed:
-                self.events.emit(
+                self.env.events.emit(
                     RunLeaseRenewedEvent(
                         run_id=run_id,
                         job_name=ctx.run.job_name,
                         labels=ctx.run.labels,
                         worker_id=self.worker_id,
-                        lease_seconds=self.lease_seconds,
+                        lease_seconds=self.env.lease_seconds,
                     )
                 )
             if outcome == "lost":

@@ -73,7 +73,7 @@ class HandOff:
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
         self.worker_id = producer.worker_id
-        self.lease_seconds = producer.stale_threshold
+        self.lease_seconds = producer.env.lease_seconds
         self._open = True
 
     async def take(self, run: RunRecord) -> None:
@@ -125,20 +125,12 @@ class Producer:
             raise ValueError("max_concurrent_runs must be at least 1")
         if heartbeat_interval >= stale_threshold:
             raise ValueError("heartbeat_interval must be shorter than stale_threshold")
-        self.store = store
-        self.events = events
         self.jobs = jobs
         self.concurrency = concurrency
         self.polling_interval = polling_interval
-        self.heartbeat_interval = heartbeat_interval
-        self.stale_threshold = stale_threshold
         self.worker_id = worker_id or make_worker_id()
         self.limits = limits or Limits()
         self.clock: Clock = clock or SystemClock()
-        self.active: dict[str, ActiveRun] = {}
-        self.only_run_ids: frozenset[str] | None = None
-        """When set, claim only these runs (``trigger --here`` executes exactly the run it made)."""
-        self.last_claim_at = 0.0
         self.env = ExecutionEnv(
             store=store,
             events=events,
@@ -149,18 +141,20 @@ class Producer:
             on_finished=on_finished,
             keep_steps=keep_steps,
         )
-        """``keep_steps`` False (``preserve_steps=False``): a run's step rows go once it completed."""
+        """What execution and the heartbeat share: the store, the events, the clock, the lease length
+        (``stale_threshold``) and the error report. ``keep_steps`` False (``preserve_steps=False``): a
+        run's step rows go once it completed."""
+        self.active: dict[str, ActiveRun] = {}
+        self.only_run_ids: frozenset[str] | None = None
+        """When set, claim only these runs (``trigger --here`` executes exactly the run it made)."""
+        self.last_claim_at = 0.0
         self.leases = Leases(
-            store=store,
-            events=events,
+            self.env,
             worker_id=self.worker_id,
             active=self.active,
-            lease_seconds=stale_threshold,
             interval=heartbeat_interval,
             describe=self._describe,
-            report=self._report,
             wake=self.wake,
-            clock=self.clock,
         )
         self.timers = WakeTimer(store, events, self.clock, polling_interval)
         """Wakes waiting runs whose time came (durable sleeps, event timeouts)."""
@@ -184,20 +178,14 @@ class Producer:
         return self._stopping
 
     @property
-    def registered(self) -> bool:
-        return self.leases.registered
-
-    @property
     def lease_losses(self) -> int:
+        """Runs whose lease a renewal found lost (expired and taken, or deleted): the heartbeat's count."""
         return self.leases.lease_losses
 
     @property
     def takeovers(self) -> int:
+        """Gone workers on this host whose runs this worker made claimable at once (the heartbeat's)."""
         return self.leases.takeovers
-
-    @property
-    def registry_checks(self) -> int:
-        return self.leases.registry_checks
 
     def wake(self) -> None:
         self._wake.set()
@@ -394,11 +382,11 @@ class Producer:
         """One claim. Until stopped, a stop does not cancel it while in flight (see :meth:`stop`);
         until idle, a cancellation of the caller cannot strand it: runs it took after all are
         given back at once."""
-        claim = self.store.claim(
+        claim = self.env.store.claim(
             self.worker_id,
             list(self.jobs) if names is None else list(names),
             limit,
-            self.stale_threshold,
+            self.env.lease_seconds,
             run_ids=None if self.only_run_ids is None else sorted(self.only_run_ids),
         )
         self._in_claim = True
@@ -412,7 +400,7 @@ class Producer:
                 except asyncio.CancelledError:
                     with contextlib.suppress(Exception):
                         for run in await answer:
-                            await self.store.release_run(run.id, run.generation)
+                            await self.env.store.release_run(run.id, run.generation)
                     raise
         finally:
             self._in_claim = False
@@ -421,7 +409,7 @@ class Producer:
 
     # -- runs ----------------------------------------------------------------------------------------
     def context(self, run: RunRecord) -> RunContext:
-        ctx = RunContext(run, self.store, self.events, {}, self.limits, self.clock)
+        ctx = RunContext(run, self.env.store, self.env.events, {}, self.limits, self.clock)
         ctx.start_child = self.start_child
         return ctx
 
@@ -431,8 +419,8 @@ class Producer:
         self._log_claimed(ctx)
         task = asyncio.get_running_loop().create_task(self._execute(ctx), name=f"durably-run-{run.id}")
         self.active[run.id] = ActiveRun(ctx, task)
-        if self.events.wants("run:leased"):
-            self.events.emit(
+        if self.env.events.wants("run:leased"):
+            self.env.events.emit(
                 RunLeasedEvent(
                     **run_scope(run),
                     input=run.input,
@@ -496,7 +484,7 @@ class Producer:
             version=__version__,
             jobs=() if self.only_run_ids is not None else tuple(sorted(self.jobs)),
             concurrency=self.concurrency,
-            lease_seconds=self.stale_threshold,
+            lease_seconds=self.env.lease_seconds,
         )
 
     def _report(self, exc: BaseException, context: str, run_id: str | None = None) -> None:
@@ -507,4 +495,4 @@ class Producer:
             key=f"{context}: {exc}",
             extra={"run_id": run_id} if run_id else {},
         )
-        self.events.emit(WorkerErrorEvent(error=error_line(exc), context=context, run_id=run_id))
+        self.env.events.emit(WorkerErrorEvent(error=error_line(exc), context=context, run_id=run_id))

@@ -14,12 +14,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
 
-from .._ratelimit import RateLimitedLog
-from .._tasks import stop_task
+from ..execution.service import Service
 from ._pg_errors import describe
 from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL, SCHEDULES_CHANNEL
 
@@ -28,8 +28,16 @@ __all__ = ["Listener"]
 log = logging.getLogger("durably_sched.store.postgres")
 
 
-class Listener:
-    """``start()`` once the loop runs; ``await stop()`` on close. ``callback`` runs on ``loop``."""
+class ListenerLost(ConnectionError):
+    """The LISTEN connection ended (the server closed it, or a probe found it dead)."""
+
+
+class Listener(Service):
+    """``start(loop)`` once the loop runs; ``await stop()`` on close. ``callback`` runs on ``loop``.
+
+    A service (``execution.service``): :meth:`run` holds one connection until it is lost or fails,
+    and the supervisor connects again after a back-off from 0.1 s, doubling up to 5 s (with jitter,
+    so the processes of a restarted server do not all come back at once)."""
 
     def __init__(
         self,
@@ -39,27 +47,25 @@ class Listener:
         callback: Callable[[], Callable[[], None] | None],
         schedules: Callable[[], None] | None = None,
     ) -> None:
-        self._dsn = dsn
-        self._server_settings = server_settings
+        super().__init__(
+            "notification listener",
+            interval=LISTENER_CHECK_INTERVAL,
+            backoff_first=0.1,
+            backoff_max=5.0,
+            logger=log,
+        )
+        self._connect = partial(
+            asyncpg.connect, dsn, server_settings=server_settings, timeout=CONNECT_TIMEOUT
+        )
         self._where = where
         self._callback = callback  # returns the current wake-up function (it may be replaced)
         self._schedules = schedules  # a schedule changed (SCHEDULES_CHANNEL, _pg_schedule_defs.py)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._warnings = RateLimitedLog(log)
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if not self.running:
-            self._loop = loop
-            self._task = loop.create_task(self._listen_forever(), name="durably-pg-listener")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        await stop_task(task)
+            self._loop = loop or asyncio.get_running_loop()
+            super().start()
 
     def _notified(self, *_: Any) -> None:
         # asyncpg calls listeners on the connection's loop; hop through call_soon_threadsafe anyway
@@ -81,42 +87,37 @@ class Listener:
             except Exception:
                 log.exception("wake-up callback failed")
 
-    async def _listen_forever(self) -> None:
-        """Keep one LISTEN connection open; reconnect with backoff whenever it is lost."""
-        delay = 0.1
-        while True:
-            conn: Any = None
-            try:
-                conn = await asyncpg.connect(
-                    self._dsn, server_settings=self._server_settings, timeout=CONNECT_TIMEOUT
-                )
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._notified)
-                if self._schedules is not None:
-                    await conn.add_listener(SCHEDULES_CHANNEL, self._schedule_notified)
-                    self._schedules()
-                delay = 0.1
-                self.wake()  # notifications sent while we were not listening are gone
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(lost.wait(), LISTENER_CHECK_INTERVAL)
-                    except TimeoutError:
-                        # A half-open TCP connection never reports termination: probe it.
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), 10.0)
-                log.warning("notification listener lost its connection to %s; reconnecting", self._where)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._warnings.warning(
-                    "notification listener on %s failed (%s); retrying in %.1fs",
-                    self._where,
-                    describe(exc),
-                    delay,
-                    key=f"listener {describe(exc)}",
-                )
-            finally:
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            await asyncio.sleep(delay * (0.75 + random.random() / 2))
-            delay = min(delay * 2, 5.0)
+    async def run(self) -> None:
+        """Keep one LISTEN connection open until it is lost (then raise :class:`ListenerLost`)."""
+        conn: Any = await self._connect()
+        try:
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(CHANNEL, self._notified)
+            if self._schedules is not None:
+                await conn.add_listener(SCHEDULES_CHANNEL, self._schedule_notified)
+                self._schedules()
+            self.healthy()
+            self.wake()  # notifications sent while we were not listening are gone
+            while not lost.is_set():
+                try:
+                    await asyncio.wait_for(lost.wait(), self.interval)
+                except TimeoutError:
+                    # A half-open TCP connection never reports termination: probe it.
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), 10.0)
+        finally:
+            if not conn.is_closed():
+                conn.terminate()
+        raise ListenerLost("lost its connection")
+
+    def on_error(self, exc: Exception) -> None:
+        self._warnings.warning(
+            "notification listener on %s failed (%s); reconnecting in ~%.1fs",
+            self._where,
+            describe(exc),
+            self.backoff(),
+            key=f"listener {describe(exc)}",
+        )
+
+    def backoff(self) -> float:
+        return super().backoff() * (0.75 + random.random() / 2)

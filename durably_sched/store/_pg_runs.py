@@ -9,6 +9,7 @@ from typing import Any
 from . import _runs_query
 from ._common import dumps
 from ._pg_base import PostgresAccess, aware, fetch_run
+from ._pg_reads import fetch_by_run, fetch_records
 from ._pg_rules import existing_run
 from ._pg_sql import (
     INSERT_CLAIMED,
@@ -35,7 +36,6 @@ from .rows import (
     LOG_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
-    by_run,
     columns,
     log_from_row,
     run_from_row,
@@ -136,41 +136,31 @@ class PostgresRuns(PostgresAccess):
         return await self._run("get_runs_by_id", read)
 
     async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
-        if not positions:
-            return {}
-
-        async def read(conn: Any, replay: bool) -> dict[str, list[StepRecord]]:
-            rows = await conn.fetch(
-                f"SELECT {columns(STEP_COLUMNS, 's.')} "
-                "FROM unnest($1::text[], $2::integer[]) AS p(run_id, idx) "
-                "JOIN steps s ON s.run_id = p.run_id AND s.idx >= p.idx ORDER BY s.run_id, s.idx",
-                list(positions),
-                list(positions.values()),
-            )
-            return by_run(rows, step_from_row)
-
-        return await self._run("get_steps_since", read)
+        return await fetch_by_run(
+            self,
+            "get_steps_since",
+            step_from_row,
+            f"SELECT {columns(STEP_COLUMNS, 's.')} "
+            "FROM unnest($1::text[], $2::integer[]) AS p(run_id, idx) "
+            "JOIN steps s ON s.run_id = p.run_id AND s.idx >= p.idx ORDER BY s.run_id, s.idx",
+            positions,
+        )
 
     async def get_logs_since(
         self, positions: Mapping[str, int], limit: int = 1000
     ) -> dict[str, list[LogRecord]]:
-        if not positions:
-            return {}
-
-        async def read(conn: Any, replay: bool) -> dict[str, list[LogRecord]]:
-            rows = await conn.fetch(
-                f"SELECT {columns(LOG_COLUMNS, 'x.')} "
-                "FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) "
-                f"CROSS JOIN LATERAL (SELECT {columns(LOG_COLUMNS)} FROM logs l "
-                "WHERE l.run_id = p.run_id AND l.id > p.after ORDER BY l.id LIMIT $3) AS x "
-                "ORDER BY x.run_id, x.id",
-                list(positions),
-                list(positions.values()),
-                limit,
-            )
-            return by_run(rows, log_from_row)
-
-        return await self._run("get_logs_since", read)
+        return await fetch_by_run(
+            self,
+            "get_logs_since",
+            log_from_row,
+            f"SELECT {columns(LOG_COLUMNS, 'x.')} "
+            "FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) "
+            f"CROSS JOIN LATERAL (SELECT {columns(LOG_COLUMNS)} FROM logs l "
+            "WHERE l.run_id = p.run_id AND l.id > p.after ORDER BY l.id LIMIT $3) AS x "
+            "ORDER BY x.run_id, x.id",
+            positions,
+            limit,
+        )
 
     async def poll_run_changes(
         self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
@@ -223,32 +213,16 @@ class PostgresRuns(PostgresAccess):
         return await self._run("count_runs_by_status", read)
 
     async def get_attempts(self, run_id: str, after: int = 0) -> list[AttemptRecord]:
-        async def read(conn: Any, replay: bool) -> list[AttemptRecord]:
-            rows = await conn.fetch(ATTEMPTS_SQL.format(run="$1", after="$2"), run_id, after)
-            return [attempt_from_row(r) for r in rows]
-
-        return await self._run("get_attempts", read)
+        sql = ATTEMPTS_SQL.format(run="$1", after="$2")
+        return await fetch_records(self, "get_attempts", attempt_from_row, sql, run_id, after)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
-        async def read(conn: Any, replay: bool) -> list[StepRecord]:
-            rows = await conn.fetch(
-                f"SELECT {columns(STEP_COLUMNS)} FROM steps WHERE run_id = $1 ORDER BY idx", run_id
-            )
-            return [step_from_row(r) for r in rows]
-
-        return await self._run("get_steps", read)
+        sql = f"SELECT {columns(STEP_COLUMNS)} FROM steps WHERE run_id = $1 ORDER BY idx"
+        return await fetch_records(self, "get_steps", step_from_row, sql, run_id)
 
     async def get_logs(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
-        async def read(conn: Any, replay: bool) -> list[LogRecord]:
-            rows = await conn.fetch(
-                f"SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                run_id,
-                after_id,
-                limit,
-            )
-            return [log_from_row(r) for r in rows]
-
-        return await self._run("get_logs", read)
+        sql = f"SELECT {columns(LOG_COLUMNS)} FROM logs WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        return await fetch_records(self, "get_logs", log_from_row, sql, run_id, after_id, limit)
 
     async def last_log_id(self, run_id: str) -> int:
         async def read(conn: Any, replay: bool) -> int:

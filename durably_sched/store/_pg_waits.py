@@ -14,6 +14,7 @@ from typing import Any
 
 from ._common import dumps
 from ._pg_base import PostgresAccess, aware, log_arrays
+from ._pg_reads import fetch_records
 from ._pg_sql import LOCK_NAMESPACE, NOTIFY, RUN_SELECT
 from .records import NewLog, RunRecord
 from .rows import FINISHED_SQL, run_from_row
@@ -122,13 +123,8 @@ class PostgresWaits(PostgresAccess, WaitStore):
         await self._run("clear_wait", write)
 
     async def list_children(self, run_id: str) -> list[RunRecord]:
-        async def read(conn: Any, replay: bool) -> list[RunRecord]:
-            rows = await conn.fetch(
-                f"SELECT {RUN_SELECT} FROM runs WHERE parent_run_id = $1 ORDER BY seq", run_id
-            )
-            return [run_from_row(r) for r in rows]
-
-        return await self._run("list_children", read)
+        sql = f"SELECT {RUN_SELECT} FROM runs WHERE parent_run_id = $1 ORDER BY seq"
+        return await fetch_records(self, "list_children", run_from_row, sql, run_id)
 
     async def purge_events(self, older_than: datetime, batch_size: int = 500) -> int:
         async def purge(conn: Any, replay: bool) -> int:

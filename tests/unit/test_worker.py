@@ -659,7 +659,7 @@ async def test_a_claim_in_flight_outliving_the_grace_is_released_too(make: Any) 
 
 async def test_workers_register_beat_and_deregister(make: Any) -> None:
     durably = await make(define_job(name="a", run=_noop), max_concurrent_runs=3)
-    await until(lambda: durably.worker.registered, 10, "registered")
+    await until(lambda: durably.worker.leases.registered, 10, "registered")
     [row] = [w for w in await durably.list_workers() if w.id == durably.worker.worker_id]
     identity = host_identity()
     assert (row.host, row.pid, row.jobs, row.concurrency, row.state) == (
@@ -687,7 +687,7 @@ async def test_pending_runs_of_a_job_no_live_worker_has_are_named(make: Any) -> 
     trigger_only = await make(define_job(name="oops", run=_noop), start=False)
     oops = await trigger_only.jobs.oops.trigger({})
     await served.start()
-    await until(lambda: served.worker.registered, 10, "registered")
+    await until(lambda: served.worker.leases.registered, 10, "registered")
     assert await served.jobs_without_worker() == {"oops": 1}
     reason = await served.waiting_reason(await served.get_run(oops.id))
     assert reason == "no live worker has job 'oops'"
@@ -763,7 +763,7 @@ async def test_only_a_certainly_gone_worker_on_this_host_is_taken_over_early(
         rows = {w.id: w for w in await durably.list_workers()}
         assert rows["old-worker"].state == "gone" and rows["old-worker"].gone_by == durably.worker.worker_id
     else:
-        await until(lambda: durably.worker.registry_checks >= 3, 20, "a few registry checks")
+        await until(lambda: durably.worker.leases.registry_checks >= 3, 20, "a few registry checks")
         still = await durably.get_run(run.id)
         assert (still.status, still.worker_id, still.generation) == ("running", "old-worker", held.generation)
 
@@ -903,7 +903,7 @@ async def test_metrics_count_retries_and_runs_without_a_worker(make: Any) -> Non
     try:
         with pytest.raises(RunFailedError):
             await durably.jobs.fails.trigger_and_wait({}, timeout=20)
-        await until(lambda: durably.worker.registered, 10, "registered")
+        await until(lambda: durably.worker.leases.registered, 10, "registered")
         await metrics.refresh()
         text = metrics.render().decode()
         assert 'durably_run_retries_scheduled_total{job="fails"} 1.0' in text
