@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from ..ports import SchedulerFacade
 
 log = logging.getLogger("durably_sched.scheduler")
+SYNC_LOG_LINES = 20
+"""A sync that makes more versions than this logs one line for all of them."""
 
 CHANGE_POLL = 0.5
 """Seconds between two reads of the newest schedule change while the scheduler waits."""
@@ -80,10 +82,16 @@ class DefinitionWatch:
             raise ConfigError(f"schedule '{name}': {why}", path=config.path, line=config.schedules[name].line)
         self._own = own
         self._synced = config
+        if len(result.versions) > SYNC_LOG_LINES:  # a first start with 10,000 schedules: one line
+            names = ", ".join(v.name for v in result.versions[:SYNC_LOG_LINES])
+            log.info(
+                "%d schedules synced from %s as new versions (%s, ...)", len(result.versions), config.path, names
+            )
+            return
         for version in result.versions:
             log.info(
-                "schedule %s: version %d (%s) synced from %s by %s",
-                version.name, version.version, version.what_changed, config.path, version.by,
+                "version %d (%s) synced from %s by %s",
+                version.version, version.what_changed, config.path, version.by,
                 extra={"schedule": version.name},
             )  # fmt: skip
 
