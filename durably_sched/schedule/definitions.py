@@ -84,9 +84,8 @@ class DefinitionWatch:
         self._synced = config
         if len(result.versions) > SYNC_LOG_LINES:  # a first start with 10,000 schedules: one line
             names = ", ".join(v.name for v in result.versions[:SYNC_LOG_LINES])
-            log.info(
-                "%d schedules synced from %s as new versions (%s, ...)", len(result.versions), config.path, names
-            )
+            count = len(result.versions)
+            log.info("%d schedules synced from %s as new versions (%s, ...)", count, config.path, names)
             return
         for version in result.versions:
             log.info(
