@@ -12,7 +12,7 @@ import click
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from ..record_fields import clock_text, fire_fields, log_fields, step_fields, utc_text
+from ..record_fields import clock_text, fire_fields, log_fields, run_key_fields, step_fields, utc_text
 from ..store.base import FireRecord, LogRecord, Progress, RunRecord, StepRecord
 from ._base import display_utc
 
@@ -161,14 +161,7 @@ def progress_json(progress: Progress | None) -> dict[str, Any] | None:
 
 def run_json(run: RunRecord) -> dict[str, Any]:
     return {
-        "id": run.id,
-        "job_name": run.job_name,
-        "status": run.status,
-        "idempotency_key": run.idempotency_key,
-        "concurrency_key": run.concurrency_key,
-        "labels": dict(run.labels),
-        "schedule": run.labels.get("schedule"),
-        "schedule_version": run.schedule_version,
+        **run_key_fields(run),
         "input": run.input,
         "output": run.output,
         "error": run.error,

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidArgumentError, StoreError
+from ..record_fields import version_fields
 from ..schedule.config import SchedulesConfig, entry_of
 from ..store.schedule_defs import ScheduleDef, ScheduleVersion
 from ._base import CliCommand, CliError, open_durably, settings, sqlite_path
@@ -118,16 +119,7 @@ def schedule_json(row: ScheduleDef) -> dict[str, Any]:
 
 
 def version_json(version: ScheduleVersion) -> dict[str, Any]:
-    return {
-        "version": version.version,
-        "op": version.op,
-        "source": version.source,
-        "by": version.by,
-        "at": utc_json(version.at),
-        "note": version.note,
-        "changed": list(version.changed),
-        "definition": version.definition,
-    }
+    return version_fields(version)
 
 
 async def with_stored(config: SchedulesConfig | None, name: str | None) -> SchedulesConfig | None:
