@@ -382,8 +382,8 @@ class ScheduleDefStore(abc.ABC):
         more = len(found) > query.limit
         return ScheduleDefPage(items, encode_cursor(items[-1].name) if more and items else None)
 
-    _NAME_HAS = ""
-    """The backend's condition "``d.name`` holds the parameter, lower-cased"."""
+    _NAME_HAS: str
+    """The backend's condition "the lower-cased ``d.name`` holds the parameter" (set by each backend)."""
 
     @abc.abstractmethod
     def _labels_match(self, labels: Mapping[str, str]) -> list[tuple[str, list[Any]]]:
