@@ -11,7 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .store.base import FireRecord, LogRecord, StepRecord
+from .store.base import FireRecord, LogRecord, RunRecord, StepRecord
+from .store.schedule_defs import ScheduleVersion
 
 
 def utc_text(value: datetime | None) -> str | None:
@@ -42,6 +43,37 @@ def log_fields(entry: LogRecord) -> dict[str, Any]:
         "message": entry.message,
         "data": entry.data,
     }
+
+
+def run_key_fields(run: RunRecord) -> dict[str, Any]:
+    """What a run is and where it came from: the first fields of a run in ``--json`` and the API."""
+    return {
+        "id": run.id,
+        "job_name": run.job_name,
+        "status": run.status,
+        "idempotency_key": run.idempotency_key,
+        "concurrency_key": run.concurrency_key,
+        "labels": dict(run.labels),
+        "schedule": run.labels.get("schedule"),
+        "schedule_version": run.schedule_version,
+    }
+
+
+def version_fields(version: ScheduleVersion, *, what_changed: bool = False) -> dict[str, Any]:
+    """One version of a schedule's definition; ``what_changed`` adds the changes in words."""
+    fields: dict[str, Any] = {
+        "version": version.version,
+        "op": version.op,
+        "source": version.source,
+        "by": version.by,
+        "at": utc_text(version.at),
+        "note": version.note,
+        "changed": list(version.changed),
+    }
+    if what_changed:
+        fields["what_changed"] = version.what_changed
+    fields["definition"] = version.definition
+    return fields
 
 
 def fire_fields(record: FireRecord, key: str, run_status: str | None) -> dict[str, Any]:

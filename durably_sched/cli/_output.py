@@ -12,8 +12,8 @@ import click
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from ..record_fields import clock_text, fire_fields, log_fields, step_fields, utc_text
-from ..store.base import FireRecord, LogRecord, Progress, RunRecord, StepRecord
+from ..record_fields import clock_text, fire_fields, run_key_fields, utc_text
+from ..store.base import FireRecord, LogRecord, Progress, RunRecord
 from ._base import display_utc
 
 PIPE_WIDTH = 240  # tables written to a pipe are not wrapped at 80 columns
@@ -161,14 +161,7 @@ def progress_json(progress: Progress | None) -> dict[str, Any] | None:
 
 def run_json(run: RunRecord) -> dict[str, Any]:
     return {
-        "id": run.id,
-        "job_name": run.job_name,
-        "status": run.status,
-        "idempotency_key": run.idempotency_key,
-        "concurrency_key": run.concurrency_key,
-        "labels": dict(run.labels),
-        "schedule": run.labels.get("schedule"),
-        "schedule_version": run.schedule_version,
+        **run_key_fields(run),
         "input": run.input,
         "output": run.output,
         "error": run.error,
@@ -189,14 +182,6 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "updated_at": utc_json(run.updated_at),
         "total_duration": run_duration(run),
     }
-
-
-def step_json(step: StepRecord) -> dict[str, Any]:
-    return step_fields(step)
-
-
-def log_json(entry: LogRecord) -> dict[str, Any]:
-    return log_fields(entry)
 
 
 def fire_json(record: FireRecord, key: str, run_status: str | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from .._durations import format_duration
 from .._tracebacks import user_frame
 from ..attempt_views import attempt_fields, retry_budget
 from ..durably import Durably
+from ..record_fields import log_fields, step_fields
 from ..retry import Retry
 from ..store.base import RUN_STATUSES, LogRecord, RunRecord, StepRecord, WorkerRecord
 from ..wait_views import children_fields, wait_fields, waiting_for_text
@@ -34,14 +35,12 @@ from ._output import (
     compact,
     data_text,
     echo_json,
-    log_json,
     print_table,
     progress_count,
     progress_text,
     run_json,
     seconds_text,
     show_time,
-    step_json,
     table,
     total_text,
     utc_json,
@@ -192,8 +191,8 @@ async def show(run_id: str, json_mode: bool) -> None:
                 "error_location": user_frame(run.traceback),
                 "holder": None if holder is None else worker_json(holder),
                 "attempts": [attempt_fields(a, utc_json, budget) for a in attempts],
-                "steps": [step_json(s) for s in steps],
-                "logs": [log_json(e) for e in logs],
+                "steps": [step_fields(s) for s in steps],
+                "logs": [log_fields(e) for e in logs],
             }
         )
         return
@@ -273,7 +272,7 @@ def _steps_and_logs(steps: list[StepRecord], logs: list[LogRecord]) -> list[Any]
                 record.name,
                 show_time(record.started_at),
                 seconds_text(record.duration),
-                compact(step_json(record)["output"], 80),
+                compact(step_fields(record)["output"], 80),
             )
         parts += [Text(""), Text("steps", style="bold"), grid]
     if logs:

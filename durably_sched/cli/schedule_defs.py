@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from ..errors import InvalidArgumentError, StoreError
+from ..record_fields import version_fields
 from ..schedule.config import SchedulesConfig, entry_of
 from ..store.schedule_defs import ScheduleDef, ScheduleVersion
 from ._base import CliCommand, CliError, open_durably, settings, sqlite_path
@@ -118,16 +119,7 @@ def schedule_json(row: ScheduleDef) -> dict[str, Any]:
 
 
 def version_json(version: ScheduleVersion) -> dict[str, Any]:
-    return {
-        "version": version.version,
-        "op": version.op,
-        "source": version.source,
-        "by": version.by,
-        "at": utc_json(version.at),
-        "note": version.note,
-        "changed": list(version.changed),
-        "definition": version.definition,
-    }
+    return version_fields(version)
 
 
 async def with_stored(config: SchedulesConfig | None, name: str | None) -> SchedulesConfig | None:
@@ -170,6 +162,26 @@ def _argument_error(exc: InvalidArgumentError) -> CliError:
     return CliError(str(exc))
 
 
+async def _save(
+    op: Literal["create", "update"],
+    name: str,
+    fields: dict[str, Any],
+    note: str | None,
+    by: str | None,
+    json_mode: bool,
+) -> None:
+    """Create or update the schedule (a new version) and report it."""
+    async with open_durably(settings().database, _jobs()) as durably:
+        try:
+            if op == "create":
+                row = await durably.schedules.create(name, **fields, note=note, by=by)
+            else:
+                row = await durably.schedules.update(name, **fields, note=note, by=by)
+        except InvalidArgumentError as exc:
+            raise _argument_error(exc) from None
+    _report(row, f"{op}d", json_mode)
+
+
 @click.command("create", cls=CliCommand, epilog="""\b
 Examples:
   durably-sched schedules create acme-report --cron "0 6 * * *" --job report \\
@@ -181,12 +193,7 @@ Examples:
 async def create(name: str, note: str | None, by: str | None, json_mode: bool, **options: Any) -> None:
     """Create a schedule in the database (source api); it fires without a restart."""
     fields = _fields(options)
-    async with open_durably(settings().database, _jobs()) as durably:
-        try:
-            row = await durably.schedules.create(name, **fields, note=note, by=by)
-        except InvalidArgumentError as exc:
-            raise _argument_error(exc) from None
-    _report(row, "created", json_mode)
+    await _save("create", name, fields, note, by, json_mode)
 
 
 @click.command("update", cls=CliCommand, epilog="""\b
@@ -200,12 +207,7 @@ async def update(name: str, note: str | None, by: str | None, json_mode: bool, *
     fields = _fields(options)
     if not fields:
         raise CliError("nothing to change: give at least one option (--cron, --job, --input, ...)")
-    async with open_durably(settings().database, _jobs()) as durably:
-        try:
-            row = await durably.schedules.update(name, **fields, note=note, by=by)
-        except InvalidArgumentError as exc:
-            raise _argument_error(exc) from None
-    _report(row, "updated", json_mode)
+    await _save("update", name, fields, note, by, json_mode)
 
 
 @click.command("delete", cls=CliCommand, epilog="""\b

@@ -91,12 +91,17 @@ class SchedulePausing(Triggers):
 
         return entry_of(row.name, row.definition, row.line)
 
-    async def _version(self, name: str, op: Literal["pause", "resume"], by: str, note: str | None) -> None:
-        """A pause or resume is a version of a schedule defined in the database (if it is)."""
+    async def _version(
+        self, name: str, op: Literal["pause", "resume"], by: str, note: str | None, said: str
+    ) -> None:
+        """A pause or resume is a version of a schedule defined in the database (if it is); logged
+        with ``said`` after the actor."""
         try:
             await self.store.save_schedule(DefChange(name, op, "api", by=by, note=note))
         except ScheduleNotFoundError:
             pass  # a schedule only the file knows (not synced yet) or a name never defined
+        done = "paused" if op == "pause" else "resumed"
+        log.info("schedule %s %s by %s%s", name, done, by, said, extra={"schedule": name})
 
     def _unknown(self, name: str) -> ScheduleNotFoundError:
         config = self._schedules
@@ -137,14 +142,7 @@ class SchedulePausing(Triggers):
             name, reason=text, by=actor, at=clock.now() if clock is not None else None
         )
         if change.changed:
-            await self._version(name, "pause", actor, text)
-            log.info(
-                "schedule %s paused by %s%s",
-                name,
-                actor,
-                f": {text}" if text else "",
-                extra={"schedule": name},
-            )
+            await self._version(name, "pause", actor, text, f": {text}" if text else "")
             if self.events.wants("schedule:pause"):
                 self.events.emit(SchedulePauseEvent(schedule=name, by=actor, reason=text))
         return change
@@ -200,16 +198,9 @@ class SchedulePausing(Triggers):
                 )
                 caught.extend(zip(batch, results, strict=True))
         if change.changed:
-            await self._version(name, "resume", actor, None)
-            log.info(
-                "schedule %s resumed by %s%s",
-                name,
-                actor,
-                f"; {sum(r.outcome == 'triggered' for _, r in caught)} paused fire times caught up"
-                if catchup
-                else "",
-                extra={"schedule": name},
-            )
+            caught_up = sum(r.outcome == "triggered" for _, r in caught)
+            said = f"; {caught_up} paused fire times caught up" if catchup else ""
+            await self._version(name, "resume", actor, None, said)
         if (change.changed or caught) and self.events.wants("schedule:resume"):
             since = state.paused_at.timestamp() if state.paused_at else None
             self.events.emit(

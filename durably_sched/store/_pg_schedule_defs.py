@@ -6,7 +6,8 @@ each serve's scheduler hears of them through ``pg_notify`` on :data:`SCHEDULES_C
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -16,8 +17,6 @@ from ._pg_sql import LOCK_NAMESPACE, SCHEDULES_CHANNEL, UPSERT_CURSOR
 from .schedule_defs import (
     DefChange,
     ScheduleDef,
-    ScheduleDefPage,
-    ScheduleDefQuery,
     ScheduleDefStore,
     ScheduleVersion,
     SyncEntry,
@@ -50,23 +49,6 @@ def whole_second(at: datetime) -> datetime:
     return at.replace(microsecond=0)
 
 
-def _def(row: Any) -> ScheduleDef:
-    return ScheduleDef(
-        name=row["name"], source=row["source"], version=row["version"],
-        definition=json.loads(row["definition"]), deleted=row["deleted"], path=row["path"],
-        line=row["line"], seq=row["seq"], created_at=row["created_at"], updated_at=row["updated_at"],
-    )  # fmt: skip
-
-
-def _version(row: Any) -> ScheduleVersion:
-    definition = row["definition"]
-    return ScheduleVersion(
-        name=row["name"], version=row["version"], op=row["op"], source=row["source"], by=row["by"],
-        at=row["at"], note=row["note"], definition=None if definition is None else json.loads(definition),
-        changed=tuple(json.loads(row["changed"])), seq=row["seq"],
-    )  # fmt: skip
-
-
 async def _apply(
     conn: Any, current: ScheduleDef | None, version: ScheduleVersion, where: tuple[str | None, int | None]
 ) -> ScheduleVersion:
@@ -89,11 +71,7 @@ async def _apply(
             "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES ($1, $2) ON CONFLICT DO NOTHING"
         )
         await conn.execute(start if move == "start" else UPSERT_CURSOR, version.name, whole_second(row["at"]))
-    return ScheduleVersion(
-        name=version.name, version=version.version, op=version.op, source=version.source, by=version.by,
-        at=row["at"], note=version.note, definition=version.definition, changed=version.changed,
-        seq=row["seq"],
-    )  # fmt: skip
+    return replace(version, at=row["at"], seq=row["seq"])
 
 
 async def _notify(conn: Any, versions: Sequence[ScheduleVersion]) -> None:
@@ -102,36 +80,13 @@ async def _notify(conn: Any, versions: Sequence[ScheduleVersion]) -> None:
 
 
 async def _sync(conn: Any, entries: Sequence[SyncEntry], by: str | None, at: datetime | None) -> SyncResult:
-    rows = {row["name"]: _def(row) for row in await conn.fetch(f"SELECT {_DEF} FROM schedule_defs")}
+    rows = {row["name"]: rules.def_of(row) for row in await conn.fetch(f"SELECT {_DEF} FROM schedule_defs")}
     plan = rules.plan_sync(rows, entries, by, at)
     versions = [await _apply(conn, current, version, where) for current, version, where in plan.writes]
     if plan.moved:
         await conn.executemany("UPDATE schedule_defs SET path = $2, line = $3 WHERE name = $1", plan.moved)
     await _notify(conn, versions)
     return SyncResult(versions, plan.refused)
-
-
-def _filters(query: ScheduleDefQuery) -> tuple[list[str], list[Any]]:
-    where, params = ["NOT d.deleted"], []
-
-    def add(condition: str, value: Any) -> None:
-        params.append(value)
-        where.append(condition.replace("?", f"${len(params)}"))
-
-    if query.after is not None:
-        add("d.name > ?", query.after)
-    if query.job is not None:
-        add("d.job = ?", query.job)
-    if query.source is not None:
-        add("d.source = ?", query.source)
-    if query.q:
-        add("strpos(lower(d.name), ?) > 0", query.q.lower())
-    if query.labels:
-        add("d.labels @> ?::jsonb", json.dumps(dict(query.labels)))
-    if query.paused is not None:
-        test = "EXISTS" if query.paused else "NOT EXISTS"
-        where.append(f"{test} (SELECT 1 FROM schedule_states s WHERE s.schedule = d.name AND s.paused)")
-    return where, params
 
 
 class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
@@ -142,7 +97,7 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
             async with conn.transaction():
                 await conn.execute(_LOCK)
                 row = await conn.fetchrow(f"SELECT {_DEF} FROM schedule_defs WHERE name = $1", change.name)
-                current = None if row is None else _def(row)
+                current = None if row is None else rules.def_of(row)
                 version = rules.decide(current, change, replay)
                 if version is None:
                     return None
@@ -166,30 +121,30 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
     async def get_schedule_def(self, name: str) -> ScheduleDef | None:
         async def read(conn: Any, replay: bool) -> ScheduleDef | None:
             row = await conn.fetchrow(f"SELECT {_DEF} FROM schedule_defs WHERE name = $1", name)
-            return None if row is None else _def(row)
+            return None if row is None else rules.def_of(row)
 
         return await self._run("get_schedule_def", read)
 
-    async def list_schedule_defs(self, query: ScheduleDefQuery) -> ScheduleDefPage:
-        where, params = _filters(query)
+    _NAME_HAS = "strpos(lower(d.name), ?) > 0"
+
+    def _labels_match(self, labels: Mapping[str, str]) -> list[tuple[str, list[Any]]]:
+        return [("d.labels @> ?::jsonb", [json.dumps(dict(labels))])] if labels else []
+
+    async def _find_schedule_defs(self, where: str, params: list[Any], limit: int) -> list[ScheduleDef]:
+        numbered = where.split("?")
+        where = "".join(f"{part}${n}" for n, part in enumerate(numbered[:-1], 1)) + numbered[-1]
         columns = ", ".join("d." + c for c in _DEF.split(", "))
-        sql = (
-            f"SELECT {columns} FROM schedule_defs d WHERE {' AND '.join(where)} "
-            f"ORDER BY d.name LIMIT ${len(params) + 1}"
-        )
+        sql = f"SELECT {columns} FROM schedule_defs d WHERE {where} ORDER BY d.name LIMIT ${len(params) + 1}"
 
         async def read(conn: Any, replay: bool) -> list[Any]:
-            return list(await conn.fetch(sql, *params, query.limit + 1))
+            return list(await conn.fetch(sql, *params, limit))
 
-        rows = await self._run("list_schedule_defs", read)
-        items = [_def(row) for row in rows[: query.limit]]
-        more = len(rows) > query.limit
-        return ScheduleDefPage(items, rules.encode_cursor(items[-1].name) if more and items else None)
+        return [rules.def_of(row) for row in await self._run("list_schedule_defs", read)]
 
     async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]:
         async def read(conn: Any, replay: bool) -> list[ScheduleDef]:
             rows = await conn.fetch(f"SELECT {_DEF} FROM schedule_defs WHERE seq > $1 ORDER BY seq", seq)
-            return [_def(row) for row in rows]
+            return [rules.def_of(row) for row in rows]
 
         return await self._run("schedule_defs_since", read)
 
@@ -198,7 +153,7 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
             rows = await conn.fetch(
                 f"SELECT {_VERSION} FROM schedule_versions WHERE name = $1 ORDER BY version", name
             )
-            return [_version(row) for row in rows]
+            return [rules.version_of(row) for row in rows]
 
         return await self._run("schedule_versions", read)
 

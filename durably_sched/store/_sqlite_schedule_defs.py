@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -15,45 +16,24 @@ from ._sqlite_rules import ADVANCE_CURSOR
 from .schedule_defs import (
     DefChange,
     ScheduleDef,
-    ScheduleDefPage,
-    ScheduleDefQuery,
     ScheduleDefStore,
     ScheduleVersion,
     SyncEntry,
     SyncResult,
     cursor_move,
     decide,
-    encode_cursor,
+    def_of,
     plan_sync,
+    version_of,
 )
 
 _DEF = "name, source, version, definition, deleted, path, line, seq, created_at, updated_at"
 _VERSION = "name, version, op, source, by, at, note, definition, changed, seq"
 
 
-def _def(row: Any) -> ScheduleDef:
-    return ScheduleDef(
-        name=row["name"], source=row["source"], version=row["version"],
-        definition=json.loads(row["definition"]), deleted=bool(row["deleted"]), path=row["path"],
-        line=row["line"], seq=row["seq"], created_at=ms_to_dt(row["created_at"]),
-        updated_at=ms_to_dt(row["updated_at"]),
-    )  # fmt: skip
-
-
-def _version(row: Any) -> ScheduleVersion:
-    at = ms_to_dt(row["at"])
-    assert at is not None
-    definition = row["definition"]
-    return ScheduleVersion(
-        name=row["name"], version=row["version"], op=row["op"], source=row["source"], by=row["by"],
-        at=at, note=row["note"], definition=None if definition is None else json.loads(definition),
-        changed=tuple(json.loads(row["changed"])), seq=row["seq"],
-    )  # fmt: skip
-
-
 def _current(conn: sqlite3.Connection, name: str) -> ScheduleDef | None:
     row = conn.execute(f"SELECT {_DEF} FROM schedule_defs WHERE name = ?", (name,)).fetchone()
-    return None if row is None else _def(row)
+    return None if row is None else def_of(row, ms_to_dt)
 
 
 def _apply(
@@ -91,22 +71,15 @@ def _apply(
         start = at // 1000 * 1000  # the change's whole second
         sql = "INSERT OR IGNORE INTO schedule_cursors (schedule, last_fire_time) VALUES (?, ?)"
         conn.execute(sql if move == "start" else ADVANCE_CURSOR, (version.name, start))
-    return _stored(version, at, seq)
-
-
-def _stored(version: ScheduleVersion, at: int, seq: int) -> ScheduleVersion:
     stamp = ms_to_dt(at)
     assert stamp is not None
-    return ScheduleVersion(
-        name=version.name, version=version.version, op=version.op, source=version.source, by=version.by,
-        at=stamp, note=version.note, definition=version.definition, changed=version.changed, seq=seq,
-    )  # fmt: skip
+    return replace(version, at=stamp, seq=seq)
 
 
 def _sync(
     conn: sqlite3.Connection, entries: Sequence[SyncEntry], by: str | None, when: datetime | None
 ) -> SyncResult:
-    rows = {row["name"]: _def(row) for row in conn.execute(f"SELECT {_DEF} FROM schedule_defs")}
+    rows = {row["name"]: def_of(row, ms_to_dt) for row in conn.execute(f"SELECT {_DEF} FROM schedule_defs")}
     plan = plan_sync(rows, entries, by, when)
     at = now_ms() if when is None else dt_to_ms(when)
     versions = [_apply(conn, current, version, at, where) for current, version, where in plan.writes]
@@ -137,46 +110,29 @@ class SqliteScheduleDefs(SqliteAccess, ScheduleDefStore):
 
     async def get_schedule_def(self, name: str) -> ScheduleDef | None:
         rows = await self._read(f"SELECT {_DEF} FROM schedule_defs WHERE name = ?", (name,))
-        return _def(rows[0]) if rows else None
+        return def_of(rows[0], ms_to_dt) if rows else None
 
-    async def list_schedule_defs(self, query: ScheduleDefQuery) -> ScheduleDefPage:
-        where, params = ["NOT d.deleted"], []
-        if query.after is not None:
-            where.append("d.name > ?")
-            params.append(query.after)
-        if query.job is not None:
-            where.append("d.job = ?")
-            params.append(query.job)
-        if query.source is not None:
-            where.append("d.source = ?")
-            params.append(query.source)
-        if query.q:
-            where.append("instr(lower(d.name), ?) > 0")
-            params.append(query.q.lower())
-        for key, value in (query.labels or {}).items():
-            where.append("json_extract(d.labels, ?) = ?")
-            params.extend([f'$."{key}"', value])
-        if query.paused is not None:
-            test = "EXISTS" if query.paused else "NOT EXISTS"
-            where.append(f"{test} (SELECT 1 FROM schedule_states s WHERE s.schedule = d.name AND s.paused)")
+    _NAME_HAS = "instr(lower(d.name), ?) > 0"
+
+    def _labels_match(self, labels: Mapping[str, str]) -> list[tuple[str, list[Any]]]:
+        return [("json_extract(d.labels, ?) = ?", [f'$."{key}"', value]) for key, value in labels.items()]
+
+    async def _find_schedule_defs(self, where: str, params: list[Any], limit: int) -> list[ScheduleDef]:
         sql = (
             f"SELECT {', '.join('d.' + c for c in _DEF.split(', '))} FROM schedule_defs d "
-            f"WHERE {' AND '.join(where)} ORDER BY d.name LIMIT ?"
+            f"WHERE {where} ORDER BY d.name LIMIT ?"
         )
-        rows = await self._read(sql, (*params, query.limit + 1))
-        items = [_def(row) for row in rows[: query.limit]]
-        more = len(rows) > query.limit
-        return ScheduleDefPage(items, encode_cursor(items[-1].name) if more and items else None)
+        return [def_of(row, ms_to_dt) for row in await self._read(sql, (*params, limit))]
 
     async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]:
         rows = await self._read(f"SELECT {_DEF} FROM schedule_defs WHERE seq > ? ORDER BY seq", (seq,))
-        return [_def(row) for row in rows]
+        return [def_of(row, ms_to_dt) for row in rows]
 
     async def schedule_versions(self, name: str) -> list[ScheduleVersion]:
         rows = await self._read(
             f"SELECT {_VERSION} FROM schedule_versions WHERE name = ? ORDER BY version", (name,)
         )
-        return [_version(row) for row in rows]
+        return [version_of(row, ms_to_dt) for row in rows]
 
     async def schedule_seq(self) -> int:
         rows = await self._read("SELECT max(seq) AS seq FROM schedule_versions")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -153,6 +153,33 @@ class ScheduleDefQuery:
 class ScheduleDefPage:
     items: list[ScheduleDef]
     next_cursor: str | None
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def def_of(row: Any, time: Callable[[Any], datetime | None] = _as_is) -> ScheduleDef:
+    """A ``schedule_defs`` row read back (``definition`` as JSON text); ``time`` reads the backend's
+    timestamps (PostgreSQL's are datetimes already)."""
+    return ScheduleDef(
+        name=row["name"], source=row["source"], version=row["version"],
+        definition=json.loads(row["definition"]), deleted=bool(row["deleted"]), path=row["path"],
+        line=row["line"], seq=row["seq"], created_at=time(row["created_at"]),
+        updated_at=time(row["updated_at"]),
+    )  # fmt: skip
+
+
+def version_of(row: Any, time: Callable[[Any], datetime | None] = _as_is) -> ScheduleVersion:
+    """A ``schedule_versions`` row read back (``definition`` and ``changed`` as JSON text)."""
+    at = time(row["at"])
+    assert at is not None
+    definition = row["definition"]
+    return ScheduleVersion(
+        name=row["name"], version=row["version"], op=row["op"], source=row["source"], by=row["by"],
+        at=at, note=row["note"], definition=None if definition is None else json.loads(definition),
+        changed=tuple(json.loads(row["changed"])), seq=row["seq"],
+    )  # fmt: skip
 
 
 def encode_cursor(name: str) -> str:
@@ -328,9 +355,44 @@ class ScheduleDefStore(abc.ABC):
     async def get_schedule_def(self, name: str) -> ScheduleDef | None:
         """The schedule's row (a deleted one too, marked ``deleted``); None if never defined."""
 
-    @abc.abstractmethod
     async def list_schedule_defs(self, query: ScheduleDefQuery) -> ScheduleDefPage:
         """Live schedules by name, filtered, one page after ``query.after``."""
+        where: list[str] = ["NOT d.deleted"]
+        params: list[Any] = []
+
+        def add(condition: str, *values: Any) -> None:
+            where.append(condition)
+            params.extend(values)
+
+        if query.after is not None:
+            add("d.name > ?", query.after)
+        if query.job is not None:
+            add("d.job = ?", query.job)
+        if query.source is not None:
+            add("d.source = ?", query.source)
+        if query.q:
+            add(self._NAME_HAS, query.q.lower())
+        for condition, values in self._labels_match(query.labels or {}):
+            add(condition, *values)
+        if query.paused is not None:
+            test = "EXISTS" if query.paused else "NOT EXISTS"
+            add(f"{test} (SELECT 1 FROM schedule_states s WHERE s.schedule = d.name AND s.paused)")
+        found = await self._find_schedule_defs(" AND ".join(where), params, query.limit + 1)
+        items = found[: query.limit]
+        more = len(found) > query.limit
+        return ScheduleDefPage(items, encode_cursor(items[-1].name) if more and items else None)
+
+    _NAME_HAS: str
+    """The backend's condition "the lower-cased ``d.name`` holds the parameter" (set by each backend)."""
+
+    @abc.abstractmethod
+    def _labels_match(self, labels: Mapping[str, str]) -> list[tuple[str, list[Any]]]:
+        """The backend's conditions (with their parameters) for "``d.labels`` has these labels"."""
+
+    @abc.abstractmethod
+    async def _find_schedule_defs(self, where: str, params: list[Any], limit: int) -> list[ScheduleDef]:
+        """Up to ``limit`` rows of ``schedule_defs d`` where ``where`` holds (``?`` marks the
+        parameters), by name."""
 
     @abc.abstractmethod
     async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..attempt_views import attempt_fields, not_recorded, retry_budget
 from ..events import Event
-from ..record_fields import fire_fields, log_fields, step_fields, utc_text
+from ..record_fields import fire_fields, log_fields, run_key_fields, step_fields, utc_text
 from ..registry import worker_fields
 from ..schedule.pausing import state_fields
 from ..store.base import (
@@ -76,14 +76,7 @@ def duration(run: RunRecord) -> float | None:
 
 def run(record: RunRecord) -> dict[str, Any]:
     return {
-        "id": record.id,
-        "job_name": record.job_name,
-        "status": record.status,
-        "idempotency_key": record.idempotency_key,
-        "concurrency_key": record.concurrency_key,
-        "labels": dict(record.labels),
-        "schedule": record.labels.get("schedule"),
-        "schedule_version": record.schedule_version,
+        **run_key_fields(record),
         "scheduled_for": record.labels.get("scheduled_for"),
         "input": record.input,
         "output": record.output,

@@ -15,8 +15,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..record_fields import version_fields
 from ..store.schedule_defs import ScheduleDef, ScheduleVersion
-from . import _json
 from ._context import context
 from ._parse import ApiError, body_object, parse_int
 from ._schedules import rows_json
@@ -29,17 +29,7 @@ FIELDS = {
 
 
 def version_json(version: ScheduleVersion) -> dict[str, Any]:
-    return {
-        "version": version.version,
-        "op": version.op,
-        "source": version.source,
-        "by": version.by,
-        "at": _json.utc(version.at),
-        "note": version.note,
-        "changed": list(version.changed),
-        "what_changed": version.what_changed,
-        "definition": version.definition,
-    }
+    return version_fields(version, what_changed=True)
 
 
 def _note(body: dict[str, Any]) -> str | None:
