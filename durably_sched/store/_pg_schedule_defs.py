@@ -14,14 +14,6 @@ from typing import Any
 from . import schedule_defs as rules
 from ._pg_base import PostgresAccess
 from ._pg_sql import LOCK_NAMESPACE, SCHEDULES_CHANNEL, UPSERT_CURSOR
-from .schedule_defs import (
-    DefChange,
-    ScheduleDef,
-    ScheduleDefStore,
-    ScheduleVersion,
-    SyncEntry,
-    SyncResult,
-)
 
 _LOCK = f"SELECT pg_advisory_xact_lock({LOCK_NAMESPACE + 4}, 0)"
 _DEF = (
@@ -50,8 +42,11 @@ def whole_second(at: datetime) -> datetime:
 
 
 async def _apply(
-    conn: Any, current: ScheduleDef | None, version: ScheduleVersion, where: tuple[str | None, int | None]
-) -> ScheduleVersion:
+    conn: Any,
+    current: rules.ScheduleDef | None,
+    version: rules.ScheduleVersion,
+    where: tuple[str | None, int | None],
+) -> rules.ScheduleVersion:
     text = None if version.definition is None else json.dumps(version.definition, sort_keys=True)
     row = await conn.fetchrow(
         _INSERT_VERSION, version.name, version.version, version.op, version.source, version.by,
@@ -74,26 +69,28 @@ async def _apply(
     return replace(version, at=row["at"], seq=row["seq"])
 
 
-async def _notify(conn: Any, versions: Sequence[ScheduleVersion]) -> None:
+async def _notify(conn: Any, versions: Sequence[rules.ScheduleVersion]) -> None:
     if versions:
         await conn.execute("SELECT pg_notify($1, $2)", SCHEDULES_CHANNEL, str(max(v.seq for v in versions)))
 
 
-async def _sync(conn: Any, entries: Sequence[SyncEntry], by: str | None, at: datetime | None) -> SyncResult:
+async def _sync(
+    conn: Any, entries: Sequence[rules.SyncEntry], by: str | None, at: datetime | None
+) -> rules.SyncResult:
     rows = {row["name"]: rules.def_of(row) for row in await conn.fetch(f"SELECT {_DEF} FROM schedule_defs")}
     plan = rules.plan_sync(rows, entries, by, at)
     versions = [await _apply(conn, current, version, where) for current, version, where in plan.writes]
     if plan.moved:
         await conn.executemany("UPDATE schedule_defs SET path = $2, line = $3 WHERE name = $1", plan.moved)
     await _notify(conn, versions)
-    return SyncResult(versions, plan.refused)
+    return rules.SyncResult(versions, plan.refused)
 
 
-class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
+class PostgresScheduleDefs(PostgresAccess, rules.ScheduleDefStore):
     """Mixed into the PostgreSQL store."""
 
-    async def save_schedule(self, change: DefChange) -> ScheduleVersion | None:
-        async def write(conn: Any, replay: bool) -> ScheduleVersion | None:
+    async def save_schedule(self, change: rules.DefChange) -> rules.ScheduleVersion | None:
+        async def write(conn: Any, replay: bool) -> rules.ScheduleVersion | None:
             async with conn.transaction():
                 await conn.execute(_LOCK)
                 row = await conn.fetchrow(f"SELECT {_DEF} FROM schedule_defs WHERE name = $1", change.name)
@@ -109,17 +106,17 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
         return await self._run("save_schedule", write)
 
     async def sync_schedules(
-        self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
-    ) -> SyncResult:
-        async def write(conn: Any, replay: bool) -> SyncResult:
+        self, entries: Sequence[rules.SyncEntry], *, by: str | None, at: datetime | None = None
+    ) -> rules.SyncResult:
+        async def write(conn: Any, replay: bool) -> rules.SyncResult:
             async with conn.transaction():
                 await conn.execute(_LOCK)
                 return await _sync(conn, entries, by, at)
 
         return await self._run("sync_schedules", write)
 
-    async def get_schedule_def(self, name: str) -> ScheduleDef | None:
-        async def read(conn: Any, replay: bool) -> ScheduleDef | None:
+    async def get_schedule_def(self, name: str) -> rules.ScheduleDef | None:
+        async def read(conn: Any, replay: bool) -> rules.ScheduleDef | None:
             row = await conn.fetchrow(f"SELECT {_DEF} FROM schedule_defs WHERE name = $1", name)
             return None if row is None else rules.def_of(row)
 
@@ -130,7 +127,7 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
     def _labels_match(self, labels: Mapping[str, str]) -> list[tuple[str, list[Any]]]:
         return [("d.labels @> ?::jsonb", [json.dumps(dict(labels))])] if labels else []
 
-    async def _find_schedule_defs(self, where: str, params: list[Any], limit: int) -> list[ScheduleDef]:
+    async def _find_schedule_defs(self, where: str, params: list[Any], limit: int) -> list[rules.ScheduleDef]:
         numbered = where.split("?")
         where = "".join(f"{part}${n}" for n, part in enumerate(numbered[:-1], 1)) + numbered[-1]
         columns = ", ".join("d." + c for c in _DEF.split(", "))
@@ -141,15 +138,15 @@ class PostgresScheduleDefs(PostgresAccess, ScheduleDefStore):
 
         return [rules.def_of(row) for row in await self._run("list_schedule_defs", read)]
 
-    async def schedule_defs_since(self, seq: int) -> list[ScheduleDef]:
-        async def read(conn: Any, replay: bool) -> list[ScheduleDef]:
+    async def schedule_defs_since(self, seq: int) -> list[rules.ScheduleDef]:
+        async def read(conn: Any, replay: bool) -> list[rules.ScheduleDef]:
             rows = await conn.fetch(f"SELECT {_DEF} FROM schedule_defs WHERE seq > $1 ORDER BY seq", seq)
             return [rules.def_of(row) for row in rows]
 
         return await self._run("schedule_defs_since", read)
 
-    async def schedule_versions(self, name: str) -> list[ScheduleVersion]:
-        async def read(conn: Any, replay: bool) -> list[ScheduleVersion]:
+    async def schedule_versions(self, name: str) -> list[rules.ScheduleVersion]:
+        async def read(conn: Any, replay: bool) -> list[rules.ScheduleVersion]:
             rows = await conn.fetch(
                 f"SELECT {_VERSION} FROM schedule_versions WHERE name = $1 ORDER BY version", name
             )
