@@ -207,6 +207,11 @@ class RunActions(Triggers):
         """A scheduler stops: its buckets are free at once."""
         await self.store.leave_buckets(scheduler_id)
 
+    async def schedule_version(self, name: str) -> int | None:
+        """The newest version of schedule ``name`` in the database (None: not stored there)."""
+        found = await self.store.get_schedule_def(name)
+        return None if found is None else found.version
+
     async def database_time(self) -> datetime:
         """The database's clock now (PostgreSQL: the server's; SQLite: this host's)."""
         return await self.store.database_time()

@@ -53,10 +53,12 @@ def make_fire(
     outcome_without_run: FireOutcome | None = None,
     advance_cursor: bool = True,
     replace_paused: bool = False,
+    version: int | None = None,
 ) -> Fire:
     """The Fire for one fire time: a run, or a record only (``missed``/``disabled``/``paused``).
 
     ``replace_paused``: a fire time recorded ``paused`` is handled again (catch-up on resume).
+    ``version``: the schedule's version the run records (its ``schedule_version``).
     """
     utc = fire_time.astimezone(UTC)
     if outcome_without_run is not None:
@@ -70,7 +72,7 @@ def make_fire(
     return Fire(
         schedule=entry.name,
         fire_time=utc,
-        run=scheduled_run(entry, utc),
+        run=dataclasses.replace(scheduled_run(entry, utc), schedule_version=version),
         skip_if_active=entry.overlap == "skip",
         advance_cursor=advance_cursor,
         replace_paused=replace_paused,

@@ -160,7 +160,8 @@ class SlotResult:
 
 async def trigger_slot(durably: SchedulerFacade, entry: ScheduleEntry, fire_time: datetime) -> SlotResult:
     """Fire one slot exactly as the scheduler would (without moving its cursor)."""
-    result = await durably.fire(make_fire(entry, fire_time, advance_cursor=False))
+    version = await durably.schedule_version(entry.name)
+    result = await durably.fire(make_fire(entry, fire_time, advance_cursor=False, version=version))
     recorded: FireOutcome | None = None
     if result.outcome == "deduplicated" and result.run is None:
         records = await durably.list_fire_records(
@@ -246,11 +247,14 @@ async def backfill(
     """Fire every time in ``times`` as the scheduler would (cursor untouched), in batches; a fire
     time that already has a record is left alone (``deduplicated``)."""
     results: list[FireResult] = []
+    version = await durably.schedule_version(entry.name)
     for i in range(0, len(times), BACKFILL_BATCH):
         batch = times[i : i + BACKFILL_BATCH]
         # One transaction a batch, in fire-time order: the runs are created (and, with
         # ``overlap: queue``, run) in that order.
-        results += await durably.fire_many([make_fire(entry, t, advance_cursor=False) for t in batch])
+        results += await durably.fire_many(
+            [make_fire(entry, t, advance_cursor=False, version=version) for t in batch]
+        )
         if on_batch is not None:
             on_batch(len(batch))
     return results

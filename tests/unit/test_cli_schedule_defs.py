@@ -114,6 +114,14 @@ def test_an_api_schedule_is_operated_like_a_file_s(migrated: Project) -> None:
     assert [item["fire_time"][11:] for item in upcoming] == ["01:00:00.000Z", "01:00:00.000Z"]
     ops = [v["op"] for v in migrated.json("schedules", "versions", "api-one", "--json")]
     assert ops == ["create", "pause", "resume"]
+    # A manual trigger and a backfill record the schedule's version, as the scheduler's fires do.
+    migrated.ok(
+        "schedules", "backfill", "api-one", "--from", "2026-01-06T00:00:00Z", "--to", "2026-01-07T00:00:00Z"
+    )
+    runs = migrated.json("runs", "list", "--schedule", "api-one", "--json")
+    assert len(runs) == 2
+    for run in runs:
+        assert migrated.json("runs", "show", run["id"], "--json")["schedule_version"] == 3
 
 
 def test_a_file_entry_with_an_api_schedule_s_name_is_an_error_of_the_file(migrated: Project) -> None:
