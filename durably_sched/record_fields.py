@@ -23,6 +23,16 @@ def utc_text(value: datetime | None) -> str | None:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+def attributes(record: object, *names: str) -> dict[str, Any]:
+    """``{name: record.name}`` for each name, in the order given."""
+    return {name: getattr(record, name) for name in names}
+
+
+def utc_attributes(record: object, *names: str) -> dict[str, str | None]:
+    """``{name: utc_text(record.name)}`` for each name: the record's times as JSON text."""
+    return {name: utc_text(getattr(record, name)) for name in names}
+
+
 def step_fields(step: StepRecord) -> dict[str, Any]:
     return {
         "name": step.name,
@@ -48,11 +58,7 @@ def log_fields(entry: LogRecord) -> dict[str, Any]:
 def run_key_fields(run: RunRecord) -> dict[str, Any]:
     """What a run is and where it came from: the first fields of a run in ``--json`` and the API."""
     return {
-        "id": run.id,
-        "job_name": run.job_name,
-        "status": run.status,
-        "idempotency_key": run.idempotency_key,
-        "concurrency_key": run.concurrency_key,
+        **attributes(run, "id", "job_name", "status", "idempotency_key", "concurrency_key"),
         "labels": dict(run.labels),
         "schedule": run.labels.get("schedule"),
         "schedule_version": run.schedule_version,

@@ -12,7 +12,7 @@ import click
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from ..record_fields import clock_text, fire_fields, run_key_fields, utc_text
+from ..record_fields import attributes, clock_text, fire_fields, run_key_fields, utc_attributes, utc_text
 from ..store.base import FireRecord, LogRecord, Progress, RunRecord
 from ._base import display_utc
 
@@ -162,24 +162,12 @@ def progress_json(progress: Progress | None) -> dict[str, Any] | None:
 def run_json(run: RunRecord) -> dict[str, Any]:
     return {
         **run_key_fields(run),
-        "input": run.input,
-        "output": run.output,
-        "error": run.error,
-        "failed_step_name": run.failed_step_name,
+        **attributes(run, "input", "output", "error", "failed_step_name"),
         "progress": progress_json(run.progress),
-        "attempt": run.attempt,
-        "failed_attempts": run.failed_attempts,
+        **attributes(run, "attempt", "failed_attempts"),
         "not_before": utc_json(run.not_before),
-        "retry_policy": run.retry_policy,
-        "timeout": run.timeout,
-        "traceback": run.traceback,
-        "step_count": run.step_count,
-        "worker_id": run.worker_id,
-        "lease_expires_at": utc_json(run.lease_expires_at),
-        "created_at": utc_json(run.created_at),
-        "started_at": utc_json(run.started_at),
-        "completed_at": utc_json(run.completed_at),
-        "updated_at": utc_json(run.updated_at),
+        **attributes(run, "retry_policy", "timeout", "traceback", "step_count", "worker_id"),
+        **utc_attributes(run, "lease_expires_at", "created_at", "started_at", "completed_at", "updated_at"),
         "total_duration": run_duration(run),
     }
 

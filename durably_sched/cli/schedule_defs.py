@@ -15,12 +15,12 @@ from typing import Any, Literal
 import click
 
 from ..errors import InvalidArgumentError, StoreError
-from ..record_fields import version_fields
+from ..record_fields import attributes, utc_attributes, version_fields
 from ..schedule.config import SchedulesConfig, entry_of
 from ..store.schedule_defs import ScheduleDef, ScheduleVersion
 from ._base import CliCommand, CliError, open_durably, settings, sqlite_path
 from ._loader import load_jobs
-from ._output import echo_json, print_table, show_time, table, utc_json
+from ._output import echo_json, print_table, show_time, table
 
 __all__ = ["create", "delete", "rollback", "update", "versions"]
 
@@ -107,14 +107,10 @@ def _fields(options: dict[str, Any]) -> dict[str, Any]:
 
 def schedule_json(row: ScheduleDef) -> dict[str, Any]:
     return {
-        "name": row.name,
-        "source": row.source,
-        "version": row.version,
+        **attributes(row, "name", "source", "version"),
         **row.definition,
-        "path": row.path,
-        "line": row.line,
-        "created_at": utc_json(row.created_at),
-        "updated_at": utc_json(row.updated_at),
+        **attributes(row, "path", "line"),
+        **utc_attributes(row, "created_at", "updated_at"),
     }
 
 

@@ -20,15 +20,7 @@ from ..events import Event
 from ..record_fields import fire_fields, log_fields, run_key_fields, step_fields, utc_text
 from ..registry import worker_fields
 from ..schedule.pausing import state_fields
-from ..store.base import (
-    FireRecord,
-    LogRecord,
-    Progress,
-    RunRecord,
-    ScheduleState,
-    StepRecord,
-    WorkerRecord,
-)
+from ..store.base import FireRecord, LogRecord, Progress, RunRecord, ScheduleState, StepRecord, WorkerRecord
 from ..wait_views import children_fields, wait_fields, waiting_for_text
 
 if TYPE_CHECKING:
