@@ -283,7 +283,9 @@ def fenced_sql_no_logs(assignments: str, statuses: str) -> str:
     costs the server some 10-30 µs even when its arrays are empty). The assignments' parameters,
     written ``$8`` on for :func:`fenced_sql`, move down to ``$3`` on (no five log arrays before
     them)."""
-    own = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) - 5}" if int(m.group(1)) >= 8 else m.group(0), assignments)
+    own = re.sub(
+        r"\$(\d+)", lambda m: f"${int(m.group(1)) - 5}" if int(m.group(1)) >= 8 else m[0], assignments
+    )
     return f"""
 UPDATE runs SET {own}, updated_at = now()
 WHERE id = $1 AND generation = $2 AND status IN {statuses}
