@@ -26,7 +26,7 @@ import asyncio
 import time
 from typing import Any
 
-from ._pg import default_url, fresh_database, server_settings, unreachable
+from ._pg import default_url, fresh_database, one_row_insert, server_settings, unreachable
 from ._util import emit, median
 
 TIMES: dict[str, list[float]] = {"step": [], "ref": []}
@@ -72,8 +72,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         conn = await asyncpg.connect(url, timeout=10)
         try:
             settings = await server_settings(conn)
-            await conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, payload text NOT NULL)")
-            insert = await conn.prepare("INSERT INTO t (payload) VALUES ($1)")
+            insert = await one_row_insert(conn)
             REF[:] = [insert]
 
             async def ref_rate(n: int) -> float:
