@@ -47,6 +47,13 @@ async def server_settings(conn: Any) -> dict[str, str]:
     return {name: str(await conn.fetchval(f"SHOW {name}")) for name in SETTINGS}
 
 
+async def one_row_insert(conn: Any) -> Any:
+    """The physical reference's statement (``bench.pg_commit``): a table of its own and a prepared
+    one-row ``INSERT`` (``await insert.fetchval("text")`` commits one row in autocommit)."""
+    await conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, payload text NOT NULL)")
+    return await conn.prepare("INSERT INTO t (payload) VALUES ($1)")
+
+
 @asynccontextmanager
 async def fresh_database(base_url: str, prefix: str) -> AsyncIterator[str]:
     """Create an empty database on the server of ``base_url``; yield its URL; drop it afterwards."""

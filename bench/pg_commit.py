@@ -20,7 +20,7 @@ import asyncio
 import time
 from typing import Any
 
-from ._pg import default_url, fresh_database, server_settings, unreachable
+from ._pg import default_url, fresh_database, one_row_insert, server_settings, unreachable
 from ._util import emit
 
 
@@ -34,8 +34,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         conn = await asyncpg.connect(url, timeout=10)
         try:
             settings = await server_settings(conn)
-            await conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, payload text NOT NULL)")
-            insert = await conn.prepare("INSERT INTO t (payload) VALUES ($1)")
+            insert = await one_row_insert(conn)
             select = await conn.prepare("SELECT 1")
             for i in range(200):  # warm-up: the table's first pages, the plan
                 await insert.fetchval(f"warm-{i}")

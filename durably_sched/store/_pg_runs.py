@@ -13,6 +13,7 @@ from ._pg_reads import fetch_by_run, fetch_records
 from ._pg_rules import existing_run
 from ._pg_sql import (
     INSERT_CLAIMED,
+    INSERT_CLAIMED_NO_LABELS,
     NOTIFY,
     RUN_SELECT,
     find_run_ids_query,
@@ -69,9 +70,10 @@ class PostgresRuns(PostgresAccess):
             float(lease_seconds),
             list(job_names),
         )
+        sql = INSERT_CLAIMED if run.labels else INSERT_CLAIMED_NO_LABELS
 
         async def insert(conn: Any, replay: bool) -> tuple[RunRecord, Disposition]:
-            row = await conn.fetchrow(INSERT_CLAIMED, *args)
+            row = await conn.fetchrow(sql, *args)
             if row is not None:
                 return run_from_row(row), "created"
             # A conflict: an existing run of the idempotency key, or on replay our own first

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from ._common import dumps
 from ._pg_base import PostgresAccess, aware, free_text, log_arrays, row_status
 from ._pg_group_commit import GroupCommit
@@ -21,6 +23,7 @@ from ._pg_sql import (
     CLAIM_UPDATE,
     COMPLETE,
     COMPLETE_BATCH,
+    COMPLETE_NO_LOGS,
     FAIL,
     NOTIFY,
     RELEASE,
@@ -28,6 +31,7 @@ from ._pg_sql import (
     RENEW_WITH_BEAT,
     RETRY_LATER,
     SET_PROGRESS,
+    STEP_EXISTS,
 )
 from .records import (
     Checkpoint,
@@ -154,7 +158,14 @@ class PostgresWork(PostgresAccess):
             sql, args = CHECKPOINT_NO_LOGS, (cp.run_id, cp.generation, *step)
 
         async def write(conn: Any, replay: bool) -> WriteResult:
-            status = await conn.fetchval(sql, *args)
+            try:
+                status = await conn.fetchval(sql, *args)
+            except asyncpg.UniqueViolationError as exc:
+                # The step row exists: written by our own first attempt (a replay), else the
+                # run is no longer ours to write (the statement changed nothing).
+                if exc.constraint_name != STEP_EXISTS:
+                    raise
+                status = None
             if status is None and replay:
                 status = await conn.fetchval(CHECKPOINT_REPLAYED, cp.run_id, cp.generation, cp.name)
             return fence_result(status)
@@ -189,8 +200,15 @@ class PostgresWork(PostgresAccess):
         logs: Sequence[NewLog],
         params: Sequence[Any] = (),
         replayed_status: str | None = None,
+        no_logs_sql: str | None = None,
     ) -> WriteResult:
-        args = (run_id, generation, *log_arrays(logs), *params)
+        """One fenced UPDATE of the run (with its log lines): ``sql`` takes the run id, the
+        generation, the five log arrays, then ``params``; ``no_logs_sql``, if given, is the same
+        write without the logs part (run id, generation, ``params``), sent when there are none."""
+        if not logs and no_logs_sql is not None:
+            sql, args = no_logs_sql, (run_id, generation, *params)
+        else:
+            args = (run_id, generation, *log_arrays(logs), *params)
 
         async def write(conn: Any, replay: bool) -> WriteResult:
             row = await conn.fetchrow(sql, *args)
@@ -328,8 +346,9 @@ class PostgresWork(PostgresAccess):
         """One attempt's ending in one statement (a completion's, when it is alone)."""
         sql, logs = RELEASE, end.logs
         params: tuple[Any, ...] = ()
+        no_logs_sql = None
         if end.kind == "completed":
-            sql, params = COMPLETE, (dumps(end.output),)
+            sql, params, no_logs_sql = COMPLETE, (dumps(end.output),), COMPLETE_NO_LOGS
         elif end.kind != "released":
             params = (free_text(end.error), end.failed_step_name, free_text(end.traceback))
             if end.kind == "retry":
@@ -339,7 +358,9 @@ class PostgresWork(PostgresAccess):
         # A replay that finds the run in the status this ending gives it, with our generation,
         # found our own committed write (the generation changes only on claims).
         what = _WHAT[end.kind]
-        return await self._fenced(what, sql, end.run_id, end.generation, logs, params, END_STATUS[end.kind])
+        return await self._fenced(
+            what, sql, end.run_id, end.generation, logs, params, END_STATUS[end.kind], no_logs_sql
+        )
 
 
 def _batch_arrays(cps: list[Checkpoint]) -> list[list[Any]]:

@@ -264,8 +264,17 @@ async def test_replayed_writes_whose_commit_was_not_acknowledged_report_what_the
     record = await plain.get_run(run.id)
     assert record is not None and record.step_count == 1
     assert [lg.message for lg in await plain.get_logs(run.id)] == ["once"]
+    # The same for a step without log lines (its own statement, answered by a unique violation
+    # on replay).
+    assert await store.checkpoint(checkpoint(held, "t", 1)) == "ok"
+    record = await plain.get_run(run.id)
+    assert record is not None and record.step_count == 2
+    assert [s.name for s in await plain.get_steps(run.id)] == ["s", "t"]
     # A genuinely stale or duplicate write is still refused on replay.
     assert await store.checkpoint(Checkpoint(**{**_fields(cp), "generation": held.generation + 7})) == "lost"
+    assert await plain.checkpoint(checkpoint(held, "t", 2)) == "lost"
+    record = await plain.get_run(run.id)
+    assert record is not None and record.step_count == 2
 
     assert await store.complete_run(run.id, held.generation, {"v": 1}) == "ok"
     assert await store.complete_run(run.id, held.generation - 1, {"v": 1}) == "lost"

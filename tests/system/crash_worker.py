@@ -3,6 +3,8 @@
 Usage: python crash_worker.py DATABASE_URL EFFECTS_FILE
 Each step of the ``chain`` job appends ``<run_id> <step> start`` before its work and
 ``<run_id> <step> done`` after it, so a test can tell which steps ran and how often.
+With ``CRASH_WORKER_TRIGGER=N`` the worker, once ready, also calls ``trigger_and_wait`` for a chain
+of N steps itself (its own worker has a free slot: the run is created already claimed by it).
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ async def main() -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
+    steps = int(os.environ.get("CRASH_WORKER_TRIGGER", "0"))
     try:
+        if steps:
+            await durably.jobs.chain.trigger_and_wait({"steps": steps, "step_seconds": 0.3})
         await stop.wait()
     finally:
         await durably.close()

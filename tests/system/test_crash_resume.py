@@ -20,12 +20,15 @@ from .crash_worker import chain_job
 HERE = Path(__file__).parent
 
 
-def start_worker(db_url: str, effects: Path, stale: float = 2.5) -> subprocess.Popen[str]:
+def start_worker(db_url: str, effects: Path, stale: float = 2.5, trigger: int = 0) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent.parent), "CRASH_WORKER_STALE": str(stale)}
+    if trigger:
+        env["CRASH_WORKER_TRIGGER"] = str(trigger)
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "crash_worker.py"), db_url, str(effects)],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(HERE.parent.parent), "CRASH_WORKER_STALE": str(stale)},
+        env=env,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -100,3 +103,58 @@ def test_kill_9_mid_step_then_resume_runs_no_completed_step_twice(
     starts = Counter(line for line in effect_lines(effects) if line.endswith(" start"))
     assert starts[f"{run_id} {kill_during_step} start"] == 2
     assert all(n == 1 for key, n in starts.items() if key != f"{run_id} {kill_during_step} start")
+
+
+@pytest.mark.system
+@pytest.mark.postgres
+def test_a_run_created_already_claimed_and_killed_is_taken_over_and_completes_once(
+    tmp_path: Path, postgres_schema_url: str
+) -> None:
+    """``trigger_and_wait`` in a process whose worker has a free slot inserts its run already
+    claimed by that worker (one statement, no claim). Killed with SIGKILL mid-step, that process
+    leaves a run held under a lease nobody renews: another worker takes it over when the lease
+    expires and completes it, every completed step executed once."""
+    effects = tmp_path / "effects.log"
+    steps, kill_during_step = 3, 1
+    first = start_worker(postgres_schema_url, effects, trigger=steps)
+    try:
+        line = wait_for(
+            lambda: next((x for x in effect_lines(effects) if x.endswith(f" {kill_during_step} start")), None)
+        )
+        run_id = line.split()[0]
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    async def first_attempt() -> tuple[object, object, object, int]:
+        async with create_durably(postgres_schema_url).register([chain_job]) as durably:
+            await durably.stop()
+            record = await durably.get_run(run_id)
+            return record.status, record.created_at, record.started_at, record.attempt
+
+    status, created_at, started_at, attempt = asyncio.run(first_attempt())
+    # Created already claimed: running from its insert on (the insert's own time), first attempt.
+    assert (status, attempt) == ("running", 1) and started_at == created_at
+
+    second = start_worker(postgres_schema_url, effects)
+    try:
+
+        async def finished() -> tuple[str, object, int]:
+            async with create_durably(postgres_schema_url).register([chain_job]) as durably:
+                await durably.stop()
+                record = await durably.wait_for_run(run_id, timeout=30)
+                return record.status, record.output, record.attempt
+
+        status, output, attempt = asyncio.run(finished())
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(10)
+    assert (status, output, attempt) == ("completed", {"total": sum(range(steps))}, 2)
+    done = Counter(x for x in effect_lines(effects) if x.endswith(" done"))
+    assert done == Counter(f"{run_id} {i} done" for i in range(steps))
+    starts = Counter(x for x in effect_lines(effects) if x.endswith(" start"))
+    assert starts == Counter(
+        {**{f"{run_id} {i} start": 1 for i in range(steps)}, f"{run_id} {kill_during_step} start": 2}
+    )
