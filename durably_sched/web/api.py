@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -269,19 +268,16 @@ async def send_event(request: Request) -> Response:
 
 
 # -- live streams ------------------------------------------------------------------------------------
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_ENCODE_ANY = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-
-
 def sse(event: str, data: Any, event_id: int | None = None) -> str:
     """One server-sent event. Its data is compact JSON, which never holds a raw CR or LF (JSON
     escapes them in strings), so it is always one ``data:`` line; other characters that Python
     counts as line breaks (U+2028, NEL) are plain characters to SSE and stay inside the line.
     The encoders are built once: making one per event was most of an event's cost."""
-    try:
-        text = _ENCODE(data)
-    except TypeError:  # a value JSON does not know (none of the API's own shapes has one)
-        text = _ENCODE_ANY(data)
+    return sse_frame(event, _json.value_json(data), event_id)
+
+
+def sse_frame(event: str, text: str, event_id: int | None = None) -> str:
+    """One server-sent event whose data is ``text``, JSON already written (see :func:`sse`)."""
     if event_id is None:
         return f"event: {event}\ndata: {text}\n\n"
     return f"event: {event}\nid: {event_id}\ndata: {text}\n\n"
@@ -366,13 +362,13 @@ async def run_events(request: Request) -> Response:
         cached = _RUN_FRAMES.get(id(event))
         if cached is not None and cached[0] is event:
             return cached[1]
-        data = _json.streamed_event(event)
+        text = _json.streamed_event_json(event)
         if isinstance(event, FeedDroppedEvent):
-            frame = sse("feed:dropped", data)
+            frame = sse_frame("feed:dropped", text)
         elif isinstance(event, StoredLogWriteEvent):
-            frame = sse(event.type, data, event.log_id)
+            frame = sse_frame(event.type, text, event.log_id)
         else:
-            frame = sse(event.type, data)
+            frame = sse_frame(event.type, text)
         if len(_RUN_FRAMES) >= 64:  # small: it keeps its events (and their values) alive
             _RUN_FRAMES.clear()
         _RUN_FRAMES[id(event)] = (event, frame)
