@@ -30,7 +30,7 @@ from durably_sched.events import (
 from durably_sched.feed import FeedDroppedEvent, RunReleaseEvent, StoredLogWriteEvent
 from durably_sched.store.base import Progress
 from durably_sched.web import _json
-from durably_sched.web.api import sse, sse_frame
+from durably_sched.web._sse import sse, sse_frame
 
 TEXT = st.one_of(
     st.text(max_size=12),
