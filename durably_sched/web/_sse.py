@@ -1,7 +1,7 @@
 """Server-sent event streams: frames, the frames shared by the streams of one feed, the stream loop.
 
-The run feed (``feed.py``) hands the same event objects to every subscriber that sees a run alike,
-so a frame is written once however many clients watch (:class:`SharedFrames`), and each stream sends
+The run feed (``feed.py``) hands the same event objects to every run-list subscriber, so such a
+frame is written once however many clients watch (:class:`SharedFrames`), and each stream sends
 everything it has ready in one write per poll of the feed (:func:`stream`). Benchmark 9a (100
 streams on a busy worker) measures what streams cost the worker.
 """

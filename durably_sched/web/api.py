@@ -290,7 +290,7 @@ async def run_events(request: Request) -> Response:
     if len(steps) != record.step_count:  # steps written between the two reads: they are in the snapshot
         record = dataclasses.replace(record, step_count=len(steps))
     subscription = durably.subscribe(run_id, since=record, after_log_id=last_log)
-    return stream_response(stream(ctx, subscription, first, _run_frame))
+    return stream_response(stream(ctx, subscription, first, _render_run_event))
 
 
 async def _empty() -> AsyncIterator[Any]:
@@ -315,8 +315,8 @@ def _render_list_event(event: RunListEvent) -> str:
     return sse(event.type, {"run": _json.run_summary(event.run)})
 
 
-# The feed hands the same event to every client that sees the run (or the list) alike: one frame.
-_run_frame = SharedFrames(_render_run_event)
+# The feed hands the same list event to every list stream: one frame for all. A run's events are
+# made per subscriber (their own view of the run), so each stream writes its own.
 _list_frame = SharedFrames(_render_list_event)
 
 
