@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
-import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -23,7 +21,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import (
@@ -59,11 +57,11 @@ from ._schedules import entries as _entries
 from ._schedules import entry as _entry
 from ._schedules import schedule_json, schedules_json
 from ._schedules import stored as _stored
+from ._sse import SharedFrames, sse, sse_frame, stream, stream_response
 
 if TYPE_CHECKING:
     from ..ports import WebFacade
 
-HEARTBEAT_SECONDS = 15.0
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -269,72 +267,6 @@ async def send_event(request: Request) -> Response:
 
 
 # -- live streams ------------------------------------------------------------------------------------
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_ENCODE_ANY = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-
-
-def sse(event: str, data: Any, event_id: int | None = None) -> str:
-    """One server-sent event. Its data is compact JSON, which never holds a raw CR or LF (JSON
-    escapes them in strings), so it is always one ``data:`` line; other characters that Python
-    counts as line breaks (U+2028, NEL) are plain characters to SSE and stay inside the line.
-    The encoders are built once: making one per event was most of an event's cost."""
-    try:
-        text = _ENCODE(data)
-    except TypeError:  # a value JSON does not know (none of the API's own shapes has one)
-        text = _ENCODE_ANY(data)
-    if event_id is None:
-        return f"event: {event}\ndata: {text}\n\n"
-    return f"event: {event}\nid: {event_id}\ndata: {text}\n\n"
-
-
-async def _stream(
-    ctx: WebContext, source: AsyncIterator[Any], first: list[str], render: Callable[[Any], str | None]
-) -> AsyncIterator[str]:
-    """Frames: ``first``, then one per item of ``source`` (``render`` may skip one), heartbeats;
-    ends with the source, when the app closes, or after ``ctx.stream_seconds``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + ctx.stream_seconds
-    end = getattr(source, "_end", None)
-    if end is not None:
-        ctx.streams.add(end)  # close_streams() ends the source, which ends this loop
-    try:
-        yield "retry: 1000\n\n"
-        for frame in first:
-            yield frame
-        while not ctx.closing.is_set():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(min(HEARTBEAT_SECONDS, remaining)):
-                    item = await source.__anext__()
-            except TimeoutError:
-                yield ": ping\n\n"
-                continue
-            except StopAsyncIteration:
-                break
-            # Everything else already queued goes out in the same write: one send per poll of the
-            # feed, however many events it found.
-            items = [item, *getattr(source, "ready_now", list)()]
-            frames = [f for f in map(render, items) if f is not None]
-            if frames:
-                yield "".join(frames)
-    finally:
-        if end is not None:
-            ctx.streams.discard(end)
-        close = getattr(source, "close", None)
-        if close is not None:
-            await close()
-
-
-def _stream_response(frames: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
-
-
 @endpoint()
 async def run_events(request: Request) -> Response:
     """One run: a ``run:snapshot`` (run, steps, logs), then its events until it finishes. A log's
@@ -354,31 +286,11 @@ async def run_events(request: Request) -> Response:
     }
     first = [sse("run:snapshot", snapshot, last_log if last_log else None)]
     if record.is_finished:
-        return _stream_response(_stream(ctx, _empty(), first, lambda _: None))
+        return stream_response(stream(ctx, _empty(), first, lambda _: None))
     if len(steps) != record.step_count:  # steps written between the two reads: they are in the snapshot
         record = dataclasses.replace(record, step_count=len(steps))
     subscription = durably.subscribe(run_id, since=record, after_log_id=last_log)
-    counter = itertools.count()
-
-    def render(event: Any) -> str | None:
-        next(counter)
-        # The feed hands the same event to every client of the run: encode it once for all.
-        cached = _RUN_FRAMES.get(id(event))
-        if cached is not None and cached[0] is event:
-            return cached[1]
-        data = _json.streamed_event(event)
-        if isinstance(event, FeedDroppedEvent):
-            frame = sse("feed:dropped", data)
-        elif isinstance(event, StoredLogWriteEvent):
-            frame = sse(event.type, data, event.log_id)
-        else:
-            frame = sse(event.type, data)
-        if len(_RUN_FRAMES) >= 64:  # small: it keeps its events (and their values) alive
-            _RUN_FRAMES.clear()
-        _RUN_FRAMES[id(event)] = (event, frame)
-        return frame
-
-    return _stream_response(_stream(ctx, subscription, first, render))
+    return stream_response(stream(ctx, subscription, first, _render_run_event))
 
 
 async def _empty() -> AsyncIterator[Any]:
@@ -386,8 +298,26 @@ async def _empty() -> AsyncIterator[Any]:
     yield  # pragma: no cover
 
 
-_LIST_FRAMES: dict[int, tuple[RunListEvent, str]] = {}
-_RUN_FRAMES: dict[int, tuple[Any, str]] = {}
+def _render_run_event(event: Any) -> str:
+    text = _json.streamed_event_json(event)
+    if isinstance(event, FeedDroppedEvent):
+        return sse_frame("feed:dropped", text)
+    if isinstance(event, StoredLogWriteEvent):
+        return sse_frame(event.type, text, event.log_id)
+    return sse_frame(event.type, text)
+
+
+def _render_list_event(event: RunListEvent) -> str:
+    if event.type == "feed:reset":
+        return sse("feed:reset", {})
+    if event.run is None:
+        return sse(event.type, {"id": event.run_id})
+    return sse(event.type, {"run": _json.run_summary(event.run)})
+
+
+# The feed hands the same list event to every list stream: one frame for all. A run's events are
+# made per subscriber (their own view of the run), so each stream writes its own.
+_list_frame = SharedFrames(_render_list_event)
 
 
 @endpoint()
@@ -396,24 +326,7 @@ async def list_events(request: Request) -> Response:
     ``_json.run_summary``), at most one per run per 100 ms."""
     ctx = context(request)
     subscription = ctx.durably.subscribe_runs()
-
-    def render(event: RunListEvent) -> str | None:
-        # The feed hands the same event to every list subscriber: encode it once for all of them.
-        cached = _LIST_FRAMES.get(id(event))
-        if cached is not None and cached[0] is event:
-            return cached[1]
-        if event.type == "feed:reset":
-            frame = sse("feed:reset", {})
-        elif event.run is None:
-            frame = sse(event.type, {"id": event.run_id})
-        else:
-            frame = sse(event.type, {"run": _json.run_summary(event.run)})
-        if len(_LIST_FRAMES) >= 4096:
-            _LIST_FRAMES.clear()
-        _LIST_FRAMES[id(event)] = (event, frame)
-        return frame
-
-    return _stream_response(_stream(ctx, subscription, [], render))
+    return stream_response(stream(ctx, subscription, [], _list_frame))
 
 
 # -- schedules ---------------------------------------------------------------------------------------
