@@ -539,6 +539,8 @@ def parse_timed_key(pattern: re.Pattern[str], key: str, what: str) -> tuple[str,
 
 def jitter_offset(schedule_name: str, fire_time: datetime, jitter: timedelta) -> timedelta:
     """A delay in [0, jitter) that is the same for a given schedule and fire time in every process."""
+    if not jitter:
+        return jitter  # no jitter (the common case: asked per fire time and schedule)
     if jitter < timedelta(0):
         raise InvalidArgumentError("jitter must not be negative")
     span = jitter // timedelta(microseconds=1)

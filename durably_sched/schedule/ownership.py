@@ -155,12 +155,16 @@ class Ownership(Service):
         self.live = 0
         """Live schedulers at the last beat (this one included)."""
         self._valid_until = 0.0  # monotonic: the leases of ``owned`` run until then
+        self._buckets: dict[str, int] = {}  # bucket_of, by schedule name (a name's never changes)
         self._measured_at: float | None = None
         self._offset_log = RateLimitedLog(log, every=600.0)
 
     def owns(self, schedule: str) -> bool:
         """Whether this scheduler may fire the schedule now (its bucket's lease runs)."""
-        return bucket_of(schedule) in self.owned and self.clock.monotonic() < self._valid_until
+        bucket = self._buckets.get(schedule)
+        if bucket is None:
+            bucket = self._buckets[schedule] = bucket_of(schedule)  # asked per schedule and tick
+        return bucket in self.owned and self.clock.monotonic() < self._valid_until
 
     @property
     def valid_for(self) -> float:

@@ -29,6 +29,7 @@ nothing (the cursor and the fire records guard it). The loop runs on the service
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import logging
 import time
@@ -51,6 +52,7 @@ from .firing import (
     MISFIRE_GRACE,
     MISSED_LOOKBACK,
     ScheduleClock,
+    batch_text,
     describe_changes,
     make_fire,
     next_utc_fire,
@@ -74,6 +76,9 @@ With PARALLEL, a serve's share of a 10,000-schedule burst goes out in one round 
 4 took two rounds, and the second was the creation p99 (1.8 s against 0.26 s, 3 serves)."""
 PARALLEL = 8
 """Batches of one tick in flight at once (each on a pool connection of its own)."""
+LOG_EACH = 100
+"""A tick with more due schedules logs one INFO line per batch, each fire time at DEBUG (a line per
+fire time cost a fifth of the CPU of a 100,000-schedule burst: docs/design.md, record 47)."""
 PREPARE_AHEAD = 0.2
 """A wait at least this long is used first to make the coming fire times' Fires."""
 
@@ -117,6 +122,8 @@ def _full(clock: Clock | None) -> FullClock:
 
 
 Done = list[tuple[str, datetime, FireResult]]
+Batch = list[tuple[ScheduleClock, list[tuple[datetime, Fire]]]]
+"""Whole schedules' fire times, about BATCH of them (a schedule's are never split)."""
 Listener = Callable[[ScheduleEntry, datetime, FireResult, timedelta], None]
 
 
@@ -330,9 +337,14 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
         wait = self.seconds_until_next()
         if wait >= PREPARE_AHEAD:
             due = self.clock.now() + timedelta(seconds=wait)
-            for name, state in self._states.items():
-                if state.due_at() <= due and self.owns(name):
-                    state.prepare()
+            paused = _pause_collector(len(self._states) > LOG_EACH)
+            try:
+                for name, state in self._states.items():
+                    if state.due_at() <= due and self.owns(name):
+                        state.prepare()
+            finally:
+                if paused:
+                    gc.enable()
             wait = self.seconds_until_next()
         return wait
 
@@ -363,24 +375,43 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
         # Read after taking "now": a pause that this read misses committed after every fire time
         # handled below was due, so no fire time due after a pause is ever triggered.
         await self._read_pauses()
-        plans: list[tuple[ScheduleClock, list[tuple[datetime, Fire]]]] = []
-        for name, state in self._states.items():
-            if state.due_at() > now or not self.owns(name):
-                continue
-            plan = self._fires(state, now)
-            if plan:
-                plans.append((state, plan))
+        due = [state for name, state in self._states.items() if state.due_at() <= now and self.owns(name)]
         done: Done = []
-        if not plans:
+        if not due:
             return done
-        batches = _batches(plans)
+        each = len(due) <= LOG_EACH
         gate = asyncio.Semaphore(PARALLEL)
 
-        async def one(batch: list[tuple[ScheduleClock, list[tuple[datetime, Fire]]]]) -> None:
+        async def one(batch: Batch) -> None:
             async with gate:
-                await self._fire_batch(batch, now, done)
+                await self._fire_batch(batch, now, done, each)
 
-        await asyncio.gather(*(one(batch) for batch in batches))
+        sending: list[asyncio.Task[None]] = []
+        paused = _pause_collector(not each)
+        try:
+            batch: Batch = []
+            size = 0
+            for state in due:
+                plan = self._fires(state, now)
+                if size and size + len(plan) > BATCH:
+                    # Sent while the next batch is made: the database works as this process plans.
+                    sending.append(asyncio.ensure_future(one(batch)))
+                    await asyncio.sleep(0)
+                    batch, size = [], 0
+                if plan:
+                    batch.append((state, plan))
+                    size += len(plan)
+            if batch:
+                sending.append(asyncio.ensure_future(one(batch)))
+            await asyncio.gather(*sending)
+        except BaseException:
+            for task in sending:
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+            raise
+        finally:
+            if paused:
+                gc.enable()
         return done
 
     async def _take_cursors(self) -> None:
@@ -414,10 +445,11 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
             self._failed(state, now, exc)
             return []
 
-    async def _fire_batch(
-        self, batch: list[tuple[ScheduleClock, list[tuple[datetime, Fire]]]], now: datetime, done: Done
-    ) -> None:
-        """One transaction for the batch; when it fails, each schedule of it on its own."""
+    async def _fire_batch(self, batch: Batch, now: datetime, done: Done, each: bool) -> None:
+        """One transaction for the batch; when it fails, each schedule of it on its own. ``each``:
+        a line per fire time at INFO, else one line for the batch (and a line per fire time at
+        DEBUG)."""
+        mine: Done = []
         try:
             results = await self.durably.fire_many(
                 [fire for _, plan in batch for _, fire in plan], checked=True
@@ -426,14 +458,17 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
             raise
         except Exception:
             for state, plan in batch:
-                await self._fire_alone(state, plan, now, done)
-            return
-        position = iter(results)
-        for state, plan in batch:
-            self._handled(state, [(t, next(position)) for t, _ in plan], now, done)
+                await self._fire_alone(state, plan, now, mine, each)
+        else:
+            position = iter(results)
+            for state, plan in batch:
+                self._handled(state, [(t, next(position)) for t, _ in plan], now, mine, each)
+        done.extend(mine)
+        if not each and mine:
+            log.info("%s", batch_text(mine))
 
     async def _fire_alone(
-        self, state: ScheduleClock, plan: list[tuple[datetime, Fire]], now: datetime, done: Done
+        self, state: ScheduleClock, plan: list[tuple[datetime, Fire]], now: datetime, done: Done, each: bool
     ) -> None:
         try:
             results = await self.durably.fire_many([fire for _, fire in plan], checked=True)
@@ -442,14 +477,20 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
         except Exception as exc:
             self._failed(state, now, exc)
             return
-        self._handled(state, list(zip((t for t, _ in plan), results, strict=True)), now, done)
+        self._handled(state, list(zip((t for t, _ in plan), results, strict=True)), now, done, each)
 
     def _handled(
-        self, state: ScheduleClock, results: list[tuple[datetime, FireResult]], now: datetime, done: Done
+        self,
+        state: ScheduleClock,
+        results: list[tuple[datetime, FireResult]],
+        now: datetime,
+        done: Done,
+        each: bool,
     ) -> None:
         entry = state.entry
+        level = logging.INFO if each else logging.DEBUG
         for fire_time, result in results:
-            self._notify(entry, fire_time, result, now - fire_time)
+            self._notify(entry, fire_time, result, now - fire_time, level)
             done.append((entry.name, fire_time, result))
         state.cursor = max(state.cursor, results[-1][0])
         state.moved()
@@ -498,22 +539,28 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
         return due
 
     def _notify(
-        self, entry: ScheduleEntry, fire_time: datetime, result: FireResult, lateness: timedelta
+        self,
+        entry: ScheduleEntry,
+        fire_time: datetime,
+        result: FireResult,
+        lateness: timedelta,
+        level: int = logging.INFO,
     ) -> None:
-        run = result.run
-        scheduled_for = fire_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         # The run, schedule and fire time are fields of the record (the text log shows them in
         # front of the message, the JSON log as keys): the message says only what happened.
-        log.info(
-            "%s",
-            outcome_text(entry, fire_time, result, lateness),
-            extra={
-                "schedule": entry.name,
-                "scheduled_for": scheduled_for,
-                "run_id": run.id if run else None,
-                "job": entry.job,
-            },
-        )
+        if log.isEnabledFor(level):
+            run = result.run
+            log.log(
+                level,
+                "%s",
+                outcome_text(entry, fire_time, result, lateness),
+                extra={
+                    "schedule": entry.name,
+                    "scheduled_for": fire_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "run_id": run.id if run else None,
+                    "job": entry.job,
+                },
+            )
         for listener in self.listeners:
             try:
                 listener(entry, fire_time, result, lateness)
@@ -536,19 +583,15 @@ class Scheduler(DefinitionWatch, PauseWatch, Service):
         return [heapq.heappop(heap) for _ in range(len(heap))]
 
 
-def _batches(
-    plans: list[tuple[ScheduleClock, list[tuple[datetime, Fire]]]],
-) -> list[list[tuple[ScheduleClock, list[tuple[datetime, Fire]]]]]:
-    """Whole schedules into batches of about BATCH fire times (a schedule is never split)."""
-    out: list[list[tuple[ScheduleClock, list[tuple[datetime, Fire]]]]] = [[]]
-    size = 0
-    for item in plans:
-        if size and size + len(item[1]) > BATCH:
-            out.append([])
-            size = 0
-        out[-1].append(item)
-        size += len(item[1])
-    return out
+def _pause_collector(large: bool) -> bool:
+    """Turn Python's cyclic garbage collector off for a large burst; True when it was turned off
+    (the caller turns it on again). A burst allocates millions of short-lived objects (few of them
+    in cycles, which wait until it is over): each allocation-triggered collection walks every live
+    object, the 100,000 schedules' included, and took ~30 % of the scheduler's CPU (record 47)."""
+    if not large or not gc.isenabled():
+        return False
+    gc.disable()
+    return True
 
 
 __all__ = [

@@ -44,9 +44,13 @@ def as_stored(row: Mapping[str, Any], names: str) -> dict[str, Any]:
 _SPLIT: dict[str, tuple[str, ...]] = {}
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON for database columns."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON for database columns (``json.dumps`` with these options makes a new encoder at
+    every call: a third of the cost of a run's small labels)."""
+    return _COMPACT.encode(value)
 
 
 def ms_to_dt(ms: int | None) -> datetime | None:

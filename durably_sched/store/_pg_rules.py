@@ -38,7 +38,7 @@ from ._pg_sql import (
     UPSERT_CURSOR,
 )
 from .records import Disposition, NewRun, RunRecord, ScheduleState
-from .rows import run_from_row, state_from_row
+from .rows import new_run_record, run_from_row, state_from_row
 from .rules import (
     AdvanceCursor,
     AdvanceCursors,
@@ -213,12 +213,12 @@ def _insert_args(runs: Sequence[NewRun]) -> list[list[Any]]:
 async def insert_runs(conn: Any, runs: Sequence[NewRun], replay: bool) -> list[tuple[RunRecord, Disposition]]:
     """One statement for all the runs; each conflict resolves to the existing run."""
     rows = await conn.fetch(INSERT_RUNS, *_insert_args(runs))
-    created = {row["id"]: run_from_row(row) for row in rows}
+    created = {row["id"]: row["created_at"] for row in rows}
     out: list[tuple[RunRecord, Disposition]] = []
     for run in runs:
-        record = created.pop(run.id, None)
-        if record is not None:
-            out.append((record, "created"))
+        at = created.pop(run.id, None)
+        if at is not None:
+            out.append((new_run_record(run, at), "created"))
             continue
         existing = await existing_run(conn, run)
         # On replay, a run that already has our id was inserted by our own first attempt.
@@ -235,7 +235,7 @@ async def existing_run(conn: Any, run: NewRun) -> RunRecord:
         # The conflicting row was deleted (purged) meanwhile: try the insert once more.
         rows = await conn.fetch(INSERT_RUNS, *_insert_args([run]))
         if rows:
-            return run_from_row(rows[0])
+            return new_run_record(run, rows[0]["created_at"])
     raise StoreError(f"could not insert or find run {run.id}")  # pragma: no cover
 
 

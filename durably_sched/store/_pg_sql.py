@@ -49,13 +49,15 @@ WITH ins AS (
                               schedule_name, retry_policy, timeout, schedule_version, ord)
     ORDER BY n.ord
     ON CONFLICT DO NOTHING
-    RETURNING seq, {RUN_SELECT}
+    RETURNING seq, id, job_name, labels, created_at
 ), lab AS (  -- the labels index of run lists (written here only, never by checkpoints)
     INSERT INTO run_labels (key, value, seq)
     SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l
 )
-SELECT {RUN_SELECT}, {NOTIFY} FROM ins
+SELECT id, created_at, {NOTIFY} FROM ins
 """
+"""The runs of the arrays that were inserted: their ids and creation times only (their records are
+the values sent: rows.new_run_record); a conflict inserts nothing and returns no row."""
 
 # Pending (and past its retry backoff), or running under an expired lease. ``r`` is the run. Only
 # pending runs have a not_before (a claim clears it).

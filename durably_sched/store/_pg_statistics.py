@@ -12,9 +12,12 @@ tenth of the table.
 
 So a store that has just inserted a burst of runs (:data:`BURST` or more in one fire batch) analyzes
 ``runs`` itself, in the background on a pooled connection, at most once per :data:`MIN_INTERVAL`
-seconds per process. ``ANALYZE`` samples a fixed number of rows (tens of milliseconds at 10^5 runs)
-and takes a lock that blocks neither reads nor writes of rows. A failure is logged at debug level
-and forgotten: the statistics are an optimisation, never a correctness rule.
+seconds per process, once the burst is over: :data:`QUIET` seconds after its last batch (a burst of
+100,000 schedules is a hundred batches; analyzing after the first competed with the other 99 for
+the server and counted a hundredth of the burst). ``ANALYZE`` samples a fixed number of rows (tens
+of milliseconds at 10^5 runs) and takes a lock that blocks neither reads nor writes of rows. A
+failure is logged at debug level and forgotten: the statistics are an optimisation, never a
+correctness rule.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 from .._tasks import stop_task
 
-__all__ = ["BURST", "MIN_INTERVAL", "RunStatistics"]
+__all__ = ["BURST", "MIN_INTERVAL", "QUIET", "RunStatistics"]
 
 log = logging.getLogger("durably_sched.store.postgres")
 
@@ -35,6 +38,8 @@ BURST = 500
 """Runs inserted by one fire batch that make the store analyze ``runs``."""
 MIN_INTERVAL = 30.0
 """At most one ``ANALYZE runs`` per process in this many seconds."""
+QUIET = 0.2
+"""The burst is over when no batch of it came for this many seconds."""
 
 
 class RunStatistics:
@@ -44,14 +49,18 @@ class RunStatistics:
         self._run = run
         self._task: asyncio.Task[None] | None = None
         self._last = -MIN_INTERVAL
+        self._seen = 0.0  # when the last batch of the burst came (monotonic)
         self.analyzed = 0
         """How many times this store analyzed ``runs`` (for tests)."""
 
     def inserted(self, count: int) -> None:
         now = time.monotonic()
-        if count < BURST or now - self._last < MIN_INTERVAL:
+        if count < BURST:
             return
+        self._seen = now
         if self._task is not None and not self._task.done():
+            return  # waiting for the end of this burst
+        if now - self._last < MIN_INTERVAL:
             return
         self._last = now
         self._task = asyncio.get_running_loop().create_task(self._analyze(), name="durably-analyze-runs")
@@ -60,6 +69,11 @@ class RunStatistics:
         async def analyze(conn: Any, _replay: bool) -> None:
             await conn.execute("ANALYZE runs")
 
+        left = QUIET
+        while left > 0:  # until the burst is over
+            await asyncio.sleep(left)
+            left = self._seen + QUIET - time.monotonic()
+        self._last = time.monotonic()
         try:
             await self._run(analyze)
             self.analyzed += 1

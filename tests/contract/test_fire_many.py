@@ -5,6 +5,7 @@ the schedule is active, else insert), on both backends."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 from datetime import datetime
@@ -14,7 +15,7 @@ import pytest
 from durably_sched.errors import InvalidArgumentError
 from durably_sched.store.base import Fire, RunQuery, Store
 from tests.backends import Backend, PostgresBackend, SqliteBackend
-from tests.contract.test_store_contract import claim_one, fire, slot
+from tests.contract.test_store_contract import claim_one, fire, new_run, slot
 
 
 async def test_a_batch_decides_each_fire_time_in_order(store: Store) -> None:
@@ -46,6 +47,28 @@ async def test_a_batch_decides_each_fire_time_in_order(store: Store) -> None:
         "deduplicated",
     ]
     assert await store.fire_many([]) == []
+
+
+async def test_the_runs_a_batch_returns_are_the_runs_as_stored(store: Store) -> None:
+    # PostgreSQL returns only ids and creation times of the runs it inserts and builds their records
+    # from the values sent (rows.new_run_record): every field must still read back the same.
+    made = fire("s", 0)
+    assert made.run is not None
+    run = dataclasses.replace(
+        made.run,
+        input={"a": [1, 2.5, None], "b": {"c": "é"}},
+        concurrency_key="schedule:s",
+        labels={"schedule": "s", "scheduled_for": "x"},
+        retry_policy={"attempts": 3},
+        timeout=12.5,
+        schedule_version=7,
+    )
+    [result] = await store.fire_many([dataclasses.replace(made, run=run)])
+    [(created, disposition)] = await store.create_runs([new_run(labels={"k": "v"}, input={"n": [1]})])
+    assert result.outcome == "triggered" and disposition == "created"
+    for returned in (result.run, created):
+        assert returned is not None
+        assert returned == await store.get_run(returned.id)
 
 
 async def test_a_batch_is_atomic(store: Store) -> None:

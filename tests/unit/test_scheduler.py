@@ -346,6 +346,41 @@ async def test_the_log_says_what_the_fire_record_says(
     assert all(m.startswith("not run: the schedule is paused") for m in lines), lines
 
 
+async def test_a_large_tick_logs_a_line_per_batch_and_each_fire_time_at_debug(
+    durably: Durably, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of many schedules says what fired in a line per batch at INFO (a line per fire time
+    would cost a fifth of the scheduler's CPU); each fire time is still at DEBUG, and a small tick
+    keeps its line per fire time at INFO."""
+    from durably_sched.schedule import scheduler as module
+
+    monkeypatch.setattr(module, "LOG_EACH", 4)
+    monkeypatch.setattr(module, "BATCH", 2)
+    names = [f"s{i}" for i in range(5)]
+    text = "schedules:\n" + "".join(f"  {n}: {{cron: '* * * * *', job: report}}\n" for n in names)
+    clock = FakeClock(T0)
+    scheduler = Scheduler(durably, config(text), clock=clock)
+    await scheduler.load()
+    caplog.set_level(logging.DEBUG, logger="durably_sched")
+    clock.advance(minutes=1)
+    assert len(await scheduler.tick()) == 5
+    info = [r.getMessage() for r in caplog.records if r.name == module.log.name and r.levelno == logging.INFO]
+    debug = [r for r in caplog.records if r.name == module.log.name and r.levelno == logging.DEBUG]
+    assert len(info) == 3 and all(m.startswith("fired ") for m in info), info  # batches of 2, 2, 1
+    assert "fired 2 fire times of 2 schedules (s0 ... s1; 2026-01-05T10:01:00Z): 2 triggered" in info
+    assert sorted(r.__dict__["schedule"] for r in debug) == names
+    assert all(r.getMessage().startswith("fired: run triggered") for r in debug)
+
+    caplog.clear()
+    scheduler.config = config(text.split("  s4")[0])  # 4 schedules: a line per fire time again
+    await scheduler.load()
+    clock.advance(minutes=1)
+    assert len(await scheduler.tick()) == 4
+    info = [r.getMessage() for r in caplog.records if r.name == module.log.name and r.levelno == logging.INFO]
+    assert sum(m.startswith("fired: run triggered") for m in info) == 4, info
+    assert not any(m.startswith("fired ") for m in info), info
+
+
 async def _until(predicate: Any, what: str) -> None:
     deadline = time.monotonic() + 10
     while not predicate():
