@@ -21,7 +21,7 @@ import asyncpg
 
 from ..execution.service import Service
 from ._pg_errors import describe
-from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL, SCHEDULES_CHANNEL
+from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL, RUN_EVENTS_CHANNEL, SCHEDULES_CHANNEL
 
 __all__ = ["Listener"]
 
@@ -46,6 +46,7 @@ class Listener(Service):
         where: str,
         callback: Callable[[], Callable[[], None] | None],
         schedules: Callable[[], None] | None = None,
+        run_events: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(
             "notification listener",
@@ -60,6 +61,7 @@ class Listener(Service):
         self._where = where
         self._callback = callback  # returns the current wake-up function (it may be replaced)
         self._schedules = schedules  # a schedule changed (SCHEDULES_CHANNEL, _pg_schedule_defs.py)
+        self._run_events = run_events  # a run's transition was written (RUN_EVENTS_CHANNEL)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -75,9 +77,15 @@ class Listener(Service):
             loop.call_soon_threadsafe(self.wake)
 
     def _schedule_notified(self, *_: Any) -> None:
-        loop, schedules = self._loop, self._schedules
-        if loop is not None and not loop.is_closed() and schedules is not None:
-            loop.call_soon_threadsafe(schedules)
+        self._call_on_loop(self._schedules)
+
+    def _run_events_notified(self, *_: Any) -> None:
+        self._call_on_loop(self._run_events)
+
+    def _call_on_loop(self, callback: Callable[[], None] | None) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and callback is not None:
+            loop.call_soon_threadsafe(callback)
 
     def wake(self) -> None:
         callback = self._callback()
@@ -97,6 +105,9 @@ class Listener(Service):
             if self._schedules is not None:
                 await conn.add_listener(SCHEDULES_CHANNEL, self._schedule_notified)
                 self._schedules()
+            if self._run_events is not None:
+                await conn.add_listener(RUN_EVENTS_CHANNEL, self._run_events_notified)
+                self._run_events()
             self.healthy()
             self.wake()  # notifications sent while we were not listening are gone
             while not lost.is_set():

@@ -29,6 +29,8 @@ RUN_SELECT = columns(RUN_COLUMNS)
 STATE_SELECT = columns(STATE_COLUMNS)
 NOTIFY = f"pg_notify('{CHANNEL}', job_name)"
 SCHEDULES_CHANNEL = "durably_sched_schedules"
+RUN_EVENTS_CHANNEL = "durably_sched_run_events"
+"""Notified (empty payload) by every transition's trigger (migration 0012): run feeds wake up."""
 """Notified (with the newest seq) on the commit of every change of a schedule (_pg_schedule_defs.py)."""
 
 # Logs travel as five parallel arrays; WITH ORDINALITY keeps their order in the id sequence.

@@ -66,7 +66,7 @@ BEGIN
                 'failed_attempts', NEW.failed_attempts, 'not_before', NEW.not_before)
             WHEN kind = 'run:waiting' THEN json_build_object(
                 'step', NEW.wait_step, 'kind', NEW.wait_kind, 'key', NEW.wait_key,
-                'wake_at', NEW.wake_at, 'children', NEW.wait_children)
+                'until', NEW.wake_at, 'children', NEW.wait_children)
         END,
         NEW.updated_at
     );

@@ -37,7 +37,7 @@ BEGIN
                 'failed_attempts', NEW.failed_attempts, 'not_before', NEW.not_before)
             WHEN t.type = 'run:waiting' THEN json_object(
                 'step', NEW.wait_step, 'kind', NEW.wait_kind, 'key', NEW.wait_key,
-                'wake_at', NEW.wake_at, 'children', NEW.wait_children)
+                'until', NEW.wake_at, 'children', NEW.wait_children)
         END,
         NEW.updated_at
     FROM (SELECT CASE
