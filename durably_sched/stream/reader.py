@@ -107,6 +107,19 @@ class StoredLogWriteEvent(LogWriteEvent):
     log_id: int = 0
     created_at: datetime | None = None
 
+    def record(self) -> LogRecord:
+        """The stored log line this event was read from."""
+        assert self.created_at is not None
+        return LogRecord(
+            id=self.log_id,
+            run_id=self.run_id,
+            step_name=self.step_name,
+            level=self.level,
+            message=self.message,
+            data=self.data,
+            created_at=self.created_at,
+        )
+
 
 def _time(row: Row) -> datetime:
     if isinstance(row, RunEventRecord):

@@ -122,7 +122,7 @@ async def follow_run_updates(
     try:
         async for event in subscription:
             if isinstance(event, StoredLogWriteEvent) and on_log is not None:
-                await _call(on_log, _log_record(record.id, event))
+                await _call(on_log, event.record())
             elif isinstance(event, RunProgressEvent) and on_progress is not None:
                 await _call(on_progress, event.progress)
             elif event.type == "run:delete":
@@ -133,19 +133,6 @@ async def follow_run_updates(
     if final is None:
         raise RunNotFoundError(f"run {record.id} was deleted while waiting for it")
     return final
-
-
-def _log_record(run_id: str, event: StoredLogWriteEvent) -> LogRecord:
-    assert event.created_at is not None
-    return LogRecord(
-        id=event.log_id,
-        run_id=run_id,
-        step_name=event.step_name,
-        level=event.level,
-        message=event.message,
-        data=event.data,
-        created_at=event.created_at,
-    )
 
 
 async def _call(callback: Callable[[Any], Any], value: Any) -> None:
