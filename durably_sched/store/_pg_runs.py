@@ -410,7 +410,8 @@ SELECT {STREAM_COLUMNS} FROM (
     FROM p CROSS JOIN LATERAL (SELECT * FROM steps s WHERE s.run_id = p.run_id AND s.idx >= p.st
                                ORDER BY s.idx LIMIT $5) AS x
     UNION ALL
-    SELECT 'l', x.run_id, x.id, x.step_name, NULL, NULL, x.data::text, x.created_at, NULL, x.level, x.message
+    SELECT 'l', x.run_id, x.id, x.step_name, x.attempt, x.step_count, x.data::text, x.created_at, NULL,
+           x.level, x.message
     FROM p CROSS JOIN LATERAL (SELECT * FROM logs l WHERE l.run_id = p.run_id AND l.id > p.lg
                                ORDER BY l.id LIMIT $5) AS x
 ) AS found

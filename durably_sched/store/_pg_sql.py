@@ -189,9 +189,10 @@ CHECKPOINT = f"""{_fenced_step(8)}, upd AS (
     WHERE id = (SELECT run_id FROM step)
     RETURNING status
 ), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM {LOGS_FROM}
-    WHERE EXISTS (SELECT 1 FROM upd)
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at, r.attempt, r.step_count
+    FROM {LOGS_FROM} CROSS JOIN runs r
+    WHERE r.id = $1 AND EXISTS (SELECT 1 FROM upd)
     ORDER BY l.ord
 )
 SELECT status FROM upd
@@ -239,11 +240,12 @@ WITH cp AS (
     WHERE r.id = s.run_id
     RETURNING r.id, r.status
 ), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at, r.attempt, r.step_count
     FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::json[],
                 $14::timestamptz[])
          WITH ORDINALITY AS l(run_id, of_step, step_name, level, message, data, created_at, ord)
+    JOIN runs r ON r.id = l.run_id
     WHERE (l.run_id, l.of_step) IN (SELECT run_id, name FROM step)
     ORDER BY l.ord
 )
@@ -264,9 +266,10 @@ WITH upd AS (
     WHERE id = $1 AND generation = $2 AND status IN {statuses}
     RETURNING status, job_name
 ), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM {LOGS_FROM}
-    WHERE EXISTS (SELECT 1 FROM upd)
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at, r.attempt, r.step_count
+    FROM {LOGS_FROM} CROSS JOIN runs r
+    WHERE r.id = $1 AND EXISTS (SELECT 1 FROM upd)
     ORDER BY l.ord
 )
 SELECT status{", " + NOTIFY if notify else ""} FROM upd
@@ -293,10 +296,11 @@ WITH c AS (
     WHERE r.id = c.id AND run.status = 'running'
     RETURNING r.id, r.status
 ), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at, r.attempt, r.step_count
     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::json[], $9::timestamptz[])
          WITH ORDINALITY AS l(run_id, step_name, level, message, data, created_at, ord)
+    JOIN runs r ON r.id = l.run_id
     WHERE l.run_id IN (SELECT id FROM upd)
     ORDER BY l.ord
 )

@@ -305,8 +305,8 @@ _STREAM_PART = (
     "WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?) "
     "UNION ALL SELECT * FROM (SELECT 's', run_id, idx, name, NULL, NULL, output, started_at, "
     "completed_at, NULL, NULL FROM steps WHERE run_id = ? AND idx >= ? ORDER BY idx LIMIT ?) "
-    "UNION ALL SELECT * FROM (SELECT 'l', run_id, id, step_name, NULL, NULL, data, created_at, NULL, "
-    "level, message FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?)"
+    "UNION ALL SELECT * FROM (SELECT 'l', run_id, id, step_name, attempt, step_count, data, created_at, "
+    "NULL, level, message FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?)"
 )
 """One run's part of the stream read: its new transitions, steps and logs (STREAM_COLUMNS)."""
 

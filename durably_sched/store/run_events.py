@@ -126,6 +126,9 @@ class StreamBatch:
     steps: list[StepRecord] = field(default_factory=list)
     logs: list[LogRecord] = field(default_factory=list)
     limit: int = 0
+    log_places: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Log id -> (the run's attempt, its step count) when the line was written (lines written
+    before schema v12 have none)."""
 
     @property
     def truncated(self) -> tuple[bool, bool, bool]:
@@ -137,7 +140,7 @@ STREAM_COLUMNS = "src, run_id, pos, name, attempt, step_count, data, t1, t2, lev
 """The one row shape of :meth:`RunEventReads.get_run_streams`' statement, for all three sources:
 ``src`` is ``e`` (run_events: pos = id, name = type, data, t1 = at), ``s`` (steps: pos = idx, name,
 data = output, t1 = started_at, t2 = completed_at) or ``l`` (logs: pos = id, name = step_name,
-data, t1 = created_at, level, message)."""
+attempt, step_count, data, t1 = created_at, level, message)."""
 
 
 def stream_batches(
@@ -157,7 +160,10 @@ def stream_batches(
             step = _as(row, idx="pos", output="data", started_at="t1", completed_at="t2")
             batch.steps.append(step_from_row(step, time))
         else:
-            batch.logs.append(log_from_row(_as(row, id="pos", step_name="name", created_at="t1"), time))
+            entry = log_from_row(_as(row, id="pos", step_name="name", created_at="t1"), time)
+            batch.logs.append(entry)
+            if row["attempt"] is not None and row["step_count"] is not None:
+                batch.log_places[entry.id] = (row["attempt"], row["step_count"])
     for batch in out.values():
         batch.events.sort(key=lambda e: e.id)
         batch.steps.sort(key=lambda s: s.index)

@@ -573,4 +573,5 @@ def _past(batch: StreamBatch, position: StreamPosition) -> StreamBatch:
         [s for s in batch.steps if s.index >= position.step_index],
         [entry for entry in batch.logs if entry.id > position.log_id],
         batch.limit,
+        batch.log_places,
     )

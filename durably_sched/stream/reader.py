@@ -6,10 +6,12 @@ statement, so the three agree. Each source is in order by itself; :func:`merge` 
 by what the rows prove, and by time only where nothing else tells:
 
 * a transition recorded at step count *n* came before step *n* completed and after step *n - 1*;
-* a log line of a step (its ``step_name``) came before that step completed;
-* otherwise (a log line outside a step, or against a transition) the earlier time first; at equal
-  times a transition that starts something (trigger, start, wake, retry) goes before the log
-  line, one that ends something after it.
+* a log line carries the run's attempt and step count when it was written (schema v12; a line
+  written with a step's checkpoint has the count from before it): written at count *n*, it came
+  before step *n* completed; it follows its attempt's ``run:start`` and precedes the transition
+  that ends that attempt (and whatever follows that end);
+* a log line written before v12 has neither: the earlier time first (at equal times a transition
+  that starts something goes before it, one that ends something after it).
 
 When a source stopped at the read's limit, the merged list is cut after that source's last row:
 what follows it is read, in order, by the next read.
@@ -129,61 +131,60 @@ def _time(row: Row) -> datetime:
     return row.created_at
 
 
-def _before(a: Row, b: Row, steps: dict[str, int]) -> bool:
-    """Whether ``a`` (the head of one source) happened before ``b`` (the head of another)."""
-    if isinstance(a, RunEventRecord) and isinstance(b, StepRecord):
-        return a.step_count <= b.index
-    if isinstance(a, StepRecord) and isinstance(b, RunEventRecord):
-        return b.step_count > a.index
-    if isinstance(a, LogRecord) and isinstance(b, StepRecord):
-        return _log_before_step(a, b, steps)
-    if isinstance(a, StepRecord) and isinstance(b, LogRecord):
-        return not _log_before_step(b, a, steps)
-    if isinstance(a, LogRecord) and isinstance(b, RunEventRecord):
-        return not _event_before_log(b, a, steps)
-    if isinstance(a, RunEventRecord) and isinstance(b, LogRecord):
-        return _event_before_log(a, b, steps)
-    return _time(a) <= _time(b)  # pragma: no cover - heads of one source are never compared
+class _Order:
+    """Which of two rows of different sources of one read happened first (the module's rules)."""
 
+    def __init__(self, batch: StreamBatch) -> None:
+        self.places = batch.log_places
 
-def _log_before_step(log: LogRecord, step: StepRecord, steps: dict[str, int]) -> bool:
-    index = steps.get(log.step_name) if log.step_name is not None else None
-    if index is not None:
-        return index <= step.index  # a step's log lines come before it completes
-    if log.step_name is not None:
-        return False  # a step not completed in this read: it runs after every step read
-    return log.created_at < step.completed_at
+    def before(self, a: Row, b: Row) -> bool:
+        if isinstance(a, StepRecord):
+            return not self.before(b, a)
+        if isinstance(a, RunEventRecord):
+            if isinstance(b, StepRecord):
+                return a.step_count <= b.index
+            assert isinstance(b, LogRecord)
+            return not self._log_first(b, a)
+        assert isinstance(a, LogRecord)
+        if isinstance(b, RunEventRecord):
+            return self._log_first(a, b)
+        assert isinstance(b, StepRecord)
+        place = self.places.get(a.id)
+        if place is not None:
+            return place[1] <= b.index  # written at step count n: before step n completed
+        return a.created_at < b.completed_at
 
-
-def _event_before_log(event: RunEventRecord, log: LogRecord, steps: dict[str, int]) -> bool:
-    index = steps.get(log.step_name) if log.step_name is not None else None
-    if index is not None and event.step_count > index:
-        return False  # the log's step completed before the transition
-    if event.at != log.created_at:
-        return event.at < log.created_at
-    return event.type in OPENING
+    def _log_first(self, log: LogRecord, event: RunEventRecord) -> bool:
+        place = self.places.get(log.id)
+        if place is None:  # a line written before schema v12: by time
+            if event.at != log.created_at:
+                return log.created_at < event.at
+            return event.type not in OPENING
+        attempt = place[0]
+        if event.type == "run:trigger":
+            return False
+        if event.type == "run:start":
+            return attempt < event.attempt  # an attempt's lines follow its start
+        return attempt <= event.attempt  # ... and precede its end (and what follows the end)
 
 
 def merge(batch: StreamBatch) -> list[Row]:
     """The rows of ``batch`` in the order they happened (see the module's rules), cut after the
     last row of a source that stopped at the read's limit."""
     sources: list[list[Row]] = [list(batch.events), list(batch.steps), list(batch.logs)]
-    steps = {step.name: step.index for step in batch.steps}
+    order = _Order(batch)
     heads = [0, 0, 0]
     out: list[Row] = []
     while True:
         live = [i for i in range(3) if heads[i] < len(sources[i])]
         if not live:
             break
+        rows = {i: sources[i][heads[i]] for i in live}
         pick = next(
-            (
-                i
-                for i in live
-                if not any(_before(sources[j][heads[j]], sources[i][heads[i]], steps) for j in live if j != i)
-            ),
-            min(live, key=lambda i: _time(sources[i][heads[i]])),  # no row is first: the earliest
+            (i for i in live if not any(order.before(rows[j], rows[i]) for j in live if j != i)),
+            min(live, key=lambda i: _time(rows[i])),  # no row is first (it cannot be): the earliest
         )
-        out.append(sources[pick][heads[pick]])
+        out.append(rows[pick])
         heads[pick] += 1
     return _cut(out, batch)
 

@@ -15,6 +15,12 @@ CREATE TABLE run_events (
 );
 CREATE INDEX run_events_run ON run_events (run_id, id);
 
+-- A log line's place in its run: the run's attempt and step count when it was written (by the
+-- statement that writes it, from the run's row). A line written with a step's checkpoint has the
+-- count from before that step, so a reader puts it before the step. NULL: written before v12.
+ALTER TABLE logs ADD COLUMN attempt integer;
+ALTER TABLE logs ADD COLUMN step_count integer;
+
 -- Written by the database in the statement that makes the change, so no writer can forget one and
 -- no statement or commit is added: checkpoints, progress, logs and lease renewals never call these.
 -- Each transition also notifies durably_sched_run_events (empty payload: one notification per
