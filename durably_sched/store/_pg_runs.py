@@ -209,6 +209,20 @@ class PostgresRuns(PostgresAccess):
         sql = f"SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE id > $1 ORDER BY id LIMIT $2"
         return await fetch_records(self, "get_run_events_after", _run_event, sql, after_id, limit)
 
+    async def latest_run_events(self, run_ids: Sequence[str]) -> dict[str, str]:
+        if not run_ids:
+            return {}
+
+        async def read(conn: Any, replay: bool) -> dict[str, str]:
+            rows = await conn.fetch(
+                "SELECT DISTINCT ON (run_id) run_id, type FROM run_events WHERE run_id = ANY($1::text[]) "
+                "ORDER BY run_id, id DESC",
+                list(run_ids),
+            )
+            return {row["run_id"]: row["type"] for row in rows}
+
+        return await self._run("latest_run_events", read)
+
     async def last_run_event_id(self, run_ids: Sequence[str] | None = None) -> int:
         async def read(conn: Any, replay: bool) -> int:
             if run_ids is None:

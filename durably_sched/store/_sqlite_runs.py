@@ -137,6 +137,14 @@ class SqliteRuns(SqliteAccess):
         sql = f"SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE id > ? ORDER BY id LIMIT ?"
         return [_run_event(row) for row in await self._read(sql, (after_id, limit))]
 
+    async def latest_run_events(self, run_ids: Sequence[str]) -> dict[str, str]:
+        if not run_ids:
+            return {}
+        marks = ",".join("?" * len(run_ids))
+        # SQLite takes the bare `type` from the row that has the max(id) of its group.
+        sql = f"SELECT run_id, type, max(id) FROM run_events WHERE run_id IN ({marks}) GROUP BY run_id"
+        return {row[0]: row[1] for row in await self._read(sql, list(run_ids))}
+
     async def last_run_event_id(self, run_ids: Sequence[str] | None = None) -> int:
         if run_ids is None:
             rows = await self._read("SELECT max(id) FROM run_events")

@@ -206,6 +206,11 @@ class RunEventReads(abc.ABC):
         """Up to ``limit`` transitions of any run with an id above ``after_id``, in id order."""
 
     @abc.abstractmethod
+    async def latest_run_events(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """{run id: the type of its newest transition} for these runs, in one query by the index
+        of each run's transitions (what a waiter asks: has it ended?). Runs without any are left out."""
+
+    @abc.abstractmethod
     async def last_run_event_id(self, run_ids: Sequence[str] | None = None) -> int:
         """The newest transition's id (of these runs; of all runs for None), 0 when there is none:
         where "from now on" starts."""

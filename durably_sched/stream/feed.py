@@ -11,9 +11,11 @@ while it has subscribers (and not at all without), with one set of reads per tic
 
 * subscribed runs: one statement for the new transitions, steps and logs of all of them (each
   past its position, by index), then their rows (by id) for the sampled progress and the output;
-* the run list and the waiters: the whole transition log past one cursor (by id), then the rows
-  of the runs it names; the list also samples the active runs' progress and step counts through
-  the partial index of active runs (at most :data:`ACTIVE_LIMIT`).
+* the run list: the whole transition log past one cursor (by id), then the rows of the runs it
+  names; it also samples the active runs' progress and step counts through the partial index of
+  active runs (at most :data:`ACTIVE_LIMIT`);
+* the waiters: the newest transition of each awaited run (one query by the index of each run's
+  transitions): a terminal one wakes its waiters.
 
 On PostgreSQL every transition's NOTIFY wakes the poller at once (at most every
 :data:`MIN_GAP` seconds); the interval stays the fallback and paces steps, logs and progress.
@@ -42,7 +44,7 @@ from typing import Any, Protocol, Self, TypeVar
 from .._tasks import stop_task
 from ..errors import RunNotFoundError
 from ..events import Event, RunDeleteEvent, RunScope, run_scope
-from ..store.base import Progress, RunRecord, Store
+from ..store.base import FINISHED_STATUSES, Progress, RunRecord, Store
 from ..store.run_events import RunEventRecord, StreamBatch, StreamPosition
 from .reader import (
     TERMINAL_TYPES,
@@ -284,7 +286,6 @@ class _ListState:
     cursor: _LogCursor = field(default_factory=_LogCursor)
     active: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     watchers: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
-    new_watchers: set[str] = field(default_factory=set)
 
 
 class RunFeed:
@@ -336,7 +337,6 @@ class RunFeed:
         returns the function that stops watching. What the waiters use across processes."""
         self._check_open()
         self._state.watchers.setdefault(run_id, []).append(callback)
-        self._state.new_watchers.add(run_id)
         self._ensure_running()
 
         def stop() -> None:
@@ -430,10 +430,27 @@ class RunFeed:
     # -- one tick --------------------------------------------------------------------------------
     async def _tick(self) -> None:
         seen: dict[str, RunRecord] = {}
-        if self._lists or self._state.watchers:
+        if self._state.watchers:
+            await self._tick_watchers()
+        if self._lists:
             seen = await self._tick_log()
         if self._runs:
             await self._tick_runs(seen)
+
+    async def _tick_watchers(self) -> None:
+        """Wake the watchers of runs whose newest transition ends them, or that are gone (or
+        finished before their database recorded transitions)."""
+        watchers = self._state.watchers
+        ids = list(watchers)
+        latest = await self.store.latest_run_events(ids)
+        ended = [run_id for run_id in ids if latest.get(run_id) in TERMINAL_TYPES]
+        unknown = [run_id for run_id in ids if run_id not in latest]
+        if unknown:
+            statuses = await self.store.get_run_statuses(unknown)
+            ended += [r for r in unknown if statuses.get(r) in FINISHED_STATUSES or r not in statuses]
+        for run_id in ended:
+            for callback in watchers.pop(run_id, []):
+                callback()
 
     async def _tick_runs(self, seen: dict[str, RunRecord]) -> None:
         fresh = {run_id for run_id, subs in self._runs.items() if any(s.position is None for s in subs)}
@@ -507,35 +524,18 @@ class RunFeed:
                     sub._put(event)
 
     async def _tick_log(self) -> dict[str, RunRecord]:
-        """The whole transition log past the cursor: the run list's changes, the waiters' ends."""
+        """The run list's changes: the whole transition log past the cursor, the active runs."""
         state = self._state
         rows = await state.cursor.read(self.store)
-        named = {row.run_id for row in rows}
-        records: dict[str, RunRecord] = {}
-        if self._lists:
-            changes = await self.store.poll_run_changes(None, None, ACTIVE_LIMIT)
-            records = {r.id: r for r in changes.active}
+        changes = await self.store.poll_run_changes(None, None, ACTIVE_LIMIT)
+        records = {r.id: r for r in changes.active}
         active_ids = set(records)
         gone = {run_id for run_id in state.active if run_id not in records}  # finished or deleted
-        wanted = [run_id for run_id in named | state.new_watchers | gone if run_id not in records]
+        wanted = [run_id for run_id in {row.run_id for row in rows} | gone if run_id not in records]
         if wanted:
             records.update(await self.store.get_runs_by_id(wanted))
-        self._ends(rows, records)
-        if self._lists:
-            self._list_changes(rows, records, active_ids)
+        self._list_changes(rows, records, active_ids)
         return records
-
-    def _ends(self, rows: list[RunEventRecord], records: dict[str, RunRecord]) -> None:
-        state = self._state
-        ended = {row.run_id for row in rows if row.type in TERMINAL_TYPES}
-        for run_id in state.new_watchers:  # finished before the cursor: their row says so
-            record = records.get(run_id)
-            if record is None or record.is_finished:
-                ended.add(run_id)
-        state.new_watchers.clear()
-        for run_id in ended:
-            for callback in state.watchers.pop(run_id, []):
-                callback()
 
     def _list_changes(
         self, rows: list[RunEventRecord], records: dict[str, RunRecord], active_ids: set[str]

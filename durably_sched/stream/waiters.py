@@ -2,10 +2,9 @@
 
 A waiter is a future per (run, caller). The worker of this process resolves it the moment a run it
 executed finishes, handing over the in-memory output (``completed here``). A run executed by another
-process is seen by the run feed (``stream.feed``): one reader per process of the transition log,
-shared with the run list, that calls back when a waited run's terminal transition appears (or its
-row is already finished or gone when the wait starts); the waiter is then resolved without a value
-and the caller reads the final record.
+process is seen by the run feed (``stream.feed``), whose one poller per process reads the newest
+transition of every awaited run in one query per tick and calls back when it ends the run (or the
+run is gone); the waiter is then resolved without a value and the caller reads the final record.
 
 :func:`follow_run_updates` (``wait_for_run(on_progress=..., on_log=...)``) reads the same run
 stream through a feed subscription.

@@ -67,6 +67,7 @@ async def test_a_retried_waiting_run_records_each_transition_in_order(store: Sto
         e.id for e in events[2:5]
     ]
     assert await store.last_run_event_id() == events[-1].id
+    assert await store.latest_run_events([run.id, "no-such-run"]) == {run.id: "run:complete"}
     assert await store.last_run_event_id([run.id]) == events[-1].id
     assert await store.last_run_event_id(["no-such-run"]) == 0
 
@@ -94,6 +95,7 @@ async def test_failure_release_cancel_and_operator_retry_are_recorded(store: Sto
         "run:cancel",
     ]
     assert events[4].data["error"] == "ValueError: bad" and events[4].data["failed_step_name"] == "parse"
+    assert await store.latest_run_events([run.id]) == {run.id: "run:cancel"}
     assert 55.0 < events[7].delay < 61.0 and events[7].data["failed_step_name"] is None
 
 
