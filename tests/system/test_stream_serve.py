@@ -23,7 +23,7 @@ from .serve_procs import ROOT, wait_for
 
 pytestmark = pytest.mark.system
 
-JOBS = '''
+JOBS = """
 from durably_sched import Retry, Step, define_job
 
 
@@ -45,7 +45,7 @@ async def story(step: Step, payload: dict) -> dict:
 
 
 story_job = define_job(name="story", run=story, retry=Retry(max_attempts=3, backoff=0.1, jitter=0))
-'''
+"""
 
 IN_PROCESS_ONLY = {"step:start", "run:leased", "run:lease-renewed", "run:trigger", "run:progress"}
 """Left out of the comparison: in-process events the stream does not carry (a step's start, the
