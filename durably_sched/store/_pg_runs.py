@@ -179,8 +179,9 @@ class PostgresRuns(PostgresAccess):
             "get_run_events_since",
             _run_event,
             "SELECT x.* FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) "
+            "JOIN runs r ON r.id = p.run_id "
             f"CROSS JOIN LATERAL (SELECT {RUN_EVENT_COLUMNS} FROM run_events e "
-            "WHERE e.run_id = p.run_id AND e.id > p.after ORDER BY e.id LIMIT $3) AS x "
+            "WHERE e.run_seq = r.seq AND e.id > p.after ORDER BY e.id LIMIT $3) AS x "
             "ORDER BY x.run_id, x.id",
             positions,
             limit,
@@ -215,8 +216,9 @@ class PostgresRuns(PostgresAccess):
 
         async def read(conn: Any, replay: bool) -> dict[str, str]:
             rows = await conn.fetch(
-                "SELECT DISTINCT ON (run_id) run_id, type FROM run_events WHERE run_id = ANY($1::text[]) "
-                "ORDER BY run_id, id DESC",
+                "SELECT DISTINCT ON (r.id) r.id AS run_id, e.type FROM runs r "
+                "JOIN run_events e ON e.run_seq = r.seq WHERE r.id = ANY($1::text[]) "
+                "ORDER BY r.id, e.id DESC",
                 list(run_ids),
             )
             return {row["run_id"]: row["type"] for row in rows}
@@ -227,7 +229,10 @@ class PostgresRuns(PostgresAccess):
         async def read(conn: Any, replay: bool) -> int:
             if run_ids is None:
                 return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM run_events"))
-            sql = "SELECT coalesce(max(id), 0) FROM run_events WHERE run_id = ANY($1::text[])"
+            sql = (
+                "SELECT coalesce(max(e.id), 0) FROM runs r JOIN run_events e ON e.run_seq = r.seq "
+                "WHERE r.id = ANY($1::text[])"
+            )
             return int(await conn.fetchval(sql, list(run_ids)))
 
         return await self._run("last_run_event_id", read)
@@ -417,8 +422,9 @@ WITH p AS (
 SELECT {STREAM_COLUMNS} FROM (
     SELECT 'e' AS src, x.run_id, x.id AS pos, x.type AS name, x.attempt, x.step_count, x.data::text AS data,
            x.at AS t1, NULL::timestamptz AS t2, NULL::text AS level, NULL::text AS message
-    FROM p CROSS JOIN LATERAL (SELECT * FROM run_events e WHERE e.run_id = p.run_id AND e.id > p.ev
-                               ORDER BY e.id LIMIT $5) AS x
+    FROM p JOIN runs r ON r.id = p.run_id
+    CROSS JOIN LATERAL (SELECT * FROM run_events e WHERE e.run_seq = r.seq AND e.id > p.ev
+                        ORDER BY e.id LIMIT $5) AS x
     UNION ALL
     SELECT 's', x.run_id, x.idx, x.name, NULL, NULL, x.output, x.started_at, x.completed_at, NULL, NULL
     FROM p CROSS JOIN LATERAL (SELECT * FROM steps s WHERE s.run_id = p.run_id AND s.idx >= p.st

@@ -111,11 +111,11 @@ class SqliteRuns(SqliteAccess):
         if not positions:
             return {}
         sql = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE run_id = ? AND id > ? "
+            f"SELECT * FROM (SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE {_OF_RUN} AND id > ? "
             "ORDER BY id LIMIT ?)"
             for _ in positions
         )
-        params = [value for run_id, after in positions.items() for value in (run_id, after, limit)]
+        params = [v for run_id, after in positions.items() for v in (run_id, run_id, after, limit)]
         out = by_run(await self._read(sql, params), _run_event)
         for events in out.values():
             events.sort(key=lambda event: event.id)
@@ -129,7 +129,8 @@ class SqliteRuns(SqliteAccess):
         sql = " UNION ALL ".join(_STREAM_PART for _ in positions)
         params: list[Any] = []
         for run_id, at in positions.items():
-            params += (run_id, at.event_id, limit, run_id, at.step_index, limit, run_id, at.log_id, limit)
+            params += (run_id, run_id, at.event_id, limit)
+            params += (run_id, at.step_index, limit, run_id, at.log_id, limit)
         rows = await self._read(f"SELECT {STREAM_COLUMNS} FROM ({sql})", params)
         return stream_batches(rows, ms_to_dt, limit)
 
@@ -142,7 +143,8 @@ class SqliteRuns(SqliteAccess):
             return {}
         marks = ",".join("?" * len(run_ids))
         # SQLite takes the bare `type` from the row that has the max(id) of its group.
-        sql = f"SELECT run_id, type, max(id) FROM run_events WHERE run_id IN ({marks}) GROUP BY run_id"
+        sql = f"SELECT e.run_id, e.type, max(e.id) FROM {_RUNS_EVENTS} WHERE r.id IN ({marks}) "
+        sql += "GROUP BY e.run_id"
         return {row[0]: row[1] for row in await self._read(sql, list(run_ids))}
 
     async def last_run_event_id(self, run_ids: Sequence[str] | None = None) -> int:
@@ -152,7 +154,7 @@ class SqliteRuns(SqliteAccess):
             return 0
         else:
             marks = ", ".join("?" * len(run_ids))
-            rows = await self._read(f"SELECT max(id) FROM run_events WHERE run_id IN ({marks})", run_ids)
+            rows = await self._read(f"SELECT max(e.id) FROM {_RUNS_EVENTS} WHERE r.id IN ({marks})", run_ids)
         return int(rows[0][0] or 0)
 
     async def poll_run_changes(
@@ -307,10 +309,15 @@ class SqliteRuns(SqliteAccess):
         return await self._write(purge, heavy=True)
 
 
+_OF_RUN = "run_seq = (SELECT seq FROM runs WHERE id = ?) AND run_id = ?"
+"""A run's transitions, by its seq (the index); its id as well: a row of a deleted run may stay
+(the table's newest, migration 12) while SQLite gives its seq to a new run."""
+_RUNS_EVENTS = "runs r JOIN run_events e ON e.run_seq = r.seq AND e.run_id = r.id"
+
 _STREAM_PART = (
     "SELECT * FROM (SELECT 'e' AS src, run_id, id AS pos, type AS name, attempt, step_count, data, "
     "at AS t1, NULL AS t2, NULL AS level, NULL AS message FROM run_events "
-    "WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?) "
+    f"WHERE {_OF_RUN} AND id > ? ORDER BY id LIMIT ?) "
     "UNION ALL SELECT * FROM (SELECT 's', run_id, idx, name, NULL, NULL, output, started_at, "
     "completed_at, NULL, NULL FROM steps WHERE run_id = ? AND idx >= ? ORDER BY idx LIMIT ?) "
     "UNION ALL SELECT * FROM (SELECT 'l', run_id, id, step_name, attempt, step_count, data, created_at, "

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 RUN_EVENT_COLUMNS = "id, run_id, type, attempt, step_count, data, at"
+"""(``run_seq`` is how rows are found, not part of the record.)"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,8 @@ POLL_INTERVAL = 0.1
 MIN_GAP = 0.02
 """Least time between two ticks when notifications wake the poller."""
 QUEUE_LIMIT = 1000
+WATCH_DELAY = 0.05
+"""Age of a waiter's watch before the feed reads its run (see ``RunFeed._tick_watchers``)."""
 BUSY_FACTOR = 4.0
 READ_LIMIT = 500
 """Rows of each source read per run per tick (more: the next tick reads on)."""
@@ -284,8 +286,11 @@ class _LogCursor:
 @dataclass
 class _ListState:
     cursor: _LogCursor = field(default_factory=_LogCursor)
+    seq: int | None = None
+    """The newest run seen (the runs table's creation order: new runs come from there)."""
     active: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     watchers: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
+    watched_since: dict[str, float] = field(default_factory=dict)
 
 
 class RunFeed:
@@ -337,6 +342,7 @@ class RunFeed:
         returns the function that stops watching. What the waiters use across processes."""
         self._check_open()
         self._state.watchers.setdefault(run_id, []).append(callback)
+        self._state.watched_since.setdefault(run_id, time.monotonic())
         self._ensure_running()
 
         def stop() -> None:
@@ -345,6 +351,7 @@ class RunFeed:
                 callbacks.remove(callback)
             if not callbacks:
                 self._state.watchers.pop(run_id, None)
+                self._state.watched_since.pop(run_id, None)
 
         return stop
 
@@ -355,6 +362,7 @@ class RunFeed:
         self._runs.clear()
         self._lists.clear()
         self._state.watchers.clear()
+        self._state.watched_since.clear()
         task, self._task = self._task, None
         await stop_task(task)
         self._listen(False)
@@ -381,7 +389,9 @@ class RunFeed:
         elif isinstance(sub, RunListSubscription) and sub in self._lists:
             self._lists.remove(sub)
             if not self._lists:
-                self._state.active.clear()
+                self._state.active.clear()  # the next list subscriber starts from its own now
+                self._state.cursor = _LogCursor()
+                self._state.seq = None
 
     def _busy(self) -> bool:
         return bool(self._runs or self._lists or self._state.watchers)
@@ -439,9 +449,14 @@ class RunFeed:
 
     async def _tick_watchers(self) -> None:
         """Wake the watchers of runs whose newest transition ends them, or that are gone (or
-        finished before their database recorded transitions)."""
-        watchers = self._state.watchers
-        ids = list(watchers)
+        finished before their database recorded transitions). A watch younger than
+        :data:`WATCH_DELAY` is not read yet: a run executed here usually ends before, and its
+        waiter is woken in process without any read."""
+        watchers, since = self._state.watchers, self._state.watched_since
+        young = time.monotonic() - WATCH_DELAY
+        ids = [run_id for run_id in watchers if since.get(run_id, 0.0) <= young]
+        if not ids:
+            return
         latest = await self.store.latest_run_events(ids)
         ended = [run_id for run_id in ids if latest.get(run_id) in TERMINAL_TYPES]
         unknown = [run_id for run_id in ids if run_id not in latest]
@@ -449,6 +464,7 @@ class RunFeed:
             statuses = await self.store.get_run_statuses(unknown)
             ended += [r for r in unknown if statuses.get(r) in FINISHED_STATUSES or r not in statuses]
         for run_id in ended:
+            since.pop(run_id, None)
             for callback in watchers.pop(run_id, []):
                 callback()
 
@@ -527,25 +543,34 @@ class RunFeed:
         """The run list's changes: the whole transition log past the cursor, the active runs."""
         state = self._state
         rows = await state.cursor.read(self.store)
-        changes = await self.store.poll_run_changes(None, None, ACTIVE_LIMIT)
+        changes = await self.store.poll_run_changes(state.seq, None, ACTIVE_LIMIT)
+        state.seq = changes.last_seq
         records = {r.id: r for r in changes.active}
         active_ids = set(records)
+        records.update({r.id: r for r in changes.created})
         gone = {run_id for run_id in state.active if run_id not in records}  # finished or deleted
         wanted = [run_id for run_id in {row.run_id for row in rows} | gone if run_id not in records]
         if wanted:
             records.update(await self.store.get_runs_by_id(wanted))
-        self._list_changes(rows, records, active_ids)
+        created = [RunListEvent("run:trigger", r.id, records[r.id]) for r in changes.created]
+        self._list_changes(created, rows, records, active_ids)
         return records
 
     def _list_changes(
-        self, rows: list[RunEventRecord], records: dict[str, RunRecord], active_ids: set[str]
+        self,
+        created: list[RunListEvent],
+        rows: list[RunEventRecord],
+        records: dict[str, RunRecord],
+        active_ids: set[str],
     ) -> None:
+        """New runs (the runs table by seq), then each transition, then sampled progress and step
+        counts of active runs; a subscriber keeps each run's latest (its state after all of them)."""
         state = self._state
-        events: list[RunListEvent] = []
+        events = list(created)
         for row in rows:
             kind = _LIST_TYPES.get(row.type, row.type)
             events.append(RunListEvent(kind, row.run_id, records.get(row.run_id)))
-        moved = {row.run_id for row in rows}
+        moved = {row.run_id for row in rows} | {event.run_id for event in created}
         active: dict[str, tuple[Any, ...]] = {}
         for run_id in active_ids:
             record = records[run_id]

@@ -125,7 +125,7 @@ async def watch(database: str) -> list[Event]:
     await durably.start(worker=False)
     try:
         run = await durably.trigger("story")
-        subscription = durably.subscribe(run.id, since=run.record)
+        subscription = durably.subscribe(run.id, since=run.record, after_log_id=0)
         return await asyncio.wait_for(_all(subscription), 60)
     finally:
         await durably.close()

@@ -1,11 +1,14 @@
 -- durably-sched schema v12 for PostgreSQL: the run stream (docs/design.md, decision 49).
 
--- One row per transition of a run (created, claimed, retry scheduled, released, waiting, woken,
--- retried, finished). Steps and logs are not repeated here: a reader takes them from `steps` (by
--- index) and `logs` (by id). `step_count` is the run's step count at the transition, so a reader
--- puts each transition between the right steps; `attempt` is the run's attempt after it.
+-- One row per transition of a run (claimed, retry scheduled, released, waiting, woken, retried,
+-- finished). Steps and logs are not repeated here: a reader takes them from `steps` (by index) and
+-- `logs` (by id), and a run's creation from `runs` (by seq). `step_count` is the run's step count
+-- at the transition, so a reader puts each transition between the right steps; `attempt` is the
+-- run's attempt after it. Rows are found by their run's seq (`run_seq`): a new run's rows go to
+-- the end of the index (its uuid would scatter them over the index's pages).
 CREATE TABLE run_events (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_seq bigint NOT NULL,
     run_id text NOT NULL,
     type text NOT NULL,
     attempt integer NOT NULL,
@@ -13,7 +16,7 @@ CREATE TABLE run_events (
     data json,                          -- a failure's one-line error and step, a wait's target
     at timestamptz NOT NULL
 );
-CREATE INDEX run_events_run ON run_events (run_id, id);
+CREATE INDEX run_events_run ON run_events (run_seq, id);
 
 -- A log line's place in its run: the run's attempt and step count when it was written (by the
 -- statement that writes it, from the run's row). A line written with a step's checkpoint has the
@@ -30,12 +33,10 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    INSERT INTO run_events (run_id, type, attempt, step_count, at)
-    SELECT n.id, 'run:trigger', 0, 0, n.created_at FROM created n;
+    INSERT INTO run_events (run_seq, run_id, type, attempt, step_count, at)
+    SELECT n.seq, n.id, 'run:start', n.attempt, n.step_count, n.updated_at FROM created n
+    WHERE n.status = 'running';  -- created claimed (create_and_claim): its start
     IF FOUND THEN
-        INSERT INTO run_events (run_id, type, attempt, step_count, at)
-        SELECT n.id, 'run:start', n.attempt, n.step_count, n.updated_at FROM created n
-        WHERE n.status = 'running';
         PERFORM pg_notify('durably_sched_run_events', '');
     END IF;
     RETURN NULL;
@@ -63,9 +64,9 @@ DECLARE
         WHEN OLD.status = 'waiting' THEN 'run:wake'
         ELSE 'run:retry' END;
 BEGIN
-    INSERT INTO run_events (run_id, type, attempt, step_count, data, at)
+    INSERT INTO run_events (run_seq, run_id, type, attempt, step_count, data, at)
     VALUES (
-        NEW.id, kind, NEW.attempt, NEW.step_count,
+        NEW.seq, NEW.id, kind, NEW.attempt, NEW.step_count,
         CASE
             WHEN kind IN ('run:fail', 'run:retry-scheduled') THEN json_build_object(
                 'error', NEW.error, 'failed_step_name', NEW.failed_step_name,
@@ -92,7 +93,7 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    DELETE FROM run_events e USING gone WHERE e.run_id = gone.id;
+    DELETE FROM run_events e USING gone WHERE e.run_seq = gone.seq;
     RETURN NULL;
 END
 $$;
