@@ -1,16 +1,18 @@
 """The run-events log (schema v12): one row per transition of a run, the stream's third source.
 
-A run's stream is read from three append-only sources, each by its own indexed position: the
-``steps`` table (``step:complete``, by index), the ``logs`` table (``log:write``, by id) and
-``run_events`` (the transitions: ``run:trigger``, ``run:start``, ``run:retry-scheduled``,
-``run:release``, ``run:waiting``, ``run:wake``, ``run:retry``, ``run:complete``, ``run:fail``,
-``run:cancel``). Checkpoints and log lines add no row here: they are already rows of their own.
+A run's stream is read from append-only sources, each by its own indexed position: the ``steps``
+table (``step:complete``, by index), the ``logs`` table (``log:write``, by id), ``run_events`` (the
+transitions: ``run:start``, ``run:retry-scheduled``, ``run:release``, ``run:waiting``,
+``run:wake``, ``run:retry``, ``run:complete``, ``run:fail``, ``run:cancel``) and, for the run list,
+the ``runs`` table itself by ``seq`` (a run's creation, ``run:trigger``). Checkpoints, log lines and
+creations add no row here: they are already rows of their own.
 
 Who writes it: the database, in the very statement that makes the transition (triggers on ``runs``
 in both backends, as for attempts), so no writer can forget one and the hot path gets no extra
 statement or commit. A row carries the run's attempt and step count at the transition, which is
-how a reader puts it between the run's steps (``stream.order``). Rows go with their run (delete,
-retention), by a trigger too.
+how a reader puts it between the run's steps (``stream.reader``). Rows are found by their run's
+``seq`` (new runs' rows go to the end of the index), and go with their run (delete, retention), by
+a trigger too.
 
 Ids increase in commit order within one run on both backends (each transition holds the run's row
 lock until it commits). Across runs, PostgreSQL may commit a smaller id after a larger one: a reader

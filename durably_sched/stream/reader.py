@@ -21,7 +21,7 @@ what follows it is read, in order, by the next read.
 =========================================  ==================================================
 stored                                     event
 =========================================  ==================================================
-``run:trigger`` / ``run:start`` rows       ``run:trigger`` (input) / ``run:start`` (attempt)
+a ``run:start`` row                        ``run:start`` (attempt, steps it resumes after)
 a step row                                 ``step:complete`` (name, index, output, duration)
 a log row                                  ``log:write`` (:class:`StoredLogWriteEvent`)
 ``run:retry-scheduled`` / ``run:fail``     ``step:fail`` first when a step failed, then the
@@ -31,6 +31,7 @@ a log row                                  ``log:write`` (:class:`StoredLogWrite
 ``run:complete`` / ``run:cancel``          ``run:complete`` (output) / ``run:cancel``
 the run row's progress (sampled)           ``run:progress`` (the latest value per read)
 the run row is gone                        ``run:delete``
+a new runs row (the run list only)         ``run:trigger``
 =========================================  ==================================================
 
 Not carried: ``step:start`` (a step's start writes nothing, and writing it would add a statement
