@@ -278,6 +278,7 @@ class PostgresStore(
 
     def on_run_events(self, callback: Callable[[], None], *, add: bool = True) -> None:
         super().on_run_events(callback, add=add)
+        self._listener.want_run_events(self._run_event_listeners)
         if add and self._pool is not None:
             self._listener.start(asyncio.get_running_loop())
 

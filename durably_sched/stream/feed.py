@@ -407,9 +407,9 @@ class RunFeed:
             self.store.on_run_events(self._wake.set, add=on)
 
     async def _loop(self) -> None:
-        self._listen(True)
         try:
             while self._busy():
+                self._listen(bool(self._runs or self._lists))  # waiters alone: the poll suffices
                 started = time.monotonic()
                 self._wake.clear()
                 try:
