@@ -17,7 +17,6 @@ from .events import Listens
 if TYPE_CHECKING:
     from .durably.schedule_manager import ScheduleManager
     from .events import EventEmitter
-    from .feed import RunListSubscription, RunSubscription
     from .jobs import JobDefinition
     from .limits import Limits
     from .retry import Retry
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from .store.attempts import AttemptRecord
     from .store.config_errors import ConfigErrorRecord
     from .store.schedule_defs import ScheduleDef, SyncEntry, SyncResult
+    from .stream.feed import RunListSubscription, RunSubscription
 
 
 class WorkerView(Protocol):

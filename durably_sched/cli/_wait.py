@@ -1,13 +1,16 @@
 """Following a run from the database: a live progress bar, its logs, Ctrl-C, a timeout.
 
-Everything comes from the stored run (``get_run`` every POLL_INTERVAL), so it works the same whether
-the run executes in a ``serve`` process elsewhere or in this process (``trigger --here``).
+Everything comes from the run's stream as the database records it (a subscription of the run
+feed, ``durably_sched.stream``: its log lines, progress and transitions; the run is read again at
+each transition), so it works the same whether the run executes in a ``serve`` process elsewhere
+or in this process (``trigger --here``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -30,13 +33,16 @@ from rich.text import Text
 from .._tracebacks import user_frame
 from ..attempt_views import retry_budget
 from ..durably import Durably
+from ..events import Event, RunProgressEvent
 from ..store.base import RunRecord
+from ..stream import RunSubscription, StoredLogWriteEvent
 from ..wait_views import waiting_for_text
 from ._attempts import AttemptLines
 from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, SECONDS, CliError, one_line
 from ._output import console, echo_json, log_line, run_duration, run_json, seconds_text, show_time
 
 POLL_INTERVAL = 0.15
+"""Longest wait for the run's next events before the display (time, waiting reason) is redrawn."""
 EXPLAIN_EVERY = 1.0
 """How often a pending run's reason for waiting is looked up while following it."""
 Reason = Literal["finished", "interrupted", "timeout"]
@@ -116,15 +122,13 @@ async def follow_run(
     show: bool = True,
     timeout: float | None = None,
 ) -> Followed:
-    """Poll the run until it finishes, ``interrupted`` is set or ``timeout`` passes.
+    """Follow the run until it finishes, ``interrupted`` is set or ``timeout`` passes.
 
     With ``show``, logs are printed to stderr as they are stored, above a live progress bar when
     stderr is a terminal.
     """
     err = console(stderr=True)
     live = show and err.is_terminal
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last_log = 0
     record = await durably.get_run(run_id)
     progress = Progress(
         SpinnerColumn(),
@@ -138,9 +142,6 @@ async def follow_run(
         transient=True,
         disable=not live,
     )
-    waiting: str | None = None
-    explained_at = 0.0
-    attempts = AttemptLines(durably, retry_budget(durably, record))
 
     def emit(line: str) -> None:
         if live:
@@ -148,57 +149,118 @@ async def follow_run(
         else:
             click.echo(line, err=True)
 
-    with progress:
-        task = progress.add_task(f"{record.job_name} {record.id[:8]}", total=None, status="", message="")
+    view = _View(durably, record, show, live, emit, AttemptLines(durably, retry_budget(durably, record)))
+    subscription = durably.subscribe(run_id, since=record, after_log_id=0 if show else None)
+    try:
+        with progress:
+            task = progress.add_task(f"{record.job_name} {record.id[:8]}", total=None, status="", message="")
+            return await view.follow(subscription, progress, task, interrupted, timeout)
+    finally:
+        await subscription.close()
+
+
+class _View:
+    """What ``follow_run`` shows of a run: its log lines, attempts, waiting reason and progress."""
+
+    def __init__(
+        self,
+        durably: Durably,
+        record: RunRecord,
+        show: bool,
+        live: bool,
+        emit: Callable[[str], None],
+        attempts: AttemptLines,
+    ) -> None:
+        self.durably, self.record, self.show, self.live, self.emit = durably, record, show, live, emit
+        self.attempts = attempts
+        self.waiting: str | None = None
+        self.explained_at = 0.0
+
+    async def follow(
+        self,
+        subscription: RunSubscription,
+        progress: Progress,
+        task: Any,
+        interrupted: asyncio.Event,
+        timeout: float | None,
+    ) -> Followed:
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if record.status == "pending" and show and time.monotonic() - explained_at >= EXPLAIN_EVERY:
-                explained_at = time.monotonic()
-                reason = await _waiting_reason(durably, record)
-                if reason != waiting and reason is not None and not live:
-                    click.echo(f"waiting: {reason}", err=True)
-                waiting = reason
-            elif record.status == "waiting":
-                reason = waiting_for_text(record, show_time)
-                if reason != waiting and not live and show:
-                    click.echo(reason, err=True)  # "sleeping until T", "waiting for event KEY ..."
-                waiting = reason
-            elif record.status != "pending":
-                waiting = None
-            if show:
-                last_log = await _show_news(durably, record, last_log, attempts, emit)
-            p = record.progress
-            progress.update(
-                task,
-                completed=p.current if p else 0,
-                total=p.total if p else None,
-                status=f"{record.status} (waiting: {waiting})" if waiting else record.status,
-                message=(p.message or "") if p else "",
+            await self.redraw(progress, task)
+            if self.record.is_finished:
+                return Followed(self.record, "finished")
+            wait = (
+                POLL_INTERVAL
+                if deadline is None
+                else min(POLL_INTERVAL, max(0.0, deadline - time.monotonic()))
             )
-            if record.is_finished:
-                return Followed(record, "finished")
-            wait = POLL_INTERVAL
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(interrupted.wait(), wait)
+            events = await _next_events(subscription, interrupted, wait)
             if interrupted.is_set():
-                return Followed(await durably.get_run(run_id), "interrupted")
-            record = await durably.get_run(run_id)
-            if deadline is not None and time.monotonic() >= deadline and not record.is_finished:
-                return Followed(record, "timeout")
+                return Followed(await self.durably.get_run(self.record.id), "interrupted")
+            await self.take(events)
+            if deadline is not None and time.monotonic() >= deadline and not self.record.is_finished:
+                return Followed(self.record, "timeout")
+
+    async def take(self, events: list[Event]) -> None:
+        """Print the new log lines; a transition (or the stream's end) reads the run again."""
+        moved = False
+        for event in events:
+            if isinstance(event, StoredLogWriteEvent):
+                if self.show:
+                    self.emit(log_line(event.record()))
+            elif isinstance(event, RunProgressEvent):
+                self.record = dataclasses.replace(self.record, progress=event.progress)
+            elif event.type.startswith("run:"):
+                moved = True
+        if moved:
+            self.record = await self.durably.get_run(self.record.id)
+
+    async def redraw(self, progress: Progress, task: Any) -> None:
+        record = self.record
+        if record.status == "pending" and self.show and time.monotonic() - self.explained_at >= EXPLAIN_EVERY:
+            self.explained_at = time.monotonic()
+            reason = await _waiting_reason(self.durably, record)
+            if reason != self.waiting and reason is not None and not self.live:
+                click.echo(f"waiting: {reason}", err=True)
+            self.waiting = reason
+        elif record.status == "waiting":
+            reason = waiting_for_text(record, show_time)
+            if reason != self.waiting and not self.live and self.show:
+                click.echo(reason, err=True)  # "sleeping until T", "waiting for event KEY ..."
+            self.waiting = reason
+        elif record.status != "pending":
+            self.waiting = None
+        if self.show:
+            for line in await self.attempts.new_lines(record):
+                self.emit(line)
+        p = record.progress
+        progress.update(
+            task,
+            completed=p.current if p else 0,
+            total=p.total if p else None,
+            status=f"{record.status} (waiting: {self.waiting})" if self.waiting else record.status,
+            message=(p.message or "") if p else "",
+        )
 
 
-async def _show_news(
-    durably: Durably, record: RunRecord, last_log: int, attempts: AttemptLines, emit: Callable[[str], None]
-) -> int:
-    """Print the run's log lines stored after ``last_log``, then a line per attempt that ended
-    since the last look; returns the newest log id."""
-    for entry in await durably.get_logs(record.id, after_id=last_log):
-        last_log = entry.id
-        emit(log_line(entry))
-    for line in await attempts.new_lines(record):
-        emit(line)
-    return last_log
+async def _next_events(subscription: RunSubscription, interrupted: asyncio.Event, wait: float) -> list[Event]:
+    """The run's next events (all already queued with the first), or none after ``wait`` seconds
+    or when ``interrupted`` is set; a stream that ended gives none."""
+    nxt = asyncio.ensure_future(subscription.__anext__())
+    stop = asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait([nxt, stop], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not nxt.done():
+        nxt.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await nxt
+        return []
+    try:
+        return [nxt.result(), *subscription.ready_now()]
+    except StopAsyncIteration:
+        return []
 
 
 async def _waiting_reason(durably: Durably, record: RunRecord) -> str | None:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from .._bounds import plain_labels
 from ..errors import AmbiguousRunIdError, InvalidStateError, RunNotFoundError
 from ..events import RunCancelEvent, RunDeleteEvent, RunRetryEvent
-from ..feed import RunFeed, RunListSubscription, RunSubscription
 from ..registry import check_processes
 from ..store.attempts import AttemptRecord
 from ..store.base import (
@@ -23,6 +22,7 @@ from ..store.base import (
     StepRecord,
     WorkerRecord,
 )
+from ..stream.feed import RunListSubscription, RunSubscription
 from .triggers import Triggers
 from .values import Run
 
@@ -34,16 +34,7 @@ RUN_ID_CANDIDATES_SHOWN = 10
 class RunActions(Triggers):
     """Reading runs, their live events and the workers; retry, retrigger, cancel, delete, purge."""
 
-    _feed: RunFeed | None
-
     # -- live events from the store (any process) ---------------------------------------------------
-    @property
-    def feed(self) -> RunFeed:
-        """The shared poller behind :meth:`subscribe` and :meth:`subscribe_runs` (one per instance)."""
-        if self._feed is None:
-            self._feed = RunFeed(self.store)
-        return self._feed
-
     def subscribe(
         self, run_id: str, *, since: RunRecord | None = None, after_log_id: int | None = None
     ) -> RunSubscription:
@@ -53,7 +44,7 @@ class RunActions(Triggers):
             async for event in durably.subscribe(run.id):
                 print(event.type)
 
-        Raises RunNotFoundError (from the iterator) for an unknown run. See durably_sched.feed for
+        Raises RunNotFoundError (from the iterator) for an unknown run. See durably_sched.stream for
         the events and how they map to the in-process ones.
         """
         return self.feed.subscribe(run_id, since=since, after_log_id=after_log_id)

@@ -12,7 +12,8 @@ from ..execution.producer import Producer
 from ..jobs import JobDefinition
 from ..limits import Limits
 from ..store.base import RunRecord, Store
-from ..waiters import Waiters
+from ..stream.feed import RunFeed
+from ..stream.waiters import Waiters
 
 
 class FacadeBase:
@@ -25,6 +26,15 @@ class FacadeBase:
     limits: Limits
     labels_model: type[BaseModel] | None
     _by_name: dict[str, JobDefinition[Any, Any]]
+    _feed: RunFeed | None
+
+    @property
+    def feed(self) -> RunFeed:
+        """The shared reader of run streams behind :meth:`subscribe`, :meth:`subscribe_runs` and
+        the waiters (one per instance, made on first use)."""
+        if self._feed is None:
+            self._feed = RunFeed(self.store)
+        return self._feed
 
     # -- registration ------------------------------------------------------------------------
     @property

@@ -14,12 +14,12 @@ from .._facade_reads import FacadeReads  # issue 21 (layout): the reads schedule
 from ..errors import InvalidArgumentError, InvalidStateError, UnknownJobError
 from ..events import EventEmitter, Listens
 from ..execution.producer import Producer
-from ..feed import RunFeed
 from ..jobs import JobDefinition
 from ..limits import Limits
 from ..store import database_url, open_store
 from ..store.base import RunRecord, Store
-from ..waiters import Waiters
+from ..stream.feed import RunFeed
+from ..stream.waiters import Waiters
 from .handles import JobHandle, JobsNamespace
 from .schedules import SchedulePausing
 from .waits import WaitActions
@@ -64,7 +64,7 @@ class Durably(FacadeReads, Listens, WaitActions, SchedulePausing):
         self.labels_model = labels
         """The pydantic model every trigger's labels are validated with (None: any str -> str)."""
         self.preserve_steps = preserve_steps
-        self.waiters = Waiters(store)
+        self.waiters = Waiters(store, lambda: self.feed)
         self.worker = Producer(
             store=store,
             events=self.events,

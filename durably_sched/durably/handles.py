@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from ..jobs import JobDefinition
 from ..retry import Retry
-from ..waiters import LogCallback, ProgressCallback
+from ..stream.waiters import LogCallback, ProgressCallback
 from .values import Coalesce, O, Run, RunResult
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class JobHandle(Generic[O]):
                     waiters.resolve(run_id)
             if on_progress is not None or on_log is not None:
                 after = 0 if run.disposition == "created" else await durably.store.last_log_id(run_id)
-                record = await durably._follow(run_id, waiter, timeout, on_progress, on_log, after)
+                record = await durably._follow(run.record, timeout, on_progress, on_log, after)
                 return durably._result_of(self.job, record, run.disposition)
             return await durably._await_result(self.job, run_id, waiter, timeout, run.disposition)
         finally:

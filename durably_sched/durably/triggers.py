@@ -17,14 +17,14 @@ from ..errors import InputValidationError, InvalidArgumentError, RunCancelledErr
 from ..events import RunCoalescedEvent, RunTriggerEvent, run_scope
 from ..jobs import JobDefinition, describe_validation_error
 from ..retry import Retry
-from ..store.base import Disposition, Fire, FireResult, NewRun, Progress, RunRecord
-from ..waiters import LogCallback, ProgressCallback, follow_run_updates
+from ..store.base import Disposition, Fire, FireResult, NewRun, RunRecord
+from ..stream.waiters import LogCallback, ProgressCallback, follow_run_updates
 from .base import FacadeBase
 from .values import COALESCE_MODES, Coalesce, Run, RunResult, stored_retry_policy, stored_timeout
 
 if TYPE_CHECKING:
     from ..execution.producer import HandOff
-    from ..waiters import Done
+    from ..stream.waiters import Done
 
 
 class Triggers(FacadeBase):
@@ -267,9 +267,7 @@ class Triggers(FacadeBase):
                 return record
             if on_progress is not None or on_log is not None:
                 after = await self.store.last_log_id(run_id) if on_log is not None else 0
-                return await self._follow(
-                    run_id, waiter, timeout, on_progress, on_log, after, progress=record.progress
-                )
+                return await self._follow(record, timeout, on_progress, on_log, after)
             _, final = await self.waiters.wait(run_id, waiter, timeout)
             return final if final is not None else await self.get_run(run_id)
         finally:
@@ -277,24 +275,16 @@ class Triggers(FacadeBase):
 
     async def _follow(
         self,
-        run_id: str,
-        waiter: asyncio.Future[Done],
+        record: RunRecord,
         timeout: float | None,
         on_progress: ProgressCallback | None,
         on_log: LogCallback | None,
         after_log_id: int,
-        progress: Progress | None = None,
     ) -> RunRecord:
         try:
             async with asyncio.timeout(timeout):
                 return await follow_run_updates(
-                    self.store,
-                    run_id,
-                    on_progress=on_progress,
-                    on_log=on_log,
-                    after_log_id=after_log_id,
-                    progress=progress,
-                    woken=waiter,
+                    self.feed, record, on_progress=on_progress, on_log=on_log, after_log_id=after_log_id
                 )
         except TimeoutError:
-            raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from None
+            raise TimeoutError(f"run {record.id} did not finish within {timeout}s") from None

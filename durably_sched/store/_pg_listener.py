@@ -21,7 +21,7 @@ import asyncpg
 
 from ..execution.service import Service
 from ._pg_errors import describe
-from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL, SCHEDULES_CHANNEL
+from ._pg_sql import CHANNEL, CONNECT_TIMEOUT, LISTENER_CHECK_INTERVAL, RUN_EVENTS_CHANNEL, SCHEDULES_CHANNEL
 
 __all__ = ["Listener"]
 
@@ -46,6 +46,7 @@ class Listener(Service):
         where: str,
         callback: Callable[[], Callable[[], None] | None],
         schedules: Callable[[], None] | None = None,
+        run_events: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(
             "notification listener",
@@ -60,7 +61,12 @@ class Listener(Service):
         self._where = where
         self._callback = callback  # returns the current wake-up function (it may be replaced)
         self._schedules = schedules  # a schedule changed (SCHEDULES_CHANNEL, _pg_schedule_defs.py)
+        self._run_events = run_events  # a run's transition was written (RUN_EVENTS_CHANNEL)
+        self._want_run_events = False  # LISTEN on it only while a run feed reads (every
+        # transition of every process notifies: a process that does not read pays nothing)
+        self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if not self.running:
@@ -75,9 +81,36 @@ class Listener(Service):
             loop.call_soon_threadsafe(self.wake)
 
     def _schedule_notified(self, *_: Any) -> None:
-        loop, schedules = self._loop, self._schedules
-        if loop is not None and not loop.is_closed() and schedules is not None:
-            loop.call_soon_threadsafe(schedules)
+        self._call_on_loop(self._schedules)
+
+    def want_run_events(self, on: bool) -> None:
+        """LISTEN to run transitions (or stop) from now on, on the live connection if there is one."""
+        if on == self._want_run_events:
+            return
+        self._want_run_events = on
+        conn, loop = self._conn, self._loop
+        if conn is not None and loop is not None and not loop.is_closed():
+            task = loop.create_task(self._switch_run_events(conn, on))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _switch_run_events(self, conn: Any, on: bool) -> None:
+        try:
+            if on:
+                await conn.add_listener(RUN_EVENTS_CHANNEL, self._run_events_notified)
+                self._call_on_loop(self._run_events)  # as after a connect: look once now
+            else:
+                await conn.remove_listener(RUN_EVENTS_CHANNEL, self._run_events_notified)
+        except Exception as exc:  # the connection is going: the next one listens as wanted
+            log.debug("could not switch the run events LISTEN: %s", exc)
+
+    def _run_events_notified(self, *_: Any) -> None:
+        self._call_on_loop(self._run_events)
+
+    def _call_on_loop(self, callback: Callable[[], None] | None) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and callback is not None:
+            loop.call_soon_threadsafe(callback)
 
     def wake(self) -> None:
         callback = self._callback()
@@ -97,6 +130,10 @@ class Listener(Service):
             if self._schedules is not None:
                 await conn.add_listener(SCHEDULES_CHANNEL, self._schedule_notified)
                 self._schedules()
+            if self._run_events is not None and self._want_run_events:
+                await conn.add_listener(RUN_EVENTS_CHANNEL, self._run_events_notified)
+                self._run_events()
+            self._conn = conn
             self.healthy()
             self.wake()  # notifications sent while we were not listening are gone
             while not lost.is_set():
@@ -106,6 +143,7 @@ class Listener(Service):
                     # A half-open TCP connection never reports termination: probe it.
                     await asyncio.wait_for(conn.fetchval("SELECT 1"), 10.0)
         finally:
+            self._conn = None
             if not conn.is_closed():
                 conn.terminate()
         raise ListenerLost("lost its connection")

@@ -43,6 +43,15 @@ from .rows import (
     step_from_row,
 )
 from .rules import coalescing, create_runs
+from .run_events import (
+    RUN_EVENT_COLUMNS,
+    STREAM_COLUMNS,
+    RunEventRecord,
+    StreamBatch,
+    StreamPosition,
+    run_event_from_row,
+    stream_batches,
+)
 from .waits import WAITING_OR_ACTIVE_SQL
 
 
@@ -163,6 +172,72 @@ class PostgresRuns(PostgresAccess):
             positions,
             limit,
         )
+
+    async def get_run_events_since(
+        self, positions: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[RunEventRecord]]:
+        return await fetch_by_run(
+            self,
+            "get_run_events_since",
+            _run_event,
+            "SELECT x.* FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) "
+            "JOIN runs r ON r.id = p.run_id "
+            f"CROSS JOIN LATERAL (SELECT {RUN_EVENT_COLUMNS} FROM run_events e "
+            "WHERE e.run_seq = r.seq AND e.id > p.after ORDER BY e.id LIMIT $3) AS x "
+            "ORDER BY x.run_id, x.id",
+            positions,
+            limit,
+        )
+
+    async def get_run_streams(
+        self, positions: Mapping[str, StreamPosition], limit: int = 1000
+    ) -> dict[str, StreamBatch]:
+        if not positions:
+            return {}
+        at = list(positions.values())
+        args = (
+            list(positions),
+            [p.event_id for p in at],
+            [p.step_index for p in at],
+            [p.log_id for p in at],
+            limit,
+        )
+
+        async def read(conn: Any, replay: bool) -> dict[str, StreamBatch]:
+            return stream_batches(await conn.fetch(_STREAM_SQL, *args), aware, limit)
+
+        return await self._run("get_run_streams", read)
+
+    async def get_run_events_after(self, after_id: int, limit: int = 1000) -> list[RunEventRecord]:
+        sql = f"SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE id > $1 ORDER BY id LIMIT $2"
+        return await fetch_records(self, "get_run_events_after", _run_event, sql, after_id, limit)
+
+    async def latest_run_events(self, run_ids: Sequence[str]) -> dict[str, str]:
+        if not run_ids:
+            return {}
+
+        async def read(conn: Any, replay: bool) -> dict[str, str]:
+            rows = await conn.fetch(
+                "SELECT DISTINCT ON (r.id) r.id AS run_id, e.type FROM runs r "
+                "JOIN run_events e ON e.run_seq = r.seq WHERE r.id = ANY($1::text[]) "
+                "ORDER BY r.id, e.id DESC",
+                list(run_ids),
+            )
+            return {row["run_id"]: row["type"] for row in rows}
+
+        return await self._run("latest_run_events", read)
+
+    async def last_run_event_id(self, run_ids: Sequence[str] | None = None) -> int:
+        async def read(conn: Any, replay: bool) -> int:
+            if run_ids is None:
+                return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM run_events"))
+            sql = (
+                "SELECT coalesce(max(e.id), 0) FROM runs r JOIN run_events e ON e.run_seq = r.seq "
+                "WHERE r.id = ANY($1::text[])"
+            )
+            return int(await conn.fetchval(sql, list(run_ids)))
+
+        return await self._run("last_run_event_id", read)
 
     async def poll_run_changes(
         self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
@@ -340,3 +415,31 @@ class PostgresRuns(PostgresAccess):
                 return len(ids)
 
         return await self._run("purge_runs", purge)
+
+
+_STREAM_SQL = f"""
+WITH p AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::bigint[]) AS p(run_id, ev, st, lg)
+)
+SELECT {STREAM_COLUMNS} FROM (
+    SELECT 'e' AS src, x.run_id, x.id AS pos, x.type AS name, x.attempt, x.step_count, x.data::text AS data,
+           x.at AS t1, NULL::timestamptz AS t2, NULL::text AS level, NULL::text AS message
+    FROM p JOIN runs r ON r.id = p.run_id
+    CROSS JOIN LATERAL (SELECT * FROM run_events e WHERE e.run_seq = r.seq AND e.id > p.ev
+                        ORDER BY e.id LIMIT $5) AS x
+    UNION ALL
+    SELECT 's', x.run_id, x.idx, x.name, NULL, NULL, x.output, x.started_at, x.completed_at, NULL, NULL
+    FROM p CROSS JOIN LATERAL (SELECT * FROM steps s WHERE s.run_id = p.run_id AND s.idx >= p.st
+                               ORDER BY s.idx LIMIT $5) AS x
+    UNION ALL
+    SELECT 'l', x.run_id, x.id, x.step_name, x.attempt, x.step_count, x.data::text, x.created_at, NULL,
+           x.level, x.message
+    FROM p CROSS JOIN LATERAL (SELECT * FROM logs l WHERE l.run_id = p.run_id AND l.id > p.lg
+                               ORDER BY l.id LIMIT $5) AS x
+) AS found
+"""
+"""The stream read of many runs in one statement (one snapshot): STREAM_COLUMNS."""
+
+
+def _run_event(row: Any) -> RunEventRecord:
+    return run_event_from_row(row, aware)

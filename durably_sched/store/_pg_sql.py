@@ -29,6 +29,8 @@ RUN_SELECT = columns(RUN_COLUMNS)
 STATE_SELECT = columns(STATE_COLUMNS)
 NOTIFY = f"pg_notify('{CHANNEL}', job_name)"
 SCHEDULES_CHANNEL = "durably_sched_schedules"
+RUN_EVENTS_CHANNEL = "durably_sched_run_events"
+"""Notified (empty payload) by every transition's trigger (migration 0012): run feeds wake up."""
 """Notified (with the newest seq) on the commit of every change of a schedule (_pg_schedule_defs.py)."""
 
 # Logs travel as five parallel arrays; WITH ORDINALITY keeps their order in the id sequence.
@@ -186,7 +188,7 @@ def _fenced_step(first: int) -> str:
 WITH upd AS (
     UPDATE runs SET step_count = step_count + 1, updated_at = now()
     WHERE id = $1 AND generation = $2 AND status IN {HELD_SQL}
-    RETURNING id, status
+    RETURNING id, status, attempt, step_count
 ), step AS (
     INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation)
     SELECT upd.id, {name}::text, {idx}::integer, {output}::text, {started}::timestamptz,
@@ -197,10 +199,12 @@ WITH upd AS (
 STEP_EXISTS = "steps_pkey"
 """The constraint a checkpoint's statement violates when its step row exists already."""
 
+# A checkpoint's log lines carry the attempt and the step count before this step (as on SQLite,
+# where they are inserted before the counter moves): the reader orders them among steps by it.
 CHECKPOINT = f"""{_fenced_step(8)}, lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM {LOGS_FROM}
-    WHERE EXISTS (SELECT 1 FROM upd)
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at, upd.attempt, upd.step_count - 1
+    FROM {LOGS_FROM} CROSS JOIN upd
     ORDER BY l.ord
 )
 SELECT status FROM upd
@@ -246,11 +250,12 @@ WITH cp AS (
     WHERE r.id = s.run_id
     RETURNING r.id, r.status
 ), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at, r.attempt, r.step_count
     FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::json[],
                 $14::timestamptz[])
          WITH ORDINALITY AS l(run_id, of_step, step_name, level, message, data, created_at, ord)
+    JOIN runs r ON r.id = l.run_id
     WHERE (l.run_id, l.of_step) IN (SELECT run_id, name FROM step)
     ORDER BY l.ord
 )
@@ -271,9 +276,10 @@ WITH upd AS (
     WHERE id = $1 AND generation = $2 AND status IN {statuses}
     RETURNING status, job_name
 ), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM {LOGS_FROM}
-    WHERE EXISTS (SELECT 1 FROM upd)
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+    SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at, r.attempt, r.step_count
+    FROM {LOGS_FROM} CROSS JOIN runs r
+    WHERE r.id = $1 AND EXISTS (SELECT 1 FROM upd)
     ORDER BY l.ord
 )
 SELECT status{", " + NOTIFY if notify else ""} FROM upd
@@ -315,10 +321,11 @@ WITH c AS (
     WHERE r.id = c.id AND run.status = 'running'
     RETURNING r.id, r.status
 ), lg AS (
-    INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at
+    INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+    SELECT l.run_id, l.step_name, l.level, l.message, l.data, l.created_at, r.attempt, r.step_count
     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::json[], $9::timestamptz[])
          WITH ORDINALITY AS l(run_id, step_name, level, message, data, created_at, ord)
+    JOIN runs r ON r.id = l.run_id
     WHERE l.run_id IN (SELECT id FROM upd)
     ORDER BY l.ord
 )

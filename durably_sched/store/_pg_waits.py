@@ -34,10 +34,11 @@ WHERE id = $1 AND generation = $2 AND status = 'running'
 """
 _DUE = "SELECT coalesce($1::timestamptz <= now(), $2::float8 <= 0, false)"
 _INSERT_LOGS = """
-INSERT INTO logs (run_id, step_name, level, message, data, created_at)
-SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at FROM
+INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count)
+SELECT $1, l.step_name, l.level, l.message, l.data, l.created_at, r.attempt, r.step_count FROM
 unnest($2::text[], $3::text[], $4::text[], $5::json[], $6::timestamptz[])
     WITH ORDINALITY AS l(step_name, level, message, data, created_at, ord)
+CROSS JOIN runs r WHERE r.id = $1
 ORDER BY l.ord
 """
 _WAKE_DUE = f"""

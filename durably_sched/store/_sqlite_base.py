@@ -71,10 +71,10 @@ def fetch_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
 def insert_logs(conn: sqlite3.Connection, run_id: str, logs: Sequence[NewLog]) -> None:
     if logs:
         conn.executemany(
-            "INSERT INTO logs (run_id, step_name, level, message, data, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO logs (run_id, step_name, level, message, data, created_at, attempt, step_count) "
+            "SELECT ?, ?, ?, ?, ?, ?, attempt, step_count FROM runs WHERE id = ?",
             [
-                (run_id, lg.step_name, lg.level, lg.message, dumps(lg.data), dt_to_ms(lg.created_at))
+                (run_id, lg.step_name, lg.level, lg.message, dumps(lg.data), dt_to_ms(lg.created_at), run_id)
                 for lg in logs
             ],
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from . import _runs_query
 from ._common import dt_to_ms, ms_to_dt, prefix_upper_bound
@@ -27,6 +28,15 @@ from .rows import (
     RUN_COLUMNS,
     by_run,
     columns,
+)
+from .run_events import (
+    RUN_EVENT_COLUMNS,
+    STREAM_COLUMNS,
+    RunEventRecord,
+    StreamBatch,
+    StreamPosition,
+    run_event_from_row,
+    stream_batches,
 )
 from .waits import WAITING_OR_ACTIVE_SQL
 
@@ -94,6 +104,58 @@ class SqliteRuns(SqliteAccess):
         for logs in out.values():
             logs.sort(key=lambda entry: entry.id)
         return out
+
+    async def get_run_events_since(
+        self, positions: Mapping[str, int], limit: int = 1000
+    ) -> dict[str, list[RunEventRecord]]:
+        if not positions:
+            return {}
+        sql = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE {_OF_RUN} AND id > ? "
+            "ORDER BY id LIMIT ?)"
+            for _ in positions
+        )
+        params = [v for run_id, after in positions.items() for v in (run_id, run_id, after, limit)]
+        out = by_run(await self._read(sql, params), _run_event)
+        for events in out.values():
+            events.sort(key=lambda event: event.id)
+        return out
+
+    async def get_run_streams(
+        self, positions: Mapping[str, StreamPosition], limit: int = 1000
+    ) -> dict[str, StreamBatch]:
+        if not positions:
+            return {}
+        sql = " UNION ALL ".join(_STREAM_PART for _ in positions)
+        params: list[Any] = []
+        for run_id, at in positions.items():
+            params += (run_id, run_id, at.event_id, limit)
+            params += (run_id, at.step_index, limit, run_id, at.log_id, limit)
+        rows = await self._read(f"SELECT {STREAM_COLUMNS} FROM ({sql})", params)
+        return stream_batches(rows, ms_to_dt, limit)
+
+    async def get_run_events_after(self, after_id: int, limit: int = 1000) -> list[RunEventRecord]:
+        sql = f"SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE id > ? ORDER BY id LIMIT ?"
+        return [_run_event(row) for row in await self._read(sql, (after_id, limit))]
+
+    async def latest_run_events(self, run_ids: Sequence[str]) -> dict[str, str]:
+        if not run_ids:
+            return {}
+        marks = ",".join("?" * len(run_ids))
+        # SQLite takes the bare `type` from the row that has the max(id) of its group.
+        sql = f"SELECT e.run_id, e.type, max(e.id) FROM {_RUNS_EVENTS} WHERE r.id IN ({marks}) "
+        sql += "GROUP BY e.run_id"
+        return {row[0]: row[1] for row in await self._read(sql, list(run_ids))}
+
+    async def last_run_event_id(self, run_ids: Sequence[str] | None = None) -> int:
+        if run_ids is None:
+            rows = await self._read("SELECT max(id) FROM run_events")
+        elif not run_ids:
+            return 0
+        else:
+            marks = ", ".join("?" * len(run_ids))
+            rows = await self._read(f"SELECT max(e.id) FROM {_RUNS_EVENTS} WHERE r.id IN ({marks})", run_ids)
+        return int(rows[0][0] or 0)
 
     async def poll_run_changes(
         self, after_seq: int | None, finished_since: datetime | None, active_limit: int = 500
@@ -245,3 +307,24 @@ class SqliteRuns(SqliteAccess):
             return len(ids)
 
         return await self._write(purge, heavy=True)
+
+
+_OF_RUN = "run_seq = (SELECT seq FROM runs WHERE id = ?) AND run_id = ?"
+"""A run's transitions, by its seq (the index); its id as well: a row of a deleted run may stay
+(the table's newest, migration 12) while SQLite gives its seq to a new run."""
+_RUNS_EVENTS = "runs r JOIN run_events e ON e.run_seq = r.seq AND e.run_id = r.id"
+
+_STREAM_PART = (
+    "SELECT * FROM (SELECT 'e' AS src, run_id, id AS pos, type AS name, attempt, step_count, data, "
+    "at AS t1, NULL AS t2, NULL AS level, NULL AS message FROM run_events "
+    f"WHERE {_OF_RUN} AND id > ? ORDER BY id LIMIT ?) "
+    "UNION ALL SELECT * FROM (SELECT 's', run_id, idx, name, NULL, NULL, output, started_at, "
+    "completed_at, NULL, NULL FROM steps WHERE run_id = ? AND idx >= ? ORDER BY idx LIMIT ?) "
+    "UNION ALL SELECT * FROM (SELECT 'l', run_id, id, step_name, attempt, step_count, data, created_at, "
+    "NULL, level, message FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?)"
+)
+"""One run's part of the stream read: its new transitions, steps and logs (STREAM_COLUMNS)."""
+
+
+def _run_event(row: Any) -> RunEventRecord:
+    return run_event_from_row(row, ms_to_dt)

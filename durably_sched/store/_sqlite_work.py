@@ -128,11 +128,11 @@ class SqliteWork(SqliteAccess):
             ).rowcount
             if inserted != 1:
                 return "lost"
+            insert_logs(conn, cp.run_id, cp.logs)  # before the count moves: they precede the step
             row = conn.execute(
                 "UPDATE runs SET step_count = step_count + 1, updated_at = ? WHERE id = ? RETURNING status",
                 (now, cp.run_id),
             ).fetchone()
-            insert_logs(conn, cp.run_id, cp.logs)
             return fence(row)
 
         return await self._write(write)

@@ -63,6 +63,7 @@ from .rules import (
     pause,
     resume,
 )
+from .run_events import RunEventReads
 from .schedule_defs import ScheduleDefStore
 from .waits import WaitStore
 
@@ -123,7 +124,7 @@ def _failure(
     )
 
 
-class Store(ConfigErrorStore, AttemptReads, WebSessionStore, WaitStore, ScheduleDefStore):
+class Store(ConfigErrorStore, AttemptReads, RunEventReads, WebSessionStore, WaitStore, ScheduleDefStore):
     """The storage contract. One instance per process; safe for concurrent use from one loop."""
 
     url: str

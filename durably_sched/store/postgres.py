@@ -131,6 +131,8 @@ class PostgresStore(
     Its parts by concern, mixed in: run reads and operator actions (_pg_runs), the worker side
     (_pg_work), schedules (_pg_schedules), the domain rules' answers (_pg_rules); its SQL in _pg_sql."""
 
+    stream_lookback = 2.0  # a transaction holding a smaller run_events id may commit after a larger one
+
     def __init__(
         self,
         url: str,
@@ -192,7 +194,12 @@ class PostgresStore(
         self._waiting = 0  # operations waiting in the pool's acquire
         self._warnings = RateLimitedLog(log)
         self._listener = Listener(
-            self._dsn, self._server_settings(), self.where, lambda: self._wakeup, self.schedules_changed
+            self._dsn,
+            self._server_settings(),
+            self.where,
+            lambda: self._wakeup,
+            self.schedules_changed,
+            self.run_events_written,
         )
         self._checkpoints = GroupCommit(self._checkpoint_one, self._checkpoint_batch)
         self._completions = GroupCommit(self._end_one, self._complete_batch)
@@ -215,7 +222,7 @@ class PostgresStore(
             )
         except Exception as exc:
             raise self._connect_error(exc) from None
-        if self._wakeup is not None or self.__dict__.get("_schedule_callbacks"):
+        if self._wakeup is not None or self.__dict__.get("_schedule_callbacks") or self._run_event_listeners:
             self._listener.start(asyncio.get_running_loop())
 
     def _connect_error(self, exc: BaseException) -> StoreError:
@@ -268,6 +275,16 @@ class PostgresStore(
         super().on_schedules_changed(callback, add=add)
         if add and self._pool is not None:
             self._listener.start(asyncio.get_running_loop())
+
+    def on_run_events(self, callback: Callable[[], None], *, add: bool = True) -> None:
+        super().on_run_events(callback, add=add)
+        self._listener.want_run_events(self._run_event_listeners)
+        if add and self._pool is not None:
+            self._listener.start(asyncio.get_running_loop())
+
+    @property
+    def _run_event_listeners(self) -> bool:
+        return bool(self.__dict__.get("_run_event_callbacks"))
 
     async def _acquire(self, pool: Any) -> Any:
         """A connection for one operation: the one used last, if it is idle, else one from the pool.

@@ -16,8 +16,8 @@ import pytest
 
 from durably_sched import Durably, RunNotFoundError, Step, define_job
 from durably_sched.events import Event, RunProgressEvent
-from durably_sched.feed import QUEUE_LIMIT, FeedDroppedEvent, RunListEvent
 from durably_sched.store import open_store
+from durably_sched.stream.feed import QUEUE_LIMIT, FeedDroppedEvent, RunListEvent
 from tests.backends import Backend
 from tests.helpers import until
 

@@ -464,3 +464,22 @@ async def test_a_checkpoint_the_server_refuses_fails_only_its_own_run_in_a_batch
     for i, run in enumerate(runs):
         record = await store.get_run(run.id)
         assert record is not None and record.step_count == (0 if i == 3 else 1)
+
+
+async def test_transitions_of_another_store_wake_a_run_feed_only_while_one_reads(pg: PostgresBackend) -> None:
+    """Every transition notifies durably_sched_run_events; a process listens to it only while its
+    run feed reads (a worker alone does not pay for other processes' transitions)."""
+    reader, _ = await listening(pg)
+    other = await pg.open_store(migrate=False)
+    feed = Wakeups()
+    reader.on_run_events(feed)
+    await feed.next(timeout=5)  # listening now (called once when it starts, as on every connect)
+    run = await create(other)
+    held = await claim_one(other)
+    assert held.id == run.id
+    await feed.next()  # the claim
+    assert await other.complete_run(held.id, held.generation, None) == "ok"
+    await feed.next()  # the completion
+    reader.on_run_events(feed, add=False)
+    assert not reader._listener._want_run_events
+    await other.close()

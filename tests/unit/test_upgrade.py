@@ -485,3 +485,46 @@ async def test_the_first_sync_makes_a_release_s_yaml_schedules_version_1_with_th
     for run_id in expected["ids"].values():
         old = await store.get_run(run_id)
         assert old is not None and old.schedule_version is None
+
+
+@pytest.mark.parametrize("release", ["v1", "v2"])
+async def test_an_upgraded_database_streams_the_old_runs_from_now_on(backend: Backend, release: str) -> None:
+    """0012 (the run stream): the release's runs keep their data and simply have no past
+    transitions; a subscriber of one of them gets its events from now on (the run the release left
+    running resumes, ends, and says so), and the transition log is new and empty before that."""
+    expected = await load_v1(backend, release)
+    store = await backend.open_store(migrate=False)
+    assert await store.migrate() == SCHEMA_VERSION
+    ids = expected["ids"]
+    assert await store.get_run_events_since(dict.fromkeys(ids.values(), 0)) == {}
+    assert await store.last_run_event_id() == 0
+    for run_id in ids.values():
+        assert await store.get_run(run_id) is not None  # the data is kept
+
+    async def thumbs(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
+        await step.run("load", lambda: "fresh")
+        await step.run("save", lambda: None)
+        return {"file": payload["file"]}
+
+    def make() -> Any:
+        return create_durably(
+            backend.url, polling_interval=0.05, heartbeat_interval=0.2, stale_threshold=1.0
+        ).register([define_job(name="thumbs", run=thumbs)])
+
+    watcher, executor = make(), make()
+    await watcher.start(worker=False)
+    try:
+        ends = {"completed": "run:complete", "failed": "run:fail", "cancelled": "run:cancel"}
+        for key, end in ends.items():  # a finished run's stream is its end, at once
+            if key in ids:
+                assert [event.type async for event in watcher.subscribe(ids[key])] == [end]
+        if "running" in ids:
+            subscription = watcher.subscribe(ids["running"])
+            await until(lambda: subscription.position is not None, 10, "the subscriber's first read")
+            await executor.start()
+            types = [event.type async for event in subscription]
+            assert types[0] == "run:start" and types[-1] == "run:complete"
+            assert "step:complete" in types
+    finally:
+        await watcher.close()
+        await executor.close()

@@ -367,7 +367,7 @@
       setDuration(row.querySelector('[data-field="duration"]'), run.duration, run.status === "running");
       errorCell(row.querySelector('[data-field="error"]'), run);
     };
-    for (const type of ["run:trigger", "run:start", "run:progress", "step:complete", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release", "run:waiting", "run:delete"]) {
+    for (const type of ["run:trigger", "run:start", "run:progress", "step:complete", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release", "run:retry-scheduled", "run:waiting", "run:woken", "run:delete"]) {
       source.addEventListener(type, onRun);
     }
     source.addEventListener("feed:reset", () => location.reload());
@@ -459,12 +459,14 @@
       const note = field("retry-note");  // the error box above is a previous attempt's: say so
       if (note) note.textContent = `retrying: attempt ${attempt} is running`;
     });
-    // A released attempt (a failure to retry, a graceful stop): reload for the new attempt row
+    // A released attempt (a graceful stop) or a failure to retry: reload for the new attempt row
     // and the error it left.
     source.addEventListener("run:release", () => { setStatus("pending"); setTimeout(() => location.reload(), 800); });
     // A durable wait ended the attempt: reload for what the run waits for and the attempt row.
     source.addEventListener("run:waiting", () => { setStatus("waiting"); setTimeout(() => location.reload(), 800); });
     source.addEventListener("run:retry", () => setStatus("pending"));
+    source.addEventListener("run:retry-scheduled", () => { setStatus("pending"); setTimeout(() => location.reload(), 800); });
+    source.addEventListener("run:woken", () => setStatus("pending"));
     source.addEventListener("step:complete", reloadSteps);
     source.addEventListener("log:write", (event) => {
       const e = JSON.parse(event.data);
@@ -531,7 +533,7 @@
         const data = JSON.parse(event.data);
         if (data.run && data.run.schedule === name) soon();
       };
-      for (const type of ["run:trigger", "run:start", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release", "run:waiting"]) {
+      for (const type of ["run:trigger", "run:start", "run:complete", "run:fail", "run:cancel", "run:retry", "run:release", "run:retry-scheduled", "run:waiting", "run:woken"]) {
         source.addEventListener(type, onRun);
       }
     }
