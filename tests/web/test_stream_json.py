@@ -22,13 +22,14 @@ from durably_sched.events import (
     RunFailEvent,
     RunProgressEvent,
     RunRetryEvent,
+    RunRetryScheduledEvent,
     RunStartEvent,
     RunTriggerEvent,
     RunWaitingEvent,
     StepCompleteEvent,
 )
-from durably_sched.feed import FeedDroppedEvent, RunReleaseEvent, StoredLogWriteEvent
 from durably_sched.store.base import Progress
+from durably_sched.stream import FeedDroppedEvent, RunReleaseEvent, RunWokenEvent, StoredLogWriteEvent
 from durably_sched.web import _json
 from durably_sched.web._sse import sse, sse_frame
 
@@ -51,7 +52,7 @@ VALUE = st.recursive(
 KINDS = [
     LogWriteEvent, RunCancelEvent, RunCompleteEvent, RunDeleteEvent, RunFailEvent, RunProgressEvent,
     RunRetryEvent, RunStartEvent, RunTriggerEvent, RunWaitingEvent, StepCompleteEvent,
-    FeedDroppedEvent, RunReleaseEvent, StoredLogWriteEvent,
+    FeedDroppedEvent, RunReleaseEvent, StoredLogWriteEvent, RunRetryScheduledEvent, RunWokenEvent,
 ]  # fmt: skip
 LABELS = st.dictionaries(st.text(max_size=6), st.text(max_size=8), max_size=3) | st.just({"k": "v" * 5000})
 
