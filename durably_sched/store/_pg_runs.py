@@ -146,33 +146,6 @@ class PostgresRuns(PostgresAccess):
 
         return await self._run("get_runs_by_id", read)
 
-    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
-        return await fetch_by_run(
-            self,
-            "get_steps_since",
-            step_from_row,
-            f"SELECT {columns(STEP_COLUMNS, 's.')} "
-            "FROM unnest($1::text[], $2::integer[]) AS p(run_id, idx) "
-            "JOIN steps s ON s.run_id = p.run_id AND s.idx >= p.idx ORDER BY s.run_id, s.idx",
-            positions,
-        )
-
-    async def get_logs_since(
-        self, positions: Mapping[str, int], limit: int = 1000
-    ) -> dict[str, list[LogRecord]]:
-        return await fetch_by_run(
-            self,
-            "get_logs_since",
-            log_from_row,
-            f"SELECT {columns(LOG_COLUMNS, 'x.')} "
-            "FROM unnest($1::text[], $2::bigint[]) AS p(run_id, after) "
-            f"CROSS JOIN LATERAL (SELECT {columns(LOG_COLUMNS)} FROM logs l "
-            "WHERE l.run_id = p.run_id AND l.id > p.after ORDER BY l.id LIMIT $3) AS x "
-            "ORDER BY x.run_id, x.id",
-            positions,
-            limit,
-        )
-
     async def get_run_events_since(
         self, positions: Mapping[str, int], limit: int = 1000
     ) -> dict[str, list[RunEventRecord]]:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from . import _runs_query
+from . import run_events as ev
 from ._common import dt_to_ms, ms_to_dt, prefix_upper_bound
 from ._sqlite_base import (
     LOG_SELECT,
@@ -28,15 +29,6 @@ from .rows import (
     RUN_COLUMNS,
     by_run,
     columns,
-)
-from .run_events import (
-    RUN_EVENT_COLUMNS,
-    STREAM_COLUMNS,
-    RunEventRecord,
-    StreamBatch,
-    StreamPosition,
-    run_event_from_row,
-    stream_batches,
 )
 from .waits import WAITING_OR_ACTIVE_SQL
 
@@ -79,39 +71,13 @@ class SqliteRuns(SqliteAccess):
         rows = await self._read(f"SELECT {RUN_SELECT} FROM runs WHERE id IN ({marks})", list(run_ids))
         return {r["id"]: run_record(r) for r in rows}
 
-    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
-        if not positions:
-            return {}
-        sql = " UNION ALL ".join(
-            f"SELECT {STEP_SELECT} FROM steps WHERE run_id = ? AND idx >= ?" for _ in positions
-        )
-        out = by_run(await self._read(sql, [v for item in positions.items() for v in item]), step_record)
-        for steps in out.values():
-            steps.sort(key=lambda step: step.index)
-        return out
-
-    async def get_logs_since(
-        self, positions: Mapping[str, int], limit: int = 1000
-    ) -> dict[str, list[LogRecord]]:
-        if not positions:
-            return {}
-        sql = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {LOG_SELECT} FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?)"
-            for _ in positions
-        )
-        params = [value for run_id, after in positions.items() for value in (run_id, after, limit)]
-        out = by_run(await self._read(sql, params), log_record)
-        for logs in out.values():
-            logs.sort(key=lambda entry: entry.id)
-        return out
-
     async def get_run_events_since(
         self, positions: Mapping[str, int], limit: int = 1000
-    ) -> dict[str, list[RunEventRecord]]:
+    ) -> dict[str, list[ev.RunEventRecord]]:
         if not positions:
             return {}
         sql = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE {_OF_RUN} AND id > ? "
+            f"SELECT * FROM (SELECT {ev.RUN_EVENT_COLUMNS} FROM run_events WHERE {_OF_RUN} AND id > ? "
             "ORDER BY id LIMIT ?)"
             for _ in positions
         )
@@ -122,8 +88,8 @@ class SqliteRuns(SqliteAccess):
         return out
 
     async def get_run_streams(
-        self, positions: Mapping[str, StreamPosition], limit: int = 1000
-    ) -> dict[str, StreamBatch]:
+        self, positions: Mapping[str, ev.StreamPosition], limit: int = 1000
+    ) -> dict[str, ev.StreamBatch]:
         if not positions:
             return {}
         sql = " UNION ALL ".join(_STREAM_PART for _ in positions)
@@ -131,11 +97,11 @@ class SqliteRuns(SqliteAccess):
         for run_id, at in positions.items():
             params += (run_id, run_id, at.event_id, limit)
             params += (run_id, at.step_index, limit, run_id, at.log_id, limit)
-        rows = await self._read(f"SELECT {STREAM_COLUMNS} FROM ({sql})", params)
-        return stream_batches(rows, ms_to_dt, limit)
+        rows = await self._read(f"SELECT {ev.STREAM_COLUMNS} FROM ({sql})", params)
+        return ev.stream_batches(rows, ms_to_dt, limit)
 
-    async def get_run_events_after(self, after_id: int, limit: int = 1000) -> list[RunEventRecord]:
-        sql = f"SELECT {RUN_EVENT_COLUMNS} FROM run_events WHERE id > ? ORDER BY id LIMIT ?"
+    async def get_run_events_after(self, after_id: int, limit: int = 1000) -> list[ev.RunEventRecord]:
+        sql = f"SELECT {ev.RUN_EVENT_COLUMNS} FROM run_events WHERE id > ? ORDER BY id LIMIT ?"
         return [_run_event(row) for row in await self._read(sql, (after_id, limit))]
 
     async def latest_run_events(self, run_ids: Sequence[str]) -> dict[str, str]:
@@ -323,8 +289,8 @@ _STREAM_PART = (
     "UNION ALL SELECT * FROM (SELECT 'l', run_id, id, step_name, attempt, step_count, data, created_at, "
     "NULL, level, message FROM logs WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?)"
 )
-"""One run's part of the stream read: its new transitions, steps and logs (STREAM_COLUMNS)."""
+"""One run's part of the stream read: its new transitions, steps and logs (ev.STREAM_COLUMNS)."""
 
 
-def _run_event(row: Any) -> RunEventRecord:
-    return run_event_from_row(row, ms_to_dt)
+def _run_event(row: Any) -> ev.RunEventRecord:
+    return ev.run_event_from_row(row, ms_to_dt)

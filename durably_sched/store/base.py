@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from ..errors import InvalidArgumentError
+from ._callbacks import call_callbacks, keep_callback
 from ._web_sessions import WebSessionStore
 from .attempts import AttemptReads
 from .config_errors import ConfigErrorStore
@@ -208,18 +209,6 @@ class Store(ConfigErrorStore, AttemptReads, RunEventReads, WebSessionStore, Wait
     @abc.abstractmethod
     async def get_runs_by_id(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
         """The runs with these ids that exist, in one query."""
-
-    @abc.abstractmethod
-    async def get_steps_since(self, positions: Mapping[str, int]) -> dict[str, list[StepRecord]]:
-        """For many runs in one query: the steps of each run whose index is at least the position
-        given ({run id: index}), in index order. Runs without such steps are left out."""
-
-    @abc.abstractmethod
-    async def get_logs_since(
-        self, positions: Mapping[str, int], limit: int = 1000
-    ) -> dict[str, list[LogRecord]]:
-        """For many runs in one query: up to ``limit`` logs of each run after the log id given
-        ({run id: log id}), in id order. Runs without such logs are left out."""
 
     @abc.abstractmethod
     async def poll_run_changes(
@@ -574,13 +563,8 @@ class Store(ConfigErrorStore, AttemptReads, RunEventReads, WebSessionStore, Wait
         """Add (or remove) a callback run on the event loop when a schedule may have changed in
         another process. PostgreSQL calls it on the change's NOTIFY; other backends never do (a
         scheduler polls ``schedule_seq`` anyway)."""
-        callbacks = self.__dict__.setdefault("_schedule_callbacks", [])
-        if add:
-            callbacks.append(callback)
-        elif callback in callbacks:
-            callbacks.remove(callback)
+        keep_callback(self, "_schedule_callbacks", callback, add)
 
     def schedules_changed(self) -> None:
         """Run the callbacks of :meth:`on_schedules_changed`."""
-        for callback in list(self.__dict__.get("_schedule_callbacks", [])):
-            callback()
+        call_callbacks(self, "_schedule_callbacks")

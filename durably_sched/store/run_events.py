@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from ._callbacks import call_callbacks, keep_callback
 from .records import LogRecord, StepRecord
 from .rows import log_from_row, step_from_row
 
@@ -222,13 +223,8 @@ class RunEventReads(abc.ABC):
         """Add (or remove) a callback run on the event loop when a transition may have been
         written by another process. PostgreSQL calls it on the transition's NOTIFY; other backends
         never do (readers poll by id)."""
-        callbacks = self.__dict__.setdefault("_run_event_callbacks", [])
-        if add:
-            callbacks.append(callback)
-        elif callback in callbacks:
-            callbacks.remove(callback)
+        keep_callback(self, "_run_event_callbacks", callback, add)
 
     def run_events_written(self) -> None:
         """Run the callbacks of :meth:`on_run_events`."""
-        for callback in list(self.__dict__.get("_run_event_callbacks", [])):
-            callback()
+        call_callbacks(self, "_run_event_callbacks")

@@ -48,9 +48,6 @@ from ..store.base import FINISHED_STATUSES, Progress, RunRecord, Store
 from ..store.run_events import RunEventRecord, StreamBatch, StreamPosition
 from .reader import (
     TERMINAL_TYPES,
-    RunReleaseEvent,
-    RunWokenEvent,
-    StoredLogWriteEvent,
     advance,
     build_events,
     end_of,
@@ -58,17 +55,7 @@ from .reader import (
     transition_event,
 )
 
-__all__ = [
-    "FeedDroppedEvent",
-    "RunDeleteEvent",
-    "RunFeed",
-    "RunListEvent",
-    "RunListSubscription",
-    "RunReleaseEvent",
-    "RunSubscription",
-    "RunWokenEvent",
-    "StoredLogWriteEvent",
-]
+__all__ = ["FeedDroppedEvent", "RunFeed", "RunListEvent", "RunListSubscription", "RunSubscription"]
 
 log = logging.getLogger("durably_sched.feed")
 

@@ -65,6 +65,7 @@ from ..events import (
     StepFailEvent,
     run_scope,
 )
+from ..record_fields import attributes
 from ..store.base import LogRecord, Progress, RunRecord, StepRecord
 from ..store.run_events import RunEventRecord, StreamBatch, StreamPosition
 
@@ -85,6 +86,8 @@ Row = RunEventRecord | StepRecord | LogRecord
 
 OPENING = frozenset({"run:trigger", "run:start", "run:wake", "run:retry"})
 """Transitions that start something: at equal times they go before a log line."""
+_LOG_LINE = ("step_name", "level", "message", "data")
+"""The fields a stored log line and its ``log:write`` event share."""
 TERMINAL_TYPES = ("run:complete", "run:fail", "run:cancel", "run:delete")
 
 
@@ -114,13 +117,7 @@ class StoredLogWriteEvent(LogWriteEvent):
         """The stored log line this event was read from."""
         assert self.created_at is not None
         return LogRecord(
-            id=self.log_id,
-            run_id=self.run_id,
-            step_name=self.step_name,
-            level=self.level,
-            message=self.message,
-            data=self.data,
-            created_at=self.created_at,
+            id=self.log_id, run_id=self.run_id, **attributes(self, *_LOG_LINE), created_at=self.created_at
         )
 
 
@@ -236,13 +233,7 @@ def build_events(
         else:
             out.append(
                 StoredLogWriteEvent(
-                    **common,
-                    step_name=row.step_name,
-                    level=row.level,
-                    message=row.message,
-                    data=row.data,
-                    log_id=row.id,
-                    created_at=row.created_at,
+                    **common, **attributes(row, *_LOG_LINE), log_id=row.id, created_at=row.created_at
                 )
             )
     if record.progress is not None and record.progress != progress:

@@ -37,7 +37,7 @@ from ..schedule import manual, reloading
 from ..schedule.config import ScheduleEntry
 from ..schedule.cron import fire_key
 from ..store.base import RunRecord
-from ..stream.feed import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
+from ..stream import FeedDroppedEvent, RunListEvent, StoredLogWriteEvent
 from . import _json
 from . import _schedule_api as _defs
 from ._context import WebContext, context
