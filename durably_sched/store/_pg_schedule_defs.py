@@ -24,7 +24,14 @@ _VERSION = (
 )
 _INSERT_VERSION = (
     "INSERT INTO schedule_versions (name, version, op, source, by, note, definition, changed, at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, coalesce($9, now())) RETURNING seq, at"
+    "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, coalesce($9, now())) "
+    "RETURNING name, version, seq, at"
+)
+_INSERT_VERSIONS = (
+    "INSERT INTO schedule_versions (name, version, op, source, by, note, definition, changed, at) "
+    "SELECT n, v, o, s, b, nt, d::jsonb, c::jsonb, coalesce(a, now()) FROM unnest($1::text[], $2::integer[], "
+    "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) "
+    "WITH ORDINALITY AS x(n, v, o, s, b, nt, d, c, a, ord) ORDER BY ord RETURNING name, version, seq, at"
 )
 _UPSERT_DEF = (
     "INSERT INTO schedule_defs (name, source, version, seq, deleted, job, labels, definition, path, line, "
@@ -37,36 +44,67 @@ _UPSERT_DEF = (
 )
 
 
+_Write = tuple[rules.ScheduleDef | None, rules.ScheduleVersion, tuple[str | None, int | None]]
+"""A planned change: the row it replaces, the version, the entry's place (path, line)."""
+
+
 def whole_second(at: datetime) -> datetime:
     return at.replace(microsecond=0)
 
 
-async def _apply(
-    conn: Any,
-    current: rules.ScheduleDef | None,
-    version: rules.ScheduleVersion,
-    where: tuple[str | None, int | None],
-) -> rules.ScheduleVersion:
+def _version_args(version: rules.ScheduleVersion) -> tuple[Any, ...]:
+    """``_INSERT_VERSION``'s parameters for ``version``."""
     text = None if version.definition is None else json.dumps(version.definition, sort_keys=True)
-    row = await conn.fetchrow(
-        _INSERT_VERSION, version.name, version.version, version.op, version.source, version.by,
-        version.note, text, json.dumps(list(version.changed)),
-        None if version.at == datetime.min else version.at,
+    return (
+        version.name, version.version, version.op, version.source, version.by, version.note, text,
+        json.dumps(list(version.changed)), None if version.at == datetime.min else version.at,
     )  # fmt: skip
+
+
+def _def_args(
+    current: rules.ScheduleDef | None, version: rules.ScheduleVersion, where: tuple[str | None, int | None]
+) -> tuple[Any, ...]:
+    """``_UPSERT_DEF``'s parameters for ``version`` stored as ``version.seq`` at ``version.at``."""
     kept = version.definition if version.definition is not None else (current.definition if current else {})
     path, line = where if version.source == "yaml" else (None, None)
-    await conn.execute(
-        _UPSERT_DEF, version.name, version.source, version.version, row["seq"], version.op == "delete",
+    return (
+        version.name, version.source, version.version, version.seq, version.op == "delete",
         str(kept.get("job", "")), json.dumps(kept.get("labels") or {}), json.dumps(kept, sort_keys=True),
-        path, line, row["at"],
+        path, line, version.at,
     )  # fmt: skip
-    move = rules.cursor_move(current, version)
-    if move != "keep":
-        start = (
-            "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        )
-        await conn.execute(start if move == "start" else UPSERT_CURSOR, version.name, whole_second(row["at"]))
-    return replace(version, at=row["at"], seq=row["seq"])
+
+
+_START_CURSOR = (
+    "INSERT INTO schedule_cursors (schedule, last_fire_time) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+)
+
+
+async def _apply(conn: Any, writes: Sequence[_Write]) -> list[rules.ScheduleVersion]:
+    """Store each planned version (in plan order, so their seqs follow it), its definition and its
+    cursor move: one statement for the versions and one pipelined batch each for the definitions
+    and the cursors, not three round trips per schedule (10,000 schedules synced in ~6 s before)."""
+    if len(writes) == 1:
+        rows = [await conn.fetchrow(_INSERT_VERSION, *_version_args(writes[0][1]))]
+    else:
+        columns = list(zip(*(_version_args(version) for _, version, _ in writes), strict=True))
+        rows = await conn.fetch(_INSERT_VERSIONS, *columns)
+    stored_at = {(row["name"], row["version"]): row for row in rows}
+    stored: list[rules.ScheduleVersion] = []
+    for _, version, _ in writes:
+        row = stored_at[version.name, version.version]
+        stored.append(replace(version, at=row["at"], seq=row["seq"]))
+    plans = list(zip(writes, stored, strict=True))
+    defs = [_def_args(current, version, where) for (current, _, where), version in plans]
+    await conn.executemany(_UPSERT_DEF, defs)
+    for move, sql in (("start", _START_CURSOR), ("restart", UPSERT_CURSOR)):
+        cursors = [
+            (version.name, whole_second(version.at))
+            for (current, planned, _), version in plans
+            if rules.cursor_move(current, planned) == move
+        ]
+        if cursors:
+            await conn.executemany(sql, cursors)
+    return stored
 
 
 async def _notify(conn: Any, versions: Sequence[rules.ScheduleVersion]) -> None:
@@ -79,7 +117,7 @@ async def _sync(
 ) -> rules.SyncResult:
     rows = {row["name"]: rules.def_of(row) for row in await conn.fetch(f"SELECT {_DEF} FROM schedule_defs")}
     plan = rules.plan_sync(rows, entries, by, at)
-    versions = [await _apply(conn, current, version, where) for current, version, where in plan.writes]
+    versions = await _apply(conn, plan.writes) if plan.writes else []
     if plan.moved:
         await conn.executemany("UPDATE schedule_defs SET path = $2, line = $3 WHERE name = $1", plan.moved)
     await _notify(conn, versions)
@@ -99,9 +137,9 @@ class PostgresScheduleDefs(PostgresAccess, rules.ScheduleDefStore):
                 if version is None:
                     return None
                 where = (current.path, current.line) if current is not None else (None, None)
-                stored = await _apply(conn, current, version, where)
-                await _notify(conn, [stored])
-                return stored
+                stored = await _apply(conn, [(current, version, where)])
+                await _notify(conn, stored)
+                return stored[0]
 
         return await self._run("save_schedule", write)
 
