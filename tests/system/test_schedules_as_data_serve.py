@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,15 +22,6 @@ from durably_sched.store.base import RunQuery, RunRecord
 from .serve_procs import HERE, ROOT, Serve, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.postgres]
-
-
-@pytest.fixture
-def serves(postgres_schema_url: str, tmp_path: Path) -> Iterator[list[Serve]]:
-    made: list[Serve] = []
-    yield made
-    for serve in made:
-        if serve.alive():
-            serve.kill9()
 
 
 def cli(url: str, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

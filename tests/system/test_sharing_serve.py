@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,15 +38,6 @@ def schedules_file(tmp_path: Path) -> Path:
     body = "".join(f"  {n}: {{cron: '* * * * * *', job: tick, input: {{step_seconds: 0}}}}\n" for n in NAMES)
     path.write_text("schedules:\n" + body)
     return path
-
-
-@pytest.fixture
-def serves(postgres_schema_url: str, tmp_path: Path) -> Iterator[list[Serve]]:
-    made: list[Serve] = []
-    yield made
-    for serve in made:
-        if serve.alive():
-            serve.kill9()
 
 
 def new_serve(url: str, tmp_path: Path, made: list[Serve], *prefix: str) -> Serve:
