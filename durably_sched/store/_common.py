@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
 from ..errors import InvalidArgumentError
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 NOT_UNICODE = "a text argument is not valid Unicode (a lone surrogate such as \\ud800 has no UTF-8 form)"
 """Both stores refuse such text with InvalidArgumentError (the facade names the field first)."""
 
@@ -53,10 +53,32 @@ def dumps(value: Any) -> str:
     return _COMPACT.encode(value)
 
 
+_DECODE = json.JSONDecoder().raw_decode
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` of a stored JSON text: the decoder's scanner without ``json.loads``' per-call
+    checks, a third of its cost for the small values a busy stream reads per step. Text that is
+    not exactly one document (surrounding whitespace, or not JSON) goes to ``json.loads``, which
+    reads it or raises as always."""
+    try:
+        value, end = _DECODE(text)
+    except ValueError:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def ms_to_dt(ms: int | None) -> datetime | None:
+    """A stored time (integer milliseconds since the epoch) as an aware UTC datetime: the epoch plus
+    whole seconds and microseconds, exact, and half the cost of ``datetime.fromtimestamp`` (a run's
+    stream converts two per step)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    seconds, rest = divmod(ms, 1000)
+    return _EPOCH + timedelta(0, seconds, rest * 1000)
 
 
 def dt_to_ms(dt: datetime) -> int:

@@ -12,14 +12,13 @@ one SQLite writer vs. ``SKIP LOCKED`` claims and advisory locks on PostgreSQL).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from ..errors import SchemaVersionError, StoreError
-from ._common import SCHEMA_VERSION, as_stored, dumps, newer_schema_message
+from ._common import SCHEMA_VERSION, as_stored, dumps, loads, newer_schema_message
 from .records import (
     FINISHED_STATUSES,
     FireRecord,
@@ -194,13 +193,13 @@ def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None 
         id=row["id"],
         job_name=row["job_name"],
         status=row["status"],
-        input=json.loads(row["input"]),
-        output=None if output is None else json.loads(output),
+        input=loads(row["input"]),
+        output=None if output is None else loads(output),
         error=row["error"],
         failed_step_name=row["failed_step_name"],
         idempotency_key=row["idempotency_key"],
         concurrency_key=row["concurrency_key"],
-        labels=json.loads(row["labels"]),
+        labels=loads(row["labels"]),
         generation=row["generation"],
         worker_id=row["worker_id"],
         lease_expires_at=time(row["lease_expires_at"]),
@@ -214,7 +213,7 @@ def run_from_row(row: Row, time: TimeFn = _same, previous_worker_id: str | None 
         traceback=row["traceback"],
         failed_attempts=row["failed_attempts"],
         not_before=time(row["not_before"]),
-        retry_policy=None if policy is None else json.loads(policy),
+        retry_policy=None if policy is None else loads(policy),
         timeout=row["timeout"],
         previous_worker_id=previous_worker_id,
         parent_run_id=row["parent_run_id"],
@@ -261,7 +260,7 @@ def _wait_from_row(row: Row, time: TimeFn) -> WaitState | None:
         until=time(row["wake_at"]),
         children=row["wait_children"],
         outcome=row["wait_outcome"],
-        data=None if data is None else json.loads(data),
+        data=None if data is None else loads(data),
     )
 
 
@@ -273,7 +272,7 @@ def worker_from_row(
             row,
             "id host host_key pid process_start version concurrency runs_held gone_by",
         ),
-        jobs=tuple(json.loads(row["jobs"])),
+        jobs=tuple(loads(row["jobs"])),
         lease_seconds=float(row["lease_seconds"]),
         started_at=_required(time(row["started_at"]), "started_at"),
         heartbeat_at=_required(time(row["heartbeat_at"]), "heartbeat_at"),
@@ -331,7 +330,7 @@ def step_from_row(row: Row, time: TimeFn = _same) -> StepRecord:
 def log_from_row(row: Row, time: TimeFn = _same) -> LogRecord:
     return LogRecord(
         **as_stored(row, "id run_id step_name level message"),
-        data=json.loads(row["data"]),
+        data=loads(row["data"]),
         created_at=_required(time(row["created_at"]), "created_at"),
     )
 

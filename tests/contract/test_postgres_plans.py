@@ -100,3 +100,21 @@ async def test_schedule_activity_reads_the_window_from_runs_created(pg: Postgres
     activity = await store.schedule_activity(until, timedelta(hours=1), 24)
     in_window = sum(1 for i in range(1, 3001) if i % 2000 < 24)  # created 0-23 hours before now
     assert sum(sum(a.runs) for a in activity.values()) == in_window
+
+
+async def test_a_run_stream_read_finds_new_steps_by_their_index(pg: PostgresBackend) -> None:
+    """A live stream reads each watched run's steps past the last one it sent, every tick: by the
+    steps_order index (schema v13), never by sorting all the run's steps."""
+    from durably_sched.store._pg_runs import _STREAM_SQL
+
+    await pg.open_store()
+    conn = await pg.admin()
+    await conn.execute(
+        "INSERT INTO steps (run_id, name, idx, output, started_at, completed_at, generation) "
+        "SELECT 'r' || (i % 20), 's' || i, i / 20, '1', now(), now(), 1 FROM generate_series(0, 39999) i"
+    )
+    await conn.execute("ANALYZE steps")
+    args = (["r1", "r2"], [0, 0], [1500, 10], [0, 0], 100)
+    plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + _STREAM_SQL, *args))
+    assert "Index Scan using steps_order on steps" in plan, plan
+    assert "Sort" not in plan, plan

@@ -341,3 +341,27 @@ async def test_coalescing_looks_up_only_active_runs_of_its_key(traced: Traced) -
         access = traced.runs_access(sql)
         assert any("INDEX runs_concurrency_active" in a for a in access), (sql, access)
         assert not any("TEMP B-TREE" in a for a in access), (sql, access)
+
+
+STREAM_READ = r"^SELECT src, run_id, pos, name, .* FROM \(SELECT \* FROM \(SELECT 'e' AS src"
+
+
+async def test_a_run_stream_read_finds_new_steps_by_their_index_without_sorting_the_run(
+    traced: Traced,
+) -> None:
+    """A live stream reads a run's steps past the last one it sent, every tick: the read walks the
+    steps_order index from there (schema v13), so its cost is the new steps, not the run's length."""
+    from durably_sched.store.run_events import StreamPosition
+
+    [run] = await traced.store.create_runs([NewRun(id=str(uuid.uuid4()), job_name="report", input={})])
+    await traced.store.get_run_streams({run[0].id: StreamPosition(0, 3, 0)}, 50)
+    [sql] = traced.matching(STREAM_READ)
+    conn = sqlite3.connect(traced.path)
+    try:
+        details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    finally:
+        conn.close()
+    assert any(d.startswith("SEARCH steps USING INDEX steps_order (run_id=? AND idx>?)") for d in details), (
+        details
+    )
+    assert not any("TEMP B-TREE" in d for d in details), details

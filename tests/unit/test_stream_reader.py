@@ -106,3 +106,26 @@ def test_lines_written_before_the_upgrade_are_placed_by_their_time() -> None:
         limit=100,
     )
     assert names(merge(batch)) == ["run:start#1", "log old", "step a", "run:complete#1"]
+
+
+def test_a_stored_steps_event_is_the_one_its_class_makes_from_the_same_fields() -> None:
+    """``step_complete`` sets the event's slots directly (the stream's hottest event): the result is
+    the event ``StepCompleteEvent(...)`` makes, field for field, and as frozen."""
+    import dataclasses
+
+    import pytest
+
+    from durably_sched.events import RunScope, StepCompleteEvent
+    from durably_sched.stream.reader import step_complete
+
+    scope: RunScope = {"run_id": RUN, "job_name": "report", "labels": {"team": "ops"}}
+    row = StepRecord(RUN, 4, "fetch", '{"rows": [1, 2], "note": "é"}', AT, AT + timedelta(seconds=1.5))
+    made = step_complete(scope, row)
+    expected = StepCompleteEvent(
+        **scope, step_name="fetch", step_index=4, output={"rows": [1, 2], "note": "é"}, duration=1.5
+    )
+    assert type(made) is StepCompleteEvent
+    assert dataclasses.replace(made, timestamp=0.0) == dataclasses.replace(expected, timestamp=0.0)
+    assert abs(made.timestamp - expected.timestamp) < 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.step_name = "other"  # type: ignore[misc]

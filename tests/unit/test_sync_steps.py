@@ -154,9 +154,7 @@ async def test_a_sync_step_writes_logs_that_are_stored_and_emitted_on_the_loop_t
         return {}
 
     durably = await make(define_job(name="logs_in_threads", run=fn))
-    durably.on(
-        "log:write", lambda e: emitted.append((e.message, e.step_name, threading.get_ident()))
-    )
+    durably.on("log:write", lambda e: emitted.append((e.message, e.step_name, threading.get_ident())))
     run = await durably.jobs.logs_in_threads.trigger_and_wait({}, timeout=10)
     logs = await durably.get_logs(run.id)
     assert [(entry.message, entry.step_name, entry.data) for entry in logs] == [

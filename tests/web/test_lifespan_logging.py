@@ -72,8 +72,6 @@ async def test_no_line_is_doubled_where_logging_is_configured(
     assert logging.getLogger("durably_sched").handlers == []
 
 
-async def test_log_false_leaves_logging_alone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_log_false_leaves_logging_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     await run_one_job_in_lifespan(tmp_path, log=False)
     assert "run completed" not in capsys.readouterr().err
