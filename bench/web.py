@@ -6,7 +6,9 @@ checkpointed steps, each followed by ``step.progress`` (the pattern that makes l
 are created while the worker is stopped; then the worker starts and the time until all 50 complete
 gives steps/s. With clients: another process holds 100 server-sent event streams open first (50 on
 ``/api/runs/{id}/events``, one per run, 50 on ``/api/runs/events``) and reads every event. Without
-and with clients alternate, repetition by repetition. Target: steps/s drop at most 10 %.
+and with clients alternate, repetition by repetition. Target: steps/s drop at most 10 %. Also
+reported, from each repetition's pair: the drop within the pair, and the server CPU the streams
+add per step (µs, and as a share of the CPU without them), medians over the repetitions.
 
 **9b. Run lists at 10^6 runs.** A SQLite file holding ``--history`` runs (five jobs, all statuses,
 half with a schedule label; the schema's own tables and indexes, written with executemany), then
@@ -285,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
                     rounds[side].append(asyncio.run(_load_round(args.steps, clients, step_ms)))
             without = median([r["steps_per_s"] for r in rounds["without"]])
             with_clients = median([r["steps_per_s"] for r in rounds["with"]])
+            # Each repetition's pair, run seconds apart: on a machine whose speed drifts, what the
+            # streams add to the server's CPU per step (and its share of the pair's CPU without
+            # them) varies less than the steps/s of rounds far apart.
+            pairs = list(zip(rounds["without"], rounds["with"], strict=True))
+            added = [(w["server_cpu_seconds"] - o["server_cpu_seconds"]) / w["steps"] for o, w in pairs]
+            shares = [w["server_cpu_seconds"] / o["server_cpu_seconds"] - 1 for o, w in pairs]
             result["sse"][f"step_ms_{step_ms:g}"] = {
                 "runs": RUNS,
                 "steps_per_run": args.steps,
@@ -293,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
                 "steps_per_s_without": without,
                 "steps_per_s_with": with_clients,
                 "drop_percent": 100 * (1 - with_clients / without),
+                "pair_drop_percent": median(
+                    [100 * (1 - w["steps_per_s"] / o["steps_per_s"]) for o, w in pairs]
+                ),
+                "cpu_added_us_per_step": median([1e6 * a for a in added]),
+                "cpu_added_percent": median([100 * x for x in shares]),
                 "rounds": rounds,
             }
     if args.part in ("all", "lists"):

@@ -32,7 +32,7 @@ async def test_a_sleep_releases_the_run_and_resumes_after_it_without_rerunning_s
 
     async def napper(step: Step, _: Any) -> dict[str, Any]:
         await step.run("before", lambda: calls.append("before"))
-        await step.sleep("nap", 0.4)
+        await step.sleep("nap", 1.5)  # long enough to be seen waiting on a slow, shared machine
         await step.run("after", lambda: calls.append("after"))
         return {"attempt": step.attempt}
 
