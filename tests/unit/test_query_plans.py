@@ -44,13 +44,17 @@ class Traced:
             raise LookupError(f"no statement matching {pattern!r} was run; the store's SQL changed shape?")
         return found
 
-    def runs_access(self, sql: str) -> list[str]:
-        """How the plan of ``sql`` reads the runs table: the SCAN/SEARCH lines about ``runs``."""
+    def plan(self, sql: str) -> list[str]:
+        """The lines of ``EXPLAIN QUERY PLAN sql`` on the store's database."""
         conn = sqlite3.connect(self.path)
         try:
-            details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
         finally:
             conn.close()
+
+    def runs_access(self, sql: str) -> list[str]:
+        """How the plan of ``sql`` reads the runs table: the SCAN/SEARCH lines about ``runs``."""
+        details = self.plan(sql)
         return [d for d in details if RUNS_ACCESS.match(d)] + [d for d in details if "TEMP B-TREE" in d]
 
 
@@ -318,11 +322,7 @@ async def test_the_newest_run_of_each_schedule_is_one_index_lookup(traced: Trace
 async def test_the_per_tick_state_read_uses_the_index_of_paused_and_failing_schedules(traced: Traced) -> None:
     await exercise(traced)
     [sql] = traced.matching(ATTENTION)
-    conn = sqlite3.connect(traced.path)
-    try:
-        details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
-    finally:
-        conn.close()
+    details = traced.plan(sql)
     assert details == ["SCAN schedule_states USING INDEX schedule_states_attention"], details
 
 
@@ -356,12 +356,7 @@ async def test_a_run_stream_read_finds_new_steps_by_their_index_without_sorting_
     [run] = await traced.store.create_runs([NewRun(id=str(uuid.uuid4()), job_name="report", input={})])
     await traced.store.get_run_streams({run[0].id: StreamPosition(0, 3, 0)}, 50)
     [sql] = traced.matching(STREAM_READ)
-    conn = sqlite3.connect(traced.path)
-    try:
-        details = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
-    finally:
-        conn.close()
-    assert any(d.startswith("SEARCH steps USING INDEX steps_order (run_id=? AND idx>?)") for d in details), (
-        details
-    )
+    details = traced.plan(sql)
+    by_index = "SEARCH steps USING INDEX steps_order (run_id=? AND idx>?)"
+    assert any(d.startswith(by_index) for d in details), details
     assert not any("TEMP B-TREE" in d for d in details), details
