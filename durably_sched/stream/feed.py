@@ -571,10 +571,11 @@ class RunFeed:
             if run_id not in moved and run_id not in records:
                 events.append(RunListEvent("run:delete", run_id, None))  # gone without a transition
         state.active = active
+        subs = list(self._lists)
         for event in events:
             if event.run is None and event.type != "run:delete":
                 event = RunListEvent("run:delete", event.run_id, None)
-            for sub in list(self._lists):
+            for sub in subs:
                 sub._put(event)
 
 
