@@ -15,6 +15,12 @@ half with a schedule label; the schema's own tables and indexes, written with ex
 ``GET /api/runs`` through the ASGI app in process (httpx's ASGI transport: the app, the store and
 the database, without network): the first page (50 runs and the capped total), a page filtered by
 job and status, a label-filtered page and the next page through a cursor. Target: p99 at most 50 ms.
+
+**9c. What one delivered step costs a stream** (``--part events``), in process, on the 50 runs of
+9a after they completed: reading each run's next 40 steps (as a feed tick does), merging the
+sources, building the events and writing their frames, in µs per delivered step, the minimum over
+5 passes. No target of its own: the part of 9a's cost that a change to the stream's code moves,
+measured without 9a's dependence on how fast the machine happens to be.
 """
 
 from __future__ import annotations
@@ -165,6 +171,71 @@ async def _clients(port: int, count: int) -> None:
     print(json.dumps(counts), flush=True)
 
 
+# -- 9c: what one delivered step costs a stream, in process ---------------------------------------------
+async def _event_costs(steps: int, chunk: int, repeats: int) -> dict[str, Any]:
+    """Per delivered step: the store read of each run's next ``chunk`` steps (as a feed tick reads
+    them), merging the sources, building the events and writing each event's frame. The minimum
+    over ``repeats`` passes: the work is the same each pass, so the minimum is the least disturbed
+    by the rest of a shared machine (9a's steps/s is not; see its figures)."""
+    from durably_sched import Durably
+    from durably_sched.events import run_scope
+    from durably_sched.store import open_store
+    from durably_sched.store.run_events import StreamPosition
+    from durably_sched.stream.reader import build_events, merge
+    from durably_sched.web.api import _render_run_event
+
+    path = scratch_dir("durably-bench-events-") / "events.db"
+    durably = Durably(open_store(f"sqlite:///{path}"), max_concurrent_runs=RUNS, polling_interval=0.05)
+    durably.register([_job(steps, 0.0)])
+    await durably.migrate()
+    await durably.start(worker=False)
+    try:
+        runs = [await durably.trigger("bench-web", {}) for _ in range(RUNS)]
+        durably.worker.start()
+        for run in runs:
+            await durably.wait_for_run(run.id, timeout=600)
+        store = durably.store
+        ids = [run.id for run in runs]
+        records = await store.get_runs_by_id(ids)
+        best: dict[str, float] = {}
+        delivered = 0
+        for _ in range(repeats):
+            took = {"read": 0.0, "merge": 0.0, "build": 0.0, "frame": 0.0}
+            delivered = 0
+            for start in range(0, steps, chunk):
+                t0 = time.perf_counter()
+                # Past every transition and log line: a busy run's tick finds only new steps.
+                batches = await store.get_run_streams(
+                    {i: StreamPosition(2**62, start, 2**62) for i in ids}, chunk
+                )
+                t1 = time.perf_counter()
+                merged = [(run_id, merge(batch)) for run_id, batch in batches.items()]
+                t2 = time.perf_counter()
+                events = []
+                for run_id, rows in merged:
+                    record = records[run_id]
+                    events += build_events(rows, record, record.progress, run_scope(record))
+                t3 = time.perf_counter()
+                frames = [_render_run_event(event) for event in events]
+                t4 = time.perf_counter()
+                delivered += len(frames)
+                for name, seconds in zip(took, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    took[name] += seconds
+            for name, seconds in took.items():
+                best[name] = min(best.get(name, seconds), seconds)
+        per_step = {f"{name}_us": 1e6 * seconds / delivered for name, seconds in best.items()}
+        return {
+            "runs": RUNS,
+            "steps_per_run": steps,
+            "chunk": chunk,
+            "repeats": repeats,
+            **per_step,
+            "total_us": sum(per_step.values()),
+        }
+    finally:
+        await durably.close()
+
+
 # -- 9b: run lists at 10^6 runs ---------------------------------------------------------------------------
 def _fill(path: Path, count: int) -> float:
     t0 = time.perf_counter()
@@ -269,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--history", type=int, default=1_000_000, help="runs in the table for 9b")
     parser.add_argument("--repeats", type=int, default=200, help="requests per page in 9b")
-    parser.add_argument("--part", choices=("all", "load", "lists"), default="all")
+    parser.add_argument("--part", choices=("all", "load", "lists", "events"), default="all")
     parser.add_argument("--clients", type=int, help=argparse.SUPPRESS)  # the client process of 9a
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -308,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_added_percent": median([100 * x for x in shares]),
                 "rounds": rounds,
             }
+    if args.part in ("all", "events"):
+        result["events"] = asyncio.run(_event_costs(args.steps, 40, 5))
     if args.part in ("all", "lists"):
         result["lists"] = asyncio.run(_list_pages(args.history, args.repeats))
     emit(result)
