@@ -59,11 +59,11 @@ _DECODE = json.JSONDecoder().raw_decode
 def loads(text: str) -> Any:
     """``json.loads`` of a stored JSON text: the decoder's scanner without ``json.loads``' per-call
     checks, a third of its cost for the small values a busy stream reads per step. Text that is
-    not exactly one document (surrounding whitespace, or not JSON) goes to ``json.loads``, which
-    reads it or raises as always."""
+    not exactly one document (surrounding whitespace, or not JSON) or not a ``str`` (bytes) goes
+    to ``json.loads``, which reads it or raises as always."""
     try:
         value, end = _DECODE(text)
-    except ValueError:
+    except (ValueError, TypeError):
         return json.loads(text)
     return value if end == len(text) else json.loads(text)
 

@@ -164,12 +164,12 @@ def stream_batches(
             assert started is not None and completed is not None  # NOT NULL columns
             batch.steps.append(StepRecord(run_id, pos, name, data, started, completed))
             continue
-        common = {"run_id": run_id, "attempt": attempt, "step_count": step_count, "data": data}
+        common = {"id": pos, "run_id": run_id, "attempt": attempt, "step_count": step_count, "data": data}
         if src == "e":
-            batch.events.append(run_event_from_row({**common, "id": pos, "type": name, "at": t1}, time))
+            batch.events.append(run_event_from_row({**common, "type": name, "at": t1}, time))
             continue
-        fields = {**common, "id": pos, "step_name": name, "created_at": t1, "level": level}
-        entry = log_from_row({**fields, "message": message}, time)
+        line = {"step_name": name, "created_at": t1, "level": level, "message": message}
+        entry = log_from_row({**common, **line}, time)
         batch.logs.append(entry)
         if attempt is not None and step_count is not None:
             batch.log_places[entry.id] = (attempt, step_count)
