@@ -8,7 +8,9 @@ gives steps/s. With clients: another process holds 100 server-sent event streams
 ``/api/runs/{id}/events``, one per run, 50 on ``/api/runs/events``) and reads every event. Without
 and with clients alternate, repetition by repetition. Target: steps/s drop at most 10 %. Also
 reported, from each repetition's pair: the drop within the pair, and the server CPU the streams
-add per step (µs, and as a share of the CPU without them), medians over the repetitions.
+add per step (µs, and as a share of the CPU without them), medians over the repetitions; and how long
+after the last run finished the client had its stream's last event (the price in freshness of any
+pacing of the streams: record 53 of docs/design.md).
 
 **9b. Run lists at 10^6 runs.** A SQLite file holding ``--history`` runs (five jobs, all statuses,
 half with a schedule label; the schema's own tables and indexes, written with executemany), then
@@ -107,12 +109,15 @@ async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[st
             await durably.wait_for_run(run.id, timeout=600)
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
+        finished_at = time.time()
         received = None
         if reader is not None:
             out, _ = await asyncio.wait_for(reader.communicate(), 120)
             received = json.loads(out.decode().strip().splitlines()[-1])
         return {
             "clients": clients,
+            # How long after the last run finished the client had its stream's last event.
+            "stream_lag_s": None if received is None else received.pop("ended_at") - finished_at,
             "steps": RUNS * steps,
             "seconds": elapsed,
             "steps_per_s": RUNS * steps / elapsed,
@@ -140,7 +145,7 @@ async def _clients(port: int, count: int) -> None:
             "runs"
         ]
         ids = [r["id"] for r in pending]
-        counts = {"run_events": 0, "list_events": 0, "runs_ended": 0}
+        counts: dict[str, float] = {"run_events": 0, "list_events": 0, "runs_ended": 0}
         done = asyncio.Event()
 
         async def watch(path: str, kind: str) -> None:
@@ -153,6 +158,7 @@ async def _clients(port: int, count: int) -> None:
             if kind == "run_events":
                 counts["runs_ended"] += 1
                 if counts["runs_ended"] == per_run:
+                    counts["ended_at"] = time.time()
                     done.set()
 
         per_run = count // 2
@@ -377,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 "cpu_added_us_per_step": median([1e6 * a for a in added]),
                 "cpu_added_percent": median([100 * x for x in shares]),
+                "stream_lag_s_median": median([w["stream_lag_s"] for w in rounds["with"]]),
                 "rounds": rounds,
             }
     if args.part in ("all", "events"):
