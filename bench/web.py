@@ -64,21 +64,26 @@ def _job(steps: int, step_ms: float) -> Any:
     return define_job(name="bench-web", run=work)
 
 
-async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[str, Any]:
+async def _pending_runs(prefix: str, steps: int, step_ms: float) -> tuple[Any, list[Any]]:
+    """A Durably on a new SQLite file, its worker not started, and the :data:`RUNS` runs of
+    ``steps`` steps each it holds pending (9a and 9c)."""
     from durably_sched import Durably
     from durably_sched.store import open_store
-    from durably_sched.web import create_app
-    from durably_sched.web.server import start_server
 
-    folder = scratch_dir("durably-bench-web-")
-    durably = Durably(
-        open_store(f"sqlite:///{folder / 'load.db'}"), max_concurrent_runs=RUNS, polling_interval=0.05
-    )
+    path = scratch_dir(prefix) / "bench.db"
+    durably = Durably(open_store(f"sqlite:///{path}"), max_concurrent_runs=RUNS, polling_interval=0.05)
     durably.register([_job(steps, step_ms)])
     await durably.migrate()
     await durably.start(worker=False)
+    return durably, [await durably.trigger("bench-web", {}) for _ in range(RUNS)]
+
+
+async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[str, Any]:
+    from durably_sched.web import create_app
+    from durably_sched.web.server import start_server
+
+    durably, runs = await _pending_runs("durably-bench-web-", steps, step_ms)
     server = await start_server(create_app(durably, stream_seconds=3600), "127.0.0.1", 0)
-    runs = [await durably.trigger("bench-web", {}) for _ in range(RUNS)]
     reader: asyncio.subprocess.Process | None = None
     try:
         if clients:
@@ -183,20 +188,14 @@ async def _event_costs(steps: int, chunk: int, repeats: int) -> dict[str, Any]:
     them), merging the sources, building the events and writing each event's frame. The minimum
     over ``repeats`` passes: the work is the same each pass, so the minimum is the least disturbed
     by the rest of a shared machine (9a's steps/s is not; see its figures)."""
-    from durably_sched import Durably
     from durably_sched.events import run_scope
-    from durably_sched.store import open_store
     from durably_sched.store.run_events import StreamPosition
+    from durably_sched.stream.feed import NO_LOGS
     from durably_sched.stream.reader import build_events, merge
     from durably_sched.web.api import _render_run_event
 
-    path = scratch_dir("durably-bench-events-") / "events.db"
-    durably = Durably(open_store(f"sqlite:///{path}"), max_concurrent_runs=RUNS, polling_interval=0.05)
-    durably.register([_job(steps, 0.0)])
-    await durably.migrate()
-    await durably.start(worker=False)
+    durably, runs = await _pending_runs("durably-bench-events-", steps, 0.0)
     try:
-        runs = [await durably.trigger("bench-web", {}) for _ in range(RUNS)]
         durably.worker.start()
         for run in runs:
             await durably.wait_for_run(run.id, timeout=600)
@@ -212,7 +211,7 @@ async def _event_costs(steps: int, chunk: int, repeats: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 # Past every transition and log line: a busy run's tick finds only new steps.
                 batches = await store.get_run_streams(
-                    {i: StreamPosition(2**62, start, 2**62) for i in ids}, chunk
+                    {i: StreamPosition(NO_LOGS, start, NO_LOGS) for i in ids}, chunk
                 )
                 t1 = time.perf_counter()
                 merged = [(run_id, merge(batch)) for run_id, batch in batches.items()]
