@@ -10,7 +10,9 @@ and with clients alternate, repetition by repetition. Target: steps/s drop at mo
 reported, from each repetition's pair: the drop within the pair, and the server CPU the streams
 add per step (µs, and as a share of the CPU without them), medians over the repetitions; and how long
 after the last run finished the client had its stream's last event (the price in freshness of any
-pacing of the streams: record 53 of docs/design.md).
+pacing of the streams: record 53 of docs/design.md). Each round also reports its kernel CPU (a write
+to a client on this machine runs loopback TCP's receive path in the server's system call) and the
+time Python's cyclic garbage collector took, so that neither is mistaken for the streams' own code.
 
 **9b. Run lists at 10^6 runs.** A SQLite file holding ``--history`` runs (five jobs, all statuses,
 half with a schedule label; the schema's own tables and indexes, written with executemany), then
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sqlite3
@@ -78,6 +81,26 @@ async def _pending_runs(prefix: str, steps: int, step_ms: float) -> tuple[Any, l
     return durably, [await durably.trigger("bench-web", {}) for _ in range(RUNS)]
 
 
+class _CollectorTime:
+    """Python's cyclic garbage collector while it counts: full collections and seconds in all."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.seconds = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._event)
+
+    def _event(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._began
+        self.full += info["generation"] == 2
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._event)
+
+
 async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[str, Any]:
     from durably_sched.web import create_app
     from durably_sched.web.server import start_server
@@ -107,13 +130,18 @@ async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[st
                 if time.monotonic() > deadline or reader.returncode is not None:
                     raise RuntimeError(f"only {durably.feed.subscribers} of {clients} streams connected")
                 await asyncio.sleep(0.05)
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        durably.worker.start()
-        for run in runs:
-            await durably.wait_for_run(run.id, timeout=600)
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
+        collections = _CollectorTime()
+        try:
+            cpu0, sys0 = time.process_time(), os.times().system
+            t0 = time.perf_counter()
+            durably.worker.start()
+            for run in runs:
+                await durably.wait_for_run(run.id, timeout=600)
+            elapsed = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+            kernel = os.times().system - sys0
+        finally:
+            collections.stop()
         finished_at = time.time()
         received = None
         if reader is not None:
@@ -127,7 +155,10 @@ async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[st
             "seconds": elapsed,
             "steps_per_s": RUNS * steps / elapsed,
             "server_cpu_seconds": cpu,
+            "server_kernel_seconds": kernel,
             "feed_polls": durably.feed.polls,
+            "gc_full": collections.full,
+            "gc_seconds": collections.seconds,
             "received": received,
         }
     finally:
@@ -382,7 +413,18 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 "cpu_added_us_per_step": median([1e6 * a for a in added]),
                 "cpu_added_percent": median([100 * x for x in shares]),
+                # Of it, the kernel's: a write to a client on this machine runs loopback TCP's
+                # receive path in the writer's system call.
+                "kernel_added_us_per_step": median(
+                    [
+                        1e6 * (w["server_kernel_seconds"] - o["server_kernel_seconds"]) / w["steps"]
+                        for o, w in pairs
+                    ]
+                ),
                 "stream_lag_s_median": median([w["stream_lag_s"] for w in rounds["with"]]),
+                # Python's cyclic collector, seconds per round (record 54 of docs/design.md).
+                "gc_seconds_without": median([r["gc_seconds"] for r in rounds["without"]]),
+                "gc_seconds_with": median([r["gc_seconds"] for r in rounds["with"]]),
                 "rounds": rounds,
             }
     if args.part in ("all", "events"):
