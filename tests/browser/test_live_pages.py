@@ -1,7 +1,8 @@
 """Pages that stay live, and the pictures, in a real headless Chromium against a real `serve --http`
 (the fixtures of test_dashboard: the example project plus a `slow` schedule every 2 s).
 
-What an operator relies on: a running run's duration counts up without a reload; a schedule's page
+What an operator relies on: a running run's duration counts up without a reload, and a finished run's
+step timeline spans the run however late its page is opened; a schedule's page
 shows new fire times in its strip, its durations chart and its history without a reload; the home
 page has a sparkline per schedule; the runs list shows why a run failed; the filter boxes' hints do
 not look like values. Screenshots (``screenshots/live-*.png`` in the test's tmp dir) are for a person
@@ -14,6 +15,7 @@ import asyncio
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +138,18 @@ def test_live_pages_and_pictures(served: tuple[str, Path], browser: Any) -> None
     shot(page, work, "live-runs")
     page.goto(base + "/workers")
     shot(page, work, "live-workers")
+
+    # The finished slow run's page, opened as if ten minutes after it ended (the browser's clock is
+    # moved, the server's is not): its step timeline spans the run, so the last step's bar ends at
+    # the right edge, where the page rendered by the server put it too.
+    page.goto(f"{base}/runs/{slow}")
+    page.wait_for_function("document.querySelector('[data-field=status]')?.textContent === 'completed'")
+    late = browser.new_page()
+    late.clock.set_fixed_time(datetime.now(UTC) + timedelta(minutes=10))
+    late.goto(f"{base}/runs/{slow}", wait_until="networkidle")  # its stream closes after the snapshot
+    ends = late.evaluate(
+        "[...document.querySelectorAll('[data-steps] .bar')]"
+        ".map(b => parseFloat(b.style.marginLeft) + parseFloat(b.style.width))"
+    )
+    assert len(ends) == 12 and max(ends) > 90, ends
+    late.close()

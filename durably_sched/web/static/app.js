@@ -397,13 +397,14 @@
       if (shown) shown.dataset.ticking = status === "running" ? "1" : "0";
     };
     let runStarted = null;
+    let runEnded = null;  // a finished run's timeline ends where the run did, not at the reader's now
     // A large value comes as {"$truncated": bytes}; the page itself (reloaded) shows it whole.
     const valueText = (v) => (v && typeof v === "object" && "$truncated" in v)
       ? `(${v.$truncated} bytes: reload the page to see it)` : JSON.stringify(v);
     const renderSteps = (list) => {
       if (!list.length) return;
       const start = runStarted ? new Date(runStarted).getTime() : new Date(list[0].started_at).getTime();
-      const end = Math.max(Date.now(), ...list.map((s) => new Date(s.completed_at).getTime()));
+      const end = Math.max(runEnded ?? Date.now(), ...list.map((s) => new Date(s.completed_at).getTime()));
       const span = Math.max(1, end - start);
       steps.replaceChildren(...list.map((s) => {
         const offset = Math.max(0, (new Date(s.started_at).getTime() - start) / span * 100);
@@ -433,6 +434,8 @@
     source.addEventListener("run:snapshot", (event) => {
       const data = JSON.parse(event.data);
       runStarted = data.run.started_at;
+      runEnded = TERMINAL.includes(data.run.status) && runStarted && data.run.duration !== null
+        ? new Date(runStarted).getTime() + data.run.duration * 1000 : null;
       setDuration(field("duration"), data.run.duration, data.run.status === "running");
       setStatus(data.run.status);
       setProgress(data.run.progress);
