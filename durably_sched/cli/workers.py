@@ -8,7 +8,7 @@ import click
 from rich.text import Text
 
 from ..registry import worker_fields
-from ..schedule.ownership import BUCKETS, OFFSET_WARN
+from ..schedule.ownership import BUCKETS, OFFSET_WARN, scheduler_fields
 from ..store.base import SchedulerRecord, WorkerRecord
 from ._base import TIME_RULE_HELP, CliGroup, open_durably, settings, utc_option
 from ._output import echo_json, print_table, seconds_text, show_time, table, utc_json
@@ -34,13 +34,7 @@ def worker_json(worker: WorkerRecord, scheduler: SchedulerRecord | None = None) 
 
 
 def scheduler_json(scheduler: SchedulerRecord) -> dict[str, Any]:
-    return {
-        "state": "live" if scheduler.live else "stale",
-        "buckets": scheduler.buckets,
-        "schedules": scheduler.schedules,
-        "clock_offset_seconds": scheduler.clock_offset,
-        "heartbeat_at": utc_json(scheduler.heartbeat_at),
-    }
+    return scheduler_fields(scheduler, utc_json)
 
 
 def _offset(seconds: float | None) -> Text:

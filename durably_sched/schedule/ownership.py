@@ -42,12 +42,12 @@ import socket
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from .._ratelimit import RateLimitedLog
 from ..clock import Clock, SystemClock, Timer
 from ..execution.service import Service
-from ..store.base import BucketLease, SchedulerInfo
+from ..store.base import BucketLease, SchedulerInfo, SchedulerRecord
 
 __all__ = [
     "BEAT",
@@ -59,6 +59,7 @@ __all__ = [
     "DatabaseClock",
     "Ownership",
     "bucket_of",
+    "scheduler_fields",
 ]
 
 log = logging.getLogger("durably_sched.scheduler")
@@ -74,6 +75,29 @@ MEASURE_EVERY = 60.0
 """Seconds between measures of the host clock's offset from the database's."""
 OFFSET_WARN = 1.0
 """An offset above this many seconds is logged (fire times fall due by the database's clock)."""
+
+
+def scheduler_fields(record: SchedulerRecord, time: Callable[[datetime], str | None]) -> dict[str, Any]:
+    """A row of the scheduler registry as JSON fields (``workers list --json``, the HTTP API and the
+    dashboard's Workers page), its times written by ``time``. ``state``: live (its lease of the
+    registry is running) or stale; ``buckets`` of ``buckets_total`` owned now; ``clock_offset_seconds``:
+    how far its host's clock is ahead of the database's (negative: behind; None: not measured), and
+    ``clock_warning`` when that is more than :data:`OFFSET_WARN` seconds either way."""
+    offset = record.clock_offset
+    return {
+        "id": record.id,
+        "state": "live" if record.live else "stale",
+        "host": record.host,
+        "pid": record.pid,
+        "buckets": record.buckets,
+        "buckets_total": BUCKETS,
+        "schedules": record.schedules,
+        "clock_offset_seconds": offset,
+        "clock_warning": offset is not None and abs(offset) > OFFSET_WARN,
+        "started_at": time(record.started_at),
+        "heartbeat_at": time(record.heartbeat_at),
+        "heartbeat_age": round(max(0.0, (record.read_at - record.heartbeat_at).total_seconds()), 3),
+    }
 
 
 def bucket_of(schedule: str) -> int:

@@ -20,8 +20,18 @@ from ..attempt_views import attempt_fields, not_recorded, retry_budget
 from ..events import Event, StepCompleteEvent
 from ..record_fields import fire_fields, log_fields, run_key_fields, step_fields, utc_text
 from ..registry import worker_fields
+from ..schedule.ownership import scheduler_fields
 from ..schedule.pausing import state_fields
-from ..store.base import FireRecord, LogRecord, Progress, RunRecord, ScheduleState, StepRecord, WorkerRecord
+from ..store.base import (
+    FireRecord,
+    LogRecord,
+    Progress,
+    RunRecord,
+    SchedulerRecord,
+    ScheduleState,
+    StepRecord,
+    WorkerRecord,
+)
 from ..wait_views import children_fields, wait_fields, waiting_for_text
 
 if TYPE_CHECKING:
@@ -301,6 +311,11 @@ def schedule_state(state: ScheduleState | None) -> dict[str, Any]:
 def worker(record: WorkerRecord) -> dict[str, Any]:
     """A row of the worker registry, as ``workers list --json`` writes it."""
     return worker_fields(record, utc)
+
+
+def scheduler(record: SchedulerRecord) -> dict[str, Any]:
+    """A row of the scheduler registry (who owns how many schedule buckets, its clock's offset)."""
+    return scheduler_fields(record, utc)
 
 
 def _usual_step(value: StepCompleteEvent) -> bool:

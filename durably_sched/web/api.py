@@ -444,12 +444,16 @@ async def resume_schedule(request: Request) -> Response:
 # -- workers -----------------------------------------------------------------------------------------
 @endpoint()
 async def list_workers(request: Request) -> Response:
-    """The worker registry, and the pending runs of jobs no live worker has (by job)."""
+    """The worker registry, the scheduler registry (buckets owned, clock offsets) and the pending
+    runs of jobs no live worker has (by job)."""
     durably = context(request).durably
-    workers, orphaned = await asyncio.gather(durably.list_workers(), durably.jobs_without_worker())
+    workers, schedulers, orphaned = await asyncio.gather(
+        durably.list_workers(), durably.list_schedulers(), durably.jobs_without_worker()
+    )
     return JSONResponse(
         {
             "workers": [_json.worker(w) for w in workers],
+            "schedulers": [_json.scheduler(s) for s in schedulers],
             "jobs_without_worker": [{"job": job, "pending_runs": n} for job, n in orphaned.items()],
         }
     )

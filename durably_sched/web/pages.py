@@ -19,6 +19,7 @@ from ..errors import InvalidArgumentError, RunNotFoundError, ScheduleNotFoundErr
 from ..record_fields import clock_text
 from ..schedule.config import entry_of
 from ..schedule.cron import fire_key, fire_times
+from ..schedule.ownership import OFFSET_WARN
 from ..schedule.reloading import config_errors_shown
 from ..store.base import FIRE_OUTCOMES, RUN_STATUSES
 from . import _json
@@ -296,11 +297,14 @@ async def schedule_page(request: Request) -> Response:
 async def workers_page(request: Request) -> Response:
     durably = context(request).durably
     workers = [_json.worker(w) for w in await durably.list_workers()]
+    schedulers = [_json.scheduler(s) for s in await durably.list_schedulers()]
     orphaned = await durably.jobs_without_worker()
     return render(
         request,
         "workers.html",
         workers=workers,
+        schedulers=schedulers,
+        offset_warn=OFFSET_WARN,
         orphaned=[{"job": job, "pending_runs": n, "query": quote(job)} for job, n in orphaned.items()],
     )
 

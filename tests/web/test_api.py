@@ -21,7 +21,9 @@ from pydantic import BaseModel, Field
 
 from durably_sched import Durably, Retry, Step, define_job
 from durably_sched.schedule.config import SchedulesConfig, parse_schedules
+from durably_sched.schedule.ownership import BUCKETS
 from durably_sched.store import open_store
+from durably_sched.store.base import SchedulerInfo
 from durably_sched.web import create_app
 from durably_sched.web.auth import SESSION_COOKIE
 from durably_sched.web.server import start_server
@@ -586,7 +588,8 @@ async def test_pausing_needs_the_full_token_and_a_same_site_request(idle: Durabl
 async def test_workers_and_jobs_without_a_live_worker(idle: Durably, backend: Backend) -> None:
     async with client(idle) as http:
         empty = (await http.get("/api/workers")).json()
-        assert empty == {"workers": [], "jobs_without_worker": []}
+        assert empty == {"workers": [], "schedulers": [], "jobs_without_worker": []}
+        assert "<h2>Schedulers</h2>" not in (await http.get("/workers")).text
         run = (await http.post("/api/jobs/counted/trigger", json={})).json()["run"]
         orphaned = (await http.get("/api/workers")).json()["jobs_without_worker"]
         assert orphaned == [{"job": "counted", "pending_runs": 1}]
@@ -614,6 +617,33 @@ async def test_workers_and_jobs_without_a_live_worker(idle: Durably, backend: Ba
         body = (await http.get("/api/workers")).json()
         assert body["jobs_without_worker"] == [] and "counted" in body["workers"][0]["jobs"]
         assert "no live worker" not in (await http.get("/workers")).text
+
+
+async def test_schedulers_show_their_buckets_and_a_host_clock_that_is_off(idle: Durably) -> None:
+    """What `workers list` shows of the schedulers, the API and the Workers page show too: who owns
+    how many schedule buckets, and a host whose clock is off by more than a second, flagged."""
+    fast = SchedulerInfo(id="sched-fast", host="h1", pid=11, schedules=4, clock_offset=20.34)
+    fine = SchedulerInfo(id="sched-fine", host="h2", pid=22, schedules=4, clock_offset=-0.2)
+    await idle.balance_buckets(fast, 30.0, BUCKETS)
+    await idle.balance_buckets(fine, 30.0, BUCKETS)
+    await idle.balance_buckets(fast, 30.0, BUCKETS)  # gives up what the newcomer is due
+    await idle.balance_buckets(fine, 30.0, BUCKETS)  # which takes it
+    async with client(idle) as http:
+        body = (await http.get("/api/workers")).json()
+        found = {s["id"]: s for s in body["schedulers"]}
+        assert set(found) == {"sched-fast", "sched-fine"}
+        assert sum(s["buckets"] for s in found.values()) == BUCKETS
+        assert all(s["buckets"] > 0 and s["buckets_total"] == BUCKETS for s in found.values())
+        assert found["sched-fast"]["clock_offset_seconds"] == pytest.approx(20.34)
+        assert found["sched-fast"]["clock_warning"] is True and found["sched-fine"]["clock_warning"] is False
+        assert found["sched-fast"]["state"] == "live" and found["sched-fast"]["host"] == "h1"
+        assert found["sched-fast"]["heartbeat_at"].endswith("Z") and found["sched-fast"]["heartbeat_age"] >= 0
+        page = (await http.get("/workers")).text
+        rows = {m[1]: m[2] for m in re.finditer(r'<tr data-scheduler="([^"]+)">(.*?)</tr>', page, re.S)}
+        assert set(rows) == {"sched-fast", "sched-fine"}
+        assert f'{found["sched-fast"]["buckets"]} / {BUCKETS}' in rows["sched-fast"]
+        assert "20.3 s ahead" in rows["sched-fast"] and "data-clock-warning" in rows["sched-fast"]
+        assert "0.2 s behind" in rows["sched-fine"] and "data-clock-warning" not in rows["sched-fine"]
 
 
 async def _workers(http: httpx.AsyncClient) -> bool:
