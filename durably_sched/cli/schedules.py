@@ -40,6 +40,7 @@ from ._loader import job_inputs, load_jobs
 from ._output import console, echo_json, print_table, show_time, table, utc_json, zone_json
 from .schedule_defs import create, delete, rollback, update, versions, with_stored
 from .schedule_pause import pause, pause_text, resume, state_json
+from .schedule_show import show
 from .trigger import find_schedule
 
 BACKFILL_LIMIT = manual.BACKFILL_LIMIT
@@ -629,5 +630,6 @@ def _show_results(
 # Pause and resume live in their own module (schedule_pause.py); they are commands of this group.
 schedules.add_command(pause)
 schedules.add_command(resume)
+schedules.add_command(show)
 for _command in (create, update, delete, versions, rollback):  # schedules as data (schedule_defs.py)
     schedules.add_command(_command)

@@ -1,4 +1,4 @@
-"""`durably-sched schedules create|update|delete|versions|rollback` and the database filters of
+"""`durably-sched schedules create|update|delete|versions|rollback|show` and the database filters of
 `schedules list`, through CliRunner: what operators rely on is that a schedule made or changed
 from the shell is checked like a YAML entry (one error line naming the field, exit 2, nothing
 written), that each change is a version saying who, what and why, that a YAML schedule cannot be
@@ -40,6 +40,50 @@ def test_create_update_rollback_delete_with_versions(migrated: Project) -> None:
     assert "deleted (version 4)" in gone.stdout
     again = migrated.run("schedules", "delete", "acme-images")
     assert again.exit_code == 2 and error_line(again) == "error: unknown schedule 'acme-images'"
+
+
+def test_show_tells_one_schedule_whole(migrated: Project) -> None:
+    # Before any serve synced the file, the file's definition, saying so.
+    early = migrated.json("schedules", "show", "hourly", "--json")
+    assert (early["synced"], early["version"], early["source"]) == (False, None, "yaml")
+    assert early["defined_at"].endswith("schedules.yaml:3") and early["last"] is None
+    assert "not synced yet" in migrated.ok("schedules", "show", "hourly").stdout
+    migrated.ok("serve", "--once", "--no-worker")  # a scheduler's load syncs the file
+    migrated.ok("schedules", "pause", "hourly", "--reason", "maintenance")
+    shown = migrated.json("schedules", "show", "hourly", "--json")
+    assert (shown["synced"], shown["version"], shown["defined_at"]) == (True, 2, "schedules.yaml:3")
+    assert shown["paused"] is True and shown["pause_reason"] == "maintenance"
+    assert len(shown["next_fire_times"]) == 3 and all(
+        t.endswith(":00.000Z") for t in shown["next_fire_times"]
+    )
+    text = migrated.ok("schedules", "show", "hourly").stdout
+    assert "schedules.yaml:3, version 2" in text and ": maintenance" in text
+    assert "recorded as paused while it is paused" in text
+    # An API schedule: every field of its definition, as given.
+    migrated.ok(
+        "schedules", "create", "acme-images", "--cron", "0 6 * * *", "--job", "echo-image",
+        "--input", '{"filename": "acme.png"}', "--label", "customer=acme", "--timeout", "1h",
+        "--retry", "max_attempts=5", "--jitter", "30s",
+    )  # fmt: skip
+    api = migrated.json("schedules", "show", "acme-images", "--json")
+    assert (api["source"], api["version"], api["defined_at"]) == ("api", 1, "the API")
+    definition = api["definition"]
+    assert (definition["timeout"], definition["jitter"], definition["retry"]["max_attempts"]) == (
+        "1h",
+        "30s",
+        5,
+    )
+    assert definition["input"] == {"filename": "acme.png"} and definition["labels"] == {"customer": "acme"}
+    lines = dict(
+        line.split(None, 1)
+        for line in migrated.ok("schedules", "show", "acme-images").stdout.splitlines()[2:]
+    )
+    assert lines["defined"].startswith("the API, version 1 (since ")
+    assert (lines["labels"], lines["timeout"]) == ("customer=acme", "1h")
+    assert "max_attempts=5" in lines["retry"] and lines["state"] == "active" and lines["last"] == "-"
+    # A name nobody defined: one line, exit 2.
+    missing = migrated.run("schedules", "show", "nope")
+    assert missing.exit_code == 2 and error_line(missing).startswith("error: unknown schedule 'nope'")
 
 
 def test_bad_input_is_one_line_naming_the_field(migrated: Project) -> None:
