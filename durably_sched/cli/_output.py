@@ -186,3 +186,9 @@ def log_line(entry: LogRecord) -> str:
     step = f" {entry.step_name}:" if entry.step_name else ""
     data = f" {data_text(entry.data)}" if entry.data else ""
     return f"{show_time(entry.created_at)} {entry.level.upper():<5}{step} {entry.message}{data}"
+
+
+def echo_next_cursor(cursor: str | None) -> None:
+    """On stderr, after a page of a list that has more: the cursor of the next page."""
+    if cursor is not None:
+        click.echo(f"next cursor: {cursor}  (--cursor {cursor} for the next page)", err=True)

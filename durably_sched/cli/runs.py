@@ -14,17 +14,21 @@ from .._durations import format_duration
 from .._tracebacks import user_frame
 from ..attempt_views import attempt_fields, retry_budget
 from ..durably import Durably
+from ..errors import InvalidArgumentError
 from ..record_fields import log_fields, step_fields
 from ..retry import Retry
-from ..store.base import RUN_STATUSES, LogRecord, RunRecord, StepRecord, WorkerRecord
+from ..store.base import RUN_STATUSES, LogRecord, RunQuery, RunRecord, RunStatus, StepRecord, WorkerRecord
 from ..wait_views import children_fields, wait_fields, waiting_for_text
 from ._attempts import attempts_section, known_jobs
 from ._base import (
     DURATION,
     EXIT_OK,
     SECONDS,
+    TIME,
     TIME_RULE_HELP,
+    CliError,
     CliGroup,
+    in_display_zone,
     open_durably,
     settings,
     utc_option,
@@ -35,6 +39,7 @@ from ._output import (
     compact,
     data_text,
     echo_json,
+    echo_next_cursor,
     print_table,
     progress_count,
     progress_text,
@@ -46,6 +51,7 @@ from ._output import (
     utc_json,
 )
 from ._wait import check_wait_options, follow_and_report, wait_options, wait_signals
+from .trigger import parse_labels
 from .workers import worker_json
 
 RUN_ID_HELP = """\b
@@ -96,6 +102,12 @@ Examples:
   durably-sched runs list
   durably-sched runs list --status failed --status cancelled --limit 100
   durably-sched runs list --schedule nightly-report --json
+  durably-sched runs list --label customer=acme --created-after 2026-05-01
+  durably-sched runs list --limit 100 --cursor 48211    # the next page
+
+\b
+Every filter given must hold (each --label too). A page stops at --limit runs; when
+more match, the cursor of the next page is printed on stderr.
 
 \b
 ID shows the first 8 characters of each id (--json has whole ids); any unique
@@ -114,21 +126,43 @@ prefix of 6 or more names the run in the other `runs` commands.
 )
 @click.option("--job", metavar="NAME", help="Only runs of this job.")
 @click.option("--schedule", metavar="NAME", help="Only runs fired by this schedule.")
+@click.option(
+    "--label", "labels", metavar="KEY=VALUE", multiple=True, help="Only runs with this label (repeatable)."
+)
+@click.option("--created-after", type=TIME, help="Only runs created at or after this time.")
+@click.option("--created-before", type=TIME, help="Only runs created before this time.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@click.option("--cursor", metavar="CURSOR", help="The next page: the cursor a previous page printed.")
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
 @utc_option
 async def list_runs(
-    statuses: tuple[str, ...], job: str | None, schedule: str | None, limit: int, json_mode: bool
-) -> None:
+    statuses: tuple[RunStatus, ...], job: str | None, schedule: str | None, labels: tuple[str, ...],
+    created_after: datetime | None, created_before: datetime | None, limit: int, cursor: str | None,
+    json_mode: bool,
+) -> None:  # fmt: skip
     """List runs, newest first."""
+    query = RunQuery(
+        statuses=statuses, job_name=job, schedule=schedule, labels=parse_labels(labels), limit=limit,
+        created_after=None if created_after is None else in_display_zone(created_after),
+        before_created=None if created_before is None else in_display_zone(created_before), cursor=cursor,
+    )  # fmt: skip
     async with open_durably(settings().database, read_only=True) as durably:
-        found = await durably.get_runs(list(statuses) or None, job, schedule=schedule, limit=limit)  # type: ignore[arg-type]
+        try:
+            page = await durably.list_runs_page(query)
+        except InvalidArgumentError as exc:
+            flag = "--cursor: " if "cursor" in str(exc) else ""
+            raise CliError(f"{flag}{exc}") from None
+    found = page.runs
     if json_mode:
         echo_json([run_json(run) for run in found])
-        return
-    if not found:
+    elif not found:
         click.echo("no runs", err=True)
-        return
+    else:
+        _runs_table(found)
+    echo_next_cursor(page.next_cursor)
+
+
+def _runs_table(found: list[RunRecord]) -> None:
     grid = table("ID", "JOB", "STATUS", "PROGRESS", "CREATED", "TOTAL", "KEY", wrap=("KEY",))
     for run in found:
         grid.add_row(

@@ -37,7 +37,7 @@ from ._base import (
     utc_option,
 )
 from ._loader import job_inputs, load_jobs
-from ._output import console, echo_json, print_table, show_time, table, utc_json, zone_json
+from ._output import console, echo_json, echo_next_cursor, print_table, show_time, table, utc_json, zone_json
 from .schedule_defs import create, delete, rollback, update, versions, with_stored
 from .schedule_pause import pause, pause_text, resume, state_json
 from .schedule_show import show
@@ -227,8 +227,7 @@ async def list_schedules(
     listed = [(entry, "yaml") for entry in config.schedules.values()] if config is not None else []
     listed += [(entry_of(row.name, row.definition, row.line), row.source) for row in db.rows]
     _show_list(listed, db, json_mode, config)
-    if db.next_cursor is not None:
-        click.echo(f"next cursor: {db.next_cursor}  (--cursor {db.next_cursor} for the next page)", err=True)
+    echo_next_cursor(db.next_cursor)
 
 
 def _show_list(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 import textwrap
@@ -359,6 +360,31 @@ def test_runs_list_filters(migrated: Project) -> None:
     assert [r["id"] for r in p.json("runs", "list", "--job", "echo-image", "--json")] == [b]
     assert [r["id"] for r in p.json("runs", "list", "--limit", "1", "--json")] == [b]
     assert p.json("runs", "list", "--schedule", "hourly", "--json") == []
+    # Labels (every one must be on the run), creation times, and pages by cursor.
+    c = p.json("trigger", "plain", "--label", "customer=acme", "--label", "tier=gold", "--json")["id"]
+    d = p.json("trigger", "plain", "--label", "customer=acme", "--json")["id"]
+    assert [r["id"] for r in p.json("runs", "list", "--label", "customer=acme", "--json")] == [d, c]
+    both = p.json("runs", "list", "--label", "customer=acme", "--label", "tier=gold", "--json")
+    assert [r["id"] for r in both] == [c]
+    created = {r["id"]: r["created_at"] for r in p.json("runs", "list", "--json")}
+    since_c = p.json("runs", "list", "--created-after", created[c], "--json")
+    assert [r["id"] for r in since_c] == [d, c]
+    before_c = p.json("runs", "list", "--created-before", created[c], "--json")
+    assert {r["id"] for r in before_c} == {a, b}
+    first = p.run("runs", "list", "--limit", "3", "--json")
+    assert first.exit_code == 0 and [r["id"] for r in json.loads(first.stdout)] == [d, c, b]
+    cursor = re.search(r"next cursor: (\S+)", first.stderr)
+    assert cursor, first.stderr
+    assert [r["id"] for r in p.json("runs", "list", "--cursor", cursor[1], "--json")] == [a]
+    last = p.run("runs", "list", "--cursor", cursor[1], "--json")
+    assert "next cursor" not in last.stderr
+    for bad, says in (
+        (("--cursor", "abc"), "error: --cursor: invalid cursor 'abc'"),
+        (("--label", "nokey"), "error: --label 'nokey': expected KEY=VALUE"),
+        (("--created-after", "soonish"), "'soonish' is not an ISO 8601 time"),
+    ):
+        refused = p.run("runs", "list", *bad)
+        assert refused.exit_code == 2 and says in error_line(refused), (bad, refused.stderr)
 
 
 def test_wait_here_prints_the_output_and_exits_0(migrated: Project) -> None:
