@@ -19,16 +19,15 @@ from ..record_fields import log_fields, step_fields
 from ..retry import Retry
 from ..store.base import RUN_STATUSES, LogRecord, RunQuery, RunRecord, RunStatus, StepRecord, WorkerRecord
 from ..wait_views import children_fields, wait_fields, waiting_for_text
+from . import _base
 from ._attempts import attempts_section, known_jobs
 from ._base import (
     DURATION,
     EXIT_OK,
     SECONDS,
-    TIME,
     TIME_RULE_HELP,
     CliError,
     CliGroup,
-    in_display_zone,
     open_durably,
     settings,
     utc_option,
@@ -129,8 +128,8 @@ prefix of 6 or more names the run in the other `runs` commands.
 @click.option(
     "--label", "labels", metavar="KEY=VALUE", multiple=True, help="Only runs with this label (repeatable)."
 )
-@click.option("--created-after", type=TIME, help="Only runs created at or after this time.")
-@click.option("--created-before", type=TIME, help="Only runs created before this time.")
+@click.option("--created-after", type=_base.TIME, help="Only runs created at or after this time.")
+@click.option("--created-before", type=_base.TIME, help="Only runs created before this time.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @click.option("--cursor", metavar="CURSOR", help="The next page: the cursor a previous page printed.")
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON array.")
@@ -143,8 +142,7 @@ async def list_runs(
     """List runs, newest first."""
     query = RunQuery(
         statuses=statuses, job_name=job, schedule=schedule, labels=parse_labels(labels), limit=limit,
-        created_after=None if created_after is None else in_display_zone(created_after),
-        before_created=None if created_before is None else in_display_zone(created_before), cursor=cursor,
+        created_after=_zoned(created_after), before_created=_zoned(created_before), cursor=cursor,
     )  # fmt: skip
     async with open_durably(settings().database, read_only=True) as durably:
         try:
@@ -160,6 +158,11 @@ async def list_runs(
     else:
         _runs_table(found)
     echo_next_cursor(page.next_cursor)
+
+
+def _zoned(moment: datetime | None) -> datetime | None:
+    """A time typed on the command line, read in the display zone when it has no offset."""
+    return None if moment is None else _base.in_display_zone(moment)
 
 
 def _runs_table(found: list[RunRecord]) -> None:

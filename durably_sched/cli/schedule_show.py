@@ -41,17 +41,14 @@ class _Found:
     last_status: str | None = None
 
 
-@click.command(
-    "show",
-    cls=CliCommand,
-    epilog="""\b
+EXAMPLES = """\b
 Examples:
   durably-sched schedules show nightly-report
   durably-sched schedules show nightly-report --json
-
 """
-    + TIME_RULE_HELP,
-)
+
+
+@click.command("show", cls=CliCommand, epilog=f"{EXAMPLES}\n{TIME_RULE_HELP}")
 @click.argument("name")
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object.")
 @utc_option
