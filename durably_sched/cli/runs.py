@@ -148,7 +148,7 @@ async def list_runs(
         try:
             page = await durably.list_runs_page(query)
         except InvalidArgumentError as exc:
-            flag = "--cursor: " if "cursor" in str(exc) else ""
+            flag = "--cursor: " if str(exc).startswith("invalid cursor") else ""
             raise CliError(f"{flag}{exc}") from None
     found = page.runs
     if json_mode:

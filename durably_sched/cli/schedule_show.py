@@ -74,10 +74,9 @@ async def _find(name: str) -> _Found:
     try:
         async with open_durably(url, read_only=True) as durably:
             row = await durably.schedules.get(name)
-            if row is None and file_entry is None:
-                raise CliError(_unknown(name, file_problem))
             entry = entry_of(row.name, row.definition, row.line) if row is not None else file_entry
-            assert entry is not None
+            if entry is None:
+                raise CliError(_unknown(name, file_problem))
             found = _Found(entry, row, await durably.get_schedule_state(name))
             records = await durably.list_fire_records(name, limit=1)
             if records:
@@ -127,6 +126,7 @@ def _upcoming(entry: ScheduleEntry) -> list[datetime]:
 def _json(found: _Found) -> dict[str, Any]:
     entry, row, last = found.entry, found.row, found.last
     definition = row.definition if row is not None else entry_definition(entry)
+    upcoming = _upcoming(entry)
     return {
         **definition_fields(entry),
         "source": row.source if row is not None else "yaml",
@@ -135,8 +135,8 @@ def _json(found: _Found) -> dict[str, Any]:
         "defined_at": row.location if row is not None else _file_location(entry),
         "updated_at": utc_json(row.updated_at) if row is not None else None,
         "definition": definition,
-        "next_fire_times": [utc_json(t) for t in _upcoming(entry)],
-        "next_fire_times_in_zone": [zone_json(t, entry.timezone) for t in _upcoming(entry)],
+        "next_fire_times": [utc_json(t) for t in upcoming],
+        "next_fire_times_in_zone": [zone_json(t, entry.timezone) for t in upcoming],
         "last": None
         if last is None
         else {
