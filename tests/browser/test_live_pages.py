@@ -2,7 +2,8 @@
 (the fixtures of test_dashboard: the example project plus a `slow` schedule every 2 s).
 
 What an operator relies on: a running run's duration counts up without a reload, and a finished run's
-step timeline spans the run however late its page is opened; a schedule's page
+step timeline spans the run however late its page is opened; the workers page follows heartbeats and
+schedule buckets by itself; a schedule's page
 shows new fire times in its strip, its durations chart and its history without a reload; the home
 page has a sparkline per schedule; the runs list shows why a run failed; the filter boxes' hints do
 not look like values. Screenshots (``screenshots/live-*.png`` in the test's tmp dir) are for a person
@@ -136,7 +137,15 @@ def test_live_pages_and_pictures(served: tuple[str, Path], browser: Any) -> None
         style = box.evaluate("b => getComputedStyle(b, '::placeholder').fontStyle")
         assert style == "italic", style
     shot(page, work, "live-runs")
+    # The workers page reads itself again every few seconds (heartbeats, buckets), without a reload;
+    # the serve's scheduler owns every schedule bucket.
     page.goto(base + "/workers")
+    page.evaluate("window.__sameDocument = true")
+    page.wait_for_function("Number(document.querySelector('[data-live-workers]').dataset.refreshes || 0) >= 1")
+    assert page.evaluate("window.__sameDocument") is True
+    buckets = page.locator('tr[data-scheduler] [data-field="buckets"]').all_inner_texts()
+    assert buckets == ["256 / 256"], buckets
+    assert page.locator("tr[data-worker]").count() >= 1
     shot(page, work, "live-workers")
 
     # The finished slow run's page, opened as if ten minutes after it ended (the browser's clock is

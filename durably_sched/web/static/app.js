@@ -491,6 +491,28 @@
     source.addEventListener("feed:dropped", () => location.reload());
   }
 
+  // Read this page again and put each [data-refresh] section of `box` in place of the old one.
+  async function swapSections(box) {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const node of box.querySelectorAll("[data-refresh]")) {
+      const update = fresh.querySelector(`[data-refresh="${node.dataset.refresh}"]`);
+      if (!update) continue;
+      node.replaceWith(update);
+      renderTimes(update);
+    }
+    box.dataset.refreshes = String(Number(box.dataset.refreshes || 0) + 1);
+  }
+
+  // -- the workers page stays live: read again every 5 s (heartbeats, runs held, schedule buckets
+  // moving between schedulers while serves start and stop) -----------------------------------------
+  const liveWorkers = document.querySelector("[data-live-workers]");
+  if (liveWorkers) {
+    const again = () => setTimeout(() => swapSections(liveWorkers).catch(() => {}).finally(again), 5000);
+    again();
+  }
+
   // -- the schedule page stays live: its facts (next fire times, state), pictures and history are
   // read again after each fire time passes, when a run of the schedule changes, and every 30 s ----
   const liveSchedule = document.querySelector("[data-live-schedule]");
@@ -509,16 +531,7 @@
       if (busy) return;
       busy = true;
       try {
-        const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
-        if (!response.ok) return;
-        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-        for (const node of liveSchedule.querySelectorAll("[data-refresh]")) {
-          const update = fresh.querySelector(`[data-refresh="${node.dataset.refresh}"]`);
-          if (!update) continue;
-          node.replaceWith(update);
-          renderTimes(update);
-        }
-        liveSchedule.dataset.refreshes = String(Number(liveSchedule.dataset.refreshes || 0) + 1);
+        await swapSections(liveSchedule);
       } catch (err) {
         // the next refresh tries again
       } finally {
