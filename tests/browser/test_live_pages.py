@@ -141,7 +141,9 @@ def test_live_pages_and_pictures(served: tuple[str, Path], browser: Any) -> None
     # the serve's scheduler owns every schedule bucket.
     page.goto(base + "/workers")
     page.evaluate("window.__sameDocument = true")
-    page.wait_for_function("Number(document.querySelector('[data-live-workers]').dataset.refreshes || 0) >= 1")
+    page.wait_for_function(
+        "Number(document.querySelector('[data-live-workers]').dataset.refreshes || 0) >= 1"
+    )
     assert page.evaluate("window.__sameDocument") is True
     buckets = page.locator('tr[data-scheduler] [data-field="buckets"]').all_inner_texts()
     assert buckets == ["256 / 256"], buckets
