@@ -36,6 +36,30 @@ def pause_text(state: ScheduleState) -> str:
     return f"paused{auto} {show_time(state.paused_at)} by {state.paused_by or '?'}{reason}"
 
 
+def state_word(entry: ScheduleEntry, state: ScheduleState | None) -> str:
+    """The STATE column: active, paused, auto-paused, disabled (in the file), or both."""
+    paused = state is not None and state.paused
+    word = ("auto-paused" if state is not None and state.auto_paused else "paused") if paused else ""
+    if not entry.enabled:
+        return f"disabled, {word}" if word else "disabled"
+    return word or "active"
+
+
+def state_lines(state: ScheduleState | None) -> list[str]:
+    """What a schedule's state says beyond its word: who paused it and why; failures."""
+    if state is None:
+        return []
+    lines = [pause_text(state)] if state.paused else []
+    if state.consecutive_failures and not (state.paused and state.auto_paused):  # its reason says it
+        count = state.consecutive_failures
+        last = f" (last: run {state.last_failed_run_id})" if state.last_failed_run_id else ""
+        success = show_time(state.last_success_at) if state.last_success_at else "never"
+        lines.append(
+            f"{count} consecutive failed run{'s' if count != 1 else ''}{last}; last success: {success}"
+        )
+    return lines
+
+
 def _load_lenient() -> tuple[SchedulesConfig | None, ConfigError | None]:
     try:
         return load_schedules(settings().schedules), None

@@ -8,6 +8,7 @@ every serve); a schedule of the file that no serve has synced yet is shown from 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -18,13 +19,13 @@ import click
 
 from ..errors import ConfigError, InvalidArgumentError, StoreError
 from ..schedule.config import ScheduleEntry, entry_definition, entry_of, load_schedules
-from ..schedule.cron import next_fire_time
+from ..schedule.cron import fire_times
 from ..schedule.describe import definition_fields, describe_cron
 from ..store.base import FireRecord, ScheduleState
 from ..store.schedule_defs import ScheduleDef
 from ._base import TIME_RULE_HELP, CliCommand, CliError, open_durably, settings, sqlite_path, utc_option
 from ._output import echo_json, show_time, utc_json, zone_json
-from .schedule_pause import pause_text, state_json
+from .schedule_pause import state_json, state_lines, state_word
 
 __all__ = ["show"]
 
@@ -109,18 +110,9 @@ def _unknown(name: str, file_problem: str | None) -> str:
 
 
 def _upcoming(entry: ScheduleEntry) -> list[datetime]:
-    out: list[datetime] = []
-    after = datetime.now(UTC)
-    while entry.enabled and len(out) < UPCOMING:
-        try:
-            found = next_fire_time(entry.cron, entry.timezone, after)
-        except ValueError:
-            break
-        if found is None:
-            break
-        out.append(found)
-        after = found
-    return out
+    if not entry.enabled:
+        return []
+    return list(itertools.islice(fire_times(entry.cron, entry.timezone, datetime.now(UTC)), UPCOMING))
 
 
 def _json(found: _Found) -> dict[str, Any]:
@@ -168,7 +160,8 @@ def _lines(found: _Found) -> list[tuple[str, str]]:
         ("", f"{entry.name}: job {entry.job}, {entry.cron.expression} ({entry.timezone.key})"),
         ("", f"  {describe_cron(entry.cron)}"),
         ("defined", where),
-        ("state", _state(entry, state)),
+        ("state", state_word(entry, state)),
+        *(("", f"{'':<13}{line}") for line in state_lines(state)),
         ("input", json.dumps(entry.input, sort_keys=True)),
         ("labels", " ".join(f"{k}={v}" for k, v in sorted(entry.labels.items())) or "-"),
         ("overlap", entry.overlap),
@@ -188,15 +181,6 @@ def _lines(found: _Found) -> list[tuple[str, str]]:
         run = f", run {last.run_id[:8]} ({found.last_status})" if last.run_id else ""
         lines.append(("last", f"{last.outcome} {show_time(last.fire_time)}{run}"))
     return lines
-
-
-def _state(entry: ScheduleEntry, state: ScheduleState | None) -> str:
-    words = [] if entry.enabled else ["disabled in its definition"]
-    if state is not None and state.paused:
-        words.append(pause_text(state))
-    if state is not None and state.consecutive_failures:
-        words.append(f"{state.consecutive_failures} failed runs in a row")
-    return "; ".join(words) or "active"
 
 
 def _value(value: Any, default: str, shape: str = "{}") -> str:

@@ -39,7 +39,7 @@ from ._base import (
 from ._loader import job_inputs, load_jobs
 from ._output import console, echo_json, echo_next_cursor, print_table, show_time, table, utc_json, zone_json
 from .schedule_defs import create, delete, rollback, update, versions, with_stored
-from .schedule_pause import pause, pause_text, resume, state_json
+from .schedule_pause import pause, resume, state_json, state_lines, state_word
 from .schedule_show import show
 from .trigger import find_schedule
 
@@ -148,30 +148,6 @@ async def _read_database(page: dict[str, Any] | None) -> _Database:
         return _Database(problem=str(exc))
 
 
-def _state_word(entry: ScheduleEntry, state: ScheduleState | None) -> str:
-    """The STATE column: active, paused, auto-paused, disabled (in the file), or both."""
-    paused = state is not None and state.paused
-    word = ("auto-paused" if state is not None and state.auto_paused else "paused") if paused else ""
-    if not entry.enabled:
-        return f"disabled, {word}" if word else "disabled"
-    return word or "active"
-
-
-def _state_lines(state: ScheduleState | None) -> list[str]:
-    """What a schedule's state says beyond its word: who paused it and why; failures."""
-    if state is None:
-        return []
-    lines = [pause_text(state)] if state.paused else []
-    if state.consecutive_failures and not (state.paused and state.auto_paused):  # its reason says it
-        count = state.consecutive_failures
-        last = f" (last: run {state.last_failed_run_id})" if state.last_failed_run_id else ""
-        success = show_time(state.last_success_at) if state.last_success_at else "never"
-        lines.append(
-            f"{count} consecutive failed run{'s' if count != 1 else ''}{last}; last success: {success}"
-        )
-    return lines
-
-
 def _short_time(value: datetime, now: datetime) -> str:
     """A time in the display zone, without its date when that is today's (``05:00:00+01:00``)."""
     text = show_time(value)
@@ -272,7 +248,7 @@ def _show_list(
         grid.add_row(
             entry.name,
             entry.job,
-            _state_word(entry, state),
+            state_word(entry, state),
             ("disabled" if not entry.enabled else show_time(upcoming) if upcoming else "never"),
             "-" if record is None else f"{record.outcome} {_short_time(record.fire_time, now)}",
         )
@@ -281,7 +257,7 @@ def _show_list(
             about += "; API schedule"
         if record is not None and record.run_id:
             about += f"; last run {record.run_id[:8]}"
-        descriptions.append([about, *_state_lines(state)])
+        descriptions.append([about, *state_lines(state)])
     _print_with_descriptions(grid, descriptions)
     if config is None:
         return

@@ -4,6 +4,7 @@ Every page works from the data the API serves; the pages read the same facade ca
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 from datetime import UTC, datetime
@@ -296,14 +297,14 @@ async def schedule_page(request: Request) -> Response:
 @page
 async def workers_page(request: Request) -> Response:
     durably = context(request).durably
-    workers = [_json.worker(w) for w in await durably.list_workers()]
-    schedulers = [_json.scheduler(s) for s in await durably.list_schedulers()]
-    orphaned = await durably.jobs_without_worker()
+    workers, schedulers, orphaned = await asyncio.gather(
+        durably.list_workers(), durably.list_schedulers(), durably.jobs_without_worker()
+    )
     return render(
         request,
         "workers.html",
-        workers=workers,
-        schedulers=schedulers,
+        workers=[_json.worker(w) for w in workers],
+        schedulers=[_json.scheduler(s) for s in schedulers],
         offset_warn=OFFSET_WARN,
         orphaned=[{"job": job, "pending_runs": n, "query": quote(job)} for job, n in orphaned.items()],
     )
