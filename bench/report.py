@@ -328,18 +328,24 @@ def metrics(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     web = s.get("web")
     if web:
-        for kind, sse in web["sse"].items():
-            label = "no-op steps" if not sse["step_ms"] else f"{sse['step_ms']:g} ms steps"
-            out.append(
-                _metric(
-                    f"web_sse_drop_{kind}",
-                    f"9a. Worker steps/s drop with 100 live streams ({sse['runs']} runs, {label})",
-                    "%",
-                    sse["drop_percent"],
-                    target="≤ 10 %",
-                    passed=sse["drop_percent"] <= 10,
+        # The target is judged where the streams of many viewers belong: a dashboard serve (record
+        # 55 of docs/design.md); a serve's own --http is shown beside it, for what it costs.
+        for where, name, target in (
+            ("sse", "from the worker's own serve --http", ""),
+            ("sse_dashboard", "from a dashboard serve", "≤ 10 %"),
+        ):
+            for kind, sse in web.get(where, {}).items():
+                label = "no-op steps" if not sse["step_ms"] else f"{sse['step_ms']:g} ms steps"
+                out.append(
+                    _metric(
+                        f"web_{where}_drop_{kind}",
+                        f"9a. Worker steps/s drop with 100 live streams {name} ({sse['runs']} runs, {label})",
+                        "%",
+                        sse["drop_percent"],
+                        target=target,
+                        passed=sse["drop_percent"] <= 10 if target else None,
+                    )
                 )
-            )
         lists = web["lists"]
         for page in ("first_page", "job_and_status", "label", "next_page"):
             out.append(

@@ -271,12 +271,14 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     if raw.get("web"):
         web = raw["web"][0]
         s["web"] = {
-            "sse": {
+            where: {
                 kind: {k: v for k, v in figures.items() if k != "rounds"}
-                for kind, figures in web["sse"].items()
-            },
-            "lists": web["lists"],
+                for kind, figures in web[where].items()
+            }
+            for where in ("sse", "sse_dashboard")
+            if where in web
         }
+        s["web"]["lists"] = web["lists"]
     if raw.get("failures"):
         s["failures"] = summarize_failures(raw["failures"][0])
     if raw.get("scale"):

@@ -13,6 +13,11 @@ after the last run finished the client had its stream's last event (the price in
 pacing of the streams: record 53 of docs/design.md). Each round also reports its kernel CPU (a write
 to a client on this machine runs loopback TCP's receive path in the server's system call) and the
 time Python's cyclic garbage collector took, so that neither is mistaken for the streams' own code.
+``--streams-from`` says where the streams are served: ``worker`` as above (``sse`` in the result),
+``dashboard`` by a dashboard-only ``serve --no-scheduler --no-worker --http`` on the same file,
+started before each round of both sides, the worker here serving no HTTP (``sse_dashboard``; it
+adds that serve's CPU per delivered step). The target is judged on the second, the configuration
+docs/dashboard.md gives for many viewers (record 55 of docs/design.md); the first is reported beside it.
 
 **9b. Run lists at 10^6 runs.** A SQLite file holding ``--history`` runs (five jobs, all statuses,
 half with a schedule label; the schema's own tables and indexes, written with executemany), then
@@ -34,6 +39,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -101,38 +107,31 @@ class _CollectorTime:
         gc.callbacks.remove(self._event)
 
 
-async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[str, Any]:
-    from durably_sched.web import create_app
-    from durably_sched.web.server import start_server
-
+async def _load_round(
+    steps: int, clients: int, step_ms: float = 0.0, dashboard: bool = False
+) -> dict[str, Any]:
+    """One round of 9a. ``dashboard``: the streams come from a dashboard-only serve on the same
+    file (``serve --no-scheduler --no-worker --http``), not from the worker's process."""
     durably, runs = await _pending_runs("durably-bench-web-", steps, step_ms)
-    server = await start_server(create_app(durably, stream_seconds=3600), "127.0.0.1", 0)
+    web = await (_DashboardServe.start(durably) if dashboard else _InProcessWeb.start(durably))
     reader: asyncio.subprocess.Process | None = None
     try:
         if clients:
             # The clients stand for browsers on other machines: niced, so that on a small machine
             # reading 100 streams does not take the CPU the server under test needs.
-            command = [
-                sys.executable,
-                "-m",
-                "bench.web",
-                "--clients",
-                str(clients),
-                "--port",
-                str(server.port),
-            ]
+            command = [sys.executable, "-m", "bench.web", "--clients", str(clients), "--port", str(web.port)]
             reader = await asyncio.create_subprocess_exec(
                 "nice", "-n", "19", *command,
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             deadline = time.monotonic() + 60
-            while durably.feed.subscribers < clients:
+            while await web.subscribers() < clients:
                 if time.monotonic() > deadline or reader.returncode is not None:
-                    raise RuntimeError(f"only {durably.feed.subscribers} of {clients} streams connected")
+                    raise RuntimeError(f"only {await web.subscribers()} of {clients} streams connected")
                 await asyncio.sleep(0.05)
         collections = _CollectorTime()
         try:
-            cpu0, sys0 = time.process_time(), os.times().system
+            cpu0, sys0, web0 = time.process_time(), os.times().system, web.cpu_seconds()
             t0 = time.perf_counter()
             durably.worker.start()
             for run in runs:
@@ -140,6 +139,7 @@ async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[st
             elapsed = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
             kernel = os.times().system - sys0
+            web_cpu = web.cpu_seconds() - web0
         finally:
             collections.stop()
         finished_at = time.time()
@@ -149,6 +149,7 @@ async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[st
             received = json.loads(out.decode().strip().splitlines()[-1])
         return {
             "clients": clients,
+            "streams_from": "dashboard serve" if dashboard else "worker process",
             # How long after the last run finished the client had its stream's last event.
             "stream_lag_s": None if received is None else received.pop("ended_at") - finished_at,
             "steps": RUNS * steps,
@@ -156,6 +157,8 @@ async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[st
             "steps_per_s": RUNS * steps / elapsed,
             "server_cpu_seconds": cpu,
             "server_kernel_seconds": kernel,
+            # The dashboard serve's own CPU (user + system), when the streams come from it.
+            "dashboard_cpu_seconds": web_cpu if dashboard else None,
             "feed_polls": durably.feed.polls,
             "gc_full": collections.full,
             "gc_seconds": collections.seconds,
@@ -165,8 +168,82 @@ async def _load_round(steps: int, clients: int, step_ms: float = 0.0) -> dict[st
         if reader is not None and reader.returncode is None:
             reader.kill()
             await reader.wait()
-        await server.close()
+        await web.close()
         await durably.close()
+
+
+class _InProcessWeb:
+    """The web app on the worker's own loop, as ``serve --http`` runs it."""
+
+    def __init__(self, durably: Any, server: Any) -> None:
+        self.durably = durably
+        self.server = server
+        self.port: int = server.port
+
+    @classmethod
+    async def start(cls, durably: Any) -> _InProcessWeb:
+        from durably_sched.web import create_app
+        from durably_sched.web.server import start_server
+
+        return cls(durably, await start_server(create_app(durably, stream_seconds=3600), "127.0.0.1", 0))
+
+    async def subscribers(self) -> int:
+        return int(self.durably.feed.subscribers)
+
+    def cpu_seconds(self) -> float:
+        return 0.0  # counted in the worker process's own CPU
+
+    async def close(self) -> None:
+        await self.server.close()
+
+
+class _DashboardServe:
+    """``durably-sched serve --no-scheduler --no-worker --http`` on the bench's database file."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+
+    @classmethod
+    async def start(cls, durably: Any) -> _DashboardServe:
+        folder = scratch_dir("durably-bench-dashboard-")
+        log = folder / "serve.log"
+        (folder / "nojobs.py").write_text("")
+        command = [
+            sys.executable, "-m", "durably_sched.cli", "--database", durably.store.url, "--jobs", "nojobs",
+            "serve", "--no-scheduler", "--no-worker", "--http", "127.0.0.1:0", "--retention", "off",
+        ]  # fmt: skip
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *command, cwd=folder, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": f"{folder}{os.pathsep}{ROOT}"},
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            found = re.search(r"on http://127\.0\.0\.1:(\d+)", log.read_text())
+            if found and "serve started" in log.read_text():
+                return cls(proc, int(found.group(1)), log)
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the dashboard serve did not start:\n{log.read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+
+    async def subscribers(self) -> int:
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{self.port}/metrics")).text
+        found = re.search(r"^durably_stream_subscribers (\S+)$", text, re.M)
+        return int(float(found.group(1))) if found else 0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            await asyncio.wait_for(self.proc.wait(), 30)
 
 
 async def _clients(port: int, count: int) -> None:
@@ -360,6 +437,52 @@ async def _list_pages(history: int, repeats: int) -> dict[str, Any]:
     return out
 
 
+def _load_figures(steps: int, reps: int, step_ms: float, dashboard: bool) -> dict[str, Any]:
+    """9a for one step kind: ``reps`` rounds without and with clients, alternating, and the figures."""
+    rounds: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    for rep in range(reps):
+        for side in ("without", "with") if rep % 2 == 0 else ("with", "without"):
+            clients = 100 if side == "with" else 0
+            rounds[side].append(asyncio.run(_load_round(steps, clients, step_ms, dashboard)))
+    without = median([r["steps_per_s"] for r in rounds["without"]])
+    with_clients = median([r["steps_per_s"] for r in rounds["with"]])
+    # Each repetition's pair, run seconds apart: on a machine whose speed drifts, what the streams
+    # add to the server's CPU per step (and its share of the pair's CPU without them) varies less
+    # than the steps/s of rounds far apart.
+    pairs = list(zip(rounds["without"], rounds["with"], strict=True))
+    added = [(w["server_cpu_seconds"] - o["server_cpu_seconds"]) / w["steps"] for o, w in pairs]
+    shares = [w["server_cpu_seconds"] / o["server_cpu_seconds"] - 1 for o, w in pairs]
+    figures: dict[str, Any] = {
+        "runs": RUNS,
+        "steps_per_run": steps,
+        "step_ms": step_ms,
+        "clients": 100,
+        "streams_from": "dashboard serve" if dashboard else "worker process",
+        "steps_per_s_without": without,
+        "steps_per_s_with": with_clients,
+        "drop_percent": 100 * (1 - with_clients / without),
+        "pair_drop_percent": median([100 * (1 - w["steps_per_s"] / o["steps_per_s"]) for o, w in pairs]),
+        # The worker process's CPU: with the streams in a dashboard serve, what they cost it.
+        "cpu_added_us_per_step": median([1e6 * a for a in added]),
+        "cpu_added_percent": median([100 * x for x in shares]),
+        # Of it, the kernel's: a write to a client on this machine runs loopback TCP's receive path
+        # in the writer's system call.
+        "kernel_added_us_per_step": median(
+            [1e6 * (w["server_kernel_seconds"] - o["server_kernel_seconds"]) / w["steps"] for o, w in pairs]
+        ),
+        "stream_lag_s_median": median([w["stream_lag_s"] for w in rounds["with"]]),
+        # Python's cyclic collector, seconds per round (record 54 of docs/design.md).
+        "gc_seconds_without": median([r["gc_seconds"] for r in rounds["without"]]),
+        "gc_seconds_with": median([r["gc_seconds"] for r in rounds["with"]]),
+        "rounds": rounds,
+    }
+    if dashboard:  # what the streams cost the dashboard serve, per step
+        figures["dashboard_cpu_us_per_step"] = median(
+            [1e6 * w["dashboard_cpu_seconds"] / w["steps"] for w in rounds["with"]]
+        )
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -377,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=1_000_000, help="runs in the table for 9b")
     parser.add_argument("--repeats", type=int, default=200, help="requests per page in 9b")
     parser.add_argument("--part", choices=("all", "load", "lists", "events"), default="all")
+    parser.add_argument(
+        "--streams-from",
+        default="worker,dashboard",
+        help="9a: where the streams are served, comma-separated: worker = the worker's own process "
+        "(serve --http), dashboard = a dashboard-only serve on the same database",
+    )
     parser.add_argument("--clients", type=int, help=argparse.SUPPRESS)  # the client process of 9a
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -385,47 +514,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result: dict[str, Any] = {}
     if args.part in ("all", "load"):
-        result["sse"] = {}
-        for step_ms in (float(x) for x in args.step_ms.split(",")):
-            rounds: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
-            for rep in range(args.reps):
-                for side in ("without", "with") if rep % 2 == 0 else ("with", "without"):
-                    clients = 100 if side == "with" else 0
-                    rounds[side].append(asyncio.run(_load_round(args.steps, clients, step_ms)))
-            without = median([r["steps_per_s"] for r in rounds["without"]])
-            with_clients = median([r["steps_per_s"] for r in rounds["with"]])
-            # Each repetition's pair, run seconds apart: on a machine whose speed drifts, what the
-            # streams add to the server's CPU per step (and its share of the pair's CPU without
-            # them) varies less than the steps/s of rounds far apart.
-            pairs = list(zip(rounds["without"], rounds["with"], strict=True))
-            added = [(w["server_cpu_seconds"] - o["server_cpu_seconds"]) / w["steps"] for o, w in pairs]
-            shares = [w["server_cpu_seconds"] / o["server_cpu_seconds"] - 1 for o, w in pairs]
-            result["sse"][f"step_ms_{step_ms:g}"] = {
-                "runs": RUNS,
-                "steps_per_run": args.steps,
-                "step_ms": step_ms,
-                "clients": 100,
-                "steps_per_s_without": without,
-                "steps_per_s_with": with_clients,
-                "drop_percent": 100 * (1 - with_clients / without),
-                "pair_drop_percent": median(
-                    [100 * (1 - w["steps_per_s"] / o["steps_per_s"]) for o, w in pairs]
-                ),
-                "cpu_added_us_per_step": median([1e6 * a for a in added]),
-                "cpu_added_percent": median([100 * x for x in shares]),
-                # Of it, the kernel's: a write to a client on this machine runs loopback TCP's
-                # receive path in the writer's system call.
-                "kernel_added_us_per_step": median(
-                    [
-                        1e6 * (w["server_kernel_seconds"] - o["server_kernel_seconds"]) / w["steps"]
-                        for o, w in pairs
-                    ]
-                ),
-                "stream_lag_s_median": median([w["stream_lag_s"] for w in rounds["with"]]),
-                # Python's cyclic collector, seconds per round (record 54 of docs/design.md).
-                "gc_seconds_without": median([r["gc_seconds"] for r in rounds["without"]]),
-                "gc_seconds_with": median([r["gc_seconds"] for r in rounds["with"]]),
-                "rounds": rounds,
+        for where in args.streams_from.split(","):
+            key = {"worker": "sse", "dashboard": "sse_dashboard"}[where]
+            result[key] = {
+                f"step_ms_{step_ms:g}": _load_figures(args.steps, args.reps, step_ms, where == "dashboard")
+                for step_ms in (float(x) for x in args.step_ms.split(","))
             }
     if args.part in ("all", "events"):
         result["events"] = asyncio.run(_event_costs(args.steps, 40, 5))

@@ -285,9 +285,14 @@ class Server:
             roles = f"scheduler + worker ({_at_a_time(opts.concurrency)})"
         elif opts.worker:
             roles = f"worker only ({_at_a_time(opts.concurrency)})"
-        else:
+        elif opts.scheduler:
             roles = "scheduler only"
-        log.info("serve started: %s, worker id %s", roles, durably.worker.worker_id)
+        else:
+            roles = "dashboard and API only (no scheduler, no worker)"
+        if opts.scheduler or opts.worker:
+            log.info("serve started: %s, worker id %s", roles, durably.worker.worker_id)
+        else:
+            log.info("serve started: %s", roles)
 
 
 def _first_fire(config: SchedulesConfig) -> tuple[str, datetime] | None:
@@ -407,6 +412,7 @@ Examples:
   durably-sched serve
   durably-sched serve --concurrency 8 --http 127.0.0.1:9464
   durably-sched --database postgresql://durably@db/durably serve --no-scheduler   # workers only
+  durably-sched serve --no-scheduler --no-worker --http 127.0.0.1:9464   # the dashboard alone
   DURABLY_HTTP=0.0.0.0:8080 durably-sched serve --log-format json --stop-grace 25
 
 \b
@@ -451,7 +457,12 @@ def _token_file_option(flag: str, holding: str) -> Callable[[F], F]:
 
 @click.command("serve", cls=CliCommand, epilog=EPILOG)
 @click.option("--no-scheduler", is_flag=True, help="Do not fire schedules (worker only).")
-@click.option("--no-worker", is_flag=True, help="Do not execute runs (scheduler only).")
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="Do not execute runs (scheduler only; with --no-scheduler and --http: the dashboard and "
+    "API alone, whose live pages then cost the workers nothing).",
+)
 @concurrency_option("Runs executed at the same time by this process.")
 @click.option(
     "--polling-interval",
@@ -621,7 +632,11 @@ def _check_roles(
     if no_scheduler and no_worker:
         if once:
             raise CliError("serve --once with --no-scheduler and --no-worker together leaves nothing to do")
-        raise CliError("--no-scheduler and --no-worker together leave nothing to do")
+        if http is None:  # with --http, the dashboard alone: its streams off the workers' processes
+            raise CliError(
+                "--no-scheduler and --no-worker together leave nothing to do without --http "
+                "(then the process serves the dashboard and the API only)"
+            )
     if not once:
         for flag, value in (("--max-runs", max_runs), ("--max-seconds", max_seconds)):
             if value is not None:

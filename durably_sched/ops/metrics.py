@@ -303,6 +303,12 @@ class Metrics:
         )
         takeovers.add_metric([], worker.takeovers)
         yield takeovers
+        streams = GaugeMetricFamily(
+            "durably_stream_subscribers",
+            "Live run streams this process serves now (dashboard pages, API event streams, waits).",
+        )
+        streams.add_metric([], self.durably.feed.subscribers)
+        yield streams
         scheduler = self.scheduler
         if scheduler is not None and scheduler.last_tick_monotonic > 0:
             age = GaugeMetricFamily(

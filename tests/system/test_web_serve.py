@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -150,6 +151,51 @@ def test_a_run_in_another_serve_streams_to_a_client_of_the_first(workdir: Path, 
         stop(web, web_log)
         if worker is not None and worker_log is not None:
             stop(worker, worker_log)
+    assert "Traceback" not in web_log.read_text(), web_log.read_text()[-3000:]
+
+
+def test_a_dashboard_only_serve_streams_the_runs_a_worker_serve_executes(
+    workdir: Path, database: str
+) -> None:
+    # `serve --no-scheduler --no-worker --http`: the dashboard and the API in a process of their own,
+    # so that their streams do not take the workers' CPU (docs/deploying.md).
+    web, web_log = start(workdir, database, "web", "--no-scheduler", "--no-worker", "--http", "127.0.0.1:0")
+    worker, worker_log = start(workdir, database, "worker", "--no-scheduler", "--stop-grace", "1")
+    try:
+        port = wait_for(lambda: _port(web, web_log), 60, "dashboard serve listening")
+        wait_for(lambda: "serve started" in worker_log.read_text(), 60, "worker serve started")
+        assert "serve started: dashboard and API only (no scheduler, no worker)" in web_log.read_text()
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=60, headers={"X-Durably-CSRF": "1"}
+        ) as http:
+            ready = http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert set(ready.json()["checks"]) == {"database", "schema"}  # no worker to wait for
+            made = http.post("/api/jobs/slow/trigger", json={"input": {"count": 4, "pause": 0.2}})
+            assert made.status_code == 201, made.text
+            run_id = made.json()["run"]["id"]
+            events: list[tuple[str, Any]] = []
+            with http.stream("GET", f"/api/runs/{run_id}/events") as response:
+                metrics = http.get("/metrics").text
+                assert re.search(r"^durably_stream_subscribers 1\.0$", metrics, re.M), metrics
+                kind = ""
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        events.append((kind, json.loads(line[6:])))
+            kinds = [k for k, _ in events]
+            assert kinds[0] == "run:snapshot" and kinds[-1] == "run:complete", kinds
+            # Every step once: those done before the stream opened in its snapshot, the rest streamed.
+            names = [s["name"] for s in events[0][1]["steps"]]
+            names += [d["step_name"] for k, d in events if k == "step:complete"]
+            assert names == ["s0", "s1", "s2", "s3"], kinds
+            workers = http.get("/api/workers").json()["workers"]
+            assert len(workers) == 1, workers  # the dashboard serve executes nothing, so is no worker
+            assert http.get(f"/api/runs/{run_id}").json()["run"]["worker_id"] == workers[0]["id"]
+    finally:
+        assert stop(web, web_log) == 0
+        stop(worker, worker_log)
     assert "Traceback" not in web_log.read_text(), web_log.read_text()[-3000:]
 
 

@@ -194,3 +194,23 @@ def test_the_chart_draws_both_backends(tmp_path: Path) -> None:
     path = tmp_path / "chart.png"
     report.chart(results_for(raw), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_the_stream_benchmark_is_judged_on_the_dashboard_serve_and_shows_the_serve_beside_it() -> None:
+    def figures(step_ms: float, drop: float) -> dict[str, Any]:
+        return {"runs": 50, "step_ms": step_ms, "drop_percent": drop, "rounds": {"with": [], "without": []}}
+
+    web = {
+        "sse": {"step_ms_0": figures(0.0, 20.3), "step_ms_5": figures(5.0, 16.3)},
+        "sse_dashboard": {"step_ms_0": figures(0.0, -1.3), "step_ms_5": figures(5.0, 12.0)},
+        "lists": {
+            "history": 1000,
+            **{page: {"p99_ms": 2.0} for page in ("first_page", "job_and_status", "label", "next_page")},
+        },
+    }
+    m = by_id(results_for({"web": [web]}))
+    assert m["web_sse_drop_step_ms_0"]["durably"] == 20.3 and m["web_sse_drop_step_ms_0"]["pass"] is None
+    assert m["web_sse_dashboard_drop_step_ms_0"]["pass"] is True
+    assert m["web_sse_dashboard_drop_step_ms_5"]["pass"] is False  # 12 % > 10 %
+    assert "from a dashboard serve" in m["web_sse_dashboard_drop_step_ms_0"]["name"]
+    assert "rounds" not in summarize({"web": [web]})["web"]["sse_dashboard"]["step_ms_0"]

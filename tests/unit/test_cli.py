@@ -871,7 +871,10 @@ def test_a_lease_renewed_only_after_it_expires_is_refused_naming_both_flags(
 def test_serve_refuses_an_empty_role_set(project: Project) -> None:
     result = project.run("serve", "--no-scheduler", "--no-worker")
     assert result.exit_code == 2
-    assert "leave nothing to do" in result.stderr
+    assert error_line(result) == (
+        "error: --no-scheduler and --no-worker together leave nothing to do without --http "
+        "(then the process serves the dashboard and the API only)"
+    )
     assert not project.db.exists()
 
 

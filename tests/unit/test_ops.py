@@ -430,9 +430,14 @@ async def test_process_state_metrics(durably: Durably) -> None:
         assert value(found, "durably_active_runs") == 1
         assert value(found, "durably_lease_losses_total") == 2
         assert value(found, "durably_worker_errors_total", context="claim") == 1
+    assert value(samples(one), "durably_stream_subscribers") == 0
+    subscription = durably.subscribe(run.id)  # a live stream of the run, as a dashboard page holds
+    assert value(samples(one), "durably_stream_subscribers") == 1
     GATE["gate"].set()
     await durably.wait_for_run(run.id, timeout=5)
     await until(lambda: value(samples(one), "durably_active_runs") == 0, what="run finished")
+    assert [e.type async for e in subscription][-1] == "run:complete"
+    assert value(samples(one), "durably_stream_subscribers") == 0  # it ended with its run
 
 
 # --- HTTP (the web app's probes, served by uvicorn on this loop) --------------------------------------------

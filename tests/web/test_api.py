@@ -641,7 +641,7 @@ async def test_schedulers_show_their_buckets_and_a_host_clock_that_is_off(idle: 
         page = (await http.get("/workers")).text
         rows = {m[1]: m[2] for m in re.finditer(r'<tr data-scheduler="([^"]+)">(.*?)</tr>', page, re.S)}
         assert set(rows) == {"sched-fast", "sched-fine"}
-        assert f'{found["sched-fast"]["buckets"]} / {BUCKETS}' in rows["sched-fast"]
+        assert f"{found['sched-fast']['buckets']} / {BUCKETS}" in rows["sched-fast"]
         assert "20.3 s ahead" in rows["sched-fast"] and "data-clock-warning" in rows["sched-fast"]
         assert "0.2 s behind" in rows["sched-fine"] and "data-clock-warning" not in rows["sched-fine"]
 
