@@ -287,28 +287,7 @@ class Metrics:
 
     def _live(self) -> Iterable[Metric]:
         """Metrics read at scrape time: process state and the cached database counts."""
-        worker = self.durably.worker
-        active = GaugeMetricFamily("durably_active_runs", "Runs executing in this process now.")
-        active.add_metric([], len(worker.active))
-        yield active
-        losses = CounterMetricFamily(
-            "durably_lease_losses",
-            "Runs this process stopped because another worker took over their lease.",
-        )
-        losses.add_metric([], worker.lease_losses)
-        yield losses
-        takeovers = CounterMetricFamily(
-            "durably_worker_takeovers",
-            "Workers on this host whose process was found gone and whose runs this process resumed early.",
-        )
-        takeovers.add_metric([], worker.takeovers)
-        yield takeovers
-        streams = GaugeMetricFamily(
-            "durably_stream_subscribers",
-            "Live run streams this process serves now (dashboard pages, API event streams, waits).",
-        )
-        streams.add_metric([], self.durably.feed.subscribers)
-        yield streams
+        yield from _process_families(self.durably)
         scheduler = self.scheduler
         if scheduler is not None and scheduler.last_tick_monotonic > 0:
             age = GaugeMetricFamily(
@@ -426,6 +405,32 @@ class _LiveCollector:
 
     def collect(self) -> Iterable[Metric]:
         return self._metrics._live()
+
+
+def _process_families(durably: OpsFacade) -> Iterable[Metric]:
+    """This process's runs, lease losses, takeovers and live streams."""
+    worker = durably.worker
+    active = GaugeMetricFamily("durably_active_runs", "Runs executing in this process now.")
+    active.add_metric([], len(worker.active))
+    yield active
+    losses = CounterMetricFamily(
+        "durably_lease_losses",
+        "Runs this process stopped because another worker took over their lease.",
+    )
+    losses.add_metric([], worker.lease_losses)
+    yield losses
+    takeovers = CounterMetricFamily(
+        "durably_worker_takeovers",
+        "Workers on this host whose process was found gone and whose runs this process resumed early.",
+    )
+    takeovers.add_metric([], worker.takeovers)
+    yield takeovers
+    streams = GaugeMetricFamily(
+        "durably_stream_subscribers",
+        "Live run streams this process serves now (dashboard pages, API event streams, waits).",
+    )
+    streams.add_metric([], durably.feed.subscribers)
+    yield streams
 
 
 def _ownership_families(ownership: Ownership) -> Iterable[Metric]:
