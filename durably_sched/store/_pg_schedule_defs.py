@@ -112,14 +112,27 @@ async def _notify(conn: Any, versions: Sequence[rules.ScheduleVersion]) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", SCHEDULES_CHANNEL, str(max(v.seq for v in versions)))
 
 
+_SEQ = "SELECT coalesce(max(seq), 0) FROM schedule_versions"
+_MARK = (
+    "INSERT INTO schedule_sync_mark (id, fingerprint, seq) VALUES (1, $1, $2) "
+    "ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, seq = EXCLUDED.seq"
+)
+
+
 async def _sync(
-    conn: Any, entries: Sequence[rules.SyncEntry], by: str | None, at: datetime | None
+    conn: Any, entries: Sequence[rules.SyncEntry], by: str | None, at: datetime | None, fingerprint: str
 ) -> rules.SyncResult:
+    mark = await conn.fetchrow(f"SELECT fingerprint, seq, ({_SEQ}) AS newest FROM schedule_sync_mark")
+    stored = None if mark is None else (mark["fingerprint"], mark["seq"])
+    if mark is not None and rules.synced_already(stored, fingerprint, mark["newest"]):
+        return rules.SyncResult()  # the same entries synced last, no change since: nothing to write
     rows = {row["name"]: rules.def_of(row) for row in await conn.fetch(f"SELECT {_DEF} FROM schedule_defs")}
     plan = rules.plan_sync(rows, entries, by, at)
     versions = await _apply(conn, plan.writes) if plan.writes else []
     if plan.moved:
         await conn.executemany("UPDATE schedule_defs SET path = $2, line = $3 WHERE name = $1", plan.moved)
+    if not plan.refused:
+        await conn.execute(_MARK, fingerprint, await conn.fetchval(_SEQ))
     await _notify(conn, versions)
     return rules.SyncResult(versions, plan.refused)
 
@@ -146,10 +159,12 @@ class PostgresScheduleDefs(PostgresAccess, rules.ScheduleDefStore):
     async def sync_schedules(
         self, entries: Sequence[rules.SyncEntry], *, by: str | None, at: datetime | None = None
     ) -> rules.SyncResult:
+        fingerprint = rules.sync_fingerprint(entries)  # before the lock: it orders every change
+
         async def write(conn: Any, replay: bool) -> rules.SyncResult:
             async with conn.transaction():
                 await conn.execute(_LOCK)
-                return await _sync(conn, entries, by, at)
+                return await _sync(conn, entries, by, at, fingerprint)
 
         return await self._run("sync_schedules", write)
 

@@ -24,6 +24,8 @@ from .schedule_defs import (
     decide,
     def_of,
     plan_sync,
+    sync_fingerprint,
+    synced_already,
     version_of,
 )
 
@@ -76,15 +78,31 @@ def _apply(
     return replace(version, at=stamp, seq=seq)
 
 
+_SEQ = "SELECT coalesce(max(seq), 0) FROM schedule_versions"
+
+
 def _sync(
-    conn: sqlite3.Connection, entries: Sequence[SyncEntry], by: str | None, when: datetime | None
+    conn: sqlite3.Connection,
+    entries: Sequence[SyncEntry],
+    by: str | None,
+    when: datetime | None,
+    fingerprint: str,
 ) -> SyncResult:
+    mark = conn.execute(f"SELECT fingerprint, seq, ({_SEQ}) AS newest FROM schedule_sync_mark").fetchone()
+    stored = None if mark is None else (mark["fingerprint"], mark["seq"])
+    if mark is not None and synced_already(stored, fingerprint, mark["newest"]):
+        return SyncResult()  # the same entries synced last, no change since: nothing to write
     rows = {row["name"]: def_of(row, ms_to_dt) for row in conn.execute(f"SELECT {_DEF} FROM schedule_defs")}
     plan = plan_sync(rows, entries, by, when)
     at = now_ms() if when is None else dt_to_ms(when)
     versions = [_apply(conn, current, version, at, where) for current, version, where in plan.writes]
     conn.executemany("UPDATE schedule_defs SET path = ?, line = ? WHERE name = ?",
                      [(path, line, name) for name, path, line in plan.moved])  # fmt: skip
+    if not plan.refused:
+        conn.execute(
+            f"INSERT OR REPLACE INTO schedule_sync_mark (id, fingerprint, seq) VALUES (1, ?, ({_SEQ}))",
+            (fingerprint,),
+        )
     return SyncResult(versions, plan.refused)
 
 
@@ -106,7 +124,8 @@ class SqliteScheduleDefs(SqliteAccess, ScheduleDefStore):
     async def sync_schedules(
         self, entries: Sequence[SyncEntry], *, by: str | None, at: datetime | None = None
     ) -> SyncResult:
-        return await self._write(lambda conn: _sync(conn, entries, by, at), heavy=True)
+        fingerprint = sync_fingerprint(entries)  # outside the write transaction
+        return await self._write(lambda conn: _sync(conn, entries, by, at, fingerprint), heavy=True)
 
     async def get_schedule_def(self, name: str) -> ScheduleDef | None:
         rows = await self._read(f"SELECT {_DEF} FROM schedule_defs WHERE name = ?", (name,))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "plan_sync",
+    "sync_fingerprint",
+    "synced_already",
 ]
 
 Source = Literal["yaml", "api"]
@@ -331,6 +334,30 @@ def plan_sync(
             assert gone is not None
             plan.writes.append((current, gone, (None, None)))
     return plan
+
+
+SyncMark = tuple[str, int]
+"""The newest successful sync: its entries' fingerprint and the newest change's seq after it."""
+
+
+def sync_fingerprint(entries: Sequence[SyncEntry]) -> str:
+    """A digest of all a sync of ``entries`` reads from them: each entry's name, definition, file
+    and line, in order."""
+    digest = hashlib.sha256()
+    for entry in entries:
+        item = [entry.name, entry.path, entry.line, entry.definition]
+        digest.update(json.dumps(item, sort_keys=True, separators=(",", ":")).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def synced_already(stored: SyncMark | None, fingerprint: str, seq: int) -> bool:
+    """Whether a sync of the entries of ``fingerprint`` would write nothing, ``seq`` being the
+    newest change now: the newest successful sync was of the very same entries and nothing has
+    changed since. A sync makes the rows what its entries say (or refuses, and then leaves no
+    mark); every change of a row is a version with a new seq; so with no version since, the rows
+    are still what the same entries would make them, and :func:`plan_sync` would plan nothing."""
+    return stored == (fingerprint, seq)
 
 
 class ScheduleDefStore(abc.ABC):

@@ -117,6 +117,36 @@ async def test_a_sync_versions_only_what_changed_and_deletes_what_left_the_file(
     assert await store.schedule_defs_since(await store.schedule_seq()) == []
 
 
+async def test_a_sync_of_the_entries_synced_last_is_answered_by_its_mark_only_while_nothing_changed(
+    store: Store,
+) -> None:
+    # Serves started together each sync the same file: the second and later syncs write nothing,
+    # and are told so without comparing every definition again (migration 14's mark).
+    file_a = [SyncEntry("a", definition(), "s.yaml", 2), SyncEntry("b", definition(), "s.yaml", 6)]
+    file_b = [SyncEntry("a", definition("5 2 * * *"), "s.yaml", 2), SyncEntry("b", definition(), "s.yaml", 6)]
+    assert len((await store.sync_schedules(file_a, by="s1")).versions) == 2
+    assert (await store.sync_schedules(file_a, by="s2")).versions == []
+    # Another file in between (a rolling deploy): the first file's sync changes a back.
+    assert [v.name for v in (await store.sync_schedules(file_b, by="s3")).versions] == ["a"]
+    back = await store.sync_schedules(file_a, by="s1")
+    assert [(v.name, v.definition) for v in back.versions] == [("a", definition())]
+    # A change made after the sync (here a yaml schedule deleted other than by a sync) is a new
+    # seq: the same entries are compared again and b comes back.
+    await store.save_schedule(DefChange("b", "delete", "yaml", by="someone"))
+    again = await store.sync_schedules(file_a, by="s2")
+    assert [(v.name, v.op) for v in again.versions] == [("b", "sync")]
+    # Only the lines moved: no version, but the places are written (the mark holds the lines too).
+    moved = [SyncEntry("a", definition(), "s.yaml", 3), SyncEntry("b", definition(), "s.yaml", 7)]
+    assert (await store.sync_schedules(moved, by="s2")).versions == []
+    row = await store.get_schedule_def("b")
+    assert row is not None and (row.path, row.line, row.deleted) == ("s.yaml", 7, False)
+    # A refused sync leaves no mark: the same entries are refused again, not waved through.
+    await create(store, "c")
+    clash = [*moved, SyncEntry("c", definition(), "s.yaml", 9)]
+    assert set((await store.sync_schedules(clash, by="s2")).refused) == {"c"}
+    assert set((await store.sync_schedules(clash, by="s2")).refused) == {"c"}
+
+
 async def test_lists_filter_search_and_page_by_cursor(store: Store) -> None:
     for i in range(7):
         await create(
