@@ -24,6 +24,7 @@ from ._yaml_guard import MAX_DEPTH, BudgetExceeded, GuardedLoader
 __all__ = ["Document", "Path_", "Place", "Problem", "message", "read_document"]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 Path_ = tuple[Any, ...]
 
@@ -70,6 +71,8 @@ def message(path: Path_, what: str, places: Mapping[Path_, Place]) -> str:
 def _key_of(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     """A mapping key as the constructed document will hold it (its text when it cannot be a key)."""
     if isinstance(node, yaml.ScalarNode):
+        if node.tag == _STR_TAG:
+            return node.value  # what the constructor makes of a str scalar, without its call
         try:
             key = loader.construct_object(node)
             hash(key)
