@@ -77,6 +77,18 @@ def stop(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> int:
         ) from None
 
 
+def sse_events(response: httpx.Response) -> list[tuple[str, Any]]:
+    """A server-sent event stream read to its end: (event type, its data decoded)."""
+    events: list[tuple[str, Any]] = []
+    kind = ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line[6:])))
+    return events
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "webjobs.py").write_text(JOBS)
@@ -121,14 +133,8 @@ def test_a_run_in_another_serve_streams_to_a_client_of_the_first(workdir: Path, 
             made = http.post("/api/jobs/slow/trigger", json={"input": {"count": 6, "pause": 0.3}}).json()[
                 "run"
             ]
-            events: list[tuple[str, dict[str, object]]] = []
             with http.stream("GET", f"/api/runs/{made['id']}/events") as response:
-                kind = ""
-                for line in response.iter_lines():
-                    if line.startswith("event: "):
-                        kind = line[7:]
-                    elif line.startswith("data: "):
-                        events.append((kind, json.loads(line[6:])))
+                events = sse_events(response)
             kinds = [k for k, _ in events]
             assert kinds[0] == "run:snapshot" and kinds[-1] == "run:complete", kinds
             progress = [d["progress"]["current"] for k, d in events if k == "run:progress"]  # type: ignore[index]
@@ -174,16 +180,10 @@ def test_a_dashboard_only_serve_streams_the_runs_a_worker_serve_executes(
             made = http.post("/api/jobs/slow/trigger", json={"input": {"count": 4, "pause": 0.2}})
             assert made.status_code == 201, made.text
             run_id = made.json()["run"]["id"]
-            events: list[tuple[str, Any]] = []
             with http.stream("GET", f"/api/runs/{run_id}/events") as response:
                 metrics = http.get("/metrics").text
                 assert re.search(r"^durably_stream_subscribers 1\.0$", metrics, re.M), metrics
-                kind = ""
-                for line in response.iter_lines():
-                    if line.startswith("event: "):
-                        kind = line[7:]
-                    elif line.startswith("data: "):
-                        events.append((kind, json.loads(line[6:])))
+                events = sse_events(response)
             kinds = [k for k, _ in events]
             assert kinds[0] == "run:snapshot" and kinds[-1] == "run:complete", kinds
             # Every step once: those done before the stream opened in its snapshot, the rest streamed.
