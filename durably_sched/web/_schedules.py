@@ -93,13 +93,16 @@ async def schedule_json(
 
 
 async def schedules_json(ctx: WebContext, *, api: bool = True) -> list[dict[str, Any]]:
-    """Every schedule in use (the file's, then -- with ``api`` -- the database's API schedules),
-    with its state: one read of the states for the whole list."""
+    """Every schedule in use (the file's, then -- with ``api`` -- the database's others), with its
+    state: one read of the states for the whole list. The database's others are its API schedules;
+    in a process without the file (a dashboard serve, a worker-only serve), every schedule the
+    database has, the ones another serve synced from its file included."""
     found = entries(ctx)
+    source = "api" if ctx.schedules() is not None else None
     rows: list[ScheduleDef] = []
     cursor: str | None = None
     while api:
-        page = await ctx.durably.schedules.list(source="api", limit=1000, cursor=cursor)
+        page = await ctx.durably.schedules.list(source=source, limit=1000, cursor=cursor)
         rows += [row for row in page.items if row.name not in found]
         if (cursor := page.next_cursor) is None:
             break

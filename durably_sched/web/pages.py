@@ -132,7 +132,7 @@ async def home(request: Request) -> Response:
     params = request.query_params
     search = {key: params.get(key, "").strip() for key in ("q", "job", "source")}
     searching = any(search.values()) or bool(params.get("cursor"))
-    if not searching:
+    if not searching and config is not None:
         search["source"] = "api"  # the file's schedules (in its order), then a page of the API's
     listed = await ctx.durably.schedules.list(
         q=search["q"] or None, job=search["job"] or None, source=search["source"] or None,

@@ -6,12 +6,15 @@ schedules while the read-only token sees them and their versions; the list filte
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from durably_sched import Durably
 from durably_sched.schedule.scheduler import Scheduler
+from durably_sched.web import create_app
 from tests.backends import Backend
 from tests.web.test_api import READ, TOKEN, client, config, error_of, started
 
@@ -110,6 +113,26 @@ async def test_a_yaml_schedule_is_409_naming_the_file(idle: Durably) -> None:
         assert paused.status_code == 200
         versions = (await http.get("/api/schedules/hourly/versions")).json()["versions"]
         assert [(v["op"], v["note"]) for v in versions] == [("sync", None), ("pause", "maintenance")]
+
+
+async def test_a_process_without_the_file_shows_the_schedules_another_serve_synced(idle: Durably) -> None:
+    # A dashboard serve (serve --no-scheduler --no-worker --http) has no schedules file of its own:
+    # its list and its Schedules page show the database's schedules, the synced YAML ones included.
+    await Scheduler(idle, config()).load()  # another serve synced its file
+    app = create_app(idle)  # no schedules= : this process has no file
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers={"X-Durably-CSRF": "1"}
+    ) as http:
+        made = {"name": "acme", "cron": "0 6 * * *", "job": "counted"}
+        assert (await http.post("/api/schedules", json=made)).status_code == 201
+        listed = (await http.get("/api/schedules")).json()["schedules"]
+        assert sorted((s["name"], s["source"]) for s in listed) == [
+            ("acme", "api"),
+            ("hourly", "yaml"),
+            ("skippy", "yaml"),
+        ]
+        page = (await http.get("/")).text
+        assert set(re.findall(r'<tr data-schedule="([^"]+)"', page)) == {"acme", "hourly", "skippy"}
 
 
 async def test_the_list_filters_searches_and_pages(idle: Durably) -> None:
