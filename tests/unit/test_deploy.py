@@ -430,7 +430,11 @@ def k8s_one(kind: str, name: str | None = None) -> dict[str, Any]:
 
 
 def k8s_deployment() -> dict[str, Any]:
-    return k8s_one("Deployment")
+    return k8s_one("Deployment", "durably-sched")
+
+
+def k8s_dashboard() -> dict[str, Any]:
+    return k8s_one("Deployment", "durably-sched-dashboard")
 
 
 def k8s_pod_spec() -> dict[str, Any]:
@@ -554,6 +558,9 @@ def collect_invocations() -> list[Invocation]:
     for container in k8s_cronjob_pod()["containers"]:
         argv, env = tuple(k8s_argv(container)), k8s_env(container)
         found.append(Invocation(f"k8s cronjob {container['name']}", argv, env))
+    for container in k8s_dashboard()["spec"]["template"]["spec"]["containers"]:
+        argv, env = tuple(k8s_argv(container)), k8s_env(container)
+        found.append(Invocation(f"k8s dashboard {container['name']}", argv, env))
 
     for i, argv in enumerate(readme_commands()):
         found.append(Invocation(f"README #{i + 1}", tuple(argv)))
@@ -974,6 +981,7 @@ def test_kustomization_lists_the_manifests() -> None:
         "kustomization.yaml",
         "secret.example.yaml",
         "cronjob.yaml",
+        "dashboard.yaml",  # the dashboard in pods of its own, added by hand for many viewers
     }
     assert set(resources) == expected
     assert "secret.example.yaml" not in resources
@@ -1066,7 +1074,7 @@ def test_k8s_security_context() -> None:
 
 
 def test_k8s_service_targets_the_http_port() -> None:
-    service = k8s_one("Service")
+    service = k8s_one("Service", "durably-sched")
     serve = k8s_serve_container()
     labels = k8s_deployment()["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
@@ -1099,6 +1107,8 @@ def test_every_serve_listening_beyond_loopback_gets_a_token() -> None:
     setups: list[tuple[str, list[str], dict[str, str], bool]] = []
     container = k8s_serve_container()
     setups.append(("kubernetes", k8s_argv(container), k8s_env(container), False))
+    (dashboard,) = k8s_dashboard()["spec"]["template"]["spec"]["containers"]
+    setups.append(("kubernetes dashboard", k8s_argv(dashboard), k8s_env(dashboard), False))
     for name, service in compose_services_of_image().items():
         argv = compose_argv(service)
         raw = str((service.get("environment") or {}).get("DURABLY_HTTP_TOKEN", ""))
@@ -1326,7 +1336,7 @@ def test_k8s_cronjob_uses_the_deployments_image_secret_schedules_and_security() 
     assert container.get("resources", {}).get("requests")
     # Its pods are not the Deployment's: the Service and the PodDisruptionBudget never select them.
     labels = k8s_cronjob()["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
-    assert not k8s_one("Service")["spec"]["selector"].items() <= labels.items()
+    assert not k8s_one("Service", "durably-sched")["spec"]["selector"].items() <= labels.items()
     assert not k8s_one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
@@ -1339,3 +1349,43 @@ def test_kustomization_can_swap_the_deployment_for_the_cronjob() -> None:
     kinds = sorted(doc["kind"] for name in swapped for doc in load_yaml_documents(K8S / name))
     assert kinds == ["ConfigMap", "CronJob"]
     assert "cronjob.yaml" in (K8S / "kustomization.yaml").read_text(), "say how to swap it in"
+
+
+def test_k8s_dashboard_serves_the_web_alone_beside_the_serve_pods_and_never_mixes_with_them() -> None:
+    dashboard = k8s_dashboard()
+    pod = dashboard["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    argv = k8s_argv(container)
+    assert subcommand(argv) == "serve"
+    assert {"--no-scheduler", "--no-worker"} <= set(argv), "it must neither fire nor execute"
+    address = option_value(argv, "--http")
+    assert address is not None and not address.startswith("127.0.0.1")
+    port = http_port(address)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port}
+    for probe, path in (
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    token = [e for e in container["env"] if e["name"] == "DURABLY_HTTP_TOKEN"]
+    assert token and "secretKeyRef" in token[0]["valueFrom"]
+    assert container["image"] == k8s_serve_container()["image"]
+    main_pod = k8s_pod_spec()
+    assert pod["securityContext"] == main_pod["securityContext"]
+    assert container["securityContext"] == k8s_serve_container()["securityContext"]
+    # Neither side's selectors pick the other's pods.
+    labels = dashboard["spec"]["template"]["metadata"]["labels"]
+    main_labels = k8s_deployment()["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        k8s_deployment()["spec"]["selector"]["matchLabels"],
+        k8s_one("Service", "durably-sched")["spec"]["selector"],
+        k8s_one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ):
+        assert not selector.items() <= labels.items(), selector
+    assert not dashboard["spec"]["selector"]["matchLabels"].items() <= main_labels.items()
+    service = k8s_one("Service", "durably-sched-dashboard")
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert not service["spec"]["selector"].items() <= main_labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    assert "dashboard.yaml" in (K8S / "kustomization.yaml").read_text(), "say how to add it"
