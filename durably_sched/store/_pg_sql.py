@@ -139,9 +139,10 @@ LEFT JOIN upd ON true
 # it is inserted pending and announced like any other. For runs without a concurrency key and
 # without coalescing only. $1 id, $2 job name, $3 input, $4 idempotency key, $5 labels,
 # $6 schedule name, $7 retry policy, $8 timeout, $9 worker id, $10 lease seconds, $11 the worker's
-# job names.
+# job names. ``mine`` is MATERIALIZED: PostgreSQL inlines a plain CTE into each of its seven uses
+# below, and then plans and runs the test seven times (decision 57).
 _INSERT_CLAIMED_RUN = f"""
-WITH mine AS (
+WITH mine AS MATERIALIZED (
     SELECT NOT EXISTS (
         SELECT 1 FROM runs w
         WHERE w.status = 'pending' AND w.job_name = ANY($11::text[])
