@@ -58,6 +58,10 @@ from .rules import END_STATUS, AttemptEnd, EndKind
 class PostgresWork(PostgresAccess):
     """Claims and every write a run's holder makes, fenced on the run's generation."""
 
+    _keyed_backlog = False
+    """The last claim met runs with a concurrency key: the next one starts with the transaction
+    that claims them (and any others), not with the one statement that can only count them."""
+
     async def _claim(
         self, worker_id: str, jobs: list[str], limit: int, lease_seconds: float, run_ids: Sequence[str] | None
     ) -> list[RunRecord]:
@@ -87,6 +91,14 @@ class PostgresWork(PostgresAccess):
         quick_args: list[Any] = [jobs, worker_id, float(lease_seconds)] + ([only] if only else [])
 
         async def claim(conn: Any, replay: bool) -> list[RunRecord]:
+            if self._keyed_backlog:
+                # Keyed runs were waiting last time (a backlog of scheduled runs, keyed by their
+                # schedule when overlap is "queue"): the transaction claims every kind, so the
+                # statement that would only count them again is skipped. It comes back once a
+                # claim takes no keyed run.
+                out = await self._claim_keyed(conn, jobs, limit, worker_id, lease_seconds, only)
+                self._keyed_backlog = any(run.concurrency_key is not None for _, run in out)
+                return [record for _, record in sorted(out, key=lambda pair: pair[0])]
             # Runs without a concurrency key: one statement, no explicit transaction.
             rows = await conn.fetch(quick_sql, *quick_args)
             out = [
@@ -96,7 +108,9 @@ class PostgresWork(PostgresAccess):
             ]
             room = limit - len(out)
             if rows[0]["keyed"] and room > 0:
-                out.extend(await self._claim_keyed(conn, jobs, room, worker_id, lease_seconds, only))
+                keyed = await self._claim_keyed(conn, jobs, room, worker_id, lease_seconds, only)
+                self._keyed_backlog = bool(keyed)
+                out.extend(keyed)
             if len(out) > 1:
                 out.sort(key=lambda pair: pair[0])
             return [record for _, record in out]

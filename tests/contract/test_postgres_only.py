@@ -21,7 +21,7 @@ from durably_sched.store.base import Checkpoint, RunQuery
 from durably_sched.store.postgres import PostgresStore
 from tests.backends import PostgresBackend
 
-from .test_store_contract import checkpoint, claim_one, create, fire, log_line, new_run, now
+from .test_store_contract import JOB, checkpoint, claim_one, create, fire, log_line, new_run, now
 
 pytestmark = pytest.mark.postgres
 
@@ -483,3 +483,35 @@ async def test_transitions_of_another_store_wake_a_run_feed_only_while_one_reads
     reader.on_run_events(feed, add=False)
     assert not reader._listener._want_run_events
     await other.close()
+
+
+async def test_a_backlog_of_keyed_runs_is_claimed_by_the_transaction_alone_with_the_key_rule(
+    pg: PostgresBackend,
+) -> None:
+    """Scheduled runs are keyed by their schedule (overlap "queue"), so a scheduler's backlog is all
+    keyed runs. Once a claim met some, the next claims skip the one statement (which could only
+    count them) and go straight to the transaction, which claims keyed and plain runs alike under
+    the key rule; the one statement comes back when a claim takes no keyed run."""
+    from durably_sched.store.records import RunRecord
+
+    store = await pg.open_store()
+    assert isinstance(store, PostgresStore)
+
+    async def claim(limit: int) -> list[RunRecord]:
+        return await store.claim("w1", [JOB], limit, 30.0)
+
+    first_a = await create(store, ckey="schedule:a")
+    second_a = await create(store, ckey="schedule:a")
+    first_b = await create(store, ckey="schedule:b")
+    plain = await create(store)
+    assert not store._keyed_backlog
+    [held] = await claim(1)  # the one statement, then the transaction
+    assert held.id == first_a.id and store._keyed_backlog
+    # The transaction alone: a's second run waits for its first (the key rule), b's and the plain
+    # run are taken, oldest first.
+    assert [r.id for r in await claim(3)] == [first_b.id, plain.id]
+    assert store._keyed_backlog
+    assert await claim(3) == []  # a's second run still waits: nothing taken, no keyed run
+    assert not store._keyed_backlog
+    assert await store.complete_run(held.id, held.generation, {}) == "ok"
+    assert [r.id for r in await claim(3)] == [second_a.id]  # the one statement, then the transaction
