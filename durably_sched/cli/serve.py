@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from .._durations import format_duration
+from .._tasks import report_while_slow, stop_task
 from ..durably import Durably
 from ..jobs import JobDefinition
 from ..limits import Limits
@@ -48,6 +48,8 @@ from ._wait import Interrupts
 log = logging.getLogger("durably_sched.serve")
 LISTED = 20
 """Schedule names the start log lists (then: "and N more")."""
+STOP_SLACK = 10.0
+"""Seconds a stop may take beyond --stop-grace before it logs what it is still waiting for."""
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -204,25 +206,53 @@ class Server:
                 f"{opts.stop_grace:g}",
             )
         finally:
+            await self._shut_down(durably, orphans, reloader, http_server, metrics)
+        log.info("stopped")
+        return EXIT_OK
+
+    async def _shut_down(
+        self,
+        durably: Durably,
+        orphans: OrphanedJobsWatch | None,
+        reloader: SchedulesReloader | None,
+        http_server: Any,
+        metrics: Any,
+    ) -> None:
+        """Stop firing and claiming first (what SIGTERM promises), then let the steps in flight
+        finish and release the runs, then the side services, the web server and the store. A stop
+        that takes longer than the stop grace plus STOP_SLACK logs what it still waits for, and
+        where every pending task is suspended, until it ends."""
+        stage = "the side tasks"
+        watchdog = asyncio.get_running_loop().create_task(
+            report_while_slow(
+                lambda: f"stop is taking long: still stopping {stage}",
+                self.options.stop_grace + STOP_SLACK,
+                log.warning,
+            ),
+            name="durably-stop-watchdog",
+        )
+        try:
+            for task in self._tasks:  # the schedules file's reload: it would change the scheduler
+                await stop_task(task)
             if orphans is not None:
                 await orphans.stop()
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if reloader is not None:
-                await reloader.close()
+            stage = "the scheduler"
             if self.scheduler is not None:
                 await self.scheduler.stop()
-            await durably.stop(grace=opts.stop_grace)
+            stage = "the worker (steps in flight, then the release of the runs held)"
+            await durably.stop(grace=self.options.stop_grace)
+            stage = "the schedules file's state in the database"
+            if reloader is not None:
+                await reloader.close()
+            stage = "the web server"
             if http_server is not None:
                 await http_server.close()
             if metrics is not None:
                 metrics.close()
+            stage = "the database connections"
             await durably.close()
-        log.info("stopped")
-        return EXIT_OK
+        finally:
+            await stop_task(watchdog)
 
     async def _start_http(self, durably: Durably) -> tuple[Any, Any]:
         """The web app (dashboard, API, /healthz, /readyz, /metrics) and its metrics, with --http."""

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+RUN_LINE = re.compile(r"INFO  \S+ [0-9a-f]{8} ")
+"""A text log line about one run (``<job> <short id> ...``)."""
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 T = TypeVar("T")
@@ -114,9 +116,15 @@ class Serve:
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             self.proc.wait(10)
+            lines = self.output().splitlines()
+            since = next((i for i, line in enumerate(lines) if "received SIGTERM" in line), len(lines))
+            stopping = [line for line in lines[since:] if not RUN_LINE.search(line)]  # the tail has them
             raise AssertionError(
-                f"serve pid {self.proc.pid} did not stop within {timeout}s of SIGTERM; log tail:\n"
-                + self.output()[-3000:]
+                f"serve pid {self.proc.pid} did not stop within {timeout}s of SIGTERM; from the "
+                "signal on, all but run lines:\n"
+                + "\n".join(stopping[:60])[-6000:]
+                + "\nlog tail:\n"
+                + "\n".join(lines)[-2000:]
             ) from None
 
     def output(self) -> str:
