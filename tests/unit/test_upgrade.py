@@ -472,9 +472,8 @@ async def test_the_first_sync_makes_a_release_s_yaml_schedules_version_1_with_th
     from durably_sched.store.schedule_defs import SyncEntry
 
     definition = {"cron": "0 2 * * *", "job": "report"}
-    result = await store.sync_schedules(
-        [SyncEntry(name, definition, "schedules.yaml", 3 + i) for i, name in enumerate(names)], by="serve-1"
-    )
+    entries = [SyncEntry(name, definition, "schedules.yaml", 3 + i) for i, name in enumerate(names)]
+    result = await store.sync_schedules(entries, by="serve-1")
     assert sorted((v.name, v.version, v.op, v.source) for v in result.versions) == [
         (name, 1, "sync", "yaml") for name in names
     ]
@@ -485,6 +484,16 @@ async def test_the_first_sync_makes_a_release_s_yaml_schedules_version_1_with_th
     for run_id in expected["ids"].values():
         old = await store.get_run(run_id)
         assert old is not None and old.schedule_version is None
+    # 0014 (the sync mark) on the upgraded database: a second serve with the same file writes
+    # nothing; a changed file does, and so does the first file again.
+    seq = await store.schedule_seq()
+    assert (await store.sync_schedules(entries, by="serve-2")).versions == []
+    assert await store.schedule_seq() == seq
+    changed = [SyncEntry(names[0], {**definition, "cron": "0 3 * * *"}, "schedules.yaml", 3)]
+    assert [
+        (v.name, v.version) for v in (await store.sync_schedules(changed + entries[1:], by="s")).versions
+    ] == [(names[0], 2)]
+    assert (await store.sync_schedules(entries, by="serve-1")).versions[0].version == 3
 
 
 @pytest.mark.parametrize("release", ["v1", "v2"])
