@@ -114,7 +114,7 @@ async def _notify(conn: Any, versions: Sequence[rules.ScheduleVersion]) -> None:
 
 _SEQ = "SELECT coalesce(max(seq), 0) FROM schedule_versions"
 _MARK = (
-    "INSERT INTO schedule_sync_mark (id, fingerprint, seq) VALUES (1, $1, $2) "
+    f"INSERT INTO schedule_sync_mark (id, fingerprint, seq) VALUES (1, $1, ({_SEQ})) "
     "ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, seq = EXCLUDED.seq"
 )
 
@@ -132,7 +132,7 @@ async def _sync(
     if plan.moved:
         await conn.executemany("UPDATE schedule_defs SET path = $2, line = $3 WHERE name = $1", plan.moved)
     if not plan.refused:
-        await conn.execute(_MARK, fingerprint, await conn.fetchval(_SEQ))
+        await conn.execute(_MARK, fingerprint)
     await _notify(conn, versions)
     return rules.SyncResult(versions, plan.refused)
 
@@ -209,7 +209,7 @@ class PostgresScheduleDefs(PostgresAccess, rules.ScheduleDefStore):
 
     async def schedule_seq(self) -> int:
         async def read(conn: Any, replay: bool) -> int:
-            return int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM schedule_versions"))
+            return int(await conn.fetchval(_SEQ))
 
         return await self._run("schedule_seq", read)
 
