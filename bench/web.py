@@ -47,7 +47,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ._util import ROOT, emit, median, percentile, scratch_dir
+from ._util import ROOT, emit, median, percentile, proc_cpu_seconds, scratch_dir
 
 RUNS = 50
 JOBS = ("reports", "images", "sync", "billing", "cleanup")
@@ -200,10 +200,9 @@ class _InProcessWeb:
 class _DashboardServe:
     """``durably-sched serve --no-scheduler --no-worker --http`` on the bench's database file."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, log: Path) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
         self.proc = proc
         self.port = port
-        self.log = log
 
     @classmethod
     async def start(cls, durably: Any) -> _DashboardServe:
@@ -223,7 +222,7 @@ class _DashboardServe:
         while True:
             found = re.search(r"on http://127\.0\.0\.1:(\d+)", log.read_text())
             if found and "serve started" in log.read_text():
-                return cls(proc, int(found.group(1)), log)
+                return cls(proc, int(found.group(1)))
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the dashboard serve did not start:\n{log.read_text()[-2000:]}")
             await asyncio.sleep(0.05)
@@ -237,8 +236,7 @@ class _DashboardServe:
         return int(float(found.group(1))) if found else 0
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_seconds(self.proc.pid)
 
     async def close(self) -> None:
         if self.proc.returncode is None:
