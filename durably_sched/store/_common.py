@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 NOT_UNICODE = "a text argument is not valid Unicode (a lone surrogate such as \\ud800 has no UTF-8 form)"
 """Both stores refuse such text with InvalidArgumentError (the facade names the field first)."""
 

@@ -18,6 +18,7 @@ from ._pg_sql import (
     RUN_SELECT,
     find_run_ids_query,
 )
+from ._runs_query import labels_indexed
 from .attempts import ATTEMPTS_SQL, AttemptRecord, attempt_from_row
 from .records import (
     COUNT_CAP,
@@ -79,7 +80,7 @@ class PostgresRuns(PostgresAccess):
             float(lease_seconds),
             list(job_names),
         )
-        sql = INSERT_CLAIMED if run.labels else INSERT_CLAIMED_NO_LABELS
+        sql = INSERT_CLAIMED if labels_indexed(run.labels) else INSERT_CLAIMED_NO_LABELS
 
         async def insert(conn: Any, replay: bool) -> tuple[RunRecord, Disposition]:
             row = await conn.fetchrow(sql, *args)

@@ -52,9 +52,10 @@ WITH ins AS (
     ORDER BY n.ord
     ON CONFLICT DO NOTHING
     RETURNING seq, id, job_name, labels, created_at
-), lab AS (  -- the labels index of run lists (written here only, never by checkpoints)
+), lab AS (  -- the labels index of run lists (written here only, never by checkpoints); the label
+    --  `schedule` is the schedule_name column (_runs_query.SCHEDULE_LABEL)
     INSERT INTO run_labels (key, value, seq)
-    SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l
+    SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l WHERE l.key <> 'schedule'
 )
 SELECT id, created_at, {NOTIFY} FROM ins
 """
@@ -167,11 +168,12 @@ SELECT {RUN_SELECT}, CASE WHEN status = 'pending' THEN {NOTIFY} END FROM ins
 """
 INSERT_CLAIMED = f"""{_INSERT_CLAIMED_RUN}, lab AS (
     INSERT INTO run_labels (key, value, seq)
-    SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l
+    SELECT l.key, l.value, ins.seq FROM ins, json_each_text(ins.labels) AS l WHERE l.key <> 'schedule'
 ){_INSERT_CLAIMED_ANSWER}"""
 
-# INSERT_CLAIMED for a run without labels (``$5`` is ``{}``): the same without the labels part,
-# which costs the server a CTE scan and a json_each_text call for nothing.
+# INSERT_CLAIMED for a run with nothing for the labels index (no labels, or only `schedule`): the
+# same without the labels part, which costs the server a CTE scan and a json_each_text call for
+# nothing.
 INSERT_CLAIMED_NO_LABELS = _INSERT_CLAIMED_RUN + _INSERT_CLAIMED_ANSWER
 
 
@@ -429,8 +431,8 @@ def find_run_ids_query(prefix: str, limit: int) -> tuple[str, list[Any]]:
     """The statement of :meth:`PostgresStore.find_run_ids` and its arguments.
 
     ``~>=~`` and ``~<~`` compare in code point order whatever the database's collation, and are what
-    the runs_id_prefix index (text_pattern_ops) answers; a range or LIKE on ``id`` with the ordinary
-    operators would need the "C" collation to use an index.
+    the runs_id index (unique, text_pattern_ops; schema v15) answers; a range or LIKE on ``id`` with
+    the ordinary operators would need the "C" collation to use an index.
     """
     upper = prefix_upper_bound(prefix)
     bound = "AND id ~<~ $3 " if upper is not None else ""

@@ -3,7 +3,8 @@
 A page must cost the same at 10^3 and 10^6 runs, so every query is driven by an index whose order is
 the page's order (creation order, newest first) and stops after ``limit`` rows:
 
-* a label filter drives from ``run_labels (key, value, seq)``;
+* a label filter drives from ``run_labels (key, value, seq)``, except the label ``schedule``, which
+  is the ``schedule_name`` column (schema v15) and filters as the schedule does;
 * else a schedule filter from ``runs_schedule (schedule_name, seq)``;
 * else job and status filters from ``runs_job_status`` / ``runs_job`` / ``runs_status``: one walk
   per (job, status) pair, each ordered and limited, merged by an outer ``ORDER BY ... LIMIT`` over
@@ -25,7 +26,8 @@ and filters); PostgreSQL's planner picks the same indexes from the same query sh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +44,28 @@ def parse_cursor(cursor: str | None) -> int | None:
     if not cursor.isdigit() or len(cursor) > 19:
         raise InvalidArgumentError(f"invalid cursor {cursor!r} (use the `next` value of a previous page)")
     return int(cursor)
+
+
+SCHEDULE_LABEL = "schedule"
+"""A run's label ``schedule`` is its ``schedule_name`` column (every insert sets the column from it),
+so it has no rows in the labels index (schema v15): a filter on it is a schedule filter."""
+
+
+def labels_indexed(labels: Mapping[str, str]) -> bool:
+    """Whether a new run with these labels has rows in the labels index."""
+    return any(key != SCHEDULE_LABEL for key in labels)
+
+
+def _schedule_label_as_column(query: RunQuery) -> RunQuery | None:
+    """``query`` with a ``schedule`` label filter moved to the schedule filter (None: the two
+    disagree, so no run can match)."""
+    if SCHEDULE_LABEL not in query.labels:
+        return query
+    name = query.labels[SCHEDULE_LABEL]
+    if query.schedule is not None and query.schedule != name:
+        return None
+    labels = {k: v for k, v in query.labels.items() if k != SCHEDULE_LABEL}
+    return dataclasses.replace(query, schedule=name, labels=labels)
 
 
 def effective_jobs(query: RunQuery) -> list[str] | None:
@@ -154,6 +178,10 @@ def page_sql(
 ) -> tuple[str, list[Any]] | None:
     """(sql, params) selecting ``seq`` then ``columns`` for one page plus one row (to tell whether
     another page follows); None when no run can match."""
+    normal = _schedule_label_as_column(query)
+    if normal is None:
+        return None
+    query = normal
     jobs = effective_jobs(query)
     if jobs is not None and not jobs:
         return None
@@ -173,6 +201,10 @@ def count_sql(
     query: RunQuery, dialect: Dialect, time: Callable[[Any], Any], cap: int
 ) -> tuple[str, list[Any]] | None:
     """(sql, params) counting matching runs, each walk stopping after ``cap + 1`` rows."""
+    normal = _schedule_label_as_column(query)
+    if normal is None:
+        return None
+    query = normal
     jobs = effective_jobs(query)
     if jobs is not None and not jobs:
         return None

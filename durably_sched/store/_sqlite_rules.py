@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from . import rules
 from ._common import dt_to_ms, dumps
+from ._runs_query import labels_indexed
 from ._sqlite_base import RUN_SELECT, STATE_SELECT, SqliteAccess, fetch_run, now_ms, run_record, state_record
 from ._sqlite_buckets import bucket_answer
 from .records import Disposition, NewRun, RunRecord, ScheduleState
@@ -146,11 +147,12 @@ class Answers:
             ),
         ).fetchone()
         if row is not None:
-            if run.labels:
-                # The labels index of run lists: written when a run is created, never by checkpoints.
+            if labels_indexed(run.labels):
+                # The labels index of run lists: written when a run is created, never by checkpoints
+                # (the label `schedule` is the schedule_name column).
                 self.conn.execute(
-                    "INSERT INTO run_labels (key, value, seq) "
-                    "SELECT j.key, j.value, r.seq FROM runs r, json_each(r.labels) j WHERE r.id = ?",
+                    "INSERT INTO run_labels (key, value, seq) SELECT j.key, j.value, r.seq "
+                    "FROM runs r, json_each(r.labels) j WHERE r.id = ? AND j.key <> 'schedule'",
                     (run.id,),
                 )
             return run_record(row), "created"

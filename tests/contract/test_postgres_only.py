@@ -402,8 +402,9 @@ async def test_times_come_from_the_database_clock(pg: PostgresBackend) -> None:
 
 async def test_run_id_prefixes_use_an_index_under_a_linguistic_collation(postgres_url: str) -> None:
     """`runs show 33fc6f80` on a big PostgreSQL database whose collation is not "C" (en-US here):
-    the lookup reads the runs_id_prefix index, never the whole table, and finds exactly the ids
-    that start with the prefix (a linguistic order would scatter them)."""
+    the lookup reads the runs_id index, never the whole table, and finds exactly the ids that start
+    with the prefix (a linguistic order would scatter them). The same unique index (text_pattern_ops,
+    schema v15) answers a look-up by the whole id: a run's id has one index, not two."""
     import asyncpg
 
     from durably_sched.store._pg_sql import find_run_ids_query
@@ -438,9 +439,16 @@ async def test_run_id_prefixes_use_an_index_under_a_linguistic_collation(postgre
             await conn.execute("ANALYZE runs")
             sql, args = find_run_ids_query("abcdef", 11)
             plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+            by_id = "\n".join(
+                r[0] for r in await conn.fetch("EXPLAIN SELECT * FROM runs WHERE id = $1", "abcdef-1")
+            )
+            indexes = "SELECT indexname FROM pg_indexes WHERE tablename = 'runs'"
+            ids = [r[0] for r in await conn.fetch(indexes)]
         finally:
             await conn.close()
-        assert "runs_id_prefix" in plan and "Seq Scan" not in plan, plan
+        assert "using runs_id on runs" in plan and "Seq Scan" not in plan, plan
+        assert "Index Scan using runs_id on runs" in by_id, by_id
+        assert "runs_id_prefix" not in ids and "runs_id_key" not in ids, ids
         assert await store.find_run_ids("abcdef", 11) == ["abcdef-1", "abcdef-2", "abcdef1"]
     finally:
         await store.close()

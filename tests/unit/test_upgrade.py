@@ -328,6 +328,14 @@ async def test_the_previous_release_database_upgrades_with_every_record_intact(b
     assert await reads_v2(store, expected["ids"]) == expected
     assert expected["runs"]["failed"]["traceback"].endswith("ValueError: bad day\n")  # the fixture has it
     assert expected["schedule_states"]["pulse"][0] is True  # ... and a paused schedule
+    # v15: the label `schedule` is answered from the schedule column; the release's scheduled runs
+    # are still found by it, and by the label they carry besides.
+    ids = expected["ids"]
+    nightly = [ids["scheduled"], ids["scheduled_failed"]]
+    assert [r.id for r in await store.list_runs(RunQuery(labels={"schedule": "nightly"}))] == nightly
+    assert [r.id for r in await store.list_runs(RunQuery(schedule="nightly"))] == nightly
+    for_day = RunQuery(labels={"schedule": "nightly", "scheduled_for": "2026-12-01T02:00:00Z"})
+    assert [r.id for r in await store.list_runs(for_day)] == [ids["scheduled"]]
 
 
 async def test_an_upgraded_run_shows_the_last_attempt_the_release_stored(backend: Backend) -> None:
