@@ -22,7 +22,10 @@ more than a minute to be ready fires the minute it started in first: T is a minu
   workers' claims and checkpoints in the window included: with ``--no-worker`` it is the
   scheduling alone);
 * **CPU per fire time per process**: each serve's CPU seconds (utime + stime) from T - 2 s until
-  all runs exist, divided by N (with a worker, its claims in that window are included).
+  all runs exist, divided by N (with a worker, its claims in that window are included);
+* **restart ready**: after the rest, the first serve is stopped (SIGTERM) and started again
+  ``--restarts`` times, the others staying up; seconds from each spawn to its "scheduler ready"
+  (the cursors and the schedules' definitions are stored by then, as on any restart).
 
 The machine is shared: figures vary with the load of other work (say so when quoting them).
 ``python -m bench.scale --suite`` runs the issue's matrix, each size in a child process, and writes
@@ -61,6 +64,23 @@ def spawn(url: str, schedules: Path, log: Path, no_worker: bool) -> subprocess.P
     cmd += ["--schedules", str(schedules), "serve", *(["--no-worker"] if no_worker else [])]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def restart_ready(
+    procs: list[subprocess.Popen[bytes]], url: str, schedules: Path, tmp: Path, args: argparse.Namespace
+) -> list[float]:
+    """Stop the first serve and start it again, ``args.restarts`` times: seconds to ready each time
+    (``procs[0]`` is replaced by the running one)."""
+    out: list[float] = []
+    for i in range(args.restarts):
+        procs[0].send_signal(signal.SIGTERM)
+        procs[0].wait(60)
+        log = tmp / f"serve-0-restart-{i}.log"
+        spawned = time.monotonic()
+        procs[0] = spawn(url, schedules, log, args.no_worker)
+        wait(lambda log=log: "scheduler ready" in log.read_text(errors="replace"), 120, "the restart", procs)
+        out.append(round(time.monotonic() - spawned, 2))
+    return out
 
 
 def wait(predicate: Any, timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> Any:
@@ -223,6 +243,7 @@ def measure(url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 time.sleep(0.5)
         created, started = db.times(key, fire)
         by_serve = db.created_by_owner(key, fire)
+        restarts = restart_ready(procs, url, schedules, tmp, args)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -253,6 +274,7 @@ def measure(url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "cpu_ms_per_fire_per_process": [
             round((b - a) * 1000 / n, 4) for a, b in zip(cpu0, cpu1, strict=True)
         ],
+        "restart_ready_seconds": restarts,
     }
     if not args.no_worker:
         out |= {
@@ -280,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serves", type=int, default=1)
     parser.add_argument("--no-worker", action="store_true", help="serves without a worker (scheduler only)")
     parser.add_argument("--wait-started", type=float, default=60.0, help="seconds after T to wait for starts")
+    parser.add_argument("--restarts", type=int, default=3, help="restarts of one serve timed at the end")
     parser.add_argument("--postgres", default=default_url(), metavar="URL")
     parser.add_argument("--suite", action="store_true", help="run the matrix and write bench/scale.*")
     args = parser.parse_args(argv)
