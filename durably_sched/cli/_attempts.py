@@ -78,6 +78,19 @@ def attempts_section(
     return [Text(""), Text("attempts", style="bold"), grid]
 
 
+def _ended_in(attempt: AttemptRecord, record: RunRecord) -> bool:
+    """Whether the record (read before the attempts) shows ``attempt`` as ended while the run goes
+    on. The attempts are read after the record, so they may hold an attempt that ended since: the
+    attempt the record shows running, or a later one. Those wait for the next look, and the last
+    attempt of a finished run for the final report; else a run that completed between the two
+    reads would print its completion twice."""
+    if attempt.attempt > record.attempt:
+        return False
+    if attempt.attempt == record.attempt:
+        return record.status != "running" and not record.is_finished
+    return True
+
+
 class AttemptLines:
     """What ``--wait`` and ``runs watch`` print as a run's attempts end: a line for each attempt
     that ended while the run goes on (a failure to be retried, a lost lease, a release). The last
@@ -94,9 +107,8 @@ class AttemptLines:
         if mark == self._mark:
             return []  # nothing that ends an attempt changed since the last look
         self._mark = mark
-        ended = await self.durably.get_attempts(record.id, after=self.seen)
-        if record.is_finished and ended and ended[-1].attempt == record.attempt:
-            ended = ended[:-1]
+        found = await self.durably.get_attempts(record.id, after=self.seen)
+        ended = [a for a in found if _ended_in(a, record)]
         if ended:
             self.seen = ended[-1].attempt
         return [attempt_line(a, self.max_attempts) for a in ended]

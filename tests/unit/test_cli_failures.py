@@ -8,6 +8,7 @@ The project fixture (a jobs package, a schedules file, a SQLite database) is tes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from typing import Any
@@ -88,6 +89,40 @@ def test_a_retried_run_completes_under_wait_and_shows_its_failed_attempt(migrate
     assert all(
         a["worker_id"] and a["started_at"] and a["ended_at"] and a["duration"] >= 0 for a in (first, second)
     )
+
+
+def test_an_attempt_that_ended_after_the_record_was_read_waits_for_the_next_look(tmp_path: Any) -> None:
+    """`--wait` reads the run, then its attempts. A run that completed between the two reads must
+    not print its last attempt as a line of its own (the final report says it): the CI failure of
+    test_wait_prints_each_failed_attempt_as_it_happens was this race."""
+    from durably_sched import Retry, create_durably, define_job
+    from durably_sched.cli._attempts import AttemptLines
+
+    async def flaky(step: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        if step.failed_attempts < 1:
+            raise ConnectionError("upstream said 503")
+        return {}
+
+    job = define_job(name="flaky", run=flaky, retry=Retry(max_attempts=3, backoff=0.01, jitter=0))
+
+    async def scenario() -> list[list[str]]:
+        async with create_durably(f"sqlite:///{tmp_path / 'race.db'}").register([job]) as durably:
+            final = await durably.jobs.flaky.trigger_and_wait({}, timeout=10)
+            record = await durably.get_run(final.id)
+            assert record is not None and record.status == "completed" and record.attempt == 2
+            lines = AttemptLines(durably, 3)
+            pending = dataclasses.replace(record, status="pending", attempt=1, output=None)
+            running = dataclasses.replace(record, status="running", output=None)
+            return [
+                await lines.new_lines(running),  # stale: attempt 2 ended after this read
+                await lines.new_lines(record),  # finished: attempt 2 is the report's
+                await AttemptLines(durably, 3).new_lines(pending),  # the retry wait: attempt 1
+            ]
+
+    stale, finished, waiting = asyncio.run(scenario())
+    assert len(stale) == 1 and stale[0].startswith("attempt 1 failed (failed try 1 of 3)"), stale
+    assert finished == []
+    assert waiting == stale
 
 
 def test_wait_prints_each_failed_attempt_as_it_happens(migrated: Project) -> None:
