@@ -468,7 +468,14 @@ class RunFeed:
                 )
         batches = await self.store.get_run_streams(positions, READ_LIMIT)
         ids = list(self._runs)
-        records = {run_id: seen[run_id] for run_id in ids if run_id in seen}
+        # The run list's records were read before these batches: good for the progress of a batch
+        # of steps and logs, but a batch with a transition needs the run as read after it (a run
+        # that completed in between would end its stream with the output of a running run).
+        records = {
+            run_id: seen[run_id]
+            for run_id in ids
+            if run_id in seen and not (run_id in batches and batches[run_id].events)
+        }
         missing = [run_id for run_id in ids if run_id not in records]
         if missing:
             records.update(await self.store.get_runs_by_id(missing))

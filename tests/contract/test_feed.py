@@ -109,6 +109,44 @@ async def test_a_run_executed_elsewhere_streams_its_steps_logs_progress_and_end(
     assert len(steps) == 3 and len(logs) == 3
 
 
+async def test_a_run_that_completes_between_the_list_read_and_the_stream_read_ends_with_its_output(
+    pair: tuple[Durably, Durably],
+) -> None:
+    """With the run list watched too, the feed reads the list's records first and the streams after.
+    A run that completed in between has its end in the stream's read and a running record in the
+    list's: the end must carry the output of the run as read after it (a CI failure: None)."""
+    watcher, executor = pair
+    GATES["late"] = asyncio.Event()
+    run = await watcher.trigger("stepped", {"count": 2, "gate": "late"})
+    listing = watcher.subscribe_runs()
+    events = watcher.subscribe(run.id, since=run.record)
+    collected = asyncio.create_task(collect(events))
+    await until(lambda: run.id in executor.worker.active, timeout=10, what="run claimed")
+    poll = watcher.store.poll_run_changes
+    held = {"done": False}
+
+    async def poll_then_finish(*args: Any, **kwargs: Any) -> Any:
+        changes = await poll(*args, **kwargs)
+        if not held["done"] and any(r.id == run.id and r.status == "running" for r in changes.active):
+            held["done"] = True  # the list has the run running: let it complete before the stream reads
+            GATES["late"].set()
+
+            async def completed() -> bool:
+                record = await executor.get_run(run.id)
+                return record is not None and record.status == "completed"
+
+            await until(completed, timeout=10, what="run completed")
+        return changes
+
+    watcher.store.poll_run_changes = poll_then_finish  # type: ignore[method-assign]
+    try:
+        got = await collected
+    finally:
+        await listing.close()
+    assert held["done"], "the race was not set up"
+    assert got[-1].type == "run:complete" and got[-1].output == {"done": 2}, got[-1]  # type: ignore[attr-defined]
+
+
 async def test_a_failed_run_ends_the_stream_with_its_error(pair: tuple[Durably, Durably]) -> None:
     watcher, _ = pair
     run = await watcher.trigger("stepped", {"count": 1, "fail": True})
