@@ -36,6 +36,7 @@ from ..durably import Durably
 from ..events import Event, RunProgressEvent
 from ..store.base import RunRecord
 from ..stream import RunSubscription, StoredLogWriteEvent
+from ..stream.reader import TERMINAL_TYPES
 from ..wait_views import waiting_for_text
 from ._attempts import AttemptLines
 from ._base import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, SECONDS, CliError, one_line
@@ -45,6 +46,10 @@ POLL_INTERVAL = 0.15
 """Longest wait for the run's next events before the display (time, waiting reason) is redrawn."""
 EXPLAIN_EVERY = 1.0
 """How often a pending run's reason for waiting is looked up while following it."""
+DRAIN = 3.0
+"""Once the run, read again at a transition, has finished: the longest wait for the stream to
+deliver its end (the log lines and steps before it come first). The end is always delivered; the
+bound only keeps a wait from hanging should the run vanish without a word."""
 Reason = Literal["finished", "interrupted", "timeout"]
 
 
@@ -175,6 +180,8 @@ class _View:
         self.attempts = attempts
         self.waiting: str | None = None
         self.explained_at = 0.0
+        self.ended = False
+        """The stream delivered the run's end (its completion, failure, cancel or deletion)."""
 
     async def follow(
         self,
@@ -185,10 +192,18 @@ class _View:
         timeout: float | None,
     ) -> Followed:
         deadline = None if timeout is None else time.monotonic() + timeout
+        # A run read as finished at a transition may still have log lines in the stream, which
+        # delivers them before its end (a run that took 3 ms ended before the stream's first read
+        # had given more than its start): wait for the end. A run finished before the
+        # subscription has no end coming (the stream starts after it).
+        no_end_coming = self.record.is_finished
+        finished_at: float | None = None
         while True:
             await self.redraw(progress, task)
             if self.record.is_finished:
-                return Followed(self.record, "finished")
+                finished_at = time.monotonic() if finished_at is None else finished_at
+                if self.ended or no_end_coming or time.monotonic() - finished_at >= DRAIN:
+                    return Followed(self.record, "finished")
             wait = (
                 POLL_INTERVAL
                 if deadline is None
@@ -212,6 +227,7 @@ class _View:
                 self.record = dataclasses.replace(self.record, progress=event.progress)
             elif event.type.startswith("run:"):
                 moved = True
+                self.ended = self.ended or event.type in TERMINAL_TYPES
         if moved:
             self.record = await self.durably.get_run(self.record.id)
 
