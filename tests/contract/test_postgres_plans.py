@@ -28,6 +28,7 @@ QUERIES = {
     "jobs x statuses": RunQuery(job_names=("a", "b"), statuses=("failed", "completed")),
     "a label": RunQuery(labels={"team": "ops"}),
     "schedule": RunQuery(schedule="nightly"),
+    "the schedule label": RunQuery(labels={"schedule": "nightly"}),
     "created after": RunQuery(created_after=datetime(2024, 1, 1, tzinfo=UTC)),
     "no filter, next page": RunQuery(cursor="100"),
 }
