@@ -68,6 +68,18 @@ def _schedule_label_as_column(query: RunQuery) -> RunQuery | None:
     return dataclasses.replace(query, schedule=name, labels=labels)
 
 
+def _matchable(query: RunQuery) -> tuple[RunQuery, list[str] | None] | None:
+    """The query as the walks take it (the schedule label as the schedule filter) and its jobs
+    (see :func:`effective_jobs`); None when no run can match."""
+    normal = _schedule_label_as_column(query)
+    if normal is None:
+        return None
+    jobs = effective_jobs(normal)
+    if jobs is not None and not jobs:
+        return None
+    return normal, jobs
+
+
 def effective_jobs(query: RunQuery) -> list[str] | None:
     """The jobs a run may belong to (None: any); an empty list means nothing can match."""
     jobs = list(dict.fromkeys(query.job_names))
@@ -178,13 +190,10 @@ def page_sql(
 ) -> tuple[str, list[Any]] | None:
     """(sql, params) selecting ``seq`` then ``columns`` for one page plus one row (to tell whether
     another page follows); None when no run can match."""
-    normal = _schedule_label_as_column(query)
-    if normal is None:
+    matchable = _matchable(query)
+    if matchable is None:
         return None
-    query = normal
-    jobs = effective_jobs(query)
-    if jobs is not None and not jobs:
-        return None
+    query, jobs = matchable
     before_seq = parse_cursor(query.cursor)
     limit = max(0, query.limit) + 1
     sql = _Sql(dialect, time)
@@ -201,13 +210,10 @@ def count_sql(
     query: RunQuery, dialect: Dialect, time: Callable[[Any], Any], cap: int
 ) -> tuple[str, list[Any]] | None:
     """(sql, params) counting matching runs, each walk stopping after ``cap + 1`` rows."""
-    normal = _schedule_label_as_column(query)
-    if normal is None:
+    matchable = _matchable(query)
+    if matchable is None:
         return None
-    query = normal
-    jobs = effective_jobs(query)
-    if jobs is not None and not jobs:
-        return None
+    query, jobs = matchable
     sql = _Sql(dialect, time)
     kind, walks = _branches(query, jobs)
     counts = [
