@@ -96,21 +96,21 @@ class PostgresWork(PostgresAccess):
                 # schedule when overlap is "queue"): the transaction claims every kind, so the
                 # statement that would only count them again is skipped. It comes back once a
                 # claim takes no keyed run.
-                out = await self._claim_keyed(conn, jobs, limit, worker_id, lease_seconds, only)
-                self._keyed_backlog = any(run.concurrency_key is not None for _, run in out)
-                return [record for _, record in sorted(out, key=lambda pair: pair[0])]
-            # Runs without a concurrency key: one statement, no explicit transaction.
-            rows = await conn.fetch(quick_sql, *quick_args)
-            out = [
-                (r["seq"], run_from_row(r, previous_worker_id=r["previous_worker_id"]))
-                for r in rows
-                if r["seq"] is not None
-            ]
-            room = limit - len(out)
-            if rows[0]["keyed"] and room > 0:
-                keyed = await self._claim_keyed(conn, jobs, room, worker_id, lease_seconds, only)
-                self._keyed_backlog = bool(keyed)
-                out.extend(keyed)
+                out = keyed = await self._claim_keyed(conn, jobs, limit, worker_id, lease_seconds, only)
+            else:
+                # Runs without a concurrency key: one statement, no explicit transaction.
+                rows = await conn.fetch(quick_sql, *quick_args)
+                out = [
+                    (r["seq"], run_from_row(r, previous_worker_id=r["previous_worker_id"]))
+                    for r in rows
+                    if r["seq"] is not None
+                ]
+                room = limit - len(out)
+                keyed = []
+                if rows[0]["keyed"] and room > 0:
+                    keyed = await self._claim_keyed(conn, jobs, room, worker_id, lease_seconds, only)
+                    out.extend(keyed)
+            self._keyed_backlog = any(run.concurrency_key is not None for _, run in keyed)
             if len(out) > 1:
                 out.sort(key=lambda pair: pair[0])
             return [record for _, record in out]
